@@ -1,0 +1,6 @@
+"""ONNX backend: integer graph -> standard ONNX (opset >= 18) run by ONNX Runtime's CPU provider."""
+
+from qgnn_deploy.backends.onnx import handlers as _handlers  # noqa: F401  (fills HANDLERS)
+from qgnn_deploy.backends.onnx.exporter import DEFAULT_OPSET, HANDLERS, export_onnx, infer_dtypes, save_onnx
+
+__all__ = ["DEFAULT_OPSET", "HANDLERS", "export_onnx", "infer_dtypes", "save_onnx"]

@@ -1,0 +1,320 @@
+"""IR -> ONNX: the emission context, the handler registry and the model assembly.
+
+Each IR op has exactly one handler (see :mod:`qgnn_deploy.backends.onnx.handlers`)
+that appends standard ONNX nodes computing the op *exactly* as the reference
+interpreter does.  Dtypes of every IR value are inferred statically with the
+interpreter's rules, so handlers know when a cast is needed; ORT's CPU kernels
+cover fewer integer types than NumPy (e.g. no int16 Add), so arithmetic runs in
+int32/int64 and narrows at the end, which is exact for every valid input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from qgnn_deploy.errors import QgnnError
+from qgnn_deploy.ir.graph import Graph, Node
+from qgnn_deploy.ir.ops import OPS
+
+DEFAULT_OPSET = 21
+PRODUCER = "qgnn-deploy"
+
+ONNX_DTYPE: dict[str, int] = {
+    "uint8": TensorProto.UINT8,
+    "int8": TensorProto.INT8,
+    "int16": TensorProto.INT16,
+    "int32": TensorProto.INT32,
+    "int64": TensorProto.INT64,
+    "float32": TensorProto.FLOAT,
+    "uint64": TensorProto.UINT64,
+    "bool": TensorProto.BOOL,
+}
+_WIDTH = {"uint8": 1, "int8": 1, "int16": 2, "int32": 4, "int64": 8}
+
+Handler = Callable[["EmitContext", Node], None]
+HANDLERS: dict[str, Handler] = {}
+
+
+def handler(op: str) -> Callable[[Handler], Handler]:
+    """Register the ONNX emitter of IR op ``op`` (one per op)."""
+
+    def deco(fn: Handler) -> Handler:
+        if op not in OPS:
+            raise ValueError(f"handler for unknown IR op {op!r}")
+        HANDLERS[op] = fn
+        return fn
+
+    return deco
+
+
+def wider(a: str, b: str) -> str:
+    """Result dtype of a binary IR op (mirrors ``interpreter.wider``)."""
+    if a == b:
+        return a
+    wa, wb = _WIDTH[a], _WIDTH[b]
+    if wa == wb == 1:
+        return "int16"
+    return a if wa > wb else b
+
+
+def compute_dtype(dtype: str) -> str:
+    """The ORT-supported integer type arithmetic on ``dtype`` runs in."""
+    return "int64" if dtype == "int64" else "int32"
+
+
+def infer_dtypes(graph: Graph) -> dict[str, str]:
+    """Dtype of every value, by the interpreter's typing rules."""
+    dt: dict[str, str] = {v.name: v.dtype for v in graph.inputs}
+    dt.update({k: str(v.dtype) for k, v in graph.initializers.items()})
+    for node in graph.nodes:
+        ins = [dt[i] if i else "" for i in node.inputs]
+        a, op = node.attrs, node.op
+        if op in ("quantize", "quantize_rows", "cast", "requantize"):
+            out = a["dtype"]
+        elif op == "dequantize":
+            out = "float32"
+        elif op == "unpack_int4":
+            out = "int8"
+        elif op in ("matmul", "scatter_add", "scatter_max", "degree", "pool_sum"):
+            out = "int32"
+        elif op in ("add", "sub", "mul", "div_floor"):
+            out = wider(ins[0], ins[1])
+        elif op in ("clamp", "take_row", "gather_rows", "reduce_max", "concat"):
+            out = ins[0]
+        elif op == "lut":
+            out = ins[1]
+        elif op == "reduce_sum":
+            out = "int32" if _WIDTH[ins[0]] <= 4 else "int64"
+        else:  # pragma: no cover - validate() rejects unknown ops first
+            raise QgnnError(f"ONNX export: no dtype rule for IR op {op!r}")
+        dt[node.outputs[0]] = out
+    return dt
+
+
+def infer_ranks(graph: Graph) -> dict[str, int]:
+    """Rank of every value (handlers need it to broadcast edge indices against [E, H] values)."""
+    rk: dict[str, int] = {v.name: len(v.shape) for v in graph.inputs}
+    rk.update({k: v.ndim for k, v in graph.initializers.items()})
+    for node in graph.nodes:
+        ins = [rk[i] if i else 0 for i in node.inputs]
+        a, op = node.attrs, node.op
+        if op == "unpack_int4":
+            out = len(a["shape"])
+        elif op in ("add", "sub", "mul", "div_floor"):
+            out = max(ins[0], ins[1])
+        elif op == "take_row":
+            out = ins[0] - 1
+        elif op == "gather_rows":
+            out = ins[1] + ins[0] - 1
+        elif op == "degree":
+            out = 2
+        elif op == "lut":
+            out = ins[0]
+        elif op in ("reduce_max", "reduce_sum"):
+            out = ins[0] if a.get("keepdims", True) else ins[0] - 1
+        else:  # elementwise, matmul (2-D), scatters/pool (rank of values), concat
+            out = ins[0]
+        rk[node.outputs[0]] = out
+    return rk
+
+
+class EmitContext:
+    """State shared by the handlers while one IR graph becomes one ONNX graph."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.dtypes = infer_dtypes(graph)
+        self.ranks = infer_ranks(graph)
+        self.memo: dict[Any, str] = {}
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: dict[str, onnx.TensorProto] = {}
+        self._names: set[str] = set(self.dtypes)
+        self._counter = 0
+        self._emitted_inits: set[str] = set()
+        self._cast_cache: dict[tuple[str, str], str] = {}
+        self._const_cache: dict[tuple[str, bytes, tuple[int, ...]], str] = {}
+        # value -> callable emitting a uint8 copy shifted by +128 (int8 activations feeding MatMulInteger)
+        self.u8_makers: dict[str, Callable[[], str]] = {}
+        self._u8_cache: dict[str, str] = {}
+        self.current: Node | None = None
+
+    # ----------------------------------------------------------------- naming
+    def fresh(self, hint: str) -> str:
+        base = f"{self.current.outputs[0]}__{hint}" if self.current is not None else hint
+        name = base
+        while name in self._names:
+            self._counter += 1
+            name = f"{base}_{self._counter}"
+        self._names.add(name)
+        return name
+
+    # ------------------------------------------------------------- emission
+    def emit(self, op_type: str, inputs: list[str], output: str | None = None, hint: str | None = None,
+             domain: str = "", **attrs: Any) -> str:
+        """Append one ONNX node; returns its (single) output name."""
+        out = output or self.fresh(hint or op_type.lower())
+        name = self.fresh(f"n_{op_type}") if output is None else f"{out}__{op_type}"
+        self._names.add(name)
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=name, domain=domain, **attrs))
+        return out
+
+    def const(self, array: np.ndarray | int | float, dtype: str, hint: str = "c") -> str:
+        """A (deduplicated) initializer holding ``array`` as ``dtype``."""
+        arr = np.asarray(array).astype(dtype)
+        key = (dtype, arr.tobytes(), arr.shape)
+        if key not in self._const_cache:
+            name = self.fresh(hint)
+            self.initializers[name] = numpy_helper.from_array(arr, name)
+            self._const_cache[key] = name
+        return self._const_cache[key]
+
+    def is_const(self, value: str) -> bool:
+        return value in self.graph.initializers
+
+    def const_array(self, value: str) -> np.ndarray:
+        return self.graph.initializers[value]
+
+    def value(self, name: str) -> str:
+        """Make IR value ``name`` available as an ONNX value (materialising constants lazily)."""
+        if name in self.graph.initializers and name not in self._emitted_inits:
+            self.initializers[name] = numpy_helper.from_array(np.ascontiguousarray(self.graph.initializers[name]), name)
+            self._emitted_inits.add(name)
+        return name
+
+    def value_as(self, name: str, dtype: str) -> str:
+        """IR value ``name`` converted to ``dtype`` (a converted constant, or one cached Cast)."""
+        if self.dtypes[name] == dtype:
+            return self.value(name)
+        key = (name, dtype)
+        if key not in self._cast_cache:
+            if self.is_const(name):
+                self._cast_cache[key] = self.const(self.const_array(name), dtype, hint=f"{name}_{dtype}")
+            else:
+                saved, self.current = self.current, None
+                self._cast_cache[key] = self.emit("Cast", [self.value(name)], hint=f"{name}_as_{dtype}",
+                                                  to=ONNX_DTYPE[dtype])
+                self.current = saved
+        return self._cast_cache[key]
+
+    def as_u8(self, name: str) -> str:
+        """``name`` (int8) + 128 as uint8: lets MatMulInteger use its fast u8 x s8 kernel."""
+        if name not in self._u8_cache:
+            maker = self.u8_makers.get(name)
+            if maker is not None:
+                self._u8_cache[name] = maker()
+            else:
+                saved, self.current = self.current, None
+                wide = self.emit("Add", [self.value_as(name, "int32"), self.const(128, "int32")], hint=f"{name}_p128")
+                self._u8_cache[name] = self.emit("Cast", [wide], hint=f"{name}_u8", to=TensorProto.UINT8)
+                self.current = saved
+        return self._u8_cache[name]
+
+    def narrow_to(self, value: str, have: str, want: str, output: str) -> str:
+        """Finish a handler: cast computed ``value`` (dtype ``have``) into IR output ``output``."""
+        if have == want:
+            return self.emit("Identity", [value], output=output)
+        return self.emit("Cast", [value], output=output, to=ONNX_DTYPE[want])
+
+    # ---------------------------------------------------------- shape helpers
+    def shape(self, value: str, start: int | None = None, end: int | None = None) -> str:
+        attrs: dict[str, Any] = {}
+        if start is not None:
+            attrs["start"] = start
+        if end is not None:
+            attrs["end"] = end
+        return self.emit("Shape", [self.value(value)], hint="shape", **attrs)
+
+    def rows(self, ref: str) -> str:
+        """1-D int64 tensor ``[N]`` with N = first dimension of ``ref``."""
+        return self.shape(ref, 0, 1)
+
+
+def _value_info(name: str, dtype: str, shape: tuple[Any, ...]) -> onnx.ValueInfoProto:
+    dims = [d if isinstance(d, int) else str(d) for d in shape]
+    return helper.make_tensor_value_info(name, ONNX_DTYPE[dtype], dims)
+
+
+def _prune(nodes: list[onnx.NodeProto], inits: dict[str, onnx.TensorProto],
+           outputs: list[str]) -> tuple[list[onnx.NodeProto], dict[str, onnx.TensorProto]]:
+    """Drop nodes and initializers nothing reaches the outputs through."""
+    needed = set(outputs)
+    keep: list[onnx.NodeProto] = []
+    for n in reversed(nodes):
+        if any(o in needed for o in n.output):
+            keep.append(n)
+            needed.update(i for i in n.input if i)
+    keep.reverse()
+    return keep, {k: v for k, v in inits.items() if k in needed}
+
+
+def export_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True,
+                expose_all: bool = False) -> onnx.ModelProto:
+    """Translate an integer graph into an ONNX model with dynamic N/E/G dimensions.
+
+    ``expose_all`` also makes every intermediate IR value a graph output (shape
+    left open), so parity tests can compare each op, not just the final result.
+    """
+    if opset < 18:
+        raise QgnnError(f"ONNX export needs opset >= 18 (ScatterElements max/axes-as-input), got {opset}")
+    from qgnn_deploy.backends.onnx import handlers as _handlers  # noqa: F401  (registers HANDLERS)
+
+    try:
+        graph.validate()
+    except ValueError as exc:
+        raise QgnnError(f"invalid integer graph: {exc}") from None
+    missing = sorted({n.op for n in graph.nodes} - set(HANDLERS))
+    if missing:
+        raise QgnnError(f"ONNX export: no handler for IR op(s) {', '.join(missing)}")
+    ctx = EmitContext(graph)
+    for node in graph.nodes:
+        ctx.current = node
+        HANDLERS[node.op](ctx, node)
+    ctx.current = None
+    outputs: list[str] = []
+    for out in graph.outputs:
+        if not any(out.name in n.output for n in ctx.nodes):  # an input or constant returned as is
+            raise QgnnError(f"ONNX export: graph output {out.name!r} must be computed by a node")
+        outputs.append(out.name)
+    out_infos = [_value_info(v.name, v.dtype, v.shape) for v in graph.outputs]
+    if expose_all:
+        for node in graph.nodes:
+            name = node.outputs[0]
+            if name not in outputs:
+                outputs.append(name)
+                out_infos.append(helper.make_tensor_value_info(name, ONNX_DTYPE[ctx.dtypes[name]],
+                                                                [None] * ctx.ranks[name]))
+    nodes, inits = _prune(ctx.nodes, ctx.initializers, outputs)
+    g = helper.make_graph(
+        nodes,
+        "qgnn_integer_graph",
+        [_value_info(v.name, v.dtype, v.shape) for v in graph.inputs],
+        out_infos,
+        initializer=list(inits.values()),
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name=PRODUCER)
+    from qgnn_deploy import __version__
+
+    model.producer_version = __version__
+    model.ir_version = min(model.ir_version, 10)
+    meta = {k: v for k, v in graph.meta.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+    helper.set_model_props(model, {f"qgnn.{k}": str(v) for k, v in meta.items()})
+    if check:
+        try:
+            onnx.checker.check_model(model, full_check=True)
+        except onnx.checker.ValidationError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise QgnnError(f"exported ONNX model fails onnx.checker: {first}") from None
+    return model
+
+
+def save_onnx(model: onnx.ModelProto, path: str) -> int:
+    """Write ``model`` as one self-contained file; returns its size in bytes."""
+    data = model.SerializeToString()
+    with open(path, "wb") as fh:
+        fh.write(data)
+    return len(data)

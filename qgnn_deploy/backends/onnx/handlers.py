@@ -1,0 +1,447 @@
+"""One ONNX emitter per IR op, each bit-exact against :mod:`qgnn_deploy.ir.interpreter`.
+
+Pattern choices follow ``shared/notes/toolchain.md`` Q1 (ORT 1.31 CPU):
+
+* activations reach MatMulInteger as uint8 (int8 values are shifted by +128 and
+  the zero point with them): MLAS's u8 x s8 kernel is ~10x faster than s8 x s8;
+* the neighbour sum is ScatterElements(reduction="add") on int32, which is
+  exact and deterministic with several threads (ScatterND-add is racy);
+* int4 weights are an INT4 initializer followed by Cast(to=INT8), never
+  DequantizeLinear -> MatMul, which ORT rewrites into the inexact MatMulNBits;
+* requantize runs in int64 with an exact floor division
+  ``(v - Mod(v, d)) / d`` (ONNX Div truncates toward zero).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from qgnn_deploy.backends.onnx.exporter import ONNX_DTYPE, EmitContext, compute_dtype, handler
+from qgnn_deploy.errors import QgnnError
+from qgnn_deploy.ir.graph import Node
+
+_FLOAT_SAFE = 2.0**40  # clip bound before float -> int64 casts; far outside every integer dtype we narrow to
+
+
+def _info(dtype: str) -> np.iinfo:
+    return np.iinfo(dtype)
+
+
+def _clamped_bounds(lo: int, hi: int, dtype: str) -> tuple[int, int]:
+    info = _info(dtype)
+    return max(int(lo), int(info.min)), min(int(hi), int(info.max))
+
+
+def _unsqueeze_to(ctx: EmitContext, vec: str, rank: int) -> str:
+    """``vec[E]`` reshaped to ``[E, 1, ..., 1]`` (``rank`` dims) for broadcasting."""
+    if rank <= 1:
+        return vec
+    return ctx.emit("Unsqueeze", [vec, ctx.const(list(range(1, rank)), "int64", "axes")], hint="unsq")
+
+
+def _expanded_index(ctx: EmitContext, idx: str, values: str) -> str:
+    """ScatterElements needs the index with the shape of the updates: ``idx[:, None, ...]`` expanded."""
+    rank = ctx.ranks[values]
+    key = ("expanded_index", idx, values)
+    if key not in ctx.memo:
+        if rank <= 1:
+            ctx.memo[key] = ctx.value(idx)
+        else:
+            ctx.memo[key] = ctx.emit("Expand", [_unsqueeze_to(ctx, ctx.value(idx), rank), ctx.shape(values)],
+                                     hint="idx_e")
+    return ctx.memo[key]
+
+
+def _filled(ctx: EmitContext, shape: str, fill: int, dtype: str) -> str:
+    value = helper.make_tensor("value", ONNX_DTYPE[dtype], [1], [int(fill)])
+    return ctx.emit("ConstantOfShape", [shape], hint=f"fill{fill}", value=value)
+
+
+def _target_shape(ctx: EmitContext, ref: str, values: str) -> str:
+    """``[N, *values.shape[1:]]`` with N the first dimension of ``ref``."""
+    if ctx.ranks[values] <= 1:
+        return ctx.rows(ref)
+    return ctx.emit("Concat", [ctx.rows(ref), ctx.shape(values, 1)], hint="out_shape", axis=0)
+
+
+def _degree_vector(ctx: EmitContext, idx: str, ref: str) -> str:
+    """int32 ``[N]`` count of each index (shared by degree and the scatter_max fix-up)."""
+    key = ("degree", idx, ref)
+    if key not in ctx.memo:
+        zeros = _filled(ctx, ctx.rows(ref), 0, "int32")
+        ones = _filled(ctx, ctx.shape(idx), 1, "int32")
+        ctx.memo[key] = ctx.emit("ScatterElements", [zeros, ctx.value(idx), ones], hint="deg", axis=0,
+                                 reduction="add")
+    return ctx.memo[key]
+
+
+# --------------------------------------------------------------------------- boundary (float) ops
+def _round_div(ctx: EmitContext, x: str, scale: str) -> str:
+    return ctx.emit("Round", [ctx.emit("Div", [x, scale], hint="x_over_s")], hint="rounded")
+
+
+@handler("quantize")
+def quantize(ctx: EmitContext, node: Node) -> None:
+    """QuantizeLinear for 8-bit outputs (divides and rounds half-to-even like ``np.rint(x / s)``)."""
+    a, out, dtype = node.attrs, node.outputs[0], node.attrs["dtype"]
+    x = ctx.value_as(node.inputs[0], "float32")
+    zp = int(a["zero_point"])
+    scale = ctx.const(np.float32(a["scale"]), "float32", "scale")
+    lo, hi = _clamped_bounds(a["qmin"], a["qmax"], dtype)
+
+    def linear(zero: int, qdtype: str, lo_: int, hi_: int, output: str | None) -> str:
+        full = (lo_, hi_) == (_info(qdtype).min, _info(qdtype).max)
+        q = ctx.emit("QuantizeLinear", [x, scale, ctx.const(zero, qdtype, "zp")], hint="q",
+                     output=output if full else None)
+        if not full:
+            q = ctx.emit("Clip", [q, ctx.const(lo_, qdtype, "lo"), ctx.const(hi_, qdtype, "hi")], hint="q_clip",
+                         output=output)
+        return q
+
+    if dtype in ("uint8", "int8") and _info(dtype).min <= zp <= _info(dtype).max:
+        linear(zp, dtype, lo, hi, out)
+        if dtype == "int8":
+            ctx.u8_makers[out] = lambda: linear(zp + 128, "uint8", lo + 128, hi + 128, None)
+        return
+    r = _round_div(ctx, x, scale)
+    if dtype in ("uint8", "int8", "int16"):
+        c = ctx.emit("Clip", [r, ctx.const(lo - zp, "float32"), ctx.const(hi - zp, "float32")], hint="clip")
+        if zp:
+            c = ctx.emit("Add", [c, ctx.const(zp, "float32", "zp")], hint="plus_zp")
+        ctx.emit("Cast", [c], output=out, to=ONNX_DTYPE[dtype])
+        return
+    c = ctx.emit("Clip", [r, ctx.const(-_FLOAT_SAFE, "float32"), ctx.const(_FLOAT_SAFE, "float32")], hint="safe")
+    q = ctx.emit("Cast", [c], hint="q64", to=TensorProto.INT64)
+    if zp:
+        q = ctx.emit("Add", [q, ctx.const(zp, "int64", "zp")], hint="plus_zp")
+    q = ctx.emit("Clip", [q, ctx.const(lo, "int64", "lo"), ctx.const(hi, "int64", "hi")], hint="clip")
+    ctx.emit("Cast", [q], output=out, to=ONNX_DTYPE[dtype])
+
+
+@handler("quantize_rows")
+def quantize_rows(ctx: EmitContext, node: Node) -> None:
+    """Per-row step and bounds (A2Q): Div/Round then Max/Min against the broadcast row bounds."""
+    out, dtype = node.outputs[0], node.attrs["dtype"]
+    x = ctx.value_as(node.inputs[0], "float32")
+    scale = ctx.value_as(node.inputs[1], "float32")
+    r = _round_div(ctx, x, scale)
+    info = _info(dtype)
+    if dtype in ("uint8", "int8", "int16"):
+        def bound(name: str) -> str:
+            f = ctx.emit("Cast", [ctx.value_as(name, "int64")], hint="bound_f", to=TensorProto.FLOAT)
+            return ctx.emit("Clip", [f, ctx.const(info.min, "float32"), ctx.const(info.max, "float32")],
+                            hint="bound")
+
+        lo, hi = bound(node.inputs[2]), bound(node.inputs[3])
+        y = ctx.emit("Min", [ctx.emit("Max", [r, lo], hint="lo_clip"), hi], hint="hi_clip")
+        ctx.emit("Cast", [y], output=out, to=ONNX_DTYPE[dtype])
+        if dtype == "int8":
+            ctx.u8_makers[out] = lambda: ctx.emit(
+                "Cast", [ctx.emit("Add", [y, ctx.const(128.0, "float32")], hint="p128")], hint="u8",
+                to=TensorProto.UINT8)
+        return
+    c = ctx.emit("Clip", [r, ctx.const(-_FLOAT_SAFE, "float32"), ctx.const(_FLOAT_SAFE, "float32")], hint="safe")
+    q = ctx.emit("Cast", [c], hint="q64", to=TensorProto.INT64)
+    q = ctx.emit("Max", [q, ctx.value_as(node.inputs[2], "int64")], hint="lo_clip")
+    q = ctx.emit("Min", [q, ctx.value_as(node.inputs[3], "int64")], hint="hi_clip")
+    ctx.emit("Cast", [q], output=out, to=ONNX_DTYPE[dtype])
+
+
+@handler("dequantize")
+def dequantize(ctx: EmitContext, node: Node) -> None:
+    """``(q - zp) * scale``: the subtraction stays integer unless float is exact (<= 16-bit input)."""
+    a, out = node.attrs, node.outputs[0]
+    src = node.inputs[0]
+    zp = int(a["zero_point"])
+    scale = ctx.const(np.float32(a["scale"]), "float32", "scale")
+    if ctx.dtypes[src] in ("uint8", "int8", "int16"):
+        f = ctx.value_as(src, "float32")
+        if zp:
+            f = ctx.emit("Sub", [f, ctx.const(zp, "float32", "zp")], hint="minus_zp")
+    else:
+        q = ctx.value_as(src, "int64")
+        if zp:
+            q = ctx.emit("Sub", [q, ctx.const(zp, "int64", "zp")], hint="minus_zp")
+        f = ctx.emit("Cast", [q], hint="as_f", to=TensorProto.FLOAT)
+    ctx.emit("Mul", [f, scale], output=out)
+
+
+# --------------------------------------------------------------------------- integer ops
+@handler("unpack_int4")
+def unpack_int4(ctx: EmitContext, node: Node) -> None:
+    """A packed constant becomes an ONNX INT4 initializer (same nibble order) + Cast(to=INT8)."""
+    src, out = node.inputs[0], node.outputs[0]
+    shape = [int(d) for d in node.attrs["shape"]]
+    count = int(np.prod(shape)) if shape else 1
+    if ctx.is_const(src):
+        packed = np.ascontiguousarray(ctx.const_array(src).astype(np.uint8).reshape(-1))
+        if packed.size * 2 < count:
+            raise QgnnError(f"unpack_int4 {node.name!r}: {packed.size} bytes cannot hold {count} int4 values")
+        need = (count + 1) // 2
+        raw = packed[:need].copy()
+        if count % 2:  # ONNX wants the unused high nibble of the last byte zero
+            raw[-1] &= 0x0F
+        name = ctx.fresh(f"{src}_int4")
+        ctx.initializers[name] = helper.make_tensor(name, TensorProto.INT4, shape, raw.tobytes(), raw=True)
+        ctx.emit("Cast", [name], output=out, to=TensorProto.INT8)
+        return
+    # Runtime-packed input (no folder emits this today): nibble arithmetic in int32.
+    p = ctx.value_as(src, "int32")
+    p = ctx.emit("Reshape", [p, ctx.const([-1, 1], "int64", "shape")], hint="col")
+    lo = ctx.emit("BitwiseAnd", [p, ctx.const(15, "int32")], hint="lo")
+    hi = ctx.emit("BitwiseAnd", [ctx.emit("Div", [p, ctx.const(16, "int32")], hint="shr"), ctx.const(15, "int32")],
+                  hint="hi")
+    nib = ctx.emit("Reshape", [ctx.emit("Concat", [lo, hi], hint="pair", axis=1), ctx.const([-1], "int64", "flat")],
+                   hint="nib")
+    nib = ctx.emit("Slice", [nib, ctx.const([0], "int64"), ctx.const([count], "int64")], hint="used")
+    signed = ctx.emit("Sub", [ctx.emit("BitwiseXor", [nib, ctx.const(8, "int32")], hint="xor8"),
+                              ctx.const(8, "int32")], hint="signed")
+    signed = ctx.emit("Reshape", [signed, ctx.const(shape, "int64", "shape")], hint="shaped")
+    ctx.emit("Cast", [signed], output=out, to=TensorProto.INT8)
+
+
+@handler("matmul")
+def matmul(ctx: EmitContext, node: Node) -> None:
+    """MatMulInteger on u8 activations x s8 weights with zero-point inputs; int32 MatMul otherwise."""
+    a_name, b_name = node.inputs
+    out = node.outputs[0]
+    a_zp, b_zp = int(node.attrs.get("a_zero_point", 0)), int(node.attrs.get("b_zero_point", 0))
+    adt, bdt = ctx.dtypes[a_name], ctx.dtypes[b_name]
+    a_ok = (adt == "uint8" and 0 <= a_zp <= 255) or (adt == "int8" and -128 <= a_zp <= 127)
+    b_ok = bdt in ("int8", "uint8") and _info(bdt).min <= b_zp <= _info(bdt).max
+    if a_ok and b_ok:
+        if adt == "int8":
+            a_val, a_zp = ctx.as_u8(a_name), a_zp + 128
+        else:
+            a_val = ctx.value(a_name)
+        inputs = [a_val, ctx.value(b_name), ctx.const(a_zp, "uint8", "a_zp")]
+        if b_zp:
+            inputs.append(ctx.const(b_zp, bdt, "b_zp"))
+        ctx.emit("MatMulInteger", inputs, output=out)
+        return
+    lhs, rhs = ctx.value_as(a_name, "int32"), ctx.value_as(b_name, "int32")
+    if a_zp:
+        lhs = ctx.emit("Sub", [lhs, ctx.const(a_zp, "int32", "a_zp")], hint="a_centered")
+    if b_zp:
+        rhs = ctx.emit("Sub", [rhs, ctx.const(b_zp, "int32", "b_zp")], hint="b_centered")
+    ctx.emit("MatMul", [lhs, rhs], output=out)
+
+
+def _binary(onnx_op: str):
+    def emit(ctx: EmitContext, node: Node) -> None:
+        a_name, b_name = node.inputs
+        res = ctx.dtypes[node.outputs[0]]
+        cd = compute_dtype(res)
+        v = ctx.emit(onnx_op, [ctx.value_as(a_name, cd), ctx.value_as(b_name, cd)],
+                     output=node.outputs[0] if cd == res else None)
+        if cd != res:
+            ctx.narrow_to(v, cd, res, node.outputs[0])
+
+    emit.__doc__ = f"Integer {onnx_op} in int32/int64 (ORT has no int8/int16 {onnx_op}), narrowed to the IR dtype."
+    return emit
+
+
+add = handler("add")(_binary("Add"))
+sub = handler("sub")(_binary("Sub"))
+mul = handler("mul")(_binary("Mul"))
+
+
+@handler("div_floor")
+def div_floor(ctx: EmitContext, node: Node) -> None:
+    """Floor division as ``(a - Mod(a, b)) / b``: exact because the numerator is a multiple of b."""
+    res = ctx.dtypes[node.outputs[0]]
+    cd = compute_dtype(res)
+    num, den = ctx.value_as(node.inputs[0], cd), ctx.value_as(node.inputs[1], cd)
+    rem = ctx.emit("Mod", [num, den], hint="rem", fmod=0)
+    exact = ctx.emit("Sub", [num, rem], hint="num_exact")
+    q = ctx.emit("Div", [exact, den], output=node.outputs[0] if cd == res else None, hint="q")
+    if cd != res:
+        ctx.narrow_to(q, cd, res, node.outputs[0])
+
+
+@handler("cast")
+def cast(ctx: EmitContext, node: Node) -> None:
+    """Plain Cast (the interpreter guarantees the value fits)."""
+    ctx.narrow_to(ctx.value(node.inputs[0]), ctx.dtypes[node.inputs[0]], node.attrs["dtype"], node.outputs[0])
+
+
+@handler("clamp")
+def clamp(ctx: EmitContext, node: Node) -> None:
+    """Clip in the input dtype (bounds clamped to its range; int16 goes through int32)."""
+    src, out = node.inputs[0], node.outputs[0]
+    dt = ctx.dtypes[src]
+    lo, hi = _clamped_bounds(node.attrs["lo"], node.attrs["hi"], dt)
+    work = dt if dt in ("uint8", "int8", "int32", "int64") else "int32"
+    v = ctx.emit("Clip", [ctx.value_as(src, work), ctx.const(lo, work, "lo"), ctx.const(hi, work, "hi")],
+                 output=out if work == dt else None, hint="clip")
+    if work != dt:
+        ctx.narrow_to(v, work, dt, out)
+
+
+@handler("requantize")
+def requantize(ctx: EmitContext, node: Node) -> None:
+    """``clip(floor((acc*M + 2^(n-1)) / 2^n) + zp, qmin, qmax)`` in int64, floor via Mod (fmod=0)."""
+    a, out, dtype = node.attrs, node.outputs[0], node.attrs["dtype"]
+    ins = list(node.inputs) + [""] * (5 - len(node.inputs))
+    acc = ctx.value_as(ins[0], "int64")
+    info = _info(dtype)
+
+    if ins[1]:
+        mult = ctx.value_as(ins[1], "int64")
+    else:
+        mult = ctx.const(int(a["multiplier"]), "int64", "M")
+    v = ctx.emit("Mul", [acc, mult], hint="scaled")
+
+    if ins[2] and not ctx.is_const(ins[2]):  # runtime shift tensor: d = 1 << n via uint64 BitShift
+        n_u = ctx.emit("Cast", [ctx.value_as(ins[2], "int64")], hint="n_u64", to=TensorProto.UINT64)
+        d_u = ctx.emit("BitShift", [ctx.const(1, "uint64", "one"), n_u], hint="pow2", direction="LEFT")
+        d = ctx.emit("Cast", [d_u], hint="d", to=TensorProto.INT64)
+        half = ctx.emit("Div", [d, ctx.const(2, "int64", "two")], hint="half")
+        v = ctx.emit("Add", [v, half], hint="rounded")
+        floor_needed = True
+    else:
+        n = np.asarray(ctx.const_array(ins[2]) if ins[2] else a["shift"]).astype(np.int64)
+        if n.size and (n.min() < 0 or n.max() > 62):
+            raise QgnnError(f"requantize {node.name!r}: shift must lie in [0, 62], got [{n.min()}, {n.max()}]")
+        d_arr = np.left_shift(np.int64(1), n)
+        half_arr = np.where(n > 0, d_arr // 2, 0).astype(np.int64)
+        floor_needed = bool(np.any(d_arr != 1))
+        if np.any(half_arr != 0):
+            v = ctx.emit("Add", [v, ctx.const(half_arr, "int64", "half")], hint="rounded")
+        d = ctx.const(d_arr, "int64", "d")
+    if floor_needed:
+        rem = ctx.emit("Mod", [v, d], hint="rem", fmod=0)
+        v = ctx.emit("Div", [ctx.emit("Sub", [v, rem], hint="exact"), d], hint="floor")
+    zp = int(a["zero_point"])
+    if zp:
+        v = ctx.emit("Add", [v, ctx.const(zp, "int64", "zp")], hint="plus_zp")
+
+    def clipped(offset: int) -> str:
+        y = v
+        if offset:
+            y = ctx.emit("Add", [y, ctx.const(offset, "int64", "off")], hint="shift128")
+        if not ins[3] and not ins[4]:
+            lo, hi = int(a.get("qmin", info.min)), int(a.get("qmax", info.max))
+            return ctx.emit("Clip", [y, ctx.const(lo + offset, "int64", "lo"), ctx.const(hi + offset, "int64", "hi")],
+                            hint="clip")
+        for k, (op, key, default) in enumerate((("Max", "qmin", info.min), ("Min", "qmax", info.max))):
+            name = ins[3 + k]
+            if name:
+                bound = ctx.value_as(name, "int64")
+                if offset:
+                    bound = ctx.emit("Add", [bound, ctx.const(offset, "int64", "off")], hint="bound128")
+            else:
+                bound = ctx.const(int(a.get(key, default)) + offset, "int64", key)
+            y = ctx.emit(op, [y, bound], hint=key)
+        return y
+
+    ctx.emit("Cast", [clipped(0)], output=out, to=ONNX_DTYPE[dtype])
+    if dtype == "int8":
+        ctx.u8_makers[out] = lambda: ctx.emit("Cast", [clipped(128)], hint="u8", to=TensorProto.UINT8)
+
+
+@handler("take_row")
+def take_row(ctx: EmitContext, node: Node) -> None:
+    """Gather with a scalar index (drops the axis, like ``x[i]``)."""
+    ctx.emit("Gather", [ctx.value(node.inputs[0]), ctx.const(int(node.attrs["index"]), "int64", "row")],
+             output=node.outputs[0], axis=0)
+
+
+@handler("gather_rows")
+def gather_rows(ctx: EmitContext, node: Node) -> None:
+    """Gather along axis 0 in the value's own (narrow) dtype: moves 1 byte per int8 element."""
+    ctx.emit("Gather", [ctx.value(node.inputs[0]), ctx.value(node.inputs[1])], output=node.outputs[0], axis=0)
+
+
+@handler("scatter_add")
+def scatter_add(ctx: EmitContext, node: Node) -> None:
+    """ScatterElements(reduction=add) into int32 zeros: exact and deterministic at any thread count."""
+    values, idx, ref = node.inputs
+    vals = ctx.value_as(values, "int32")
+    zeros = _filled(ctx, _target_shape(ctx, ref, values), 0, "int32")
+    ctx.emit("ScatterElements", [zeros, _expanded_index(ctx, idx, values), vals], output=node.outputs[0], axis=0,
+             reduction="add")
+
+
+@handler("scatter_max")
+def scatter_max(ctx: EmitContext, node: Node) -> None:
+    """ScatterElements(reduction=max) from INT32_MIN, then rows without an incoming edge set to 0."""
+    values, idx, ref = node.inputs
+    vals = ctx.value_as(values, "int32")
+    init = _filled(ctx, _target_shape(ctx, ref, values), int(np.iinfo(np.int32).min), "int32")
+    mx = ctx.emit("ScatterElements", [init, _expanded_index(ctx, idx, values), vals], hint="max", axis=0,
+                  reduction="max")
+    has = ctx.emit("Greater", [_degree_vector(ctx, idx, ref), ctx.const(0, "int32")], hint="has_in")
+    has = _unsqueeze_to(ctx, has, ctx.ranks[values])
+    ctx.emit("Where", [has, mx, ctx.const(0, "int32")], output=node.outputs[0])
+
+
+@handler("degree")
+def degree(ctx: EmitContext, node: Node) -> None:
+    """ScatterElements-add of ones over a 1-D int32 counter, shaped [N, 1]."""
+    idx, ref = node.inputs
+    ctx.emit("Unsqueeze", [_degree_vector(ctx, idx, ref), ctx.const([1], "int64", "axes")], output=node.outputs[0])
+
+
+@handler("lut")
+def lut(ctx: EmitContext, node: Node) -> None:
+    """Gather on the table at ``clip(idx + offset, 0, T-1)`` (index arithmetic in int64)."""
+    idx, table = node.inputs
+    offset = int(node.attrs["offset"])
+    pos = ctx.value_as(idx, "int64")
+    if offset:
+        pos = ctx.emit("Add", [pos, ctx.const(offset, "int64", "offset")], hint="pos")
+    if ctx.is_const(table):
+        last = ctx.const(int(ctx.const_array(table).shape[0]) - 1, "int64", "last")
+    else:
+        t = ctx.emit("Squeeze", [ctx.rows(table), ctx.const([0], "int64", "axes")], hint="t")
+        last = ctx.emit("Sub", [t, ctx.const(1, "int64", "one")], hint="last")
+    pos = ctx.emit("Clip", [pos, ctx.const(0, "int64", "zero"), last], hint="pos_clip")
+    ctx.emit("Gather", [ctx.value(table), pos], output=node.outputs[0], axis=0)
+
+
+def _axes(ctx: EmitContext, node: Node) -> tuple[str, int]:
+    return ctx.const([int(node.attrs.get("axis", -1))], "int64", "axes"), int(bool(node.attrs.get("keepdims", True)))
+
+
+@handler("reduce_max")
+def reduce_max(ctx: EmitContext, node: Node) -> None:
+    """ReduceMax in the input dtype (int16 via int32)."""
+    src, out = node.inputs[0], node.outputs[0]
+    dt = ctx.dtypes[src]
+    work = dt if dt in ("uint8", "int8", "int32", "int64") else "int32"
+    axes, keep = _axes(ctx, node)
+    v = ctx.emit("ReduceMax", [ctx.value_as(src, work), axes], output=out if work == dt else None, keepdims=keep)
+    if work != dt:
+        ctx.narrow_to(v, work, dt, out)
+
+
+@handler("reduce_sum")
+def reduce_sum(ctx: EmitContext, node: Node) -> None:
+    """ReduceSum in int32 (int64 for int64 input), the interpreter's result dtype."""
+    res = ctx.dtypes[node.outputs[0]]
+    axes, keep = _axes(ctx, node)
+    ctx.emit("ReduceSum", [ctx.value_as(node.inputs[0], res), axes], output=node.outputs[0], keepdims=keep)
+
+
+@handler("concat")
+def concat(ctx: EmitContext, node: Node) -> None:
+    """Concat along the IR axis (inputs share one dtype)."""
+    ctx.emit("Concat", [ctx.value(i) for i in node.inputs], output=node.outputs[0],
+             axis=int(node.attrs.get("axis", -1)))
+
+
+@handler("pool_sum")
+def pool_sum(ctx: EmitContext, node: Node) -> None:
+    """Sum pooling: G = max(batch) + 1 at run time (0 for an empty batch), then ScatterElements-add."""
+    values, batch = node.inputs
+    vals = ctx.value_as(values, "int32")
+    b = ctx.value(batch)
+    guarded = ctx.emit("Concat", [b, ctx.const([-1], "int64", "minus1")], hint="batch_guard", axis=0)
+    g = ctx.emit("Add", [ctx.emit("ReduceMax", [guarded], hint="bmax", keepdims=1), ctx.const([1], "int64")],
+                 hint="num_graphs")
+    shape = g if ctx.ranks[values] <= 1 else ctx.emit("Concat", [g, ctx.shape(values, 1)], hint="out_shape", axis=0)
+    zeros = _filled(ctx, shape, 0, "int32")
+    ctx.emit("ScatterElements", [zeros, _expanded_index(ctx, batch, values), vals], output=node.outputs[0], axis=0,
+             reduction="add")
