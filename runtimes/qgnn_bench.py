@@ -1,0 +1,713 @@
+#!/usr/bin/env python3
+"""On-device benchmark for a qgnn-deploy artifact directory.
+
+Copy the artifact directory and this one file to the board, then::
+
+    python3 qgnn_bench.py ARTIFACT_DIR [--backend tvm|onnx|auto] [--threads N] [--warmup N]
+                          [--repeats N] [--input inputs.npz] [--json out.json] [--md out.md]
+                          [--remote host:port]
+
+It needs only Python 3.9+, NumPy and one runtime: the TVM Python package (``apache-tvm``) for the
+``model_<target>.so`` library, or ONNX Runtime for ``model.onnx``.  It deliberately imports neither
+torch nor ``qgnn_deploy``: the manifest schema (``qgnn_deploy/artifact.py``, format
+``qgnn-artifact`` version 1) is re-read here, so keep the two in step.
+
+Exit status: 0 ran and outputs match the reference (or there was no reference to compare);
+1 ran but outputs differ from ``reference_output.npz``; 2 bad artifact / input / environment
+(one ``qgnn_bench: error: ...`` line on stderr, no report files written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+FORMAT = "qgnn-artifact"
+FORMAT_VERSION = 1
+BENCH_VERSION = 1
+EMULATED_LABEL = "EMULATED (qemu-user) \u2014 not device timings"
+ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0x28: "arm", 0xF3: "riscv64", 0x03: "x86"}
+HOST_ALIASES = {"amd64": "x86_64", "arm64": "aarch64", "i686": "x86", "i386": "x86"}
+BUFFER_KEYS = ("buffer_bytes", "planned_activation_bytes", "activation_bytes")
+
+
+class BenchError(Exception):
+    """Bad artifact, bad input or missing runtime: reported as one line, exit status 2."""
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_manifest(root: Path) -> dict[str, Any]:
+    """Read ``manifest.json`` and verify format, version and every file's size and sha256."""
+    if not root.is_dir():
+        raise BenchError(f"{root}: not a directory")
+    path = root / "manifest.json"
+    if not path.is_file():
+        raise BenchError(f"{root} is not a qgnn artifact (no manifest.json)")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"{path}: unreadable manifest ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise BenchError(f"{path}: not a qgnn artifact manifest")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise BenchError(f"{path}: artifact format version {doc.get('format_version')} is not supported by this "
+                         f"qgnn_bench.py (reads version {FORMAT_VERSION}); use the script from the same toolkit "
+                         f"version ({doc.get('toolkit_version', '?')}) or re-export")
+    files = doc.get("files")
+    if not isinstance(files, dict) or not files:
+        raise BenchError(f"{path}: manifest lists no files")
+    for rel, entry in files.items():
+        f = root / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise BenchError(f"{path}: file name {rel!r} escapes the artifact directory")
+        if not f.is_file():
+            raise BenchError(f"{root}: file {rel} listed in the manifest is missing")
+        if "bytes" in entry and f.stat().st_size != entry["bytes"]:
+            raise BenchError(f"{root}: size mismatch for {rel} (file modified after export)")
+        if sha256_file(f) != entry.get("sha256"):
+            raise BenchError(f"{root}: checksum mismatch for {rel} (file modified after export)")
+    return doc
+
+
+def files_with_role(manifest: dict[str, Any], role: str) -> list[str]:
+    return sorted(rel for rel, e in manifest["files"].items() if e.get("role") == role)
+
+
+def elf_machine(path: Path) -> str | None:
+    """Architecture of an ELF file from its header (None when not ELF)."""
+    with open(path, "rb") as fh:
+        head = fh.read(20)
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    order = "little" if head[5] == 1 else "big"
+    code = int.from_bytes(head[18:20], order)
+    return ELF_MACHINES.get(code, f"elf-machine-{code:#x}")
+
+
+def host_machine() -> str:
+    m = platform.machine().lower()
+    return HOST_ALIASES.get(m, m)
+
+
+# ----------------------------------------------------------------------------- emulation
+
+
+def detect_emulation() -> tuple[bool, list[str]]:
+    """Is this process an emulated guest (qemu-user)?  Returns (flag, evidence lines).
+
+    qemu-user keeps the host kernel's view of several /proc files: the process name stays
+    ``qemu-<arch>``, /proc/cpuinfo may describe the x86 host CPU, and /proc/self/maps or
+    /proc/self/exe may mention qemu.  Any one of these is enough.
+    """
+    evidence: list[str] = []
+    machine = host_machine()
+
+    def read(p: str) -> str:
+        try:
+            with open(p, errors="replace") as fh:
+                return fh.read()
+        except OSError:
+            return ""
+
+    comm = read("/proc/self/comm").strip()
+    if comm.startswith("qemu"):
+        evidence.append(f"/proc/self/comm is {comm!r}")
+    status_name = re.search(r"^Name:\s*(\S+)", read("/proc/self/status"), re.M)
+    if status_name and status_name.group(1).startswith("qemu") and not evidence:
+        evidence.append(f"/proc/self/status Name is {status_name.group(1)!r}")
+    cpuinfo = read("/proc/cpuinfo")
+    if machine != "x86_64" and re.search(r"^vendor_id\s*:\s*(GenuineIntel|AuthenticAMD)", cpuinfo, re.M):
+        evidence.append(f"platform.machine() is {machine} but /proc/cpuinfo describes an x86 CPU")
+    if re.search(r"^Hardware\s*:.*qemu", cpuinfo, re.M | re.I):
+        evidence.append("/proc/cpuinfo Hardware line names qemu")
+    if re.search(r"qemu-\w+", read("/proc/self/maps")):
+        evidence.append("/proc/self/maps maps a qemu binary")
+    try:
+        exe = os.path.basename(os.readlink("/proc/self/exe"))
+        if exe.startswith("qemu"):
+            evidence.append(f"/proc/self/exe is {exe}")
+    except OSError:
+        pass
+    return bool(evidence), evidence
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def load_npz(path: Path, what: str) -> dict[str, Any]:
+    import numpy as np
+
+    if not path.is_file():
+        raise BenchError(f"{what} {path} not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as exc:  # zipfile.BadZipFile, ValueError (pickled object arrays), OSError
+        raise BenchError(f"{what} {path} is not a readable .npz file ({type(exc).__name__}: {exc})") from None
+
+
+def manifest_inputs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """``manifest["inputs"]`` as a list of {name, dtype, shape}; a name->spec mapping is accepted too."""
+    spec = manifest.get("inputs")
+    if isinstance(spec, dict):
+        spec = [{"name": k, **v} for k, v in spec.items()]
+    if not isinstance(spec, list) or not spec or not all(isinstance(s, dict) and "name" in s for s in spec):
+        raise BenchError("manifest has no usable 'inputs' list (name, dtype, shape)")
+    return spec
+
+
+def validate_inputs(arrays: dict[str, Any], manifest: dict[str, Any], source: str) -> dict[str, Any]:
+    """Check the arrays against the manifest; return facts about the graph (N, E, max in-degree)."""
+    import numpy as np
+
+    spec = manifest_inputs(manifest)
+    names = [s["name"] for s in spec]
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise BenchError(f"{source}: missing input(s) {', '.join(missing)} (expected {', '.join(names)})")
+    extra = sorted(set(arrays) - set(names))
+    if extra:
+        raise BenchError(f"{source}: unexpected array(s) {', '.join(extra)} (expected {', '.join(names)})")
+    dims: dict[str, int] = {}
+    for s in spec:
+        a, name = arrays[s["name"]], s["name"]
+        if "dtype" in s and str(a.dtype) != s["dtype"]:
+            raise BenchError(f"{source}: input {name} has dtype {a.dtype}, the model expects {s['dtype']}")
+        shape = list(s.get("shape", a.shape))
+        if a.ndim != len(shape):
+            raise BenchError(f"{source}: input {name} has rank {a.ndim} (shape {list(a.shape)}), "
+                             f"the model expects rank {len(shape)} {shape}")
+        for axis, (want, got) in enumerate(zip(shape, a.shape)):
+            if isinstance(want, int) and want >= 0 and want != got:
+                raise BenchError(f"{source}: input {name} has {got} in dimension {axis}, the model expects {want} "
+                                 f"(shape {shape})")
+            if isinstance(want, str):
+                if want in dims and dims[want] != got:
+                    raise BenchError(f"{source}: input {name} has {got} in dimension {axis} but {want} = {dims[want]} "
+                                     "from an earlier input")
+                dims[want] = int(got)
+    x_name = "x" if "x" in arrays else names[0]
+    n = int(dims.get("N", arrays[x_name].shape[0] if arrays[x_name].ndim else 0))
+    fixed_n = manifest.get("num_nodes")
+    if isinstance(fixed_n, int) and n != fixed_n:
+        raise BenchError(f"{source}: graph has {n} nodes, this artifact was compiled for exactly {fixed_n}")
+    facts: dict[str, Any] = {"num_nodes": n}
+    if "edge_index" in arrays:
+        ei = arrays["edge_index"]
+        if ei.dtype != np.int64 or ei.ndim != 2 or ei.shape[0] != 2:
+            raise BenchError(f"{source}: edge_index must be int64 of shape [2, E], got {ei.dtype} {list(ei.shape)}")
+        e = int(ei.shape[1])
+        facts["num_edges"] = e
+        if e:
+            lo, hi = int(ei.min()), int(ei.max())
+            if lo < 0 or hi >= n:
+                bad = lo if lo < 0 else hi
+                raise BenchError(f"{source}: edge_index holds node id {bad}, outside [0, {n}) for a graph of {n} nodes")
+            max_in = int(np.bincount(ei[1], minlength=n).max())
+        else:
+            max_in = 0
+        facts["max_in_degree"] = max_in
+        limit = manifest.get("max_in_degree")
+        if isinstance(limit, int) and max_in > limit:
+            raise BenchError(f"{source}: a node has in-degree {max_in}, above the artifact's max_in_degree {limit} "
+                             "(the integer accumulators are only proven not to overflow up to that)")
+    fixed_e = manifest.get("num_edges")
+    if isinstance(fixed_e, int) and facts.get("num_edges", fixed_e) != fixed_e:
+        raise BenchError(f"{source}: graph has {facts['num_edges']} edges, this artifact was compiled for "
+                         f"exactly {fixed_e}")
+    return facts
+
+
+# ----------------------------------------------------------------------------- runners
+
+
+def output_names(manifest: dict[str, Any], reference: dict[str, Any] | None) -> list[str] | None:
+    spec = manifest.get("outputs")
+    if isinstance(spec, list) and spec:
+        return [s["name"] if isinstance(s, dict) else str(s) for s in spec]
+    if isinstance(spec, dict) and spec:
+        return list(spec)
+    return list(reference) if reference else None
+
+
+class OrtRunner:
+    """ONNX Runtime CPU session with a fixed intra-op thread count and one inter-op thread."""
+
+    def __init__(self, model: Path, threads: int, names: list[str], outs: list[str] | None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BenchError(f"onnxruntime is not importable ({exc}): pip install onnxruntime") from None
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        try:
+            self.sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise BenchError(f"ONNX Runtime cannot load {model.name}: {str(exc).splitlines()[0]}") from None
+        self.version = f"onnxruntime {ort.__version__}"
+        self.names = names
+        got = [o.name for o in self.sess.get_outputs()]
+        self.outs = outs if outs and len(outs) == len(got) else got
+
+    def prepare(self, arrays: dict[str, Any]) -> Any:
+        return {n: arrays[n] for n in self.names}
+
+    def __call__(self, prepared: Any) -> list[Any]:
+        return self.sess.run(None, prepared)
+
+
+def import_tvm() -> Any:
+    try:
+        import tvm
+        from tvm import relax  # noqa: F401  (registers the VM)
+    except Exception as exc:
+        raise BenchError(f"the TVM runtime is not importable ({type(exc).__name__}: {exc}): "
+                         "pip install apache-tvm==0.27.0.post1 apache-tvm-ffi==0.1.14.post1") from None
+    return tvm
+
+
+def _tvm_outputs(out: Any) -> list[Any]:
+    if hasattr(out, "numpy"):
+        return [out.numpy()]
+    return [o.numpy() for o in out]
+
+
+class TvmRunner:
+    """Relax VirtualMachine over the exported library, locally or on a TVM RPC server."""
+
+    def __init__(self, lib: Path, threads: int, names: list[str], outs: list[str] | None,
+                 remote: str | None = None) -> None:
+        tvm = import_tvm()
+        self.tvm, self.names, self.outs, self.remote = tvm, names, outs, None
+        self.version = f"tvm {tvm.__version__}"
+        try:
+            if remote:
+                host, _, port = remote.rpartition(":")
+                if not host or not port.isdigit():
+                    raise BenchError(f"--remote wants host:port, got {remote!r}")
+                from tvm import rpc
+
+                try:
+                    self.remote = rpc.connect(host, int(port))
+                except Exception as exc:
+                    raise BenchError(f"cannot connect to the TVM RPC server at {remote}: "
+                                     f"{str(exc).splitlines()[0]}") from None
+                self.dev = self.remote.cpu()
+                try:  # fix the server's thread pool size when the runtime offers the hook
+                    self.remote.get_function("runtime.config_threadpool")(1, threads)
+                except Exception:
+                    pass
+                self.remote.upload(str(lib))
+                mod = self.remote.load_module(lib.name)
+            else:
+                self.dev = tvm.cpu()
+                mod = tvm.runtime.load_module(str(lib))
+            self.vm = tvm.relax.VirtualMachine(mod, self.dev)
+        except BenchError:
+            raise
+        except Exception as exc:
+            raise BenchError(f"TVM cannot load {lib.name}: {str(exc).strip().splitlines()[-1]}") from None
+
+    def prepare(self, arrays: dict[str, Any]) -> Any:
+        return [self.tvm.runtime.tensor(arrays[n], self.dev) for n in self.names]
+
+    def __call__(self, prepared: Any) -> list[Any]:
+        return _tvm_outputs(self.vm["main"](*prepared))
+
+    def remote_times(self, prepared: Any, repeats: int) -> list[float]:
+        """Per-call seconds measured on the device (no RPC round trip in the number)."""
+        timer = self.vm.time_evaluator("main", self.dev, number=1, repeat=repeats)
+        return [float(t) for t in timer(*prepared).results]
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def read_status_bytes(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def peak_rss_bytes() -> tuple[int | None, str]:
+    hwm = read_status_bytes("VmHWM")
+    if hwm is not None:
+        return hwm, "VmHWM (/proc/self/status)"
+    try:
+        import resource
+
+        r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return (r if sys.platform == "darwin" else r * 1024), "ru_maxrss"
+    except Exception:
+        return None, "unavailable"
+
+
+def percentile(sorted_ms: list[float], q: float) -> float:
+    """Linear-interpolation percentile (NumPy's default method) of an ascending list."""
+    if len(sorted_ms) == 1:
+        return sorted_ms[0]
+    pos = (len(sorted_ms) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_ms) - 1)
+    return sorted_ms[lo] + (sorted_ms[hi] - sorted_ms[lo]) * (pos - lo)
+
+
+def latency_stats(seconds: list[float]) -> dict[str, float]:
+    ms = sorted(s * 1e3 for s in seconds)
+    return {"median": percentile(ms, 50), "p90": percentile(ms, 90), "p99": percentile(ms, 99),
+            "min": ms[0], "max": ms[-1], "mean": sum(ms) / len(ms)}
+
+
+def compare(outputs: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """Bit-for-bit comparison (the program is integer, so equality is the only correct result)."""
+    import numpy as np
+
+    per: dict[str, Any] = {}
+    for name, ref in reference.items():
+        got = outputs.get(name)
+        if got is None:
+            per[name] = {"match": False, "reason": "output missing"}
+            continue
+        entry: dict[str, Any] = {"shape": list(got.shape), "dtype": str(got.dtype)}
+        if got.shape != ref.shape:
+            entry.update(match=False, reason=f"shape {list(got.shape)} != reference {list(ref.shape)}")
+        else:
+            same_dtype = got.dtype == ref.dtype
+            equal = bool(np.array_equal(got, ref))
+            if got.size:
+                wide = np.float64 if (got.dtype.kind == "f" or ref.dtype.kind == "f") else np.int64
+                diff = np.abs(got.astype(wide) - ref.astype(wide))
+                entry["max_abs_diff"] = float(diff.max())
+                entry["mismatched_elements"] = int(np.count_nonzero(diff))
+            else:
+                entry["max_abs_diff"], entry["mismatched_elements"] = 0.0, 0
+            entry["match"] = equal and same_dtype
+            if not same_dtype:
+                entry["reason"] = f"dtype {got.dtype} != reference {ref.dtype}"
+        per[name] = entry
+    match = all(e["match"] for e in per.values()) and bool(per)
+    diffs = [e["max_abs_diff"] for e in per.values() if "max_abs_diff" in e]
+    return {"checked": True, "match": match, "max_abs_diff": max(diffs) if diffs else None, "outputs": per}
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "n/a"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def markdown(r: dict[str, Any]) -> str:
+    lat = r["latency_ms"]
+    lines = [f"# qgnn_bench: {r['artifact']['name']} ({r['backend']}, {r['artifact'].get('target') or '?'})", ""]
+    if r["emulated"]:
+        lines += [f"> **{EMULATED_LABEL}.** " + "; ".join(r["emulation_evidence"]), ""]
+    elif r["emulated"] is None:
+        lines += ["> Emulation status of the remote device is unknown.", ""]
+    ref = r["reference"]
+    ref_txt = ("not checked (" + ref.get("reason", "") + ")") if not ref["checked"] else (
+        f"**{'bit-exact' if ref['match'] else 'MISMATCH'}** (max abs diff {ref['max_abs_diff']})")
+    inp = r["input"]
+    mem = r["memory"]
+    lines += [
+        "| what | value |", "|---|---|",
+        f"| timings | {r['timing_label']} |",
+        f"| device | {r['device']['machine']} / {r['device']['cpu']} |",
+        f"| runtime | {r['runtime_version']} ({r['model_file']}), {r['threads']} thread(s) |",
+        f"| input | {inp['file']}: N={inp.get('num_nodes')}, E={inp.get('num_edges')}, "
+        f"max in-degree={inp.get('max_in_degree')} |",
+        f"| runs | {r['warmup']} warm-up + {r['repeats']} timed ({r['timing_method']}) |",
+        f"| latency median | {lat['median']:.3f} ms |",
+        f"| latency p90 / p99 | {lat['p90']:.3f} / {lat['p99']:.3f} ms |",
+        f"| latency min / max | {lat['min']:.3f} / {lat['max']:.3f} ms |",
+        f"| peak resident memory | {fmt_bytes(mem['peak_rss_bytes'])} ({mem['source']}; "
+        f"{fmt_bytes(mem['rss_before_load_bytes'])} before loading the model) |",
+        f"| buffer size (planned activations) | {fmt_bytes(r['buffer_bytes'])} |",
+        f"| model size (manifest model_bytes) | {fmt_bytes(r['model']['model_bytes'])} |",
+        f"| model file(s) on disk | {fmt_bytes(r['model']['file_bytes'])} ({r['model_file']}) |",
+        f"| outputs vs reference | {ref_txt} |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_all_or_nothing(files: dict[Path, str]) -> None:
+    """Write every report file or none: all go to temporary siblings first, then are renamed."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, text in files.items():
+            path = path.resolve()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            staged.append((tmp, path))
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def choose_backend(root: Path, manifest: dict[str, Any], want: str, remote: str | None) -> tuple[str, Path]:
+    libs = files_with_role(manifest, "tvm_library")
+    onnx = files_with_role(manifest, "onnx")
+    here = host_machine()
+
+    def pick_lib(strict: bool) -> Path | None:
+        if not libs:
+            if strict:
+                raise BenchError(f"{root}: the artifact has no TVM library (files with role tvm_library)")
+            return None
+        archs = {rel: elf_machine(root / rel) for rel in libs}
+        if remote:  # the remote device decides; prefer a non-host library when there are several
+            return root / sorted(libs, key=lambda rel: archs[rel] == here)[0]
+        for rel in libs:
+            if archs[rel] in (here, None):
+                return root / rel
+        if strict:
+            built = ", ".join(f"{rel} ({archs[rel]})" for rel in libs)
+            raise BenchError(f"the TVM library is built for another CPU: {built}; this machine is {here} "
+                             "(copy the artifact to the device, use --remote, or --backend onnx)")
+        return None
+
+    if remote and want == "onnx":
+        raise BenchError("--remote drives a TVM RPC server; it works with --backend tvm only")
+    if want == "tvm" or remote:
+        return "tvm", pick_lib(strict=True)  # type: ignore[return-value]
+    if want == "onnx":
+        if not onnx:
+            raise BenchError(f"{root}: the artifact has no ONNX model (file with role onnx)")
+        return "onnx", root / onnx[0]
+    lib = pick_lib(strict=False)
+    if lib is not None:
+        try:
+            import_tvm()
+            return "tvm", lib
+        except BenchError:
+            if not onnx:
+                raise
+    if onnx:
+        return "onnx", root / onnx[0]
+    raise BenchError(f"{root}: nothing this machine can run (no ONNX model, no {here} TVM library)")
+
+
+def cpu_description() -> str:
+    try:
+        with open("/proc/cpuinfo", errors="replace") as fh:
+            text = fh.read()
+    except OSError:
+        return platform.processor() or "unknown"
+    for key in ("model name", "Hardware", "Model"):
+        m = re.search(rf"^{key}\s*:\s*(.+)$", text, re.M)
+        if m:
+            return m.group(1).strip()
+    m = re.search(r"^CPU part\s*:\s*(\S+)", text, re.M)
+    parts = {"0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
+             "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0b": "Cortex-A76", "0xd0c": "Neoverse-N1",
+             "0xd40": "Neoverse-V1", "0xd49": "Neoverse-N2"}
+    return parts.get(m.group(1).lower(), f"ARM part {m.group(1)}") if m else (platform.processor() or "unknown")
+
+
+def default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="qgnn_bench.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("artifact", type=Path, help="artifact directory (holds manifest.json)")
+    p.add_argument("--backend", choices=("auto", "tvm", "onnx"), default="auto",
+                   help="auto: the TVM library if it is built for this CPU and TVM imports, else ONNX Runtime")
+    p.add_argument("--threads", type=int, default=None, help="worker threads (default: CPUs available)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
+    p.add_argument("--repeats", type=int, default=50, help="timed runs (default 50)")
+    p.add_argument("--input", type=Path, default=None, help=".npz of inputs (default: bundled sample_input.npz)")
+    p.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
+    p.add_argument("--md", type=Path, default=None, help="write the markdown summary here")
+    p.add_argument("--remote", default=None, metavar="HOST:PORT", help="run on a TVM RPC server instead")
+    args = p.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be >= 1")
+    if args.warmup < 0 or args.repeats < 1:
+        p.error("--warmup must be >= 0 and --repeats >= 1")
+    return args
+
+
+def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
+    root = args.artifact.resolve()
+    manifest = load_manifest(root)
+    threads = args.threads or default_threads()
+    # Thread pools are sized when the runtime is imported: set this before anything imports tvm.
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    try:
+        import numpy as np  # noqa: F401
+    except ImportError:
+        raise BenchError("NumPy is not importable: pip install numpy") from None
+
+    sample = files_with_role(manifest, "sample_input")
+    ref_files = files_with_role(manifest, "reference_output")
+    if args.input is not None:
+        in_path = args.input.resolve()
+    elif sample:
+        in_path = root / sample[0]
+    else:
+        raise BenchError(f"{root}: no sample_input in the artifact; pass --input inputs.npz")
+    arrays = load_npz(in_path, "input file")
+    facts = validate_inputs(arrays, manifest, in_path.name)
+    names = [s["name"] for s in manifest_inputs(manifest)]
+
+    reference = load_npz(root / ref_files[0], "reference output") if ref_files else None
+    is_sample = bool(sample) and in_path == (root / sample[0]).resolve()
+    if reference is not None and not is_sample and sample:
+        bundled = load_npz(root / sample[0], "sample input")
+        is_sample = bundled.keys() == arrays.keys() and all(
+            bundled[k].dtype == arrays[k].dtype and np.array_equal(bundled[k], arrays[k]) for k in arrays)
+    outs = output_names(manifest, reference)
+
+    backend, model = choose_backend(root, manifest, args.backend, args.remote)
+    emulated, evidence = detect_emulation()
+    rss_before_import = read_status_bytes("VmRSS")
+    if backend == "tvm":
+        import_tvm()
+    rss_before_load = read_status_bytes("VmRSS")
+    runner: Any = (TvmRunner(model, threads, names, outs, args.remote) if backend == "tvm"
+                   else OrtRunner(model, threads, names, outs))
+    prepared = runner.prepare(arrays)
+    try:
+        first = runner(prepared)
+        for _ in range(args.warmup):
+            runner(prepared)
+        if args.remote:
+            seconds = runner.remote_times(prepared, args.repeats)
+            method = "TVM time_evaluator on the RPC device"
+        else:
+            seconds = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                runner(prepared)
+                seconds.append(time.perf_counter() - t0)
+            method = "wall clock per call (perf_counter), outputs copied to NumPy"
+    except BenchError:
+        raise
+    except Exception as exc:
+        raise BenchError(f"inference failed ({type(exc).__name__}): {str(exc).strip().splitlines()[-1]}") from None
+    if outs is None or len(outs) != len(first):
+        outs = [f"output_{i}" for i in range(len(first))]
+    outputs = dict(zip(outs, first))
+    peak, source = peak_rss_bytes()
+
+    if reference is None:
+        ref_report: dict[str, Any] = {"checked": False, "match": None, "max_abs_diff": None,
+                                      "reason": "the artifact has no reference_output"}
+    elif not is_sample:
+        ref_report = {"checked": False, "match": None, "max_abs_diff": None,
+                      "reason": "inputs differ from the bundled sample_input"}
+    else:
+        ref_report = compare(outputs, reference)
+
+    if args.remote:
+        emulated, evidence = None, [f"remote device {args.remote}: not inspected"]
+        peak, source, rss_before_load = None, "unavailable over RPC", None
+        machine, cpu = elf_machine(model) or "?", f"TVM RPC server {args.remote}"
+    else:
+        machine, cpu = host_machine(), cpu_description()
+    if emulated:
+        source += ", includes the emulator's own memory"
+    model_files = {rel: int(e.get("bytes", (root / rel).stat().st_size)) for rel, e in manifest["files"].items()
+                   if e.get("role") in ("onnx", "onnx_data", "tvm_library")}
+    buffer_bytes, buffer_key = None, None
+    for key in BUFFER_KEYS:
+        v = manifest.get(key)
+        if isinstance(v, dict):  # per-backend / per-target numbers
+            v = v.get(backend, v.get("planned", v.get("total")))
+        if isinstance(v, (int, float)):
+            buffer_bytes, buffer_key = int(v), key
+            break
+    report: dict[str, Any] = {
+        "tool": "qgnn_bench", "bench_version": BENCH_VERSION,
+        "artifact": {"path": str(root), "name": root.name, "format_version": manifest["format_version"],
+                     "toolkit_version": manifest.get("toolkit_version"), "target": manifest.get("target")},
+        "backend": backend, "runtime_version": runner.version, "model_file": model.name,
+        "emulated": emulated, "emulation_evidence": evidence,
+        "timing_label": (EMULATED_LABEL if emulated else "unknown (remote)" if emulated is None
+                         else "device timings"),
+        "device": {"machine": machine, "cpu": cpu, "system": platform.platform(),
+                   "python": platform.python_version(), "cpus_available": default_threads()},
+        "threads": threads, "warmup": args.warmup, "repeats": args.repeats, "timing_method": method,
+        "input": {"file": in_path.name, "is_bundled_sample": is_sample, **facts},
+        "latency_ms": latency_stats(seconds),
+        "memory": {"peak_rss_bytes": peak, "source": source, "rss_before_runtime_import_bytes": rss_before_import,
+                   "rss_before_load_bytes": rss_before_load},
+        "buffer_bytes": buffer_bytes, "buffer_bytes_key": buffer_key,
+        "model": {"model_bytes": manifest.get("model_bytes"), "files": model_files,
+                  "file_bytes": model_files.get(model.relative_to(root).as_posix())},
+        "reference": ref_report,
+    }
+    code = 1 if ref_report["checked"] and not ref_report["match"] else 0
+    return report, code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        report, code = run(args)
+        md = markdown(report)
+        text = json.dumps(report, indent=2, sort_keys=True, default=str)
+        outputs = {args.json: text + "\n", args.md: md}
+        write_all_or_nothing({path: body for path, body in outputs.items() if path is not None})
+    except BenchError as exc:
+        print(f"qgnn_bench: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"qgnn_bench: error: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(md)
+    if report["emulated"]:
+        print(f"\n{EMULATED_LABEL}", file=sys.stderr)
+    if code:
+        print("qgnn_bench: outputs differ from reference_output.npz", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
