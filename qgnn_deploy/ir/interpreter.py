@@ -61,17 +61,23 @@ def _check_index(idx: np.ndarray, n: int, what: str) -> None:
         raise IndexError(f"{what}: index out of range [0, {n}) (min {idx.min()}, max {idx.max()})")
 
 
+def _round_to_int64(v: np.ndarray) -> np.ndarray:
+    """``rint`` then int64, saturating first so huge or infinite values clip like any backend's instead of
+    hitting NumPy's undefined float->int64 cast (which turned +1e30 into INT64_MIN, i.e. qmin)."""
+    return np.clip(np.rint(v), -(2.0**62), 2.0**62).astype(np.int64)
+
+
 @kernel("quantize")
 def _quantize(xs, a):
     x = xs[0].astype(np.float32)
-    q = np.rint(x / np.float32(a["scale"])).astype(np.int64) + int(a["zero_point"])
+    q = _round_to_int64(x / np.float32(a["scale"])) + int(a["zero_point"])
     return np.clip(q, a["qmin"], a["qmax"]).astype(a["dtype"])
 
 
 @kernel("quantize_rows")
 def _quantize_rows(xs, a):
     x, scale, qmin, qmax = xs
-    q = np.rint(x.astype(np.float32) / scale.astype(np.float32)).astype(np.int64)
+    q = _round_to_int64(x.astype(np.float32) / scale.astype(np.float32))
     return np.clip(q, qmin, qmax).astype(a["dtype"])
 
 
