@@ -155,12 +155,13 @@ class EmitContext:
 
     # ------------------------------------------------------------- emission
     def emit(self, op_type: str, inputs: list[str], output: str | None = None, hint: str | None = None,
-             domain: str = "", **attrs: Any) -> str:
-        """Append one ONNX node; returns its (single) output name."""
+             domain: str = "", n_outputs: int = 1, **attrs: Any) -> str:
+        """Append one ONNX node; returns its first output's name (extra outputs get unused fresh names)."""
         out = output or self.fresh(hint or op_type.lower())
         name = self.fresh(f"n_{op_type}") if output is None else f"{out}__{op_type}"
         self._names.add(name)
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=name, domain=domain, **attrs))
+        outs = [out] + [self.fresh(f"{hint or op_type.lower()}_out{k}") for k in range(1, n_outputs)]
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=name, domain=domain, **attrs))
         return out
 
     def const(self, array: np.ndarray | int | float, dtype: str, hint: str = "c") -> str:

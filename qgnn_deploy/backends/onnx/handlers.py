@@ -9,7 +9,11 @@ Pattern choices follow ``shared/notes/toolchain.md`` Q1 (ORT 1.31 CPU):
 * int4 weights are an INT4 initializer followed by Cast(to=INT8), never
   DequantizeLinear -> MatMul, which ORT rewrites into the inexact MatMulNBits;
 * requantize runs in int64 with an exact floor division
-  ``(v - Mod(v, d)) / d`` (ONNX Div truncates toward zero).
+  ``(v - Mod(v, d)) / d`` (ONNX Div truncates toward zero);
+* int64 values are never bounded with Clip/Max/Min/ReduceMax: ORT 1.31's CPU
+  kernels for those get int64 values just outside the int32 range wrong (e.g.
+  ``Clip(4285714437, -1000, 1000)`` returns 4285714437; see ``_clip64``).
+  Less/Greater + Where and TopK are exact and are used instead.
 """
 
 from __future__ import annotations
@@ -31,6 +35,21 @@ def _info(dtype: str) -> np.iinfo:
 def _clamped_bounds(lo: int, hi: int, dtype: str) -> tuple[int, int]:
     info = _info(dtype)
     return max(int(lo), int(info.min)), min(int(hi), int(info.max))
+
+
+def _clip64(ctx: EmitContext, v: str, lo: str | None, hi: str | None, output: str | None = None) -> str:
+    """Bound an int64 tensor by (broadcast) int64 bounds with Less/Greater + Where.
+
+    ORT 1.31's int64 Clip/Max/Min mis-compare values just outside the int32 range
+    (seen on this x86 host: 316 of ~6000 random elements wrong), so they are avoided.
+    """
+    if lo is not None:
+        below = ctx.emit("Less", [v, lo], hint="below")
+        v = ctx.emit("Where", [below, lo, v], hint="lo_clip", output=output if hi is None else None)
+    if hi is not None:
+        above = ctx.emit("Greater", [v, hi], hint="above")
+        v = ctx.emit("Where", [above, hi, v], hint="hi_clip", output=output)
+    return v
 
 
 def _unsqueeze_to(ctx: EmitContext, vec: str, rank: int) -> str:
@@ -115,7 +134,7 @@ def quantize(ctx: EmitContext, node: Node) -> None:
     q = ctx.emit("Cast", [c], hint="q64", to=TensorProto.INT64)
     if zp:
         q = ctx.emit("Add", [q, ctx.const(zp, "int64", "zp")], hint="plus_zp")
-    q = ctx.emit("Clip", [q, ctx.const(lo, "int64", "lo"), ctx.const(hi, "int64", "hi")], hint="clip")
+    q = _clip64(ctx, q, ctx.const(lo, "int64", "lo"), ctx.const(hi, "int64", "hi"))
     ctx.emit("Cast", [q], output=out, to=ONNX_DTYPE[dtype])
 
 
@@ -143,8 +162,7 @@ def quantize_rows(ctx: EmitContext, node: Node) -> None:
         return
     c = ctx.emit("Clip", [r, ctx.const(-_FLOAT_SAFE, "float32"), ctx.const(_FLOAT_SAFE, "float32")], hint="safe")
     q = ctx.emit("Cast", [c], hint="q64", to=TensorProto.INT64)
-    q = ctx.emit("Max", [q, ctx.value_as(node.inputs[2], "int64")], hint="lo_clip")
-    q = ctx.emit("Min", [q, ctx.value_as(node.inputs[3], "int64")], hint="hi_clip")
+    q = _clip64(ctx, q, ctx.value_as(node.inputs[2], "int64"), ctx.value_as(node.inputs[3], "int64"))
     ctx.emit("Cast", [q], output=out, to=ONNX_DTYPE[dtype])
 
 
@@ -272,7 +290,10 @@ def clamp(ctx: EmitContext, node: Node) -> None:
     src, out = node.inputs[0], node.outputs[0]
     dt = ctx.dtypes[src]
     lo, hi = _clamped_bounds(node.attrs["lo"], node.attrs["hi"], dt)
-    work = dt if dt in ("uint8", "int8", "int32", "int64") else "int32"
+    if dt == "int64":
+        _clip64(ctx, ctx.value(src), ctx.const(lo, "int64", "lo"), ctx.const(hi, "int64", "hi"), output=out)
+        return
+    work = dt if dt in ("uint8", "int8", "int32") else "int32"
     v = ctx.emit("Clip", [ctx.value_as(src, work), ctx.const(lo, work, "lo"), ctx.const(hi, work, "hi")],
                  output=out if work == dt else None, hint="clip")
     if work != dt:
@@ -321,20 +342,16 @@ def requantize(ctx: EmitContext, node: Node) -> None:
         y = v
         if offset:
             y = ctx.emit("Add", [y, ctx.const(offset, "int64", "off")], hint="shift128")
-        if not ins[3] and not ins[4]:
-            lo, hi = int(a.get("qmin", info.min)), int(a.get("qmax", info.max))
-            return ctx.emit("Clip", [y, ctx.const(lo + offset, "int64", "lo"), ctx.const(hi + offset, "int64", "hi")],
-                            hint="clip")
-        for k, (op, key, default) in enumerate((("Max", "qmin", info.min), ("Min", "qmax", info.max))):
-            name = ins[3 + k]
+        bounds = []
+        for name, key, default in ((ins[3], "qmin", info.min), (ins[4], "qmax", info.max)):
             if name:
                 bound = ctx.value_as(name, "int64")
                 if offset:
                     bound = ctx.emit("Add", [bound, ctx.const(offset, "int64", "off")], hint="bound128")
             else:
                 bound = ctx.const(int(a.get(key, default)) + offset, "int64", key)
-            y = ctx.emit(op, [y, bound], hint=key)
-        return y
+            bounds.append(bound)
+        return _clip64(ctx, y, bounds[0], bounds[1])
 
     ctx.emit("Cast", [clipped(0)], output=out, to=ONNX_DTYPE[dtype])
     if dtype == "int8":
@@ -397,7 +414,7 @@ def lut(ctx: EmitContext, node: Node) -> None:
     else:
         t = ctx.emit("Squeeze", [ctx.rows(table), ctx.const([0], "int64", "axes")], hint="t")
         last = ctx.emit("Sub", [t, ctx.const(1, "int64", "one")], hint="last")
-    pos = ctx.emit("Clip", [pos, ctx.const(0, "int64", "zero"), last], hint="pos_clip")
+    pos = _clip64(ctx, pos, ctx.const(0, "int64", "zero"), last)
     ctx.emit("Gather", [ctx.value(table), pos], output=node.outputs[0], axis=0)
 
 
@@ -410,8 +427,15 @@ def reduce_max(ctx: EmitContext, node: Node) -> None:
     """ReduceMax in the input dtype (int16 via int32)."""
     src, out = node.inputs[0], node.outputs[0]
     dt = ctx.dtypes[src]
-    work = dt if dt in ("uint8", "int8", "int32", "int64") else "int32"
     axes, keep = _axes(ctx, node)
+    if dt == "int64":  # ORT's int64 ReduceMax is unreliable (see _clip64); TopK(k=1) is exact
+        v = ctx.emit("TopK", [ctx.value(src), ctx.const([1], "int64", "k")], hint="top1",
+                     n_outputs=2, axis=int(node.attrs.get("axis", -1)))
+        if not keep:
+            v = ctx.emit("Squeeze", [v, axes], hint="squeezed")
+        ctx.emit("Identity", [v], output=out)
+        return
+    work = dt if dt in ("uint8", "int8", "int32") else "int32"
     v = ctx.emit("ReduceMax", [ctx.value_as(src, work), axes], output=out if work == dt else None, keepdims=keep)
     if work != dt:
         ctx.narrow_to(v, work, dt, out)
@@ -438,9 +462,12 @@ def pool_sum(ctx: EmitContext, node: Node) -> None:
     values, batch = node.inputs
     vals = ctx.value_as(values, "int32")
     b = ctx.value(batch)
-    guarded = ctx.emit("Concat", [b, ctx.const([-1], "int64", "minus1")], hint="batch_guard", axis=0)
-    g = ctx.emit("Add", [ctx.emit("ReduceMax", [guarded], hint="bmax", keepdims=1), ctx.const([1], "int64")],
-                 hint="num_graphs")
+    # batch ids are < N (checked by the runner), so the max runs in int32 (ORT's int64 ReduceMax is unreliable)
+    b32 = ctx.emit("Cast", [b], hint="batch32", to=TensorProto.INT32)
+    guarded = ctx.emit("Concat", [b32, ctx.const([-1], "int32", "minus1")], hint="batch_guard", axis=0)
+    gmax = ctx.emit("Cast", [ctx.emit("ReduceMax", [guarded], hint="bmax", keepdims=1)], hint="bmax64",
+                    to=TensorProto.INT64)
+    g = ctx.emit("Add", [gmax, ctx.const([1], "int64")], hint="num_graphs")
     shape = g if ctx.ranks[values] <= 1 else ctx.emit("Concat", [g, ctx.shape(values, 1)], hint="out_shape", axis=0)
     zeros = _filled(ctx, shape, 0, "int32")
     ctx.emit("ScatterElements", [zeros, _expanded_index(ctx, batch, values), vals], output=node.outputs[0], axis=0,
