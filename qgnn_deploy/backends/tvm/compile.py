@@ -1,0 +1,205 @@
+"""Compile an integer graph with TVM into a shared library (host or aarch64 cross).
+
+The untuned build keeps N/E symbolic (one library for any graph) and applies
+our own kernels and schedule rules instead of the stock pipeline's naive loops.
+A tuned build (``tune_trials > 0``) specialises N/E to the sample graph and runs
+meta-schedule on the heavy tasks; its database is kept in ``out_dir/tuning``
+so a second export with the same graph shape reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qgnn_deploy.errors import QgnnError
+from qgnn_deploy.ir.graph import Graph
+
+from .targets import TargetPreset, resolve_target
+
+TUNING_DIRNAME = "tuning"
+
+
+def _symbolic_sizes(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """Values of the symbolic dims ("N", "E", ...) on ``feeds``."""
+    sizes: dict[str, int] = {}
+    for vi in graph.inputs:
+        if vi.name not in feeds:
+            raise QgnnError(f"sample feeds lack graph input {vi.name!r}")
+        arr = np.asarray(feeds[vi.name])
+        if arr.ndim != len(vi.shape):
+            raise QgnnError(f"sample input {vi.name!r} has rank {arr.ndim}, the graph expects {len(vi.shape)}")
+        for d, s in zip(vi.shape, arr.shape):
+            if isinstance(d, str):
+                if sizes.setdefault(d, int(s)) != int(s):
+                    raise QgnnError(f"dimension {d} is {sizes[d]} in one input and {s} in {vi.name!r}")
+    return sizes
+
+
+def pipeline(preset: TargetPreset, database: Any = None) -> Any:
+    """Relax pipeline: the CPU default plus default schedules for everything we did not hand-write."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    from .schedules import default_schedule_pass
+
+    target = preset.tvm()
+
+    @tvm.transform.module_pass(opt_level=0, name="QgnnPipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        with target:
+            passes = cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
+            if database is not None:
+                passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
+            passes.append(default_schedule_pass(preset))
+            passes += cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
+            if database is not None:
+                with database:
+                    return tvm.transform.Sequential(passes)(mod)
+            return tvm.transform.Sequential(passes)(mod)
+
+    return _pipeline
+
+
+def build(graph: Graph, preset: TargetPreset, *, static_dims: dict[str, int] | None = None,
+          database: Any = None, fast: bool = True) -> Any:
+    """Relax module -> ``relax.Executable`` for ``preset`` (not yet linked)."""
+    import tvm
+
+    from .relax_builder import BuildOptions, build_module
+
+    opts = BuildOptions(fast_matmul=fast, fuse_gather_scatter=fast, vnni=preset.has_vnni,
+                        static_dims=dict(static_dims or {}))
+    mod = build_module(graph, opts)
+    if not fast:
+        return tvm.compile(mod, target=preset.tvm())
+    return tvm.compile(mod, target=preset.tvm(), relax_pipeline=pipeline(preset, database))
+
+
+def planned_buffer_bytes(graph: Graph, preset: TargetPreset, sizes: dict[str, int]) -> int | None:
+    """Activation bytes TVM's static memory planner allocates for the sample shapes (None if unknown)."""
+    import tvm
+    from tvm import relax
+
+    from .relax_builder import BuildOptions, build_module
+
+    if any(vi for vi in graph.outputs if any(isinstance(d, str) and d not in sizes for d in vi.shape)):
+        return None  # data-dependent output size (pool_sum's G): the planner cannot size it statically
+    try:
+        mod = build_module(graph, BuildOptions(vnni=preset.has_vnni, static_dims=sizes))
+        target = preset.tvm()
+        with target:
+            seq = tvm.transform.Sequential([
+                relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+                relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR(),
+                relax.transform.ToNonDataflow(), relax.transform.RemovePurityChecking(),
+                relax.transform.CallTIRRewrite(), relax.transform.StaticPlanBlockMemory()])
+            planned = seq(mod)
+        usage = relax.analysis.estimate_memory_usage(planned)
+    except Exception:  # noqa: BLE001 - the estimate is informative only
+        return None
+    return _parse_planned_bytes(str(usage))
+
+
+def _parse_planned_bytes(report: str) -> int | None:
+    import re
+
+    m = re.search(r"allocat\w* ([0-9.]+) GB", report)
+    m2 = re.search(r"total size[^0-9]*([0-9.]+) GB", report)
+    for match in (m2, m):
+        if match:
+            return int(round(float(match.group(1)) * 1e9))
+    return None
+
+
+def _graph_fingerprint(graph: Graph, sizes: dict[str, int], preset: TargetPreset) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([n.to_json() for n in graph.nodes], sort_keys=True).encode())
+    h.update(json.dumps(sizes, sort_keys=True).encode())
+    h.update(json.dumps(preset.tvm_target, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def compile_to_dir(graph: Graph, target_spec: str, out_dir: Path, *, sample_feeds: dict,
+                   tune_trials: int = 0, tuning_db: Path | None = None) -> dict:
+    """Build ``graph`` for ``target_spec`` into ``out_dir/model_<preset>.so``; returns manifest fields."""
+    preset = resolve_target(target_spec)
+    fcompile = preset.cross_compiler()  # raises a QgnnError naming the package when missing
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sizes = _symbolic_sizes(graph, sample_feeds)
+    t0 = time.perf_counter()
+    database = None
+    static_dims: dict[str, int] | None = None
+    tuning_info: dict[str, Any] = {}
+    if tune_trials > 0 or tuning_db is not None:
+        from .tuning import tune
+
+        static_dims = {d: s for d, s in sizes.items() if d in ("N", "E")}
+        db_dir = Path(tuning_db) if tuning_db is not None else out_dir / TUNING_DIRNAME
+        database, tuning_info = tune(graph, preset, static_dims, db_dir, tune_trials)
+    ex = build(graph, preset, static_dims=static_dims, database=database)
+    lib_name = f"model_{preset.name}.so"
+    tmp = out_dir / (lib_name + ".tmp.so")
+    if fcompile is None:
+        ex.export_library(str(tmp))
+    else:
+        ex.export_library(str(tmp), fcompile=fcompile)
+    tmp.replace(out_dir / lib_name)
+    build_s = time.perf_counter() - t0
+    fields: dict[str, Any] = {
+        "library": lib_name,
+        "target": preset.manifest(),
+        "tvm_version": _tvm_version(),
+        "input_order": [vi.name for vi in graph.inputs],
+        "tvm_buffer_bytes": planned_buffer_bytes(graph, preset, sizes),
+        "tuned": database is not None,
+        "static_shapes": static_dims,
+        "build_seconds": round(build_s, 2),
+        "kernels": {"gemm": "vnni" if preset.has_vnni else "vectorized",
+                    "aggregation": "fused gather+scatter, edge order (deterministic)"},
+    }
+    if tuning_info:
+        fields["tuning"] = tuning_info
+    return fields
+
+
+def _tvm_version() -> str:
+    import tvm
+
+    return str(tvm.__version__)
+
+
+def run_library(path: Path | str, feeds: Mapping[str, np.ndarray] | Sequence[np.ndarray],
+                input_names: Sequence[str] | None = None, num_threads: int | None = None) -> np.ndarray:
+    """Run an exported host library on ``feeds`` (dict in graph-input order, or a list) -> output array."""
+    import tvm
+    from tvm import relax
+
+    if num_threads is not None:
+        import os
+
+        os.environ["TVM_NUM_THREADS"] = str(num_threads)
+    if isinstance(feeds, Mapping):
+        names = list(input_names) if input_names is not None else list(feeds)
+        args = [np.ascontiguousarray(feeds[n]) for n in names]
+    else:
+        args = [np.ascontiguousarray(a) for a in feeds]
+    lib = tvm.runtime.load_module(str(path))
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    out = vm["main"](*[tvm.runtime.tensor(a) for a in args])
+    return out.numpy()
+
+
+def copy_tuning_db(src: Path, dst: Path) -> None:
+    """Keep a reused database next to the artifact so the artifact stays self-contained."""
+    if src.resolve() != dst.resolve():
+        shutil.copytree(src, dst, dirs_exist_ok=True)

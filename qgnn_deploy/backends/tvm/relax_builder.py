@@ -1,0 +1,468 @@
+"""Build a Relax ``IRModule`` straight from the integer IR (no ONNX importer).
+
+One handler per IR op (``HANDLERS[op_name]``), each reproducing the NumPy
+interpreter bit for bit.  Writing Relax directly keeps control of dtypes (a
+``u8 x s8 -> i32`` matmul without an int32 copy of the activations), lets int4
+weights stay packed in the IR, and lets the graph-structure ops use
+deterministic hand-written TIR kernels (:mod:`.kernels`).
+
+Shapes: every symbolic IR dimension (``"N"``, ``"E"``, ...) becomes one int64
+TIR variable shared by all inputs that use it, so one compiled library runs on
+any graph size and the VM checks that the inputs agree.  ``pool_sum``'s output
+size ``G = max(batch) + 1`` depends on data: it is computed in-graph and turned
+into a shape with ``tensor_to_shape`` + ``match_cast``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax, tirx
+
+from qgnn_deploy.errors import QgnnError
+from qgnn_deploy.ir.graph import Graph, Node
+from qgnn_deploy.ir.interpreter import wider
+from qgnn_deploy.ir.ops import OPS
+
+from . import kernels
+
+
+class _EmittingOps:
+    """``op.add(...)`` etc. bound immediately in the active BlockBuilder, so every operand is typed."""
+
+    bb: relax.BlockBuilder | None = None
+
+    def __getattr__(self, name: str) -> Callable[..., relax.Expr]:
+        fn = getattr(relax.op, name)
+
+        def call(*args: Any, **kwargs: Any) -> relax.Expr:
+            assert self.bb is not None
+            return self.bb.emit(fn(*args, **kwargs))
+
+        return call
+
+
+op = _EmittingOps()
+Handler = Callable[["BuildContext", Node], relax.Expr]
+HANDLERS: dict[str, Handler] = {}
+
+
+def handler(name: str) -> Callable[[Handler], Handler]:
+    def deco(fn: Handler) -> Handler:
+        HANDLERS[name] = fn
+        return fn
+
+    return deco
+
+
+@dataclass
+class BuildOptions:
+    """Knobs that change speed, never results."""
+
+    fuse_gather_scatter: bool = True  # gather_rows feeding only a scatter -> one fused edge loop
+    fast_matmul: bool = True  # hand-scheduled GEMM kernels (VNNI on x86 when available)
+    vnni: bool = False  # set from the target preset
+    static_dims: dict[str, int] = field(default_factory=dict)  # e.g. {"N": 2708, "E": 13264} for tuned builds
+
+
+class BuildContext:
+    """State while translating one graph: the block builder and IR value -> Relax var."""
+
+    def __init__(self, graph: Graph, bb: relax.BlockBuilder, options: BuildOptions) -> None:
+        self.graph = graph
+        self.bb = bb
+        self.options = options
+        self.env: dict[str, relax.Expr] = {}
+        self.fused_away: set[str] = set()  # gather_rows outputs folded into a fused scatter kernel
+        self._kernels: dict[tuple[Any, ...], relax.GlobalVar] = {}
+        self._counter = 0
+
+    # ------------------------------------------------------------------ helpers
+    def arg(self, node: Node, i: int) -> relax.Expr | None:
+        if i >= len(node.inputs) or not node.inputs[i]:
+            return None
+        name = node.inputs[i]
+        if name not in self.env:
+            if name not in self.graph.initializers:
+                raise QgnnError(f"value {name!r} used by {node.op} node {node.name!r} is not defined")
+            arr = np.ascontiguousarray(self.graph.initializers[name])
+            # relax.const silently narrows int64 arrays to int32 unless the dtype is given.
+            self.env[name] = relax.const(arr, str(arr.dtype))
+        return self.env[name]
+
+    def const_value(self, node: Node, i: int) -> np.ndarray | None:
+        """The NumPy value of input ``i`` when it is a graph constant."""
+        if i < len(node.inputs) and node.inputs[i] in self.graph.initializers:
+            return self.graph.initializers[node.inputs[i]]
+        return None
+
+    def emit(self, expr: relax.Expr) -> relax.Expr:
+        return self.bb.emit(expr)
+
+    def kernel(self, key: tuple[Any, ...], make: Callable[[], tirx.PrimFunc]) -> relax.GlobalVar:
+        """Add a TIR kernel once per specialisation ``key``."""
+        if key not in self._kernels:
+            name = "qgnn_" + "_".join(str(k) for k in key)
+            self._kernels[key] = self.bb.add_func(make(), name)
+        return self._kernels[key]
+
+    def call_tir(self, key: tuple[Any, ...], make: Callable[[], tirx.PrimFunc], args: list[relax.Expr],
+                 shape: list[Any], dtype: str) -> relax.Expr:
+        gv = self.kernel(key, make)
+        return self.emit(relax.call_tir(gv, args, out_ty=relax.TensorType(shape, dtype)))
+
+
+def dtype_of(e: relax.Expr) -> str:
+    return str(e.ty.dtype)
+
+
+def shape_of(e: relax.Expr) -> list[Any]:
+    sinfo = e.ty
+    if sinfo.shape is None:
+        raise QgnnError("internal: a tensor of unknown shape reached the TVM builder")
+    return list(sinfo.shape.values)
+
+
+def static_int(v: Any) -> int | None:
+    if isinstance(v, int):
+        return v
+    if isinstance(v, tirx.IntImm):
+        return int(v.value)
+    return None
+
+
+def cast(e: relax.Expr, dtype: str) -> relax.Expr:
+    return e if dtype_of(e) == dtype else op.astype(e, dtype)
+
+
+def scalar(value: Any, dtype: str) -> relax.Expr:
+    return relax.const(np.array(value, dtype=dtype), dtype)
+
+
+# ---------------------------------------------------------------------- float boundary
+@handler("quantize")
+def _quantize(ctx: BuildContext, node: Node) -> relax.Expr:
+    a = node.attrs
+    x = cast(ctx.arg(node, 0), "float32")
+    # np.rint is round-half-even; so is TIR round (llvm nearbyint).  Clip in float: exact below 2**24.
+    r = op.round(op.divide(x, scalar(a["scale"], "float32")))
+    r = op.add(r, scalar(int(a["zero_point"]), "float32"))
+    r = op.minimum(op.maximum(r, scalar(a["qmin"], "float32")), scalar(a["qmax"], "float32"))
+    return op.astype(r, a["dtype"])
+
+
+@handler("quantize_rows")
+def _quantize_rows(ctx: BuildContext, node: Node) -> relax.Expr:
+    x, scale, qmin, qmax = (ctx.arg(node, i) for i in range(4))
+    r = op.round(op.divide(cast(x, "float32"), cast(scale, "float32")))
+    r = op.minimum(op.maximum(r, cast(qmin, "float32")), cast(qmax, "float32"))
+    return op.astype(r, node.attrs["dtype"])
+
+
+@handler("dequantize")
+def _dequantize(ctx: BuildContext, node: Node) -> relax.Expr:
+    q = cast(ctx.arg(node, 0), "int64")
+    zp = int(node.attrs["zero_point"])
+    if zp:
+        q = op.subtract(q, scalar(zp, "int64"))
+    return op.multiply(op.astype(q, "float32"), scalar(node.attrs["scale"], "float32"))
+
+
+# ---------------------------------------------------------------------- integer ops
+@handler("unpack_int4")
+def _unpack_int4(ctx: BuildContext, node: Node) -> relax.Expr:
+    packed = cast(ctx.arg(node, 0), "uint8")
+    shape = [int(s) for s in node.attrs["shape"]]
+    count = int(np.prod(shape))
+    (p,) = shape_of(packed) if len(shape_of(packed)) == 1 else [None]
+    if p is None:
+        packed = op.reshape(packed, [-1])
+    lo = op.bitwise_and(packed, scalar(15, "uint8"))
+    hi = op.right_shift(packed, scalar(4, "uint8"))
+    nib = op.astype(op.reshape(op.stack([lo, hi], axis=1), [-1]), "int16")
+    nib = op.where(op.greater_equal(nib, scalar(8, "int16")), op.subtract(nib, scalar(16, "int16")), nib)
+    nib = op.strided_slice(nib, axes=[0], begin=[0], end=[count])
+    return op.reshape(op.astype(nib, "int8"), shape)
+
+
+def _zero_point_terms(ctx: BuildContext, a: relax.Expr, b: relax.Expr, acc: relax.Expr, za: int, zb: int,
+                      k: Any) -> relax.Expr:
+    """sum_k (a - za)(b - zb) = a.b - za*colsum(b) - zb*rowsum(a) + K*za*zb (exact in wrapping int32)."""
+    if za:
+        colsum = op.sum(op.astype(b, "int32"), axis=[0], keepdims=True)
+        acc = op.subtract(acc, op.multiply(colsum, scalar(za, "int32")))
+    if zb:
+        rowsum = op.sum(op.astype(a, "int32"), axis=[1], keepdims=True)
+        acc = op.subtract(acc, op.multiply(rowsum, scalar(zb, "int32")))
+    if za and zb:
+        if not isinstance(k, int):
+            raise QgnnError("matmul with both zero points needs a static inner dimension")
+        acc = op.add(acc, scalar(k * za * zb, "int32"))
+    return acc
+
+
+@handler("matmul")
+def _matmul(ctx: BuildContext, node: Node) -> relax.Expr:
+    a, b = ctx.arg(node, 0), ctx.arg(node, 1)
+    za, zb = int(node.attrs.get("a_zero_point", 0)), int(node.attrs.get("b_zero_point", 0))
+    k = static_int(shape_of(b)[0])
+    acc = None
+    if ctx.options.fast_matmul:
+        from . import gemm
+
+        acc = gemm.emit_matmul(ctx, a, b)
+    if acc is None:
+        acc = ctx.emit(op.matmul(a, b, out_dtype="int32"))
+    return _zero_point_terms(ctx, a, b, acc, za, zb, k)
+
+
+def _binary(fn: Callable[[relax.Expr, relax.Expr], relax.Expr]) -> Handler:
+    def h(ctx: BuildContext, node: Node) -> relax.Expr:
+        a, b = ctx.arg(node, 0), ctx.arg(node, 1)
+        res = wider(np.dtype(dtype_of(a)), np.dtype(dtype_of(b)))
+        return fn(cast(a, res), cast(b, res))
+
+    return h
+
+
+HANDLERS["add"] = _binary(op.add)
+HANDLERS["sub"] = _binary(op.subtract)
+HANDLERS["mul"] = _binary(op.multiply)
+HANDLERS["div_floor"] = _binary(op.floor_divide)
+
+
+@handler("cast")
+def _cast(ctx: BuildContext, node: Node) -> relax.Expr:
+    return cast(ctx.arg(node, 0), node.attrs["dtype"])
+
+
+@handler("clamp")
+def _clamp(ctx: BuildContext, node: Node) -> relax.Expr:
+    x = ctx.arg(node, 0)
+    dt = dtype_of(x)
+    info = np.iinfo(dt)
+    lo = min(max(int(node.attrs["lo"]), int(info.min)), int(info.max))
+    hi = min(max(int(node.attrs["hi"]), int(info.min)), int(info.max))
+    if int(node.attrs["lo"]) > int(node.attrs["hi"]):  # np.clip with lo > hi yields hi everywhere
+        lo = hi
+    return op.minimum(op.maximum(x, scalar(lo, dt)), scalar(hi, dt))
+
+
+@handler("requantize")
+def _requantize(ctx: BuildContext, node: Node) -> relax.Expr:
+    a = node.attrs
+    acc = cast(ctx.arg(node, 0), "int64")
+    mult, shift, qmin, qmax = (ctx.arg(node, i) for i in range(1, 5))
+    info = np.iinfo(a["dtype"])
+    m = cast(mult, "int64") if mult is not None else scalar(int(a["multiplier"]), "int64")
+    y = op.multiply(acc, m)
+    if shift is not None:
+        n = cast(shift, "int64")
+        one = scalar(1, "int64")
+        half = op.where(op.greater(n, scalar(0, "int64")),
+                        op.left_shift(one, op.maximum(op.subtract(n, one), scalar(0, "int64"))),
+                        scalar(0, "int64"))
+        y = op.right_shift(op.add(y, half), n)  # arithmetic shift on int64 = floor division by 2**n
+    else:
+        s = int(a["shift"])
+        if s > 0:
+            y = op.add(y, scalar(1 << (s - 1), "int64"))
+        if s:
+            y = op.right_shift(y, scalar(s, "int64"))
+    zp = int(a["zero_point"])
+    if zp:
+        y = op.add(y, scalar(zp, "int64"))
+    lo = cast(qmin, "int64") if qmin is not None else scalar(int(a.get("qmin", info.min)), "int64")
+    hi = cast(qmax, "int64") if qmax is not None else scalar(int(a.get("qmax", info.max)), "int64")
+    return op.astype(op.minimum(op.maximum(y, lo), hi), a["dtype"])
+
+
+# ---------------------------------------------------------------------- graph structure
+@handler("take_row")
+def _take_row(ctx: BuildContext, node: Node) -> relax.Expr:
+    x = ctx.arg(node, 0)
+    i = int(node.attrs["index"])
+    row = op.strided_slice(x, axes=[0], begin=[i], end=[i + 1])
+    return op.squeeze(row, axis=[0])
+
+
+@handler("gather_rows")
+def _gather_rows(ctx: BuildContext, node: Node) -> relax.Expr:
+    return op.take(ctx.arg(node, 0), ctx.arg(node, 1), axis=0)
+
+
+def _rows_2d(e: relax.Expr) -> tuple[relax.Expr, list[Any], int]:
+    """View values as [rows, H] with static H; returns (tensor, original trailing dims, H)."""
+    shp = shape_of(e)
+    tail = shp[1:]
+    h = 1
+    for d in tail:
+        v = static_int(d)
+        if v is None:
+            raise QgnnError("the TVM backend needs static feature widths (trailing dims) for scatter ops")
+        h *= v
+    if len(shp) != 2:
+        e = op.reshape(e, [shp[0], h])
+    return e, tail, h
+
+
+def _restore(ctx: BuildContext, out: relax.Expr, n: Any, tail: list[Any]) -> relax.Expr:
+    return out if len(tail) == 1 else ctx.emit(op.reshape(out, [n, *tail]))
+
+
+def _fused_source(ctx: BuildContext, node: Node) -> tuple[relax.Expr, relax.Expr] | None:
+    """(x, src) when input 0 of a scatter is a gather_rows folded into this scatter."""
+    name = node.inputs[0]
+    if name not in ctx.fused_away:
+        return None
+    g = ctx.graph.producers()[name]
+    return ctx.arg(g, 0), ctx.arg(g, 1)
+
+
+def _scatter(kind: str) -> Handler:
+    def h(ctx: BuildContext, node: Node) -> relax.Expr:
+        idx, ref = ctx.arg(node, 1), ctx.arg(node, 2)
+        n = shape_of(ref)[0]
+        fused = _fused_source(ctx, node)
+        if fused is not None:
+            x, src = fused
+            x2, tail, hh = _rows_2d(x)
+            dt = dtype_of(x2)
+            make = kernels.gather_scatter_add if kind == "add" else kernels.gather_scatter_max
+            out = ctx.call_tir((f"gather_scatter_{kind}", hh, dt), lambda: make(hh, dt), [x2, src, idx],
+                               [n, hh], "int32")
+        else:
+            v, tail, hh = _rows_2d(ctx.arg(node, 0))
+            dt = dtype_of(v)
+            make = kernels.scatter_add if kind == "add" else kernels.scatter_max
+            out = ctx.call_tir((f"scatter_{kind}", hh, dt), lambda: make(hh, dt), [v, idx], [n, hh], "int32")
+        return _restore(ctx, out, n, tail)
+
+    return h
+
+
+HANDLERS["scatter_add"] = _scatter("add")
+HANDLERS["scatter_max"] = _scatter("max")
+
+
+@handler("degree")
+def _degree(ctx: BuildContext, node: Node) -> relax.Expr:
+    idx, ref = ctx.arg(node, 0), ctx.arg(node, 1)
+    return ctx.call_tir(("degree",), kernels.degree, [idx], [shape_of(ref)[0], 1], "int32")
+
+
+@handler("lut")
+def _lut(ctx: BuildContext, node: Node) -> relax.Expr:
+    idx, table = ctx.arg(node, 0), ctx.arg(node, 1)
+    t = static_int(shape_of(table)[0])
+    pos = op.add(cast(idx, "int64"), scalar(int(node.attrs["offset"]), "int64"))
+    pos = op.minimum(op.maximum(pos, scalar(0, "int64")), scalar(t - 1, "int64"))
+    return op.take(table, pos, axis=0)
+
+
+@handler("reduce_max")
+def _reduce_max(ctx: BuildContext, node: Node) -> relax.Expr:
+    a = node.attrs
+    return op.max(ctx.arg(node, 0), axis=[int(a.get("axis", -1))], keepdims=bool(a.get("keepdims", True)))
+
+
+@handler("reduce_sum")
+def _reduce_sum(ctx: BuildContext, node: Node) -> relax.Expr:
+    a = node.attrs
+    x = ctx.arg(node, 0)
+    acc = "int32" if np.dtype(dtype_of(x)).itemsize <= 4 else "int64"
+    return op.sum(cast(x, acc), axis=[int(a.get("axis", -1))], keepdims=bool(a.get("keepdims", True)))
+
+
+@handler("concat")
+def _concat(ctx: BuildContext, node: Node) -> relax.Expr:
+    xs = [ctx.arg(node, i) for i in range(len(node.inputs))]
+    return op.concat(xs, axis=int(node.attrs.get("axis", -1)))
+
+
+@handler("pool_sum")
+def _pool_sum(ctx: BuildContext, node: Node) -> relax.Expr:
+    values, batch = ctx.arg(node, 0), ctx.arg(node, 1)
+    v, tail, hh = _rows_2d(values)
+    # G = max(batch) + 1 is data-dependent: compute it, turn the 1-element tensor into a shape, bind a var.
+    gmax = ctx.emit(op.add(op.max(batch, axis=[0], keepdims=True), scalar(1, "int64")))
+    shp = ctx.emit(op.tensor_to_shape(gmax))
+    g = ctx.graph_dim("G")
+    ctx.bb.match_cast(shp, relax.ShapeType([g]))
+    dt = dtype_of(v)
+    out = ctx.call_tir(("pool_sum", hh, dt), lambda: kernels.pool_sum(hh, dt), [v, batch], [g, hh], "int32")
+    return _restore(ctx, out, g, tail)
+
+
+# ---------------------------------------------------------------------- driver
+def _graph_dim(self: BuildContext, name: str) -> tirx.Var:
+    """A fresh int64 var for a data-dependent dim (several pool_sum nodes each get their own)."""
+    self._counter += 1
+    return tirx.Var(name if self._counter == 1 else f"{name}{self._counter}", "int64")
+
+
+BuildContext.graph_dim = _graph_dim  # type: ignore[attr-defined]
+
+
+def _plan_fusion(graph: Graph, options: BuildOptions) -> set[str]:
+    """gather_rows outputs read only as values of scatter_add/scatter_max: fold them into the scatter."""
+    if not options.fuse_gather_scatter:
+        return set()
+    outputs = {o.name for o in graph.outputs}
+    producers = graph.producers()
+    fused = set()
+    for name, node in producers.items():
+        if node.op != "gather_rows" or name in outputs:
+            continue
+        users = graph.consumers(name)
+        if users and all(u.op in ("scatter_add", "scatter_max") and u.inputs[0] == name and
+                         name not in u.inputs[1:] for u in users):
+            fused.add(name)
+    return fused
+
+
+def check_supported(graph: Graph) -> None:
+    missing = sorted({n.op for n in graph.nodes} - set(HANDLERS))
+    if missing:
+        raise QgnnError(f"the TVM backend has no handler for IR op(s) {', '.join(missing)}")
+    if len(graph.outputs) != 1:
+        raise QgnnError(f"the TVM backend expects exactly one graph output, got {len(graph.outputs)}")
+
+
+def build_module(graph: Graph, options: BuildOptions | None = None) -> tvm.IRModule:
+    """Relax module whose ``main(*graph.inputs)`` returns the graph's single output."""
+    options = options or BuildOptions()
+    check_supported(graph)
+    assert set(OPS) <= set(HANDLERS), f"TVM backend lacks handlers for {set(OPS) - set(HANDLERS)}"
+    dims: dict[str, Any] = {}
+
+    def dim(d: Any) -> Any:
+        if isinstance(d, int):
+            return d
+        if d in options.static_dims:
+            return int(options.static_dims[d])
+        if d not in dims:
+            dims[d] = tirx.Var(str(d), "int64")
+        return dims[d]
+
+    params = [relax.Var(vi.name, relax.TensorType([dim(d) for d in vi.shape], vi.dtype)) for vi in graph.inputs]
+    bb = relax.BlockBuilder()
+    ctx = BuildContext(graph, bb, options)
+    ctx.fused_away = _plan_fusion(graph, options)
+    op.bb = bb
+    with bb.function("main", params):
+        with bb.dataflow():
+            for p, vi in zip(params, graph.inputs):
+                ctx.env[vi.name] = p
+            for node in graph.nodes:
+                if node.outputs[0] in ctx.fused_away:
+                    continue
+                expr = HANDLERS[node.op](ctx, node)
+                ctx.env[node.outputs[0]] = expr if isinstance(expr, relax.Var) else bb.emit(expr)
+            out = bb.emit_output(ctx.env[graph.outputs[0].name])
+        bb.emit_func_output(out)
+    return bb.get()
