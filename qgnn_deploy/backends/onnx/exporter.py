@@ -123,6 +123,63 @@ def infer_ranks(graph: Graph) -> dict[str, int]:
     return rk
 
 
+Shape = tuple[int | str | None, ...]
+
+
+def _broadcast(*shapes: Shape) -> Shape:
+    rank = max(len(sh) for sh in shapes)
+    out: list[int | str | None] = []
+    for k in range(rank):
+        dims = {sh[len(sh) - rank + k] for sh in shapes if len(sh) - rank + k >= 0}
+        dims.discard(1)
+        out.append(dims.pop() if len(dims) == 1 else (1 if not dims else None))
+    return tuple(out)
+
+
+def infer_shapes(graph: Graph) -> dict[str, Shape]:
+    """Static shapes with symbolic ("N", "E", "G") or unknown (None) dims.
+
+    Lets handlers share one expanded edge index between scatters over the same
+    ``[E, H]`` shape and build it with a cheap broadcast Add instead of Expand.
+    """
+    sh: dict[str, Shape] = {v.name: tuple(v.shape) for v in graph.inputs}
+    sh.update({k: tuple(v.shape) for k, v in graph.initializers.items()})
+    for node in graph.nodes:
+        ins = [sh[i] if i else () for i in node.inputs]
+        a, op = node.attrs, node.op
+        if op == "unpack_int4":
+            out: Shape = tuple(int(d) for d in a["shape"])
+        elif op == "matmul":
+            out = ins[0][:-1] + ins[1][-1:]
+        elif op in ("add", "sub", "mul", "div_floor", "requantize", "quantize_rows"):
+            out = _broadcast(*[s for s in ins if s is not None and (s or op != "requantize")])
+        elif op == "take_row":
+            out = ins[0][1:]
+        elif op == "gather_rows":
+            out = ins[1] + ins[0][1:]
+        elif op in ("scatter_add", "scatter_max"):
+            out = ins[2][:1] + ins[0][1:]
+        elif op == "degree":
+            out = (ins[1][0], 1)
+        elif op == "lut":
+            out = ins[0]
+        elif op in ("reduce_max", "reduce_sum"):
+            axis = int(a.get("axis", -1)) % max(len(ins[0]), 1)
+            keep = a.get("keepdims", True)
+            out = tuple((1 if k == axis else d) for k, d in enumerate(ins[0]) if keep or k != axis)
+        elif op == "concat":
+            axis = int(a.get("axis", -1)) % len(ins[0])
+            dims = [s[axis] for s in ins]
+            total = sum(dims) if all(isinstance(d, int) for d in dims) else None  # type: ignore[arg-type]
+            out = tuple(total if k == axis else d for k, d in enumerate(ins[0]))
+        elif op == "pool_sum":
+            out = ("G",) + ins[0][1:]
+        else:  # quantize, dequantize, cast, clamp: elementwise on the first input
+            out = ins[0]
+        sh[node.outputs[0]] = out
+    return sh
+
+
 class EmitContext:
     """State shared by the handlers while one IR graph becomes one ONNX graph."""
 
@@ -130,6 +187,7 @@ class EmitContext:
         self.graph = graph
         self.dtypes = infer_dtypes(graph)
         self.ranks = infer_ranks(graph)
+        self.shapes = infer_shapes(graph)
         self.memo: dict[Any, str] = {}
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: dict[str, onnx.TensorProto] = {}

@@ -8,8 +8,9 @@ Pattern choices follow ``shared/notes/toolchain.md`` Q1 (ORT 1.31 CPU):
   exact and deterministic with several threads (ScatterND-add is racy);
 * int4 weights are an INT4 initializer followed by Cast(to=INT8), never
   DequantizeLinear -> MatMul, which ORT rewrites into the inexact MatMulNBits;
-* requantize runs in int64 with an exact floor division
-  ``(v - Mod(v, d)) / d`` (ONNX Div truncates toward zero);
+* requantize runs in int64/uint64 with an exact floor division by 2**n done as
+  a logical right shift of an offset value (ONNX Div truncates toward zero, and
+  ``(v - Mod(v, d)) / d`` is exact but 4x slower in ORT);
 * int64 values are never bounded with Clip/Max/Min/ReduceMax: ORT 1.31's CPU
   kernels for those get int64 values just outside the int32 range wrong (e.g.
   ``Clip(4285714437, -1000, 1000)`` returns 4285714437; see ``_clip64``).
@@ -60,15 +61,24 @@ def _unsqueeze_to(ctx: EmitContext, vec: str, rank: int) -> str:
 
 
 def _expanded_index(ctx: EmitContext, idx: str, values: str) -> str:
-    """ScatterElements needs the index with the shape of the updates: ``idx[:, None, ...]`` expanded."""
+    """ScatterElements needs the index with the shape of the updates: ``idx[:, None, ...]`` broadcast.
+
+    With static trailing dims the broadcast is an Add of a zero row (about 2x faster
+    than Expand in ORT 1.31) and is shared by every scatter over the same index and width.
+    """
     rank = ctx.ranks[values]
-    key = ("expanded_index", idx, values)
+    if rank <= 1:
+        return ctx.value(idx)
+    trailing = ctx.shapes[values][1:]
+    static = all(isinstance(d, int) for d in trailing)
+    key = ("expanded_index", idx, tuple(trailing) if static else values)
     if key not in ctx.memo:
-        if rank <= 1:
-            ctx.memo[key] = ctx.value(idx)
+        col = _unsqueeze_to(ctx, ctx.value(idx), rank)
+        if static:
+            zero_row = ctx.const(np.zeros((1, *trailing), np.int64), "int64", "zero_row")
+            ctx.memo[key] = ctx.emit("Add", [col, zero_row], hint="idx_e")
         else:
-            ctx.memo[key] = ctx.emit("Expand", [_unsqueeze_to(ctx, ctx.value(idx), rank), ctx.shape(values)],
-                                     hint="idx_e")
+            ctx.memo[key] = ctx.emit("Expand", [col, ctx.shape(values)], hint="idx_e")
     return ctx.memo[key]
 
 
@@ -300,58 +310,76 @@ def clamp(ctx: EmitContext, node: Node) -> None:
         ctx.narrow_to(v, work, dt, out)
 
 
+_OFFSET = 1 << 62  # makes acc*M + half non-negative: |acc*M| < 2**62 is the interpreter's own precondition
+
+
 @handler("requantize")
 def requantize(ctx: EmitContext, node: Node) -> None:
-    """``clip(floor((acc*M + 2^(n-1)) / 2^n) + zp, qmin, qmax)`` in int64, floor via Mod (fmod=0)."""
+    """``clip(floor((acc*M + 2^(n-1)) / 2^n) + zp, qmin, qmax)``, exactly.
+
+    The floor division is a logical right shift of ``acc*M + half + 2**62`` in
+    uint64 (never negative, and 2**62 is a multiple of 2**n for n <= 62), minus
+    ``2**(62-n)``: 4x faster in ORT than ``(v - Mod(v, d)) / d`` and exact for
+    every v > -2**62.  8/16-bit outputs are clipped in float32 (exact: the bounds
+    are representable and rounding is monotonic); wider ones with Where.
+    """
     a, out, dtype = node.attrs, node.outputs[0], node.attrs["dtype"]
     ins = list(node.inputs) + [""] * (5 - len(node.inputs))
-    acc = ctx.value_as(ins[0], "int64")
     info = _info(dtype)
-
-    if ins[1]:
-        mult = ctx.value_as(ins[1], "int64")
-    else:
-        mult = ctx.const(int(a["multiplier"]), "int64", "M")
+    zp = int(a["zero_point"])
+    acc = ctx.value_as(ins[0], "int64")
+    mult = ctx.value_as(ins[1], "int64") if ins[1] else ctx.const(int(a["multiplier"]), "int64", "M")
     v = ctx.emit("Mul", [acc, mult], hint="scaled")
 
-    if ins[2] and not ctx.is_const(ins[2]):  # runtime shift tensor: d = 1 << n via uint64 BitShift
+    if ins[2] and not ctx.is_const(ins[2]):  # runtime shift tensor
         n_u = ctx.emit("Cast", [ctx.value_as(ins[2], "int64")], hint="n_u64", to=TensorProto.UINT64)
-        d_u = ctx.emit("BitShift", [ctx.const(1, "uint64", "one"), n_u], hint="pow2", direction="LEFT")
-        d = ctx.emit("Cast", [d_u], hint="d", to=TensorProto.INT64)
-        half = ctx.emit("Div", [d, ctx.const(2, "int64", "two")], hint="half")
-        v = ctx.emit("Add", [v, half], hint="rounded")
-        floor_needed = True
+        one = ctx.const(1, "uint64", "one")
+        # half = 2**n >> 1 (0 for n = 0); offset 2**62 >> n
+        half = ctx.emit("BitShift", [ctx.emit("BitShift", [one, n_u], hint="pow2", direction="LEFT"), one],
+                        hint="half", direction="RIGHT")
+        add = ctx.emit("Add", [half, ctx.const(_OFFSET, "uint64", "offset")], hint="half_off")
+        k = ctx.emit("Cast", [ctx.emit("BitShift", [ctx.const(_OFFSET, "uint64", "offset"), n_u], hint="k_u",
+                                       direction="RIGHT")], hint="k", to=TensorProto.INT64)
+        if zp:
+            k = ctx.emit("Sub", [k, ctx.const(zp, "int64", "zp")], hint="k_zp")
+        shift = n_u
     else:
         n = np.asarray(ctx.const_array(ins[2]) if ins[2] else a["shift"]).astype(np.int64)
         if n.size and (n.min() < 0 or n.max() > 62):
             raise QgnnError(f"requantize {node.name!r}: shift must lie in [0, 62], got [{n.min()}, {n.max()}]")
-        d_arr = np.left_shift(np.int64(1), n)
-        half_arr = np.where(n > 0, d_arr // 2, 0).astype(np.int64)
-        floor_needed = bool(np.any(d_arr != 1))
-        if np.any(half_arr != 0):
-            v = ctx.emit("Add", [v, ctx.const(half_arr, "int64", "half")], hint="rounded")
-        d = ctx.const(d_arr, "int64", "d")
-    if floor_needed:
-        rem = ctx.emit("Mod", [v, d], hint="rem", fmod=0)
-        v = ctx.emit("Div", [ctx.emit("Sub", [v, rem], hint="exact"), d], hint="floor")
-    zp = int(a["zero_point"])
-    if zp:
-        v = ctx.emit("Add", [v, ctx.const(zp, "int64", "zp")], hint="plus_zp")
+        half_arr = np.where(n > 0, np.left_shift(np.int64(1), np.maximum(n - 1, 0)), 0).astype(np.uint64)
+        add = ctx.const(half_arr + np.uint64(_OFFSET), "uint64", "half_off")
+        shift = ctx.const(n.astype(np.uint64), "uint64", "n")
+        k = ctx.const(np.right_shift(np.int64(_OFFSET), n) - zp, "int64", "k_zp")
+    u = ctx.emit("Add", [ctx.emit("Cast", [v], hint="v_u64", to=TensorProto.UINT64), add], hint="v_off")
+    q = ctx.emit("Cast", [ctx.emit("BitShift", [u, shift], hint="floor_off", direction="RIGHT")], hint="floor_i64",
+                 to=TensorProto.INT64)
+    y = ctx.emit("Sub", [q, k], hint="plus_zp")  # floor(...) + zp
 
-    def clipped(offset: int) -> str:
-        y = v
+    def bound(k: int, offset: int, work: str) -> str:
+        name, key, default = (ins[3], "qmin", info.min) if k == 0 else (ins[4], "qmax", info.max)
+        if not name:
+            return ctx.const(int(a.get(key, default)) + offset, work, key)
+        b = ctx.value_as(name, "int64")
+        if work == "float32":
+            b = ctx.emit("Cast", [b], hint=f"{key}_f", to=TensorProto.FLOAT)
         if offset:
-            y = ctx.emit("Add", [y, ctx.const(offset, "int64", "off")], hint="shift128")
-        bounds = []
-        for name, key, default in ((ins[3], "qmin", info.min), (ins[4], "qmax", info.max)):
-            if name:
-                bound = ctx.value_as(name, "int64")
-                if offset:
-                    bound = ctx.emit("Add", [bound, ctx.const(offset, "int64", "off")], hint="bound128")
-            else:
-                bound = ctx.const(int(a.get(key, default)) + offset, "int64", key)
-            bounds.append(bound)
-        return _clip64(ctx, y, bounds[0], bounds[1])
+            b = ctx.emit("Add", [b, ctx.const(offset, work, "off")], hint=f"{key}_128")
+        return b
+
+    if _info(dtype).bits <= 16:
+        yf = ctx.emit("Cast", [y], hint="y_f", to=TensorProto.FLOAT)
+
+        def clipped(offset: int) -> str:
+            src = yf if not offset else ctx.emit("Add", [yf, ctx.const(float(offset), "float32", "off")], hint="p128")
+            if not ins[3] and not ins[4]:
+                return ctx.emit("Clip", [src, bound(0, offset, "float32"), bound(1, offset, "float32")], hint="clip")
+            lo = ctx.emit("Max", [src, bound(0, offset, "float32")], hint="lo_clip")
+            return ctx.emit("Min", [lo, bound(1, offset, "float32")], hint="hi_clip")
+    else:
+        def clipped(offset: int) -> str:
+            src = y if not offset else ctx.emit("Add", [y, ctx.const(offset, "int64", "off")], hint="p128")
+            return _clip64(ctx, src, bound(0, offset, "int64"), bound(1, offset, "int64"))
 
     ctx.emit("Cast", [clipped(0)], output=out, to=ONNX_DTYPE[dtype])
     if dtype == "int8":

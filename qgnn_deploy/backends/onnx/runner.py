@@ -1,0 +1,238 @@
+"""ONNX Runtime session wrapper: validated inputs, fixed threads, and a report of the kernels that ran.
+
+Inputs are checked *before* ORT sees them because ORT's failure modes are poor
+for our contract: an out-of-range edge index is a long multi-line error (or,
+for negative ids, silently wraps in Gather), and an in-degree above the folded
+limit silently overflows the int32 accumulators.  Every problem is one line of
+:class:`~qgnn_deploy.errors.QgnnError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from qgnn_deploy.errors import QgnnError
+from qgnn_deploy.ir.graph import Graph, ValueInfo
+
+_NP_FROM_ONNX = {onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT8: "int8", onnx.TensorProto.INT16: "int16",
+                 onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT64: "int64", onnx.TensorProto.FLOAT: "float32"}
+
+def _spec_from_model(model: onnx.ModelProto) -> tuple[list[ValueInfo], dict[str, Any]]:
+    inputs = []
+    for vi in model.graph.input:
+        t = vi.type.tensor_type
+        dims: list[int | str] = [d.dim_param if d.dim_param else d.dim_value for d in t.shape.dim]
+        inputs.append(ValueInfo(vi.name, _NP_FROM_ONNX.get(t.elem_type, str(t.elem_type)), tuple(dims)))
+    meta: dict[str, Any] = {}
+    for p in model.metadata_props:
+        if p.key.startswith("qgnn."):
+            v: Any = p.value
+            try:
+                v = int(v)
+            except ValueError:
+                pass
+            meta[p.key[5:]] = v
+    return inputs, meta
+
+
+def validate_feeds(inputs: list[ValueInfo], meta: Mapping[str, Any], feeds: Mapping[str, Any]) -> dict[str, Any]:
+    """Check feeds against the graph's input spec and limits; returns facts (N, E, max in-degree, G)."""
+    names = [v.name for v in inputs]
+    missing = [n for n in names if n not in feeds]
+    if missing:
+        raise QgnnError(f"missing input(s) {', '.join(missing)} (the model takes {', '.join(names)})")
+    extra = sorted(set(feeds) - set(names))
+    if extra:
+        raise QgnnError(f"unexpected input(s) {', '.join(extra)} (the model takes {', '.join(names)})")
+    dims: dict[str, int] = {}
+    for vi in inputs:
+        a = feeds[vi.name]
+        if not isinstance(a, np.ndarray):
+            raise QgnnError(f"input {vi.name} must be a numpy array, got {type(a).__name__}")
+        if str(a.dtype) != vi.dtype:
+            raise QgnnError(f"input {vi.name} has dtype {a.dtype}, the model expects {vi.dtype}")
+        if a.ndim != len(vi.shape):
+            raise QgnnError(f"input {vi.name} has shape {list(a.shape)}, the model expects rank {len(vi.shape)} "
+                            f"{list(vi.shape)}")
+        for axis, (want, got) in enumerate(zip(vi.shape, a.shape)):
+            if isinstance(want, int) and want > 0 and want != got:
+                raise QgnnError(f"input {vi.name} has {got} in dimension {axis}, the model expects {want}")
+            if isinstance(want, str) and want:
+                if dims.setdefault(want, int(got)) != got:
+                    raise QgnnError(f"input {vi.name} has {got} in dimension {axis}, but {want} = {dims[want]} "
+                                    "from an earlier input")
+        if a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
+            raise QgnnError(f"input {vi.name} contains NaN or infinite values")
+    n = dims.get("N")
+    if n is None:
+        n = int(feeds[names[0]].shape[0]) if feeds[names[0]].ndim else 0
+    facts: dict[str, Any] = {"num_nodes": n}
+    fixed_n = meta.get("num_nodes")
+    if isinstance(fixed_n, int) and fixed_n != n:
+        raise QgnnError(f"graph has {n} nodes, but this model has per-node parameters for exactly {fixed_n} nodes")
+    ei = feeds.get("edge_index")
+    if ei is not None:
+        if ei.ndim != 2 or ei.shape[0] != 2:
+            raise QgnnError(f"edge_index must have shape [2, E], got {list(ei.shape)}")
+        facts["num_edges"] = int(ei.shape[1])
+        max_in = 0
+        if ei.size:
+            lo, hi = int(ei.min()), int(ei.max())
+            if lo < 0 or hi >= n:
+                bad = lo if lo < 0 else hi
+                raise QgnnError(f"edge_index holds node id {bad}, outside [0, {n}) for a graph of {n} nodes")
+            max_in = int(np.bincount(ei[1], minlength=n).max())
+        facts["max_in_degree"] = max_in
+        limit = meta.get("max_in_degree")
+        if isinstance(limit, int) and max_in > limit:
+            raise QgnnError(f"a node has in-degree {max_in}, above the model's max_in_degree {limit} "
+                            "(its int32 accumulators are only proven safe up to that)")
+    batch = feeds.get("batch")
+    if batch is not None and batch.size:
+        lo, hi = int(batch.min()), int(batch.max())
+        if lo < 0 or hi >= max(n, 1):
+            raise QgnnError(f"batch holds graph id {lo if lo < 0 else hi}, outside [0, {n}) for {n} nodes")
+        facts["num_graphs"] = hi + 1
+    return facts
+
+
+def _session_options(threads: int, optimized_model_path: str | None = None, profile_prefix: str | None = None,
+                     level: str = "all") -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    if optimized_model_path:
+        so.optimized_model_filepath = str(optimized_model_path)
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = str(profile_prefix)
+    return so
+
+
+class OnnxRunner:
+    """An ORT CPU session for one exported integer graph, with input validation.
+
+    ``graph`` (the IR) supplies the input spec and ``meta`` limits; without it the
+    spec is read from the ONNX model's inputs and its ``qgnn.*`` metadata props.
+    """
+
+    def __init__(self, model: str | Path | bytes | onnx.ModelProto, graph: Graph | None = None, *, threads: int = 1,
+                 optimized_model_path: str | Path | None = None, profile_prefix: str | Path | None = None,
+                 level: str = "all") -> None:
+        import onnxruntime as ort
+
+        if isinstance(model, onnx.ModelProto):
+            proto, data = model, model.SerializeToString()
+        elif isinstance(model, bytes):
+            proto, data = onnx.load_from_string(model), model
+        else:
+            path = Path(model)
+            if not path.is_file():
+                raise QgnnError(f"ONNX model {path} not found")
+            data = path.read_bytes()
+            proto = onnx.load_from_string(data)
+        if graph is not None:
+            self.inputs, self.meta = list(graph.inputs), dict(graph.meta)
+        else:
+            self.inputs, self.meta = _spec_from_model(proto)
+        self.output_names = [o.name for o in proto.graph.output]
+        so = _session_options(threads, str(optimized_model_path) if optimized_model_path else None,
+                              str(profile_prefix) if profile_prefix else None, level)
+        try:
+            self.session = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise QgnnError(f"ONNX Runtime cannot load the model: {first}") from None
+        self.threads = threads
+
+    def validate(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        return validate_feeds(self.inputs, self.meta, feeds)
+
+    def run(self, feeds: Mapping[str, Any], validate: bool = True) -> dict[str, np.ndarray]:
+        """Outputs by name; raises QgnnError on a bad input or a runtime failure."""
+        if validate:
+            self.validate(feeds)
+        try:
+            outs = self.session.run(None, {v.name: feeds[v.name] for v in self.inputs})
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise QgnnError(f"ONNX Runtime failed: {first}") from None
+        return dict(zip(self.output_names, outs))
+
+    def time(self, feeds: Mapping[str, Any], repeats: int = 20, warmup: int = 3) -> list[float]:
+        """Wall-clock seconds of ``repeats`` runs after ``warmup`` runs (inputs validated once)."""
+        self.validate(feeds)
+        ort_feeds = {v.name: feeds[v.name] for v in self.inputs}
+        for _ in range(warmup):
+            self.session.run(None, ort_feeds)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            self.session.run(None, ort_feeds)
+            times.append(time.perf_counter() - t0)
+        return times
+
+    def end_profiling(self) -> str:
+        return self.session.end_profiling()
+
+
+def kernel_report(model: str | Path | bytes | onnx.ModelProto, feeds: Mapping[str, Any], graph: Graph | None = None,
+                  threads: int = 1) -> dict[str, Any]:
+    """Which kernels ORT actually used: the optimized graph's op types and the profiled per-op times.
+
+    ``optimized_ops`` counts node types in ``SessionOptions.optimized_model_filepath``
+    (after ORT's fusions); ``profiled`` sums ORT's per-node profile events by op type.
+    """
+    with tempfile.TemporaryDirectory(prefix="qgnn-kernels-") as tmp:
+        opt_path = os.path.join(tmp, "optimized.onnx")
+        runner = OnnxRunner(model, graph, threads=threads, optimized_model_path=opt_path,
+                            profile_prefix=os.path.join(tmp, "profile"))
+        runner.run(feeds)
+        runner.run(feeds)
+        prof_path = runner.end_profiling()
+        opt = onnx.load(opt_path)
+        events = json.loads(Path(prof_path).read_text())
+    ops = Counter((f"{n.domain}." if n.domain and n.domain != "ai.onnx" else "") + n.op_type for n in opt.graph.node)
+    profiled: dict[str, dict[str, Any]] = {}
+    providers: set[str] = set()
+    for ev in events:
+        args = ev.get("args", {})
+        if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith("_kernel_time"):
+            continue
+        op = args.get("op_name", "?")
+        providers.add(args.get("provider", "?"))
+        entry = profiled.setdefault(op, {"calls": 0, "total_us": 0})
+        entry["calls"] += 1
+        entry["total_us"] += int(ev.get("dur", 0))
+    for entry in profiled.values():  # two profiled runs: report per run
+        entry["calls"] //= 2
+        entry["total_us"] //= 2
+    # kernels that would break bit-exactness (ORT rewrites int4 DQ->MatMul into MatMulNBits, see toolchain notes)
+    inexact = sorted(op for op in ops if op.split(".")[-1] in ("MatMulNBits", "DynamicQuantizeMatMul"))
+    return {
+        "threads": threads,
+        "optimized_ops": dict(sorted(ops.items())),
+        "profiled": dict(sorted(profiled.items(), key=lambda kv: -kv[1]["total_us"])),
+        "providers": sorted(providers),
+        "integer_matmul": [op for op in ops if op.endswith("MatMulInteger")],
+        "inexact_kernels": inexact,
+    }
