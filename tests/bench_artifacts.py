@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from qgnn_deploy.artifact import atomic_directory, write_manifest
 from qgnn_deploy.ir.analysis import buffer_report, model_bytes
@@ -89,3 +90,21 @@ def build_artifact(out: Path, target: str = "x86_64", with_tvm: bool = True) -> 
             "buffer_bytes": buffer_report(g, feeds).peak_bytes,
         }, roles)
     return out
+
+
+@pytest.fixture(scope="session")
+def a64_sysroot() -> Path:
+    """The cached aarch64 sysroot, built now if setup.sh has not (skipped only without qemu)."""
+    import shutil
+    import subprocess
+
+    from qgnn_deploy import arm64
+
+    if shutil.which("qemu-aarch64-static") is None:
+        pytest.skip("qemu-aarch64-static is not installed (apt-get install qemu-user-static)")
+    root = arm64.sysroot_dir()
+    if not arm64.a64_python_available(root):
+        script = Path(__file__).resolve().parents[1] / "export" / "make_a64_sysroot.sh"
+        proc = subprocess.run(["bash", str(script), str(root)], capture_output=True, text=True, timeout=1800)
+        assert proc.returncode == 0, f"building the aarch64 sysroot failed: {proc.stderr[-2000:]}"
+    return root

@@ -1,0 +1,241 @@
+"""runtimes/qgnn_bench.py on real artifacts: x86-64 natively, aarch64 under qemu-user, and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bench_artifacts import a64_sysroot, build_artifact  # noqa: F401  (a64_sysroot is a fixture)
+
+from qgnn_deploy import arm64
+from qgnn_deploy.artifact import write_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "runtimes" / "qgnn_bench.py"
+EMULATED = "EMULATED (qemu-user) \u2014 not device timings"
+
+# Runs the bench with torch and qgnn_deploy made unimportable, as on a board that has neither.
+NO_TORCH = """
+import runpy, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'qgnn_deploy'):
+            raise ImportError('blocked on the device: ' + name)
+sys.meta_path.insert(0, Block())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def bench(*args: object, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-c", NO_TORCH, str(BENCH), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def x86_art(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_artifact(tmp_path_factory.mktemp("bench") / "art_x86", "x86_64")
+
+
+@pytest.fixture(scope="module")
+def arm_art(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_artifact(tmp_path_factory.mktemp("bench") / "art_arm64", "arm64")
+
+
+def copy_art(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qgnn_bench: error: "), proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("backend", ["tvm", "onnx"])
+def test_bench_x86_reports_and_matches_reference(x86_art: Path, tmp_path: Path, backend: str) -> None:
+    js, md = tmp_path / "out" / "r.json", tmp_path / "out" / "r.md"
+    proc = bench(x86_art, "--backend", backend, "--threads", 2, "--warmup", 2, "--repeats", 15,
+                 "--json", js, "--md", md)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(js.read_text())
+    assert r["backend"] == backend and r["threads"] == 2 and r["repeats"] == 15
+    assert r["emulated"] is False and r["timing_label"] == "device timings"
+    assert r["reference"]["checked"] and r["reference"]["match"] is True
+    assert r["reference"]["max_abs_diff"] == 0.0
+    lat = r["latency_ms"]
+    assert 0 < lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert r["memory"]["peak_rss_bytes"] > 1 << 20
+    manifest = json.loads((x86_art / "manifest.json").read_text())
+    assert r["buffer_bytes"] == manifest["buffer_bytes"] > 0
+    assert r["model"]["model_bytes"] == manifest["model_bytes"]
+    model_file = "model_x86_64.so" if backend == "tvm" else "model.onnx"
+    assert r["model_file"] == model_file
+    assert r["model"]["file_bytes"] == (x86_art / model_file).stat().st_size
+    assert r["input"] == {"file": "sample_input.npz", "is_bundled_sample": True, "num_nodes": 60,
+                          "num_edges": 300, "max_in_degree": r["input"]["max_in_degree"]}
+    text = md.read_text()
+    assert "bit-exact" in text and "latency median" in text and "EMULATED" not in text
+    assert text == proc.stdout
+
+
+def test_bench_auto_picks_host_library_or_onnx(x86_art: Path, arm_art: Path) -> None:
+    r = bench(x86_art, "--warmup", 0, "--repeats", 2)
+    assert r.returncode == 0 and "(tvm, x86_64)" in r.stdout, r.stderr
+    r = bench(arm_art, "--warmup", 0, "--repeats", 2)  # aarch64 library cannot run here: ONNX Runtime
+    assert r.returncode == 0 and "(onnx, arm64)" in r.stdout, r.stderr
+    assert_one_line_error(bench(arm_art, "--backend", "tvm"), "built for another CPU", "aarch64")
+
+
+def test_tampered_file_is_one_line_exit_2(x86_art: Path, tmp_path: Path) -> None:
+    art = copy_art(x86_art, tmp_path / "art")
+    with open(art / "model.onnx", "r+b") as fh:
+        fh.seek(100)
+        b = fh.read(1)
+        fh.seek(100)
+        fh.write(bytes([b[0] ^ 1]))
+    js = tmp_path / "r.json"
+    assert_one_line_error(bench(art, "--json", js), "checksum mismatch", "model.onnx")
+    assert not js.exists()
+    art2 = copy_art(x86_art, tmp_path / "art2")
+    (art2 / "model_x86_64.so").unlink()
+    assert_one_line_error(bench(art2), "model_x86_64.so", "missing")
+
+
+def test_wrong_format_version_and_not_an_artifact(x86_art: Path, tmp_path: Path) -> None:
+    art = copy_art(x86_art, tmp_path / "art")
+    doc = json.loads((art / "manifest.json").read_text())
+    doc["format_version"] = 99
+    (art / "manifest.json").write_text(json.dumps(doc))
+    assert_one_line_error(bench(art), "format version 99")
+    assert_one_line_error(bench(tmp_path), "no manifest.json")
+
+
+def _npz(path: Path, **arrays: np.ndarray) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def test_bad_inputs_are_clear_errors(x86_art: Path, tmp_path: Path) -> None:
+    with np.load(x86_art / "sample_input.npz") as z:
+        x, ei = z["x"], z["edge_index"]
+    js, md = tmp_path / "r.json", tmp_path / "r.md"
+    cases = {
+        "dtype": (_npz(tmp_path / "a.npz", x=x.astype(np.float64), edge_index=ei), "dtype float64"),
+        "rank": (_npz(tmp_path / "b.npz", x=x[None], edge_index=ei), "rank 3"),
+        "fixed dim": (_npz(tmp_path / "c.npz", x=x[:, :5], edge_index=ei), "dimension 1"),
+        "missing": (_npz(tmp_path / "d.npz", x=x), "missing input(s) edge_index"),
+        "extra": (_npz(tmp_path / "e.npz", x=x, edge_index=ei, batch=np.zeros(60, np.int64)), "unexpected"),
+        "range": (_npz(tmp_path / "f.npz", x=x, edge_index=np.concatenate([ei, [[0], [60]]], 1)),
+                  "node id 60, outside [0, 60)"),
+        "negative": (_npz(tmp_path / "g.npz", x=x, edge_index=np.concatenate([ei, [[-1], [0]]], 1)), "node id -1"),
+        "index dtype": (_npz(tmp_path / "h.npz", x=x, edge_index=ei.astype(np.int32)), "dtype int32"),
+    }
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip file")
+    cases["garbage"] = (garbage, "not a readable .npz")
+    cases["absent"] = (tmp_path / "nope.npz", "not found")
+    for what, (path, needle) in cases.items():
+        proc = bench(x86_art, "--backend", "onnx", "--input", path, "--json", js, "--md", md)
+        assert proc.returncode == 2, what
+        assert_one_line_error(proc, needle)
+        assert not js.exists() and not md.exists(), what
+
+
+def test_in_degree_and_num_nodes_limits(x86_art: Path, tmp_path: Path) -> None:
+    art = copy_art(x86_art, tmp_path / "art")
+    doc = json.loads((art / "manifest.json").read_text())
+    roles = {k: v["role"] for k, v in doc["files"].items()}
+    keep = {k: v for k, v in doc.items() if k not in ("files", "format", "format_version", "toolkit_version")}
+    write_manifest(art, {**keep, "max_in_degree": 3}, roles)
+    assert_one_line_error(bench(art, "--backend", "onnx"), "in-degree", "max_in_degree 3")
+    write_manifest(art, {**keep, "num_nodes": 61}, roles)
+    assert_one_line_error(bench(art, "--backend", "onnx"), "60 nodes", "exactly 61")
+
+
+def test_other_inputs_run_without_reference_check(x86_art: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    path = _npz(tmp_path / "in.npz", x=rng.normal(size=(30, 12)).astype(np.float32),
+                edge_index=rng.integers(0, 30, (2, 90)).astype(np.int64))
+    js = tmp_path / "r.json"
+    proc = bench(x86_art, "--input", path, "--repeats", 3, "--json", js)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(js.read_text())
+    assert r["reference"]["checked"] is False and r["input"]["num_nodes"] == 30
+    # The sample itself, passed explicitly from elsewhere, is still compared.
+    same = shutil.copy(x86_art / "sample_input.npz", tmp_path / "same.npz")
+    proc = bench(x86_art, "--input", same, "--repeats", 3, "--json", js)
+    assert proc.returncode == 0 and json.loads(js.read_text())["reference"]["match"] is True
+
+
+def test_reference_mismatch_exits_1_and_reports(x86_art: Path, tmp_path: Path) -> None:
+    art = copy_art(x86_art, tmp_path / "art")
+    with np.load(art / "reference_output.npz") as z:
+        ref = {k: z[k].copy() for k in z.files}
+    name = next(iter(ref))
+    ref[name].flat[0] += 1
+    np.savez(art / "reference_output.npz", **ref)
+    doc = json.loads((art / "manifest.json").read_text())
+    roles = {k: v["role"] for k, v in doc["files"].items()}
+    write_manifest(art, {k: v for k, v in doc.items() if k not in ("files", "format", "format_version")}, roles)
+    js = tmp_path / "r.json"
+    proc = bench(art, "--backend", "onnx", "--repeats", 2, "--json", js)
+    assert proc.returncode == 1
+    r = json.loads(js.read_text())
+    assert r["reference"]["match"] is False and r["reference"]["outputs"][name]["mismatched_elements"] == 1
+    assert "MISMATCH" in proc.stdout
+
+
+def test_remote_rpc_on_localhost(x86_art: Path, tmp_path: Path) -> None:
+    """--remote through a TVM RPC server on 127.0.0.1 (the same code path drives a board)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "rpc.log"
+    with open(log, "w") as fh:
+        server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
+                                   "--port", str(port), "--port-end", str(port + 1)], stdout=fh, stderr=fh)
+    try:
+        deadline = time.time() + 60
+        while "bind to" not in log.read_text() and time.time() < deadline and server.poll() is None:
+            time.sleep(0.3)
+        assert "bind to" in log.read_text(), log.read_text()
+        js = tmp_path / "r.json"
+        proc = bench(x86_art, "--remote", f"127.0.0.1:{port}", "--repeats", 5, "--json", js)
+        assert proc.returncode == 0, proc.stderr
+        r = json.loads(js.read_text())
+        assert r["reference"]["match"] is True and r["emulated"] is None
+        assert r["timing_method"].startswith("TVM time_evaluator")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert_one_line_error(bench(x86_art, "--remote", "nonsense"), "host:port")
+
+
+@pytest.mark.arm64
+@pytest.mark.usefixtures("a64_sysroot")
+@pytest.mark.parametrize("backend", ["tvm", "onnx"])
+def test_bench_under_qemu_is_labelled_emulated(arm_art: Path, tmp_path: Path, backend: str) -> None:
+    js, md = tmp_path / "r.json", tmp_path / "r.md"
+    proc = arm64.run_a64_python([BENCH, arm_art, "--backend", backend, "--threads", 2, "--warmup", 1,
+                                 "--repeats", 3, "--json", js, "--md", md], timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(js.read_text())
+    assert r["device"]["machine"] == "aarch64"
+    assert r["emulated"] is True and r["timing_label"] == EMULATED
+    assert r["reference"]["match"] is True and r["reference"]["max_abs_diff"] == 0.0
+    assert r["model_file"] == ("model_arm64.so" if backend == "tvm" else "model.onnx")
+    assert EMULATED in md.read_text() and EMULATED in proc.stdout
+
