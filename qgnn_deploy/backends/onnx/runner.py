@@ -111,6 +111,7 @@ def _session_options(threads: int, optimized_model_path: str | None = None, prof
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    so.log_severity_level = 3  # errors only: the optimized-model dump warns about hardware-specific fusions
     so.intra_op_num_threads = int(threads)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
