@@ -1,0 +1,166 @@
+"""TVM backend: bit-exact against the reference interpreter, targets, cross-compilation."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qgnn_deploy.errors import QgnnError
+from qgnn_deploy.ir.interpreter import run
+from qgnn_deploy.ir.ops import OPS
+from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph, pooled_zoo_graph
+
+tvm = pytest.importorskip("tvm")
+
+from qgnn_deploy.backends.tvm import TARGETS, compile_to_dir, resolve_target, run_library  # noqa: E402
+from qgnn_deploy.backends.tvm.relax_builder import HANDLERS  # noqa: E402
+
+GRAPHS = {"zoo": op_zoo_graph, "pooled": pooled_zoo_graph}
+
+
+def _feeds(name: str, x: np.ndarray, ei: np.ndarray) -> dict[str, np.ndarray]:
+    feeds = {"x": x, "edge_index": ei}
+    if name == "pooled":
+        n = x.shape[0]
+        feeds["batch"] = (np.arange(n) * 3 // max(n, 1)).astype(np.int64)  # 3 graphs (1 for a single node)
+    return feeds
+
+
+def _sample(name: str) -> dict[str, np.ndarray]:
+    g = GRAPHS[name]()
+    x, ei = awkward_graphs(g.inputs[0].shape[1])["random"]
+    return _feeds(name, x, ei)
+
+
+@pytest.fixture(scope="session")
+def x86_libs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict]]:
+    """One dynamic-shape library per zoo graph, compiled once per session."""
+    out: dict[str, tuple[Path, dict]] = {}
+    for name, make in GRAPHS.items():
+        d = tmp_path_factory.mktemp(f"tvm_{name}")
+        fields = compile_to_dir(make(), "x86_64", d, sample_feeds=_sample(name))
+        out[name] = (d / fields["library"], fields)
+    return out
+
+
+def test_every_ir_op_has_a_handler() -> None:
+    assert set(OPS) <= set(HANDLERS)
+
+
+@pytest.mark.parametrize("graph_name", list(GRAPHS))
+def test_bit_exact_on_awkward_graphs_one_library(graph_name: str, x86_libs: dict) -> None:
+    lib, fields = x86_libs[graph_name]
+    g = GRAPHS[graph_name]()
+    assert fields["static_shapes"] is None and fields["tuned"] is False
+    assert fields["input_order"] == [vi.name for vi in g.inputs]
+    for case, (x, ei) in awkward_graphs(g.inputs[0].shape[1]).items():
+        feeds = _feeds(graph_name, x, ei)
+        ref = run(g, feeds)[g.outputs[0].name]
+        got = run_library(lib, feeds, input_names=fields["input_order"])
+        assert got.dtype == ref.dtype and got.shape == ref.shape, case
+        np.testing.assert_array_equal(got, ref, err_msg=f"{graph_name}/{case}")
+
+
+def test_manifest_fields(x86_libs: dict) -> None:
+    lib, fields = x86_libs["zoo"]
+    assert lib.is_file() and fields["library"] == "model_x86_64.so"
+    assert fields["target"]["name"] == "x86_64" and fields["target"]["cross_compiled"] is False
+    assert fields["tvm_buffer_bytes"] is None or fields["tvm_buffer_bytes"] > 0
+
+
+def test_resolve_target_presets_and_json() -> None:
+    for name in ("x86_64", "x86_64-generic", "arm64", "cortex-a53", "cortex-a72", "cortex-a76"):
+        p = resolve_target(name)
+        assert p.name == name
+        p.tvm()  # TVM accepts the target
+    assert resolve_target("cortex-a76").has_dotprod and not resolve_target("cortex-a72").has_dotprod
+    assert resolve_target("arm64").cross_compile and not resolve_target("x86_64").cross_compile
+    custom = resolve_target('{"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a55"}')
+    assert custom.cross_compile and custom.triple == "aarch64-linux-gnu"
+    assert set(TARGETS.names()) >= {"x86_64", "arm64", "cortex-a53", "cortex-a72", "cortex-a76"}
+
+
+def test_unknown_target_lists_valid_names() -> None:
+    with pytest.raises(QgnnError, match="cortex-a72"):
+        resolve_target("pentium-pro")
+    with pytest.raises(QgnnError):
+        resolve_target('{"kind": "cuda"}')
+
+
+def test_missing_cross_compiler_names_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(QgnnError, match="g\\+\\+-aarch64-linux-gnu"):
+        compile_to_dir(pooled_zoo_graph(), "arm64", tmp_path / "out", sample_feeds=_sample("pooled"))
+    assert not (tmp_path / "out" / "model_arm64.so").exists()
+
+
+def _elf_machine(path: Path) -> int:
+    head = path.read_bytes()[:20]
+    assert head[:4] == b"\x7fELF"
+    return int.from_bytes(head[18:20], "little")
+
+
+@pytest.fixture(scope="session")
+def arm64_lib(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    if shutil.which("aarch64-linux-gnu-g++") is None:
+        pytest.skip("aarch64-linux-gnu-g++ not installed (apt-get install g++-aarch64-linux-gnu)")
+    d = tmp_path_factory.mktemp("tvm_arm64")
+    fields = compile_to_dir(op_zoo_graph(), "arm64", d, sample_feeds=_sample("zoo"))
+    return d / fields["library"], fields
+
+
+def test_arm64_cross_compile_is_aarch64_elf(arm64_lib: tuple[Path, dict]) -> None:
+    lib, fields = arm64_lib
+    assert fields["target"]["cross_compiled"] is True
+    assert _elf_machine(lib) == 183  # EM_AARCH64
+    if shutil.which("file"):
+        assert "aarch64" in subprocess.run(["file", str(lib)], capture_output=True, text=True).stdout
+
+
+def _a64_runner():
+    if importlib.util.find_spec("qgnn_deploy.arm64") is None:
+        pytest.skip("qgnn_deploy.arm64 (aarch64 sysroot runner) does not exist yet")
+    from qgnn_deploy import arm64
+
+    if not arm64.a64_python_available():
+        pytest.skip("aarch64 sysroot/qemu not available: bash export/make_a64_sysroot.sh (see qgnn_deploy.arm64)")
+    return arm64
+
+
+@pytest.mark.arm64
+def test_arm64_library_bit_exact_under_qemu(arm64_lib: tuple[Path, dict], tmp_path: Path) -> None:
+    arm64 = _a64_runner()
+    lib, fields = arm64_lib
+    g = op_zoo_graph()
+    cases = awkward_graphs(g.inputs[0].shape[1])
+    np.savez(tmp_path / "feeds.npz", **{f"{c}__{k}": v for c, (x, ei) in cases.items()
+                                        for k, v in _feeds("zoo", x, ei).items()})
+    script = tmp_path / "run_a64.py"
+    script.write_text(_A64_SCRIPT)
+    arm64.run_a64_python([str(script), str(lib), str(tmp_path / "feeds.npz"), str(tmp_path / "out.npz")], check=True)
+    with np.load(tmp_path / "out.npz") as got:
+        for case, (x, ei) in cases.items():
+            ref = run(g, _feeds("zoo", x, ei))[g.outputs[0].name]
+            np.testing.assert_array_equal(got[case], ref, err_msg=case)
+
+
+_A64_SCRIPT = """
+import platform, sys
+import numpy as np
+import tvm
+from tvm import relax
+assert platform.machine() == "aarch64", platform.machine()
+lib, feeds_path, out_path = sys.argv[1:4]
+vm = relax.VirtualMachine(tvm.runtime.load_module(lib), tvm.cpu())
+feeds = np.load(feeds_path)
+outs = {}
+for case in sorted({k.split("__")[0] for k in feeds.files}):
+    args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[f"{case}__{n}"])) for n in ("x", "edge_index")]
+    outs[case] = vm["main"](*args).numpy()
+np.savez(out_path, **outs)
+"""
