@@ -1,0 +1,85 @@
+"""``qgnn train`` / ``qgnn-train``: train one configuration and write a deployable checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from qgnn_deploy.data.datasets import DATASETS, load_dataset
+from qgnn_deploy.errors import QgnnError
+from qgnn_deploy.models.net import ARCHS, ModelConfig, default_bits
+from qgnn_deploy.quant.frameworks import FRAMEWORK_NAMES
+from qgnn_deploy.train.checkpoint import load_checkpoint, save_checkpoint
+from qgnn_deploy.train.trainer import TrainSettings, train
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="synthetic", choices=DATASETS)
+    p.add_argument("--data-root", default=None, help="dataset root (default $QGNN_DATA_ROOT or the user cache)")
+    p.add_argument("--arch", default="gcn", choices=ARCHS)
+    p.add_argument("--framework", default="qat", choices=FRAMEWORK_NAMES)
+    p.add_argument("--bits", type=int, default=8, help="bit-width of every component (2, 4, 8; 32 = FP32)")
+    p.add_argument("--bits-json", default=None, help='per-component overrides, e.g. {"edge": 8, "output": 8}')
+    p.add_argument("--hidden", type=int, default=16)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--lorap", action="store_true", help="add LoRAP prompts after every aggregation")
+    p.add_argument("--lorap-k", type=int, default=8, help="number of prompts k")
+    p.add_argument("--lorap-rank", type=int, default=4, help="rank r of the prompt basis")
+    p.add_argument("--lorap-variant", default="softmax", choices=("softmax", "lora"))
+    p.add_argument("--gpf", default=None, choices=("gpf", "gpf-plus"), help="input-feature prompt (pre-aggregation)")
+    p.add_argument("--gpf-k", type=int, default=4)
+    p.add_argument("--framework-options", default=None, help="JSON options for the QAT framework")
+
+
+def config_from_args(args: argparse.Namespace, ds) -> ModelConfig:
+    bits = default_bits(32 if args.framework == "fp32" else args.bits)
+    try:
+        if args.bits_json:
+            bits.update({k: int(v) for k, v in json.loads(args.bits_json).items()})
+        options = json.loads(args.framework_options) if args.framework_options else {}
+    except (json.JSONDecodeError, ValueError, AttributeError) as exc:
+        raise QgnnError(f"bad JSON option: {exc}") from None
+    return ModelConfig(
+        arch=args.arch, in_dim=ds.num_features, hidden=args.hidden, out_dim=ds.num_classes, num_layers=args.layers,
+        dropout=args.dropout, task=ds.task, framework=args.framework, framework_options=options, bits=bits,
+        lorap={"k": args.lorap_k, "rank": args.lorap_rank, "variant": args.lorap_variant} if args.lorap else None,
+        gpf={"mode": args.gpf, "k": args.gpf_k} if args.gpf else None,
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train one QAT configuration and write model.pt")
+    add_model_arguments(p)
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--init", default=None, help="start from this checkpoint (e.g. train prompts on top of QAT)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", default="model.pt")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.bits not in (2, 3, 4, 5, 6, 7, 8, 32):
+        raise QgnnError(f"--bits must be 2..8 or 32, got {args.bits}")
+    ds = load_dataset(args.dataset, args.data_root)
+    config = config_from_args(args, ds)
+    init_state = None
+    if args.init:
+        init_model, _ = load_checkpoint(args.init)
+        init_state = init_model.state_dict()
+    result = train(config, ds, TrainSettings(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
+                                             seed=args.seed, progress=not args.no_progress), init_state)
+    save_checkpoint(args.out, result.model, ds.describe(), result.metrics,
+                    extra={"seed": args.seed, "epochs": args.epochs, "lr": args.lr, "init": args.init})
+    m = result.metrics
+    print(f"{config.arch} {config.framework} bits={args.bits} lorap={bool(config.lorap)} gpf={args.gpf}: "
+          f"val {m['val_acc']:.4f} test {m['test_acc']:.4f} (epoch {m['best_epoch']}) -> {args.out}")
+    return 0

@@ -1,0 +1,64 @@
+"""The framework interface, FP32 (all quantizers off) and plain QAT."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from qgnn_deploy.quant.fake import QuantContext, Quantizer, RangeFakeQuant, WeightFakeQuant
+from qgnn_deploy.quant.spec import QuantSpec
+
+
+class Framework:
+    """Plain QAT behaviour; subclasses override the hooks they change.
+
+    Component names: ``input`` (layer input / update output of the previous
+    layer), ``weight``, ``message`` (linear output gathered by neighbours),
+    ``aggregate``, ``hidden`` (GIN MLP inner), ``score`` (prompt mixing
+    scores), ``output`` (final update output).  ``node_wise`` tells whether the
+    tensor has one row per node (so per-node schemes may apply) and
+    ``matmul_input`` whether its only consumer is an integer matmul (the
+    condition for per-node scales to stay integer-exact).
+    """
+
+    name = "qat"
+
+    def __init__(self, **options: Any) -> None:
+        self.options = dict(options)
+
+    def activation(self, spec: QuantSpec, component: str, node_wise: bool, matmul_input: bool) -> Quantizer:
+        return RangeFakeQuant(spec, momentum=float(self.options.get("momentum", 0.1)))
+
+    def weight(self, spec: QuantSpec) -> Quantizer:
+        return WeightFakeQuant(spec)
+
+    def context(self, model: nn.Module, edge_index: Tensor, num_nodes: int) -> QuantContext:
+        """Called before each forward; the default passes in-degrees only."""
+        deg = torch.zeros(num_nodes, dtype=torch.long, device=edge_index.device)
+        if edge_index.numel():
+            deg.scatter_add_(0, edge_index[1], torch.ones_like(edge_index[1]))
+        return QuantContext(keep_float=None, degree=deg)
+
+    def penalty(self, model: nn.Module) -> Tensor | float:
+        return 0.0
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, epochs: int) -> None:
+        """Hook for schedules (e.g. MixQ fixing its arg-max bits)."""
+
+    def state(self) -> dict[str, Any]:
+        """Options to store in the checkpoint so the model can be rebuilt."""
+        return {"name": self.name, "options": self.options}
+
+
+class PlainQAT(Framework):
+    """Uniform fake-quant with a straight-through estimator and EMA min/max ranges."""
+
+    name = "qat"
+
+
+class FP32(Framework):
+    """Full precision: every quantizer is the identity (bit-widths forced to 32)."""
+
+    name = "fp32"
