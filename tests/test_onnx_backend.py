@@ -1,0 +1,322 @@
+"""ONNX backend: ORT reproduces the reference interpreter bit for bit, on every op and awkward graph."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from qgnn_deploy.backends.onnx import HANDLERS, OnnxRunner, export_onnx, infer_dtypes, kernel_report
+from qgnn_deploy.errors import QgnnError
+from qgnn_deploy.ir import OPS, run
+from qgnn_deploy.ir.graph import Graph, GraphBuilder
+from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph, pooled_zoo_graph
+
+CASES = list(awkward_graphs(4))
+THREADS = (1, 2)
+REPEATS = 3
+
+
+def _batch(n: int) -> np.ndarray:
+    return (np.arange(n) * 3 // max(n, 1)).astype(np.int64)
+
+
+def _feeds(graph: Graph, case: str) -> dict[str, np.ndarray]:
+    x, ei = awkward_graphs(graph.inputs[0].shape[1])[case]
+    feeds = {"x": x, "edge_index": ei}
+    if any(v.name == "batch" for v in graph.inputs):
+        feeds["batch"] = _batch(x.shape[0])
+    return feeds
+
+
+class AllValues:
+    """ORT sessions (1 and 2 threads) over a model exposing every IR value as an output."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.model = export_onnx(graph, expose_all=True)
+        self.names = [o.name for o in self.model.graph.output]
+        data = self.model.SerializeToString()
+        self.sessions = {}
+        for threads in THREADS:
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = threads
+            so.log_severity_level = 3
+            self.sessions[threads] = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+
+    def assert_exact(self, feeds: dict[str, np.ndarray]) -> None:
+        ref = run(self.graph, feeds, keep_all=True)
+        for threads, sess in self.sessions.items():
+            for rep in range(REPEATS):
+                outs = dict(zip(self.names, sess.run(None, feeds)))
+                for name, got in outs.items():
+                    want = ref[name]
+                    assert got.dtype == want.dtype, (name, got.dtype, want.dtype)
+                    assert got.shape == want.shape, (name, got.shape, want.shape)
+                    assert np.array_equal(got, want), f"{name} differs (threads={threads}, run {rep})"
+
+
+@pytest.fixture(scope="module")
+def zoo() -> AllValues:
+    return AllValues(op_zoo_graph())
+
+
+@pytest.fixture(scope="module")
+def pooled() -> AllValues:
+    return AllValues(pooled_zoo_graph())
+
+
+def test_one_handler_per_ir_op() -> None:
+    assert set(HANDLERS) == set(OPS)
+
+
+def test_zoo_uses_every_op() -> None:
+    used = set(op_zoo_graph().op_counts()) | set(pooled_zoo_graph().op_counts())
+    assert used == set(OPS)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_op_zoo_bit_exact(zoo: AllValues, case: str) -> None:
+    zoo.assert_exact(_feeds(zoo.graph, case))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_pooled_zoo_bit_exact(pooled: AllValues, case: str) -> None:
+    pooled.assert_exact(_feeds(pooled.graph, case))
+
+
+def test_dtype_inference_matches_interpreter() -> None:
+    for graph in (op_zoo_graph(), pooled_zoo_graph()):
+        env = run(graph, _feeds(graph, "random"), keep_all=True)
+        dtypes = infer_dtypes(graph)
+        assert {k: str(v.dtype) for k, v in env.items()} == {k: dtypes[k] for k in env}
+
+
+@pytest.mark.parametrize("make", [op_zoo_graph, pooled_zoo_graph])
+def test_checker_full_check_and_dynamic_dims(make) -> None:
+    model = export_onnx(make())
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version >= 18
+    dims = {d.dim_param for vi in list(model.graph.input) + list(model.graph.output)
+            for d in vi.type.tensor_type.shape.dim if d.dim_param}
+    assert {"N", "E"} <= dims
+
+
+def test_int4_weights_stay_int4_and_exact(zoo: AllValues) -> None:
+    model = export_onnx(zoo.graph)
+    int4 = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT4]
+    assert len(int4) == 1 and list(int4[0].dims) == [12, 8]
+    assert len(int4[0].raw_data) == 12 * 8 // 2  # stored at 4 bits
+    casts = [n for n in model.graph.node if n.op_type == "Cast" and n.input[0] == int4[0].name]
+    assert casts and casts[0].attribute[0].i == onnx.TensorProto.INT8
+    ref = run(zoo.graph, _feeds(zoo.graph, "random"), keep_all=True)
+    got = dict(zip(zoo.names, zoo.sessions[1].run(None, _feeds(zoo.graph, "random"))))
+    assert np.array_equal(got["w"], ref["w"])
+
+
+def test_odd_count_int4() -> None:
+    b = GraphBuilder()
+    x = b.input("x", "uint8", ("N", 3))
+    w = np.array([[-8, 7, 1], [0, -1, 3], [5, -6, 2]], np.int8)  # 9 nibbles: odd count
+    from qgnn_deploy.ir.testing import pack_int4
+
+    wq = b.op("unpack_int4", [b.const("wp", pack_int4(w))], "w", shape=[3, 3])
+    y = b.op("matmul", [x, wq], "y", a_zero_point=3)
+    b.output(y, "int32", ("N", 3))
+    AllValues(b.graph).assert_exact({"x": np.arange(30, dtype=np.uint8).reshape(10, 3) * 8})
+
+
+def test_optimized_model_runs_integer_kernels() -> None:
+    graph = op_zoo_graph()
+    rep = kernel_report(export_onnx(graph), _feeds(graph, "random"), graph)
+    ops = rep["optimized_ops"]
+    assert ops.get("MatMulInteger") == 3  # u8 x s8 fast path, incl. the int8 activations shifted to u8
+    assert ops.get("ScatterElements", 0) >= 3
+    assert "MatMul" not in ops and not rep["inexact_kernels"]
+    assert not any("MatMulNBits" in op for op in ops)
+    assert "MatMulInteger" in rep["profiled"] and rep["providers"] == ["CPUExecutionProvider"]
+    # every MatMulInteger gets uint8 activations (MLAS u8s8 is ~10x faster than s8s8)
+    model = export_onnx(graph)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.op_type == "MatMulInteger":
+            src = producers.get(node.input[0])
+            assert src is not None and (src.op_type in ("QuantizeLinear", "Cast")), src
+            if src.op_type == "Cast":
+                assert src.attribute[0].i == onnx.TensorProto.UINT8
+
+
+# ------------------------------------------------------------------- edge values, op by op
+def _single(op: str, inputs: list[tuple[str, str, tuple]], out_dtype: str, **attrs) -> Graph:
+    b = GraphBuilder()
+    names = [b.input(n, dt, shape) for n, dt, shape in inputs]
+    y = b.op(op, names, "y", **attrs)
+    b.output(y, out_dtype, ("N", "H"))
+    return b.graph
+
+
+def test_quantize_edge_values() -> None:
+    rng = np.random.default_rng(0)
+    for scale, zp, dtype, qmin, qmax in [(0.5, 0, "int8", -128, 127), (0.05, 128, "uint8", 0, 255),
+                                         (0.1, 3, "int8", -7, 7), (0.013, 0, "int16", -30000, 30000),
+                                         (0.7, 5, "int32", -2**31, 2**31 - 1)]:
+        s = np.float32(scale)
+        vals = np.concatenate([np.arange(-300, 300, dtype=np.float32) * s * np.float32(0.5),  # exact ties
+                               (np.arange(-300, 300) + 0.5).astype(np.float32) * s,
+                               rng.normal(0, 100, 4000).astype(np.float32),
+                               np.array([1e10, -1e10, 3e9, -3e9, 1e30, -1e30, 2**31, -2**31, 0, -0.0], np.float32)])
+        vals = vals[: len(vals) // 8 * 8].reshape(-1, 8)
+        g = _single("quantize", [("x", "float32", ("N", 8))], dtype, scale=scale, zero_point=zp, qmin=qmin,
+                    qmax=qmax, dtype=dtype)
+        AllValues(g).assert_exact({"x": vals})
+
+
+@pytest.mark.parametrize("adt,azp,bzp", [("uint8", 0, 0), ("uint8", 128, 0), ("int8", 0, 0), ("int8", -5, 3),
+                                         ("uint8", 255, -128)])
+def test_matmul_extremes(adt: str, azp: int, bzp: int) -> None:
+    """Saturating inputs over K=1433 (Cora's width): no int16 saturation in the u8 x s8 kernel."""
+    rng = np.random.default_rng(1)
+    k = 1433
+    b = GraphBuilder()
+    x = b.input("x", adt, ("N", k))
+    for name, w in (("w_max", np.full((k, 16), 127, np.int8)), ("w_min", np.full((k, 16), -128, np.int8)),
+                    ("w_rand", rng.integers(-128, 128, (k, 16)).astype(np.int8))):
+        b.output(b.op("matmul", [x, b.const(name, w)], f"y_{name}", a_zero_point=azp, b_zero_point=bzp),
+                 "int32", ("N", 16))
+    info = np.iinfo(adt)
+    xv = np.concatenate([np.full((3, k), info.max, adt), np.full((3, k), info.min, adt),
+                         rng.integers(info.min, info.max + 1, (20, k)).astype(adt)])
+    AllValues(b.graph).assert_exact({"x": xv})
+
+
+def test_requantize_edge_values() -> None:
+    rng = np.random.default_rng(2)
+    b = GraphBuilder()
+    acc = b.input("acc", "int32", ("N", 4))
+    m = b.input("M", "int64", ("N", 1))
+    n = b.input("n", "int64", ("N", 1))
+    lo = b.input("lo", "int64", ("N", 1))
+    hi = b.input("hi", "int64", ("N", 1))
+    outs = [
+        (b.op("requantize", [acc, m, n, lo, hi], "per_row", zero_point=-3, dtype="int8"), "int8"),
+        (b.op("requantize", [acc], "attrs", multiplier=12345, shift=17, zero_point=0, dtype="int8"), "int8"),
+        (b.op("requantize", [acc, "", n], "rt_shift", multiplier=7, zero_point=100, dtype="uint8"), "uint8"),
+        (b.op("requantize", [acc], "narrow", multiplier=1, shift=0, zero_point=0, qmin=-100, qmax=100,
+              dtype="int16"), "int16"),
+        (b.op("requantize", [acc, b.const("m_big", np.array([[2**30 - 1]], np.int64)),
+                             b.const("n_rows", np.array([[0], [62], [31], [1]] * 50, np.int64))],
+              "const_rows", zero_point=-7, dtype="int32"), "int32"),
+        (b.op("requantize", [acc], "shift62", multiplier=2**30 - 1, shift=62, zero_point=0, dtype="int8"), "int8"),
+        (b.op("requantize", [acc], "wide", multiplier=2**30 - 1, shift=0, zero_point=0, dtype="int64"), "int64"),
+    ]
+    for name, dt in outs:
+        b.output(name, dt, ("N", 4))
+    rows = 200
+    a = rng.integers(-2**31, 2**31, (rows, 4)).astype(np.int32)
+    a[:4] = [[-2**31, 2**31 - 1, -1, 0]] * 4
+    a[10:20, 0] = np.arange(-5, 5) * 2 + 1  # exact .5 ties with M=1, n=1
+    mult = rng.integers(1, 2**30, (rows, 1)).astype(np.int64)
+    mult[10:20] = 1
+    shift = rng.integers(0, 31, (rows, 1)).astype(np.int64)
+    shift[:3, 0] = [0, 30, 1]
+    shift[10:20] = 1
+    feeds = {"acc": a, "M": mult, "n": shift, "lo": rng.integers(-128, 0, (rows, 1)).astype(np.int64),
+             "hi": rng.integers(0, 128, (rows, 1)).astype(np.int64)}
+    AllValues(b.graph).assert_exact(feeds)
+
+
+def test_integer_ops_in_narrow_and_wide_dtypes() -> None:
+    """int8/int16/int64 arithmetic, clamp, reductions and LUTs (ORT lacks several of these kernels natively)."""
+    rng = np.random.default_rng(3)
+    b = GraphBuilder()
+    p = b.input("p", "int8", ("N", 6))
+    q = b.input("q", "int16", ("N", 6))
+    r = b.input("r", "int64", ("N", 6))
+    s16 = b.op("add", [p, q], "s16")
+    m64 = b.op("mul", [r, p], "m64")
+    outs = [s16, m64, b.op("clamp", [m64], "c64", lo=-2**31 - 5, hi=2**32),
+            b.op("reduce_max", [m64], "rm64", axis=1, keepdims=False),
+            b.op("reduce_max", [s16], "rm16", axis=0, keepdims=True),
+            b.op("clamp", [s16], "c16", lo=-300, hi=300),
+            b.op("div_floor", [m64, b.const("d7", np.array([[7]], np.int64))], "d64"),
+            b.op("div_floor", [s16, b.op("clamp", [p], "p_pos", lo=1, hi=127)], "d16"),
+            b.op("reduce_sum", [m64], "rs64", axis=1),
+            b.op("reduce_sum", [s16], "rs16", axis=0, keepdims=False),
+            b.op("sub", [p, b.op("cast", [q], "q8", dtype="int8")], "sub8"),
+            b.op("lut", [m64, b.const("tab", np.arange(10, dtype=np.int32))], "lut64", offset=-2**32),
+            b.op("lut", [p, b.const("tab16", np.arange(-50, 50, dtype=np.int16) * 3)], "lut8", offset=20)]
+    b.output(outs[0], "int16", ("N", 6))  # AllValues exposes every other value too
+    g = b.graph
+    feeds = {"p": rng.integers(-60, 60, (300, 6)).astype(np.int8),
+             "q": rng.integers(-60, 60, (300, 6)).astype(np.int16),
+             "r": rng.integers(-2**33, 2**33, (300, 6)).astype(np.int64)}
+    AllValues(g).assert_exact(feeds)
+
+
+# ------------------------------------------------------------------- runner validation
+@pytest.fixture(scope="module")
+def runner() -> OnnxRunner:
+    graph = op_zoo_graph()
+    graph.meta["max_in_degree"] = 5
+    return OnnxRunner(export_onnx(graph), graph, threads=1)
+
+
+def _ok_feeds() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(4)
+    return {"x": rng.normal(size=(10, 12)).astype(np.float32),
+            "edge_index": np.array([[0, 1, 2, 3], [1, 2, 3, 4]], np.int64)}
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda f: f.__setitem__("edge_index", np.array([[0, 10], [1, 2]], np.int64)), "outside [0, 10)"),
+    (lambda f: f.__setitem__("edge_index", np.array([[0, -1], [1, 2]], np.int64)), "node id -1"),
+    (lambda f: f.__setitem__("edge_index", f["edge_index"].astype(np.int32)), "dtype int32"),
+    (lambda f: f.__setitem__("x", f["x"].astype(np.float64)), "dtype float64"),
+    (lambda f: f.__setitem__("edge_index", np.zeros((2, 6), np.int64)), "in-degree 6"),
+    (lambda f: f.__setitem__("edge_index", np.zeros((3, 2), np.int64)), "has 3 in dimension 0"),
+    (lambda f: f.__setitem__("x", f["x"][:, :5]), "expects 12"),
+    (lambda f: f.pop("edge_index"), "missing input"),
+    (lambda f: f["x"].__setitem__((0, 0), np.nan), "NaN"),
+])
+def test_malformed_inputs(runner: OnnxRunner, mutate, message: str) -> None:
+    feeds = _ok_feeds()
+    runner.run(feeds)
+    mutate(feeds)
+    with pytest.raises(QgnnError, match=re.escape(message)) as exc:
+        runner.run(feeds)
+    assert "\n" not in str(exc.value)
+
+
+def test_runner_from_model_metadata_only() -> None:
+    """Without the IR, limits come from the model's qgnn.* metadata props."""
+    graph = op_zoo_graph()
+    graph.meta["max_in_degree"] = 2
+    r = OnnxRunner(export_onnx(graph).SerializeToString(), threads=2)
+    feeds = _ok_feeds()
+    assert np.array_equal(r.run(feeds)["y"], run(graph, feeds)["y"])
+    feeds["edge_index"] = np.array([[0, 1, 2], [4, 4, 4]], np.int64)
+    with pytest.raises(QgnnError, match="max_in_degree 2"):
+        r.run(feeds)
+
+
+def test_batch_and_transductive_checks() -> None:
+    graph = pooled_zoo_graph()
+    graph.meta["num_nodes"] = 10
+    r = OnnxRunner(export_onnx(graph), graph)
+    feeds = {"x": np.zeros((10, 6), np.float32), "edge_index": np.zeros((2, 0), np.int64),
+             "batch": np.zeros(10, np.int64)}
+    r.run(feeds)
+    with pytest.raises(QgnnError, match="graph id 10"):
+        r.run({**feeds, "batch": np.full(10, 10, np.int64)})
+    with pytest.raises(QgnnError, match="exactly 10 nodes"):
+        r.run({**feeds, "x": np.zeros((9, 6), np.float32), "batch": np.zeros(9, np.int64)})
+
+
+def test_unsupported_graph_is_a_clear_error() -> None:
+    graph = op_zoo_graph()
+    graph.nodes[0].op = "conv2d"
+    with pytest.raises(QgnnError, match="conv2d"):
+        export_onnx(graph)
