@@ -37,7 +37,9 @@ BENCH_VERSION = 1
 EMULATED_LABEL = "EMULATED (qemu-user) \u2014 not device timings"
 ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0x28: "arm", 0xF3: "riscv64", 0x03: "x86"}
 HOST_ALIASES = {"amd64": "x86_64", "arm64": "aarch64", "i686": "x86", "i386": "x86"}
-BUFFER_KEYS = ("buffer_bytes", "planned_activation_bytes", "activation_bytes")
+# Planned activation bytes: the backend's own plan first (e.g. TVM's static memory plan), then the
+# toolkit's IR-level liveness figure.
+BUFFER_KEYS = ("{backend}_buffer_bytes", "buffer_bytes", "planned_activation_bytes", "activation_bytes")
 
 
 class BenchError(Exception):
@@ -230,6 +232,13 @@ def validate_inputs(arrays: dict[str, Any], manifest: dict[str, Any], source: st
         if isinstance(limit, int) and max_in > limit:
             raise BenchError(f"{source}: a node has in-degree {max_in}, above the artifact's max_in_degree {limit} "
                              "(the integer accumulators are only proven not to overflow up to that)")
+    static = manifest.get("static_shapes")
+    if isinstance(static, dict):  # a tuned library compiled for one graph size only
+        for sym, size in static.items():
+            got = n if sym == "N" else facts.get("num_edges") if sym == "E" else dims.get(sym)
+            if isinstance(size, int) and got is not None and got != size:
+                raise BenchError(f"{source}: {sym} = {got}, but the library was compiled for static shapes "
+                                 f"{sym} = {size} only (re-export without tuning for other graphs)")
     fixed_e = manifest.get("num_edges")
     if isinstance(fixed_e, int) and facts.get("num_edges", fixed_e) != fixed_e:
         raise BenchError(f"{source}: graph has {facts['num_edges']} edges, this artifact was compiled for "
@@ -430,9 +439,20 @@ def fmt_bytes(n: int | None) -> str:
     return str(n)
 
 
+def select_buffer_bytes(manifest: dict[str, Any], backend: str) -> tuple[int | None, str | None]:
+    for pattern in BUFFER_KEYS:
+        key = pattern.format(backend=backend)
+        v = manifest.get(key)
+        if isinstance(v, dict):  # per-backend numbers
+            v = v.get(backend, v.get("planned", v.get("total")))
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return int(v), key
+    return None, None
+
+
 def markdown(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
-    lines = [f"# qgnn_bench: {r['artifact']['name']} ({r['backend']}, {r['artifact'].get('target') or '?'})", ""]
+    lines = [f"# qgnn_bench: {r['artifact']['name']} ({r['backend']}, {r['artifact']['target_name'] or '?'})", ""]
     if r["emulated"]:
         lines += [f"> **{EMULATED_LABEL}.** " + "; ".join(r["emulation_evidence"]), ""]
     elif r["emulated"] is None:
@@ -455,7 +475,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"| latency min / max | {lat['min']:.3f} / {lat['max']:.3f} ms |",
         f"| peak resident memory | {fmt_bytes(mem['peak_rss_bytes'])} ({mem['source']}; "
         f"{fmt_bytes(mem['rss_before_load_bytes'])} before loading the model) |",
-        f"| buffer size (planned activations) | {fmt_bytes(r['buffer_bytes'])} |",
+        f"| buffer size (planned activations) | {fmt_bytes(r['buffer_bytes'])} (manifest {r['buffer_bytes_key']}) |",
         f"| model size (manifest model_bytes) | {fmt_bytes(r['model']['model_bytes'])} |",
         f"| model file(s) on disk | {fmt_bytes(r['model']['file_bytes'])} ({r['model_file']}) |",
         f"| outputs vs reference | {ref_txt} |",
@@ -595,6 +615,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     arrays = load_npz(in_path, "input file")
     facts = validate_inputs(arrays, manifest, in_path.name)
     names = [s["name"] for s in manifest_inputs(manifest)]
+    order = manifest.get("input_order")  # the TVM library's argument order, when the exporter records it
+    if isinstance(order, list) and sorted(order) == sorted(names):
+        names = [str(n) for n in order]
 
     reference = load_npz(root / ref_files[0], "reference output") if ref_files else None
     is_sample = bool(sample) and in_path == (root / sample[0]).resolve()
@@ -655,18 +678,14 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         source += ", includes the emulator's own memory"
     model_files = {rel: int(e.get("bytes", (root / rel).stat().st_size)) for rel, e in manifest["files"].items()
                    if e.get("role") in ("onnx", "onnx_data", "tvm_library")}
-    buffer_bytes, buffer_key = None, None
-    for key in BUFFER_KEYS:
-        v = manifest.get(key)
-        if isinstance(v, dict):  # per-backend / per-target numbers
-            v = v.get(backend, v.get("planned", v.get("total")))
-        if isinstance(v, (int, float)):
-            buffer_bytes, buffer_key = int(v), key
-            break
+    buffer_bytes, buffer_key = select_buffer_bytes(manifest, backend)
+    target = manifest.get("target")
+    target_name = target.get("name") if isinstance(target, dict) else target
     report: dict[str, Any] = {
         "tool": "qgnn_bench", "bench_version": BENCH_VERSION,
         "artifact": {"path": str(root), "name": root.name, "format_version": manifest["format_version"],
-                     "toolkit_version": manifest.get("toolkit_version"), "target": manifest.get("target")},
+                     "toolkit_version": manifest.get("toolkit_version"), "target": target,
+                     "target_name": target_name},
         "backend": backend, "runtime_version": runner.version, "model_file": model.name,
         "emulated": emulated, "emulation_evidence": evidence,
         "timing_label": (EMULATED_LABEL if emulated else "unknown (remote)" if emulated is None

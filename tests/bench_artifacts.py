@@ -1,8 +1,8 @@
 """Small real artifacts for the runtime tests (``runtimes/qgnn_bench.py``, the aarch64 sysroot).
 
-Until the full exporter lands these are assembled here the way ``qgnn-export`` lays them out:
-the ONNX model from the project's ONNX backend, TVM libraries for x86-64 and aarch64, the sample
-input, the reference interpreter's output and a checksummed manifest.
+Until ``qgnn_deploy.exporting`` lands these are assembled here the way ``qgnn-export`` lays them
+out: the ONNX model from the project's ONNX backend, a TVM library from its Relax backend (x86-64 or
+aarch64), the sample input, the reference interpreter's output and a checksummed manifest.
 """
 
 from __future__ import annotations
@@ -14,59 +14,23 @@ import pytest
 
 from qgnn_deploy.artifact import atomic_directory, write_manifest
 from qgnn_deploy.ir.analysis import buffer_report, model_bytes
-from qgnn_deploy.ir.graph import Graph, GraphBuilder
+from qgnn_deploy.ir.graph import Graph
 from qgnn_deploy.ir.interpreter import run
-from qgnn_deploy.ir.testing import awkward_graphs
+from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph
 
-FEATURES, HIDDEN = 12, 8
-
-
-def mini_gcn_graph(seed: int = 0) -> Graph:
-    """One integer GCN-style layer (u8 x s8 matmul, gather, scatter-add, requantize)."""
-    rng = np.random.default_rng(seed)
-    b = GraphBuilder()
-    x = b.input("x", "float32", ("N", FEATURES))
-    ei = b.input("edge_index", "int64", (2, "E"))
-    src = b.op("take_row", [ei], "src", index=0)
-    dst = b.op("take_row", [ei], "dst", index=1)
-    xq = b.op("quantize", [x], "x_q", scale=0.05, zero_point=128, qmin=0, qmax=255, dtype="uint8")
-    w = b.const("w", rng.integers(-127, 128, (FEATURES, HIDDEN)).astype(np.int8))
-    acc = b.op("matmul", [xq, w], "acc", a_zero_point=128)
-    h = b.op("requantize", [acc], "h", multiplier=1 << 14, shift=22, zero_point=0, qmin=-127, qmax=127,
-             dtype="int8")
-    h32 = b.op("cast", [h], "h32", dtype="int32")
-    agg = b.op("scatter_add", [b.op("gather_rows", [h32, src], "msgs"), dst, x], "agg")
-    yq = b.op("requantize", [agg], "y_q", multiplier=1 << 14, shift=17, zero_point=0, qmin=-128, qmax=127,
-              dtype="int8")
-    y = b.op("dequantize", [yq], "y", scale=0.1, zero_point=0)
-    b.output(y, "float32", ("N", HIDDEN))
-    g = b.graph
-    g.meta.update({"task": "node", "max_in_degree": 1000})
-    g.validate()
-    return g
+FEATURES = 12
 
 
-def _tvm_library(onnx_path: Path, out: Path, target: str) -> None:
-    """Compile through TVM's ONNX importer (stand-in until the Relax backend is wired in)."""
-    import onnx
-    import tvm
-    from tvm.relax.frontend.onnx import from_onnx
+def build_artifact(out: Path, target: str = "x86_64", with_tvm: bool = True, graph: Graph | None = None) -> Path:
+    """Write an artifact directory for ``target`` ("x86_64" or "arm64") at ``out``.
 
-    mod = from_onnx(onnx.load(str(onnx_path)), keep_params_in_input=False)
-    if target == "arm64":
-        from tvm.support import cc
-
-        tgt = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]})
-        tvm.compile(mod, target=tgt).export_library(str(out), fcompile=cc.cross_compiler("aarch64-linux-gnu-g++"))
-    else:
-        tvm.compile(mod, target="llvm").export_library(str(out))
-
-
-def build_artifact(out: Path, target: str = "x86_64", with_tvm: bool = True) -> Path:
-    """Write an artifact directory for ``target`` ("x86_64" or "arm64") at ``out``."""
+    Default graph: :func:`qgnn_deploy.ir.testing.op_zoo_graph` (every IR op), through the project's
+    ONNX exporter and TVM Relax backend, with the reference interpreter's output as the reference.
+    """
     from qgnn_deploy.backends.onnx.exporter import export_onnx, save_onnx
+    from qgnn_deploy.backends.tvm.compile import compile_to_dir
 
-    g = mini_gcn_graph()
+    g = graph if graph is not None else op_zoo_graph(features=FEATURES)
     x, ei = awkward_graphs(FEATURES)["random"]
     feeds = {"x": x, "edge_index": ei}
     ref = run(g, feeds)
@@ -74,14 +38,14 @@ def build_artifact(out: Path, target: str = "x86_64", with_tvm: bool = True) -> 
         save_onnx(export_onnx(g), str(tmp / "model.onnx"))
         roles = {"model.onnx": "onnx", "sample_input.npz": "sample_input",
                  "reference_output.npz": "reference_output"}
+        fields: dict = {"target": target}
         if with_tvm:
-            lib = f"model_{target}.so"
-            _tvm_library(tmp / "model.onnx", tmp / lib, target)
-            roles[lib] = "tvm_library"
+            fields = compile_to_dir(g, target, tmp, sample_feeds=feeds)
+            roles[fields["library"]] = "tvm_library"
         np.savez(tmp / "sample_input.npz", **feeds)
         np.savez(tmp / "reference_output.npz", **{o.name: ref[o.name] for o in g.outputs})
         write_manifest(tmp, {
-            "target": target,
+            **fields,
             "inputs": [v.to_json() for v in g.inputs],
             "outputs": [v.to_json() for v in g.outputs],
             "max_in_degree": g.meta["max_in_degree"],

@@ -161,6 +161,8 @@ def test_in_degree_and_num_nodes_limits(x86_art: Path, tmp_path: Path) -> None:
     assert_one_line_error(bench(art, "--backend", "onnx"), "in-degree", "max_in_degree 3")
     write_manifest(art, {**keep, "num_nodes": 61}, roles)
     assert_one_line_error(bench(art, "--backend", "onnx"), "60 nodes", "exactly 61")
+    write_manifest(art, {**keep, "static_shapes": {"N": 60, "E": 301}}, roles)
+    assert_one_line_error(bench(art, "--backend", "tvm"), "E = 300", "static shapes E = 301")
 
 
 def test_other_inputs_run_without_reference_check(x86_art: Path, tmp_path: Path) -> None:
