@@ -38,13 +38,32 @@ def round_ste(x: Tensor, rounding: str) -> Tensor:
     return x + (r - x).detach()
 
 
+class _FakeQuantSTE(torch.autograd.Function):
+    """Fused forward; straight-through backward that zeroes the gradient where clipped."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: Tensor, zero_point, qmin, qmax, rounding: str) -> Tensor:  # type: ignore[override]
+        q = int_round(x / scale, rounding).add_(zero_point)
+        inside = (q >= qmin) & (q <= qmax)
+        q = torch.clamp(q, qmin, qmax) if not isinstance(qmin, Tensor) else torch.maximum(torch.minimum(q, qmax), qmin)
+        ctx.save_for_backward(inside)
+        return q.sub_(zero_point).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None, None, None, None
+
+
 def fake_quant(x: Tensor, scale: Tensor, zero_point: Tensor | int, qmin: Tensor | int, qmax: Tensor | int,
                rounding: str) -> Tensor:
-    """``(clamp(round(x / s) + zp, qmin, qmax) - zp) * s`` with STE (zero gradient when clipped)."""
-    q = round_ste(x / scale, rounding) + zero_point
-    q = torch.maximum(torch.minimum(q, torch.as_tensor(qmax, dtype=q.dtype, device=q.device)),
-                      torch.as_tensor(qmin, dtype=q.dtype, device=q.device))
-    return (q - zero_point) * scale
+    """``(clamp(round(x / s) + zp, qmin, qmax) - zp) * s`` with STE (zero gradient when clipped).
+
+    ``scale`` receives no gradient here; learnable-step quantizers (A2Q) use their own estimator.
+    """
+    if isinstance(scale, Tensor):
+        scale = scale.detach()
+    return _FakeQuantSTE.apply(x, scale, zero_point, qmin, qmax, rounding)
 
 
 def int_round(x: Tensor, rounding: str) -> Tensor:
