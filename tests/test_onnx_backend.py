@@ -320,3 +320,18 @@ def test_unsupported_graph_is_a_clear_error() -> None:
     graph.nodes[0].op = "conv2d"
     with pytest.raises(QgnnError, match="conv2d"):
         export_onnx(graph)
+
+
+def test_cora_sized_parity_and_determinism() -> None:
+    """N=2708, E=10556, F=1433 (Cora's shape): exact and identical across threads and repeated runs."""
+    rng = np.random.default_rng(5)
+    n, e, f = 2708, 10556, 1433
+    graph = op_zoo_graph(features=f, hidden=16)
+    feeds = {"x": (rng.random((n, f)) < 0.05).astype(np.float32) * rng.normal(1, 2, (n, f)).astype(np.float32),
+             "edge_index": rng.integers(0, n, (2, e)).astype(np.int64)}
+    ref = run(graph, feeds)["y"]
+    model = export_onnx(graph)
+    for threads in THREADS:
+        runner = OnnxRunner(model, graph, threads=threads)
+        for _ in range(REPEATS):
+            assert np.array_equal(runner.run(feeds)["y"], ref)
