@@ -76,12 +76,21 @@ def build(graph: Graph, preset: TargetPreset, *, static_dims: dict[str, int] | N
 
     from .relax_builder import BuildOptions, build_module
 
-    opts = BuildOptions(fast_matmul=fast, fuse_gather_scatter=fast, vnni=preset.has_vnni,
+    opts = BuildOptions(fast_matmul=fast, fuse_gather_scatter=fast, gemm_kind=gemm_kind(preset),
                         static_dims=dict(static_dims or {}))
     mod = build_module(graph, opts)
     if not fast:
         return tvm.compile(mod, target=preset.tvm())
     return tvm.compile(mod, target=preset.tvm(), relax_pipeline=pipeline(preset, database))
+
+
+def gemm_kind(preset: TargetPreset) -> str:
+    """Which GEMM kernel family the target's ISA allows."""
+    if preset.has_vnni:
+        return "vnni"
+    if preset.is_aarch64 and preset.has_dotprod:
+        return "sdot"
+    return "generic"
 
 
 def planned_buffer_bytes(graph: Graph, preset: TargetPreset, sizes: dict[str, int]) -> int | None:
@@ -94,7 +103,7 @@ def planned_buffer_bytes(graph: Graph, preset: TargetPreset, sizes: dict[str, in
     if any(vi for vi in graph.outputs if any(isinstance(d, str) and d not in sizes for d in vi.shape)):
         return None  # data-dependent output size (pool_sum's G): the planner cannot size it statically
     try:
-        mod = build_module(graph, BuildOptions(vnni=preset.has_vnni, static_dims=sizes))
+        mod = build_module(graph, BuildOptions(gemm_kind=gemm_kind(preset), static_dims=sizes))
         target = preset.tvm()
         with target:
             seq = tvm.transform.Sequential([
@@ -164,7 +173,7 @@ def compile_to_dir(graph: Graph, target_spec: str, out_dir: Path, *, sample_feed
         "tuned": database is not None,
         "static_shapes": static_dims,
         "build_seconds": round(build_s, 2),
-        "kernels": {"gemm": "vnni" if preset.has_vnni else "vectorized",
+        "kernels": {"gemm": gemm_kind(preset),
                     "aggregation": "fused gather+scatter, edge order (deterministic)"},
     }
     if tuning_info:

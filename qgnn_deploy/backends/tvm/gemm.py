@@ -5,16 +5,17 @@ Why hand-written: the stock CPU pipeline emits a serial scalar triple loop for
 shapes.  These kernels keep M (the node count) symbolic and use the CPU's
 dot-product instruction directly:
 
-* x86 with AVX-512 VNNI: ``vpdpbusd`` (u8 x s8, 4-term dot products into 16 int32 lanes);
+* x86 with AVX-512 VNNI: ``vpdpbusd`` (u8 x s8, 4-term dot products into 16 int32 lanes; LLVM >= 21
+  types its operands as <64 x i8>, so TVM's bundled ``dot_16x4_vnni`` intrinsic no longer verifies);
 * AArch64 with ``+dotprod``: ``sdot`` (s8 x s8); u8 activations are flipped to s8 with
   ``a ^ 0x80`` (= a - 128) in-register and ``128 * colsum(B)`` is added back (exact);
 * otherwise: a 4-row register-blocked loop vectorised over 16 output columns.
 
-B (a constant in every folded model) is repacked once at compile time (the
-Relax ops that pack it are constant-folded) into ``[N/16, K/4, 16, 4]`` so one
-64-byte load feeds one instruction.  Rows are processed 4 at a time (4
-independent accumulator chains hide the instruction latency) and row blocks run
-in parallel: deterministic, since every output element has one owner.
+B (a constant in every folded model) is repacked by Relax ops that are
+constant-folded at compile time into ``[N/16, K/4, 16, 4]``, so one 64-byte
+load feeds one instruction.  Rows are processed 4 at a time (4 independent
+accumulator chains hide the instruction latency) and row blocks run in
+parallel: deterministic, since every output element has one owner.
 """
 
 from __future__ import annotations
@@ -30,16 +31,10 @@ ROWS = 4  # rows per register block
 LANES = 16  # int32 outputs per block (one zmm, or four NEON q registers)
 
 
-def _dot_kernel(k: int, nb: int, kind: str) -> tirx.PrimFunc:
-    """``kind``: "vnni" (x86) or "sdot" (AArch64).  C is [M, nb*16]; A's K tail uses the padded ``Bt``."""
-    k4 = k // 4
-    kt = max(k - 4 * k4, 1)
-    kbase = 4 * k4
-    if kind == "vnni":
-        intrin = "llvm.x86.avx512.vpdpbusd.512"
-    else:
-        intrin = "llvm.aarch64.neon.sdot.v4i32.v16i8"
-    flip = kind == "sdot"  # u8 -> s8 via xor 0x80 (a - 128)
+def vnni_kernel(k: int, nb: int) -> tirx.PrimFunc:
+    """x86 ``vpdpbusd``; C is [M, nb*16]; A's K % 4 tail is multiplied with the padded rows ``Bt``."""
+    k4, kbase = k // 4, 4 * (k // 4)
+    kt = max(k - kbase, 1)
 
     @T.prim_func(private=True, s_tir=True)
     def kernel(a_h: T.handle, bp_h: T.handle, bt_h: T.handle, c_h: T.handle):
@@ -54,36 +49,152 @@ def _dot_kernel(k: int, nb: int, kind: str) -> tirx.PrimFunc:
                 for j in range(nb):
                     acc = T.decl_buffer((ROWS * LANES,), "int32", scope="local")
                     for r in T.unroll(ROWS):
-                        acc[T.ramp(T.int64(r * LANES), 1, LANES)] = T.broadcast(T.int32(0), LANES)
+                        acc[T.ramp(r * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
                     if mb * ROWS + ROWS <= m:
                         for q in range(k4):
                             for r in T.unroll(ROWS):
-                                _dot_step(A, Bp, acc, mb * ROWS + r, j, q, r)
+                                acc[T.ramp(r * LANES, 1, LANES)] = T.call_llvm_pure_intrin(
+                                    T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                                    acc[T.ramp(r * LANES, 1, LANES)],
+                                    T.reinterpret(T.broadcast(T.reinterpret(A.vload([mb * ROWS + r, q * 4], "uint8x4"),
+                                                                            dtype="int32"), LANES), dtype="int8x64"),
+                                    Bp.vload([j, q, 0, 0], "int8x64"),
+                                    dtype="int32x16")
                     else:
                         for r in range(m - mb * ROWS):
                             for q in range(k4):
-                                _dot_step(A, Bp, acc, mb * ROWS + r, j, q, r)
+                                acc[T.ramp(r * LANES, 1, LANES)] = T.call_llvm_pure_intrin(
+                                    T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                                    acc[T.ramp(r * LANES, 1, LANES)],
+                                    T.reinterpret(T.broadcast(T.reinterpret(A.vload([mb * ROWS + r, q * 4], "uint8x4"),
+                                                                            dtype="int32"), LANES), dtype="int8x64"),
+                                    Bp.vload([j, q, 0, 0], "int8x64"),
+                                    dtype="int32x16")
                     for r in range(T.min(m - mb * ROWS, ROWS)):
                         for t in range(k - kbase):
                             for c in T.vectorized(LANES):
                                 acc[r * LANES + c] = acc[r * LANES + c] + T.Cast(
-                                    "int32", _a_val(A[mb * ROWS + r, kbase + t])) * T.Cast(
-                                    "int32", Bt[t, j * LANES + c])
+                                    "int32", A[mb * ROWS + r, kbase + t]) * T.Cast("int32", Bt[t, j * LANES + c])
                         for c in T.vectorized(LANES):
                             C[mb * ROWS + r, j * LANES + c] = acc[r * LANES + c]
 
-    del intrin, flip
     return kernel
 
 
-# TVMScript macros: spliced into the kernel above at parse time.
-@T.macro(hygienic=False)
-def _dot_step(A, Bp, acc, row, j, q, r):  # noqa: ANN001 - TVMScript macro
-    acc[T.ramp(T.int64(r * LANES), 1, LANES)] = _DOT(  # noqa: F821
-        acc[T.ramp(T.int64(r * LANES), 1, LANES)],
-        T.reinterpret("int32", A.vload([row, q * 4], "uint8x4")),
-        Bp.vload([j, q, 0, 0], "int8x64"))
+def sdot_kernel(k: int, nb: int) -> tirx.PrimFunc:
+    """AArch64 ``sdot`` on (a ^ 0x80) x b over the first 4*(K//4) columns; the K % 4 tail is exact u8 x s8."""
+    k4, kbase = k // 4, 4 * (k // 4)
+    kt = max(k - kbase, 1)
+
+    @T.prim_func(private=True, s_tir=True)
+    def kernel(a_h: T.handle, bp_h: T.handle, bt_h: T.handle, c_h: T.handle):
+        T.func_attr(_SCHEDULED)
+        m = T.int64()
+        A = T.match_buffer(a_h, (m, k), "uint8")
+        Bp = T.match_buffer(bp_h, (nb, k4, LANES, 4), "int8")
+        Bt = T.match_buffer(bt_h, (kt, nb * LANES), "int8")
+        C = T.match_buffer(c_h, (m, nb * LANES), "int32")
+        with T.sblock("root"):
+            for mb in T.parallel((m + ROWS - 1) // ROWS):
+                for j in range(nb):
+                    acc = T.decl_buffer((ROWS * LANES,), "int32", scope="local")
+                    for r in T.unroll(ROWS):
+                        acc[T.ramp(r * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
+                    for r in range(T.min(m - mb * ROWS, ROWS)):
+                        for q in range(k4):
+                            for s in T.unroll(4):
+                                acc[T.ramp(r * LANES + s * 4, 1, 4)] = T.call_llvm_pure_intrin(
+                                    T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
+                                    acc[T.ramp(r * LANES + s * 4, 1, 4)],
+                                    T.reinterpret(T.broadcast(
+                                        T.bitwise_xor(T.reinterpret(A.vload([mb * ROWS + r, q * 4], "uint8x4"),
+                                                                    dtype="int32"), T.int32(-2139062144)), 4),
+                                        dtype="int8x16"),
+                                    Bp.vload([j, q, s * 4, 0], "int8x16"),
+                                    dtype="int32x4")
+                        for t in range(k - kbase):
+                            for c in T.vectorized(LANES):
+                                acc[r * LANES + c] = acc[r * LANES + c] + T.Cast(
+                                    "int32", A[mb * ROWS + r, kbase + t]) * T.Cast("int32", Bt[t, j * LANES + c])
+                        for c in T.vectorized(LANES):
+                            C[mb * ROWS + r, j * LANES + c] = acc[r * LANES + c]
+
+    return kernel
 
 
-def _a_val(v: Any) -> Any:
-    return v
+def generic_kernel(k: int, nb: int, a_dtype: str) -> tirx.PrimFunc:
+    """Portable: 4-row blocks, 16 int32 accumulators per row vectorised by LLVM (any ISA, u8 or s8 A)."""
+
+    @T.prim_func(private=True, s_tir=True)
+    def kernel(a_h: T.handle, b_h: T.handle, c_h: T.handle):
+        T.func_attr(_SCHEDULED)
+        m = T.int64()
+        A = T.match_buffer(a_h, (m, k), a_dtype)
+        B = T.match_buffer(b_h, (k, nb * LANES), "int8")
+        C = T.match_buffer(c_h, (m, nb * LANES), "int32")
+        with T.sblock("root"):
+            for mb in T.parallel((m + ROWS - 1) // ROWS):
+                for j in range(nb):
+                    acc = T.decl_buffer((ROWS * LANES,), "int32", scope="local")
+                    for r in T.unroll(ROWS):
+                        for c in T.vectorized(LANES):
+                            acc[r * LANES + c] = 0
+                    if mb * ROWS + ROWS <= m:
+                        for q in range(k):
+                            for r in T.unroll(ROWS):
+                                for c in T.vectorized(LANES):
+                                    acc[r * LANES + c] = acc[r * LANES + c] + T.Cast(
+                                        "int32", A[mb * ROWS + r, q]) * T.Cast("int32", B[q, j * LANES + c])
+                    else:
+                        for r in range(m - mb * ROWS):
+                            for q in range(k):
+                                for c in T.vectorized(LANES):
+                                    acc[r * LANES + c] = acc[r * LANES + c] + T.Cast(
+                                        "int32", A[mb * ROWS + r, q]) * T.Cast("int32", B[q, j * LANES + c])
+                    for r in range(T.min(m - mb * ROWS, ROWS)):
+                        for c in T.vectorized(LANES):
+                            C[mb * ROWS + r, j * LANES + c] = acc[r * LANES + c]
+
+    return kernel
+
+
+def _static(v: Any) -> int | None:
+    return int(v.value) if isinstance(v, tirx.IntImm) else (v if isinstance(v, int) else None)
+
+
+def emit_matmul(ctx: Any, a: relax.Expr, b: relax.Expr) -> relax.Expr | None:
+    """``a @ b`` in int32 through a hand-written kernel, or None to use Relax's matmul."""
+    from .relax_builder import dtype_of, op, scalar, shape_of
+
+    sa, sb = shape_of(a), shape_of(b)
+    if len(sa) != 2 or len(sb) != 2 or dtype_of(b) != "int8" or dtype_of(a) not in ("uint8", "int8"):
+        return None
+    k, n = _static(sb[0]), _static(sb[1])
+    if k is None or n is None or k == 0 or n == 0:
+        return None
+    m = sa[0]
+    nb = -(-n // LANES)
+    npad = nb * LANES
+    bpad = b if npad == n else op.concat([b, relax.const(np.zeros((k, npad - n), np.int8), "int8")], axis=1)
+    k4, kbase = k // 4, 4 * (k // 4)
+    kind = ctx.options.gemm_kind if dtype_of(a) == "uint8" and k4 > 0 else "generic"
+    if kind in ("vnni", "sdot"):
+        bmain = op.strided_slice(bpad, axes=[0], begin=[0], end=[kbase])
+        bp = op.permute_dims(op.reshape(bmain, [k4, 4, nb, LANES]), [2, 0, 3, 1])  # [nb, k4, 16, 4]
+        if kbase < k:
+            bt = op.strided_slice(bpad, axes=[0], begin=[kbase], end=[k])
+        else:
+            bt = relax.const(np.zeros((1, npad), np.int8), "int8")
+        make = vnni_kernel if kind == "vnni" else sdot_kernel
+        out = ctx.call_tir((f"gemm_{kind}", k, nb), lambda: make(k, nb), [a, bp, bt], [m, npad], "int32")
+        if kind == "sdot":  # undo the a - 128 flip on the main K range: + 128 * colsum(B[:kbase])
+            colsum = op.sum(op.astype(op.strided_slice(bpad, axes=[0], begin=[0], end=[kbase]), "int32"),
+                            axis=[0], keepdims=True)
+            out = op.add(out, op.multiply(colsum, scalar(128, "int32")))
+    else:
+        at = dtype_of(a)
+        out = ctx.call_tir(("gemm_generic", k, nb, at), lambda: generic_kernel(k, nb, at), [a, bpad], [m, npad],
+                           "int32")
+    if npad != n:
+        out = op.strided_slice(out, axes=[1], begin=[0], end=[n])
+    return out

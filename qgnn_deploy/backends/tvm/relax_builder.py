@@ -65,7 +65,7 @@ class BuildOptions:
 
     fuse_gather_scatter: bool = True  # gather_rows feeding only a scatter -> one fused edge loop
     fast_matmul: bool = True  # hand-scheduled GEMM kernels (VNNI on x86 when available)
-    vnni: bool = False  # set from the target preset
+    gemm_kind: str = "generic"  # "vnni" (x86 AVX-512 VNNI), "sdot" (AArch64 dotprod) or "generic"
     static_dims: dict[str, int] = field(default_factory=dict)  # e.g. {"N": 2708, "E": 13264} for tuned builds
 
 
