@@ -335,3 +335,13 @@ def test_cora_sized_parity_and_determinism() -> None:
         runner = OnnxRunner(model, graph, threads=threads)
         for _ in range(REPEATS):
             assert np.array_equal(runner.run(feeds)["y"], ref)
+
+
+@pytest.mark.parametrize("opset", [18, 20])
+def test_older_opsets_store_int4_as_int8(opset: int) -> None:
+    graph = op_zoo_graph()
+    model = export_onnx(graph, opset=opset)
+    onnx.checker.check_model(model, full_check=True)
+    assert not any(t.data_type == onnx.TensorProto.INT4 for t in model.graph.initializer)
+    feeds = _feeds(graph, "duplicate_edges")
+    assert np.array_equal(OnnxRunner(model, graph).run(feeds)["y"], run(graph, feeds)["y"])

@@ -183,8 +183,9 @@ def infer_shapes(graph: Graph) -> dict[str, Shape]:
 class EmitContext:
     """State shared by the handlers while one IR graph becomes one ONNX graph."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, opset: int = DEFAULT_OPSET) -> None:
         self.graph = graph
+        self.opset = opset
         self.dtypes = infer_dtypes(graph)
         self.ranks = infer_ranks(graph)
         self.shapes = infer_shapes(graph)
@@ -329,7 +330,7 @@ def export_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True,
     missing = sorted({n.op for n in graph.nodes} - set(HANDLERS))
     if missing:
         raise QgnnError(f"ONNX export: no handler for IR op(s) {', '.join(missing)}")
-    ctx = EmitContext(graph)
+    ctx = EmitContext(graph, opset)
     for node in graph.nodes:
         ctx.current = node
         HANDLERS[node.op](ctx, node)

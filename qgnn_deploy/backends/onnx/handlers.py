@@ -206,6 +206,12 @@ def unpack_int4(ctx: EmitContext, node: Node) -> None:
         packed = np.ascontiguousarray(ctx.const_array(src).astype(np.uint8).reshape(-1))
         if packed.size * 2 < count:
             raise QgnnError(f"unpack_int4 {node.name!r}: {packed.size} bytes cannot hold {count} int4 values")
+        if ctx.opset < 21:  # INT4 tensors need opset 21: store the unpacked int8 values instead (2x the bytes)
+            nib = np.empty(packed.size * 2, np.int16)
+            nib[0::2], nib[1::2] = packed & 0x0F, packed >> 4
+            values = np.where(nib >= 8, nib - 16, nib)[:count].astype(np.int8).reshape(shape)
+            ctx.emit("Identity", [ctx.const(values, "int8", f"{src}_int8")], output=out)
+            return
         need = (count + 1) // 2
         raw = packed[:need].copy()
         if count % 2:  # ONNX wants the unused high nibble of the last byte zero
