@@ -291,9 +291,9 @@ def export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feeds
         (tmp / "model.onnx").write_bytes(onnx_bytes)
         graph.save(tmp / "ir")
         with open(tmp / "sample_input.npz", "wb") as fh:
-            np.savez(fh, **feeds)
+            np.savez_compressed(fh, **feeds)
         with open(tmp / "reference_output.npz", "wb") as fh:
-            np.savez(fh, **reference)
+            np.savez_compressed(fh, **reference)
         if preset is not None:
             manifest.update(_compile(graph, target, tmp, feeds, tune_trials, old_tuning, reference, report))
             for path in tmp.rglob("*"):
