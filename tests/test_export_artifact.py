@@ -234,3 +234,18 @@ def test_cli_errors_are_one_line(tmp_path: Path, fake_fold, capsys: pytest.Captu
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_compiled_target_artifact(tmp_path: Path) -> None:
+    """x86_64 through the TVM backend: library + model.onnx in one verified artifact."""
+    pytest.importorskip("tvm")
+    graph = op_zoo_graph()
+    out = tmp_path / "x86"
+    doc = export_graph(graph, "x86_64", out, sample_feeds=_sample(graph))
+    load_manifest(out)
+    libs = [k for k, v in doc["files"].items() if v["role"] == "tvm_library"]
+    assert libs == [doc["library"]] and (out / "model.onnx").is_file()
+    assert doc["tvm_bit_exact_on_sample"] is True
+    assert "tvm" in doc["tool_versions"]
+    assert json.loads((out / "report.json").read_text())["compiled"]["library"] == doc["library"]
