@@ -345,3 +345,26 @@ def test_older_opsets_store_int4_as_int8(opset: int) -> None:
     assert not any(t.data_type == onnx.TensorProto.INT4 for t in model.graph.initializer)
     feeds = _feeds(graph, "duplicate_edges")
     assert np.array_equal(OnnxRunner(model, graph).run(feeds)["y"], run(graph, feeds)["y"])
+
+
+def test_scatter_with_symbolic_width_and_rank1_values() -> None:
+    """The Expand fallback (width unknown at export) and 1-D values, including empty edge sets."""
+    b = GraphBuilder()
+    v = b.input("v", "int32", ("E", "H"))
+    w = b.input("w", "int8", ("E",))
+    idx = b.input("idx", "int64", ("E",))
+    ref = b.input("ref", "int8", ("N", 1))
+    batch = b.input("batch", "int64", ("N",))
+    outs = [b.op("scatter_add", [v, idx, ref], "sa"), b.op("scatter_max", [v, idx, ref], "sm"),
+            b.op("scatter_add", [w, idx, ref], "sa1"), b.op("scatter_max", [w, idx, ref], "sm1"),
+            b.op("pool_sum", [b.op("cast", [ref], "ref32", dtype="int32"), batch], "ps")]
+    b.output(outs[0], "int32", ("N", "H"))
+    graph = b.graph
+    rng = np.random.default_rng(6)
+    checker = AllValues(graph)
+    for n, e, h in [(7, 30, 3), (5, 0, 2), (1, 4, 1)]:
+        checker.assert_exact({"v": rng.integers(-9, 9, (e, h)).astype(np.int32),
+                              "w": rng.integers(-9, 9, e).astype(np.int8),
+                              "idx": rng.integers(0, n, e).astype(np.int64),
+                              "ref": rng.integers(-9, 9, (n, 1)).astype(np.int8),
+                              "batch": np.sort(rng.integers(0, 2, n)).astype(np.int64)})
