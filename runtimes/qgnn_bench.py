@@ -42,6 +42,10 @@ HOST_ALIASES = {"amd64": "x86_64", "arm64": "aarch64", "i686": "x86", "i386": "x
 BUFFER_KEYS = ("{backend}_buffer_bytes", "buffer_bytes", "planned_activation_bytes", "activation_bytes")
 
 
+T_START = time.perf_counter()
+IMPORT_SECONDS: dict[str, float] = {}  # first-import time of each runtime module
+
+
 class BenchError(Exception):
     """Bad artifact, bad input or missing runtime: reported as one line, exit status 2."""
 
@@ -262,8 +266,11 @@ class OrtRunner:
     """ONNX Runtime CPU session with a fixed intra-op thread count and one inter-op thread."""
 
     def __init__(self, model: Path, threads: int, names: list[str], outs: list[str] | None) -> None:
+        t0 = time.perf_counter()
         try:
             import onnxruntime as ort
+
+            IMPORT_SECONDS.setdefault("onnxruntime", time.perf_counter() - t0)
         except ImportError as exc:
             raise BenchError(f"onnxruntime is not importable ({exc}): pip install onnxruntime") from None
         so = ort.SessionOptions()
@@ -288,9 +295,11 @@ class OrtRunner:
 
 
 def import_tvm() -> Any:
+    t0 = time.perf_counter()
     try:
         import tvm
         from tvm import relax  # noqa: F401  (registers the VM)
+        IMPORT_SECONDS.setdefault("tvm", time.perf_counter() - t0)
     except Exception as exc:
         raise BenchError(f"the TVM runtime is not importable ({type(exc).__name__}: {exc}): "
                          "pip install apache-tvm==0.27.0.post1 apache-tvm-ffi==0.1.14.post1") from None
@@ -470,6 +479,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"| input | {inp['file']}: N={inp.get('num_nodes')}, E={inp.get('num_edges')}, "
         f"max in-degree={inp.get('max_in_degree')} |",
         f"| runs | {r['warmup']} warm-up + {r['repeats']} timed ({r['timing_method']}) |",
+        f"| start-up | runtime import {r['startup_s']['runtime_import']:.2f} s, "
+        f"model load {r['startup_s']['model_load']:.2f} s, {r['startup_s']['script_start_to_ready']:.2f} s "
+        "from start (incl. checksums) |",
         f"| latency median | {lat['median']:.3f} ms |",
         f"| latency p90 / p99 | {lat['p90']:.3f} / {lat['p99']:.3f} ms |",
         f"| latency min / max | {lat['min']:.3f} / {lat['max']:.3f} ms |",
@@ -633,9 +645,11 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     if backend == "tvm":
         import_tvm()
     rss_before_load = read_status_bytes("VmRSS")
+    t_load = time.perf_counter()
     runner: Any = (TvmRunner(model, threads, names, outs, args.remote) if backend == "tvm"
                    else OrtRunner(model, threads, names, outs))
     prepared = runner.prepare(arrays)
+    t_ready = time.perf_counter()
     try:
         first = runner(prepared)
         for _ in range(args.warmup):
@@ -695,6 +709,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "threads": threads, "warmup": args.warmup, "repeats": args.repeats, "timing_method": method,
         "input": {"file": in_path.name, "is_bundled_sample": is_sample, **facts},
         "latency_ms": latency_stats(seconds),
+        "startup_s": {"runtime_import": round(IMPORT_SECONDS.get("tvm" if backend == "tvm" else "onnxruntime", 0), 3),
+                      "model_load": round(t_ready - t_load, 3), "script_start_to_ready": round(t_ready - T_START, 3)},
         "memory": {"peak_rss_bytes": peak, "source": source, "rss_before_runtime_import_bytes": rss_before_import,
                    "rss_before_load_bytes": rss_before_load},
         "buffer_bytes": buffer_bytes, "buffer_bytes_key": buffer_key,
