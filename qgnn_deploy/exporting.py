@@ -321,6 +321,8 @@ def _compile(graph: Graph, target: str, tmp: Path, feeds: dict, tune_trials: int
     fields.pop("roles", None)  # roles are assigned by file suffix in export_graph
     target_info = fields.get("target") or {}
     lib = tmp / str(fields.get("library", ""))
+    if fields.get("library") and lib.is_file():
+        fields["library_bytes"] = lib.stat().st_size
     if fields.get("library") and lib.is_file() and not target_info.get("cross_compiled", True):
         from qgnn_deploy.backends.tvm import run_library
 
@@ -380,9 +382,13 @@ def render_markdown(report: dict[str, Any], manifest: dict[str, Any]) -> str:
     if "compiled" in report:
         comp = report["compiled"]
         lib = comp.get("library")
-        lines += ["## Compiled library", "", f"- Library: `{lib}`",
+        exact = comp.get("tvm_bit_exact_on_sample")
+        lines += ["## Compiled library", "", f"- Library: `{lib}` ({_fmt_bytes(comp.get('library_bytes'))})",
                   f"- Target: `{json.dumps(comp.get('target'))}`",
-                  f"- TVM planned buffers: {comp.get('tvm_buffer_bytes')}", ""]
+                  f"- TVM planned buffers: {comp.get('tvm_buffer_bytes')}",
+                  "- Bit-exact vs the interpreter on the sample: " +
+                  ("not run here (cross-compiled; check on the device with qgnn_bench)" if exact is None else
+                   f"**{exact}**"), ""]
     fo = report["float_ops"]
     lines += ["## Float operations", "",
               "Only at the boundary." if fo["only_at_boundary"] else
