@@ -77,7 +77,8 @@ def test_bench_x86_reports_and_matches_reference(x86_art: Path, tmp_path: Path, 
     assert 0 < lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"] <= lat["max"]
     assert r["memory"]["peak_rss_bytes"] > 1 << 20
     manifest = json.loads((x86_art / "manifest.json").read_text())
-    assert r["buffer_bytes"] == manifest["buffer_bytes"] > 0
+    key = f"{backend}_buffer_bytes" if manifest.get(f"{backend}_buffer_bytes") else "buffer_bytes"
+    assert r["buffer_bytes_key"] == key and r["buffer_bytes"] == manifest[key] > 0
     assert r["model"]["model_bytes"] == manifest["model_bytes"]
     model_file = "model_x86_64.so" if backend == "tvm" else "model.onnx"
     assert r["model_file"] == model_file
