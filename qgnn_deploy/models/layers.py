@@ -36,6 +36,12 @@ def in_degree(edge_index: Tensor, num_nodes: int, dtype: torch.dtype) -> Tensor:
     return deg
 
 
+def _bind(q: Quantizer, weight: nn.Parameter) -> None:
+    """Give a weight quantizer its parameter so ``qparams()`` works without a forward."""
+    if hasattr(q, "bind"):
+        q.bind(weight)
+
+
 def quantize_bias(bias: Tensor, grid: Tensor | None) -> Tensor:
     """Bias on an int32 accumulator grid (round half up), or unchanged when unquantized."""
     if grid is None:
@@ -83,6 +89,7 @@ class QGCNConv(QuantLayer):
         self.bias = nn.Parameter(torch.zeros(out_dim))
         nn.init.xavier_uniform_(self.lin.weight)
         self.q_weight = self.weight_q()
+        _bind(self.q_weight, self.lin.weight)
         self.q_message = self.act_q("message", "signed")
         self.q_edge = self.edge_q()
         self.q_aggregate = self.act_q("aggregate", "signed")
@@ -115,8 +122,10 @@ class QGINConv(QuantLayer):
         self.lin2 = nn.Linear(out_dim, out_dim)
         self.q_aggregate = self.act_q("aggregate", "signed", matmul_input=True)
         self.q_w1 = self.weight_q()
+        _bind(self.q_w1, self.lin1.weight)
         self.q_hidden = self.act_q("hidden", "unsigned", matmul_input=True)
         self.q_w2 = self.weight_q()
+        _bind(self.q_w2, self.lin2.weight)
         if prompt is not None:
             prompt.bind(self.q_aggregate)
             self.q_prompted = self.act_q("aggregate", "signed", matmul_input=True)
@@ -156,6 +165,7 @@ class QSAGEConv(QuantLayer):
         super().__init__(in_dim, out_dim, bits, framework, prompt)
         self.lin = nn.Linear(2 * in_dim, out_dim)
         self.q_weight = self.weight_q()
+        _bind(self.q_weight, self.lin.weight)
         self.q_edge = self.edge_q()
         self._input_q = [input_quantizer]
         spec = input_quantizer.spec

@@ -108,6 +108,8 @@ class QGNN(nn.Module):
                                                        "input", True, False)
             self.head = nn.Linear(config.hidden, config.out_dim)
             self.q_head_w = self.framework.weight(QuantSpec(bits=last_bits["weight"], kind="signed", axis=0))
+            if hasattr(self.q_head_w, "bind"):
+                self.q_head_w.bind(self.head.weight)
         self.q_output = self.framework.activation(QuantSpec(bits=max(last_bits["output"], 8)
                                                             if last_bits["output"] != 32 else 32, kind="affine"),
                                                   "output", config.task == "node", False)

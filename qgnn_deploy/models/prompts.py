@@ -33,6 +33,12 @@ ActFactory = Callable[[QuantSpec, str], Quantizer]
 WeightFactory = Callable[[QuantSpec], Quantizer]
 
 
+def _bind(q: Quantizer, weight: nn.Parameter) -> None:
+    """Give a weight quantizer its parameter so ``qparams()`` works without a forward."""
+    if hasattr(q, "bind"):
+        q.bind(weight)
+
+
 def exp_table(score_scale: float, qmax: int) -> Tensor:
     """int64 table T[d + 2 qmax] = round(2^15 exp(d * s_z)) for d in [-2 qmax, 0]."""
     d = torch.arange(-2 * qmax, 1, dtype=torch.float64)
@@ -54,6 +60,7 @@ class PromptMixer(nn.Module):
         super().__init__()
         self.score = nn.Linear(dim, k, bias=False)
         self.q_weight = weight(QuantSpec(bits=bits, kind="signed"))
+        _bind(self.q_weight, self.score.weight)
         self.q_score = act(QuantSpec(bits=bits, kind="signed"), "score")
 
     def forward(self, s: Tensor) -> Tensor:
@@ -86,6 +93,8 @@ class LoRAP(nn.Module):
             self.B = nn.Parameter(torch.zeros(rank, dim) if zero_init else torch.randn(rank, dim) * 0.01)
             self.q_a = weight(QuantSpec(bits=bits, kind="signed"))
             self.q_b = weight(QuantSpec(bits=bits, kind="signed"))
+            _bind(self.q_a, self.A)
+            _bind(self.q_b, self.B)
             self.q_mid = act(QuantSpec(bits=bits, kind="signed"), "prompt_mid")
         self._agg_q: list[Quantizer | None] = [None]
         self.q_basis: Quantizer | None = None
