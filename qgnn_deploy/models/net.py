@@ -91,7 +91,9 @@ class QGNN(nn.Module):
             rounding = "half_even" if i == 0 else "half_up"
             self.q_inputs.append(self.framework.activation(
                 QuantSpec(bits=bits["input"], kind=kind, rounding=rounding), "input", True,
-                config.arch in ("gcn", "sage")))
+                # per-node scales need a matmul as the only consumer: not SAGE (the input also feeds the
+                # neighbour mean) nor a GPF-prompted first input
+                config.arch == "gcn" and not (i == 0 and config.gpf)))
             self.layers.append(self._make_layer(i, dims[i], dims[i + 1], bits))
         self.gpf: GPFPrompt | None = None
         if config.gpf:
@@ -144,7 +146,7 @@ class QGNN(nn.Module):
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None,
                 ctx: QuantContext | None = None) -> Tensor:
-        if ctx is None and self.training:
+        if ctx is None:  # in-degrees for node-wise quantizers (A2Q); training-only parts check model.training
             ctx = self.framework.context(self, edge_index, x.shape[0])
         h = x
         for i, layer in enumerate(self.layers):
