@@ -105,18 +105,25 @@ def _elf_machine(path: Path) -> int:
     return int.from_bytes(head[18:20], "little")
 
 
+A64_PRESETS = ("arm64", "cortex-a76")  # generic NEON GEMM, and the SDOT GEMM
+
+
 @pytest.fixture(scope="session")
-def arm64_lib(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def arm64_libs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict]]:
     if shutil.which("aarch64-linux-gnu-g++") is None:
         pytest.skip("aarch64-linux-gnu-g++ not installed (apt-get install g++-aarch64-linux-gnu)")
-    d = tmp_path_factory.mktemp("tvm_arm64")
-    fields = compile_to_dir(op_zoo_graph(), "arm64", d, sample_feeds=_sample("zoo"))
-    return d / fields["library"], fields
+    out = {}
+    for preset in A64_PRESETS:
+        d = tmp_path_factory.mktemp(f"tvm_{preset}")
+        fields = compile_to_dir(op_zoo_graph(), preset, d, sample_feeds=_sample("zoo"))
+        out[preset] = (d / fields["library"], fields)
+    return out
 
 
-def test_arm64_cross_compile_is_aarch64_elf(arm64_lib: tuple[Path, dict]) -> None:
-    lib, fields = arm64_lib
+def test_arm64_cross_compile_is_aarch64_elf(arm64_libs: dict) -> None:
+    lib, fields = arm64_libs["arm64"]
     assert fields["target"]["cross_compiled"] is True
+    assert arm64_libs["cortex-a76"][1]["kernels"]["gemm"] == "sdot"
     assert _elf_machine(lib) == 183  # EM_AARCH64
     if shutil.which("file"):
         assert "aarch64" in subprocess.run(["file", str(lib)], capture_output=True, text=True).stdout
@@ -133,20 +140,22 @@ def _a64_runner():
 
 
 @pytest.mark.arm64
-def test_arm64_library_bit_exact_under_qemu(arm64_lib: tuple[Path, dict], tmp_path: Path) -> None:
+def test_arm64_libraries_bit_exact_under_qemu(arm64_libs: dict, tmp_path: Path) -> None:
+    """Both aarch64 builds (NEON and SDOT GEMM) run under qemu-user and equal the interpreter on every case."""
     arm64 = _a64_runner()
-    lib, fields = arm64_lib
     g = op_zoo_graph()
     cases = awkward_graphs(g.inputs[0].shape[1])
     np.savez(tmp_path / "feeds.npz", **{f"{c}__{k}": v for c, (x, ei) in cases.items()
                                         for k, v in _feeds("zoo", x, ei).items()})
     script = tmp_path / "run_a64.py"
     script.write_text(_A64_SCRIPT)
-    arm64.run_a64_python([str(script), str(lib), str(tmp_path / "feeds.npz"), str(tmp_path / "out.npz")], check=True)
+    libs = [str(arm64_libs[p][0]) for p in A64_PRESETS]
+    arm64.run_a64_python([str(script), str(tmp_path / "feeds.npz"), str(tmp_path / "out.npz"), *libs], check=True)
     with np.load(tmp_path / "out.npz") as got:
         for case, (x, ei) in cases.items():
             ref = run(g, _feeds("zoo", x, ei))[g.outputs[0].name]
-            np.testing.assert_array_equal(got[case], ref, err_msg=case)
+            for i, preset in enumerate(A64_PRESETS):
+                np.testing.assert_array_equal(got[f"{i}__{case}"], ref, err_msg=f"{preset}/{case}")
 
 
 _A64_SCRIPT = """
@@ -155,12 +164,13 @@ import numpy as np
 import tvm
 from tvm import relax
 assert platform.machine() == "aarch64", platform.machine()
-lib, feeds_path, out_path = sys.argv[1:4]
-vm = relax.VirtualMachine(tvm.runtime.load_module(lib), tvm.cpu())
+feeds_path, out_path, *libs = sys.argv[1:]
 feeds = np.load(feeds_path)
 outs = {}
-for case in sorted({k.split("__")[0] for k in feeds.files}):
-    args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[f"{case}__{n}"])) for n in ("x", "edge_index")]
-    outs[case] = vm["main"](*args).numpy()
+for i, lib in enumerate(libs):
+    vm = relax.VirtualMachine(tvm.runtime.load_module(lib), tvm.cpu())
+    for case in sorted({k.split("__")[0] for k in feeds.files}):
+        args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[f"{case}__{n}"])) for n in ("x", "edge_index")]
+        outs[f"{i}__{case}"] = vm["main"](*args).numpy()
 np.savez(out_path, **outs)
 """

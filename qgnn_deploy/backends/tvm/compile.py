@@ -56,14 +56,15 @@ def pipeline(preset: TargetPreset, database: Any = None) -> Any:
     @tvm.transform.module_pass(opt_level=0, name="QgnnPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with target:
-            passes = cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
-            if database is not None:
-                passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
-            passes.append(default_schedule_pass(preset))
+            mod = tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
+        if database is not None:
+            from .tuning import tuning_target
+
+            with tuning_target(preset), database:
+                mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+        with target:
+            passes = [default_schedule_pass(preset)]
             passes += cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
-            if database is not None:
-                with database:
-                    return tvm.transform.Sequential(passes)(mod)
             return tvm.transform.Sequential(passes)(mod)
 
     return _pipeline
@@ -119,14 +120,12 @@ def planned_buffer_bytes(graph: Graph, preset: TargetPreset, sizes: dict[str, in
 
 
 def _parse_planned_bytes(report: str) -> int | None:
+    """Bytes after planning from ``estimate_memory_usage``'s text report."""
     import re
 
-    m = re.search(r"allocat\w* ([0-9.]+) GB", report)
-    m2 = re.search(r"total size[^0-9]*([0-9.]+) GB", report)
-    for match in (m2, m):
-        if match:
-            return int(round(float(match.group(1)) * 1e9))
-    return None
+    num = r"([0-9.]+(?:[eE][-+]?[0-9]+)?) GB"
+    m = re.search(r"With memory planning.*?total size " + num, report) or re.search(r"total size " + num, report)
+    return int(round(float(m.group(1)) * 1e9)) if m else None
 
 
 def _graph_fingerprint(graph: Graph, sizes: dict[str, int], preset: TargetPreset) -> str:
@@ -155,6 +154,11 @@ def compile_to_dir(graph: Graph, target_spec: str, out_dir: Path, *, sample_feed
         static_dims = {d: s for d, s in sizes.items() if d in ("N", "E")}
         db_dir = Path(tuning_db) if tuning_db is not None else out_dir / TUNING_DIRNAME
         database, tuning_info = tune(graph, preset, static_dims, db_dir, tune_trials)
+        if tuning_db is not None:
+            copy_tuning_db(db_dir, out_dir / TUNING_DIRNAME)
+            tuning_info["database"] = TUNING_DIRNAME
+        else:
+            tuning_info["database"] = TUNING_DIRNAME
     ex = build(graph, preset, static_dims=static_dims, database=database)
     lib_name = f"model_{preset.name}.so"
     tmp = out_dir / (lib_name + ".tmp.so")
