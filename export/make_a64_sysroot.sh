@@ -24,16 +24,28 @@ DEBS=(libc6 libgcc-s1 libstdc++6 libgomp1 zlib1g libexpat1 libffi8 libssl3 libbz
       libsqlite3-0 libuuid1 libncursesw6 libtinfo6 libreadline8 libdb5.3 libgdbm6 libgdbm-compat4
       libcrypt1 libnsl2 libtirpc3 libzstd1 libmd0 libselinux1 libpcre2-8-0 libacl1 libgssapi-krb5-2
       libkrb5-3 libk5crypto3 libkrb5support0 libkeyutils1 libcom-err2 python3.11 python3.11-minimal
-      libpython3.11-minimal libpython3.11-stdlib)
+      libpython3.11-minimal libpython3.11-stdlib
+      zlib1g-dev)   # headers + libz.so for cross-compiling runtimes/cpp (the C++ runner reads .npz)
 DEBS_ALL=(media-types)   # architecture "all"
 # aarch64 wheels (cp311, manylinux_2_28). Pins follow pyproject.toml; tvm-ffi 0.1.15.x segfaults TVM.
 WHEELS=(apache-tvm==0.27.0.post1 apache-tvm-ffi==0.1.14.post1 "numpy>=1.26,<2.5" ml_dtypes
         typing_extensions psutil cloudpickle onnxruntime==1.31.1 flatbuffers packaging protobuf)
 
 want="$( { printf '%s\n' "${DEBS[@]}" "${DEBS_ALL[@]}" "${WHEELS[@]}"; echo v2-cpuinfo; } | sha256sum | cut -d' ' -f1)"
-if [[ -f "$DEST/.stamp" && "$(cat "$DEST/.stamp")" == "$want" && -x "$DEST/bin/a64python" ]]; then
+up_to_date() { [[ -f "$DEST/.stamp" && "$(cat "$DEST/.stamp")" == "$want" && -x "$DEST/bin/a64python" ]]; }
+if up_to_date; then
   log "up to date: $DEST"
   exit 0
+fi
+# One builder at a time (parallel test runs may all find the sysroot missing); the others wait, then
+# find it built.
+exec 9>"$DEST/.lock"
+if command -v flock >/dev/null; then
+  flock 9
+  if up_to_date; then
+    log "up to date: $DEST (built by a concurrent run)"
+    exit 0
+  fi
 fi
 
 # ---- tools ----------------------------------------------------------------------------------
@@ -49,8 +61,9 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 t0=$SECONDS
-WORK="$DEST/.partial"
-rm -rf "$WORK"
+rm -rf "$DEST"/.partial*
+WORK="$(mktemp -d "$DEST/.partial.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/root" "$WORK/site" "$WORK/bin" "$DEST/debs"
 
 # ---- arm64 .debs --------------------------------------------------------------------------
@@ -112,8 +125,12 @@ EOF
 chmod +x "$WORK/bin/a64python"
 
 # ---- swap into place, then smoke-test ---------------------------------------------------------
-rm -rf "$DEST/root" "$DEST/site" "$DEST/bin" "$DEST/.stamp"
-mv "$WORK/root" "$WORK/site" "$WORK/bin" "$DEST/"
+rm -f "$DEST/.stamp"
+mkdir -p "$WORK/old"
+for d in root site bin; do
+  if [[ -e "$DEST/$d" ]]; then mv "$DEST/$d" "$WORK/old/$d"; fi
+  mv "$WORK/$d" "$DEST/$d"
+done
 rm -rf "$WORK"
 out="$("$DEST/bin/a64python" -c \
   'import platform, numpy, tvm, onnxruntime; print(platform.machine(), numpy.__version__, tvm.__version__, onnxruntime.__version__)' 2>&1)" \
