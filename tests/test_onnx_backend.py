@@ -117,6 +117,37 @@ def test_int4_weights_stay_int4_and_exact(zoo: AllValues) -> None:
     assert np.array_equal(got["w"], ref["w"])
 
 
+def test_saturation_safe_weight_split() -> None:
+    """Full-range int8 weights are split into 7-bit halves (no vpmaddubsw saturation on non-VNNI x86)."""
+    graph = op_zoo_graph()
+    safe, fast = export_onnx(graph), export_onnx(graph, saturation_safe=False)
+    count = lambda m: sum(n.op_type == "MatMulInteger" for n in m.graph.node)  # noqa: E731
+    assert (count(safe), count(fast)) == (5, 3)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in safe.graph.initializer
+             if t.data_type == onnx.TensorProto.INT8}
+    for node in safe.graph.node:
+        if node.op_type == "MatMulInteger" and node.input[1] in inits:
+            w = inits[node.input[1]]
+            assert w.min() >= -64 and w.max() <= 63, node.input[1]
+    feeds = _feeds(graph, "hub")
+    want = run(graph, feeds)["y"]
+    for model in (safe, fast):
+        assert np.array_equal(OnnxRunner(model, graph).run(feeds)["y"], want)
+
+
+def test_runtime_int8_weights_use_u8u8() -> None:
+    b = GraphBuilder()
+    a = b.input("a", "int8", ("N", 40))
+    w = b.input("w", "int8", (40, 6))
+    b.output(b.op("matmul", [a, w], "y", a_zero_point=-3, b_zero_point=5), "int32", ("N", 6))
+    rng = np.random.default_rng(7)
+    model = export_onnx(b.graph)
+    mmi = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
+    assert len(mmi) == 1
+    AllValues(b.graph).assert_exact({"a": rng.integers(-128, 128, (50, 40)).astype(np.int8),
+                                     "w": rng.integers(-128, 128, (40, 6)).astype(np.int8)})
+
+
 def test_odd_count_int4() -> None:
     b = GraphBuilder()
     x = b.input("x", "uint8", ("N", 3))
@@ -133,7 +164,8 @@ def test_optimized_model_runs_integer_kernels() -> None:
     graph = op_zoo_graph()
     rep = kernel_report(export_onnx(graph), _feeds(graph, "random"), graph)
     ops = rep["optimized_ops"]
-    assert ops.get("MatMulInteger") == 3  # u8 x s8 fast path, incl. the int8 activations shifted to u8
+    # 3 IR matmuls: the int4 one stays single, the two full-range int8 ones are split against saturation
+    assert ops.get("MatMulInteger") == 5
     assert ops.get("ScatterElements", 0) >= 3
     assert "MatMul" not in ops and not rep["inexact_kernels"]
     assert not any("MatMulNBits" in op for op in ops)

@@ -183,9 +183,10 @@ def infer_shapes(graph: Graph) -> dict[str, Shape]:
 class EmitContext:
     """State shared by the handlers while one IR graph becomes one ONNX graph."""
 
-    def __init__(self, graph: Graph, opset: int = DEFAULT_OPSET) -> None:
+    def __init__(self, graph: Graph, opset: int = DEFAULT_OPSET, saturation_safe: bool = True) -> None:
         self.graph = graph
         self.opset = opset
+        self.saturation_safe = saturation_safe
         self.dtypes = infer_dtypes(graph)
         self.ranks = infer_ranks(graph)
         self.shapes = infer_shapes(graph)
@@ -312,12 +313,15 @@ def _prune(nodes: list[onnx.NodeProto], inits: dict[str, onnx.TensorProto],
     return keep, {k: v for k, v in inits.items() if k in needed}
 
 
-def export_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True,
-                expose_all: bool = False) -> onnx.ModelProto:
+def export_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True, expose_all: bool = False,
+                saturation_safe: bool = True) -> onnx.ModelProto:
     """Translate an integer graph into an ONNX model with dynamic N/E/G dimensions.
 
     ``expose_all`` also makes every intermediate IR value a graph output (shape
     left open), so parity tests can compare each op, not just the final result.
+    ``saturation_safe=False`` keeps full-range int8 weights in one u8 x s8
+    MatMulInteger: faster, but exact only on CPUs whose int8 dot product does
+    not saturate (x86 with VNNI, arm64); see the matmul handler.
     """
     if opset < 18:
         raise QgnnError(f"ONNX export needs opset >= 18 (ScatterElements max/axes-as-input), got {opset}")
@@ -330,7 +334,7 @@ def export_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True,
     missing = sorted({n.op for n in graph.nodes} - set(HANDLERS))
     if missing:
         raise QgnnError(f"ONNX export: no handler for IR op(s) {', '.join(missing)}")
-    ctx = EmitContext(graph, opset)
+    ctx = EmitContext(graph, opset, saturation_safe)
     for node in graph.nodes:
         ctx.current = node
         HANDLERS[node.op](ctx, node)

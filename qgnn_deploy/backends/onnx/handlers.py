@@ -267,9 +267,28 @@ def unpack_int4(ctx: EmitContext, node: Node) -> None:
     ctx.emit("Cast", [signed], output=out, to=TensorProto.INT8)
 
 
+def _weight_range(ctx: EmitContext, name: str) -> tuple[int, int] | None:
+    """Static value range of a matmul weight: constants, and unpacked int4 constants ([-8, 7])."""
+    if ctx.is_const(name):
+        arr = ctx.const_array(name)
+        return (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+    producer = next((n for n in ctx.graph.nodes if name in n.outputs), None)
+    if producer is not None and producer.op == "unpack_int4":
+        return (-8, 7)
+    return None
+
+
 @handler("matmul")
 def matmul(ctx: EmitContext, node: Node) -> None:
-    """MatMulInteger on u8 activations x s8 weights with zero-point inputs; int32 MatMul otherwise."""
+    """MatMulInteger on u8 activations x s8 weights with zero-point inputs; int32 MatMul otherwise.
+
+    On x86 CPUs without VNNI, MLAS's u8 x s8 kernel (vpmaddubsw) saturates when
+    two adjacent u8*s8 products add up beyond int16, i.e. for weights outside
+    [-64, 63].  With ``ctx.saturation_safe`` (the default) such constant weights
+    are split as ``W = 128*A + B`` (A in {-1, 0, 1}, B in [-64, 63]) into two
+    u8 x s8 MatMulIntegers, exact on every CPU; runtime int8 weights go to the
+    (exact, slower) u8 x u8 kernel.
+    """
     a_name, b_name = node.inputs
     out = node.outputs[0]
     a_zp, b_zp = int(node.attrs.get("a_zero_point", 0)), int(node.attrs.get("b_zero_point", 0))
@@ -281,7 +300,24 @@ def matmul(ctx: EmitContext, node: Node) -> None:
             a_val, a_zp = ctx.as_u8(a_name), a_zp + 128
         else:
             a_val = ctx.value(a_name)
-        inputs = [a_val, ctx.value(b_name), ctx.const(a_zp, "uint8", "a_zp")]
+        azp = ctx.const(a_zp, "uint8", "a_zp")
+        rng = _weight_range(ctx, b_name) if bdt == "int8" else None
+        if bdt == "int8" and ctx.saturation_safe and rng is None:  # runtime int8 weights: u8 x u8
+            inputs = [a_val, ctx.as_u8(b_name), azp, ctx.const(b_zp + 128, "uint8", "b_zp")]
+            ctx.emit("MatMulInteger", inputs, output=out)
+            return
+        if bdt == "int8" and ctx.saturation_safe and rng is not None and (rng[0] < -64 or rng[1] > 63):
+            w = ctx.const_array(b_name).astype(np.int16)
+            hi = np.floor_divide(w + 64, 128)  # in {-1, 0, 1}
+            lo = w - 128 * hi  # in [-64, 63]
+            zpb = [ctx.const(b_zp, "int8", "b_zp")] if b_zp else []
+            acc_hi = ctx.emit("MatMulInteger", [a_val, ctx.const(hi, "int8", f"{b_name}_hi"), azp], hint="acc_hi")
+            acc_lo = ctx.emit("MatMulInteger", [a_val, ctx.const(lo, "int8", f"{b_name}_lo"), azp, *zpb],
+                              hint="acc_lo")
+            scaled = ctx.emit("Mul", [acc_hi, ctx.const(128, "int32", "c128")], hint="acc_hi128")
+            ctx.emit("Add", [scaled, acc_lo], output=out)
+            return
+        inputs = [a_val, ctx.value(b_name), azp]
         if b_zp:
             inputs.append(ctx.const(b_zp, bdt, "b_zp"))
         ctx.emit("MatMulInteger", inputs, output=out)
