@@ -202,7 +202,8 @@ class FixedFakeQuant(Quantizer):
 class TiedFakeQuant(Quantizer):
     """Shares another quantizer's scale and zero point (e.g. SAGE's mean with its input).
 
-    ``multiple`` divides the scale: a prompt on the ``s/255`` grid of an aggregate.
+    A tied quantizer of another kind (e.g. a signed prompt basis on an affine
+    aggregate's grid) keeps its own zero point of 0.  ``divisor`` divides the scale: a prompt on the ``s/255`` grid of an aggregate.
     """
 
     def __init__(self, spec: QuantSpec, other: Quantizer, divisor: float = 1.0) -> None:
@@ -212,7 +213,7 @@ class TiedFakeQuant(Quantizer):
 
     def scale_zp(self, x: Tensor | None) -> tuple[Tensor, int]:
         scale, zp = self._other[0].scale_zp(None)
-        return scale / self.divisor, zp
+        return scale / self.divisor, (zp if self.spec.kind == "affine" else 0)
 
 
 def make_off() -> Quantizer:

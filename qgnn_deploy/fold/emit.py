@@ -1,0 +1,159 @@
+"""Emission helpers shared by the per-layer fold handlers.
+
+Fold tracks two kinds of values while it walks the model:
+
+* :class:`QTensor` — an int8/uint8 activation with its (scale, zero point) and
+  the quantizer range it was clamped to;
+* :class:`Acc` — an int32 accumulator whose real value is ``acc * grid`` (grid a
+  scalar or one value per output column), plus a bound on ``|acc|`` used to rule
+  out overflow and to size fixed-point multipliers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from qgnn_deploy.errors import QgnnError
+from qgnn_deploy.ir.graph import GraphBuilder
+from qgnn_deploy.ir.testing import pack_int4
+from qgnn_deploy.quant.fake import Quantizer
+from qgnn_deploy.quant.fixed_point import quantize_multipliers
+
+INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class QTensor:
+    value: str
+    scale: float
+    zero_point: int
+    qmin: int
+    qmax: int
+    dtype: str
+
+    @property
+    def max_abs_centered(self) -> int:
+        """Largest ``|q - zp|`` the tensor can hold."""
+        return max(abs(self.qmax - self.zero_point), abs(self.qmin - self.zero_point))
+
+
+@dataclass(frozen=True)
+class Acc:
+    value: str
+    grid: np.ndarray  # float64, shape () or (C,)
+    bound: float
+
+
+class FoldContext:
+    """The builder plus fold-wide facts (max in-degree, bit-width log, accumulator log)."""
+
+    def __init__(self, max_in_degree: int) -> None:
+        self.b = GraphBuilder()
+        self.max_in_degree = int(max_in_degree)
+        self.bitwidths: dict[str, int] = {}
+        self.accumulators: dict[str, float] = {}
+        self._consts: dict[str, str] = {}
+
+    # ------------------------------------------------------------ constants
+    def scalar(self, value: int, dtype: str = "int32") -> str:
+        key = f"{dtype}:{value}"
+        if key not in self._consts:
+            self._consts[key] = self.b.const(f"c_{dtype}_{value}".replace("-", "m"), np.array(value, dtype=dtype))
+        return self._consts[key]
+
+    def check_bound(self, what: str, bound: float) -> None:
+        self.accumulators[what] = float(bound)
+        if bound > INT32_MAX:
+            raise QgnnError(f"fold: accumulator {what!r} may reach {bound:.3g} > 2^31-1 at max in-degree "
+                            f"{self.max_in_degree}; lower --max-in-degree or widen the accumulator")
+
+    # -------------------------------------------------------------- weights
+    def weight(self, hint: str, q: Quantizer, w: torch.Tensor, transpose: bool = True) -> tuple[str, np.ndarray,
+                                                                                               np.ndarray]:
+        """Quantized weight as an IR value ([in, out] when ``transpose``); int4 and below stored packed.
+
+        Returns (value name, integer matrix, per-output-column scale).
+        """
+        w = w.detach()
+        w_int = q.to_int(w).numpy().astype(np.int8)
+        scale = np.asarray(q.scale_zp(w)[0].detach().numpy(), dtype=np.float32).reshape(-1).astype(np.float64)
+        mat = w_int.T.copy() if transpose else w_int
+        bits = int(q.spec.bits)
+        self.bitwidths[hint] = bits
+        if bits <= 4:
+            value = self.b.op("unpack_int4", [self.b.const(f"{hint}_packed", pack_int4(mat))], hint,
+                              shape=list(mat.shape))
+        else:
+            value = self.b.const(hint, mat)
+        return value, mat, scale
+
+    # ------------------------------------------------------------- requant
+    def requant(self, acc: Acc, out_scale: float, zero_point: int, qmin: int, qmax: int, dtype: str, hint: str,
+                row_factor: str | None = None, row_factor_max: int = 1) -> str:
+        """``clip(round(acc * grid [* row_factor] / out_scale) + zp, qmin, qmax)`` as fixed point.
+
+        ``row_factor`` is an optional int [N,1] value (e.g. a per-node edge factor)
+        multiplied into the multiplier, so ``acc * factor`` never materialises.
+        """
+        real = np.asarray(acc.grid, dtype=np.float64) / float(out_scale)
+        m, n = quantize_multipliers(real, acc_bound=acc.bound * max(row_factor_max, 1))
+        b = self.b
+        if row_factor is None and m.ndim == 0:
+            return b.op("requantize", [acc.value], hint, multiplier=int(m), shift=int(n), zero_point=int(zero_point),
+                        qmin=int(qmin), qmax=int(qmax), dtype=dtype)
+        shape = (1, -1) if m.ndim else (1, 1)
+        mult = b.const(f"{hint}_multiplier", m.reshape(shape).astype(np.int64))
+        if m.ndim:
+            # per-column multipliers may need per-column shifts
+            shift = b.const(f"{hint}_shift", n.reshape(shape).astype(np.int64))
+        else:
+            shift = b.const(f"{hint}_shift", n.reshape(shape).astype(np.int64))
+        if row_factor is not None:
+            rf = b.op("cast", [row_factor], f"{hint}_rowfactor64", dtype="int64")
+            mult = b.op("mul", [rf, mult], f"{hint}_rowmult")
+        return b.op("requantize", [acc.value, mult, shift], hint, zero_point=int(zero_point), qmin=int(qmin),
+                    qmax=int(qmax), dtype=dtype)
+
+    def requant_to(self, acc: Acc, q: Quantizer, hint: str, relu: bool = False, row_factor: str | None = None,
+                   row_factor_max: int = 1) -> QTensor:
+        """Requantize an accumulator onto quantizer ``q``'s grid (ReLU folded into qmin)."""
+        p = q.qparams()
+        if not p.is_per_tensor:
+            raise QgnnError(f"fold: {hint} uses per-node/per-channel activation parameters, which this fold path "
+                            "does not deploy yet")
+        qmin, qmax = int(p.qmin), int(p.qmax)
+        if relu:
+            qmin = max(qmin, p.zero_point)
+        self.bitwidths[hint] = int(p.bits)
+        value = self.requant(acc, p.scalar_scale(), p.zero_point, qmin, qmax, p.dtype, hint, row_factor,
+                             row_factor_max)
+        return QTensor(value, p.scalar_scale(), p.zero_point, qmin, qmax, p.dtype)
+
+    def centered_int32(self, t: QTensor, hint: str) -> str:
+        """``q - zp`` as int32 (the form aggregations sum)."""
+        v = self.b.op("cast", [t.value], f"{hint}_i32", dtype="int32")
+        if t.zero_point:
+            v = self.b.op("sub", [v, self.scalar(t.zero_point)], f"{hint}_centered")
+        return v
+
+    def matmul(self, x: QTensor, w_value: str, w_int: np.ndarray, w_scale: np.ndarray, hint: str,
+               bias: np.ndarray | None = None, extra_bound: float = 0.0) -> Acc:
+        """Integer matmul with zero-point correction (+ int32 bias on the same grid)."""
+        acc = self.b.op("matmul", [x.value, w_value], hint, a_zero_point=int(x.zero_point))
+        bound = float(x.max_abs_centered) * float(np.abs(w_int.astype(np.int64)).sum(axis=0).max(initial=0))
+        if bias is not None:
+            acc = self.b.op("add", [acc, self.b.const(f"{hint}_bias", bias.reshape(1, -1).astype(np.int32))],
+                            f"{hint}_b")
+            bound += float(np.abs(bias).max(initial=0))
+        bound += extra_bound
+        self.check_bound(hint, bound)
+        return Acc(acc, np.asarray(x.scale, np.float64) * w_scale, bound)
+
+
+def quantize_bias_int(bias: torch.Tensor, grid: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Round-half-up bias on the accumulator grid, with the float32 arithmetic training used."""
+    g = torch.as_tensor(grid, dtype=torch.float32)
+    return torch.floor(bias.detach().to(torch.float32) / g + 0.5).to(torch.int64).numpy()

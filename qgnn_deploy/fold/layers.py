@@ -1,0 +1,169 @@
+"""One fold handler per layer type: quantized PyTorch layer -> integer IR nodes.
+
+Each handler receives the layer's quantized input (:class:`QTensor`) and
+returns the layer's pre-activation as an int32 :class:`Acc`; the model-level
+fold requantizes it onto the next quantizer (with ReLU as a clamp).  The
+formulas mirror ``qgnn_deploy.models.layers`` term by term.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from qgnn_deploy.errors import QgnnError
+from qgnn_deploy.fold.emit import Acc, FoldContext, QTensor, quantize_bias_int
+from qgnn_deploy.fold.prompts import emit_lorap, gpf_bias
+from qgnn_deploy.models.layers import EPS_FRAC, QGCNConv, QGINConv, QSAGEConv
+from qgnn_deploy.models.prompts import ALPHA_DEN
+
+
+@dataclass(frozen=True)
+class GraphValues:
+    """IR values describing the input graph, shared by every layer."""
+
+    x: str  # the float input, used as the node-count reference
+    src: str
+    dst: str
+    degree: str  # int32 [N, 1] in-degree
+
+
+LayerHandler = Callable[[FoldContext, torch.nn.Module, QTensor, GraphValues, str, np.ndarray | None], Acc]
+HANDLERS: dict[type, LayerHandler] = {}
+
+
+def handler(cls: type) -> Callable[[LayerHandler], LayerHandler]:
+    def deco(fn: LayerHandler) -> LayerHandler:
+        HANDLERS[cls] = fn
+        return fn
+
+    return deco
+
+
+def fold_layer(fc: FoldContext, layer: torch.nn.Module, x: QTensor, g: GraphValues, name: str,
+               extra_bias: np.ndarray | None = None) -> Acc:
+    fn = HANDLERS.get(type(layer))
+    if fn is None:
+        raise QgnnError(f"fold: no integer lowering for layer type {type(layer).__name__}")
+    return fn(fc, layer, x, g, name, extra_bias)
+
+
+def _edge_table(fc: FoldContext, layer, values: np.ndarray, hint: str) -> str:
+    """Edge-coefficient lookup table indexed by degree (uint8 entries)."""
+    q = layer.q_edge
+    t = q.to_int(torch.as_tensor(values, dtype=torch.float32)).numpy()
+    fc.bitwidths[hint] = int(q.spec.bits)
+    return fc.b.const(hint, t.astype(np.uint8 if q.spec.qmax <= 255 else np.int32))
+
+
+@handler(QGCNConv)
+def fold_gcn(fc: FoldContext, layer: QGCNConv, x: QTensor, g: GraphValues, name: str,
+             extra_bias: np.ndarray | None) -> Acc:
+    b = fc.b
+    w_value, w_int, w_scale = fc.weight(f"{name}_w", layer.q_weight, layer.lin.weight)
+    acc = fc.matmul(x, w_value, w_int, w_scale, f"{name}_lin", bias=extra_bias)
+    h = fc.requant_to(acc, layer.q_message, f"{name}_message")
+    # e_i = Q(deg_i^-1/2) with the self loop counted: table index = deg + 1 - 1.
+    dmax = fc.max_in_degree
+    table = _edge_table(fc, layer, 1.0 / np.sqrt(np.arange(1, dmax + 2, dtype=np.float64)), f"{name}_edge_table")
+    deg1 = b.op("add", [g.degree, fc.scalar(1)], f"{name}_deg_self")
+    e = b.op("cast", [b.op("lut", [deg1, table], f"{name}_edge_q", offset=-1)], f"{name}_edge", dtype="int32")
+    he = b.op("mul", [b.op("cast", [h.value], f"{name}_message_i32", dtype="int32"), e], f"{name}_message_scaled")
+    msgs = b.op("gather_rows", [he, g.src], f"{name}_gather")
+    agg = b.op("scatter_add", [msgs, g.dst, g.x], f"{name}_scatter")
+    agg = b.op("add", [agg, he], f"{name}_agg_self")
+    emax = layer.q_edge.spec.qmax
+    bound = float(h.max_abs_centered) * emax * (dmax + 1)
+    fc.check_bound(f"{name}_aggregate_acc", bound)
+    s_e = float(layer.q_edge.scale_zp(None)[0])
+    agg_acc = Acc(agg, np.asarray(h.scale * s_e * s_e, np.float64), bound)
+    a = fc.requant_to(agg_acc, layer.q_aggregate, f"{name}_aggregate", row_factor=e, row_factor_max=emax)
+    grid = layer.q_aggregate.scale_zp(None)[0] / ALPHA_DEN
+    bias = quantize_bias_int(layer.bias, grid)
+    if layer.prompt is not None:
+        pre, pbound = emit_lorap(fc, a, layer.prompt, f"{name}_lorap")
+    else:
+        pre = b.op("mul", [fc.centered_int32(a, f"{name}_agg"), fc.scalar(ALPHA_DEN)], f"{name}_agg_x255")
+        pbound = float(a.max_abs_centered * ALPHA_DEN)
+    out = b.op("add", [pre, b.const(f"{name}_bias", bias.reshape(1, -1).astype(np.int32))], f"{name}_out")
+    bound = pbound + float(np.abs(bias).max(initial=0))
+    fc.check_bound(f"{name}_out", bound)
+    return Acc(out, np.asarray(float(grid), np.float64), bound)
+
+
+@handler(QGINConv)
+def fold_gin(fc: FoldContext, layer: QGINConv, x: QTensor, g: GraphValues, name: str,
+             extra_bias: np.ndarray | None) -> Acc:
+    if extra_bias is not None:
+        raise QgnnError("fold: a constant GPF prompt cannot be folded into GIN (use --gpf gpf-plus)")
+    b = fc.b
+    xc = fc.centered_int32(x, f"{name}_x")
+    nsum = b.op("scatter_add", [b.op("gather_rows", [xc, g.src], f"{name}_gather"), g.dst, g.x], f"{name}_scatter")
+    eps_q = int(torch.floor(layer.eps.detach() * EPS_FRAC + 0.5))
+    coef = EPS_FRAC + eps_q
+    acc = b.op("add", [b.op("mul", [xc, fc.scalar(coef)], f"{name}_self"),
+                       b.op("mul", [nsum, fc.scalar(EPS_FRAC)], f"{name}_neigh")], f"{name}_agg_acc")
+    bound = float(x.max_abs_centered) * (abs(coef) + EPS_FRAC * fc.max_in_degree)
+    fc.check_bound(f"{name}_agg_acc", bound)
+    a = fc.requant_to(Acc(acc, np.asarray(x.scale / EPS_FRAC, np.float64), bound), layer.q_aggregate,
+                      f"{name}_aggregate")
+    mlp_in_q = layer.q_aggregate
+    if layer.prompt is not None:
+        pre, pbound = emit_lorap(fc, a, layer.prompt, f"{name}_lorap")
+        a = fc.requant_to(Acc(pre, np.asarray(a.scale / ALPHA_DEN, np.float64), pbound), layer.q_prompted,
+                          f"{name}_prompted")
+        mlp_in_q = layer.q_prompted
+    w1_value, w1_int, w1_scale = fc.weight(f"{name}_w1", layer.q_w1, layer.lin1.weight)
+    w1 = layer.q_w1(layer.lin1.weight)
+    grid1 = (mlp_in_q.scale_zp(None)[0] * layer.q_w1.scale_zp(w1)[0]).reshape(-1)
+    h_acc = fc.matmul(a, w1_value, w1_int, w1_scale, f"{name}_mlp1", bias=quantize_bias_int(layer.lin1.bias, grid1))
+    h = fc.requant_to(h_acc, layer.q_hidden, f"{name}_hidden", relu=True)
+    w2_value, w2_int, w2_scale = fc.weight(f"{name}_w2", layer.q_w2, layer.lin2.weight)
+    w2 = layer.q_w2(layer.lin2.weight)
+    grid2 = (layer.q_hidden.scale_zp(None)[0] * layer.q_w2.scale_zp(w2)[0]).reshape(-1)
+    return fc.matmul(h, w2_value, w2_int, w2_scale, f"{name}_mlp2", bias=quantize_bias_int(layer.lin2.bias, grid2))
+
+
+@handler(QSAGEConv)
+def fold_sage(fc: FoldContext, layer: QSAGEConv, x: QTensor, g: GraphValues, name: str,
+              extra_bias: np.ndarray | None) -> Acc:
+    if extra_bias is not None:
+        raise QgnnError("fold: a constant GPF prompt cannot be folded into GraphSAGE (use --gpf gpf-plus)")
+    b = fc.b
+    xc = fc.centered_int32(x, f"{name}_x")
+    nsum = b.op("scatter_add", [b.op("gather_rows", [xc, g.src], f"{name}_gather"), g.dst, g.x], f"{name}_scatter")
+    dmax = fc.max_in_degree
+    table = _edge_table(fc, layer, 1.0 / np.maximum(np.arange(0, dmax + 1, dtype=np.float64), 1.0),
+                        f"{name}_edge_table")
+    e = b.op("cast", [b.op("lut", [g.degree, table], f"{name}_edge_q", offset=0)], f"{name}_edge", dtype="int32")
+    bound = float(x.max_abs_centered) * dmax
+    fc.check_bound(f"{name}_mean_acc", bound)
+    s_e = float(layer.q_edge.scale_zp(None)[0])
+    a = fc.requant_to(Acc(nsum, np.asarray(x.scale * s_e, np.float64), bound), layer.q_aggregate, f"{name}_mean",
+                      row_factor=e, row_factor_max=layer.q_edge.spec.qmax)
+    if layer.prompt is not None:
+        pre, pbound = emit_lorap(fc, a, layer.prompt, f"{name}_lorap")
+        a = fc.requant_to(Acc(pre, np.asarray(a.scale / ALPHA_DEN, np.float64), pbound), layer.q_prompted,
+                          f"{name}_prompted")
+    if (a.scale, a.zero_point, a.dtype) != (x.scale, x.zero_point, x.dtype):
+        raise QgnnError("fold: GraphSAGE mean and input must share one quantization grid")
+    cat = b.op("concat", [a.value, x.value], f"{name}_cat", axis=1)
+    w_value, w_int, w_scale = fc.weight(f"{name}_w", layer.q_weight, layer.lin.weight)
+    w = layer.q_weight(layer.lin.weight)
+    grid = (layer._input_q[0].scale_zp(None)[0] * layer.q_weight.scale_zp(w)[0]).reshape(-1)
+    xin = QTensor(cat, x.scale, x.zero_point, x.qmin, x.qmax, x.dtype)
+    return fc.matmul(xin, w_value, w_int, w_scale, f"{name}_lin", bias=quantize_bias_int(layer.lin.bias, grid))
+
+
+def gpf_extra_bias(model, layer_index: int, fc: FoldContext) -> np.ndarray | None:
+    """GPF's constant prompt becomes an int32 bias of the first GCN matmul."""
+    if layer_index != 0 or model.gpf is None or model.gpf.mode != "gpf":
+        return None
+    layer = model.layers[0]
+    if not isinstance(layer, QGCNConv):
+        raise QgnnError(f"fold: a constant GPF prompt cannot be folded into {layer.arch} (use --gpf gpf-plus)")
+    w_int = layer.q_weight.to_int(layer.lin.weight.detach()).numpy().T
+    return gpf_bias(model.gpf, w_int)

@@ -1,0 +1,84 @@
+"""Merging prompts into the integer graph.
+
+LoRAP (softmax variant) becomes: int8 scores -> exp lookup table -> integer
+normalisation to ``alpha in [0, 255]`` -> ``alpha @ P_q`` in int32 on the
+aggregate's ``s/255`` grid, so ``255 * a_q + alpha @ P_q (+ bias)`` is one
+accumulator.  The LoRA variant is two integer matmuls with one requantization.
+GPF's constant prompt folds into the first layer's bias; GPF-plus is the
+softmax path on the input features followed by one requantization.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qgnn_deploy.fold.emit import Acc, FoldContext, QTensor
+from qgnn_deploy.models.prompts import ALPHA_DEN, GPFPrompt, LoRAP, PromptMixer, exp_table
+
+
+def emit_softmax_alpha(fc: FoldContext, s: QTensor, mixer: PromptMixer, hint: str) -> str:
+    """uint8 ``alpha`` [N, k] exactly as :func:`qgnn_deploy.models.prompts.integer_softmax` computes it."""
+    b = fc.b
+    w_value, w_int, w_scale = fc.weight(f"{hint}_score_w", mixer.q_weight, mixer.score.weight)
+    acc = fc.matmul(s, w_value, w_int, w_scale, f"{hint}_score_acc")
+    z = fc.requant_to(acc, mixer.q_score, f"{hint}_score")
+    qmax = mixer.q_score.spec.qmax
+    table = exp_table(float(mixer.q_score.scale_zp(None)[0]), qmax).numpy().astype(np.int32)
+    zmax = b.op("reduce_max", [z.value], f"{hint}_score_max", axis=1, keepdims=True)
+    d = b.op("sub", [b.op("cast", [z.value], f"{hint}_score_i32", dtype="int32"),
+                     b.op("cast", [zmax], f"{hint}_score_max_i32", dtype="int32")], f"{hint}_score_shift")
+    e = b.op("lut", [d, b.const(f"{hint}_exp_table", table)], f"{hint}_exp", offset=2 * qmax)
+    tot = b.op("reduce_sum", [e], f"{hint}_exp_sum", axis=1, keepdims=True)
+    num = b.op("add", [b.op("mul", [e, fc.scalar(2 * ALPHA_DEN)], f"{hint}_exp_scaled"), tot], f"{hint}_alpha_num")
+    den = b.op("mul", [tot, fc.scalar(2)], f"{hint}_alpha_den")
+    alpha = b.op("div_floor", [num, den], f"{hint}_alpha_i32")
+    fc.check_bound(f"{hint}_exp_sum", float(table.max()) * mixer.score.weight.shape[0] * 2 * ALPHA_DEN)
+    fc.bitwidths[f"{hint}_alpha"] = 8
+    return b.op("cast", [alpha], f"{hint}_alpha", dtype="uint8")
+
+
+def emit_lorap(fc: FoldContext, a: QTensor, prompt: LoRAP, hint: str) -> tuple[str, float]:
+    """Return (int32 ``255 * (a - zp) + prompt`` value, its bound); real value = value * s_a / 255."""
+    b = fc.b
+    base = b.op("mul", [fc.centered_int32(a, f"{hint}_agg"), fc.scalar(ALPHA_DEN)], f"{hint}_agg_x255")
+    bound = float(a.max_abs_centered * ALPHA_DEN)
+    if prompt.variant == "softmax":
+        alpha = emit_softmax_alpha(fc, a, prompt.mixer, hint)
+        basis = prompt.basis().detach()
+        p_int = prompt.q_basis.to_int(basis).numpy().astype(np.int8)
+        fc.bitwidths[f"{hint}_basis"] = int(prompt.q_basis.spec.bits)
+        pacc = b.op("matmul", [alpha, b.const(f"{hint}_basis", p_int)], f"{hint}_prompt")
+        bound += ALPHA_DEN * float(np.abs(p_int.astype(np.int64)).max(initial=0))
+    else:
+        a_value, a_int, a_scale = fc.weight(f"{hint}_lora_a", prompt.q_a, prompt.A, transpose=False)
+        t_acc = fc.matmul(a, a_value, a_int, a_scale.reshape(()) if a_scale.size == 1 else a_scale,
+                          f"{hint}_lora_t_acc")
+        t = fc.requant_to(t_acc, prompt.q_mid, f"{hint}_lora_t")
+        b_value, b_int, b_scale = fc.weight(f"{hint}_lora_b", prompt.q_b, prompt.B, transpose=False)
+        tb = fc.matmul(t, b_value, b_int, b_scale.reshape(()) if b_scale.size == 1 else b_scale,
+                       f"{hint}_lora_p_acc")
+        grid = float(a.scale) / ALPHA_DEN
+        pbound = tb.bound * float(np.max(tb.grid)) / grid
+        fc.check_bound(f"{hint}_lora_p", pbound)
+        pacc = fc.requant(tb, grid, 0, -(2**31), 2**31 - 1, "int32", f"{hint}_lora_p")
+        bound += pbound
+    fc.check_bound(f"{hint}_prompted", bound)
+    return b.op("add", [base, pacc], f"{hint}_prompted"), bound
+
+
+def gpf_bias(prompt: GPFPrompt, w_int: np.ndarray) -> np.ndarray:
+    """GPF's constant prompt through the first matmul: ``p_q @ W_q`` (int32 per output column)."""
+    p_int = prompt.q_basis.to_int(prompt.p.detach()).numpy().astype(np.int64).reshape(1, -1)
+    return (p_int @ w_int.astype(np.int64)).reshape(-1)
+
+
+def emit_gpf_plus(fc: FoldContext, x: QTensor, prompt: GPFPrompt) -> QTensor:
+    b = fc.b
+    alpha = emit_softmax_alpha(fc, x, prompt.mixer, "gpf")
+    p_int = prompt.q_basis.to_int(prompt.P.detach()).numpy().astype(np.int8)
+    pacc = b.op("matmul", [alpha, b.const("gpf_basis", p_int)], "gpf_prompt")
+    base = b.op("mul", [fc.centered_int32(x, "gpf_x"), fc.scalar(ALPHA_DEN)], "gpf_x_x255")
+    bound = float(x.max_abs_centered * ALPHA_DEN + ALPHA_DEN * np.abs(p_int.astype(np.int64)).max(initial=0))
+    fc.check_bound("gpf_prompted", bound)
+    acc = Acc(b.op("add", [base, pacc], "gpf_prompted"), np.asarray(x.scale / ALPHA_DEN, np.float64), bound)
+    return fc.requant_to(acc, prompt.q_out, "gpf_out")
