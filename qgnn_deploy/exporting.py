@@ -189,7 +189,8 @@ def _fmt_bytes(n: int | None) -> str:
 
 # ------------------------------------------------------------------------------------------ export
 def export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feeds: dict, source: dict | None = None,
-                 report_extra: dict | None = None, tune_trials: int = 0, force: bool = True) -> dict:
+                 report_extra: dict | None = None, tune_trials: int = 0, force: bool = True,
+                 saturation_safe: bool = True) -> dict:
     """Write the artifact for ``graph`` and ``target`` into ``out_dir`` atomically; returns the manifest.
 
     ``sample_feeds`` is a representative input (it becomes ``sample_input.npz``,
@@ -197,7 +198,9 @@ def export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feeds
     kernels and ORT parity are measured on).  ``source`` describes the
     checkpoint (``sha256``/``checkpoint_sha256``, ``path``); ``report_extra`` is
     merged into the report (e.g. ``{"accuracy": {...}}`` by stage).  With
-    ``force=False`` an existing ``out_dir`` is an error.
+    ``force=False`` an existing ``out_dir`` is an error.  ``saturation_safe=False``
+    trades exactness on non-VNNI x86 CPUs for one MatMulInteger per int8 weight
+    (see :func:`qgnn_deploy.backends.onnx.export_onnx`).
     """
     from qgnn_deploy.backends.onnx import OnnxRunner, export_onnx, kernel_report
     from qgnn_deploy.backends.onnx.runner import validate_feeds
@@ -218,7 +221,7 @@ def export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feeds
     except (IROverflowError, IndexError, ValueError, TypeError, ZeroDivisionError) as exc:
         raise QgnnError(f"the reference interpreter rejects the sample input: {exc}") from None
 
-    model = export_onnx(graph)
+    model = export_onnx(graph, saturation_safe=saturation_safe)
     onnx_bytes = model.SerializeToString()
     parity: dict[str, Any] = {"threads": {}, "repeats": PARITY_REPEATS}
     all_exact = True
@@ -261,6 +264,7 @@ def export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feeds
         "quantization": boundary_quantization(graph),
         "source_checkpoint_sha256": checkpoint_sha,
         "source": source or None,
+        "onnx_int8_saturation_safe": saturation_safe,
         "onnx_opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
         "tool_versions": _tool_versions(with_tvm=preset is not None),
     }
