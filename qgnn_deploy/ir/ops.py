@@ -47,8 +47,9 @@ class OpSpec:
 _SPECS = [
     OpSpec("quantize", 1, 1, "float32 x -> int: clip(round_half_even(x / scale) + zero_point, qmin, qmax) as dtype",
            is_float=True, required_attrs=("scale", "zero_point", "qmin", "qmax", "dtype")),
-    OpSpec("quantize_rows", 4, 4, "float32 x[N,F], scale[N,1] f32, qmin[N,1] i64, qmax[N,1] i64 -> dtype: per-row quantize "
-           "with zero point 0 (A2Q per-node step and bit-width)", is_float=True, required_attrs=("dtype",)),
+    OpSpec("quantize_rows", 4, 4, "float32 x[N,F], scale[N,1] f32, qmin[N,1] i64, qmax[N,1] i64 -> dtype: "
+           "per-row quantize with zero point 0 (A2Q per-node step and bit-width)", is_float=True,
+           required_attrs=("dtype",)),
     OpSpec("dequantize", 1, 1, "int q -> float32: (q - zero_point) * scale", is_float=True,
            required_attrs=("scale", "zero_point")),
     OpSpec("unpack_int4", 1, 1, "packed uint8 (two's-complement nibbles, low nibble first) -> int8 of attr shape",

@@ -203,7 +203,8 @@ class TiedFakeQuant(Quantizer):
     """Shares another quantizer's scale and zero point (e.g. SAGE's mean with its input).
 
     A tied quantizer of another kind (e.g. a signed prompt basis on an affine
-    aggregate's grid) keeps its own zero point of 0.  ``divisor`` divides the scale: a prompt on the ``s/255`` grid of an aggregate.
+    aggregate's grid) keeps its own zero point of 0.  ``divisor`` divides the
+    scale (a prompt on the ``s/255`` grid of an aggregate).
     """
 
     def __init__(self, spec: QuantSpec, other: Quantizer, divisor: float = 1.0) -> None:
