@@ -408,7 +408,10 @@ def render_markdown(report: dict[str, Any], manifest: dict[str, Any]) -> str:
     par = report["parity"]
     lines += ["## ONNX Runtime parity", "",
               f"Bit-exact against the reference interpreter on the sample input: **{par['bit_exact']}** "
-              f"(threads {', '.join(par['threads'])}; {par['repeats']} runs each).", ""]
+              f"(threads {', '.join(par['threads'])}; {par['repeats']} runs each).",
+              "int8 weights " + ("split into 7-bit halves, so MatMulInteger is exact on every x86 CPU (VNNI or not)."
+                                 if manifest.get("onnx_int8_saturation_safe") else
+                                 "kept whole (--assume-vnni): exact on x86 with VNNI and on arm64 only."), ""]
     lat = report.get("latency_sample") or {}
     if lat:
         lines += ["Latency on the sample input: " + ", ".join(f"{k.replace('_median_ms', '')} {v} ms"
