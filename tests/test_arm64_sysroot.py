@@ -93,3 +93,50 @@ def test_script_usage_and_missing_tools(tmp_path: Path) -> None:
     proc = subprocess.run([bash, str(SCRIPT), str(tmp_path / "dest")], capture_output=True, text=True, timeout=30,
                           env={"PATH": str(bindir), "HOME": str(tmp_path)})
     assert proc.returncode == 2 and "apt-get install dpkg" in proc.stderr
+
+
+GUEST_RUN = """
+import sys, numpy as np, tvm
+from tvm import relax
+lib, inp, out = sys.argv[1:4]
+vm = relax.VirtualMachine(tvm.runtime.load_module(lib), tvm.cpu())
+with np.load(inp) as d:
+    cases = sorted({k.split("__")[0] for k in d.files})
+    res = {c: vm["main"](tvm.runtime.tensor(d[c + "__x"]), tvm.runtime.tensor(d[c + "__edge_index"])).numpy()
+           for c in cases}
+np.savez(out, **res)
+"""
+
+
+@pytest.mark.arm64
+def test_aarch64_library_bit_exact_vs_x86_tvm_ort_and_interpreter(a64_sysroot: Path,  # noqa: F811
+                                                                   tmp_path: Path) -> None:
+    """The cross-compiled library, run by aarch64 Python under qemu, on every awkward graph."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from qgnn_deploy.backends.onnx.exporter import export_onnx
+    from qgnn_deploy.backends.tvm.compile import compile_to_dir, run_library
+    from qgnn_deploy.ir.interpreter import run
+    from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph
+
+    g = op_zoo_graph(features=12)
+    cases = awkward_graphs(12, seed=3)
+    sample = {"x": cases["random"][0], "edge_index": cases["random"][1]}
+    arm = compile_to_dir(g, "arm64", tmp_path / "arm", sample_feeds=sample)
+    x86 = compile_to_dir(g, "x86_64", tmp_path / "x86", sample_feeds=sample)
+    np.savez(tmp_path / "in.npz", **{f"{c}__{k}": v for c, (x, ei) in cases.items()
+                                     for k, v in (("x", x), ("edge_index", ei))})
+    proc = arm64.run_a64_python(["-c", GUEST_RUN, tmp_path / "arm" / arm["library"], tmp_path / "in.npz",
+                                 tmp_path / "out.npz"], env={"TVM_NUM_THREADS": "2"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sess = ort.InferenceSession(export_onnx(g).SerializeToString(), providers=["CPUExecutionProvider"])
+    with np.load(tmp_path / "out.npz") as got:
+        assert sorted(got.files) == sorted(cases)
+        for name, (x, ei) in cases.items():
+            ref = run(g, {"x": x, "edge_index": ei})["y"]
+            a64 = got[name]
+            assert a64.dtype == ref.dtype and np.array_equal(a64, ref), f"aarch64 vs interpreter on {name}"
+            assert np.array_equal(a64, sess.run(None, {"x": x, "edge_index": ei})[0]), f"aarch64 vs ORT on {name}"
+            x86_out = run_library(tmp_path / "x86" / x86["library"], {"x": x, "edge_index": ei})
+            assert np.array_equal(a64, x86_out), f"aarch64 vs x86-64 TVM on {name}"
