@@ -272,7 +272,7 @@ def export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feeds
         "target": manifest["target"],
         "source": source or None,
         "task": meta.get("task"),
-        "bit_widths": meta.get("bit_widths") or meta.get("bits"),
+        "bit_widths": meta.get("bitwidths") or meta.get("bit_widths") or meta.get("bits"),
         "bit_widths_derived": derived_bit_widths(graph),
         "float_ops": float_op_report(graph),
         "model_size": {"onnx_file_bytes": len(onnx_bytes), "parameter_bytes": model_bytes(graph),
@@ -287,7 +287,12 @@ def export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feeds
         "max_in_degree": {"limit": meta.get("max_in_degree"), "sample": facts.get("max_in_degree")},
     }
     for key, value in (report_extra or {}).items():
-        report[key] = value
+        if key in ("bitwidths", "bit_widths"):  # the folder's per-tensor widths are the ones to show
+            report["bit_widths"] = value
+        elif key in report:  # never let the caller's entries replace what export measured (e.g. ORT parity)
+            report[f"source_{key}"] = value
+        else:
+            report[key] = value
 
     roles = dict(ROLES)
     old_tuning = out_dir / "tuning"
@@ -424,7 +429,7 @@ def render_markdown(report: dict[str, Any], manifest: dict[str, Any]) -> str:
     counts = report["op_counts"]["ir"]
     lines += ["## IR op counts", "", ", ".join(f"{op} x{c}" for op, c in sorted(counts.items())), ""]
     known = {"target", "source", "task", "bit_widths", "bit_widths_derived", "float_ops", "model_size", "buffers",
-             "op_counts", "kernels", "parity", "latency_sample", "max_in_degree", "compiled"}
+             "op_counts", "kernels", "parity", "latency_sample", "max_in_degree", "compiled", "source_float_ops"}
     for key, value in report.items():
         if key in known:
             continue

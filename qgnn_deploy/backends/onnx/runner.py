@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import tempfile
 import time
 from collections import Counter
@@ -200,42 +201,51 @@ class OnnxRunner:
 
 
 def kernel_report(model: str | Path | bytes | onnx.ModelProto, feeds: Mapping[str, Any], graph: Graph | None = None,
-                  threads: int = 1) -> dict[str, Any]:
+                  threads: int = 1, runs: int = 5) -> dict[str, Any]:
     """Which kernels ORT actually used: the optimized graph's op types and the profiled per-op times.
 
     ``optimized_ops`` counts node types in ``SessionOptions.optimized_model_filepath``
-    (after ORT's fusions); ``profiled`` sums ORT's per-node profile events by op type.
+    (after ORT's fusions); ``profiled`` gives, per op type, the calls and the median
+    over ``runs`` profiled runs (after one warm-up run) of the summed kernel time.
     """
     with tempfile.TemporaryDirectory(prefix="qgnn-kernels-") as tmp:
         opt_path = os.path.join(tmp, "optimized.onnx")
         runner = OnnxRunner(model, graph, threads=threads, optimized_model_path=opt_path,
                             profile_prefix=os.path.join(tmp, "profile"))
-        runner.run(feeds)
-        runner.run(feeds)
+        for _ in range(runs + 1):
+            runner.run(feeds)
         prof_path = runner.end_profiling()
         opt = onnx.load(opt_path)
         events = json.loads(Path(prof_path).read_text())
     ops = Counter((f"{n.domain}." if n.domain and n.domain != "ai.onnx" else "") + n.op_type for n in opt.graph.node)
-    profiled: dict[str, dict[str, Any]] = {}
+    windows = sorted((int(ev["ts"]), int(ev["ts"]) + int(ev.get("dur", 0))) for ev in events
+                     if ev.get("name") == "model_run")[1:]  # drop the warm-up run
+    per_run: list[dict[str, list[int]]] = [{} for _ in windows]
     providers: set[str] = set()
     for ev in events:
         args = ev.get("args", {})
         if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith("_kernel_time"):
             continue
-        op = args.get("op_name", "?")
+        ts = int(ev.get("ts", 0))
+        k = next((i for i, (t0, t1) in enumerate(windows) if t0 <= ts <= t1), None)
+        if k is None:
+            continue
         providers.add(args.get("provider", "?"))
-        entry = profiled.setdefault(op, {"calls": 0, "total_us": 0})
-        entry["calls"] += 1
-        entry["total_us"] += int(ev.get("dur", 0))
-    for entry in profiled.values():  # two profiled runs: report per run
-        entry["calls"] //= 2
-        entry["total_us"] //= 2
+        per_run[k].setdefault(args.get("op_name", "?"), []).append(int(ev.get("dur", 0)))
+    profiled: dict[str, dict[str, Any]] = {}
+    for op in sorted({op for run in per_run for op in run}):
+        totals = [sum(run.get(op, [])) for run in per_run]
+        profiled[op] = {"calls": len(per_run[0].get(op, [])) if per_run else 0,
+                        "total_us": int(statistics.median(totals)) if totals else 0}
+    profiled = dict(sorted(profiled.items(), key=lambda kv: -kv[1]["total_us"]))
     # kernels that would break bit-exactness (ORT rewrites int4 DQ->MatMul into MatMulNBits, see toolchain notes)
     inexact = sorted(op for op in ops if op.split(".")[-1] in ("MatMulNBits", "DynamicQuantizeMatMul"))
     return {
         "threads": threads,
+        "runs": len(windows),
         "optimized_ops": dict(sorted(ops.items())),
-        "profiled": dict(sorted(profiled.items(), key=lambda kv: -kv[1]["total_us"])),
+        "profiled": profiled,
+        "profiled_total_us": sum(e["total_us"] for e in profiled.values()),
         "providers": sorted(providers),
         "integer_matmul": [op for op in ops if op.endswith("MatMulInteger")],
         "inexact_kernels": inexact,
