@@ -31,6 +31,7 @@ class TrainSettings:
     batch_size: int = 32
     progress: bool = True
     patience: int | None = None
+    trainable: tuple[str, ...] | None = None  # train only parameters whose name contains one of these (prompts on top)
 
 
 @dataclass
@@ -85,6 +86,9 @@ def train(config: ModelConfig, ds: GraphDataset, settings: TrainSettings,
         missing, unexpected = model.load_state_dict(init_state, strict=False)
         if unexpected:
             raise ValueError(f"initial state has keys the model lacks: {unexpected[:5]}")
+    if settings.trainable is not None:
+        for name, p in model.named_parameters():
+            p.requires_grad_(any(t in name for t in settings.trainable))
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     best: dict[str, Any] = {"val": -1.0}
     history: list[dict[str, float]] = []
@@ -105,7 +109,7 @@ def train(config: ModelConfig, ds: GraphDataset, settings: TrainSettings,
             best = {"val": accs["val"], "test": accs["test"], "train": accs["train"], "epoch": epoch,
                     "state": copy.deepcopy(model.state_dict()), "config": copy.deepcopy(model.config.to_dict())}
             since_best = 0
-        else:
+        elif selectable:  # epochs that cannot be selected (MixQ's search) do not count towards patience
             since_best += 1
         bar.set_postfix(loss=f"{loss:.3f}", val=f"{accs['val']:.3f}", best=f"{best['val']:.3f}")
         if settings.patience and since_best > settings.patience:

@@ -1,0 +1,451 @@
+"""``qgnn evaluate``: the Cora benchmark table (FP32 and every QAT framework at INT8/INT4, +/- prompts).
+
+Every configuration is trained over several seeds; the table reports test
+accuracy (model selected on validation) as mean +/- std.  Prompt rows either
+train jointly with the QAT model (``--prompt-mode joint``) or on top of the
+seed's no-prompt checkpoint (``--prompt-mode on-top``: zero-initialised prompt
+basis, so training starts from exactly the base model; only prompt parameters
+are trained, so any gain is the prompt's).  Each run's result is cached as JSON
+under ``--out-dir/runs`` (keyed by its full settings), so an interrupted or
+extended evaluation only trains what is missing.  ``--jobs N`` trains N
+configurations in parallel processes.
+
+A ``deployed`` column (accuracy of the folded integer graph) is filled by a
+callback ``(checkpoint path, dataset) -> accuracy``; the default one is used
+when ``qgnn_deploy.fold`` provides ``fold_model``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from qgnn_deploy.errors import QgnnError
+
+FRAMEWORKS = ("qat", "dq", "a2q", "mixq")
+PROMPTS = ("none", "lorap", "gpf-lorap")
+PROMPT_PARAMS = ("prompt.", "gpf.")
+DeployedFn = Callable[[Path, Any], "float | None"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: a framework at a bit-width with a prompt variant."""
+
+    framework: str
+    bits: int
+    prompt: str = "none"
+
+    @property
+    def key(self) -> str:
+        return "fp32" if self.framework == "fp32" else f"{self.framework}-int{self.bits}-{self.prompt}"
+
+    @property
+    def base(self) -> Row:
+        return Row(self.framework, self.bits, "none")
+
+
+def plan_rows(frameworks: list[str], bits: list[int], prompts: list[str]) -> list[Row]:
+    rows = [Row("fp32", 32)]
+    for b in bits:
+        for fw in frameworks:
+            rows += [Row(fw, b, p) for p in prompts]
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ workers
+_DATASETS: dict[tuple[str, str | None], Any] = {}
+
+
+def _dataset(name: str, root: str | None):
+    from qgnn_deploy.data.datasets import load_dataset
+
+    key = (name, root)
+    if key not in _DATASETS:
+        _DATASETS[key] = load_dataset(name, root)
+    return _DATASETS[key]
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def prompt_settings(job: dict[str, Any], zero_init: bool) -> dict[str, Any]:
+    lorap = {"k": job["lorap_k"], "rank": job["lorap_rank"], "variant": job["lorap_variant"]}
+    gpf = {"mode": "gpf-plus", "k": job["gpf_k"]} if job["prompt"] == "gpf-lorap" else None
+    if zero_init:
+        lorap["zero_init"] = True
+        if gpf:
+            gpf["zero_init"] = True
+    return {"lorap": lorap, "gpf": gpf}
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one (row, seed); returns the run record (also written to ``job['record']``)."""
+    from qgnn_deploy.models.net import ModelConfig, default_bits
+    from qgnn_deploy.train.checkpoint import load_checkpoint, save_checkpoint
+    from qgnn_deploy.train.trainer import TrainSettings, train
+
+    t0 = time.time()
+    ds = _dataset(job["dataset"], job["data_root"])
+    init_state = None
+    trainable = None
+    if job["prompt"] != "none" and job["prompt_mode"] == "on-top":
+        base_model, payload = load_checkpoint(job["init"])
+        cfg_dict = dict(payload["config"])
+        cfg_dict.update(prompt_settings(job, zero_init=True))
+        config = ModelConfig.from_dict(cfg_dict)
+        init_state = base_model.state_dict()
+        trainable = PROMPT_PARAMS
+        epochs, lr = job["prompt_epochs"], job["prompt_lr"]
+    else:
+        fw = job["framework"]
+        extra = prompt_settings(job, zero_init=False) if job["prompt"] != "none" else {"lorap": None, "gpf": None}
+        config = ModelConfig(arch=job["arch"], in_dim=ds.num_features, hidden=job["hidden"], out_dim=ds.num_classes,
+                             dropout=job["dropout"], task=ds.task, framework=fw,
+                             framework_options=dict(job["framework_options"].get(fw, {})),
+                             bits=default_bits(32 if fw == "fp32" else job["bits"]), **extra)
+        epochs, lr = job["epochs"], job["lr"]
+    settings = TrainSettings(epochs=epochs, lr=lr, weight_decay=job["weight_decay"], seed=job["seed"],
+                             progress=False, patience=job["patience"], trainable=trainable)
+    result = train(config, ds, settings, init_state)
+    model = result.model
+    save_checkpoint(job["checkpoint"], model, ds.describe(), result.metrics,
+                    extra={"seed": job["seed"], "epochs": epochs, "lr": lr, "init": job.get("init")})
+    record: dict[str, Any] = {"row": job["row"], "seed": job["seed"], "signature": job["signature"],
+                              "test_acc": result.metrics["test_acc"], "val_acc": result.metrics["val_acc"],
+                              "best_epoch": result.metrics["best_epoch"], "epochs_run": len(result.history),
+                              "seconds": round(time.time() - t0, 1), "checkpoint": job["checkpoint"],
+                              "layer_bits": model.config.layer_bits}
+    avg = getattr(model.framework, "average_bits", None)
+    if avg is not None:
+        record["a2q_avg_bits"] = avg(model)
+    record["deployed_acc"] = None
+    _write_json(Path(job["record"]), record)
+    return record
+
+
+def default_deployed() -> DeployedFn | None:
+    """Accuracy of the folded integer graph on the test split (reference interpreter), if fold exists."""
+    try:
+        from qgnn_deploy.fold import fold_model  # noqa: F401
+    except ImportError:
+        return None
+
+    def deployed(path: Path, ds) -> float | None:
+        import numpy as np
+
+        from qgnn_deploy.fold import fold_model
+        from qgnn_deploy.ir.interpreter import run_graph
+        from qgnn_deploy.train.checkpoint import load_checkpoint
+
+        model, _ = load_checkpoint(path)
+        if model.config.framework == "fp32":
+            return None
+        graph = fold_model(model)
+        data = ds.data
+        feeds = {"x": data.x.numpy().astype(np.float32), "edge_index": data.edge_index.numpy().astype(np.int64)}
+        out = run_graph(graph, feeds)
+        logits = np.asarray(next(iter(out.values())) if isinstance(out, dict) else out)
+        mask = data.test_mask.numpy()
+        return float((logits.argmax(-1)[mask] == data.y.numpy()[mask]).mean())
+
+    return deployed
+
+
+def fill_deployed(records: list[dict[str, Any]], jobs: list[dict[str, Any]], ds, progress: bool = True,
+                  fn: DeployedFn | None = None) -> None:
+    """Add ``deployed_acc`` to quantized runs lacking it (from their checkpoints; no retraining)."""
+    fn = fn or default_deployed()
+    if fn is None:
+        return
+    todo = [(r, j) for r, j in zip(records, jobs) if r.get("deployed_acc") is None and "deployed_error" not in r
+            and j["framework"] != "fp32"]
+    for rec, job in tqdm(todo, desc="deployed", disable=not progress):
+        try:
+            rec["deployed_acc"] = fn(Path(rec["checkpoint"]), ds)
+        except Exception as exc:  # noqa: BLE001 - a fold failure must not lose the training result
+            rec["deployed_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        _write_json(Path(job["record"]), rec)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    return str(o)
+
+
+# ------------------------------------------------------------------------------------------------ jobs
+def make_jobs(rows: list[Row], seeds: list[int], args: argparse.Namespace, out_dir: Path) -> list[dict[str, Any]]:
+    fw_opts = json.loads(args.framework_options) if args.framework_options else {}
+    jobs = []
+    for row in rows:
+        for seed in seeds:
+            job: dict[str, Any] = {
+                "row": row.key, "framework": row.framework, "bits": row.bits, "prompt": row.prompt, "seed": seed,
+                "dataset": args.dataset, "data_root": args.data_root, "arch": args.arch, "hidden": args.hidden,
+                "dropout": args.dropout, "epochs": args.epochs, "lr": args.lr, "weight_decay": args.weight_decay,
+                "patience": args.patience, "framework_options": fw_opts, "lorap_k": args.lorap_k,
+                "lorap_rank": args.lorap_rank, "lorap_variant": args.lorap_variant, "gpf_k": args.gpf_k,
+                "prompt_mode": args.prompt_mode, "prompt_epochs": args.prompt_epochs, "prompt_lr": args.prompt_lr,
+            }
+            if row.prompt == "none" or args.prompt_mode == "joint":
+                for k in ("prompt_mode", "prompt_epochs", "prompt_lr"):
+                    job.pop(k) if row.prompt == "none" else None
+            if row.prompt == "none":
+                for k in ("lorap_k", "lorap_rank", "lorap_variant", "gpf_k"):
+                    job.pop(k)
+            if row.prompt != "none" and args.prompt_mode == "on-top":
+                base = next(j for j in jobs if j["row"] == row.base.key and j["seed"] == seed)
+                job["base_signature"] = base["signature"]
+            sig = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:16]
+            # fill defaults the worker reads even when they are not part of the signature
+            job.setdefault("prompt_mode", args.prompt_mode)
+            job.setdefault("prompt_epochs", args.prompt_epochs)
+            job.setdefault("prompt_lr", args.prompt_lr)
+            for k in ("lorap_k", "lorap_rank", "lorap_variant", "gpf_k"):
+                job.setdefault(k, getattr(args, k))
+            job["signature"] = sig
+            job["checkpoint"] = str(out_dir / "checkpoints" / f"{row.key}-s{seed}-{sig}.pt")
+            job["record"] = str(out_dir / "runs" / f"{row.key}-s{seed}-{sig}.json")
+            if "base_signature" in job:
+                job["init"] = next(j for j in jobs if j["signature"] == job["base_signature"])["checkpoint"]
+            jobs.append(job)
+    return jobs
+
+
+def cached(job: dict[str, Any]) -> dict[str, Any] | None:
+    p = Path(job["record"])
+    if not p.is_file() or not Path(job["checkpoint"]).is_file():
+        return None
+    try:
+        rec = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if rec.get("signature") != job["signature"]:
+        return None
+    return rec
+
+
+def run_jobs(jobs: list[dict[str, Any]], n_jobs: int, threads: int, progress: bool) -> list[dict[str, Any]]:
+    """Run jobs (prompt-on-top jobs after their base), ``n_jobs`` processes in parallel."""
+    records: dict[str, dict[str, Any]] = {}
+    pending = []
+    for j in jobs:
+        rec = cached(j)
+        if rec is not None:
+            records[j["signature"]] = rec
+        else:
+            pending.append(j)
+    bar = tqdm(total=len(jobs), initial=len(records), desc="evaluate", disable=not progress)
+
+    def ready(j: dict[str, Any]) -> bool:
+        return "base_signature" not in j or j["base_signature"] in records
+
+    if n_jobs <= 1:
+        torch.set_num_threads(threads)
+        while pending:
+            j = next(x for x in pending if ready(x))
+            pending.remove(j)
+            bar.set_postfix_str(f"{j['row']} s{j['seed']}")
+            rec = run_job(j)
+            records[j["signature"]] = rec
+            bar.update(1)
+            bar.write(_line(rec))
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as pool:
+            running: dict[cf.Future, dict[str, Any]] = {}
+            while pending or running:
+                while len(running) < n_jobs:
+                    nxt = next((x for x in pending if ready(x)), None)
+                    if nxt is None:
+                        break
+                    pending.remove(nxt)
+                    running[pool.submit(run_job, nxt)] = nxt
+                if not running:
+                    raise QgnnError("evaluate: jobs wait on base runs that never ran")
+                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    j = running.pop(fut)
+                    rec = fut.result()
+                    records[j["signature"]] = rec
+                    bar.update(1)
+                    bar.write(_line(rec))
+    bar.close()
+    return [records[j["signature"]] for j in jobs]
+
+
+def _line(rec: dict[str, Any]) -> str:
+    dep = f" deployed {100 * rec['deployed_acc']:.1f}" if rec.get("deployed_acc") is not None else ""
+    return (f"  {rec['row']:<24} seed {rec['seed']}: test {100 * rec['test_acc']:.1f} (val "
+            f"{100 * rec['val_acc']:.1f}, epoch {rec['best_epoch']}){dep}  {rec['seconds']:.0f}s")
+
+
+# ------------------------------------------------------------------------------------------------ table
+def _stats(values: list[float]) -> tuple[float, float]:
+    vals = [100 * v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return math.nan, math.nan
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def summarise(rows: list[Row], records: list[dict[str, Any]]) -> dict[str, Any]:
+    by_row: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_row.setdefault(r["row"], []).append(r)
+    out = []
+    for row in rows:
+        recs = sorted(by_row.get(row.key, []), key=lambda r: r["seed"])
+        mean, std = _stats([r["test_acc"] for r in recs])
+        dmean, dstd = _stats([r.get("deployed_acc") for r in recs])
+        entry = {"row": row.key, "framework": row.framework, "bits": row.bits, "prompt": row.prompt,
+                 "test_mean": mean, "test_std": std, "deployed_mean": dmean, "deployed_std": dstd,
+                 "seeds": [r["seed"] for r in recs], "test_acc": [r["test_acc"] for r in recs]}
+        bits = [r["a2q_avg_bits"] for r in recs if r.get("a2q_avg_bits") is not None
+                and not math.isnan(r["a2q_avg_bits"])]
+        if bits:
+            entry["avg_node_bits"] = statistics.fmean(bits)
+        lb = [r["layer_bits"] for r in recs if r.get("layer_bits")]
+        if lb and row.framework == "mixq":
+            entry["mixq_bits"] = lb
+        out.append(entry)
+    return {"rows": out, "targets": check_targets(out)}
+
+
+def check_targets(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    e = {x["row"]: x for x in entries}
+    res: dict[str, Any] = {}
+    fp = e.get("fp32", {}).get("test_mean", math.nan)
+    res["fp32>=80.5"] = bool(fp >= 80.5)
+    int8 = {x["framework"]: x["test_mean"] for x in entries if x["bits"] == 8 and x["prompt"] == "none"}
+    res["int8_within_1.5"] = {fw: bool(v >= fp - 1.5) for fw, v in int8.items()}
+    wins = {}
+    for fw in {x["framework"] for x in entries if x["bits"] == 4}:
+        base = e.get(f"{fw}-int4-none", {}).get("test_mean", math.nan)
+        best = max((e[k]["test_mean"] for k in (f"{fw}-int4-lorap", f"{fw}-int4-gpf-lorap")
+                    if k in e and not math.isnan(e[k]["test_mean"])), default=math.nan)
+        wins[fw] = bool(best > base)
+    res["int4_prompt_improves"] = wins
+    res["int4_prompt_improves_count"] = sum(wins.values())
+    return res
+
+
+def _fmt(mean: float, std: float) -> str:
+    return "—" if math.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
+
+
+PROMPT_NAMES = {"none": "—", "lorap": "LoRAP", "gpf-lorap": "GPF-LoRAP"}
+FW_NAMES = {"fp32": "FP32", "qat": "QAT", "dq": "Degree-Quant", "a2q": "A2Q", "mixq": "MixQ"}
+
+
+def render_markdown(summary: dict[str, Any], command: str, meta: dict[str, Any]) -> str:
+    lines = [f"{meta['dataset']} ({meta['arch'].upper()}), test accuracy % over seeds {meta['seeds']}, "
+             f"mean ± std (model selected on validation).", "",
+             f"Command: `{command}`", "",
+             "| Framework | Bits | Prompt | Test acc (%) | Δ vs no prompt | Deployed (%) | Bits chosen |",
+             "|---|---|---|---|---|---|---|"]
+    base = {x["row"]: x["test_mean"] for x in summary["rows"] if x["prompt"] == "none"}
+    for x in summary["rows"]:
+        delta = ""
+        if x["prompt"] != "none":
+            b = base.get(f"{x['framework']}-int{x['bits']}-none", math.nan)
+            delta = "" if math.isnan(b) or math.isnan(x["test_mean"]) else f"{x['test_mean'] - b:+.2f}"
+        chosen = ""
+        if "avg_node_bits" in x:
+            chosen = f"avg node bits {x['avg_node_bits']:.2f}"
+        elif "mixq_bits" in x:
+            chosen = "; ".join(sorted({_bits_str(lb) for lb in x["mixq_bits"]}))
+        lines.append(f"| {FW_NAMES.get(x['framework'], x['framework'])} | "
+                     f"{'FP32' if x['bits'] == 32 else 'INT' + str(x['bits'])} | {PROMPT_NAMES[x['prompt']]} | "
+                     f"{_fmt(x['test_mean'], x['test_std'])} | {delta} | "
+                     f"{_fmt(x['deployed_mean'], x['deployed_std'])} | {chosen} |")
+    t = summary["targets"]
+    lines += ["", "Targets: "
+              f"FP32 ≥ 80.5: {'yes' if t['fp32>=80.5'] else 'NO'}; "
+              f"INT8 within 1.5 of FP32: {', '.join(f'{k} ' + ('yes' if v else 'NO') for k, v in sorted(t['int8_within_1.5'].items()))}; "  # noqa: E501
+              f"INT4 prompt improves: {t['int4_prompt_improves_count']}/{len(t['int4_prompt_improves'])} "
+              f"({', '.join(k for k, v in sorted(t['int4_prompt_improves'].items()) if v)})."]
+    return "\n".join(lines) + "\n"
+
+
+def _bits_str(layer_bits: list[dict[str, int]]) -> str:
+    return " / ".join(",".join(f"{k[0]}{v}" for k, v in sorted(lb.items())) for lb in layer_bits)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="Cora benchmark: FP32 and every QAT framework at INT8/INT4, +/- LoRAP")
+    p.add_argument("--dataset", default="cora", choices=("cora", "synthetic"))
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--arch", default="gcn", choices=("gcn", "gin", "sage"))
+    p.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
+    p.add_argument("--bits", nargs="+", type=int, default=[8, 4])
+    p.add_argument("--prompts", nargs="+", default=["none", "lorap"], choices=PROMPTS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--patience", type=int, default=None, help="stop after this many epochs without a better val")
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--hidden", type=int, default=16)
+    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--framework-options", default=None, help='JSON {framework: {option: value}}')
+    p.add_argument("--lorap-k", type=int, default=8)
+    p.add_argument("--lorap-rank", type=int, default=4)
+    p.add_argument("--lorap-variant", default="softmax", choices=("softmax", "lora"))
+    p.add_argument("--gpf-k", type=int, default=4)
+    p.add_argument("--prompt-mode", default="on-top", choices=("on-top", "joint"))
+    p.add_argument("--prompt-epochs", type=int, default=100, help="on-top: epochs of prompt training")
+    p.add_argument("--prompt-lr", type=float, default=0.01)
+    p.add_argument("--no-deployed", dest="deployed", action="store_false",
+                   help="skip the deployed (folded integer graph) accuracy column")
+    p.add_argument("--jobs", type=int, default=1, help="parallel training processes")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per job (default 2 / jobs)")
+    p.add_argument("--out-dir", default="evaluation")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    threads = args.threads or max(1, 2 // max(1, args.jobs))
+    _dataset(args.dataset, args.data_root)  # fail fast (and populate the cache) before forking
+    rows = plan_rows(args.frameworks, args.bits, args.prompts)
+    jobs = make_jobs(rows, args.seeds, args, out_dir)
+    records = run_jobs(jobs, args.jobs, threads, progress=not args.no_progress)
+    summary = summarise(rows, records)
+    if args.deployed:
+        fill_deployed(records, jobs, _dataset(args.dataset, args.data_root), progress=not args.no_progress)
+    command = "qgnn evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    meta = {"arch": args.arch, "seeds": args.seeds, "dataset": args.dataset}
+    md = render_markdown(summary, command, meta)
+    _write_json(out_dir / "evaluation.json", {"command": command, "meta": meta, "summary": summary,
+                                               "runs": records})
+    (out_dir / "evaluation.md").write_text(md)
+    print(md)
+    return 0
