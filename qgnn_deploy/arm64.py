@@ -86,3 +86,55 @@ def run_a64_python(
         last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise QgnnError(f"aarch64 python under qemu failed (exit {proc.returncode}): {last}")
     return proc
+
+
+def bench_script() -> Path:
+    """``runtimes/qgnn_bench.py`` of this checkout (the package is installed editable from the repo)."""
+    path = Path(__file__).resolve().parents[1] / "runtimes" / "qgnn_bench.py"
+    if not path.is_file():
+        raise QgnnError(f"the device benchmark script is missing ({path}); run from a qgnn-deploy checkout")
+    return path
+
+
+def run_bench(
+    artifact: str | os.PathLike[str],
+    *,
+    emulate_a64: bool = False,
+    backend: str = "auto",
+    threads: int | None = None,
+    warmup: int = 10,
+    repeats: int = 50,
+    extra_args: Sequence[str] = (),
+    timeout: float = 1800.0,
+) -> dict:
+    """Run the on-device benchmark on ``artifact`` here (x86-64) or as aarch64 under qemu; return its report.
+
+    The script runs in a separate process exactly as on a board (no torch, no qgnn_deploy), so the numbers
+    match what ``python3 qgnn_bench.py`` prints there.  An exit status 2 (bad artifact or input) becomes a
+    :class:`QgnnError` with the script's one-line message; a reference mismatch (status 1) still returns
+    the report, whose ``reference.match`` is False.
+    """
+    import json
+    import sys
+    import tempfile
+
+    args: list[str] = [str(bench_script()), str(artifact), "--backend", backend, "--warmup", str(warmup),
+                       "--repeats", str(repeats), *extra_args]
+    if threads is not None:
+        args += ["--threads", str(threads)]
+    with tempfile.TemporaryDirectory(prefix="qgnn-bench-") as tmp:
+        out = Path(tmp) / "report.json"
+        args += ["--json", str(out)]
+        if emulate_a64:
+            proc = run_a64_python(args, timeout=timeout)
+        else:
+            try:
+                proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise QgnnError(f"qgnn_bench.py timed out after {timeout} s on {artifact}") from None
+        if proc.returncode not in (0, 1) or not out.is_file():
+            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+            msg = next((ln for ln in lines if ln.startswith("qgnn_bench: error:")), lines[-1] if lines else "")
+            raise QgnnError(msg.replace("qgnn_bench: error: ", "benchmark: ") or
+                            f"qgnn_bench.py failed with exit status {proc.returncode}")
+        return json.loads(out.read_text())

@@ -242,3 +242,15 @@ def test_bench_under_qemu_is_labelled_emulated(arm_art: Path, tmp_path: Path, ba
     assert r["model_file"] == ("model_arm64.so" if backend == "tvm" else "model.onnx")
     assert EMULATED in md.read_text() and EMULATED in proc.stdout
 
+
+
+def test_run_bench_helper(x86_art: Path, tmp_path: Path) -> None:
+    """qgnn_deploy.arm64.run_bench: the same script in a subprocess, report back as a dict."""
+    from qgnn_deploy.errors import QgnnError
+
+    r = arm64.run_bench(x86_art, backend="onnx", threads=1, warmup=1, repeats=3)
+    assert r["backend"] == "onnx" and r["threads"] == 1 and r["reference"]["match"] is True
+    art = copy_art(x86_art, tmp_path / "art")
+    (art / "sample_input.npz").write_bytes(b"tampered")
+    with pytest.raises(QgnnError, match="benchmark: .*(size|checksum) mismatch for sample_input.npz"):
+        arm64.run_bench(art)
