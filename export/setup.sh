@@ -36,6 +36,6 @@ fi
 
 # ---- aarch64 sysroot for running the arm64 artifact under qemu-user --------------------
 if [[ -x "$ROOT/export/make_a64_sysroot.sh" && "${QGNN_SKIP_SYSROOT:-0}" != 1 ]]; then
-  bash "$ROOT/export/make_a64_sysroot.sh" "$CACHE/a64"
+  bash "$ROOT/export/make_a64_sysroot.sh" "${QGNN_A64_SYSROOT:-$CACHE/a64}"   # where qgnn_deploy.arm64 looks
 fi
 log "ready"
