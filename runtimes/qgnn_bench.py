@@ -459,6 +459,19 @@ def select_buffer_bytes(manifest: dict[str, Any], backend: str) -> tuple[int | N
     return None, None
 
 
+def target_text(target: Any) -> str:
+    """``arm64 (aarch64-linux-gnu, mcpu generic, +neon)`` from the manifest's target entry."""
+    if not isinstance(target, dict):
+        return str(target)
+    tvm_target = target.get("tvm_target") if isinstance(target.get("tvm_target"), dict) else {}
+    bits = [str(target.get("triple") or tvm_target.get("mtriple") or "")]
+    if tvm_target.get("mcpu"):
+        bits.append(f"mcpu {tvm_target['mcpu']}")
+    if tvm_target.get("mattr"):
+        bits.append(",".join(map(str, tvm_target["mattr"])))
+    return f"{target.get('name', '?')} ({', '.join(b for b in bits if b)})"
+
+
 def markdown(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
     lines = [f"# qgnn_bench: {r['artifact']['name']} ({r['backend']}, {r['artifact']['target_name'] or '?'})", ""]
@@ -475,6 +488,7 @@ def markdown(r: dict[str, Any]) -> str:
         "| what | value |", "|---|---|",
         f"| timings | {r['timing_label']} |",
         f"| device | {r['device']['machine']} / {r['device']['cpu']} |",
+        f"| artifact target | {target_text(r['artifact']['target'])} |",
         f"| runtime | {r['runtime_version']} ({r['model_file']}), {r['threads']} thread(s) |",
         f"| input | {inp['file']}: N={inp.get('num_nodes')}, E={inp.get('num_edges')}, "
         f"max in-degree={inp.get('max_in_degree')} |",
