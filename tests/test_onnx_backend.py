@@ -135,6 +135,18 @@ def test_saturation_safe_weight_split() -> None:
         assert np.array_equal(OnnxRunner(model, graph).run(feeds)["y"], want)
 
 
+def test_no_split_when_activations_are_7bit() -> None:
+    """u8 activations bounded by 127 cannot overflow int16 pairs even with full-range weights."""
+    b = GraphBuilder()
+    x = b.input("x", "float32", ("N", 20))
+    xq = b.op("quantize", [x], "xq", scale=0.1, zero_point=0, qmin=0, qmax=127, dtype="uint8")
+    w = np.tile(np.array([-128, 127], np.int8), (20, 3))
+    b.output(b.op("matmul", [xq, b.const("w", w)], "y"), "int32", ("N", 6))
+    model = export_onnx(b.graph)
+    assert sum(n.op_type == "MatMulInteger" for n in model.graph.node) == 1
+    AllValues(b.graph).assert_exact({"x": np.full((4, 20), 100.0, np.float32)})
+
+
 def test_runtime_int8_weights_use_u8u8() -> None:
     b = GraphBuilder()
     a = b.input("a", "int8", ("N", 40))

@@ -278,6 +278,18 @@ def _weight_range(ctx: EmitContext, name: str) -> tuple[int, int] | None:
     return None
 
 
+def _activation_max(ctx: EmitContext, name: str, as_u8: bool) -> int:
+    """Largest raw uint8 value MatMulInteger can see for activation ``name`` (255 unless a producer bounds it)."""
+    producer = next((n for n in ctx.graph.nodes if name in n.outputs), None)
+    if producer is None or producer.op not in ("quantize", "requantize", "clamp"):
+        return 255
+    a = producer.attrs
+    if producer.op == "requantize" and len(producer.inputs) > 4 and producer.inputs[4]:
+        return 255  # per-row upper bounds: not analysed
+    hi = a.get("hi") if producer.op == "clamp" else a.get("qmax", np.iinfo(ctx.dtypes[name]).max)
+    return int(min(255, int(hi) + (128 if as_u8 else 0)))
+
+
 @handler("matmul")
 def matmul(ctx: EmitContext, node: Node) -> None:
     """MatMulInteger on u8 activations x s8 weights with zero-point inputs; int32 MatMul otherwise.
@@ -306,7 +318,10 @@ def matmul(ctx: EmitContext, node: Node) -> None:
             inputs = [a_val, ctx.as_u8(b_name), azp, ctx.const(b_zp + 128, "uint8", "b_zp")]
             ctx.emit("MatMulInteger", inputs, output=out)
             return
-        if bdt == "int8" and ctx.saturation_safe and rng is not None and (rng[0] < -64 or rng[1] > 63):
+        # vpmaddubsw adds two adjacent u8*s8 products in int16: only split when that can overflow
+        if rng is not None:
+            risky = 2 * _activation_max(ctx, a_name, adt == "int8") * max(-rng[0], rng[1]) > 32767
+        if bdt == "int8" and ctx.saturation_safe and rng is not None and risky and (rng[0] < -64 or rng[1] > 63):
             w = ctx.const_array(b_name).astype(np.int16)
             hi = np.floor_divide(w + 64, 128)  # in {-1, 0, 1}
             lo = w - 128 * hi  # in [-64, 63]
