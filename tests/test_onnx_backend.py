@@ -412,3 +412,24 @@ def test_scatter_with_symbolic_width_and_rank1_values() -> None:
                               "idx": rng.integers(0, n, e).astype(np.int64),
                               "ref": rng.integers(-9, 9, (n, 1)).astype(np.int8),
                               "batch": np.sort(rng.integers(0, 2, n)).astype(np.int64)})
+
+
+def test_scatter_stays_exact_where_scatternd_races() -> None:
+    """At E=200k with a hub, ORT's ScatterND-add loses updates at 2+ threads; our ScatterElements must not."""
+    b = GraphBuilder()
+    v = b.input("v", "int32", ("E", 16))
+    idx = b.input("idx", "int64", ("E",))
+    ref = b.input("ref", "int8", ("N", 1))
+    b.output(b.op("scatter_add", [v, idx, ref], "sa"), "int32", ("N", 16))
+    graph = b.graph
+    rng = np.random.default_rng(8)
+    n, e = 1000, 200_000
+    feeds = {"v": rng.integers(-1000, 1000, (e, 16)).astype(np.int32), "idx": rng.integers(0, n, e).astype(np.int64),
+             "ref": np.zeros((n, 1), np.int8)}
+    feeds["idx"][::2] = 0
+    want = run(graph, feeds)["sa"]
+    model = export_onnx(graph)
+    for threads in (2, 4):
+        runner = OnnxRunner(model, threads=threads)
+        for _ in range(5):
+            assert np.array_equal(runner.session.run(None, feeds)[0], want)
