@@ -25,8 +25,7 @@ import torch
 
 from qgnn_deploy.data.datasets import load_dataset
 from qgnn_deploy.models.net import ModelConfig, default_bits
-from qgnn_deploy.nas.cost import config_cost
-from qgnn_deploy.nas.search import SearchSettings, retrain, search
+from qgnn_deploy.nas.search import GraphFacts, SearchSettings, retrain, search
 from qgnn_deploy.nas.space import SearchSpace
 from qgnn_deploy.train.trainer import TrainSettings, train
 
@@ -140,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = "lpgnas_pareto_quick" if q else "lpgnas_pareto"
 
     ds = load_dataset(dataset, args.data_root)
-    n, e = int(ds.data.num_nodes), int(ds.data.edge_index.shape[1])
+    facts = GraphFacts.of(ds)
     space = SearchSpace(num_layers=2, widths=(16, 32, 64), bits=(2, 4, 8), space=args.space)
     tset = dict(epochs=t_epochs, progress=False, patience=patience)
     rows: list[dict] = []
@@ -167,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{outcome.cost.model_bytes / 1024:.1f} KiB test {res.metrics['test_acc']:.4f}")
 
     for name, cfg in baseline_configs("gcn", ds.num_features, max(space.widths), ds.num_classes, 2).items():
-        cost = config_cost(cfg, n, e)
+        cost = facts.cost(cfg)
         for seed in bseeds:
             t0 = time.time()
             res = train(cfg, ds, TrainSettings(seed=seed, **tset))

@@ -14,8 +14,7 @@ import torch
 from qgnn_deploy.cli import main as cli_main
 from qgnn_deploy.data.datasets import make_synthetic_nodes
 from qgnn_deploy.ir.analysis import buffer_report, model_bytes
-from qgnn_deploy.ir.graph import GraphBuilder
-from qgnn_deploy.ir.testing import pack_int4, random_edge_index
+from qgnn_deploy.ir.testing import random_edge_index
 from qgnn_deploy.models.net import QGNN, ModelConfig, default_bits
 from qgnn_deploy.nas.cost import config_cost
 from qgnn_deploy.nas.search import SearchSettings, search
@@ -66,79 +65,56 @@ def test_penalty_alone_moves_bits_towards_smaller_models():
 
 
 # ------------------------------------------------------------------------------------------ cost
-def hand_folded_gcn(config: ModelConfig, n: int, e: int, rng: np.random.Generator):
-    """The integer graph of a GCN config built by hand, value for value as ``nas.cost.layer_schedule`` counts it."""
-    b = GraphBuilder()
-    x = b.input("x", "float32", ("N", config.in_dim))
-    ei = b.input("edge_index", "int64", (2, "E"))
-    src = b.op("take_row", [ei], "src", index=0)
-    dst = b.op("take_row", [ei], "dst", index=1)
-    table = np.arange(1, 65, dtype=np.int32)  # degree LUT: a choice-independent constant
-    dims = [config.in_dim] + [config.hidden] * (config.num_layers - 1) + [config.out_dim]
-    cur = x
-    for i in range(config.num_layers):
-        f, h = dims[i], dims[i + 1]
-        bits = config.bits_for(i)
-        if i == 0:
-            xq = b.op("quantize", [cur], "x_q", scale=0.5, zero_point=0, qmin=0, qmax=3, dtype="uint8")
-        else:
-            xq = b.op("requantize", [cur], "x_q", multiplier=1, shift=6, zero_point=0, qmin=0, qmax=3, dtype="uint8")
-        wi = rng.integers(-1, 2, size=(f, h)).astype(np.int8)
-        if bits["weight"] <= 4:
-            w = b.op("unpack_int4", [b.const("w_packed", pack_int4(wi))], "w", shape=[f, h])
-        else:
-            w = b.const("w", wi)
-        acc = b.op("matmul", [xq, w], "acc")
-        hq = b.op("requantize", [acc], "h", multiplier=1, shift=1, zero_point=0, qmin=-7, qmax=7, dtype="int8")
-        deg = b.op("degree", [dst, hq], "deg")
-        dfac = b.op("lut", [deg, b.const("dinv_table", table)], "dfac", offset=0)
-        h32 = b.op("cast", [hq], "h32", dtype="int32")
-        m = b.op("mul", [h32, dfac], "m")
-        gth = b.op("gather_rows", [m, src], "g")
-        s = b.op("scatter_add", [gth, dst, m], "s")
-        t = b.op("add", [s, m], "t")
-        rm = b.op("cast", [dfac], "row_mult", dtype="int64")
-        aq = b.op("requantize", [t, rm], "a_q", shift=12, zero_point=0, qmin=-7, qmax=7, dtype="int8")
-        cur = b.op("add", [aq, b.const("bias", rng.integers(-5, 6, size=(1, h)).astype(np.int32))], "y")
-    yq = b.op("requantize", [cur], "y_q", multiplier=1, shift=0, zero_point=0, dtype="int8")
-    out = b.op("dequantize", [yq], "out", scale=0.1, zero_point=0)
-    b.output(out, "float32", ("N", config.out_dim))
-    b.graph.validate()
-    feeds = {"x": rng.integers(0, 3, size=(n, config.in_dim)).astype(np.float32),
-             "edge_index": random_edge_index(n, e, rng)}
-    return b.graph, feeds
+def folded(cfg: ModelConfig, x: torch.Tensor, edge_index: torch.Tensor):
+    """Fold a freshly calibrated QGNN of ``cfg``; returns (graph, feeds, input has a zero point)."""
+    from qgnn_deploy.fold import fold_model
 
-
-@pytest.mark.parametrize("wbits", [(4, 8), (8, 2), (8, 8)])
-def test_cost_matches_hand_count_and_ir_analysis(wbits):
-    cfg = ModelConfig(arch="gcn", in_dim=5, hidden=4, out_dim=3, num_layers=2, bits=default_bits(8),
-                      layer_bits=[{"weight": wbits[0]}, {"weight": wbits[1]}])
-    n, e = 7, 12
-    cost = config_cost(cfg, n, e)
-    # hand count of stored constants: weights (int4 packed = half a byte) + int32 biases
-    per_w = {2: 0.5, 4: 0.5, 8: 1.0}
-    hand = 5 * 4 * per_w[wbits[0]] + 4 * 4 + 4 * 3 * per_w[wbits[1]] + 4 * 3
-    assert cost.model_bytes == hand
-    # the same count from the model the trainer builds (its Linear weights and biases)
+    torch.manual_seed(0)
     model = QGNN(cfg)
-    from_model = sum(layer.lin.weight.numel() * per_w[cfg.bits_for(i)["weight"]] + 4 * layer.bias.numel()
-                     for i, layer in enumerate(model.layers))
-    assert cost.model_bytes == from_model
-    # and ir.analysis on the hand-folded integer graph: model_bytes (minus the degree LUTs) and the peak buffer
-    graph, feeds = hand_folded_gcn(cfg, n, e, np.random.default_rng(0))
-    luts = sum(a.nbytes for k, a in graph.initializers.items() if k.startswith("dinv_table"))
-    assert model_bytes(graph) - luts == cost.model_bytes
+    model.train()
+    model(x, edge_index)  # one forward sets the activation ranges
+    model.eval()
+    graph = fold_model(model, 1023)
+    feeds = {"x": x.numpy().astype(np.float32), "edge_index": edge_index.numpy().astype(np.int64)}
+    return graph, feeds, model.q_inputs[0].qparams().zero_point != 0
+
+
+def scalar_bytes(graph) -> int:
+    return sum(a.nbytes for k, a in graph.initializers.items() if k.startswith("c_"))
+
+
+@pytest.mark.parametrize("arch", ["gcn", "gin", "sage"])
+@pytest.mark.parametrize("wbits,hidden,shift", [((4, 8), 4, 0.0), ((8, 2), 5, 3.0), ((3, 8), 5, 0.0)])
+def test_cost_matches_ir_analysis_on_the_folded_model(small_ds, arch, wbits, hidden, shift):
+    """``config_cost`` == ``ir.analysis`` (model_bytes, buffer_report) on ``fold_model`` of the same config."""
+    cfg = ModelConfig(arch=arch, in_dim=small_ds.num_features, hidden=hidden, out_dim=small_ds.num_classes,
+                      bits=default_bits(8), layer_bits=[{"weight": wbits[0], "aggregate": 4}, {"weight": wbits[1]}])
+    x = (small_ds.data.x + shift).clamp_min(0.0) if shift else small_ds.data.x
+    graph, feeds, centered = folded(cfg, x, small_ds.data.edge_index)
+    cost = config_cost(cfg, x.shape[0], small_ds.data.edge_index.shape[1], centered_input=centered)
+    assert model_bytes(graph) - scalar_bytes(graph) == cost.model_bytes
     assert buffer_report(graph, feeds).peak_bytes == cost.buffer_bytes
 
 
-def test_buffer_hand_count_small_gcn():
-    """x [6,3] f32, 10 edges, hidden 4, 8-bit everything: peak at the scatter of layer 0, counted by hand."""
-    cfg = ModelConfig(arch="gcn", in_dim=3, hidden=4, out_dim=2, num_layers=2, bits=default_bits(8))
-    n, e, h = 6, 10, 4
-    # live at layer 0's scatter: edge_index (freed after dst? no: only after its last use, take_row dst),
-    # so src, dst (8 E each), dfac (4 N), m (4 N H), g (4 E H), s (4 N H)
-    at_scatter = 16 * e + 4 * n + 4 * n * h + 4 * e * h + 4 * n * h
-    assert config_cost(cfg, n, e).buffer_bytes == at_scatter == 160 + 24 + 96 + 160 + 96
+def test_cost_hand_count_small_gcn():
+    """GCN 5 -> 4 -> 3, int4 then int8 weights, 6 nodes, 10 edges: every byte counted by hand."""
+    cfg = ModelConfig(arch="gcn", in_dim=5, hidden=4, out_dim=3, bits=default_bits(8),
+                      layer_bits=[{"weight": 4}, {"weight": 8}])
+    n, e = 6, 10
+    # layer 0: W int4 packed 20/2 + message mult/shift 16*4 + degree table 1024 + aggregate mult/shift 16 + bias 4*4
+    # layer 1: W int8 12    + 16*3                  + 1024               + 16                       + 4*3
+    hand_size = (10 + 64 + 1024 + 16 + 16) + (12 + 48 + 1024 + 16 + 12)
+    # peak at layer 0's scatter: x f32 [6,5], src+dst int64 [10], in_degree and edge int32 [6,1],
+    # message_scaled int32 [6,4], gather int32 [10,4], scatter int32 [6,4]
+    hand_buffer = 4 * 6 * 5 + 2 * 8 * 10 + 4 * 6 + 4 * 6 + 4 * 6 * 4 + 4 * 10 * 4 + 4 * 6 * 4
+    cost = config_cost(cfg, n, e)
+    assert (cost.model_bytes, cost.buffer_bytes) == (hand_size, hand_buffer) == (2242, 680)
+    rng = np.random.default_rng(0)
+    ei = torch.from_numpy(random_edge_index(n, e, rng))
+    graph, feeds, centered = folded(cfg, torch.rand(n, 5), ei)
+    assert not centered
+    assert model_bytes(graph) == hand_size + 8  # + the c_int32_1 and c_int32_255 scalars
+    assert buffer_report(graph, feeds).peak_bytes == hand_buffer
 
 
 def test_expected_cost_at_one_hot_equals_exact_config_cost(small_ds):

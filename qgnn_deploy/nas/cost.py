@@ -6,37 +6,44 @@ The definitions are those of :mod:`qgnn_deploy.ir.analysis` (the one place that 
 * **buffer size** = peak bytes of values live at once when the integer graph runs in node order
   (graph inputs counted, constants not, each value freed after its last use).
 
-Here they are computed from the *schedule* an integer graph of the layer runs (the same value
-sequence a fold emits, see :func:`layer_schedule`), so no graph needs to be built and every byte
-count can be an expectation over the relaxed choices.
+Here they are computed from the value *schedule* ``fold_model`` emits (``qgnn_deploy/fold/``), so no
+graph needs to be built and every byte count can be an expectation over the relaxed choices;
+``tests/test_nas.py`` checks ``config_cost`` against ``model_bytes`` / ``buffer_report`` of the folded
+model for every arch (model size without the few 4-byte ``c_int32_*`` scalars).
 
 Storage per element (``storage="deployed"``, what the integer graph holds)::
 
     weight  s_w(b) = 1/2 byte if b <= 4 (int4 packed), 1 byte if b <= 8, 4 bytes for FP32
     value   s_a(b) = 1 byte if b <= 8 (int8/uint8),   4 bytes for FP32;   int32 accumulators 4 bytes
 
-``storage="ideal"`` uses ``b / 8`` bytes for both (the LPGNAS paper's bit counting).
+``storage="ideal"`` uses ``b / 8`` bytes for both (the LPGNAS paper's bit counting).  FP32 components
+cannot be folded; their 4 bytes are what a float deployment would hold.
 
-Model size of one layer (``F`` in, ``H`` out, ``b_w`` weight bits; biases are int32)::
+Model size of one layer (``F`` in, ``H`` out, ``T = max_in_degree + 1`` degree-table entries)::
 
-    gcn   F H s_w + 4 H            sage  2 F H s_w + 4 H           gin   (F H + H H) s_w + 8 H
-    attention weighting (full space only) adds 2 H s_w(8)
+    gcn   s_w F H + 16 H + T + 16 + 4 H          (W, message mult/shift, edge table, aggregate mult/shift, bias)
+    sage  T + 16 + s_w 2F H + 4 H + 16 H          (edge table, mean mult/shift, W, bias, output mult/shift)
+    gin   s_w (F H + H H) + 2 * 4 H + 2 * 16 H    (W1, W2, biases, hidden and output mult/shift)
 
-Buffer of one GCN layer (``N`` nodes, ``E`` edges, ``s_in``/``s_msg``/``s_agg`` value storage): the
-values are ``x_q [N,F] s_in``, ``acc [N,H] 4``, ``h [N,H] s_msg``, ``deg, dfac [N,1] 4``,
-``h32, m [N,H] 4``, ``g [E,H] 4`` (gathered messages), ``s, t [N,H] 4``, ``row_mult [N,1] 8``,
-``a_q [N,H] s_agg``, ``y [N,H] 4`` (``[F,H] 1`` more for an int4 weight's unpacked copy); with
-``src, dst [E] 8`` alive throughout, the peak at layer 0's scatter is
-``16 E + 4 N + 4 E H + 2 * 4 N H`` (``src, dst, dfac, m, g, s``) unless the input stage
-``4 N F + 16 E + N F s_in`` (float input and its quantized copy) is larger (Cora).  The exact
-peak is what :func:`peak_bytes` computes on the schedule, in expectation:
-``E[bytes(value)] = E[rows] E[cols] E[s]`` (independent choices), and
-``E[buffer] ~= sum_archs P(archs) max_t live_t`` (the max of expected live sets per arch tuple).
+Buffer of a GCN layer (``N`` nodes, ``E`` edges): the fold emits ``lin [N,H] 4``, ``message [N,H] s_msg``,
+``deg_self, edge [N,1] 4``, ``edge_q [N,1] 1``, ``message_i32, message_scaled [N,H] 4``,
+``gather [E,H] 4``, ``scatter, agg_self [N,H] 4``, ``rowfactor64, rowmult [N,1] 8``,
+``aggregate [N,H] s_agg``, ``agg_i32, agg_x255, out [N,H] 4`` (plus ``[F,H] 1`` for an int4 weight's
+unpacked copy).  The float input stays live until the last scatter (its node-count reference), so on a
+small graph the peak is at layer 0's scatter::
+
+    4 N F0 + 16 E + 4 N + 4 N + 4 N H + 4 E H + 4 N H    (x, src/dst, in_degree, edge, scaled, gather, scatter)
+
+GIN and SAGE aggregate the layer *input* (``[E, F] 4`` gathered rows), which dominates on Cora.
+:func:`peak_bytes` walks the schedule exactly like ``buffer_report``.  In expectation each value's
+bytes are ``E[rows] E[cols] E[s]`` (independent choices) and
+``E[buffer] ~= sum over layer-kind tuples of P(tuple) * peak(schedule(tuple), expected sizes)``.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,13 +92,26 @@ class LayerSizes:
     w_unpacked: Num
 
 
-def layer_model_bytes(arch: str, z: LayerSizes) -> Num:
-    """Stored constants of one layer (bytes); see the module docstring."""
-    if arch == "sage":
-        return 2 * z.f * z.h * z.s_w + 4 * z.h
-    if arch == "gin":
-        return (z.f * z.h + z.h2) * z.s_w + 8 * z.h
-    base = z.f * z.h * z.s_w + 4 * z.h
+def weight_bytes(count: Num, s_w: Num) -> Num:
+    """``count * s_w``; a fixed int4 matrix with an odd element count takes one more half byte."""
+    if not isinstance(count, Tensor) and not isinstance(s_w, Tensor) and s_w == 0.5:
+        return float(math.ceil(count / 2))
+    return count * s_w
+
+
+def layer_model_bytes(arch: str, z: LayerSizes, table: int = 1024) -> Num:
+    """Stored constants of one layer as the fold emits them (bytes; 4-byte ``c_int32_*`` scalars excluded).
+
+    ``table`` is the edge-coefficient lookup length ``max_in_degree + 1``.  Per-channel requantization
+    (every matmul output) stores an int64 multiplier and shift per channel (``16 H``); a per-tensor one
+    with a per-node row factor stores one of each (``16``).  Weights of <= 4 bits are int4-packed.
+    """
+    if arch == "sage":  # table, mean mult/shift, W [2F, H], bias, per-channel requant of the output
+        return table + 16 + weight_bytes(2 * z.f * z.h, z.s_w) + 4 * z.h + 16 * z.h
+    if arch == "gin":  # W1, b1, hidden mult/shift, W2, b2, per-channel requant of the output
+        return weight_bytes(z.f * z.h, z.s_w) + 4 * z.h + 16 * z.h + weight_bytes(z.h2, z.s_w) + 4 * z.h + 16 * z.h
+    # gcn (and the full-space proxies): W, message mult/shift, table, aggregate mult/shift, bias
+    base = weight_bytes(z.f * z.h, z.s_w) + 16 * z.h + table + 16 + 4 * z.h
     if arch == "attn":
         base = base + 2 * z.h
     return base
@@ -100,75 +120,88 @@ def layer_model_bytes(arch: str, z: LayerSizes) -> Num:
 Step = tuple[str, Num, list[str]]  # (value name, bytes, inputs)
 
 
-def layer_schedule(arch: str, i: int, xin: str, n: int, e: int, z: LayerSizes) -> tuple[list[Step], str]:
-    """Values one layer's integer graph produces, in node order; returns (steps, output name).
+def layer_schedule(arch: str, i: int, cur: str, n: int, e: int, z: LayerSizes,
+                   centered: bool = False) -> tuple[list[Step], str]:
+    """The values the fold (``qgnn_deploy/fold/layers.py``) emits for one layer, in node order.
 
-    ``arch`` in ``gcn``/``sage``/``gin`` (deployable) or ``max``/``attn`` (full-space proxies of the
-    GCN schedule).  Layer 0 quantizes the float input; later layers requantize the previous int32
-    output with the ReLU folded into the clip.
+    ``cur`` is the layer's quantized input value; returns (steps, int32 output value).  ``centered``: the
+    input has a non-zero zero point, so GIN/SAGE subtract it before summing (one more ``[N, F]`` int32).
+    ``max``/``attn`` (full space, not foldable) are costed as the GCN schedule (+ ``[E] 4`` scores).
     """
-    p = f"l{i}."
+    p = f"layer{i}_"
     s: list[Step] = []
 
     def add(name: str, nbytes: Num, inputs: list[str]) -> str:
         s.append((p + name, nbytes, inputs))
         return p + name
 
-    xq = add("x_q", n * z.f * z.s_in, [xin])
     if arch in ("gcn", "max", "attn"):
         w = [add("w", z.f * z.h * z.w_unpacked, [])]
-        acc = add("acc", 4 * n * z.h, [xq, *w])
-        h = add("h", n * z.h * z.s_msg, [acc])
-        deg = add("deg", 4 * n, ["dst", h])
-        dfac = add("dfac", 4 * n, [deg])
-        h32 = add("h32", 4 * n * z.h, [h])
-        m = add("m", 4 * n * z.h, [h32, dfac])
-        extra = [add("att", 4 * e, [m, "src", "dst"])] if arch == "attn" else []
-        g = add("g", 4 * e * z.h, [m, "src", *extra])
-        sc = add("s", 4 * n * z.h, [g, "dst", m])
-        t = add("t", 4 * n * z.h, [sc, m])
-        rm = add("row_mult", 8 * n, [dfac])
-        aq = add("a_q", n * z.h * z.s_agg, [t, rm])
-        y = add("y", 4 * n * z.h, [aq])
-        return s, y
-    x32 = add("x32", 4 * n * z.f, [xq])
-    g = add("g", 4 * e * z.f, [x32, "src"])
-    sc = add("s", 4 * n * z.f, [g, "dst", xq])
+        lin = add("lin", 4 * n * z.h, [cur, *w])
+        msg = add("message", n * z.h * z.s_msg, [lin])
+        deg1 = add("deg_self", 4 * n, ["in_degree"])
+        eq = add("edge_q", 1 * n, [deg1])
+        edge = add("edge", 4 * n, [eq])
+        m32 = add("message_i32", 4 * n * z.h, [msg])
+        he = add("message_scaled", 4 * n * z.h, [m32, edge])
+        extra = [add("att", 4 * e, [he, "src", "dst"])] if arch == "attn" else []
+        gat = add("gather", 4 * e * z.h, [he, "src", *extra])
+        sc = add("scatter", 4 * n * z.h, [gat, "dst", "x"])
+        agg = add("agg_self", 4 * n * z.h, [sc, he])
+        rf = add("aggregate_rowfactor64", 8 * n, [edge])
+        rm = add("aggregate_rowmult", 8 * n, [rf])
+        a = add("aggregate", n * z.h * z.s_agg, [agg, rm])
+        a32 = add("agg_i32", 4 * n * z.h, [a])
+        x255 = add("agg_x255", 4 * n * z.h, [a32])
+        return s, add("out", 4 * n * z.h, [x255])
+    xc = add("x_i32", 4 * n * z.f, [cur])
+    if centered:
+        xc = add("x_centered", 4 * n * z.f, [xc])
+    gat = add("gather", 4 * e * z.f, [xc, "src"])
+    sc = add("scatter", 4 * n * z.f, [gat, "dst", "x"])
     if arch == "sage":
-        deg = add("deg", 4 * n, ["dst", xq])
-        rm = add("row_mult", 8 * n, [deg])
+        eq = add("edge_q", 1 * n, ["in_degree"])
+        edge = add("edge", 4 * n, [eq])
+        rf = add("mean_rowfactor64", 8 * n, [edge])
+        rm = add("mean_rowmult", 8 * n, [rf])
         mean = add("mean", n * z.f * z.s_in, [sc, rm])
-        cat = add("cat", 2 * n * z.f * z.s_in, [mean, xq])
+        cat = add("cat", 2 * n * z.f * z.s_in, [mean, cur])
         w = [add("w", 2 * z.f * z.h * z.w_unpacked, [])]
-        acc = add("acc", 4 * n * z.h, [cat, *w])
-        y = add("y", 4 * n * z.h, [acc])
-        return s, y
+        lin = add("lin", 4 * n * z.h, [cat, *w])
+        return s, add("lin_b", 4 * n * z.h, [lin])
     if arch != "gin":
         raise ValueError(f"unknown layer kind {arch!r}")
-    ex = add("x_eps", 4 * n * z.f, [x32])
-    t = add("t", 4 * n * z.f, [sc, ex])
-    aq = add("a_q", n * z.f * z.s_agg, [t])
+    slf = add("self", 4 * n * z.f, [xc])
+    nb = add("neigh", 4 * n * z.f, [sc])
+    acc = add("agg_acc", 4 * n * z.f, [slf, nb])
+    a = add("aggregate", n * z.f * z.s_agg, [acc])
     w1 = [add("w1", z.f * z.h * z.w_unpacked, [])]
-    acc1 = add("acc1", 4 * n * z.h, [aq, *w1])
-    a1 = add("a1", 4 * n * z.h, [acc1])
-    hq = add("h_q", n * z.h * z.s_msg, [a1])
+    m1 = add("mlp1", 4 * n * z.h, [a, *w1])
+    m1b = add("mlp1_b", 4 * n * z.h, [m1])
+    hid = add("hidden", n * z.h * z.s_msg, [m1b])
     w2 = [add("w2", z.h2 * z.w_unpacked, [])]
-    acc2 = add("acc2", 4 * n * z.h, [hq, *w2])
-    y = add("y", 4 * n * z.h, [acc2])
-    return s, y
+    m2 = add("mlp2", 4 * n * z.h, [hid, *w2])
+    return s, add("mlp2_b", 4 * n * z.h, [m2])
 
 
-def model_schedule(archs: Sequence[str], sizes: Sequence[LayerSizes], n: int, e: int, f0: int,
-                   classes: int) -> tuple[dict[str, Num], list[Step], str]:
-    """Whole node-classification graph: inputs, steps (edge rows, layers, output), output name."""
+def model_schedule(archs: Sequence[str], sizes: Sequence[LayerSizes], n: int, e: int, f0: int, classes: int,
+                   centered: bool = False) -> tuple[dict[str, Num], list[Step], str]:
+    """Whole node-classification graph as ``fold_model`` emits it: inputs, steps, output name.
+
+    The float input ``x`` stays live until the last scatter (it is every scatter's node-count reference).
+    """
     inputs: dict[str, Num] = {"x": 4.0 * n * f0, "edge_index": 16.0 * e}
-    steps: list[Step] = [("src", 8.0 * e, ["edge_index"]), ("dst", 8.0 * e, ["edge_index"])]
-    cur = "x"
+    steps: list[Step] = [("src", 8.0 * e, ["edge_index"]), ("dst", 8.0 * e, ["edge_index"]),
+                         ("in_degree", 4.0 * n, ["dst", "x"]), ("x_q", n * f0 * sizes[0].s_in, ["x"])]
+    cur = "x_q"
     for i, (arch, z) in enumerate(zip(archs, sizes)):
-        st, cur = layer_schedule(arch, i, cur, n, e, z)
+        if i > 0:
+            steps.append((f"layer{i}_input", n * z.f * z.s_in, [cur]))
+            cur = f"layer{i}_input"
+        st, cur = layer_schedule(arch, i, cur, n, e, z, centered and i == 0)
         steps += st
-    steps += [("y_q", 1.0 * n * classes, [cur]), ("out", 4.0 * n * classes, ["y_q"])]
-    return inputs, steps, "out"
+    steps += [("output", 1.0 * n * classes, [cur]), ("logits", 4.0 * n * classes, ["output"])]
+    return inputs, steps, "logits"
 
 
 def peak_bytes(inputs: Mapping[str, Num], steps: Sequence[Step], output: str) -> Num:
@@ -220,31 +253,49 @@ def config_layer_sizes(config: Any, storage: str = "deployed") -> list[LayerSize
     return out
 
 
-def config_cost(config: Any, num_nodes: int, num_edges: int, storage: str = "deployed") -> Cost:
-    """Model size and buffer size of a deployable node-classification config (no graph built)."""
+def fold_max_in_degree(edge_index: Any, num_nodes: int) -> int:
+    """The ``max_in_degree`` ``fold_checkpoint`` picks for a sample graph (sizes the edge tables)."""
+    import numpy as np
+
+    dst = np.asarray(edge_index[1])
+    observed = int(np.bincount(dst, minlength=num_nodes).max(initial=0)) if dst.size else 0
+    return max(1023, int(2 ** np.ceil(np.log2(4 * observed + 1))) - 1)
+
+
+def config_cost(config: Any, num_nodes: int, num_edges: int, storage: str = "deployed", max_in_degree: int = 1023,
+                centered_input: bool = False) -> Cost:
+    """Model size and buffer size of a node-classification config, as ``fold_model`` + ``ir.analysis`` count them.
+
+    ``centered_input``: the boundary quantizer has a non-zero zero point (features with negative values),
+    which adds a centring step to a first GIN/SAGE layer.  Model size excludes the few 4-byte ``c_int32_*``
+    scalar constants.
+    """
     if config.task != "node" or config.lorap or config.gpf:
         raise ValueError("config_cost covers node-classification models without prompts")
     sizes = config_layer_sizes(config, storage)
     archs = [config.arch] * config.num_layers
-    size = sum(layer_model_bytes(config.arch, z) for z in sizes)
-    inputs, steps, out = model_schedule(archs, sizes, num_nodes, num_edges, config.in_dim, config.out_dim)
+    size = sum(layer_model_bytes(config.arch, z, max_in_degree + 1) for z in sizes)
+    inputs, steps, out = model_schedule(archs, sizes, num_nodes, num_edges, config.in_dim, config.out_dim,
+                                        centered_input)
     return Cost(float(size), float(peak_bytes(inputs, steps, out)))
 
 
 def expected_cost(arch_probs: Sequence[Mapping[str, Tensor]], sizes: Sequence[LayerSizes], n: int, e: int,
-                  f0: int, classes: int) -> tuple[Tensor, Tensor]:
+                  f0: int, classes: int, max_in_degree: int = 1023,
+                  centered_input: bool = False) -> tuple[Tensor, Tensor]:
     """(E[model bytes], E[buffer bytes]) for per-layer kind probabilities and expected sizes.
 
     Model size is linear, so its expectation is exact; the buffer is ``sum over kind tuples of
     P(tuple) * peak(schedule(tuple), expected sizes)``.
     """
-    size = sum(sum(p * layer_model_bytes(k, z) for k, p in probs.items()) for probs, z in zip(arch_probs, sizes))
+    size = sum(sum(p * layer_model_bytes(k, z, max_in_degree + 1) for k, p in probs.items())
+               for probs, z in zip(arch_probs, sizes))
     kinds = [list(p.keys()) for p in arch_probs]
     buf = torch.zeros(())
     for combo in itertools.product(*kinds):
         prob = torch.ones(())
         for probs, k in zip(arch_probs, combo):
             prob = prob * probs[k]
-        inputs, steps, out = model_schedule(combo, sizes, n, e, f0, classes)
+        inputs, steps, out = model_schedule(combo, sizes, n, e, f0, classes, centered_input)
         buf = buf + prob * peak_bytes(inputs, steps, out)
     return torch.as_tensor(size), buf

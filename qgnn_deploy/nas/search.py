@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from qgnn_deploy.data.datasets import GraphDataset
 from qgnn_deploy.models.net import ModelConfig, default_bits
-from qgnn_deploy.nas.cost import Cost, config_cost
+from qgnn_deploy.nas.cost import Cost, config_cost, fold_max_in_degree
 from qgnn_deploy.nas.space import Discretised, SearchSpace, to_model_config
 from qgnn_deploy.nas.supernet import GraphCache, SuperNet
 from qgnn_deploy.train.checkpoint import save_checkpoint
@@ -72,12 +72,32 @@ class SearchOutcome:
         return out
 
 
+@dataclass(frozen=True)
+class GraphFacts:
+    """What the cost model needs to know about the deployment graph (the dataset's graph)."""
+
+    num_nodes: int
+    num_edges: int
+    max_in_degree: int  # as fold_checkpoint picks it (sizes the degree tables)
+    centered_input: bool  # the boundary quantizer gets a non-zero zero point (negative features)
+
+    @staticmethod
+    def of(ds: GraphDataset) -> GraphFacts:
+        d = ds.data
+        n = int(d.num_nodes)
+        return GraphFacts(n, int(d.edge_index.shape[1]), fold_max_in_degree(d.edge_index.numpy(), n),
+                          bool(d.x.numel()) and float(d.x.min()) < 0.0)
+
+    def cost(self, config: ModelConfig, storage: str = "deployed") -> Cost:
+        """Model size and buffer size of ``config`` deployed on this graph (``ir.analysis`` definitions)."""
+        return config_cost(config, self.num_nodes, self.num_edges, storage, self.max_in_degree, self.centered_input)
+
+
 def reference_cost(space: SearchSpace, ds: GraphDataset, storage: str) -> Cost:
     """The normaliser: uniform 8-bit GCN at the widest width."""
     cfg = ModelConfig(arch="gcn", in_dim=ds.num_features, hidden=max(space.widths), out_dim=ds.num_classes,
                       num_layers=space.num_layers, bits=default_bits(8))
-    data = ds.data
-    return config_cost(cfg, int(data.num_nodes), int(data.edge_index.shape[1]), storage)
+    return GraphFacts.of(ds).cost(cfg, storage)
 
 
 def search(ds: GraphDataset, space: SearchSpace, settings: SearchSettings,
@@ -88,7 +108,8 @@ def search(ds: GraphDataset, space: SearchSpace, settings: SearchSettings,
     t0 = time.time()
     seed_everything(settings.seed)
     data = ds.data
-    n, e = int(data.num_nodes), int(data.edge_index.shape[1])
+    facts = GraphFacts.of(ds)
+    n, e = facts.num_nodes, facts.num_edges
     g = GraphCache(data.edge_index, n)
     net = SuperNet(space, ds.num_features, ds.num_classes, settings.dropout)
     net.gumbel = settings.gumbel
@@ -99,7 +120,8 @@ def search(ds: GraphDataset, space: SearchSpace, settings: SearchSettings,
 
     def penalty_terms(probs):
         # the expectation under softmax(alpha / tau), whatever the forward pass sampled
-        size, buf = net.expected_cost(net.probs(sample=False), n, e, settings.storage)
+        size, buf = net.expected_cost(net.probs(sample=False), n, e, settings.storage, facts.max_in_degree,
+                                       facts.centered_input)
         pen = settings.penalty * ((1 - settings.buffer_share) * size / ref.model_bytes
                                   + settings.buffer_share * buf / ref.buffer_bytes)
         return pen, size, buf
@@ -140,7 +162,7 @@ def search(ds: GraphDataset, space: SearchSpace, settings: SearchSettings,
             logits = net(data.x, g, net.one_hot() if settings.gumbel == "hard" else probs)
             pred = logits.argmax(-1)
             val = float((pred[data.val_mask] == data.y[data.val_mask]).float().mean())
-            size, buf = net.expected_cost(probs, n, e, settings.storage)
+            size, buf = net.expected_cost(probs, n, e, settings.storage, facts.max_in_degree, facts.centered_input)
         rec = {"epoch": epoch, "loss": float(loss.detach()), "val": val, "tau": net.tau, "exp_size": float(size),
                "exp_buffer": float(buf)}
         history.append(rec)
@@ -150,9 +172,9 @@ def search(ds: GraphDataset, space: SearchSpace, settings: SearchSettings,
     disc = to_model_config(choice, space, ds.num_features, ds.num_classes, log_probs=logp, dropout=settings.dropout)
     with torch.no_grad():
         probs = net.probs(sample=False)
-        size, buf = net.expected_cost(probs, n, e, settings.storage)
+        size, buf = net.expected_cost(probs, n, e, settings.storage, facts.max_in_degree, facts.centered_input)
     prob_table = {k: [round(float(v), 4) for v in p] for k, p in probs.items()}
-    cost = config_cost(disc.config, n, e, settings.storage)
+    cost = facts.cost(disc.config, settings.storage)
     return SearchOutcome(disc, prob_table, {"model_bytes": float(size), "buffer_bytes": float(buf)}, cost,
                          history[-1]["val"] if history else 0.0, history, None, time.time() - t0)
 

@@ -267,12 +267,12 @@ class SuperNet(nn.Module):
             f = h
         return out
 
-    def expected_cost(self, probs: Mapping[str, Tensor], n: int, e: int,
-                      storage: str = "deployed") -> tuple[Tensor, Tensor]:
-        """(E[model bytes], E[buffer bytes]) on a graph with ``n`` nodes and ``e`` edges."""
+    def expected_cost(self, probs: Mapping[str, Tensor], n: int, e: int, storage: str = "deployed",
+                      max_in_degree: int = 1023, centered_input: bool = False) -> tuple[Tensor, Tensor]:
+        """(E[model bytes], E[buffer bytes]) on a graph with ``n`` nodes and ``e`` edges (see ``nas.cost``)."""
         sizes = self.expected_sizes(probs, storage)
         kinds = [self.kind_probs(probs, i) for i in range(self.space.num_layers)]
-        return expected_cost(kinds, sizes, n, e, self.in_dim, self.out_dim)
+        return expected_cost(kinds, sizes, n, e, self.in_dim, self.out_dim, max_in_degree, centered_input)
 
     # -------------------------------------------------------------------------- discretisation
     @torch.no_grad()
