@@ -140,11 +140,7 @@ def detect_emulation() -> tuple[bool, list[str]]:
     status_name = re.search(r"^Name:\s*(\S+)", read("/proc/self/status"), re.M)
     if status_name and status_name.group(1).startswith("qemu") and not evidence:
         evidence.append(f"/proc/self/status Name is {status_name.group(1)!r}")
-    cpuinfo = read("/proc/cpuinfo")
-    if machine != "x86_64" and re.search(r"^vendor_id\s*:\s*(GenuineIntel|AuthenticAMD)", cpuinfo, re.M):
-        evidence.append(f"platform.machine() is {machine} but /proc/cpuinfo describes an x86 CPU")
-    if re.search(r"^Hardware\s*:.*qemu", cpuinfo, re.M | re.I):
-        evidence.append("/proc/cpuinfo Hardware line names qemu")
+    evidence += cpuinfo_emulation(read("/proc/cpuinfo"), machine)
     if re.search(r"qemu-\w+", read("/proc/self/maps")):
         evidence.append("/proc/self/maps maps a qemu binary")
     try:
@@ -154,6 +150,16 @@ def detect_emulation() -> tuple[bool, list[str]]:
     except OSError:
         pass
     return bool(evidence), evidence
+
+
+def cpuinfo_emulation(cpuinfo: str, machine: str) -> list[str]:
+    """Evidence of emulation in a /proc/cpuinfo text seen by a ``machine`` process."""
+    evidence = []
+    if machine != "x86_64" and re.search(r"^vendor_id\s*:\s*(GenuineIntel|AuthenticAMD)", cpuinfo, re.M):
+        evidence.append(f"{machine} code but /proc/cpuinfo describes an x86 CPU")
+    if re.search(r"^Hardware\s*:.*qemu", cpuinfo, re.M | re.I):
+        evidence.append("/proc/cpuinfo Hardware line names qemu")
+    return evidence
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -353,6 +359,17 @@ class TvmRunner:
 
     def __call__(self, prepared: Any) -> list[Any]:
         return _tvm_outputs(self.vm["main"](*prepared))
+
+    def remote_cpuinfo(self) -> str | None:
+        """The device's /proc/cpuinfo through the RPC server's file download, when it allows that.
+
+        That works against a qemu-user server whose sysroot carries a cpuinfo file; a real kernel's
+        /proc/cpuinfo reports size 0 and the download fails, so a real board stays "unknown".
+        """
+        try:
+            return bytes(self.remote.download("/proc/cpuinfo")).decode("utf-8", "replace")
+        except Exception:
+            return None
 
     def remote_times(self, prepared: Any, repeats: int) -> list[float]:
         """Per-call seconds measured on the device (no RPC round trip in the number)."""
@@ -574,12 +591,13 @@ def choose_backend(root: Path, manifest: dict[str, Any], want: str, remote: str 
     raise BenchError(f"{root}: nothing this machine can run (no ONNX model, no {here} TVM library)")
 
 
-def cpu_description() -> str:
-    try:
-        with open("/proc/cpuinfo", errors="replace") as fh:
-            text = fh.read()
-    except OSError:
-        return platform.processor() or "unknown"
+def cpu_description(text: str | None = None) -> str:
+    if text is None:
+        try:
+            with open("/proc/cpuinfo", errors="replace") as fh:
+                text = fh.read()
+        except OSError:
+            return platform.processor() or "unknown"
     for key in ("model name", "Hardware", "Model"):
         m = re.search(rf"^{key}\s*:\s*(.+)$", text, re.M)
         if m:
@@ -697,9 +715,16 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         ref_report = compare(outputs, reference)
 
     if args.remote:
-        emulated, evidence = None, [f"remote device {args.remote}: not inspected"]
         peak, source, rss_before_load = None, "unavailable over RPC", None
-        machine, cpu = elf_machine(model) or "?", f"TVM RPC server {args.remote}"
+        machine = elf_machine(model) or "?"
+        remote_cpuinfo = runner.remote_cpuinfo()
+        if remote_cpuinfo is None:
+            emulated, evidence = None, [f"remote device {args.remote}: /proc/cpuinfo not readable over RPC"]
+            cpu = f"TVM RPC server {args.remote}"
+        else:
+            evidence = [f"remote {e}" for e in cpuinfo_emulation(remote_cpuinfo, machine)]
+            emulated = bool(evidence)
+            cpu = f"{cpu_description(remote_cpuinfo)} (TVM RPC server {args.remote})"
     else:
         machine, cpu = host_machine(), cpu_description()
     if emulated:
