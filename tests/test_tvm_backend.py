@@ -174,3 +174,22 @@ for i, lib in enumerate(libs):
         outs[f"{i}__{case}"] = vm["main"](*args).numpy()
 np.savez(out_path, **outs)
 """
+
+
+@pytest.mark.slow
+def test_tuned_build_static_shapes_and_db_reuse(tmp_path: Path) -> None:
+    """--tune: static-shape library, bit-exact, database kept in out_dir/tuning and reused by a second export."""
+    g = op_zoo_graph(features=64, hidden=16)
+    rng = np.random.default_rng(3)
+    feeds = {"x": rng.normal(size=(300, 64)).astype(np.float32),
+             "edge_index": rng.integers(0, 300, size=(2, 1200), dtype=np.int64)}
+    first = compile_to_dir(g, "x86_64", tmp_path / "a", sample_feeds=feeds, tune_trials=4)
+    assert first["tuned"] is True and first["static_shapes"] == {"N": 300, "E": 1200}
+    assert (tmp_path / "a" / "tuning" / "database_workload.json").is_file()
+    ref = run(g, feeds)[g.outputs[0].name]
+    np.testing.assert_array_equal(run_library(tmp_path / "a" / first["library"], feeds), ref)
+    second = compile_to_dir(g, "x86_64", tmp_path / "b", sample_feeds=feeds, tune_trials=4,
+                            tuning_db=tmp_path / "a" / "tuning")
+    assert second["tuning"]["tuned_now"] == []
+    assert (tmp_path / "b" / "tuning" / "database_workload.json").is_file()
+    np.testing.assert_array_equal(run_library(tmp_path / "b" / second["library"], feeds), ref)

@@ -11,6 +11,7 @@ an RPC runner on the board.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -23,6 +24,9 @@ from .targets import TargetPreset, host_preset
 
 MIN_FLOPS = 1e5
 TRIALS_PER_ITER = 16
+BUILD_TIMEOUT_S = 120.0
+RUN_TIMEOUT_S = 60.0
+DONE_FILE = "qgnn_tuned_tasks.json"
 
 
 def tuning_target(preset: TargetPreset) -> Any:
@@ -65,10 +69,12 @@ def tune(graph: Graph, preset: TargetPreset, static_dims: dict[str, int], db_dir
     tasks = ms.relax_integration.extract_tasks(mod, target)
     heavy = [t for t in tasks if _tunable(t.dispatched[0], estimate_tir_flops)]
     db = open_database(db_dir)
-    todo = [t for t in heavy if not _has_record(db, t.dispatched[0], target)]
+    done = _done_hashes(db_dir)
+    todo = [t for t in heavy if _task_hash(t.dispatched[0], target) not in done
+            and not _has_record(db, t.dispatched[0], target)]
     info: dict[str, Any] = {"database": str(db_dir), "tasks": [t.task_name for t in heavy],
                             "tuned_now": [t.task_name for t in todo], "trials_per_task": trials,
-                            "tuning_target": dict(target.export()) if hasattr(target, "export") else str(target)}
+                            "tuning_target": dict((host_preset() if preset.cross_compile else preset).tvm_target)}
     if todo and trials > 0:
         logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
         work = db_dir / "logs"
@@ -76,9 +82,36 @@ def tune(graph: Graph, preset: TargetPreset, static_dims: dict[str, int], db_dir
         per_iter = min(TRIALS_PER_ITER, trials)
         db = ms.tune.tune_tasks(tasks=ctxs, task_weights=weights, work_dir=str(db_dir),
                                 max_trials_global=trials * len(todo), max_trials_per_task=trials,
-                                num_trials_per_iter=per_iter, database=db)
+                                num_trials_per_iter=per_iter, database=db,
+                                builder=ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S),
+                                runner=ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S))
+        # Remember what was tuned even when every trial failed (e.g. builder timeouts on a loaded
+        # machine): such tasks keep the default schedule, and a re-export must not spend the time again.
+        _save_done(db_dir, done | {_task_hash(t.dispatched[0], target) for t in todo})
     info["seconds"] = round(time.perf_counter() - t0, 1)
     return db, info
+
+
+def _task_hash(mod: Any, target: Any) -> str:
+    import hashlib
+
+    import tvm_ffi
+
+    return f"{tvm_ffi.structural_hash(mod):x}-{hashlib.sha256(str(target).encode()).hexdigest()[:12]}"
+
+
+def _done_hashes(db_dir: Path) -> set[str]:
+    f = db_dir / DONE_FILE
+    try:
+        return set(json.loads(f.read_text())) if f.is_file() else set()
+    except (OSError, ValueError):
+        return set()
+
+
+def _save_done(db_dir: Path, hashes: set[str]) -> None:
+    tmp = db_dir / (DONE_FILE + ".tmp")
+    tmp.write_text(json.dumps(sorted(hashes)))
+    tmp.replace(db_dir / DONE_FILE)
 
 
 def _tunable(mod: Any, flops: Any) -> bool:
