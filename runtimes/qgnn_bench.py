@@ -598,15 +598,24 @@ def cpu_description(text: str | None = None) -> str:
                 text = fh.read()
         except OSError:
             return platform.processor() or "unknown"
-    for key in ("model name", "Hardware", "Model"):
-        m = re.search(rf"^{key}\s*:\s*(.+)$", text, re.M)
-        if m:
-            return m.group(1).strip()
-    m = re.search(r"^CPU part\s*:\s*(\S+)", text, re.M)
+    m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)  # x86
+    if m:
+        return m.group(1).strip()
+    # ARM: the core type from "CPU part" (every distinct one, big.LITTLE boards have two), plus the board.
     parts = {"0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
-             "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0b": "Cortex-A76", "0xd0c": "Neoverse-N1",
-             "0xd40": "Neoverse-V1", "0xd49": "Neoverse-N2"}
-    return parts.get(m.group(1).lower(), f"ARM part {m.group(1)}") if m else (platform.processor() or "unknown")
+             "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
+             "0xd0c": "Neoverse-N1", "0xd0d": "Cortex-A77", "0xd41": "Cortex-A78", "0xd40": "Neoverse-V1",
+             "0xd49": "Neoverse-N2", "0xd4f": "Neoverse-V2"}
+    cores = []
+    for part in re.findall(r"^CPU part\s*:\s*(\S+)", text, re.M):
+        name = parts.get(part.lower(), f"ARM part {part}")
+        if name not in cores:
+            cores.append(name)
+    board = re.search(r"^Model\s*:\s*(.+)$", text, re.M) or re.search(r"^Hardware\s*:\s*(.+)$", text, re.M)
+    desc = " + ".join(cores)
+    if board:
+        desc = f"{board.group(1).strip()} ({desc})" if desc else board.group(1).strip()
+    return desc or platform.processor() or "unknown"
 
 
 def default_threads() -> int:
@@ -616,8 +625,16 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one ``qgnn_bench: error: ...`` line (exit 2), like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"qgnn_bench: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="qgnn_bench.py", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="qgnn_bench.py", description=__doc__.split("\n\n")[0])
     p.add_argument("artifact", type=Path, help="artifact directory (holds manifest.json)")
     p.add_argument("--backend", choices=("auto", "tvm", "onnx"), default="auto",
                    help="auto: the TVM library if it is built for this CPU and TVM imports, else ONNX Runtime")

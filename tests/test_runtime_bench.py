@@ -297,3 +297,32 @@ def test_run_bench_helper(x86_art: Path, tmp_path: Path) -> None:
     (art / "sample_input.npz").write_bytes(b"tampered")
     with pytest.raises(QgnnError, match="benchmark: .*(size|checksum) mismatch for sample_input.npz"):
         arm64.run_bench(art)
+
+
+def _bench_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("qgnn_bench", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cpu_and_emulation_parsing() -> None:
+    q = _bench_module()
+    pi = "processor\t: 0\nCPU part\t: 0xd08\n\nprocessor\t: 1\nCPU part\t: 0xd03\nHardware\t: BCM2835\n" \
+         "Model\t: Raspberry Pi 4 Model B Rev 1.4\n"
+    assert q.cpu_description(pi) == "Raspberry Pi 4 Model B Rev 1.4 (Cortex-A72 + Cortex-A53)"
+    assert q.cpu_description("model name\t: Intel(R) Xeon(R)\n") == "Intel(R) Xeon(R)"
+    assert q.cpuinfo_emulation(pi, "aarch64") == []
+    assert q.cpuinfo_emulation("vendor_id\t: GenuineIntel\n", "aarch64")
+    assert q.cpuinfo_emulation("vendor_id\t: GenuineIntel\n", "x86_64") == []
+    emulated, evidence = q.detect_emulation()  # this x86-64 test process runs natively
+    assert emulated is False and evidence == []
+
+
+def test_usage_errors_are_one_line() -> None:
+    for args in ((), ("x", "--threads", "0"), ("x", "--backend", "gpu")):
+        proc = bench(*args)
+        assert proc.returncode == 2
+        assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("qgnn_bench: error: ")
