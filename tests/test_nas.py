@@ -25,6 +25,15 @@ from qgnn_deploy.train.checkpoint import load_checkpoint, read_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one torch thread is several times faster than two on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def small_ds():
     return make_synthetic_nodes(num_nodes=120, num_classes=3, num_features=8, seed=1)
@@ -193,23 +202,34 @@ def test_pareto_example_quick(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ deployment
-def test_searched_checkpoint_exports_to_onnx(tmp_path):
-    fold = pytest.importorskip("qgnn_deploy.fold")
-    if not hasattr(fold, "fold_checkpoint"):
-        pytest.skip("qgnn_deploy.fold.fold_checkpoint is not available yet")
+def test_searched_checkpoint_exports_to_onnx_and_reproduces_predictions(tmp_path):
+    """Searched model.pt -> qgnn export (fold + ONNX) with no special case; ONNX == interpreter == fake-quant."""
     pytest.importorskip("onnxruntime")
-    out = tmp_path / "s"
-    assert cli_main(["search", "--search-epochs", "4", "--epochs", "5", "--penalty", "1", "--widths", "8,16",
-                     "--out-dir", str(out), "--no-progress"]) == 0
-    model, payload = load_checkpoint(out / "model.pt")
-    result = fold.fold_checkpoint(out / "model.pt")
-    graph = getattr(result, "graph", result)
-    ds = make_synthetic_nodes()
-    from qgnn_deploy.backends.onnx import runner as onnx_runner  # noqa: F401 - presence check
-    from qgnn_deploy.ir.interpreter import run as interpret
+    from qgnn_deploy.backends.onnx.runner import OnnxRunner
+    from qgnn_deploy.nas.search import GraphFacts
 
-    feeds = {"x": ds.data.x.numpy().astype(np.float32), "edge_index": ds.data.edge_index.numpy().astype(np.int64)}
-    ref = next(iter(interpret(graph, feeds).values()))
+    out = tmp_path / "s"
+    assert cli_main(["search", "--search-epochs", "4", "--epochs", "4", "--penalty", "1", "--widths", "8,16",
+                     "--out-dir", str(out), "--no-progress"]) == 0
+    art = tmp_path / "art"
+    assert cli_main(["export", str(out / "model.pt"), "--target", "onnx", "--out", str(art)]) == 0
+    report = json.loads((art / "report.json").read_text())
+    assert report["parity"]["bit_exact"]
+    assert report["source_parity"]["mismatched_codes"] == 0
+    assert report["source_parity"]["test_acc_integer"] == report["source_parity"]["test_acc_fake_quant"]
+    with np.load(art / "sample_input.npz") as z:
+        sample = {k: z[k] for k in z.files}
+    got = OnnxRunner(art / "model.onnx", threads=1).run(sample)
+    logits = next(v for v in got.values() if v.dtype == np.float32)
+    model, _ = load_checkpoint(out / "model.pt")
     with torch.no_grad():
-        fake = model(ds.data.x, ds.data.edge_index).argmax(-1).numpy()
-    assert (ref.argmax(-1) == fake).mean() == 1.0
+        fake = model(torch.from_numpy(sample["x"]), torch.from_numpy(sample["edge_index"])).numpy()
+    assert np.array_equal(logits.argmax(-1), fake.argmax(-1))
+    # the size the search reported is the size of the deployed graph (ir.analysis definition)
+    from qgnn_deploy.ir.graph import Graph
+
+    graph = Graph.load(art / "ir")
+    doc = json.loads((out / "search.json").read_text())
+    assert model_bytes(graph) - scalar_bytes(graph) == doc["cost"]["model_bytes"]
+    assert buffer_report(graph, sample).peak_bytes == doc["cost"]["buffer_bytes"]
+    assert GraphFacts.of(make_synthetic_nodes()).num_nodes == sample["x"].shape[0]

@@ -48,6 +48,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -204,28 +205,52 @@ def model_schedule(archs: Sequence[str], sizes: Sequence[LayerSizes], n: int, e:
     return inputs, steps, "logits"
 
 
-def peak_bytes(inputs: Mapping[str, Num], steps: Sequence[Step], output: str) -> Num:
-    """Peak live bytes: the liveness walk of :func:`qgnn_deploy.ir.analysis.buffer_report` on a schedule."""
-    sizes: dict[str, Num] = dict(inputs)
+_LIVENESS: dict[tuple, tuple[list[str], np.ndarray]] = {}
+
+
+def liveness(inputs: Sequence[str], steps: Sequence[tuple[str, Sequence[str]]], output: str) -> tuple[list[str],
+                                                                                                     np.ndarray]:
+    """The walk of :func:`qgnn_deploy.ir.analysis.buffer_report` as a 0/1 matrix (cached by structure).
+
+    Row ``t`` marks the values live right after value ``t`` is allocated (row 0: the inputs), so the
+    peak is ``max(M @ bytes)``: each value is freed after its last use, graph outputs never.
+    """
+    key = (tuple(inputs), tuple((name, tuple(ins)) for name, ins in steps), output)
+    hit = _LIVENESS.get(key)
+    if hit is not None:
+        return hit
+    names = list(inputs) + [name for name, _ in steps]
+    col = {v: k for k, v in enumerate(names)}
     last_use: dict[str, int] = {}
-    for k, (name, nbytes, ins) in enumerate(steps):
-        sizes[name] = nbytes
+    for k, (_, ins) in enumerate(steps):
         for v in ins:
             last_use[v] = k
+    mat = np.zeros((len(steps) + 1, len(names)))
     live = set(inputs)
-    current: Num = sum(sizes[v] for v in live)
-    peaks: list[Num] = [current]
-    for k, (name, _, ins) in enumerate(steps):
+    mat[0, [col[v] for v in live]] = 1.0
+    for k, (name, ins) in enumerate(steps):
         live.add(name)
-        current = current + sizes[name]
-        peaks.append(current)
+        mat[k + 1, [col[v] for v in live]] = 1.0
         for v in set(ins) | {name}:
             if v in live and v != output and last_use.get(v, -1) <= k:
                 live.discard(v)
-                current = current - sizes[v]
-    if any(isinstance(p, Tensor) for p in peaks):
-        return torch.stack([torch.as_tensor(p, dtype=torch.float32) for p in peaks]).max()
-    return max(peaks)
+    _LIVENESS[key] = (names, mat)
+    return names, mat
+
+
+def peak_bytes(inputs: Mapping[str, Num], steps: Sequence[Step], output: str) -> Num:
+    """Peak live bytes of a schedule, exactly as ``buffer_report`` walks a graph; differentiable in the sizes."""
+    names, mat = liveness(list(inputs), [(name, ins) for name, _, ins in steps], output)
+    sizes = dict(inputs)
+    sizes.update({name: nbytes for name, nbytes, _ in steps})
+    tensor_cols = [k for k, v in enumerate(names) if isinstance(sizes[v], Tensor)]
+    const = np.array([0.0 if isinstance(sizes[v], Tensor) else float(sizes[v]) for v in names])
+    base = mat @ const
+    if not tensor_cols:
+        return float(base.max())
+    var = torch.stack([sizes[names[k]].to(torch.float32).reshape(()) for k in tensor_cols])
+    live = torch.from_numpy(base).float() + torch.from_numpy(mat[:, tensor_cols]).float() @ var
+    return live.max()
 
 
 # ------------------------------------------------------------------------------------------ configs
@@ -255,8 +280,6 @@ def config_layer_sizes(config: Any, storage: str = "deployed") -> list[LayerSize
 
 def fold_max_in_degree(edge_index: Any, num_nodes: int) -> int:
     """The ``max_in_degree`` ``fold_checkpoint`` picks for a sample graph (sizes the edge tables)."""
-    import numpy as np
-
     dst = np.asarray(edge_index[1])
     observed = int(np.bincount(dst, minlength=num_nodes).max(initial=0)) if dst.size else 0
     return max(1023, int(2 ** np.ceil(np.log2(4 * observed + 1))) - 1)
