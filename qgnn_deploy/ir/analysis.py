@@ -7,6 +7,10 @@
   live at once when the integer graph runs in node order on a given input graph,
   each value freed after its last use.  Inputs are counted (the runtime must hold
   them), constants are not (they are model size).
+
+The same two numbers in analytic form, per layer and in expectation over the LPGNAS
+search's relaxed choices, are in :mod:`qgnn_deploy.nas.cost` (``tests/test_nas.py``
+checks them against these functions on folded models).
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ from qgnn_deploy.ir.interpreter import run
 
 def model_bytes(graph: Graph) -> int:
     return graph.parameter_bytes()
+
+
+def model_bits(graph: Graph) -> int:
+    """Model size in bits (``8 * model_bytes``)."""
+    return 8 * model_bytes(graph)
 
 
 @dataclass(frozen=True)

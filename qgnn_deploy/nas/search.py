@@ -69,6 +69,8 @@ class SearchOutcome:
                "supernet_val_acc": self.supernet_val_acc, "seconds": round(self.seconds, 1)}
         if self.retrain is not None:
             out["metrics"] = self.retrain.metrics
+        if d.config.lorap:
+            out["cost_note"] = "model/buffer size of the searched network without the LoRAP prompts added at retraining"
         return out
 
 
