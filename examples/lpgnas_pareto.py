@@ -65,13 +65,17 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     base = [r for r in rows if r["kind"] == "baseline"]
     names = list(dict.fromkeys(r["name"] for r in base))
+    same_size: dict[float, int] = {}
     for name in names:
         rs = [r for r in base if r["name"] == name]
         size = rs[0]["model_bytes"] / 1024
         accs = [r["test_acc"] for r in rs]
         ax.errorbar([size], [statistics.mean(accs)], yerr=[statistics.pstdev(accs)] if len(accs) > 1 else None,
                     fmt="s", color="0.35", capsize=3)
-        ax.annotate(name, (size, statistics.mean(accs)), textcoords="offset points", xytext=(5, -10), fontsize=8)
+        k = same_size.get(size, 0)
+        same_size[size] = k + 1
+        ax.annotate(f"{name} {statistics.mean(accs):.3f}", (size, statistics.mean(accs)), textcoords="offset points",
+                    xytext=(6, -10 - 9 * k), fontsize=7)
     srch = [r for r in rows if r["kind"] == "searched"]
     pens = sorted({r["penalty"] for r in srch})
     cmap = plt.get_cmap("viridis")
@@ -84,6 +88,10 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red", lw=1, alpha=0.7,
                 label="searched front")
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     ax.set_xlabel("model size (KiB, int4 packed; log scale)")
     ax.set_ylabel("test accuracy")
     ax.set_title(title, fontsize=10)
