@@ -75,14 +75,26 @@ def build(graph: Graph, preset: TargetPreset, *, static_dims: dict[str, int] | N
     """Relax module -> ``relax.Executable`` for ``preset`` (not yet linked)."""
     import tvm
 
-    from .relax_builder import BuildOptions, build_module
+    from .relax_builder import build_module
 
-    opts = BuildOptions(fast_matmul=fast, fuse_gather_scatter=fast, gemm_kind=gemm_kind(preset),
-                        static_dims=dict(static_dims or {}))
+    opts = build_options(preset, static_dims, fast)
     mod = build_module(graph, opts)
     if not fast:
         return tvm.compile(mod, target=preset.tvm())
     return tvm.compile(mod, target=preset.tvm(), relax_pipeline=pipeline(preset, database))
+
+
+def build_options(preset: TargetPreset, static_dims: dict[str, int] | None = None, fast: bool = True) -> Any:
+    """The one place that maps a target preset to kernel choices."""
+    from .relax_builder import BuildOptions
+
+    return BuildOptions(fast_matmul=fast, fuse_gather_scatter=fast, gemm_kind=gemm_kind(preset),
+                        parts=graph_parts(preset), static_dims=dict(static_dims or {}))
+
+
+def graph_parts(preset: TargetPreset) -> int:
+    """Row ranges for the aggregation kernels: one per core of the target (its ``num-cores``)."""
+    return max(1, min(int(preset.tvm_target.get("num-cores", 1)), 64))
 
 
 def gemm_kind(preset: TargetPreset) -> str:
@@ -99,12 +111,12 @@ def planned_buffer_bytes(graph: Graph, preset: TargetPreset, sizes: dict[str, in
     import tvm
     from tvm import relax
 
-    from .relax_builder import BuildOptions, build_module
+    from .relax_builder import build_module
 
     if any(vi for vi in graph.outputs if any(isinstance(d, str) and d not in sizes for d in vi.shape)):
         return None  # data-dependent output size (pool_sum's G): the planner cannot size it statically
     try:
-        mod = build_module(graph, BuildOptions(gemm_kind=gemm_kind(preset), static_dims=sizes))
+        mod = build_module(graph, build_options(preset, sizes))
         target = preset.tvm()
         with target:
             seq = tvm.transform.Sequential([

@@ -65,6 +65,7 @@ class BuildOptions:
 
     fuse_gather_scatter: bool = True  # gather_rows feeding only a scatter -> one fused edge loop
     fast_matmul: bool = True  # hand-scheduled GEMM kernels (VNNI on x86 when available)
+    parts: int = 1  # row ranges the graph kernels split their output into (= target cores)
     gemm_kind: str = "generic"  # "vnni" (x86 AVX-512 VNNI), "sdot" (AArch64 dotprod) or "generic"
     static_dims: dict[str, int] = field(default_factory=dict)  # e.g. {"N": 2708, "E": 13264} for tuned builds
 
@@ -333,13 +334,15 @@ def _scatter(kind: str) -> Handler:
             x2, tail, hh = _rows_2d(x)
             dt = dtype_of(x2)
             make = kernels.gather_scatter_add if kind == "add" else kernels.gather_scatter_max
-            out = ctx.call_tir((f"gather_scatter_{kind}", hh, dt), lambda: make(hh, dt), [x2, src, idx],
+            pp = ctx.options.parts
+            out = ctx.call_tir((f"gather_scatter_{kind}", hh, dt, pp), lambda: make(hh, dt, pp), [x2, src, idx],
                                [n, hh], "int32")
         else:
             v, tail, hh = _rows_2d(ctx.arg(node, 0))
             dt = dtype_of(v)
             make = kernels.scatter_add if kind == "add" else kernels.scatter_max
-            out = ctx.call_tir((f"scatter_{kind}", hh, dt), lambda: make(hh, dt), [v, idx], [n, hh], "int32")
+            pp = ctx.options.parts
+            out = ctx.call_tir((f"scatter_{kind}", hh, dt, pp), lambda: make(hh, dt, pp), [v, idx], [n, hh], "int32")
         return _restore(ctx, out, n, tail)
 
     return h
@@ -352,7 +355,8 @@ HANDLERS["scatter_max"] = _scatter("max")
 @handler("degree")
 def _degree(ctx: BuildContext, node: Node) -> relax.Expr:
     idx, ref = ctx.arg(node, 0), ctx.arg(node, 1)
-    return ctx.call_tir(("degree",), kernels.degree, [idx], [shape_of(ref)[0], 1], "int32")
+    pp = ctx.options.parts
+    return ctx.call_tir(("degree", pp), lambda: kernels.degree(pp), [idx], [shape_of(ref)[0], 1], "int32")
 
 
 @handler("lut")
@@ -394,7 +398,8 @@ def _pool_sum(ctx: BuildContext, node: Node) -> relax.Expr:
     g = ctx.graph_dim("G")
     ctx.bb.match_cast(shp, relax.ShapeType([g]))
     dt = dtype_of(v)
-    out = ctx.call_tir(("pool_sum", hh, dt), lambda: kernels.pool_sum(hh, dt), [v, batch], [g, hh], "int32")
+    pp = ctx.options.parts
+    out = ctx.call_tir(("pool_sum", hh, dt, pp), lambda: kernels.pool_sum(hh, dt, pp), [v, batch], [g, hh], "int32")
     return _restore(ctx, out, g, tail)
 
 

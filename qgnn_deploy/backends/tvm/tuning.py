@@ -38,10 +38,10 @@ def _legalized(graph: Graph, preset: TargetPreset, static_dims: dict[str, int]) 
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    from .compile import gemm_kind
-    from .relax_builder import BuildOptions, build_module
+    from .compile import build_options
+    from .relax_builder import build_module
 
-    mod = build_module(graph, BuildOptions(gemm_kind=gemm_kind(preset), static_dims=static_dims))
+    mod = build_module(graph, build_options(preset, static_dims))
     target = preset.tvm()
     with target:
         return tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
