@@ -198,7 +198,7 @@ def test_pareto_example_quick(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "lpgnas_pareto_quick.png").stat().st_size > 1000
     lines = (tmp_path / "lpgnas_pareto_quick.csv").read_text().strip().splitlines()
-    assert len(lines) == 1 + 5 + 2  # header, 5 baselines, 2 penalties x 1 seed
+    assert len(lines) == 1 + 7 + 2  # header, 7 baselines, 2 penalties x 1 seed
 
 
 # ------------------------------------------------------------------------------------------ deployment
