@@ -296,3 +296,29 @@ def test_evaluate_command_smoke(tmp_path):
     mtime = (out / "runs").stat().st_mtime_ns
     assert main(args) == 0  # second call: everything cached, nothing retrained
     assert len(list((out / "runs").glob("*.json"))) == 6 and (out / "runs").stat().st_mtime_ns == mtime
+
+
+# ------------------------------------------------------------------------------------------- A2Q fold
+@pytest.mark.parametrize("bits,lorap", [(4, None), (8, {"k": 4, "rank": 2})])
+def test_a2q_fold_matches_fake_quant(syn, bits, lorap):
+    import numpy as np
+
+    from qgnn_deploy.fold import fold_model
+    from qgnn_deploy.fold.parity import parity_report
+    from qgnn_deploy.ir.interpreter import run
+
+    res = train(_config(syn, "a2q", bits, lorap=lorap), syn, TrainSettings(epochs=4, seed=0, progress=False))
+    model = res.model
+    graph = fold_model(model)
+    assert graph.op_counts().get("quantize_rows") == 1 and graph.op_counts().get("lut", 0) >= 5
+    d = syn.data
+    feeds = {"x": d.x.numpy().astype(np.float32), "edge_index": d.edge_index.numpy().astype(np.int64)}
+    rep = parity_report(model, graph, feeds, syn)
+    # the per-row factor has ROW_BITS of precision (float32 fake-quant has 24): a few codes may move by a step
+    assert rep["max_code_diff"] <= 2 and rep["mismatched_codes"] <= rep["output_codes"] // 100
+    assert rep["prediction_agreement"] >= 0.99
+    assert rep["test_acc_integer"] == pytest.approx(rep["test_acc_fake_quant"], abs=0.005)
+    # the boundary integers are exactly the quantizer's per-node to_int
+    env = run(graph, feeds, keep_all=True)
+    ctx = model.framework.context(model.eval(), d.edge_index, d.num_nodes)
+    assert np.array_equal(env["x_q"].astype(np.int64), model.q_inputs[0].to_int(d.x, ctx).numpy())

@@ -140,8 +140,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def default_deployed() -> DeployedFn | None:
-    """Accuracy of the folded integer graph on the test split (reference interpreter), if fold exists."""
+    """Test accuracy of the folded integer graph exported to ONNX and run by ONNX Runtime (if both exist)."""
     try:
+        from qgnn_deploy.backends.onnx import OnnxRunner, export_onnx  # noqa: F401
         from qgnn_deploy.fold import fold_model  # noqa: F401
     except ImportError:
         return None
@@ -149,18 +150,19 @@ def default_deployed() -> DeployedFn | None:
     def deployed(path: Path, ds) -> float | None:
         import numpy as np
 
-        from qgnn_deploy.fold import fold_model
-        from qgnn_deploy.ir.interpreter import run_graph
+        from qgnn_deploy.backends.onnx import OnnxRunner, export_onnx
+        from qgnn_deploy.fold import DEFAULT_MAX_IN_DEGREE, fold_model
         from qgnn_deploy.train.checkpoint import load_checkpoint
 
         model, _ = load_checkpoint(path)
-        if model.config.framework == "fp32":
+        if model.config.framework == "fp32" or ds.task != "node":
             return None
-        graph = fold_model(model)
         data = ds.data
         feeds = {"x": data.x.numpy().astype(np.float32), "edge_index": data.edge_index.numpy().astype(np.int64)}
-        out = run_graph(graph, feeds)
-        logits = np.asarray(next(iter(out.values())) if isinstance(out, dict) else out)
+        observed = int(np.bincount(feeds["edge_index"][1], minlength=feeds["x"].shape[0]).max(initial=0))
+        graph = fold_model(model, max(DEFAULT_MAX_IN_DEGREE, observed))
+        runner = OnnxRunner(export_onnx(graph), graph, threads=1)
+        logits = runner.run(feeds)[graph.outputs[0].name]
         mask = data.test_mask.numpy()
         return float((logits.argmax(-1)[mask] == data.y.numpy()[mask]).mean())
 

@@ -36,6 +36,10 @@ def _boundary_quantize(fc: FoldContext, model: QGNN, x: str) -> QTensor:
         raise QgnnError("fold: the model input is not quantized (an FP32 checkpoint cannot be folded into an "
                         "integer graph; train with --framework qat/dq/a2q/mixq)")
     p = q.qparams()
+    if p.per_node is not None and p.per_node.get("mode") == "degree_bucket":
+        from qgnn_deploy.fold.a2q import quantize_rows_boundary
+
+        return quantize_rows_boundary(fc, q, x)
     if not p.is_per_tensor:
         raise QgnnError("fold: per-node input quantization is not supported by this fold path")
     fc.bitwidths["input"] = int(p.bits)
@@ -64,6 +68,7 @@ def fold_model(model: QGNN, max_in_degree: int = DEFAULT_MAX_IN_DEGREE) -> Graph
     src = b.op("take_row", [ei], "src", index=0)
     dst = b.op("take_row", [ei], "dst", index=1)
     g = GraphValues(x=x, src=src, dst=dst, degree=b.op("degree", [dst, x], "in_degree"))
+    fc.node_degree = g.degree  # A2Q degree-bucketed quantizers pick their per-node parameters from it
 
     with torch.no_grad():
         cur = _boundary_quantize(fc, model, x)

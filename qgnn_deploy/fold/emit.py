@@ -33,6 +33,10 @@ class QTensor:
     qmin: int
     qmax: int
     dtype: str
+    # A2Q per-node scales (see fold/a2q.py): row i's real value is (q - zp) * scale * row_factor_i, row_factor an
+    # int64 [N, 1] IR value; such a tensor may only feed a matmul, whose accumulator inherits the factor.
+    row_factor: str | None = None
+    row_factor_max: int = 1
 
     @property
     def max_abs_centered(self) -> int:
@@ -45,6 +49,8 @@ class Acc:
     value: str
     grid: np.ndarray  # float64, shape () or (C,)
     bound: float
+    row_factor: str | None = None  # per-row integer factor of the grid (A2Q inputs; see QTensor)
+    row_factor_max: int = 1
 
 
 class FoldContext:
@@ -56,6 +62,7 @@ class FoldContext:
         self.bitwidths: dict[str, int] = {}
         self.accumulators: dict[str, float] = {}
         self._consts: dict[str, str] = {}
+        self.node_degree: str | None = None  # int32 [N, 1] in-degree value (set by fold_model)
 
     # ------------------------------------------------------------ constants
     def scalar(self, value: int, dtype: str = "int32") -> str:
@@ -98,6 +105,10 @@ class FoldContext:
         ``row_factor`` is an optional int [N,1] value (e.g. a per-node edge factor)
         multiplied into the multiplier, so ``acc * factor`` never materialises.
         """
+        if acc.row_factor is not None:
+            if row_factor is not None:
+                raise QgnnError(f"fold: {hint} would need two per-row factors (A2Q input and edge coefficients)")
+            row_factor, row_factor_max = acc.row_factor, acc.row_factor_max
         real = np.asarray(acc.grid, dtype=np.float64) / float(out_scale)
         m, n = quantize_multipliers(real, acc_bound=acc.bound * max(row_factor_max, 1))
         b = self.b
@@ -121,6 +132,10 @@ class FoldContext:
                    row_factor_max: int = 1) -> QTensor:
         """Requantize an accumulator onto quantizer ``q``'s grid (ReLU folded into qmin)."""
         p = q.qparams()
+        if p.per_node is not None and p.per_node.get("mode") == "degree_bucket":
+            from qgnn_deploy.fold.a2q import requant_rows
+
+            return requant_rows(self, acc, q, hint, relu)
         if not p.is_per_tensor:
             raise QgnnError(f"fold: {hint} uses per-node/per-channel activation parameters, which this fold path "
                             "does not deploy yet")
@@ -134,6 +149,8 @@ class FoldContext:
 
     def centered_int32(self, t: QTensor, hint: str) -> str:
         """``q - zp`` as int32 (the form aggregations sum)."""
+        if t.row_factor is not None:
+            raise QgnnError(f"fold: {hint} has per-node (A2Q) scales but feeds more than a matmul")
         v = self.b.op("cast", [t.value], f"{hint}_i32", dtype="int32")
         if t.zero_point:
             v = self.b.op("sub", [v, self.scalar(t.zero_point)], f"{hint}_centered")
@@ -150,7 +167,7 @@ class FoldContext:
             bound += float(np.abs(bias).max(initial=0))
         bound += extra_bound
         self.check_bound(hint, bound)
-        return Acc(acc, np.asarray(x.scale, np.float64) * w_scale, bound)
+        return Acc(acc, np.asarray(x.scale, np.float64) * w_scale, bound, x.row_factor, x.row_factor_max)
 
 
 def quantize_bias_int(bias: torch.Tensor, grid: np.ndarray | torch.Tensor) -> np.ndarray:
