@@ -1,0 +1,114 @@
+"""Fold: the integer graph reproduces the fake-quant model, for every arch / prompt / bit-width.
+
+Exactness note: the fake-quant model computes in float32 and the integer graph in
+exact integers with fixed-point rescaling; a value within float error of a
+rounding boundary may land one code apart.  The tests therefore allow at most a
+handful of codes differing by exactly one step (in practice none differ).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from qgnn_deploy.data.datasets import make_synthetic_graphs, make_synthetic_nodes
+from qgnn_deploy.errors import QgnnError
+from qgnn_deploy.fold import fold_model
+from qgnn_deploy.fold.parity import graph_output_codes, model_output_codes, parity_report
+from qgnn_deploy.ir.testing import awkward_graphs
+from qgnn_deploy.models.net import ModelConfig, default_bits
+from qgnn_deploy.train.trainer import TrainSettings, train
+
+MAX_ONE_STEP_FRACTION = 1e-3
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    torch.set_num_threads(2)
+    return make_synthetic_nodes(num_nodes=240, num_features=16)
+
+
+def _train(ds, epochs: int = 8, **cfg) -> torch.nn.Module:
+    base = dict(arch="gcn", in_dim=ds.num_features, hidden=16, out_dim=ds.num_classes, framework="qat",
+                bits=default_bits(8), task=ds.task)
+    base.update(cfg)
+    return train(ModelConfig(**base), ds, TrainSettings(epochs=epochs, progress=False)).model
+
+
+def _assert_parity(rep: dict) -> None:
+    assert rep["max_code_diff"] <= 1, rep
+    assert rep["mismatched_codes"] <= max(2, MAX_ONE_STEP_FRACTION * rep["output_codes"]), rep
+
+
+@pytest.mark.parametrize("arch", ["gcn", "gin", "sage"])
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("prompt", [None, "softmax", "lora"])
+def test_fold_matches_fake_quant(synthetic, arch, bits, prompt):
+    lorap = None if prompt is None else {"k": 4, "rank": 2, "variant": prompt}
+    model = _train(synthetic, arch=arch, bits=default_bits(bits), lorap=lorap)
+    graph = fold_model(model, max_in_degree=255)
+    feeds = {"x": synthetic.data.x.numpy(), "edge_index": synthetic.data.edge_index.numpy()}
+    rep = parity_report(model, graph, feeds, synthetic)
+    _assert_parity(rep)
+    assert rep["test_acc_integer"] == pytest.approx(rep["test_acc_fake_quant"], abs=2 / 100)
+    assert graph.float_ops() == ["x_q", "logits"]  # only the boundary computes in float
+
+
+@pytest.mark.parametrize("mode", ["gpf", "gpf-plus"])
+def test_fold_gpf_prompts(synthetic, mode):
+    model = _train(synthetic, bits=default_bits(4), gpf={"mode": mode, "k": 3}, lorap={"k": 4, "rank": 2})
+    graph = fold_model(model, max_in_degree=255)
+    feeds = {"x": synthetic.data.x.numpy(), "edge_index": synthetic.data.edge_index.numpy()}
+    _assert_parity(parity_report(model, graph, feeds, synthetic))
+
+
+@pytest.mark.parametrize("arch", ["gcn", "gin", "sage"])
+def test_fold_awkward_graphs(synthetic, arch):
+    model = _train(synthetic, arch=arch, bits=default_bits(4), lorap={"k": 4, "rank": 2})
+    graph = fold_model(model, max_in_degree=255)
+    for name, (x, ei) in awkward_graphs(synthetic.num_features, seed=3).items():
+        feeds = {"x": x, "edge_index": ei}
+        _, codes_m = model_output_codes(model, feeds)
+        _, codes_g = graph_output_codes(graph, feeds)
+        diff = np.abs(codes_m - codes_g)
+        assert diff.max(initial=0) <= 1, name
+        assert (diff > 0).sum() <= 2, name
+
+
+def test_fold_graph_classification():
+    ds = make_synthetic_graphs(num_graphs=60)
+    model = _train(ds, epochs=4, arch="gin", bits=default_bits(8), lorap={"k": 4, "rank": 2})
+    graph = fold_model(model, max_in_degree=63)
+    from qgnn_deploy.fold import sample_feeds_for
+
+    feeds, _ = sample_feeds_for({"dataset": {"name": "synthetic-graphs"}})
+    del feeds  # the fixed sample graph; this test checks the smaller set below
+    from torch_geometric.data import Batch
+
+    batch = Batch.from_data_list([ds.graphs[i] for i in ds.splits["test"]])
+    feeds = {"x": batch.x.numpy(), "edge_index": batch.edge_index.numpy(), "batch": batch.batch.numpy()}
+    assert "batch" in {v.name for v in graph.inputs}
+    rep = parity_report(model, graph, feeds, ds)
+    _assert_parity(rep)
+
+
+def test_fp32_model_is_refused(synthetic):
+    model = _train(synthetic, epochs=2, framework="fp32", bits=default_bits(32))
+    with pytest.raises(QgnnError, match="FP32"):
+        fold_model(model)
+
+
+def test_accumulator_overflow_is_ruled_out_at_fold_time(synthetic):
+    model = _train(synthetic, epochs=2, arch="gin")
+    with pytest.raises(QgnnError, match="accumulator"):
+        fold_model(model, max_in_degree=10**7)
+
+
+def test_int4_weights_are_packed(synthetic):
+    model = _train(synthetic, epochs=2, bits=default_bits(4))
+    graph = fold_model(model, max_in_degree=255)
+    assert graph.op_counts().get("unpack_int4", 0) == 2
+    packed = [k for k in graph.initializers if k.endswith("_packed")]
+    w = model.layers[0].lin.weight
+    assert graph.initializers[packed[0]].nbytes == (w.numel() + 1) // 2
