@@ -156,6 +156,41 @@ def uniform_observation(rows: list[dict], tolerance: float = 0.01) -> str:
             f"losing more: {', '.join(losing) or 'none'}.")
 
 
+def front_comparison(rows: list[dict]) -> list[str]:
+    """Per uniform baseline: the best searched model (mean over seeds of one setting) no larger than it."""
+    base = [r for r in rows if r["kind"] == "baseline"]
+    srch = [r for r in rows if r["kind"] == "searched"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in srch:
+        groups.setdefault((r["penalty"], r["seed"]), []).append(r)
+    out = []
+    for name in dict.fromkeys(r["name"] for r in base):
+        rs = [r for r in base if r["name"] == name]
+        size, acc = rs[0]["model_bytes"], statistics.mean(r["test_acc"] for r in rs)
+        fits = [r for r in srch if r["model_bytes"] <= size]
+        if not fits:
+            out.append(f"- {name} ({size / 1024:.1f} KiB, {100 * acc:.1f}%): no searched model that small")
+            continue
+        best = max(fits, key=lambda r: r["val_acc"])  # selected on validation, reported on test
+        mean_fit = statistics.mean(r["test_acc"] for r in fits)
+        out.append(f"- {name} ({size / 1024:.1f} KiB, {100 * acc:.1f}%): {len(fits)} searched models <= its size, "
+                   f"mean test {100 * mean_fit:.1f}% ({100 * (mean_fit - acc):+.1f}); best-by-val {best['name']} "
+                   f"{best['model_bytes'] / 1024:.1f} KiB {100 * best['test_acc']:.1f}%")
+    return out
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a CSV this script wrote, with numbers parsed."""
+    rows = list(csv.DictReader(open(path)))
+    for r in rows:
+        for k in ("model_bytes", "buffer_bytes", "val_acc", "test_acc"):
+            r[k] = float(r[k])
+        for k in ("penalty", "integer_test_acc", "expected_model_bytes", "expected_buffer_bytes"):
+            r[k] = float(r[k]) if r.get(k) not in ("", None) else ""
+        r["mismatched_codes"] = int(r["mismatched_codes"]) if r.get("mismatched_codes") not in ("", None) else ""
+    return rows
+
+
 def bits_text(row: dict) -> str:
     """``W/I/M/A`` bits per layer for searched rows, ``WxAy`` for baselines."""
     if row["kind"] == "baseline":
@@ -179,10 +214,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patience", type=int, default=None)
     p.add_argument("--space", default="deployable", choices=("deployable", "full"))
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
+    p.add_argument("--summarize", default=None, metavar="CSV",
+                   help="no training: re-plot a CSV this script wrote and print the front comparison")
     p.add_argument("--no-deploy", action="store_true", help="skip folding the searched models (and the ONNX export)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.summarize:
+        rows = read_rows(Path(args.summarize))
+        png = Path(args.summarize).with_suffix(".png")
+        plot(rows, png, f"LPGNAS vs uniform QAT ({Path(args.summarize).stem})")
+        print("\n".join([uniform_observation(rows), "", "searched vs uniform, size for size:",
+                         *front_comparison(rows)]))
+        print(f"wrote {png}")
+        return 0
     q = args.quick
     dataset = args.dataset or ("synthetic" if q else "cora")
     penalties = [float(v) for v in (args.penalties or ("0,2" if q else "0,0.1,0.3,1,4")).split(",")]
@@ -274,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
               f"deployment: {same} of {len(deployed)} searched models fold to an integer graph whose test accuracy "
               f"equals the fake-quant accuracy with zero mismatched output codes; {onnx_note}.", "",
               f"searched points dominated by a uniform baseline (smaller or equal size, higher test accuracy): "
-              f"{', '.join(dominated) or 'none'} of {len(srch)}."]
+              f"{', '.join(dominated) or 'none'} of {len(srch)}.", "", "searched vs uniform, size for size:",
+              *front_comparison(rows)]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {out / (stem + '.png')}, {out / (stem + '.csv')}, {out / (stem + '.md')}")
