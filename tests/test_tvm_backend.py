@@ -66,6 +66,18 @@ def test_bit_exact_on_awkward_graphs_one_library(graph_name: str, x86_libs: dict
         np.testing.assert_array_equal(got, ref, err_msg=f"{graph_name}/{case}")
 
 
+def test_portable_x86_build_bit_exact(tmp_path: Path) -> None:
+    """``x86_64-generic`` takes the portable GEMM (no VNNI) and the same kernels otherwise."""
+    g = op_zoo_graph()
+    fields = compile_to_dir(g, "x86_64-generic", tmp_path, sample_feeds=_sample("zoo"))
+    assert fields["kernels"]["gemm"] == "generic"
+    for case in ("random", "hub", "single_node"):
+        x, ei = awkward_graphs(g.inputs[0].shape[1])[case]
+        feeds = _feeds("zoo", x, ei)
+        np.testing.assert_array_equal(run_library(tmp_path / fields["library"], feeds),
+                                      run(g, feeds)[g.outputs[0].name], err_msg=case)
+
+
 def test_manifest_fields(x86_libs: dict) -> None:
     lib, fields = x86_libs["zoo"]
     assert lib.is_file() and fields["library"] == "model_x86_64.so"

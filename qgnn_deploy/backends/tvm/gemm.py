@@ -5,7 +5,8 @@ Why hand-written: the stock CPU pipeline emits a serial scalar triple loop for
 shapes.  These kernels keep M (the node count) symbolic and use the CPU's
 dot-product instruction directly:
 
-* x86 with AVX-512 VNNI: ``vpdpbusd`` (u8 x s8, 4-term dot products into 16 int32 lanes; LLVM >= 21
+* x86 with AVX-512 VNNI: ``vpdpbusd`` (u8 x s8; s8 activations are flipped with ``a ^ 0x80`` = a + 128 and
+  ``128 * colsum(B)`` subtracted, 4-term dot products into 16 int32 lanes; LLVM >= 21
   types its operands as <64 x i8>, so TVM's bundled ``dot_16x4_vnni`` intrinsic no longer verifies);
 * AArch64 with ``+dotprod``: ``sdot`` (s8 x s8); u8 activations are flipped to s8 with
   ``a ^ 0x80`` (= a - 128) in-register and ``128 * colsum(B)`` is added back (exact);
@@ -31,16 +32,23 @@ ROWS = 4  # rows per register block
 LANES = 16  # int32 outputs per block (one zmm, or four NEON q registers)
 
 
-def vnni_kernel(k: int, nb: int) -> tirx.PrimFunc:
-    """x86 ``vpdpbusd``; C is [M, nb*16]; A's K % 4 tail is multiplied with the padded rows ``Bt``."""
+FLIP = -2139062144  # 0x80808080 as int32: xor flips the sign bit of 4 packed bytes (a +/- 128)
+
+
+def vnni_kernel(k: int, nb: int, a_dtype: str = "uint8") -> tirx.PrimFunc:
+    """x86 ``vpdpbusd`` (needs u8 A: s8 A is flipped to a + 128); C is [M, nb*16].
+
+    A's K % 4 tail is multiplied exactly with the padded rows ``Bt``.
+    """
     k4, kbase = k // 4, 4 * (k // 4)
     kt = max(k - kbase, 1)
+    mask = FLIP if a_dtype == "int8" else 0
 
     @T.prim_func(private=True, s_tir=True)
     def kernel(a_h: T.handle, bp_h: T.handle, bt_h: T.handle, c_h: T.handle):
         T.func_attr(_SCHEDULED)
         m = T.int64()
-        A = T.match_buffer(a_h, (m, k), "uint8")
+        A = T.match_buffer(a_h, (m, k), a_dtype)
         Bp = T.match_buffer(bp_h, (nb, k4, LANES, 4), "int8")
         Bt = T.match_buffer(bt_h, (kt, nb * LANES), "int8")
         C = T.match_buffer(c_h, (m, nb * LANES), "int32")
@@ -56,8 +64,9 @@ def vnni_kernel(k: int, nb: int) -> tirx.PrimFunc:
                                 acc[T.ramp(r * LANES, 1, LANES)] = T.call_llvm_pure_intrin(
                                     T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
                                     acc[T.ramp(r * LANES, 1, LANES)],
-                                    T.reinterpret(T.broadcast(T.reinterpret(A.vload([mb * ROWS + r, q * 4], "uint8x4"),
-                                                                            dtype="int32"), LANES), dtype="int8x64"),
+                                    T.reinterpret(T.broadcast(T.bitwise_xor(T.reinterpret(
+                                        A.vload([mb * ROWS + r, q * 4], a_dtype + "x4"), dtype="int32"),
+                                        T.int32(mask)), LANES), dtype="int8x64"),
                                     Bp.vload([j, q, 0, 0], "int8x64"),
                                     dtype="int32x16")
                     else:
@@ -66,8 +75,9 @@ def vnni_kernel(k: int, nb: int) -> tirx.PrimFunc:
                                 acc[T.ramp(r * LANES, 1, LANES)] = T.call_llvm_pure_intrin(
                                     T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
                                     acc[T.ramp(r * LANES, 1, LANES)],
-                                    T.reinterpret(T.broadcast(T.reinterpret(A.vload([mb * ROWS + r, q * 4], "uint8x4"),
-                                                                            dtype="int32"), LANES), dtype="int8x64"),
+                                    T.reinterpret(T.broadcast(T.bitwise_xor(T.reinterpret(
+                                        A.vload([mb * ROWS + r, q * 4], a_dtype + "x4"), dtype="int32"),
+                                        T.int32(mask)), LANES), dtype="int8x64"),
                                     Bp.vload([j, q, 0, 0], "int8x64"),
                                     dtype="int32x16")
                     for r in range(T.min(m - mb * ROWS, ROWS)):
@@ -81,16 +91,17 @@ def vnni_kernel(k: int, nb: int) -> tirx.PrimFunc:
     return kernel
 
 
-def sdot_kernel(k: int, nb: int) -> tirx.PrimFunc:
-    """AArch64 ``sdot`` on (a ^ 0x80) x b over the first 4*(K//4) columns; the K % 4 tail is exact u8 x s8."""
+def sdot_kernel(k: int, nb: int, a_dtype: str = "uint8") -> tirx.PrimFunc:
+    """AArch64 ``sdot`` (needs s8 A: u8 A is flipped to a - 128) over 4*(K//4) columns; the K % 4 tail is exact."""
     k4, kbase = k // 4, 4 * (k // 4)
     kt = max(k - kbase, 1)
+    mask = FLIP if a_dtype == "uint8" else 0
 
     @T.prim_func(private=True, s_tir=True)
     def kernel(a_h: T.handle, bp_h: T.handle, bt_h: T.handle, c_h: T.handle):
         T.func_attr(_SCHEDULED)
         m = T.int64()
-        A = T.match_buffer(a_h, (m, k), "uint8")
+        A = T.match_buffer(a_h, (m, k), a_dtype)
         Bp = T.match_buffer(bp_h, (nb, k4, LANES, 4), "int8")
         Bt = T.match_buffer(bt_h, (kt, nb * LANES), "int8")
         C = T.match_buffer(c_h, (m, nb * LANES), "int32")
@@ -107,8 +118,8 @@ def sdot_kernel(k: int, nb: int) -> tirx.PrimFunc:
                                     T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
                                     acc[T.ramp(r * LANES + s * 4, 1, 4)],
                                     T.reinterpret(T.broadcast(
-                                        T.bitwise_xor(T.reinterpret(A.vload([mb * ROWS + r, q * 4], "uint8x4"),
-                                                                    dtype="int32"), T.int32(-2139062144)), 4),
+                                        T.bitwise_xor(T.reinterpret(A.vload([mb * ROWS + r, q * 4], a_dtype + "x4"),
+                                                                    dtype="int32"), T.int32(mask)), 4),
                                         dtype="int8x16"),
                                     Bp.vload([j, q, s * 4, 0], "int8x16"),
                                     dtype="int32x4")
@@ -177,7 +188,8 @@ def emit_matmul(ctx: Any, a: relax.Expr, b: relax.Expr) -> relax.Expr | None:
     npad = nb * LANES
     bpad = b if npad == n else op.concat([b, relax.const(np.zeros((k, npad - n), np.int8), "int8")], axis=1)
     k4, kbase = k // 4, 4 * (k // 4)
-    kind = ctx.options.gemm_kind if dtype_of(a) == "uint8" and k4 > 0 else "generic"
+    at = dtype_of(a)
+    kind = ctx.options.gemm_kind if k4 > 0 else "generic"
     if kind in ("vnni", "sdot"):
         bmain = op.strided_slice(bpad, axes=[0], begin=[0], end=[kbase])
         bp = op.permute_dims(op.reshape(bmain, [k4, 4, nb, LANES]), [2, 0, 3, 1])  # [nb, k4, 16, 4]
@@ -186,13 +198,14 @@ def emit_matmul(ctx: Any, a: relax.Expr, b: relax.Expr) -> relax.Expr | None:
         else:
             bt = relax.const(np.zeros((1, npad), np.int8), "int8")
         make = vnni_kernel if kind == "vnni" else sdot_kernel
-        out = ctx.call_tir((f"gemm_{kind}", k, nb), lambda: make(k, nb), [a, bp, bt], [m, npad], "int32")
-        if kind == "sdot":  # undo the a - 128 flip on the main K range: + 128 * colsum(B[:kbase])
-            colsum = op.sum(op.astype(op.strided_slice(bpad, axes=[0], begin=[0], end=[kbase]), "int32"),
-                            axis=[0], keepdims=True)
-            out = op.add(out, op.multiply(colsum, scalar(128, "int32")))
+        out = ctx.call_tir((f"gemm_{kind}", k, nb, at), lambda: make(k, nb, at), [a, bp, bt], [m, npad], "int32")
+        flipped = (kind == "vnni") == (at == "int8")  # the kernel computed sum (a -/+ 128) b on [0, kbase)
+        if flipped:
+            colsum = op.sum(op.astype(bmain, "int32"), axis=[0], keepdims=True)  # constant-folded
+            # vnni on s8 computed (a + 128): subtract; sdot on u8 computed (a - 128): add back.
+            corr = scalar(-128 if kind == "vnni" else 128, "int32")
+            out = op.add(out, op.multiply(colsum, corr))
     else:
-        at = dtype_of(a)
         out = ctx.call_tir(("gemm_generic", k, nb, at), lambda: generic_kernel(k, nb, at), [a, bpad], [m, npad],
                            "int32")
     if npad != n:
