@@ -126,10 +126,11 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red", lw=1, alpha=0.7,
                 label="searched front")
     ax.set_xscale("log")
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("model size (KiB, int4 packed; log scale)")
     ax.set_ylabel("test accuracy")
     ax.set_title(title, fontsize=10)
