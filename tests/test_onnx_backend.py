@@ -433,3 +433,52 @@ def test_scatter_stays_exact_where_scatternd_races() -> None:
         runner = OnnxRunner(model, threads=threads)
         for _ in range(5):
             assert np.array_equal(runner.session.run(None, feeds)[0], want)
+
+
+_A64_GUEST = """
+import sys, numpy as np, onnxruntime as ort, platform
+assert platform.machine() == "aarch64"
+res = {}
+with np.load(sys.argv[1]) as mz, np.load(sys.argv[2]) as iz:
+    for key in mz.files:
+        for th in (1, 2):
+            so = ort.SessionOptions(); so.intra_op_num_threads = th; so.log_severity_level = 3
+            s = ort.InferenceSession(mz[key].tobytes(), so, providers=["CPUExecutionProvider"])
+            names = [i.name for i in s.get_inputs()]
+            for case in sorted({f.split("__")[1] for f in iz.files if f.startswith(key + "__")}):
+                outs = s.run(None, {n: iz[f"{key}__{case}__{n}"] for n in names})
+                res.update({f"{key}__{case}__{th}__{o.name}": v for o, v in zip(s.get_outputs(), outs)})
+np.savez(sys.argv[3], **res)
+"""
+
+
+@pytest.mark.arm64
+def test_aarch64_onnxruntime_bit_exact(tmp_path) -> None:
+    """aarch64 ORT (qemu-user sysroot) reproduces every intermediate value, both int8 weight modes."""
+    from qgnn_deploy import arm64
+
+    if not arm64.a64_python_available():
+        pytest.skip("no aarch64 sysroot (bash export/make_a64_sysroot.sh)")
+    models, inputs, refs = {}, {}, {}
+    for key, graph in (("zoo", op_zoo_graph()), ("pooled", pooled_zoo_graph())):
+        for safe in (True, False):
+            name = f"{key}{int(safe)}"
+            model = export_onnx(graph, expose_all=True, saturation_safe=safe)
+            models[name] = np.frombuffer(model.SerializeToString(), np.uint8)
+            for case in CASES:
+                feeds = _feeds(graph, case)
+                inputs.update({f"{name}__{case}__{k}": v for k, v in feeds.items()})
+                refs[(name, case)] = run(graph, feeds, keep_all=True)
+    np.savez(tmp_path / "models.npz", **models)
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    script = tmp_path / "guest.py"
+    script.write_text(_A64_GUEST)
+    proc = arm64.run_a64_python([script, tmp_path / "models.npz", tmp_path / "inputs.npz", tmp_path / "out.npz"],
+                                timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with np.load(tmp_path / "out.npz") as got:
+        assert len(got.files) > 500
+        for key in got.files:
+            name, case, threads, value = key.split("__")
+            want = refs[(name, case)][value]
+            assert got[key].dtype == want.dtype and np.array_equal(got[key], want), key
