@@ -4,19 +4,21 @@ Users pick a board by name (``--target cortex-a72``) instead of writing an LLVM
 target; anything else can be given as a TVM target JSON string.  The table is
 rendered into the README by :func:`target_table_markdown`.
 
-=================  =================  ===========================  ==============================  =====
-preset             triple             mcpu                         mattr                           cross
-=================  =================  ===========================  ==============================  =====
-``x86_64``         host               detected (e.g. ``znver4``)   host features (VNNI if present)  no
-``x86_64-generic`` x86_64-linux-gnu   ``x86-64``                   (baseline SSE2)                 no
-``arm64``          aarch64-linux-gnu  ``generic``                  ``+neon``                       yes
-``cortex-a53``     aarch64-linux-gnu  ``cortex-a53``               ``+neon`` (no dot product)      yes
-``cortex-a55``     aarch64-linux-gnu  ``cortex-a55``               ``+neon,+dotprod``              yes
-``cortex-a72``     aarch64-linux-gnu  ``cortex-a72``               ``+neon`` (no dot product)      yes
-``cortex-a76``     aarch64-linux-gnu  ``cortex-a76``               ``+neon,+dotprod``              yes
-``cortex-a78``     aarch64-linux-gnu  ``cortex-a78``               ``+neon,+dotprod``              yes
-``neoverse-n1``    aarch64-linux-gnu  ``neoverse-n1``              ``+neon,+dotprod``              yes
-=================  =================  ===========================  ==============================  =====
+| preset           | triple            | mcpu                   | mattr               | GEMM kernel | cross |
+|------------------|-------------------|------------------------|---------------------|-------------|-------|
+| `x86_64`         | x86_64-linux-gnu  | detected (`znver4`...) | host features       | VNNI or generic | no    |
+| `x86_64-generic` | x86_64-linux-gnu  | `x86-64`               | (SSE2 baseline)     | generic     | no    |
+| `arm64`          | aarch64-linux-gnu | `generic`              | `+neon`             | generic     | yes   |
+| `cortex-a53`     | aarch64-linux-gnu | `cortex-a53`           | `+neon`             | generic     | yes   |
+| `cortex-a55`     | aarch64-linux-gnu | `cortex-a55`           | `+neon,+dotprod`    | SDOT        | yes   |
+| `cortex-a72`     | aarch64-linux-gnu | `cortex-a72`           | `+neon`             | generic     | yes   |
+| `cortex-a76`     | aarch64-linux-gnu | `cortex-a76`           | `+neon,+dotprod`    | SDOT        | yes   |
+| `cortex-a78`     | aarch64-linux-gnu | `cortex-a78`           | `+neon,+dotprod`    | SDOT        | yes   |
+| `neoverse-n1`    | aarch64-linux-gnu | `neoverse-n1`          | `+neon,+dotprod`    | SDOT        | yes   |
+
+Any other CPU: ``--target '{"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a55",
+"mattr": ["+neon", "+dotprod"], "num-cores": 4}'`` (x86_64 or aarch64 triples; aarch64 is cross-compiled).
+``num-cores`` sets how many row ranges the aggregation kernels split into (results never depend on it).
 
 Typical boards: Raspberry Pi 3 / Zero 2 (A53), Pi 4 (A72), Pi 5 / RK3588 big cores (A76), RK3566/RK3588
 little cores (A55), Graviton2 / Ampere Altra (Neoverse N1).
@@ -183,12 +185,21 @@ def resolve_target(spec: str) -> TargetPreset:
                     '"mcpu": "cortex-a55", "mattr": ["+neon", "+dotprod"]}\')')
 
 
+def _gemm_name(p: TargetPreset) -> str:
+    if p.has_vnni:
+        return "AVX-512 VNNI"
+    return "SDOT" if p.is_aarch64 and p.has_dotprod else "generic (vectorised)"
+
+
 def target_table_markdown() -> str:
     """The preset table as markdown, for the README."""
-    rows = ["| preset | triple | mcpu | mattr | cross-compiled | for |", "|---|---|---|---|---|---|"]
+    rows = ["| preset | triple | mcpu | mattr | int8 GEMM | cross-compiled | for |", "|---|---|---|---|---|---|---|"]
     for name in TARGETS.names():
         p = TARGETS[name]
         t = p.tvm_target
         rows.append(f"| `{name}` | {p.triple} | {t.get('mcpu', '')} | {','.join(t.get('mattr', [])) or '-'} | "
-                    f"{'yes' if p.cross_compile else 'no'} | {p.description} |")
+                    f"{_gemm_name(p)} | {'yes' if p.cross_compile else 'no'} | {p.description} |")
+    rows.append("")
+    rows.append("Any other CPU: pass a TVM target JSON, e.g. `--target '{\"kind\": \"llvm\", \"mtriple\": "
+                "\"aarch64-linux-gnu\", \"mcpu\": \"cortex-a55\", \"mattr\": [\"+neon\", \"+dotprod\"]}'`.")
     return "\n".join(rows)
