@@ -150,7 +150,19 @@ def _graph_fingerprint(graph: Graph, sizes: dict[str, int], preset: TargetPreset
 
 def compile_to_dir(graph: Graph, target_spec: str, out_dir: Path, *, sample_feeds: dict,
                    tune_trials: int = 0, tuning_db: Path | None = None) -> dict:
-    """Build ``graph`` for ``target_spec`` into ``out_dir/model_<preset>.so``; returns manifest fields."""
+    """Build ``graph`` for ``target_spec`` into ``out_dir/model_<preset>.so``; returns manifest fields.
+
+    ``tune_trials == 0``: dynamic N/E library (any graph size), hand-written kernels + default schedules;
+    ``tuning_db`` is not used.  ``tune_trials > 0``: N/E fixed to the sample graph (``static_shapes``),
+    meta-schedule on the heavy remaining tasks; the database lives in ``out_dir/tuning`` (seeded from
+    ``tuning_db`` when given) and tasks already tuned there are skipped.
+
+    Returned fields: ``library``, ``target`` {name, triple, tvm_target, cross_compiled}, ``tvm_version``,
+    ``input_order``, ``tvm_buffer_bytes`` (planned activation bytes on the sample shapes, None when the
+    output size is data-dependent), ``tuned``, ``static_shapes`` (None or {"N", "E"}), ``build_seconds``,
+    ``kernels`` and, for tuned builds, ``tuning``.  Errors (unknown target, missing cross compiler,
+    inconsistent sample feeds) are QgnnError before anything is written; the library appears atomically.
+    """
     preset = resolve_target(target_spec)
     fcompile = preset.cross_compiler()  # raises a QgnnError naming the package when missing
     out_dir = Path(out_dir)
@@ -160,7 +172,9 @@ def compile_to_dir(graph: Graph, target_spec: str, out_dir: Path, *, sample_feed
     database = None
     static_dims: dict[str, int] | None = None
     tuning_info: dict[str, Any] = {}
-    if tune_trials > 0 or tuning_db is not None:
+    if tune_trials < 0:
+        raise QgnnError(f"tune_trials must be >= 0, got {tune_trials}")
+    if tune_trials > 0:  # a tuned build is opt-in; a given tuning_db alone never makes the library static
         from .tuning import tune
 
         static_dims = {d: s for d, s in sizes.items() if d in ("N", "E")}
@@ -168,9 +182,7 @@ def compile_to_dir(graph: Graph, target_spec: str, out_dir: Path, *, sample_feed
         database, tuning_info = tune(graph, preset, static_dims, db_dir, tune_trials)
         if tuning_db is not None:
             copy_tuning_db(db_dir, out_dir / TUNING_DIRNAME)
-            tuning_info["database"] = TUNING_DIRNAME
-        else:
-            tuning_info["database"] = TUNING_DIRNAME
+        tuning_info["database"] = TUNING_DIRNAME
     ex = build(graph, preset, static_dims=static_dims, database=database)
     lib_name = f"model_{preset.name}.so"
     tmp = out_dir / (lib_name + ".tmp.so")

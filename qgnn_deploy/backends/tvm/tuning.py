@@ -62,8 +62,8 @@ def tune(graph: Graph, preset: TargetPreset, static_dims: dict[str, int], db_dir
 
     t0 = time.perf_counter()
     db_dir = Path(db_dir)
-    if trials <= 0 and not (db_dir / "database_tuning_record.json").is_file():
-        raise QgnnError(f"tuning database {db_dir} has no tuning records (database_tuning_record.json)")
+    if db_dir.exists() and not db_dir.is_dir():
+        raise QgnnError(f"tuning database {db_dir} is not a directory")
     target = tuning_target(preset)
     mod = _legalized(graph, preset, static_dims)
     tasks = ms.relax_integration.extract_tasks(mod, target)
