@@ -233,3 +233,18 @@ def test_searched_checkpoint_exports_to_onnx_and_reproduces_predictions(tmp_path
     assert model_bytes(graph) - scalar_bytes(graph) == doc["cost"]["model_bytes"]
     assert buffer_report(graph, sample).peak_bytes == doc["cost"]["buffer_bytes"]
     assert GraphFacts.of(make_synthetic_nodes()).num_nodes == sample["x"].shape[0]
+
+
+@pytest.mark.slow
+def test_searched_checkpoint_compiles_with_tvm(tmp_path):
+    """Searched model.pt -> qgnn export --target x86_64 (TVM): the compiled library is bit-exact on the sample."""
+    pytest.importorskip("tvm")
+    out = tmp_path / "s"
+    assert cli_main(["search", "--search-epochs", "4", "--epochs", "4", "--penalty", "1", "--widths", "8,16",
+                     "--out-dir", str(out), "--no-progress"]) == 0
+    art = tmp_path / "x86"
+    assert cli_main(["export", str(out / "model.pt"), "--target", "x86_64", "--out", str(art)]) == 0
+    from qgnn_deploy.artifact import load_manifest
+
+    doc = load_manifest(art)
+    assert doc["tvm_bit_exact_on_sample"] is True
