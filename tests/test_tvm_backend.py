@@ -66,6 +66,24 @@ def test_bit_exact_on_awkward_graphs_one_library(graph_name: str, x86_libs: dict
         np.testing.assert_array_equal(got, ref, err_msg=f"{graph_name}/{case}")
 
 
+def test_same_result_single_threaded(x86_libs: dict, tmp_path: Path) -> None:
+    """Aggregation parallelism never changes results: a 1-thread process equals the interpreter too."""
+    import os
+    import sys
+
+    lib, fields = x86_libs["zoo"]
+    g = op_zoo_graph()
+    x, ei = awkward_graphs(g.inputs[0].shape[1])["hub"]
+    np.savez(tmp_path / "in.npz", x=x, edge_index=ei)
+    code = ("import sys, numpy as np; from qgnn_deploy.backends.tvm import run_library; d = np.load(sys.argv[2]); "
+            "np.save(sys.argv[3], run_library(sys.argv[1], {'x': d['x'], 'edge_index': d['edge_index']}))")
+    env = dict(os.environ, TVM_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-c", code, str(lib), str(tmp_path / "in.npz"), str(tmp_path / "out.npy")],
+                   env=env, check=True, capture_output=True)
+    ref = run(g, {"x": x, "edge_index": ei})[g.outputs[0].name]
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), ref)
+
+
 def test_portable_x86_build_bit_exact(tmp_path: Path) -> None:
     """``x86_64-generic`` takes the portable GEMM (no VNNI) and the same kernels otherwise."""
     g = op_zoo_graph()
