@@ -33,6 +33,12 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! python3 -c "import q
   python3 -m pip install -q -e "$ROOT[dev]"
   echo "$want" > "$stamp"
 fi
+# A checkout elsewhere (e.g. CI's fresh clone) must import its own sources, not an older editable install.
+installed_from="$(cd / && python3 -c 'import pathlib, qgnn_deploy; print(pathlib.Path(qgnn_deploy.__file__).resolve().parents[1])' 2>/dev/null || true)"
+if [[ "$installed_from" != "$(cd "$ROOT" && pwd -P)" ]]; then
+  log "pointing the editable install at $ROOT"
+  python3 -m pip install -q --no-deps -e "$ROOT"
+fi
 
 # ---- aarch64 sysroot for running the arm64 artifact under qemu-user --------------------
 if [[ -x "$ROOT/export/make_a64_sysroot.sh" && "${QGNN_SKIP_SYSROOT:-0}" != 1 ]]; then
