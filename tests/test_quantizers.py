@@ -153,9 +153,10 @@ def test_percentile_observer_sparse_input_keeps_range():
 
 # ----------------------------------------------------------------------------------------- A2Q
 def test_lsq_forward_backward():
-    q = LSQFakeQuant(QuantSpec(bits=4, kind="signed"))
-    q.init_step.fill_(0.5)
-    q.initialized.fill_(True)
+    q = LSQFakeQuant(QuantSpec(bits=4, kind="signed")).eval()
+    q.lo.fill_(-3.5)
+    q.hi.fill_(1.0)
+    q.initialized.fill_(True)  # range step 3.5 / 7 = 0.5, times exp(log_ratio = 0)
     x = torch.tensor([0.3, -0.7, 5.0], requires_grad=True)
     y = q(x)  # v = [0.6, -1.4, 10] -> q = [1, -1, 7 (clipped)]
     assert y.tolist() == [0.5, -0.5, 3.5]
@@ -163,9 +164,12 @@ def test_lsq_forward_backward():
     assert x.grad.tolist() == [1.0, 1.0, 0.0]
     # dy/ds = (q - v) inside, qmax when clipped: 0.4 + 0.4 + 7 = 7.8; d s / d log_ratio = s = 0.5
     assert float(q.log_ratio.grad) == pytest.approx(7.8 * 0.5, rel=1e-5)
+    with torch.no_grad():
+        q.log_ratio.fill_(0.6931471805599453)  # learned correction doubles the step
+    assert float(q.scale_zp(None)[0]) == pytest.approx(1.0)
 
 
-def test_lsq_affine_initialises_zero_point():
+def test_lsq_affine_follows_range_with_zero_point():
     q = LSQFakeQuant(QuantSpec(bits=8, kind="affine")).train()
     q(torch.tensor([-1.0, 3.0]))
     step, zp = q.scale_zp(None)

@@ -221,6 +221,7 @@ def make_jobs(rows: list[Row], seeds: list[int], args: argparse.Namespace, out_d
             if row.prompt != "none" and args.prompt_mode == "on-top":
                 base = next(j for j in jobs if j["row"] == row.base.key and j["seed"] == seed)
                 job["base_signature"] = base["signature"]
+                job["frozen_observers"] = True  # the base's range statistics stay as trained
             sig = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:16]
             # fill defaults the worker reads even when they are not part of the signature
             job.setdefault("prompt_mode", args.prompt_mode)

@@ -89,6 +89,9 @@ def train(config: ModelConfig, ds: GraphDataset, settings: TrainSettings,
     if settings.trainable is not None:
         for name, p in model.named_parameters():
             p.requires_grad_(any(t in name for t in settings.trainable))
+        for name, m in model.named_modules():  # frozen parts keep their loaded range statistics too
+            if hasattr(m, "momentum") and not any(t in name for t in settings.trainable):
+                m.momentum = 0.0
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     best: dict[str, Any] = {"val": -1.0}
     history: list[dict[str, float]] = []

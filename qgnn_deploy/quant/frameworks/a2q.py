@@ -39,7 +39,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from qgnn_deploy.quant.fake import EPS, QuantContext, Quantizer, RangeFakeQuant, WeightFakeQuant, int_round, round_ste
+from qgnn_deploy.quant.fake import (
+    EPS,
+    QuantContext,
+    Quantizer,
+    RangeFakeQuant,
+    WeightFakeQuant,
+    int_round,
+    round_ste,
+    scale_from_range,
+)
 from qgnn_deploy.quant.frameworks.base import Framework
 from qgnn_deploy.quant.spec import QParams, QuantSpec
 
@@ -93,46 +102,37 @@ def bucket_table(num_buckets: int) -> list[int]:
     return [int(v) for v in bucket_of(degs, num_buckets)]
 
 
-class LSQFakeQuant(Quantizer):
-    """Per-tensor learnable step (A2Q for tensors that cannot take per-node scales)."""
+class LSQFakeQuant(RangeFakeQuant):
+    """Per-tensor learnable step (A2Q for tensors that cannot take per-node scales).
 
-    def __init__(self, spec: QuantSpec) -> None:
-        super().__init__(spec)
+    ``s = s_range * exp(r)``: ``s_range`` follows the EMA min/max range (as plain
+    QAT), ``r`` is learned with the LSQ gradient.  A step learned from scratch
+    would be fitted to the first batch (random weights, small activations) and
+    then clip the growing activations of early training, blocking their
+    gradients; tracking the range keeps the learned correction relative.
+    """
+
+    def __init__(self, spec: QuantSpec, momentum: float = 0.1) -> None:
+        super().__init__(spec, momentum)
         self.log_ratio = nn.Parameter(torch.zeros(()))
-        self.register_buffer("init_step", torch.ones(()))
-        self.register_buffer("zp", torch.zeros((), dtype=torch.int64))
-        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
-    def step(self) -> Tensor:
-        return (self.init_step * torch.exp(self.log_ratio)).clamp_min(EPS)
-
-    @torch.no_grad()
-    def _init_from(self, x: Tensor) -> None:
-        lo, hi = x.min().to(torch.float32), x.max().to(torch.float32)
-        spec = self.spec
-        if spec.kind == "signed":
-            s = torch.maximum(lo.abs(), hi.abs()) / spec.qmax
-        elif spec.kind == "unsigned":
-            s = hi.clamp_min(0) / spec.qmax
-        else:
-            lo0, hi0 = lo.clamp_max(0), hi.clamp_min(0)
-            s = (hi0 - lo0) / (spec.qmax - spec.qmin)
-            self.zp.fill_(int(torch.clamp(torch.round(-lo0 / s.clamp_min(EPS)), spec.qmin, spec.qmax)))
-        self.init_step.copy_(s.clamp_min(EPS))
-        self.initialized.fill_(True)
+    def step_zp(self) -> tuple[Tensor, int]:
+        base, zp = scale_from_range(self.lo, self.hi, self.spec)
+        return (base * torch.exp(self.log_ratio)).clamp_min(EPS), zp
 
     def forward(self, x: Tensor, ctx: QuantContext | None = None) -> Tensor:
         if not self.spec.enabled:
             return x
-        if self.training and not bool(self.initialized) and x.numel():
-            self._init_from(x.detach())
-        zp = float(self.zp)
+        if self.training:
+            self.observe(x.detach())
+        s, zp = self.step_zp()
         lo = torch.tensor(self.spec.qmin - zp, dtype=x.dtype)
         hi = torch.tensor(self.spec.qmax - zp, dtype=x.dtype)
-        return lsq_fake_quant(x, self.step().to(x.dtype), lo, hi, self.spec.rounding)
+        return lsq_fake_quant(x, s.to(x.dtype), lo, hi, self.spec.rounding)
 
     def scale_zp(self, x: Tensor | None) -> tuple[Tensor, int]:
-        return self.step().detach().to(torch.float32), int(self.zp)
+        s, zp = self.step_zp()
+        return s.detach().to(torch.float32), zp
 
 
 class A2QNodeQuant(Quantizer):
@@ -272,7 +272,7 @@ class A2Q(Framework):
         if self.per_node and node_wise and matmul_input and component in self.components:
             return A2QNodeQuant(spec, self.num_buckets, int(self.options.get("min_bits", 2)),
                                 int(self.options.get("max_bits", 8)))
-        return LSQFakeQuant(spec)
+        return LSQFakeQuant(spec, momentum=float(self.options.get("momentum", 0.1)))
 
     def weight(self, spec: QuantSpec) -> Quantizer:
         return WeightFakeQuant(spec)
