@@ -186,10 +186,11 @@ def compile_to_dir(graph: Graph, target_spec: str, out_dir: Path, *, sample_feed
     ex = build(graph, preset, static_dims=static_dims, database=database)
     lib_name = f"model_{preset.name}.so"
     tmp = out_dir / (lib_name + ".tmp.so")
+    # -s: no debug info / static symbol table (halves the file; TVM only needs the dynamic symbols).
     if fcompile is None:
-        ex.export_library(str(tmp))
+        ex.export_library(str(tmp), options=["-s"])
     else:
-        ex.export_library(str(tmp), fcompile=fcompile)
+        ex.export_library(str(tmp), fcompile=fcompile, options=["-s"])
     tmp.replace(out_dir / lib_name)
     build_s = time.perf_counter() - t0
     fields: dict[str, Any] = {
