@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from qgnn_deploy.errors import QgnnError
+from qgnn_deploy.ir.graph import Graph, GraphBuilder
 from qgnn_deploy.ir.interpreter import run
 from qgnn_deploy.ir.ops import OPS
 from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph, pooled_zoo_graph
@@ -20,7 +21,40 @@ tvm = pytest.importorskip("tvm")
 from qgnn_deploy.backends.tvm import TARGETS, compile_to_dir, resolve_target, run_library  # noqa: E402
 from qgnn_deploy.backends.tvm.relax_builder import HANDLERS  # noqa: E402
 
-GRAPHS = {"zoo": op_zoo_graph, "pooled": pooled_zoo_graph}
+
+def misc_graph() -> Graph:
+    """Edge cases the zoo graphs do not hit: s8 input with zero points on both matmul sides, negative floor
+    division, per-column requantize with tensor qmin/qmax, out-of-dtype clamp bounds, odd int4 packing."""
+    rng = np.random.default_rng(5)
+    b = GraphBuilder()
+    x = b.input("x", "float32", ("N", 7))
+    b.input("edge_index", "int64", (2, "E"))
+    xq = b.op("quantize", [x], "xq", scale=0.1, zero_point=-3, qmin=-100, qmax=90, dtype="int8")
+    w = b.const("w", rng.integers(-128, 128, size=(7, 5)).astype(np.int8))
+    acc = b.op("matmul", [xq, w], "acc", a_zero_point=-3, b_zero_point=2)
+    neg = b.op("sub", [acc, b.const("k", np.array([[1000]], np.int32))], "neg")
+    dv = b.op("div_floor", [neg, b.const("d", np.array([[7]], np.int32))], "dv")
+    b.op("reduce_sum", [dv], "rs", axis=0, keepdims=False)  # dead value: must not break the build
+    dv16 = b.op("cast", [b.op("clamp", [dv], "cl", lo=-30000, hi=30000)], "dv16", dtype="int16")
+    m = b.const("mrow", rng.integers(1, 1 << 20, size=(1, 5)).astype(np.int64))
+    sh = b.const("shrow", rng.integers(0, 20, size=(1, 5)).astype(np.int64))
+    qmin = b.const("qmin", np.array([[-8]], np.int64))
+    qmax = b.const("qmax", np.array([[7]], np.int64))
+    rq = b.op("requantize", [dv16, m, sh, qmin, qmax], "rq", zero_point=1, dtype="int8")
+    a16 = b.op("add", [rq, b.const("c", np.array(8, np.int8))], "a16")
+    u = b.op("clamp", [b.op("cast", [a16], "u8", dtype="uint8")], "cu", lo=-5, hi=300)
+    mx = b.op("reduce_max", [u], "mx", axis=-1, keepdims=True)
+    u4 = b.op("unpack_int4", [b.const("p4", np.array([0x1F, 0x8E, 0x07], np.uint8))], "w4", shape=[5, 1])
+    mm = b.op("matmul", [u, u4], "mm")
+    cat = b.op("concat", [mm, b.op("cast", [mx], "mx32", dtype="int32"), b.op("mul", [mm, mm], "sq")], "cat", axis=1)
+    y = b.op("dequantize", [cat], "y", scale=0.5, zero_point=3)
+    b.output(y, "float32", ("N", 3))
+    g = b.graph
+    g.validate()
+    return g
+
+
+GRAPHS = {"zoo": op_zoo_graph, "pooled": pooled_zoo_graph, "misc": misc_graph}
 
 
 def _feeds(name: str, x: np.ndarray, ei: np.ndarray) -> dict[str, np.ndarray]:
