@@ -187,11 +187,12 @@ def test_degree_buckets():
 def test_a2q_node_quant_forward_backward():
     from qgnn_deploy.quant.fake import QuantContext
 
-    q = A2QNodeQuant(QuantSpec(bits=4, kind="signed"), num_buckets=3)
-    q.init_step.copy_(torch.tensor([0.5, 0.25, 1.0]))
+    q = A2QNodeQuant(QuantSpec(bits=4, kind="signed"), num_buckets=3).eval()
+    q.amax.copy_(torch.tensor([3.5, 1.75, 3.0]))
     q.initialized.fill_(True)
     with torch.no_grad():
         q.bit_delta[2] = -1.0  # bucket 2 at 3 bits: qmax 3
+    assert q.step_table().tolist() == [0.5, 0.25, 1.0]  # amax_b / qmax_b
     ctx = QuantContext(degree=torch.tensor([0, 1, 5]))  # buckets 0, 1, 2
     x = torch.tensor([[0.3, -0.3], [0.3, 0.1], [0.3, 5.0]], requires_grad=True)
     y = q(x, ctx)
@@ -199,14 +200,29 @@ def test_a2q_node_quant_forward_backward():
     assert q.to_int(x.detach(), ctx).tolist() == [[1, -1], [1, 0], [0, 3]]
     y.sum().backward()
     assert x.grad.tolist() == [[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]]
-    # only bucket 2 clips: dy/dqmax = s = 1, dqmax/db = 2^(b-1) ln 2 = 4 ln 2
-    assert q.bit_delta.grad.tolist() == pytest.approx([0.0, 0.0, 4 * math.log(2)], rel=1e-5)
-    # step gradients: bucket 0 rows: (1 - 0.6) + (-1 + 0.6) = 0 -> 0; bucket 2: (0 - 0.3) + 3 = 2.7, times s = 1
-    assert q.log_ratio.grad.tolist() == pytest.approx([0.0, (1 - 1.2 + 0 - 0.4) * 0.25, 2.7], abs=1e-5)
+    # step gradients dy/ds: bucket 0: (1 - 0.6) + (-1 + 0.6) = 0; bucket 1: (1 - 1.2) + (0 - 0.4) = -0.6;
+    # bucket 2: (0 - 0.3) + 3 (clipped at qmax) = 2.7; d s / d r = s
+    assert q.log_ratio.grad.tolist() == pytest.approx([0.0, -0.6 * 0.25, 2.7], abs=1e-5)
+    # bits act through qmax: dL/dqmax = dL/ds * ds/dqmax (s = amax / qmax) + s * [clipped at the top]
+    # bucket 1: -0.6 * (-1.75 / 49) = 0.0214; bucket 2: 2.7 * (-3 / 9) + 1 = 0.1; dqmax/db = 2^(b-1) ln 2
+    ln2 = math.log(2)
+    assert q.bit_delta.grad.tolist() == pytest.approx([0.0, 0.6 * 1.75 / 49 * 8 * ln2, 0.1 * 4 * ln2], rel=1e-4)
     p = q.qparams()
     assert p.per_node["mode"] == "degree_bucket" and p.bits.tolist() == [4, 4, 3]
     assert p.qmax.tolist() == [7, 7, 3] and p.qmin.tolist() == [-7, -7, -3]
     assert p.scale.tolist() == [0.5, 0.25, 1.0]
+
+
+def test_a2q_node_observer_tracks_bucket_ranges():
+    from qgnn_deploy.quant.fake import QuantContext
+
+    q = A2QNodeQuant(QuantSpec(bits=8, kind="affine"), num_buckets=3, momentum=0.5).train()
+    ctx = QuantContext(degree=torch.tensor([0, 0, 1]))  # bucket 2 absent
+    q(torch.tensor([[1.0, 0.0], [0.5, 0.0], [2.0, 0.0]]), ctx)
+    assert q.amax.tolist() == [1.0, 2.0, 2.0] and not bool(q.signed_range)  # absent bucket: global max
+    q(torch.tensor([[3.0, 0.0], [0.0, 0.0], [2.0, 0.0]]), ctx)
+    assert q.amax.tolist() == [2.0, 2.0, 2.0]  # EMA with momentum 0.5; bucket 2 unchanged
+    assert q.qparams().dtype == "uint8" and q.qparams().qmax.tolist() == [255] * 3
 
 
 # ----------------------------------------------------------------------------------------- MixQ

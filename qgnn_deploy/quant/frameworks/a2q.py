@@ -23,10 +23,14 @@ scales are only integer-exact where the tensor's only consumer is a matmul
 per-row rescale of the int32 accumulator; every other tensor gets a per-tensor
 learnable step.
 
-Parametrisation: ``s = s0 * exp(r)`` and ``b = b_spec + delta`` with ``s0``
-the data-initialised step and ``r, delta`` initialised at 0, so the trainer's
-L2 weight decay pulls towards the data-fitted step and the requested bits
-rather than towards zero.  Adam makes the LSQ gradient scale ``1/sqrt(n qmax)``
+Parametrisation: ``s = s_range * exp(r)`` and ``b = b_spec + delta`` with
+``s_range`` the EMA-observed range on the current grid (per bucket:
+``amax_b / qmax_b``) and ``r, delta`` initialised at 0, so the trainer's L2
+weight decay pulls towards the range-fitted step and the requested bits rather
+than towards zero, and the step follows activations that grow during training
+instead of clipping them (which would block their gradients).  ``b`` then acts
+through both the grid resolution (``s`` shrinks as ``qmax`` grows) and the
+clipping bound.  Adam makes the LSQ gradient scale ``1/sqrt(n qmax)``
 irrelevant, so it is not applied.
 """
 
@@ -144,13 +148,14 @@ class A2QNodeQuant(Quantizer):
     """
 
     def __init__(self, spec: QuantSpec, num_buckets: int = DEFAULT_BUCKETS, min_bits: int = 2,
-                 max_bits: int = 8) -> None:
+                 max_bits: int = 8, momentum: float = 0.1) -> None:
         super().__init__(spec)
         self.num_buckets = int(num_buckets)
         self.min_bits, self.max_bits = int(min_bits), int(max_bits)
+        self.momentum = momentum
         self.log_ratio = nn.Parameter(torch.zeros(self.num_buckets))
         self.bit_delta = nn.Parameter(torch.zeros(self.num_buckets))
-        self.register_buffer("init_step", torch.ones(self.num_buckets))
+        self.register_buffer("amax", torch.ones(self.num_buckets))  # EMA of each bucket's max |x|
         self.register_buffer("signed_range", torch.tensor(spec.kind == "signed"))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self.register_buffer("node_count", torch.zeros(self.num_buckets))  # nodes per bucket, last forward
@@ -172,7 +177,9 @@ class A2QNodeQuant(Quantizer):
         return torch.zeros_like(b), torch.pow(2.0, b) - 1
 
     def step_table(self) -> Tensor:
-        return (self.init_step * torch.exp(self.log_ratio)).clamp_min(EPS)
+        """``s_b = amax_b / qmax_b * exp(r_b)``: the bucket's range on its grid, times the learned correction."""
+        _, hi = self.range_table()
+        return (self.amax / hi * torch.exp(self.log_ratio)).clamp_min(EPS)
 
     def buckets(self, ctx: QuantContext | None, n: int) -> Tensor:
         if ctx is None or ctx.degree is None or ctx.degree.shape[0] != n:
@@ -180,23 +187,28 @@ class A2QNodeQuant(Quantizer):
         return bucket_of(ctx.degree, self.num_buckets)
 
     @torch.no_grad()
-    def _init_from(self, x: Tensor, bucket: Tensor) -> None:
-        if self.spec.kind == "affine":
-            self.signed_range.fill_(bool(x.min() < 0))
-        lo_t, hi_t = self.range_table()
+    def observe_rows(self, x: Tensor, bucket: Tensor) -> None:
+        """EMA of each bucket's max |x| (buckets absent from the batch keep theirs; the first batch fills all)."""
+        if x.numel() == 0:
+            return
         amax_rows = x.abs().amax(dim=1).to(torch.float32)
         amax = torch.zeros(self.num_buckets).scatter_reduce_(0, bucket, amax_rows, "amax", include_self=True)
-        amax = torch.where(amax > 0, amax, amax_rows.max().clamp_min(EPS))
-        self.init_step.copy_((amax / hi_t.detach()).clamp_min(EPS))
-        self.initialized.fill_(True)
+        present = torch.bincount(bucket, minlength=self.num_buckets) > 0
+        if not bool(self.initialized):
+            if self.spec.kind == "affine":
+                self.signed_range.fill_(bool(x.min() < 0))
+            self.amax.copy_(torch.where(present & (amax > 0), amax, amax_rows.max().clamp_min(EPS)))
+            self.initialized.fill_(True)
+        else:
+            self.amax.copy_(torch.where(present, self.amax.lerp(amax.clamp_min(EPS), self.momentum), self.amax))
 
     # -- Quantizer interface -------------------------------------------------------
     def forward(self, x: Tensor, ctx: QuantContext | None = None) -> Tensor:
         if not self.spec.enabled:
             return x
         bucket = self.buckets(ctx, x.shape[0])
-        if self.training and not bool(self.initialized) and x.numel():
-            self._init_from(x.detach(), bucket)
+        if self.training:
+            self.observe_rows(x.detach(), bucket)
         self.feature_dim = int(x.shape[1])
         with torch.no_grad():
             self.node_count.copy_(torch.bincount(bucket, minlength=self.num_buckets).to(self.node_count.dtype))
@@ -271,7 +283,7 @@ class A2Q(Framework):
             return RangeFakeQuant(spec)
         if self.per_node and node_wise and matmul_input and component in self.components:
             return A2QNodeQuant(spec, self.num_buckets, int(self.options.get("min_bits", 2)),
-                                int(self.options.get("max_bits", 8)))
+                                int(self.options.get("max_bits", 8)), float(self.options.get("momentum", 0.1)))
         return LSQFakeQuant(spec, momentum=float(self.options.get("momentum", 0.1)))
 
     def weight(self, spec: QuantSpec) -> Quantizer:
