@@ -268,6 +268,8 @@ def test_cli_train_then_export_end_to_end(tmp_path: Path, train_args: list[str])
     report = json.loads((out / "report.json").read_text())
     assert report["parity"]["bit_exact"] and report["float_ops"]["only_at_boundary"]
     assert report["source_parity"]["mismatched_codes"] == 0  # fold's own fake-quant vs integer check
+    acc = report["accuracy"]
+    assert acc["onnx_runtime"] == acc["integer_interpreter"] == acc["fake_quant"]
     with np.load(out / "sample_input.npz") as z:
         sample = {k: z[k] for k in z.files}
     with np.load(out / "reference_output.npz") as z:

@@ -45,6 +45,36 @@ def load_sample(path: Path) -> dict[str, np.ndarray]:
         raise QgnnError(f"sample graph {path} is not a readable .npz file ({type(exc).__name__})") from None
 
 
+def accuracy_by_stage(result: Any, saturation_safe: bool) -> dict[str, Any] | None:
+    """Test accuracy of each stage on the checkpoint's own graph, the ONNX model measured through ORT."""
+    from qgnn_deploy.backends.onnx import OnnxRunner, export_onnx
+
+    payload = getattr(result, "payload", None)
+    parity = (getattr(result, "report", None) or {}).get("parity") or {}
+    if not payload:
+        return None
+    try:
+        from qgnn_deploy.fold import sample_feeds_for
+
+        feeds, ds = sample_feeds_for(payload)
+    except (ImportError, KeyError, AttributeError, QgnnError):
+        return None
+    graph = result.graph
+    logits = OnnxRunner(export_onnx(graph, saturation_safe=saturation_safe), graph).run(feeds)[graph.outputs[0].name]
+    if ds.task == "node":
+        mask = ds.data.test_mask.numpy()
+        y, pred = ds.data.y.numpy()[mask], logits.argmax(-1)[mask]
+    else:
+        y = np.array([int(ds.graphs[i].y) for i in ds.splits["test"]])
+        pred = logits.argmax(-1)
+    metrics = payload.get("metrics", {}) if isinstance(payload, dict) else {}
+    stages = {"checkpoint (training run)": metrics.get("test_acc"),
+              "fake_quant": parity.get("test_acc_fake_quant"),
+              "integer_interpreter": parity.get("test_acc_integer"),
+              "onnx_runtime": float((pred == y).mean()) if y.size else None}
+    return {k: v for k, v in stages.items() if v is not None}
+
+
 def run(args: argparse.Namespace) -> int:
     from qgnn_deploy.exporting import check_target, export_graph
 
@@ -67,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     report_extra = dict(getattr(result, "report", None) or {})
     if sample is not None:
         report_extra["sample_input"] = {"source": str(args.sample_graph)}
+    accuracy = accuracy_by_stage(result, saturation_safe=not args.assume_vnni)
+    if accuracy:
+        report_extra["accuracy"] = accuracy
     manifest = export_graph(result.graph, args.target, args.out, sample_feeds=feeds,
                             source={"path": str(model), "sha256": result.checkpoint_sha256},
                             report_extra=report_extra, tune_trials=args.tune, force=args.force,
@@ -74,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     files = manifest.get("files", {})
     print(f"wrote {args.out} (target {manifest['target']}): " + ", ".join(
         f"{name} {entry['bytes']} B" for name, entry in files.items() if entry.get("role") in ("onnx", "tvm_library")))
+    if accuracy:
+        print("  test accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
     print(f"  parameters {manifest['model_bytes']} B, peak buffers {manifest['buffer_bytes']} B on the sample, "
           f"max in-degree {manifest['max_in_degree']}, ORT bit-exact vs interpreter on the sample: yes")
     return 0
