@@ -482,3 +482,20 @@ def test_aarch64_onnxruntime_bit_exact(tmp_path) -> None:
             name, case, threads, value = key.split("__")
             want = refs[(name, case)][value]
             assert got[key].dtype == want.dtype and np.array_equal(got[key], want), key
+
+
+def test_runtime_row_multiplier_after_matmul_loads_in_ort() -> None:
+    """A2Q-style requantize right after a matmul with a runtime per-row multiplier (a product of two values).
+
+    ORT 1.31 would fuse MatMulInteger -> Cast -> Mul(., Mul(a, b)) into an invalid MatMulIntegerToFloat.
+    """
+    b = GraphBuilder()
+    x = b.input("x", "uint8", ("N", 8))
+    r = b.input("r", "int32", ("N", 1))
+    acc = b.op("matmul", [x, b.const("w", np.arange(-24, 24, dtype=np.int8).reshape(8, 6))], "acc")
+    mult = b.op("mul", [b.op("cast", [r], "r64", dtype="int64"), b.const("m", np.array([[12345]], np.int64))], "mult")
+    y = b.op("requantize", [acc, mult, b.const("n", np.array([[20]], np.int64))], "y", zero_point=0, dtype="int8")
+    b.output(y, "int8", ("N", 6))
+    rng = np.random.default_rng(9)
+    AllValues(b.graph).assert_exact({"x": rng.integers(0, 256, (30, 8)).astype(np.uint8),
+                                     "r": rng.integers(1, 300, (30, 1)).astype(np.int32)})

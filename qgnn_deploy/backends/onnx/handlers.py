@@ -418,6 +418,11 @@ def requantize(ctx: EmitContext, node: Node) -> None:
     zp = int(a["zero_point"])
     acc = ctx.value_as(ins[0], "int64")
     mult = ctx.value_as(ins[1], "int64") if ins[1] else ctx.const(int(a["multiplier"]), "int64", "M")
+    if ins[1] and not ctx.is_const(ins[1]):
+        # ORT 1.31's MatMulIntegerToFloatFusion rewrites MatMulInteger -> Cast -> Mul(., Mul(a, b)) into
+        # MatMulIntegerToFloat without checking dtypes (an invalid graph for int64, e.g. A2Q row factors).
+        # A no-op BitwiseOr (which ORT does not eliminate) keeps the runtime multiplier out of that pattern.
+        mult = ctx.emit("BitwiseOr", [mult, ctx.const(0, "int64", "zero")], hint="mult_barrier")
     v = ctx.emit("Mul", [acc, mult], hint="scaled")
 
     if ins[2] and not ctx.is_const(ins[2]):  # runtime shift tensor
