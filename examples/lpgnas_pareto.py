@@ -211,7 +211,7 @@ def bits_text(row: dict) -> str:
     if row["kind"] == "baseline":
         return row["name"]
     ch = json.loads(row["choice"])
-    layers = sorted({k.split(".")[0] for k in ch})
+    layers = sorted({k.split(".")[0] for k in ch if ".bits." in k})
     return " ; ".join("/".join(str(ch.get(f"{lay}.bits.{c}", "-")) for c in ("weight", "input", "message", "aggregate"))
                       for lay in layers) + " (W/I/M/A)"
 

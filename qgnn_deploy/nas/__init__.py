@@ -11,11 +11,11 @@ Search space, per layer ``l`` (the full table with the deployable mapping is ``S
 ===================  =========================================  ===========================================
 choice               candidates                                 deployable (``space="deployable"``)
 ===================  =========================================  ===========================================
-aggregation          sum / mean / max                           (sum, gcn) -> ``gcn``, (mean, const) ->
-neighbour weighting  GCN norm ``1/sqrt(d_i d_j)`` / 1 / attn     ``sage``, (sum, const) -> ``gin``;
-                                                                max and attention: full space only
+aggregation          sum / mean / max                           one global ``arch``: (sum, gcn) -> ``gcn``,
+neighbour weighting  GCN norm ``1/sqrt(d_i d_j)`` / 1 / attn     (mean, const) -> ``sage``, (sum, const) ->
+                                                                ``gin``; max and attention: full space only
 activation           relu / relu6 / identity (hidden layers)    relu
-hidden width         16 / 32 / 64 (configurable)                one ``hidden`` for all layers
+hidden width         16 / 32 / 64 (configurable)                one global ``width`` -> ``hidden``
 bits: weight         2 / 4 / 8 (+ FP32 with ``allow_fp32``)     ``layer_bits[l]["weight"]``
 bits: layer input    2 / 4 / 8 (+ FP32)                         ``layer_bits[l]["input"]``
 bits: message        2 / 4 / 8 (+ FP32)                         ``["message"]`` (GIN: ``["hidden"]``)

@@ -6,8 +6,8 @@ A *choice* is one categorical decision with named candidates.  Per layer ``l``:
 (``bits.input``, ``bits.weight``, ``bits.message``, ``bits.aggregate``).
 
 ``deployable`` spaces restrict the candidates to what :class:`~qgnn_deploy.models.net.QGNN`
-builds: (sum, gcn) -> ``gcn``, (mean, const) -> ``sage``, (sum, const) -> ``gin``, ReLU, and one
-``hidden`` width for every layer.  Discretising a full space projects onto that family (see
+builds: one global ``arch`` ((sum, gcn) -> ``gcn``, (mean, const) -> ``sage``, (sum, const) -> ``gin``),
+ReLU, and one global ``width`` (``hidden``); per-layer bits.  Discretising a full space projects onto that family (see
 :func:`to_model_config`) and records what was projected.
 """
 
@@ -60,19 +60,25 @@ class SearchSpace:
         return tuple(DEPLOYABLE_PAIRS.values())
 
     def choices(self) -> dict[str, tuple[Any, ...]]:
-        """Ordered ``name -> candidates``; names are ``l{i}.{what}``."""
+        """Ordered ``name -> candidates``; per-layer names are ``l{i}.{what}``.
+
+        The deployable space has one global ``arch`` and one global ``width`` (``ModelConfig`` has one
+        ``arch`` and one ``hidden``), so what is searched is exactly what is deployed.
+        """
         out: dict[str, tuple[Any, ...]] = {}
+        if self.space == "deployable":
+            out["arch"] = self.arch_candidates
+            if self.num_layers > 1:
+                out["width"] = tuple(self.widths)
         for i in range(self.num_layers):
-            if self.space == "deployable":
-                out[f"l{i}.arch"] = self.arch_candidates
-            else:
+            hidden_layer = i < self.num_layers - 1
+            if self.space == "full":
                 out[f"l{i}.agg"] = tuple(self.aggregations)
                 out[f"l{i}.weighting"] = tuple(self.weightings)
-            hidden_layer = i < self.num_layers - 1
-            if hidden_layer and len(self.activations) > 1:
-                out[f"l{i}.act"] = tuple(self.activations)
-            if hidden_layer:
-                out[f"l{i}.width"] = tuple(self.widths)
+                if hidden_layer and len(self.activations) > 1:
+                    out[f"l{i}.act"] = tuple(self.activations)
+                if hidden_layer:
+                    out[f"l{i}.width"] = tuple(self.widths)
             for c in SEARCHED_COMPONENTS:
                 out[f"l{i}.bits.{c}"] = self.bit_candidates
         return out
@@ -83,8 +89,8 @@ class SearchSpace:
 
 def layer_arch(choice: dict[str, Any], i: int) -> tuple[str, str]:
     """(aggregation, weighting) of layer ``i`` in either space."""
-    if f"l{i}.arch" in choice:
-        return ARCH_PAIRS[choice[f"l{i}.arch"]]
+    if "arch" in choice:
+        return ARCH_PAIRS[choice["arch"]]
     return choice[f"l{i}.agg"], choice[f"l{i}.weighting"]
 
 
@@ -112,10 +118,10 @@ def to_model_config(choice: dict[str, Any], space: SearchSpace, in_dim: int, out
                     framework: str = "qat", lorap: dict[str, Any] | None = None) -> Discretised:
     """Map a discrete choice onto ``ModelConfig`` (one arch and one hidden width for all layers).
 
-    ``arch`` is the deployable arch maximising ``sum_l log p_l(arch)`` (the joint (agg, weighting)
-    probability in a full space), which equals the per-layer arg-max whenever the layers agree;
-    ``hidden`` is the first hidden layer's width; ReLU everywhere.  Anything that differs from the
-    per-layer choice is listed in ``projected``.
+    Deployable space: the global ``arch`` / ``width`` choices, nothing projected.  Full space: the
+    deployable arch maximising ``sum_l log p_l(agg) + log p_l(weighting)`` (the per-layer arg-max
+    whenever the layers agree), the first hidden layer's width, ReLU everywhere; anything that differs
+    from the per-layer choice is listed in ``projected``.
     """
     projected: list[str] = []
     n = space.num_layers
@@ -124,8 +130,8 @@ def to_model_config(choice: dict[str, Any], space: SearchSpace, in_dim: int, out
         score = {a: 0.0 for a in archs}
         for i in range(n):
             for a in archs:
-                if f"l{i}.arch" in log_probs:
-                    score[a] += log_probs[f"l{i}.arch"][space.arch_candidates.index(a)]
+                if "arch" in log_probs:
+                    score[a] += log_probs["arch"][space.arch_candidates.index(a)]
                 else:
                     agg, wt = ARCH_PAIRS[a]
                     score[a] += (log_probs[f"l{i}.agg"][space.aggregations.index(agg)]
@@ -140,7 +146,7 @@ def to_model_config(choice: dict[str, Any], space: SearchSpace, in_dim: int, out
         act = choice.get(f"l{i}.act", "relu")
         if act != "relu" and i < n - 1:
             projected.append(f"layer {i}: activation {act} -> relu")
-    widths = [choice[f"l{i}.width"] for i in range(n - 1)]
+    widths = [choice["width"]] * (n - 1) if "width" in choice else [choice[f"l{i}.width"] for i in range(n - 1)]
     hidden = widths[0] if widths else space.widths[-1]
     for i, w in enumerate(widths[1:], start=1):
         if w != hidden:

@@ -200,8 +200,11 @@ class SuperNet(nn.Module):
         return out
 
     def layer_probs(self, probs: Mapping[str, Tensor], i: int) -> dict[str, Tensor]:
+        """Layer ``i``'s choices (``l{i}.x`` -> ``x``) plus the global ones (``arch``, ``width``)."""
         pre = f"l{i}."
-        return {k[len(pre):]: v for k, v in probs.items() if k.startswith(pre)}
+        out = {k: v for k, v in probs.items() if "." not in k}
+        out.update({k[len(pre):]: v for k, v in probs.items() if k.startswith(pre)})
+        return out
 
     # -------------------------------------------------------------------------- forward
     def forward(self, x: Tensor, g: GraphCache, probs: Mapping[str, Tensor] | None = None) -> Tensor:
