@@ -256,6 +256,8 @@ def test_compiled_target_artifact(tmp_path: Path) -> None:
     ["--dataset", "synthetic", "--arch", "gcn", "--framework", "qat", "--bits", "4", "--lorap"],
     ["--dataset", "synthetic", "--arch", "gin", "--framework", "dq", "--bits", "8", "--lorap"],
     ["--dataset", "synthetic-graphs", "--arch", "gin", "--framework", "qat", "--bits", "8"],
+    ["--dataset", "synthetic", "--arch", "gcn", "--framework", "a2q", "--bits", "4"],  # quantize_rows + row factors
+    ["--dataset", "synthetic", "--arch", "sage", "--framework", "mixq", "--bits", "8", "--lorap"],
 ])
 def test_cli_train_then_export_end_to_end(tmp_path: Path, train_args: list[str]) -> None:
     """Real checkpoint -> real fold -> artifact whose ONNX model reproduces the interpreter on the sample."""
