@@ -22,9 +22,9 @@ from qgnn_deploy.ir.graph import Graph
 
 from .targets import TargetPreset, host_preset
 
-MIN_FLOPS = 1e5
+MIN_FLOPS = 1e6  # on Cora only the input quantisation (N x F) qualifies; the rest is tiny
 TRIALS_PER_ITER = 16
-BUILD_TIMEOUT_S = 120.0
+BUILD_TIMEOUT_S = 600.0  # worker start-up imports tvm+torch: minutes on a loaded 2-core box
 RUN_TIMEOUT_S = 60.0
 DONE_FILE = "qgnn_tuned_tasks.json"
 
