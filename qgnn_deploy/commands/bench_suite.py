@@ -1,0 +1,87 @@
+"""``qgnn bench-suite``: latency, memory, buffer and size of every route for one model, in one run.
+
+PyG FP32 (eager, cached normalisation, ``torch.compile``), ORT FP32 on the PyG
+export, ORT's own ``quantize_static`` QDQ model, our integer ONNX in ORT and our
+TVM x86-64 library (through ``runtimes/qgnn_bench.py``), then a synthetic size
+series, a roofline note and the issue's targets.  See :mod:`qgnn_deploy.perf.suite`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+from qgnn_deploy.errors import QgnnError
+
+HELP = "benchmark our integer backends against PyG / ORT FP32 / ORT QDQ (table, JSON, PNG)"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench-suite", help=HELP, description=HELP)
+    p.add_argument("--model", type=Path, default=None, help="GCN INT8 checkpoint (default: train QAT+LoRAP on Cora)")
+    p.add_argument("--int4-model", type=Path, default=None, help="GCN INT4 checkpoint for the size target "
+                   "(default: train one)")
+    p.add_argument("--out-dir", type=Path, default=Path("bench_suite"), help="where the JSON/markdown/PNGs go")
+    p.add_argument("--work-dir", type=Path, default=None, help="artifacts, graphs and trained models (kept; "
+                   "default: a temporary directory)")
+    p.add_argument("--name", default="bench_suite", help="file stem of the outputs")
+    p.add_argument("--quick", action="store_true", help="tiny synthetic graph, few repeats (tests, development)")
+    p.add_argument("--threads", type=int, default=2, help="threads for every backend (default 2)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs (default 10; quick 2)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs (default 50; quick 5)")
+    p.add_argument("--sizes", default=None, help="comma-separated node counts of the synthetic series "
+                   "(default 10000,100000,1000000; quick 200,2000; empty string: skip)")
+    p.add_argument("--degree", type=float, default=10.0, help="average degree of the synthetic graphs")
+    p.add_argument("--tune", type=int, default=0, metavar="N", help="also build a meta-schedule tuned TVM library")
+    p.add_argument("--no-compile", dest="torch_compile", action="store_false", help="skip torch.compile")
+    p.add_argument("--no-tvm", dest="tvm", action="store_false", help="skip the TVM backend")
+    p.add_argument("--no-int4", dest="int4", action="store_false", help="skip the INT4 size row")
+    p.add_argument("--det-runs", type=int, default=None, help="runs per thread count in the determinism check")
+    p.add_argument("--epochs", type=int, default=200, help="training epochs when no --model is given")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per backend process")
+    p.set_defaults(func=run)
+
+
+def parse_sizes(text: str | None, quick: bool) -> list[int]:
+    if text is None:
+        return [200, 2000] if quick else [10_000, 100_000, 1_000_000]
+    try:
+        sizes = [int(float(s)) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise QgnnError(f"--sizes wants comma-separated node counts, got {text!r}") from None
+    if any(s < 10 for s in sizes):
+        raise QgnnError("--sizes: every graph needs at least 10 nodes")
+    return sorted(sizes)
+
+
+def run(args: argparse.Namespace) -> int:
+    from qgnn_deploy.perf.suite import SuiteConfig, run_suite
+
+    if args.threads < 1:
+        raise QgnnError("--threads must be >= 1")
+    for m in (args.model, args.int4_model):
+        if m is not None and not Path(m).is_file():
+            raise QgnnError(f"checkpoint {m} not found")
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="qgnn-bench-suite-"))
+    cfg = SuiteConfig(
+        out_dir=args.out_dir, work_dir=work, model=args.model, int4_model=args.int4_model, quick=args.quick,
+        threads=args.threads, warmup=args.warmup if args.warmup is not None else (2 if args.quick else 10),
+        repeats=args.repeats if args.repeats is not None else (5 if args.quick else 50),
+        sizes=parse_sizes(args.sizes, args.quick), degree=args.degree, tune=args.tune,
+        torch_compile=args.torch_compile, tvm=args.tvm, int4=args.int4,
+        det_runs=args.det_runs if args.det_runs is not None else (2 if args.quick else 5), epochs=args.epochs,
+        data_root=args.data_root, timeout=args.timeout,
+        command="qgnn bench-suite " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] ==
+        ["bench-suite"] else "qgnn bench-suite " + " ".join(shlex.quote(a) for a in getattr(args, "_argv", [])),
+    )
+    from qgnn_deploy.perf.suite import render_markdown
+
+    res = run_suite(cfg, args.name)
+    print(render_markdown(res))
+    print(f"wrote {args.out_dir}/{args.name}.json, .md, " + ", ".join(Path(p).name for p in res["plots"]) +
+          f" (work dir {work})")
+    return 0

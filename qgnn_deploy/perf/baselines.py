@@ -1,0 +1,94 @@
+"""The do-it-yourself routes: a plain PyG ``GCNConv`` twin of a trained model, its ONNX export, ORT's QDQ.
+
+The twin has the trained model's (fake-quantized) weights and biases and the same
+layer shapes, without quantizers or LoRAP prompts: it is the FP32 model a user
+would deploy with PyG today.  Only GCN is supported (the suite benchmarks GCN).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qgnn_deploy.errors import QgnnError
+
+
+def twin_weights(model: Any) -> dict[str, np.ndarray]:
+    """``w{i}`` [out, in] and ``b{i}`` of every layer of a QGNN GCN, as the quantized model uses them."""
+    import torch
+
+    if model.config.arch != "gcn" or model.config.task != "node":
+        raise QgnnError("bench-suite compares GCN node classifiers only (the PyG twin is GCNConv)")
+    out: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        for i, layer in enumerate(model.layers):
+            w = layer.q_weight(layer.lin.weight) if layer.q_weight.spec.enabled else layer.lin.weight
+            out[f"w{i}"] = w.detach().float().numpy().copy()
+            out[f"b{i}"] = layer.bias.detach().float().numpy().copy()
+    return out
+
+
+def build_twin(weights: dict[str, np.ndarray], cached: bool = False) -> Any:
+    """A ``torch.nn.Module``: GCNConv -> ReLU -> ... -> GCNConv with ``weights`` loaded."""
+    import torch
+    from torch_geometric.nn import GCNConv
+
+    n_layers = len([k for k in weights if k.startswith("w")])
+
+    class PygGCN(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.convs = torch.nn.ModuleList()
+            for i in range(n_layers):
+                out_dim, in_dim = weights[f"w{i}"].shape
+                conv = GCNConv(in_dim, out_dim, cached=cached)
+                conv.lin.weight.data.copy_(torch.from_numpy(weights[f"w{i}"]))
+                conv.bias.data.copy_(torch.from_numpy(weights[f"b{i}"]))
+                self.convs.append(conv)
+
+        def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+            for i, conv in enumerate(self.convs):
+                if i:
+                    x = torch.relu(x)
+                x = conv(x, edge_index)
+            return x
+
+    return PygGCN().eval()
+
+
+def fp32_parameter_bytes(weights: dict[str, np.ndarray]) -> int:
+    """FP32 model size: 4 bytes per parameter of the twin."""
+    return int(sum(v.size for v in weights.values()) * 4)
+
+
+def export_twin_onnx(weights: dict[str, np.ndarray], path: Path, feeds: dict[str, np.ndarray]) -> Path:
+    """``torch.onnx.export`` with the TorchScript exporter (``dynamo=False``), dynamic N and E, opset 18."""
+    import torch
+
+    model = build_twin(weights, cached=False)
+    x = torch.from_numpy(feeds["x"])
+    ei = torch.from_numpy(feeds["edge_index"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(model, (x, ei), str(path), opset_version=18, dynamo=False,
+                          input_names=["x", "edge_index"], output_names=["logits"],
+                          dynamic_axes={"x": {0: "N"}, "edge_index": {1: "E"}, "logits": {0: "N"}})
+    return path
+
+
+def quantize_qdq(fp32_path: Path, out_path: Path, feeds: dict[str, np.ndarray]) -> Path:
+    """ORT ``quantize_static`` (QDQ, u8 activations, s8 weights, MinMax) calibrated on ``feeds``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"x": feeds["x"], "edge_index": feeds["edge_index"]}])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=False)
+    return out_path

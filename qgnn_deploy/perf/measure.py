@@ -1,0 +1,71 @@
+"""Measurement helpers shared by the workers: latency percentiles, peak memory, thread settings."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable
+from typing import Any
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TVM_NUM_THREADS")
+
+
+def pin_threads(threads: int) -> None:
+    """Fix every runtime's thread pool size (call before importing torch / ORT / TVM)."""
+    for var in THREAD_VARS:
+        os.environ[var] = str(threads)
+
+
+def status_bytes(key: str) -> int | None:
+    """A ``/proc/self/status`` entry (``VmHWM``, ``VmRSS``) in bytes, or None."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set of this process: VmHWM, else ``ru_maxrss``."""
+    hwm = status_bytes("VmHWM")
+    if hwm is not None:
+        return hwm
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def percentile(sorted_ms: list[float], q: float) -> float:
+    """Linear-interpolation percentile (NumPy's default) of an ascending list."""
+    if len(sorted_ms) == 1:
+        return sorted_ms[0]
+    pos = (len(sorted_ms) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_ms) - 1)
+    return sorted_ms[lo] + (sorted_ms[hi] - sorted_ms[lo]) * (pos - lo)
+
+
+def latency_stats(seconds: list[float]) -> dict[str, float]:
+    """median / p90 / p99 / min / max / mean in milliseconds (same definition as ``qgnn_bench.py``)."""
+    ms = sorted(s * 1e3 for s in seconds)
+    return {"median": percentile(ms, 50), "p90": percentile(ms, 90), "p99": percentile(ms, 99),
+            "min": ms[0], "max": ms[-1], "mean": sum(ms) / len(ms), "n": len(ms)}
+
+
+def time_calls(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def load_average() -> list[float]:
+    """The 1/5/15-minute load averages."""
+    return [round(v, 2) for v in os.getloadavg()]
