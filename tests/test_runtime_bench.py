@@ -237,6 +237,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # ~30-60 s: the aarch64 RPC server imports TVM under qemu before it binds
 @pytest.mark.arm64
 @pytest.mark.usefixtures("a64_sysroot")
 def test_remote_rpc_to_emulated_aarch64_server(arm_art: Path, tmp_path: Path) -> None:
