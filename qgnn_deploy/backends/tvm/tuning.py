@@ -24,7 +24,6 @@ from .targets import TargetPreset, host_preset
 
 MIN_FLOPS = 1e6  # on Cora only the input quantisation (N x F) qualifies; the rest is tiny
 TRIALS_PER_ITER = 16
-BUILD_TIMEOUT_S = 600.0  # worker start-up imports tvm+torch: minutes on a loaded 2-core box
 RUN_TIMEOUT_S = 60.0
 DONE_FILE = "qgnn_tuned_tasks.json"
 
@@ -83,13 +82,38 @@ def tune(graph: Graph, preset: TargetPreset, static_dims: dict[str, int], db_dir
         db = ms.tune.tune_tasks(tasks=ctxs, task_weights=weights, work_dir=str(db_dir),
                                 max_trials_global=trials * len(todo), max_trials_per_task=trials,
                                 num_trials_per_iter=per_iter, database=db,
-                                builder=ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S),
+                                builder=_in_process_builder(),
                                 runner=ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S))
         # Remember what was tuned even when every trial failed (e.g. builder timeouts on a loaded
         # machine): such tasks keep the default schedule, and a re-export must not spend the time again.
         _save_done(db_dir, done | {_task_hash(t.dispatched[0], target) for t in todo})
     info["seconds"] = round(time.perf_counter() - t0, 1)
     return db, info
+
+
+def _in_process_builder() -> Any:
+    """A meta-schedule builder that compiles candidates in this process.
+
+    TVM's LocalBuilder starts fresh worker processes for every batch, and each imports
+    ``tvm.s_tir.tensor_intrin`` (parses every bundled TVMScript intrinsic): measured 111 s per import
+    on a busy 2-core machine, so every batch timed out.  Building here pays that import once.
+    """
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
+
+    @derived_object
+    class InProcessBuilder(PyBuilder):
+        def build(self, build_inputs: list[Any]) -> list[Any]:
+            out = []
+            for bi in build_inputs:
+                try:
+                    out.append(BuilderResult(default_export(default_build(bi.mod, bi.target, None)), None))
+                except Exception as exc:  # noqa: BLE001 - a failed candidate is a result, not an error
+                    out.append(BuilderResult(None, f"{type(exc).__name__}: {exc}"))
+            return out
+
+    return InProcessBuilder()
 
 
 def _task_hash(mod: Any, target: Any) -> str:
