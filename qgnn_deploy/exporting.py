@@ -23,7 +23,7 @@ from qgnn_deploy import __version__
 from qgnn_deploy.artifact import atomic_directory, write_manifest
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.ir.analysis import buffer_report, model_bytes
-from qgnn_deploy.ir.graph import Graph
+from qgnn_deploy.ir.graph import Graph, jsonable
 from qgnn_deploy.ir.interpreter import IROverflowError
 from qgnn_deploy.ir.interpreter import run as interpret
 
@@ -310,9 +310,9 @@ def export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feeds
                 if path.is_file() and rel not in roles:
                     roles[rel] = "tvm_library" if path.suffix == ".so" else \
                         ("tuning" if rel.startswith("tuning/") else "other")
-        (tmp / "report.json").write_text(json.dumps(_jsonable(report), indent=2, sort_keys=False))
+        (tmp / "report.json").write_text(json.dumps(jsonable(report), indent=2, sort_keys=False))
         (tmp / "report.md").write_text(render_markdown(report, manifest))
-        doc = write_manifest(tmp, _jsonable(manifest), roles)
+        doc = write_manifest(tmp, jsonable(manifest), roles)
     return doc
 
 
@@ -351,20 +351,6 @@ def _onnx_op_counts(model: Any) -> dict[str, int]:
     for n in model.graph.node:
         counts[n.op_type] = counts.get(n.op_type, 0) + 1
     return counts
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def render_markdown(report: dict[str, Any], manifest: dict[str, Any]) -> str:
@@ -446,5 +432,5 @@ def _cell(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4f}"
     if isinstance(v, (dict, list)):
-        return "`" + json.dumps(_jsonable(v)) + "`"
+        return "`" + json.dumps(jsonable(v)) + "`"
     return str(v)

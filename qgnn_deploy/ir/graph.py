@@ -51,7 +51,7 @@ class Node:
 
     def to_json(self) -> dict[str, Any]:
         return {"op": self.op, "inputs": self.inputs, "outputs": self.outputs,
-                "attrs": _jsonable(self.attrs), "name": self.name}
+                "attrs": jsonable(self.attrs), "name": self.name}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> Node:
@@ -131,7 +131,7 @@ class Graph:
             "outputs": [v.to_json() for v in self.outputs],
             "nodes": [n.to_json() for n in self.nodes],
             "initializers": {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in self.initializers.items()},
-            "meta": _jsonable(self.meta),
+            "meta": jsonable(self.meta),
         }
         js.write_text(json.dumps(doc, indent=1))
         with open(npz, "wb") as fh:
@@ -157,15 +157,18 @@ class Graph:
         return g
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """Plain JSON types from nested dicts/lists of NumPy values and paths."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     if isinstance(obj, np.generic):
         return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
     return obj
 
 
