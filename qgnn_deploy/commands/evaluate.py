@@ -407,8 +407,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bits", nargs="+", type=int, default=[8, 4])
     p.add_argument("--prompts", nargs="+", default=["none", "lorap"], choices=PROMPTS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--patience", type=int, default=None, help="stop after this many epochs without a better val")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--patience", type=int, default=30, help="stop after this many epochs without a better val")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--hidden", type=int, default=16)
@@ -418,8 +418,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lorap-rank", type=int, default=4)
     p.add_argument("--lorap-variant", default="softmax", choices=("softmax", "lora"))
     p.add_argument("--gpf-k", type=int, default=4)
-    p.add_argument("--prompt-mode", default="on-top", choices=("on-top", "joint"))
-    p.add_argument("--prompt-epochs", type=int, default=100, help="on-top: epochs of prompt training")
+    p.add_argument("--prompt-mode", default="joint", choices=("on-top", "joint"),
+                   help="joint: prompts train with the QAT model; on-top: only prompts, on the no-prompt checkpoint")
+    p.add_argument("--prompt-epochs", type=int, default=40, help="on-top: epochs of prompt training")
     p.add_argument("--prompt-lr", type=float, default=0.01)
     p.add_argument("--no-deployed", dest="deployed", action="store_false",
                    help="skip the deployed (folded integer graph) accuracy column")
@@ -441,9 +442,9 @@ def run(args: argparse.Namespace) -> int:
     rows = plan_rows(args.frameworks, args.bits, args.prompts)
     jobs = make_jobs(rows, args.seeds, args, out_dir)
     records = run_jobs(jobs, args.jobs, threads, progress=not args.no_progress)
-    summary = summarise(rows, records)
     if args.deployed:
         fill_deployed(records, jobs, _dataset(args.dataset, args.data_root), progress=not args.no_progress)
+    summary = summarise(rows, records)
     command = "qgnn evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     meta = {"arch": args.arch, "seeds": args.seeds, "dataset": args.dataset}
     md = render_markdown(summary, command, meta)
