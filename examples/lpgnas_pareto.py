@@ -128,14 +128,20 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
             continue
         std = statistics.pstdev([r["test_acc"] for r in rs]) if len(rs) > 1 else None
         ax.errorbar([size], [mean], yerr=[std] if std is not None else None, fmt="s", color="0.35", capsize=3)
-        ax.annotate(f"{name} {mean:.3f}", (size, mean), textcoords="offset points", xytext=(8, 8 - 9 * k),
+        ax.annotate(f"{name} {mean:.3f}", (size, mean), textcoords="offset points", xytext=(8, 0), va="center",
                     fontsize=7)
     pens = sorted({r["penalty"] for r in srch})
     cmap = plt.get_cmap("viridis")
     for k, pen in enumerate(pens):
         rs = [r for r in srch if r["penalty"] == pen]
+        color = cmap(k / max(len(pens) - 1, 1))
         ax.scatter([r["model_bytes"] / 1024 for r in rs], [r["test_acc"] for r in rs], s=22,
-                   color=cmap(k / max(len(pens) - 1, 1)), label=f"LPGNAS lambda={pen:g}", zorder=3)
+                   color=color, label=f"LPGNAS lambda={pen:g}", zorder=3)
+        for r in rs:
+            if r["test_acc"] < y_lo:
+                ax.plot([r["model_bytes"] / 1024], [y_lo + 0.004], marker="v", color=color, ms=7, clip_on=False)
+                ax.annotate(f"{r['name']} {r['test_acc']:.3f} (collapsed)", (r["model_bytes"] / 1024, y_lo + 0.004),
+                            textcoords="offset points", xytext=(-8, 8), ha="right", fontsize=7, color=color)
     front = pareto([(r["model_bytes"] / 1024, r["test_acc"]) for r in srch])
     if len(front) > 1:
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red", lw=1, alpha=0.6,
