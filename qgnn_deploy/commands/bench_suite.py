@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 import tempfile
 from pathlib import Path
 
@@ -43,7 +42,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=200, help="training epochs when no --model is given")
     p.add_argument("--data-root", default=None)
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per backend process")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, _parser=p)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The equivalent ``qgnn bench-suite`` command: every option that differs from its default."""
+    parts = ["qgnn", "bench-suite"]
+    for action in args._parser._actions:
+        if not action.option_strings or action.dest in ("help", "_parser"):
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value == action.default:
+            continue
+        flag = action.option_strings[0]
+        parts += [flag] if action.nargs == 0 else [flag, str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def parse_sizes(text: str | None, quick: bool) -> list[int]:
@@ -75,8 +88,7 @@ def run(args: argparse.Namespace) -> int:
         torch_compile=args.torch_compile, tvm=args.tvm, int4=args.int4,
         det_runs=args.det_runs if args.det_runs is not None else (2 if args.quick else 5), epochs=args.epochs,
         data_root=args.data_root, timeout=args.timeout,
-        command="qgnn bench-suite " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] ==
-        ["bench-suite"] else "qgnn bench-suite " + " ".join(shlex.quote(a) for a in getattr(args, "_argv", [])),
+        command=command_line(args),
     )
     from qgnn_deploy.perf.suite import render_markdown
 

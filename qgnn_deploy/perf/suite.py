@@ -271,6 +271,10 @@ def cora_stage(cfg: SuiteConfig, res: dict[str, Any]) -> dict[str, Any]:
     main["buffer_detail"] = {"fp32_onnx_liveness": fp32_live, "ours_ir": {
         "peak_bytes": ours_buf.peak_bytes, "input_bytes": ours_buf.input_bytes, "peak_at": ours_buf.peak_at},
         "ours_onnx_liveness": ours_live}
+    main["buffer_detail"]["ours_ir_uint8_input_what_if"] = quantized_input_buffer(fold.graph, feeds)
+    eager_out, fp32_out = work / "pyg_eager.out.npy", work / "ort_fp32.out.npy"
+    if eager_out.is_file() and fp32_out.is_file():
+        main["ort_fp32_max_abs_diff_vs_pyg"] = float(np.abs(np.load(eager_out) - np.load(fp32_out)).max())
     main["test_acc_fake_quant"] = fold.report.get("parity", {}).get("test_acc_fake_quant")
     main["test_acc_integer_interpreter"] = _accuracy(ref_logits, ds)
     res["rows"] = rows
@@ -278,6 +282,29 @@ def cora_stage(cfg: SuiteConfig, res: dict[str, Any]) -> dict[str, Any]:
     res["determinism"] = determinism(cfg, art, lib, graph_npz, manifest, ref_logits)
     res["int4"] = int4_sizes(cfg, dataset, epochs, fp32_params) if cfg.int4 else None
     return {"artifact": art, "graph": fold.graph, "feeds": feeds}
+
+
+def quantized_input_buffer(graph: Any, feeds: dict[str, np.ndarray]) -> dict[str, Any] | None:
+    """What-if: ``buffer_report`` of the same graph taking the boundary-quantized ``x`` (uint8) as its input.
+
+    The FP32 input [N, F] dominates every buffer figure; a graph whose input is already
+    quantized (the loader emits uint8) holds a quarter of it.  Not a deployed artifact.
+    """
+    from qgnn_deploy.ir.analysis import buffer_report
+    from qgnn_deploy.ir.graph import Graph, Node, ValueInfo
+    from qgnn_deploy.ir.interpreter import run
+
+    q = next((n for n in graph.nodes if n.op == "quantize" and n.inputs[0] == "x"), None)
+    if q is None:
+        return None
+    xq = q.outputs[0]
+    nodes = [Node(n.op, [xq if i == "x" else i for i in n.inputs], list(n.outputs), dict(n.attrs), n.name)
+             for n in graph.nodes if n is not q]
+    inputs = [ValueInfo(xq, q.attrs["dtype"], vi.shape) if vi.name == "x" else vi for vi in graph.inputs]
+    g2 = Graph(inputs, list(graph.outputs), nodes, dict(graph.initializers), dict(graph.meta))
+    f2 = {xq: run(graph, feeds, keep_all=True)[xq], **{k: v for k, v in feeds.items() if k != "x"}}
+    rep = buffer_report(g2, f2)
+    return {"peak_bytes": rep.peak_bytes, "input_bytes": rep.input_bytes, "peak_at": rep.peak_at}
 
 
 def ratios(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -390,7 +417,7 @@ def series_stage(cfg: SuiteConfig, res: dict[str, Any], main_art: dict[str, Any]
         warm = max(1, min(cfg.warmup, 3 if e > 1e6 else cfg.warmup))
         point: dict[str, Any] = {"num_nodes": n, "num_edges": e, "repeats": reps, "warmup": warm}
         log(f"series N={n} E={e} ({reps} repeats)")
-        for key in ("pyg_eager", "pyg_cached"):
+        for key in ("pyg_eager",) if cfg.quick else ("pyg_eager", "pyg_cached"):
             point[key] = run_worker({"kind": "pyg", "variant": key.split("_")[1], "graph": str(path),
                                      "weights": str(weights_npz), "threads": cfg.threads, "warmup": warm,
                                      "repeats": reps}, work / "runs", f"{key}_{n}", cfg.timeout)
@@ -558,6 +585,13 @@ def _x(v: Any) -> str:
     return "—" if v is None else f"{v:.2f}×"
 
 
+def _above(r: dict[str, Any]) -> int | None:
+    """Peak RSS above the process's RSS after importing the runtime, before loading the model."""
+    if r.get("peak_rss_bytes") and r.get("rss_before_load_bytes"):
+        return int(r["peak_rss_bytes"] - r["rss_before_load_bytes"])
+    return None
+
+
 def render_markdown(res: dict[str, Any]) -> str:
     m = res["main"]
     lines = [f"# bench-suite: {m['dataset']} (N={m['num_nodes']}, E={m['num_edges']}, F={m['features']})", "",
@@ -568,24 +602,35 @@ def render_markdown(res: dict[str, Any]) -> str:
              "timed runs, each backend in its own process.", ""]
     if max(res["load_average"]["start"][0], res["load_average"]["end"][0]) > 2.5:
         lines += ["**Warning: the load average was above 2.5 during this run; the timings are not reliable.**", ""]
-    lines += ["| backend | median ms | p90 | p99 | speed-up vs PyG eager | peak RSS MiB (ratio) | buffer KiB (ratio) "
-              "| model KiB (ratio) | file KiB | test acc |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| backend | median ms | p90 | p99 | speed-up vs PyG eager | peak RSS MiB (ratio) | above import MiB "
+              "| buffer KiB (ratio) | model KiB (ratio) | file KiB | test acc |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for k, r in res["rows"].items():
         rr = res["ratios"]["per_backend"].get(k, {})
         if "error" in r:
-            lines.append(f"| {r.get('label', LABELS.get(k, k))} | failed: {r['error'][:120]} | | | | | | | | |")
+            lines.append(f"| {r.get('label', LABELS.get(k, k))} | failed: {r['error'][:120]} | | | | | | | | | |")
             continue
         lat = r["latency_ms"]
         acc = "—" if r.get("test_acc") is None else f"{100 * r['test_acc']:.1f}"
         lines.append(f"| {r['label']} | {lat['median']:.3f} | {lat['p90']:.3f} | {lat['p99']:.3f} | "
                      f"{_x(rr.get('speedup_vs_pyg_eager'))} | {_mb(r.get('peak_rss_bytes'))} "
-                     f"({_x(rr.get('peak_rss_bytes_ratio'))}) | {_kb(r.get('buffer_bytes'))} "
+                     f"({_x(rr.get('peak_rss_bytes_ratio'))}) | {_mb(_above(r))} | {_kb(r.get('buffer_bytes'))} "
                      f"({_x(rr.get('buffer_bytes_ratio'))}) | {_kb(r.get('model_bytes'))} "
                      f"({_x(rr.get('model_bytes_ratio'))}) | {_kb(r.get('model_file_bytes'))} | {acc} |")
     lines += ["", "Model KiB: parameters as stored (FP32: 4 B each; ours: `ir.analysis.model_bytes`, int4 packed; "
               "QDQ: its ONNX file). Buffer: peak live activation bytes with inputs counted (ours: "
               "`ir.analysis.buffer_report`; ORT/PyG: ONNX liveness on the sample, see `liveness.py`). "
-              "Peak RSS: VmHWM of the backend's own process (includes the runtime's import)."]
+              "Peak RSS: VmHWM of the backend's own process (includes the runtime's import: "
+              "torch for PyG, libtvm for TVM); 'above import' subtracts the RSS measured after the imports and the "
+              "input graph load, before the model load."]
+    bd = m.get("buffer_detail", {})
+    wi, ir = bd.get("ours_ir_uint8_input_what_if"), bd.get("ours_ir", {})
+    if wi and ir:
+        lines += ["", f"Buffer detail: ours peaks at `{ir['peak_at']}` with {_kb(ir['input_bytes'])} KiB of inputs "
+                  f"(FP32 x); FP32 ONNX liveness input share {_kb(bd['fp32_onnx_liveness']['input_bytes'])} KiB. "
+                  f"What-if (same graph taking the uint8 x_q as input): {_kb(wi['peak_bytes'])} KiB "
+                  f"= {wi['peak_bytes'] / res['rows']['pyg_eager']['buffer_bytes']:.2f}× FP32."
+                  if res["rows"].get("pyg_eager", {}).get("buffer_bytes") else ""]
     i4 = res.get("int4")
     if i4:
         lines += ["", f"INT4 (packed) model: {i4['model_bytes']} B = {i4['model_bytes_ratio']:.3f}× FP32 "

@@ -138,6 +138,7 @@ def run_probe(spec: dict[str, Any]) -> None:
                                            helper.make_tensor_value_info("b", TensorProto.INT8, [size, size])],
                           [helper.make_tensor_value_info("y", TensorProto.INT32, [size, size])])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    m.ir_version = 10  # onnx 1.23 writes IR 14 by default; ORT 1.31 reads up to 13
     sess = _ort_session(m.SerializeToString(), threads)  # type: ignore[arg-type]
     times = time_calls(lambda: sess.run(None, {"a": a, "b": b}), 2, int(spec.get("repeats", 10)))
     gemm_s = min(times)

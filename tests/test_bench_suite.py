@@ -1,0 +1,106 @@
+"""``qgnn bench-suite --quick``: the whole pipeline on a tiny synthetic graph (structure only, no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qgnn_deploy.cli import main
+from qgnn_deploy.perf.graphs import random_graph
+from qgnn_deploy.perf.measure import latency_stats, percentile
+from qgnn_deploy.perf.suite import growth_exponents
+
+BACKENDS = ("pyg_eager", "pyg_cached", "pyg_compile", "ort_fp32", "ort_qdq", "ours_ort", "ours_tvm")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("suite")
+    code = main(["bench-suite", "--quick", "--no-compile", "--sizes", "200,1000", "--work-dir", str(out / "work"),
+                 "--out-dir", str(out / "results"), "--name", "quick"])
+    assert code == 0
+    return out / "results", json.loads((out / "results" / "quick.json").read_text())
+
+
+def test_quick_writes_json_markdown_and_plots(quick_run: tuple[Path, dict]) -> None:
+    out, res = quick_run
+    for name in ("quick.json", "quick.md", "quick.png", "quick_series.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    md = (out / "quick.md").read_text()
+    assert "| backend | median ms |" in md and "Command: `qgnn bench-suite" in md
+    assert len(res["load_average"]["start"]) == 3 and len(res["load_average"]["end"]) == 3
+    assert res["config"]["threads"] == 2
+
+
+def test_every_backend_measured_with_the_same_threads(quick_run: tuple[Path, dict]) -> None:
+    _, res = quick_run
+    rows = res["rows"]
+    assert set(rows) == set(BACKENDS)
+    assert "error" in rows["pyg_compile"]  # --no-compile: reported, not silently dropped
+    for key in BACKENDS:
+        if key == "pyg_compile":
+            continue
+        r = rows[key]
+        assert "error" not in r, (key, r.get("error"))
+        lat = r["latency_ms"]
+        assert lat["median"] > 0 and lat["p90"] >= lat["median"] and lat["p99"] >= lat["p90"]
+        assert r["threads"] == 2
+        assert r["peak_rss_bytes"] > 0 and r["buffer_bytes"] > 0 and r["model_bytes"] > 0
+        assert 0.0 <= r["test_acc"] <= 1.0
+    assert rows["ours_ort"]["reference_match"] and rows["ours_tvm"]["reference_match"]
+
+
+def test_ratios_and_targets_computed(quick_run: tuple[Path, dict]) -> None:
+    _, res = quick_run
+    per = res["ratios"]["per_backend"]
+    assert per["pyg_eager"]["speedup_vs_pyg_eager"] == pytest.approx(1.0)
+    for key in ("ort_fp32", "ours_ort", "ours_tvm"):
+        assert per[key]["speedup_vs_pyg_eager"] > 0
+        assert per[key]["model_bytes_ratio"] > 0 and per[key]["buffer_bytes_ratio"] > 0
+    assert res["ratios"]["best_ours"] in ("ours_ort", "ours_tvm")
+    t = res["targets"]
+    for key in ("best_vs_fastest_pyg>=3x", "best_vs_ort_fp32>=2x", "tvm_no_slower_than_ours_ort",
+                "int8_model<=0.27x_fp32", "int4_model<=0.15x_fp32", "int8_buffer<=0.3x_fp32",
+                "latency_no_worse_than_linear_in_edges"):
+        assert isinstance(t[key]["met"], bool), key
+        assert isinstance(t[key]["value"], float), key  # a slope may be negative on a tiny noisy series
+    assert t["1e6_nodes_fit_24GiB"]["met"] is None  # not measured in the quick run
+
+
+def test_determinism_flags(quick_run: tuple[Path, dict]) -> None:
+    _, res = quick_run
+    det = res["determinism"]
+    for key in ("ours_ort", "ours_tvm"):
+        assert set(det[key]["digests_by_threads"]) == {"1", "2"}
+        assert det[key]["deterministic"] is True
+        assert det[key]["equals_reference"] is True
+    assert res["targets"]["deterministic"]["met"] is True
+
+
+def test_series_and_roofline(quick_run: tuple[Path, dict]) -> None:
+    _, res = quick_run
+    pts = res["series"]["points"]
+    assert [p["num_nodes"] for p in pts] == [200, 1000]
+    for p in pts:
+        for key in ("pyg_eager", "ours_ort", "ours_tvm"):
+            assert p[key]["latency_ms"]["median"] > 0 and p[key]["peak_rss_bytes"] > 0
+    assert all(isinstance(v, float) for v in res["series"]["growth_exponent_vs_edges"].values())
+    rf = res["roofline"]
+    assert rf["probe"]["int8_gemm"]["ops_per_s"] > 0 and rf["probe"]["memory_bandwidth"]["bytes_per_s"] > 0
+    assert rf["achieved"]["int_ops_per_s"] > 0 and rf["workload"]["int_ops"] > 0
+
+
+def test_helpers() -> None:
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
+    s = latency_stats([0.001, 0.002, 0.003])
+    assert s["median"] == pytest.approx(2.0) and s["n"] == 3
+    g = random_graph(100, 8, degree=10.0)
+    assert g["x"].shape == (100, 8) and g["edge_index"].shape == (2, 1100)
+    assert np.all(np.bincount(g["edge_index"][1], minlength=100) >= 1)  # self-loops
+    pts = [{"num_edges": e, "k": {"latency_ms": {"median": 0.5 * e}}} for e in (10, 100, 1000)]
+    pts = [{**p, "ours_ort": p["k"]} for p in pts]
+    assert growth_exponents(pts)["ours_ort"] == pytest.approx(1.0)
+    assert growth_exponents(pts)["pyg_eager"] is None
