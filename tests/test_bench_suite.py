@@ -87,7 +87,8 @@ def test_series_and_roofline(quick_run: tuple[Path, dict]) -> None:
     for p in pts:
         for key in ("pyg_eager", "ours_ort", "ours_tvm"):
             assert p[key]["latency_ms"]["median"] > 0 and p[key]["peak_rss_bytes"] > 0
-    assert all(isinstance(v, float) for v in res["series"]["growth_exponent_vs_edges"].values())
+    slopes = res["series"]["growth_exponent_vs_edges"]
+    assert all(isinstance(slopes[k], float) for k in ("pyg_eager", "ours_ort", "ours_tvm"))
     rf = res["roofline"]
     assert rf["probe"]["int8_gemm"]["ops_per_s"] > 0 and rf["probe"]["memory_bandwidth"]["bytes_per_s"] > 0
     assert rf["achieved"]["int_ops_per_s"] > 0 and rf["workload"]["int_ops"] > 0
