@@ -10,9 +10,11 @@ under ``--out-dir/runs`` (keyed by its full settings), so an interrupted or
 extended evaluation only trains what is missing.  ``--jobs N`` trains N
 configurations in parallel processes.
 
-A ``deployed`` column (accuracy of the folded integer graph) is filled by a
-callback ``(checkpoint path, dataset) -> accuracy``; the default one is used
-when ``qgnn_deploy.fold`` provides ``fold_model``.
+A ``deployed`` column is filled by a callback ``(checkpoint path, dataset) ->
+accuracy``; the default folds the checkpoint (``qgnn_deploy.fold``), exports
+the integer graph to ONNX and runs it with ONNX Runtime on the test split
+(``--no-deployed`` skips it).  The run-cache key is the job's settings, not
+the code: delete ``runs/`` after changing a framework.
 """
 
 from __future__ import annotations
