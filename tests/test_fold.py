@@ -112,3 +112,28 @@ def test_int4_weights_are_packed(synthetic):
     packed = [k for k in graph.initializers if k.endswith("_packed")]
     w = model.layers[0].lin.weight
     assert graph.initializers[packed[0]].nbytes == (w.numel() + 1) // 2
+
+
+@pytest.mark.parametrize("framework", ["qat", "dq", "a2q", "mixq"])
+@pytest.mark.parametrize("lorap", [False, True])
+def test_cora_parity_interpreter_and_onnx_runtime(tmp_path, framework, lorap):
+    """On real Cora: interpreter == fake-quant model (within the float caveat), ORT == interpreter bit for bit."""
+    from qgnn_deploy.backends.onnx import export_onnx
+    from qgnn_deploy.backends.onnx.runner import OnnxRunner
+    from qgnn_deploy.data.datasets import _shared_planetoid, load_dataset
+
+    if _shared_planetoid() is None:
+        pytest.skip("no local Planetoid copy (../shared/datasets)")
+    ds = load_dataset("cora", tmp_path)
+    model = _train(ds, epochs=6, framework=framework, bits=default_bits(4),
+                   lorap={"k": 8, "rank": 4} if lorap else None)
+    graph = fold_model(model)
+    feeds = {"x": ds.data.x.numpy(), "edge_index": ds.data.edge_index.numpy()}
+    rep = parity_report(model, graph, feeds, ds)
+    assert rep["max_code_diff"] <= 2 if framework == "a2q" else rep["max_code_diff"] <= 1, rep
+    assert rep["mismatched_codes"] <= 10, rep
+    assert rep["test_acc_integer"] == pytest.approx(rep["test_acc_fake_quant"], abs=0.002)
+    expected = graph_output_codes(graph, feeds)[0]
+    for threads in (1, 2):
+        out = OnnxRunner(export_onnx(graph), graph, threads=threads).run(feeds)
+        np.testing.assert_array_equal(next(iter(out.values())), expected)
