@@ -137,3 +137,21 @@ def test_cora_parity_interpreter_and_onnx_runtime(tmp_path, framework, lorap):
     for threads in (1, 2):
         out = OnnxRunner(export_onnx(graph), graph, threads=threads).run(feeds)
         np.testing.assert_array_equal(next(iter(out.values())), expected)
+
+
+def test_dedupe_initializers_pass():
+    from qgnn_deploy.ir.graph import GraphBuilder
+    from qgnn_deploy.ir.interpreter import run
+    from qgnn_deploy.ir.passes import dedupe_initializers
+
+    b = GraphBuilder()
+    x = b.input("x", "int32", ("N", 2))
+    t1 = b.const("t1", np.array([[1, 2]], np.int32))
+    t2 = b.const("t2", np.array([[1, 2]], np.int32))
+    y = b.op("add", [b.op("add", [x, t1], "a"), t2], "y")
+    b.output(y, "int32", ("N", 2))
+    feeds = {"x": np.arange(6, dtype=np.int32).reshape(3, 2)}
+    before = run(b.graph, feeds)["y"]
+    assert dedupe_initializers(b.graph) == 1
+    assert list(b.graph.initializers) == ["t1"]
+    np.testing.assert_array_equal(run(b.graph, feeds)["y"], before)

@@ -25,6 +25,7 @@ from qgnn_deploy.fold.emit import Acc, FoldContext, QTensor, quantize_bias_int
 from qgnn_deploy.fold.layers import GraphValues, fold_layer, gpf_extra_bias
 from qgnn_deploy.fold.prompts import emit_gpf_plus
 from qgnn_deploy.ir.graph import Graph
+from qgnn_deploy.ir.passes import dedupe_initializers
 from qgnn_deploy.models.net import QGNN
 
 DEFAULT_MAX_IN_DEGREE = 1023
@@ -67,7 +68,8 @@ def fold_model(model: QGNN, max_in_degree: int = DEFAULT_MAX_IN_DEGREE) -> Graph
     batch = b.input("batch", "int64", ("N",)) if cfg.task == "graph" else None
     src = b.op("take_row", [ei], "src", index=0)
     dst = b.op("take_row", [ei], "dst", index=1)
-    g = GraphValues(x=x, src=src, dst=dst, degree=b.op("degree", [dst, x], "in_degree"))
+    degree = b.op("degree", [dst, x], "in_degree")
+    g = GraphValues(nodes=degree, src=src, dst=dst, degree=degree)
     fc.node_degree = g.degree  # A2Q degree-bucketed quantizers pick their per-node parameters from it
 
     with torch.no_grad():
@@ -100,6 +102,7 @@ def fold_model(model: QGNN, max_in_degree: int = DEFAULT_MAX_IN_DEGREE) -> Graph
         "accumulator_bounds": fc.accumulators, "quantized_output": out.value,
         "output_quant": {"scale": float(np.float32(out.scale)), "zero_point": out.zero_point},
     })
+    dedupe_initializers(graph, consumers=("lut",))  # e.g. every layer's identical degree table
     graph.validate()
     return graph
 

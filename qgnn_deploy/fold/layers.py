@@ -25,7 +25,7 @@ from qgnn_deploy.models.prompts import ALPHA_DEN
 class GraphValues:
     """IR values describing the input graph, shared by every layer."""
 
-    x: str  # the float input, used as the node-count reference
+    nodes: str  # any [N, ...] value, used as the node-count reference (small, so the input can die early)
     src: str
     dst: str
     degree: str  # int32 [N, 1] in-degree
@@ -73,7 +73,7 @@ def fold_gcn(fc: FoldContext, layer: QGCNConv, x: QTensor, g: GraphValues, name:
     e = b.op("cast", [b.op("lut", [deg1, table], f"{name}_edge_q", offset=-1)], f"{name}_edge", dtype="int32")
     he = b.op("mul", [b.op("cast", [h.value], f"{name}_message_i32", dtype="int32"), e], f"{name}_message_scaled")
     msgs = b.op("gather_rows", [he, g.src], f"{name}_gather")
-    agg = b.op("scatter_add", [msgs, g.dst, g.x], f"{name}_scatter")
+    agg = b.op("scatter_add", [msgs, g.dst, g.nodes], f"{name}_scatter")
     agg = b.op("add", [agg, he], f"{name}_agg_self")
     emax = layer.q_edge.spec.qmax
     bound = float(h.max_abs_centered) * emax * (dmax + 1)
@@ -101,7 +101,7 @@ def fold_gin(fc: FoldContext, layer: QGINConv, x: QTensor, g: GraphValues, name:
         raise QgnnError("fold: a constant GPF prompt cannot be folded into GIN (use --gpf gpf-plus)")
     b = fc.b
     xc = fc.centered_int32(x, f"{name}_x")
-    nsum = b.op("scatter_add", [b.op("gather_rows", [xc, g.src], f"{name}_gather"), g.dst, g.x], f"{name}_scatter")
+    nsum = b.op("scatter_add", [b.op("gather_rows", [xc, g.src], f"{name}_gather"), g.dst, g.nodes], f"{name}_scatter")
     eps_q = int(torch.floor(layer.eps.detach() * EPS_FRAC + 0.5))
     coef = EPS_FRAC + eps_q
     acc = b.op("add", [b.op("mul", [xc, fc.scalar(coef)], f"{name}_self"),
@@ -134,7 +134,7 @@ def fold_sage(fc: FoldContext, layer: QSAGEConv, x: QTensor, g: GraphValues, nam
         raise QgnnError("fold: a constant GPF prompt cannot be folded into GraphSAGE (use --gpf gpf-plus)")
     b = fc.b
     xc = fc.centered_int32(x, f"{name}_x")
-    nsum = b.op("scatter_add", [b.op("gather_rows", [xc, g.src], f"{name}_gather"), g.dst, g.x], f"{name}_scatter")
+    nsum = b.op("scatter_add", [b.op("gather_rows", [xc, g.src], f"{name}_gather"), g.dst, g.nodes], f"{name}_scatter")
     dmax = fc.max_in_degree
     table = _edge_table(fc, layer, 1.0 / np.maximum(np.arange(0, dmax + 1, dtype=np.float64), 1.0),
                         f"{name}_edge_table")

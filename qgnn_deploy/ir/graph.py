@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 Dim = int | str
-DTYPES = ("uint8", "int8", "int16", "int32", "int64", "float32")
+DTYPES = ("uint8", "int8", "uint16", "int16", "int32", "int64", "float32")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from qgnn_deploy.ir.graph import Graph, Node
 Kernel = Callable[[list[np.ndarray | None], dict[str, Any]], np.ndarray]
 KERNELS: dict[str, Kernel] = {}
 
-_WIDTH = {"uint8": 1, "int8": 1, "int16": 2, "int32": 4, "int64": 8}
+_WIDTH = {"uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "int32": 4, "int64": 8}
 
 
 class IROverflowError(ArithmeticError):

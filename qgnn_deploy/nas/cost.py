@@ -147,7 +147,7 @@ def layer_schedule(arch: str, i: int, cur: str, n: int, e: int, z: LayerSizes,
         he = add("message_scaled", 4 * n * z.h, [m32, edge])
         extra = [add("att", 4 * e, [he, "src", "dst"])] if arch == "attn" else []
         gat = add("gather", 4 * e * z.h, [he, "src", *extra])
-        sc = add("scatter", 4 * n * z.h, [gat, "dst", "x"])
+        sc = add("scatter", 4 * n * z.h, [gat, "dst", "in_degree"])
         agg = add("agg_self", 4 * n * z.h, [sc, he])
         rf = add("aggregate_rowfactor64", 8 * n, [edge])
         rm = add("aggregate_rowmult", 8 * n, [rf])
@@ -159,7 +159,7 @@ def layer_schedule(arch: str, i: int, cur: str, n: int, e: int, z: LayerSizes,
     if centered:
         xc = add("x_centered", 4 * n * z.f, [xc])
     gat = add("gather", 4 * e * z.f, [xc, "src"])
-    sc = add("scatter", 4 * n * z.f, [gat, "dst", "x"])
+    sc = add("scatter", 4 * n * z.f, [gat, "dst", "in_degree"])
     if arch == "sage":
         eq = add("edge_q", 1 * n, ["in_degree"])
         edge = add("edge", 4 * n, [eq])
@@ -189,7 +189,8 @@ def model_schedule(archs: Sequence[str], sizes: Sequence[LayerSizes], n: int, e:
                    centered: bool = False) -> tuple[dict[str, Num], list[Step], str]:
     """Whole node-classification graph as ``fold_model`` emits it: inputs, steps, output name.
 
-    The float input ``x`` stays live until the last scatter (it is every scatter's node-count reference).
+    The scatters take the small ``in_degree`` [N, 1] as their node-count reference, so the float input
+    ``x`` dies once it is quantized.
     """
     inputs: dict[str, Num] = {"x": 4.0 * n * f0, "edge_index": 16.0 * e}
     steps: list[Step] = [("src", 8.0 * e, ["edge_index"]), ("dst", 8.0 * e, ["edge_index"]),
@@ -297,7 +298,8 @@ def config_cost(config: Any, num_nodes: int, num_edges: int, storage: str = "dep
         raise ValueError("config_cost covers node-classification models without prompts")
     sizes = config_layer_sizes(config, storage)
     archs = [config.arch] * config.num_layers
-    size = sum(layer_model_bytes(config.arch, z, max_in_degree + 1) for z in sizes)
+    # identical degree tables of later layers are stored once (fold's dedupe_initializers pass)
+    size = sum(layer_model_bytes(config.arch, z, max_in_degree + 1 if i == 0 else 0) for i, z in enumerate(sizes))
     inputs, steps, out = model_schedule(archs, sizes, num_nodes, num_edges, config.in_dim, config.out_dim,
                                         centered_input)
     return Cost(float(size), float(peak_bytes(inputs, steps, out)))
@@ -311,8 +313,9 @@ def expected_cost(arch_probs: Sequence[Mapping[str, Tensor]], sizes: Sequence[La
     Model size is linear, so its expectation is exact; the buffer is ``sum over kind tuples of
     P(tuple) * peak(schedule(tuple), expected sizes)``.
     """
-    size = sum(sum(p * layer_model_bytes(k, z, max_in_degree + 1) for k, p in probs.items())
-               for probs, z in zip(arch_probs, sizes))
+    # the degree table is counted once (layer 0): fold stores identical tables once
+    size = sum(sum(p * layer_model_bytes(k, z, max_in_degree + 1 if i == 0 else 0) for k, p in probs.items())
+               for i, (probs, z) in enumerate(zip(arch_probs, sizes)))
     kinds = [list(p.keys()) for p in arch_probs]
     buf = torch.zeros(())
     for combo in itertools.product(*kinds):
