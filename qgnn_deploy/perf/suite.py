@@ -83,6 +83,7 @@ def run_worker(spec: dict[str, Any], work: Path, name: str, timeout: float) -> d
     spec_path = work / f"{name}.spec.json"
     spec_path.write_text(json.dumps(spec))
     Path(spec["result"]).unlink(missing_ok=True)
+    load = load_average()
     try:
         proc = subprocess.run([sys.executable, "-m", "qgnn_deploy.perf.worker", str(spec_path)], capture_output=True,
                               text=True, timeout=timeout, env=_env(int(spec["threads"])))
@@ -92,7 +93,7 @@ def run_worker(spec: dict[str, Any], work: Path, name: str, timeout: float) -> d
     if not res_path.is_file():
         tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
         return {"error": f"worker died: {tail[:300]}"}
-    return json.loads(res_path.read_text())
+    return {**json.loads(res_path.read_text()), "load_average_before": load}
 
 
 def run_ours(artifact: Path, backend: str, cfg: SuiteConfig, graph: Path | None, repeats: int,
@@ -101,6 +102,7 @@ def run_ours(artifact: Path, backend: str, cfg: SuiteConfig, graph: Path | None,
     from qgnn_deploy.arm64 import run_bench
 
     extra = ["--input", str(graph)] if graph is not None else []
+    load = load_average()
     try:
         rep = run_bench(artifact, backend=backend, threads=cfg.threads, warmup=warmup, repeats=repeats,
                         extra_args=extra, timeout=cfg.timeout)
@@ -109,7 +111,8 @@ def run_ours(artifact: Path, backend: str, cfg: SuiteConfig, graph: Path | None,
     return {"latency_ms": rep["latency_ms"], "peak_rss_bytes": rep["memory"]["peak_rss_bytes"],
             "rss_before_load_bytes": rep["memory"].get("rss_before_load_bytes"), "threads": rep["threads"],
             "reference_match": rep["reference"].get("match"), "runtime": rep.get("runtime_version"),
-            "timing_label": rep.get("timing_label"), "buffer_bytes_manifest": rep.get("buffer_bytes")}
+            "timing_label": rep.get("timing_label"), "buffer_bytes_manifest": rep.get("buffer_bytes"),
+            "load_average_before": load}
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -614,12 +617,12 @@ def render_markdown(res: dict[str, Any]) -> str:
     if max(res["load_average"]["start"][0], res["load_average"]["end"][0]) > 2.5:
         lines += ["**Warning: the load average was above 2.5 during this run; the timings are not reliable.**", ""]
     lines += ["| backend | median ms | p90 | p99 | speed-up vs PyG eager | peak RSS MiB (ratio) | above import MiB "
-              "| buffer KiB (ratio) | model KiB (ratio) | file KiB | test acc |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| buffer KiB (ratio) | model KiB (ratio) | file KiB | test acc | load before |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for k, r in res["rows"].items():
         rr = res["ratios"]["per_backend"].get(k, {})
         if "error" in r:
-            lines.append(f"| {r.get('label', LABELS.get(k, k))} | failed: {r['error'][:120]} | | | | | | | | | |")
+            lines.append(f"| {r.get('label', LABELS.get(k, k))} | failed: {r['error'][:120]} | | | | | | | | | | |")
             continue
         lat = r["latency_ms"]
         acc = "—" if r.get("test_acc") is None else f"{100 * r['test_acc']:.1f}"
@@ -627,7 +630,8 @@ def render_markdown(res: dict[str, Any]) -> str:
                      f"{_x(rr.get('speedup_vs_pyg_eager'))} | {_mb(r.get('peak_rss_bytes'))} "
                      f"({_x(rr.get('peak_rss_bytes_ratio'))}) | {_mb(_above(r))} | {_kb(r.get('buffer_bytes'))} "
                      f"({_x(rr.get('buffer_bytes_ratio'))}) | {_kb(r.get('model_bytes'))} "
-                     f"({_x(rr.get('model_bytes_ratio'))}) | {_kb(r.get('model_file_bytes'))} | {acc} |")
+                     f"({_x(rr.get('model_bytes_ratio'))}) | {_kb(r.get('model_file_bytes'))} | {acc} | "
+                     f"{(r.get('load_average_before') or ['—'])[0]} |")
     lines += ["", "Model KiB: parameters as stored (FP32: 4 B each; ours: `ir.analysis.model_bytes`, int4 packed; "
               "QDQ: its ONNX file). Buffer: peak live activation bytes with inputs counted (ours: "
               "`ir.analysis.buffer_report`; ORT/PyG: ONNX liveness on the sample, see `liveness.py`). "
