@@ -94,14 +94,21 @@ def fold_gcn(fc: FoldContext, layer: QGCNConv, x: QTensor, g: GraphValues, name:
     return Acc(out, np.asarray(float(grid), np.float64), bound)
 
 
+def _neighbour_sum(fc: FoldContext, kind: str, x: QTensor, g: GraphValues, name: str,
+                   extra_bias: np.ndarray | None) -> tuple[str, str]:
+    """``(x - zp)`` as int32 and its plain neighbour sum (GIN and SAGE aggregate the layer input itself)."""
+    if extra_bias is not None:
+        raise QgnnError(f"fold: a constant GPF prompt cannot be folded into {kind} (use --gpf gpf-plus)")
+    xc = fc.centered_int32(x, f"{name}_x")
+    gathered = fc.b.op("gather_rows", [xc, g.src], f"{name}_gather")
+    return xc, fc.b.op("scatter_add", [gathered, g.dst, g.nodes], f"{name}_scatter")
+
+
 @handler(QGINConv)
 def fold_gin(fc: FoldContext, layer: QGINConv, x: QTensor, g: GraphValues, name: str,
              extra_bias: np.ndarray | None) -> Acc:
-    if extra_bias is not None:
-        raise QgnnError("fold: a constant GPF prompt cannot be folded into GIN (use --gpf gpf-plus)")
     b = fc.b
-    xc = fc.centered_int32(x, f"{name}_x")
-    nsum = b.op("scatter_add", [b.op("gather_rows", [xc, g.src], f"{name}_gather"), g.dst, g.nodes], f"{name}_scatter")
+    xc, nsum = _neighbour_sum(fc, "GIN", x, g, name, extra_bias)
     eps_q = int(torch.floor(layer.eps.detach() * EPS_FRAC + 0.5))
     coef = EPS_FRAC + eps_q
     acc = b.op("add", [b.op("mul", [xc, fc.scalar(coef)], f"{name}_self"),
@@ -130,11 +137,8 @@ def fold_gin(fc: FoldContext, layer: QGINConv, x: QTensor, g: GraphValues, name:
 @handler(QSAGEConv)
 def fold_sage(fc: FoldContext, layer: QSAGEConv, x: QTensor, g: GraphValues, name: str,
               extra_bias: np.ndarray | None) -> Acc:
-    if extra_bias is not None:
-        raise QgnnError("fold: a constant GPF prompt cannot be folded into GraphSAGE (use --gpf gpf-plus)")
     b = fc.b
-    xc = fc.centered_int32(x, f"{name}_x")
-    nsum = b.op("scatter_add", [b.op("gather_rows", [xc, g.src], f"{name}_gather"), g.dst, g.nodes], f"{name}_scatter")
+    _, nsum = _neighbour_sum(fc, "GraphSAGE", x, g, name, extra_bias)
     dmax = fc.max_in_degree
     table = _edge_table(fc, layer, 1.0 / np.maximum(np.arange(0, dmax + 1, dtype=np.float64), 1.0),
                         f"{name}_edge_table")
