@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +81,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - UnpicklingError, zip errors, EOF, ...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise QgnnError(f"{path} is not a loadable qgnn checkpoint (refused by the weights-only loader: "
-                        f"{reason[:200]})") from None
+        if not zipfile.is_zipfile(path):
+            reason = "not a PyTorch checkpoint archive (corrupt or truncated?)"
+        elif isinstance(exc, pickle.UnpicklingError):
+            reason = ("the weights-only loader refused it: it holds objects other than tensors and plain "
+                      "containers, and such files are never unpickled")
+        else:
+            reason = f"{type(exc).__name__} while reading it"
+        raise QgnnError(f"{path} is not a loadable qgnn checkpoint: {reason}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise QgnnError(f"{path} is not a qgnn checkpoint (missing format tag {FORMAT!r})")
     if payload.get("version") != VERSION:
