@@ -152,27 +152,3 @@ def degree(parts: int) -> tirx.PrimFunc:
                         Out[Idx[j], 0] = Out[Idx[j], 0] + 1
 
     return kernel
-
-
-def pool_sum(h: int, dtype: str, parts: int) -> tirx.PrimFunc:
-    """Sum pooling of node rows into their graph: ``out[batch[i]] += values[i]``."""
-
-    @T.prim_func(private=True, s_tir=True)
-    def kernel(v_h: T.handle, b_h: T.handle, out_h: T.handle):
-        T.func_attr(_SCHEDULED)
-        n = T.int64()
-        g = T.int64()
-        V = T.match_buffer(v_h, (n, h), dtype)
-        B = T.match_buffer(b_h, (n,), "int64")
-        Out = T.match_buffer(out_h, (g, h), "int32")
-        with T.sblock("root"):
-            for p in T.parallel(parts):
-                for i in T.serial(p * g // parts, (p + 1) * g // parts):
-                    for c in T.vectorized(h):
-                        Out[i, c] = 0
-                for j in range(n):
-                    if B[j] >= p * g // parts and B[j] < (p + 1) * g // parts:
-                        for c in T.vectorized(h):
-                            Out[B[j], c] = Out[B[j], c] + T.Cast("int32", V[j, c])
-
-    return kernel

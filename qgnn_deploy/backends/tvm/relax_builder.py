@@ -399,7 +399,9 @@ def _pool_sum(ctx: BuildContext, node: Node) -> relax.Expr:
     ctx.bb.match_cast(shp, relax.ShapeType([g]))
     dt = dtype_of(v)
     pp = ctx.options.parts
-    out = ctx.call_tir(("pool_sum", hh, dt, pp), lambda: kernels.pool_sum(hh, dt, pp), [v, batch], [g, hh], "int32")
+    # sum pooling is a scatter-add of node rows into graph rows: the same kernel, G output rows
+    out = ctx.call_tir(("scatter_add", hh, dt, pp), lambda: kernels.scatter_add(hh, dt, pp), [v, batch], [g, hh],
+                       "int32")
     return _restore(ctx, out, g, tail)
 
 
