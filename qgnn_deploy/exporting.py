@@ -26,6 +26,7 @@ from qgnn_deploy.ir.analysis import buffer_report, model_bytes
 from qgnn_deploy.ir.graph import Graph, jsonable
 from qgnn_deploy.ir.interpreter import IROverflowError
 from qgnn_deploy.ir.interpreter import run as interpret
+from qgnn_deploy.ir.passes import quantize_input_feeds
 
 ONNX_TARGET = "onnx"
 PARITY_THREADS = (1, 2)
@@ -140,6 +141,10 @@ def boundary_quantization(graph: Graph) -> dict[str, Any]:
         elif node.op == "dequantize" and node.outputs[0] in outputs:
             q["outputs"][node.outputs[0]] = {"node": node.name, "scale": float(a["scale"]),
                                              "zero_point": int(a["zero_point"])}
+    pre = graph.meta.get("input_quant")
+    if pre and pre["quantized_input"] in inputs:  # prequantize_input: the caller quantizes, once per dataset
+        q["inputs"][pre["quantized_input"]] = {**{k: pre[k] for k in ("scale", "zero_point", "dtype", "qmin", "qmax")},
+                                               "prequantized_from": pre["float_input"]}
     return q
 
 
@@ -213,7 +218,8 @@ def export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feeds
         graph.validate()
     except ValueError as exc:
         raise QgnnError(f"invalid integer graph: {exc}") from None
-    facts = validate_feeds(graph.inputs, graph.meta, {k: np.asarray(v) for k, v in sample_feeds.items()})
+    sample_feeds = quantize_input_feeds(graph, {k: np.asarray(v) for k, v in sample_feeds.items()})
+    facts = validate_feeds(graph.inputs, graph.meta, sample_feeds)
     feeds = {vi.name: np.asarray(sample_feeds[vi.name]) for vi in graph.inputs}
     try:
         reference = interpret(graph, feeds)
@@ -262,6 +268,7 @@ def export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feeds
         "buffer_bytes": buffers.peak_bytes,
         "buffer_bytes_measured_on": {"num_nodes": facts.get("num_nodes"), "num_edges": facts.get("num_edges")},
         "quantization": boundary_quantization(graph),
+        "input_quant": meta.get("input_quant"),
         "source_checkpoint_sha256": checkpoint_sha,
         "source": source or None,
         "onnx_int8_saturation_safe": saturation_safe,

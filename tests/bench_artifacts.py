@@ -15,15 +15,19 @@ from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph
 FEATURES = 12
 
 
-def build_artifact(out: Path, target: str = "x86_64", graph: Graph | None = None) -> Path:
+def build_artifact(out: Path, target: str = "x86_64", graph: Graph | None = None, integer_input: bool = False) -> Path:
     """Export ``graph`` (default: :func:`op_zoo_graph`, every IR op) for ``target`` into ``out``.
 
     Goes through the real exporter (:func:`qgnn_deploy.exporting.export_graph`): ONNX model, TVM
     library for compiled targets, sample input, reference-interpreter output, checksummed manifest.
+    ``integer_input`` applies :func:`qgnn_deploy.ir.passes.prequantize_input` first (``--integer-input``).
     """
     from qgnn_deploy.exporting import export_graph
+    from qgnn_deploy.ir.passes import prequantize_input
 
     g = graph if graph is not None else op_zoo_graph(features=FEATURES)
+    if integer_input:
+        prequantize_input(g)
     x, ei = awkward_graphs(FEATURES)["random"]
     export_graph(g, target, out, sample_feeds={"x": x, "edge_index": ei})
     return out

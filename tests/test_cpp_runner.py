@@ -50,3 +50,13 @@ def test_cpp_runner_bit_exact_under_qemu(runner: Path, a64_sysroot: Path, tmp_pa
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip() == f"qgnn_run: error: {art}: checksum mismatch for model_arm64.so (file modified " \
                                   "after export)"
+
+
+@pytest.mark.arm64
+def test_cpp_runner_integer_input_artifact(runner: Path, a64_sysroot: Path, tmp_path: Path) -> None:  # noqa: F811
+    """An --integer-input artifact (uint8 x_q first): node count and reference check still right."""
+    art = build_artifact(tmp_path / "art", "arm64", integer_input=True)
+    proc = qemu(a64_sysroot, runner, art, "--threads", 1, "--warmup", 0, "--repeats", 2)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["reference_match"] is True and r["num_nodes"] == 60

@@ -189,7 +189,7 @@ def test_bad_sample_input_writes_nothing(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ CLI
 @pytest.fixture
 def fake_fold(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stand-in for the lead's fold_checkpoint until it lands (same attributes)."""
+    """fold_checkpoint without training a model: the CLI plumbing only (the slow suite folds real checkpoints)."""
     import qgnn_deploy.fold as fold
 
     def fold_checkpoint(path):
@@ -218,6 +218,39 @@ def test_cli_export(tmp_path: Path, fake_fold, capsys: pytest.CaptureFixture) ->
     assert cli.main(["export", str(ckpt), "--out", str(out), "--force", "--sample-graph", str(sample)]) == 0
     with np.load(out / "sample_input.npz") as z:
         assert z["x"].shape == x.shape
+
+
+def test_cli_export_integer_input(tmp_path: Path, fake_fold, capsys: pytest.CaptureFixture) -> None:
+    """--integer-input: the artifact takes uint8 x_q, states its quantization, and is still checked bit-exact."""
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"not read by the fake fold")
+    out = tmp_path / "art"
+    assert cli.main(["export", str(ckpt), "--out", str(out), "--integer-input"]) == 0
+    doc = load_manifest(out)
+    assert doc["inputs"][0] == {"name": "x_q", "dtype": "uint8", "shape": ["N", 12]}
+    assert doc["input_quant"]["float_input"] == "x" and doc["input_quant"]["scale"] == pytest.approx(0.05)
+    assert doc["quantization"]["inputs"]["x_q"]["prequantized_from"] == "x"
+    report = json.loads((out / "report.json").read_text())
+    assert report["parity"]["bit_exact"] is True and report["float_ops"]["names"] == ["y"]
+    with np.load(out / "sample_input.npz") as z:
+        assert sorted(z.files) == ["edge_index", "x_q"] and z["x_q"].dtype == np.uint8
+    with np.load(out / "reference_output.npz") as z:
+        graph = op_zoo_graph()
+        assert np.array_equal(z["y"], run(graph, _sample(graph))["y"])  # same output as the float-input model
+
+
+def test_cli_integer_input_refused_for_per_node_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    import qgnn_deploy.fold as fold
+
+    graph = pooled_zoo_graph()
+    monkeypatch.setattr(fold, "fold_checkpoint", lambda path: types.SimpleNamespace(
+        graph=graph, sample_feeds=_sample(graph), checkpoint_sha256="cd" * 32, report={}), raising=False)
+    (tmp_path / "m.pt").write_bytes(b"x")
+    assert cli.main(["export", str(tmp_path / "m.pt"), "--out", str(tmp_path / "o"), "--integer-input"]) == 2
+    err = capsys.readouterr().err
+    assert "--integer-input" in err and "per-node" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("argv,message", [

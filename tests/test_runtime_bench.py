@@ -181,6 +181,29 @@ def test_other_inputs_run_without_reference_check(x86_art: Path, tmp_path: Path)
     assert proc.returncode == 0 and json.loads(js.read_text())["reference"]["match"] is True
 
 
+def test_integer_input_artifact_quantizes_float_features_once(tmp_path: Path) -> None:
+    """--integer-input artifact: float x in the input file is quantized once, outside the timed loop."""
+    art = build_artifact(tmp_path / "art", "x86_64", integer_input=True)
+    with np.load(art / "sample_input.npz") as z:
+        assert sorted(z.files) == ["edge_index", "x_q"]
+    from bench_artifacts import FEATURES
+
+    from qgnn_deploy.ir.testing import awkward_graphs
+
+    x, ei = awkward_graphs(FEATURES)["random"]
+    floats = _npz(tmp_path / "float.npz", x=x, edge_index=ei)
+    for backend in ("tvm", "onnx"):
+        js = tmp_path / f"{backend}.json"
+        proc = bench(art, "--backend", backend, "--input", floats, "--repeats", 3, "--json", js)
+        assert proc.returncode == 0, proc.stderr
+        r = json.loads(js.read_text())
+        assert r["input"]["quantized_once"]["to"] == "x_q" and r["input"]["num_nodes"] == 60
+        assert r["reference"]["match"] is True  # quantized here == the bundled x_q, so the reference applies
+        assert "quantized to x_q once" in proc.stdout
+    ints = _npz(tmp_path / "ints.npz", x=np.zeros((60, FEATURES), np.int32), edge_index=ei)
+    assert_one_line_error(bench(art, "--input", ints), "give float features or x_q")
+
+
 def test_reference_mismatch_exits_1_and_reports(x86_art: Path, tmp_path: Path) -> None:
     art = copy_art(x86_art, tmp_path / "art")
     with np.load(art / "reference_output.npz") as z:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
-from qgnn_deploy.ir.graph import Graph
+import numpy as np
+
+from qgnn_deploy.ir.graph import Graph, ValueInfo
 
 
 def dedupe_initializers(graph: Graph, consumers: tuple[str, ...] | None = None) -> int:
@@ -35,3 +39,61 @@ def dedupe_initializers(graph: Graph, consumers: tuple[str, ...] | None = None) 
     for name in rename:
         del graph.initializers[name]
     return len(rename)
+
+
+def prequantize_input(graph: Graph, input_name: str = "x") -> dict[str, Any]:
+    """Make the graph take ``input_name`` already quantized: the boundary ``quantize`` moves to the caller.
+
+    The float input ``x`` [N, F] is replaced by its quantized twin (``x_q``, uint8 for a
+    per-tensor input quantizer) and the ``quantize`` node is dropped; every other use of
+    ``x`` (node-count references) reads ``x_q`` instead.  Like an image model that takes
+    uint8 pixels, the caller quantizes the features once (per dataset, not per call) with
+    :func:`quantize_input_feeds`, whose arithmetic is the interpreter's own ``quantize``, so
+    ``run(g', quantize_input_feeds(g', feeds)) == run(g, feeds)`` bit for bit.  Why: the FP32
+    features are the largest live buffer and the largest memory stream of a GNN forward pass.
+
+    Returns the quantization contract, also stored as ``graph.meta["input_quant"]``.
+    Raises ``ValueError`` when ``input_name`` is not fed only to one per-tensor ``quantize``
+    (e.g. A2Q's per-node ``quantize_rows`` needs the in-graph degree).
+    """
+    quantizers = [n for n in graph.nodes if input_name in n.inputs and n.op == "quantize"]
+    others = [n for n in graph.nodes if input_name in n.inputs and n.op != "quantize"]
+    spec = next((vi for vi in graph.inputs if vi.name == input_name), None)
+    if spec is None or len(quantizers) != 1:
+        raise ValueError(f"prequantize_input: {input_name!r} is not a graph input read by exactly one per-tensor "
+                         "quantize (per-node input quantizers, e.g. A2Q degree buckets, quantize in the graph)")
+    q = quantizers[0]
+    if any(n.op not in REFERENCE_OPS or n.inputs.index(input_name) != REFERENCE_OPS[n.op] for n in others):
+        bad = sorted({n.op for n in others})
+        raise ValueError(f"prequantize_input: {input_name!r} feeds {bad} as data, not only the quantize")
+    qname = q.outputs[0]
+    contract = {"float_input": input_name, "quantized_input": qname, "scale": float(q.attrs["scale"]),
+                "zero_point": int(q.attrs["zero_point"]), "qmin": int(q.attrs["qmin"]), "qmax": int(q.attrs["qmax"]),
+                "dtype": str(q.attrs["dtype"])}
+    graph.inputs = [ValueInfo(qname, contract["dtype"], vi.shape) if vi.name == input_name else vi
+                    for vi in graph.inputs]
+    graph.nodes = [n for n in graph.nodes if n is not q]
+    for n in others:
+        n.inputs = [qname if i == input_name else i for i in n.inputs]
+    graph.meta["input_quant"] = contract
+    return contract
+
+
+# Ops that read an input only for its first dimension (the node count N), and at which position.
+REFERENCE_OPS = {"degree": 1, "scatter_add": 2, "scatter_max": 2}
+
+
+def quantize_input_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Feeds for a :func:`prequantize_input` graph: the float input quantized exactly as the graph did.
+
+    Feeds that already hold the quantized input (or a graph without the contract) pass through.
+    """
+    contract = graph.meta.get("input_quant")
+    if not contract or contract["float_input"] not in feeds:
+        return dict(feeds)
+    from qgnn_deploy.ir.interpreter import KERNELS
+
+    out = {k: v for k, v in feeds.items() if k != contract["float_input"]}
+    attrs = {k: contract[k] for k in ("scale", "zero_point", "qmin", "qmax", "dtype")}
+    out[contract["quantized_input"]] = KERNELS["quantize"]([np.asarray(feeds[contract["float_input"]])], attrs)
+    return out

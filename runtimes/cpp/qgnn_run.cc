@@ -387,7 +387,9 @@ int Run(int argc, char** argv) {
   for (const auto& n : order) {
     if (!inputs.count(n)) throw BadInput("sample input lacks array " + n);
   }
-  int64_t num_nodes = inputs.count("x") && !inputs["x"].shape.empty() ? inputs["x"].shape[0] : -1;
+  // Node features come first: x (float) or x_q (an artifact exported with --integer-input).
+  const std::string features = inputs.count("x") || order.empty() ? std::string("x") : order.front();
+  int64_t num_nodes = inputs.count(features) && !inputs[features].shape.empty() ? inputs[features].shape[0] : -1;
   int64_t num_edges = -1, max_deg = 0;
   if (inputs.count("edge_index")) {
     const Array& ei = inputs["edge_index"];
