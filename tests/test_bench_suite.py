@@ -13,7 +13,8 @@ from qgnn_deploy.perf.graphs import random_graph
 from qgnn_deploy.perf.measure import latency_stats, percentile
 from qgnn_deploy.perf.suite import growth_exponents
 
-BACKENDS = ("pyg_eager", "pyg_cached", "pyg_compile", "ort_fp32", "ort_qdq", "ours_ort", "ours_tvm")
+BACKENDS = ("pyg_eager", "pyg_cached", "pyg_compile", "ort_fp32", "ort_qdq", "ours_ort", "ours_tvm", "ours_ort_u8",
+            "ours_tvm_u8")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,11 @@ def test_every_backend_measured_with_the_same_threads(quick_run: tuple[Path, dic
         assert r["threads"] == 2
         assert r["peak_rss_bytes"] > 0 and r["buffer_bytes"] > 0 and r["model_bytes"] > 0
         assert 0.0 <= r["test_acc"] <= 1.0
-    assert rows["ours_ort"]["reference_match"] and rows["ours_tvm"]["reference_match"]
+    for key in ("ours_ort", "ours_tvm", "ours_ort_u8", "ours_tvm_u8"):
+        assert rows[key]["reference_match"], key
+    # the --integer-input artifact holds uint8 features instead of float32 ones (not the peak on this tiny graph)
+    assert rows["ours_tvm_u8"]["buffer_bytes"] <= rows["ours_tvm"]["buffer_bytes"]
+    assert rows["ours_tvm_u8"]["input_contract"].startswith("uint8") and rows["ours_tvm"]["input_contract"] == "FP32 x"
 
 
 def test_ratios_and_targets_computed(quick_run: tuple[Path, dict]) -> None:
@@ -60,7 +65,7 @@ def test_ratios_and_targets_computed(quick_run: tuple[Path, dict]) -> None:
     for key in ("ort_fp32", "ours_ort", "ours_tvm"):
         assert per[key]["speedup_vs_pyg_eager"] > 0
         assert per[key]["model_bytes_ratio"] > 0 and per[key]["buffer_bytes_ratio"] > 0
-    assert res["ratios"]["best_ours"] in ("ours_ort", "ours_tvm")
+    assert res["ratios"]["best_ours"] in ("ours_ort", "ours_tvm", "ours_ort_u8", "ours_tvm_u8")
     t = res["targets"]
     for key in ("best_vs_fastest_pyg>=3x", "best_vs_ort_fp32>=2x", "tvm_no_slower_than_ours_ort",
                 "int8_model<=0.27x_fp32", "int4_model<=0.15x_fp32", "int8_buffer<=0.3x_fp32",
@@ -73,7 +78,7 @@ def test_ratios_and_targets_computed(quick_run: tuple[Path, dict]) -> None:
 def test_determinism_flags(quick_run: tuple[Path, dict]) -> None:
     _, res = quick_run
     det = res["determinism"]
-    for key in ("ours_ort", "ours_tvm"):
+    for key in ("ours_ort", "ours_tvm", "ours_ort_u8", "ours_tvm_u8"):
         assert set(det[key]["digests_by_threads"]) == {"1", "2"}
         assert det[key]["deterministic"] is True
         assert det[key]["equals_reference"] is True
@@ -85,7 +90,7 @@ def test_series_and_roofline(quick_run: tuple[Path, dict]) -> None:
     pts = res["series"]["points"]
     assert [p["num_nodes"] for p in pts] == [200, 1000]
     for p in pts:
-        for key in ("pyg_eager", "ours_ort", "ours_tvm"):
+        for key in ("pyg_eager", "ours_ort", "ours_tvm", "ours_tvm_u8"):
             assert p[key]["latency_ms"]["median"] > 0 and p[key]["peak_rss_bytes"] > 0
     slopes = res["series"]["growth_exponent_vs_edges"]
     assert all(isinstance(slopes[k], float) for k in ("pyg_eager", "ours_ort", "ours_tvm"))

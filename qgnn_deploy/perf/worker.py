@@ -27,7 +27,7 @@ from qgnn_deploy.perf.measure import latency_stats, peak_rss_bytes, pin_threads,
 
 def load_feeds(path: str) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
-        return {k: np.ascontiguousarray(z[k]) for k in z.files if k in ("x", "edge_index")}
+        return {k: np.ascontiguousarray(z[k]) for k in z.files if k in ("x", "x_q", "edge_index")}
 
 
 def _finish(spec: dict[str, Any], result: dict[str, Any], first: np.ndarray | None) -> None:
