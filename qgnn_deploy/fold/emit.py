@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from qgnn_deploy.errors import QgnnError
+from qgnn_deploy.fold.tables import requant_arrays
 from qgnn_deploy.ir.graph import GraphBuilder
 from qgnn_deploy.ir.testing import pack_int4
 from qgnn_deploy.quant.fake import Quantizer
@@ -116,13 +117,11 @@ class FoldContext:
             return b.op("requantize", [acc.value], hint, multiplier=int(m), shift=int(n), zero_point=int(zero_point),
                         qmin=int(qmin), qmax=int(qmax), dtype=dtype)
         shape = (1, -1) if m.ndim else (1, 1)
-        mult = b.const(f"{hint}_multiplier", m.reshape(shape).astype(np.int64))
-        if m.ndim:
-            # per-column multipliers may need per-column shifts
-            shift = b.const(f"{hint}_shift", n.reshape(shape).astype(np.int64))
-        else:
-            shift = b.const(f"{hint}_shift", n.reshape(shape).astype(np.int64))
+        m_arr, n_arr = requant_arrays(m.reshape(shape), n.reshape(shape))  # int32 / int8, widened by requantize
+        mult = b.const(f"{hint}_multiplier", m_arr)
+        shift = b.const(f"{hint}_shift", n_arr)  # per-column multipliers may need per-column shifts
         if row_factor is not None:
+            # int64 row factor x int32 multiplier: the product is int64 (the wider input)
             rf = b.op("cast", [row_factor], f"{hint}_rowfactor64", dtype="int64")
             mult = b.op("mul", [rf, mult], f"{hint}_rowmult")
         return b.op("requantize", [acc.value, mult, shift], hint, zero_point=int(zero_point), qmin=int(qmin),

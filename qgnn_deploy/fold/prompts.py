@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from qgnn_deploy.fold.emit import Acc, FoldContext, QTensor
+from qgnn_deploy.fold.tables import trim_table
 from qgnn_deploy.models.prompts import ALPHA_DEN, GPFPrompt, LoRAP, PromptMixer, exp_table
 
 
@@ -23,13 +24,14 @@ def emit_softmax_alpha(fc: FoldContext, s: QTensor, mixer: PromptMixer, hint: st
     acc = fc.matmul(s, w_value, w_int, w_scale, f"{hint}_score_acc")
     z = fc.requant_to(acc, mixer.q_score, f"{hint}_score")
     qmax = mixer.q_score.spec.qmax
-    # entries are <= 2^15, so the table is stored as uint16 and widened after the lookup
-    table = exp_table(float(mixer.q_score.scale_zp(None)[0]), qmax).numpy().astype(np.uint16)
+    # entries are <= 2^15, so the table is stored as uint16 and widened after the lookup; the leading zeros
+    # (scores far below the row maximum) are trimmed to one, the offset moves with them (fold/tables.py)
+    table, dropped = trim_table(exp_table(float(mixer.q_score.scale_zp(None)[0]), qmax).numpy().astype(np.uint16))
     zmax = b.op("reduce_max", [z.value], f"{hint}_score_max", axis=1, keepdims=True)
     d = b.op("sub", [b.op("cast", [z.value], f"{hint}_score_i32", dtype="int32"),
                      b.op("cast", [zmax], f"{hint}_score_max_i32", dtype="int32")], f"{hint}_score_shift")
-    e = b.op("cast", [b.op("lut", [d, b.const(f"{hint}_exp_table", table)], f"{hint}_exp_u16", offset=2 * qmax)],
-             f"{hint}_exp", dtype="int32")
+    e_u16 = b.op("lut", [d, b.const(f"{hint}_exp_table", table)], f"{hint}_exp_u16", offset=2 * qmax - dropped)
+    e = b.op("cast", [e_u16], f"{hint}_exp", dtype="int32")
     tot = b.op("reduce_sum", [e], f"{hint}_exp_sum", axis=1, keepdims=True)
     num = b.op("add", [b.op("mul", [e, fc.scalar(2 * ALPHA_DEN)], f"{hint}_exp_scaled"), tot], f"{hint}_alpha_num")
     den = b.op("mul", [tot, fc.scalar(2)], f"{hint}_alpha_den")
