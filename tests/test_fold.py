@@ -204,3 +204,33 @@ def test_requant_parameters_are_narrow():
     assert requant_arrays(np.array([2**31]), np.array([0]))[0].dtype == np.int64  # never truncated
     with pytest.raises(ValueError):
         requant_arrays(np.array([1]), np.array([200]))
+
+
+def test_lorap_basis_packed_or_dropped_when_zero(synthetic):
+    """A 4-bit LoRAP basis is stored packed; one that quantizes to all zeros adds nothing and emits no softmax
+    branch.  Both stay code-exact against the fake-quant model, and ORT against the interpreter."""
+    pytest.importorskip("onnxruntime")
+    from qgnn_deploy.backends.onnx import export_onnx
+    from qgnn_deploy.backends.onnx.runner import OnnxRunner
+
+    model = _train(synthetic, epochs=2, bits=default_bits(4), lorap={"k": 4, "rank": 2})
+    feeds = {"x": synthetic.data.x.numpy(), "edge_index": synthetic.data.edge_index.numpy()}
+    prompts = [layer.prompt for layer in model.layers]
+    with torch.no_grad():
+        for p in prompts:
+            p.V.zero_()
+    graph = fold_model(model, max_in_degree=255)
+    assert not [k for k in graph.initializers if "lorap" in k]
+    _assert_parity(parity_report(model, graph, feeds, synthetic))
+    with torch.no_grad():
+        torch.manual_seed(0)
+        for p in prompts:
+            p.V.normal_(0.0, 30.0)  # large enough to survive the 4-bit aggregate grid
+    graph = fold_model(model, max_in_degree=255)
+    packed = graph.initializers["layer0_lorap_basis_packed"]
+    assert packed.dtype == np.uint8 and packed.size == (prompts[0].k * model.layers[0].lin.out_features + 1) // 2
+    assert "layer0_lorap_exp_table" in graph.initializers
+    _assert_parity(parity_report(model, graph, feeds, synthetic))
+    expected = graph_output_codes(graph, feeds)[0]
+    out = OnnxRunner(export_onnx(graph), graph, threads=1).run(feeds)
+    np.testing.assert_array_equal(next(iter(out.values())), expected)

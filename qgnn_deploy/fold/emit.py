@@ -89,14 +89,16 @@ class FoldContext:
         w_int = q.to_int(w).numpy().astype(np.int8)
         scale = np.asarray(q.scale_zp(w)[0].detach().numpy(), dtype=np.float32).reshape(-1).astype(np.float64)
         mat = w_int.T.copy() if transpose else w_int
-        bits = int(q.spec.bits)
-        self.bitwidths[hint] = bits
+        return self.int_matrix(hint, mat, int(q.spec.bits)), mat, scale
+
+    def int_matrix(self, hint: str, mat: np.ndarray, bits: int) -> str:
+        """A constant int8 matrix of ``bits``-bit codes as an IR value; int4 and below stored packed."""
+        self.bitwidths[hint] = int(bits)
+        mat = np.asarray(mat, dtype=np.int8)
         if bits <= 4:
-            value = self.b.op("unpack_int4", [self.b.const(f"{hint}_packed", pack_int4(mat))], hint,
-                              shape=list(mat.shape))
-        else:
-            value = self.b.const(hint, mat)
-        return value, mat, scale
+            return self.b.op("unpack_int4", [self.b.const(f"{hint}_packed", pack_int4(mat))], hint,
+                             shape=list(mat.shape))
+        return self.b.const(hint, mat)
 
     # ------------------------------------------------------------- requant
     def requant(self, acc: Acc, out_scale: float, zero_point: int, qmin: int, qmax: int, dtype: str, hint: str,

@@ -47,11 +47,16 @@ def emit_lorap(fc: FoldContext, a: QTensor, prompt: LoRAP, hint: str) -> tuple[s
     base = b.op("mul", [fc.centered_int32(a, f"{hint}_agg"), fc.scalar(ALPHA_DEN)], f"{hint}_agg_x255")
     bound = float(a.max_abs_centered * ALPHA_DEN)
     if prompt.variant == "softmax":
+        p_int = prompt.q_basis.to_int(prompt.basis().detach()).numpy().astype(np.int8)
+        if not p_int.any():
+            # every prompt basis vector quantizes to 0: alpha @ P_q = 0 for any alpha, so the prompt adds
+            # nothing and its softmax branch (score weights, exp table, basis) is not emitted
+            fc.bitwidths[f"{hint}_basis"] = int(prompt.q_basis.spec.bits)
+            fc.check_bound(f"{hint}_prompted", bound)
+            return base, bound
         alpha = emit_softmax_alpha(fc, a, prompt.mixer, hint)
-        basis = prompt.basis().detach()
-        p_int = prompt.q_basis.to_int(basis).numpy().astype(np.int8)
-        fc.bitwidths[f"{hint}_basis"] = int(prompt.q_basis.spec.bits)
-        pacc = b.op("matmul", [alpha, b.const(f"{hint}_basis", p_int)], f"{hint}_prompt")
+        basis = fc.int_matrix(f"{hint}_basis", p_int, int(prompt.q_basis.spec.bits))
+        pacc = b.op("matmul", [alpha, basis], f"{hint}_prompt")
         bound += ALPHA_DEN * float(np.abs(p_int.astype(np.int64)).max(initial=0))
     else:
         a_value, a_int, a_scale = fc.weight(f"{hint}_lora_a", prompt.q_a, prompt.A, transpose=False)
@@ -80,7 +85,7 @@ def emit_gpf_plus(fc: FoldContext, x: QTensor, prompt: GPFPrompt) -> QTensor:
     b = fc.b
     alpha = emit_softmax_alpha(fc, x, prompt.mixer, "gpf")
     p_int = prompt.q_basis.to_int(prompt.P.detach()).numpy().astype(np.int8)
-    pacc = b.op("matmul", [alpha, b.const("gpf_basis", p_int)], "gpf_prompt")
+    pacc = b.op("matmul", [alpha, fc.int_matrix("gpf_basis", p_int, int(prompt.q_basis.spec.bits))], "gpf_prompt")
     base = b.op("mul", [fc.centered_int32(x, "gpf_x"), fc.scalar(ALPHA_DEN)], "gpf_x_x255")
     bound = float(x.max_abs_centered * ALPHA_DEN + ALPHA_DEN * np.abs(p_int.astype(np.int64)).max(initial=0))
     fc.check_bound("gpf_prompted", bound)
