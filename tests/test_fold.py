@@ -155,3 +155,82 @@ def test_dedupe_initializers_pass():
     assert dedupe_initializers(b.graph) == 1
     assert list(b.graph.initializers) == ["t1"]
     np.testing.assert_array_equal(run(b.graph, feeds)["y"], before)
+
+
+def test_trimmed_tables_read_like_the_full_ones():
+    """lut clips its index, so cutting equal leading/trailing runs to one entry (offset moved) changes no lookup."""
+    from qgnn_deploy.fold.tables import trim_table
+    from qgnn_deploy.ir.interpreter import KERNELS
+
+    rng = np.random.default_rng(0)
+    cases = [np.array([0, 0, 0, 5, 7, 7, 9, 9, 9]), np.array([3]), np.array([4, 4, 4]), np.array([1, 2]),
+             np.array([2, 2, 1]), rng.integers(0, 3, 50), np.repeat([0.5, 0.25, 0.25], [3, 1, 4]).astype(np.float32)]
+    idx = np.arange(-20, 80, dtype=np.int64)
+    for table in cases:
+        short, dropped = trim_table(table)
+        assert short.dtype == table.dtype and short.size <= table.size
+        for offset in (-3, 0, 5):
+            np.testing.assert_array_equal(KERNELS["lut"]([idx, short], {"offset": offset - dropped}),
+                                          KERNELS["lut"]([idx, table], {"offset": offset}))
+    assert trim_table(np.array([0, 0, 0, 5, 7, 7, 9, 9, 9]))[0].tolist() == [0, 5, 7, 7, 9]
+
+
+@pytest.mark.parametrize("arch", ["gcn", "sage"])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_edge_tables_are_trimmed_and_exact(arch, bits):
+    """The stored degree table returns Q(coefficient) for every degree (and clips beyond), and is what the NAS
+    cost model counts."""
+    from qgnn_deploy.fold.tables import edge_coefficients, edge_table, edge_table_bytes
+    from qgnn_deploy.ir.interpreter import KERNELS
+    from qgnn_deploy.quant.fake import FixedFakeQuant
+    from qgnn_deploy.quant.spec import QuantSpec
+
+    q = FixedFakeQuant(QuantSpec(bits=bits, kind="unsigned"))
+    table, offset = edge_table(q, arch, 1023)
+    values, _ = edge_coefficients(arch, 1023)
+    full = q.to_int(torch.as_tensor(values, dtype=torch.float32)).numpy()
+    d = np.arange(0, 1024, dtype=np.int64)
+    idx = d + 1 if arch == "gcn" else d  # GCN looks up the degree with its self loop
+    np.testing.assert_array_equal(KERNELS["lut"]([idx, table], {"offset": offset}), full)
+    assert table.size < 1024 and table.nbytes == edge_table_bytes(arch, bits, 1023)
+
+
+def test_requant_parameters_are_narrow():
+    """Multipliers int32 and shifts int8 in the folded graph (requantize widens them to int64)."""
+    from qgnn_deploy.fold.tables import requant_arrays
+
+    m, n = requant_arrays(np.array([[2**31 - 1, 5]]), np.array([[62, 0]]))
+    assert (m.dtype, n.dtype) == (np.int32, np.int8)
+    assert requant_arrays(np.array([2**31]), np.array([0]))[0].dtype == np.int64  # never truncated
+    with pytest.raises(ValueError):
+        requant_arrays(np.array([1]), np.array([200]))
+
+
+def test_lorap_basis_packed_or_dropped_when_zero(synthetic):
+    """A 4-bit LoRAP basis is stored packed; one that quantizes to all zeros adds nothing and emits no softmax
+    branch.  Both stay code-exact against the fake-quant model, and ORT against the interpreter."""
+    pytest.importorskip("onnxruntime")
+    from qgnn_deploy.backends.onnx import export_onnx
+    from qgnn_deploy.backends.onnx.runner import OnnxRunner
+
+    model = _train(synthetic, epochs=2, bits=default_bits(4), lorap={"k": 4, "rank": 2})
+    feeds = {"x": synthetic.data.x.numpy(), "edge_index": synthetic.data.edge_index.numpy()}
+    prompts = [layer.prompt for layer in model.layers]
+    with torch.no_grad():
+        for p in prompts:
+            p.V.zero_()
+    graph = fold_model(model, max_in_degree=255)
+    assert not [k for k in graph.initializers if "lorap" in k]
+    _assert_parity(parity_report(model, graph, feeds, synthetic))
+    with torch.no_grad():
+        torch.manual_seed(0)
+        for p in prompts:
+            p.V.normal_(0.0, 30.0)  # large enough to survive the 4-bit aggregate grid
+    graph = fold_model(model, max_in_degree=255)
+    packed = graph.initializers["layer0_lorap_basis_packed"]
+    assert packed.dtype == np.uint8 and packed.size == (prompts[0].k * model.layers[0].lin.out_features + 1) // 2
+    assert "layer0_lorap_exp_table" in graph.initializers
+    _assert_parity(parity_report(model, graph, feeds, synthetic))
+    expected = graph_output_codes(graph, feeds)[0]
+    out = OnnxRunner(export_onnx(graph), graph, threads=1).run(feeds)
+    np.testing.assert_array_equal(next(iter(out.values())), expected)

@@ -22,6 +22,7 @@ import numpy as np
 
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.fold.emit import Acc, FoldContext, QTensor
+from qgnn_deploy.fold.tables import requant_arrays, trim_table
 from qgnn_deploy.quant.fake import Quantizer
 from qgnn_deploy.quant.fixed_point import quantize_multipliers
 
@@ -29,7 +30,9 @@ ROW_BITS = 20
 
 
 def _lut(fc: FoldContext, idx: str, table: np.ndarray, hint: str) -> str:
-    return fc.b.op("lut", [idx, fc.b.const(f"{hint}_table", table)], hint, offset=0)
+    """``table[clip(idx, 0, T-1)]`` with the table's equal leading/trailing runs trimmed (``fold/tables.py``)."""
+    table, dropped = trim_table(table)
+    return fc.b.op("lut", [idx, fc.b.const(f"{hint}_table", table)], hint, offset=-dropped)
 
 
 def bucket_value(fc: FoldContext, q: Quantizer, hint: str) -> str:
@@ -78,9 +81,9 @@ def requant_rows(fc: FoldContext, acc: Acc, q: Quantizer, hint: str, relu: bool 
     hi = np.asarray(p.qmax, np.int64).reshape(-1)
     if relu:
         lo = np.maximum(lo, 0)
-    ins = [acc.value, _lut(fc, bucket, m.reshape(-1), f"{hint}_multiplier"),
-           _lut(fc, bucket, n.reshape(-1), f"{hint}_shift"), _lut(fc, bucket, lo, f"{hint}_qmin"),
-           _lut(fc, bucket, hi, f"{hint}_qmax")]
+    m, n = requant_arrays(m.reshape(-1), n.reshape(-1))
+    ins = [acc.value, _lut(fc, bucket, m, f"{hint}_multiplier"), _lut(fc, bucket, n, f"{hint}_shift"),
+           _lut(fc, bucket, lo, f"{hint}_qmin"), _lut(fc, bucket, hi, f"{hint}_qmax")]
     v = fc.b.op("requantize", ins, hint, zero_point=0, dtype=p.dtype)
     fc.bitwidths[hint] = int(np.max(p.bits))
     rf, rf_max, unit = _row_factor(fc, p.scale, bucket, hint)

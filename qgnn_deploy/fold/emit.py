@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from qgnn_deploy.errors import QgnnError
+from qgnn_deploy.fold.tables import requant_arrays
 from qgnn_deploy.ir.graph import GraphBuilder
 from qgnn_deploy.ir.testing import pack_int4
 from qgnn_deploy.quant.fake import Quantizer
@@ -88,14 +89,16 @@ class FoldContext:
         w_int = q.to_int(w).numpy().astype(np.int8)
         scale = np.asarray(q.scale_zp(w)[0].detach().numpy(), dtype=np.float32).reshape(-1).astype(np.float64)
         mat = w_int.T.copy() if transpose else w_int
-        bits = int(q.spec.bits)
-        self.bitwidths[hint] = bits
+        return self.int_matrix(hint, mat, int(q.spec.bits)), mat, scale
+
+    def int_matrix(self, hint: str, mat: np.ndarray, bits: int) -> str:
+        """A constant int8 matrix of ``bits``-bit codes as an IR value; int4 and below stored packed."""
+        self.bitwidths[hint] = int(bits)
+        mat = np.asarray(mat, dtype=np.int8)
         if bits <= 4:
-            value = self.b.op("unpack_int4", [self.b.const(f"{hint}_packed", pack_int4(mat))], hint,
-                              shape=list(mat.shape))
-        else:
-            value = self.b.const(hint, mat)
-        return value, mat, scale
+            return self.b.op("unpack_int4", [self.b.const(f"{hint}_packed", pack_int4(mat))], hint,
+                             shape=list(mat.shape))
+        return self.b.const(hint, mat)
 
     # ------------------------------------------------------------- requant
     def requant(self, acc: Acc, out_scale: float, zero_point: int, qmin: int, qmax: int, dtype: str, hint: str,
@@ -116,13 +119,11 @@ class FoldContext:
             return b.op("requantize", [acc.value], hint, multiplier=int(m), shift=int(n), zero_point=int(zero_point),
                         qmin=int(qmin), qmax=int(qmax), dtype=dtype)
         shape = (1, -1) if m.ndim else (1, 1)
-        mult = b.const(f"{hint}_multiplier", m.reshape(shape).astype(np.int64))
-        if m.ndim:
-            # per-column multipliers may need per-column shifts
-            shift = b.const(f"{hint}_shift", n.reshape(shape).astype(np.int64))
-        else:
-            shift = b.const(f"{hint}_shift", n.reshape(shape).astype(np.int64))
+        m_arr, n_arr = requant_arrays(m.reshape(shape), n.reshape(shape))  # int32 / int8, widened by requantize
+        mult = b.const(f"{hint}_multiplier", m_arr)
+        shift = b.const(f"{hint}_shift", n_arr)  # per-column multipliers may need per-column shifts
         if row_factor is not None:
+            # int64 row factor x int32 multiplier: the product is int64 (the wider input)
             rf = b.op("cast", [row_factor], f"{hint}_rowfactor64", dtype="int64")
             mult = b.op("mul", [rf, mult], f"{hint}_rowmult")
         return b.op("requantize", [acc.value, mult, shift], hint, zero_point=int(zero_point), qmin=int(qmin),

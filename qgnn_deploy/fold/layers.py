@@ -17,6 +17,7 @@ import torch
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.fold.emit import Acc, FoldContext, QTensor, quantize_bias_int
 from qgnn_deploy.fold.prompts import emit_lorap, gpf_bias
+from qgnn_deploy.fold.tables import edge_table
 from qgnn_deploy.models.layers import EPS_FRAC, QGCNConv, QGINConv, QSAGEConv
 from qgnn_deploy.models.prompts import ALPHA_DEN
 
@@ -51,12 +52,11 @@ def fold_layer(fc: FoldContext, layer: torch.nn.Module, x: QTensor, g: GraphValu
     return fn(fc, layer, x, g, name, extra_bias)
 
 
-def _edge_table(fc: FoldContext, layer, values: np.ndarray, hint: str) -> str:
-    """Edge-coefficient lookup table indexed by degree (uint8 entries)."""
-    q = layer.q_edge
-    t = q.to_int(torch.as_tensor(values, dtype=torch.float32)).numpy()
-    fc.bitwidths[hint] = int(q.spec.bits)
-    return fc.b.const(hint, t.astype(np.uint8 if q.spec.qmax <= 255 else np.int32))
+def _edge_table(fc: FoldContext, layer, hint: str) -> tuple[str, int]:
+    """The layer's edge-coefficient lookup table (trimmed, see ``fold/tables.py``) and its ``lut`` offset."""
+    table, offset = edge_table(layer.q_edge, layer.arch, fc.max_in_degree)
+    fc.bitwidths[hint] = int(layer.q_edge.spec.bits)
+    return fc.b.const(hint, table), offset
 
 
 @handler(QGCNConv)
@@ -68,9 +68,9 @@ def fold_gcn(fc: FoldContext, layer: QGCNConv, x: QTensor, g: GraphValues, name:
     h = fc.requant_to(acc, layer.q_message, f"{name}_message")
     # e_i = Q(deg_i^-1/2) with the self loop counted: table index = deg + 1 - 1.
     dmax = fc.max_in_degree
-    table = _edge_table(fc, layer, 1.0 / np.sqrt(np.arange(1, dmax + 2, dtype=np.float64)), f"{name}_edge_table")
+    table, offset = _edge_table(fc, layer, f"{name}_edge_table")
     deg1 = b.op("add", [g.degree, fc.scalar(1)], f"{name}_deg_self")
-    e = b.op("cast", [b.op("lut", [deg1, table], f"{name}_edge_q", offset=-1)], f"{name}_edge", dtype="int32")
+    e = b.op("cast", [b.op("lut", [deg1, table], f"{name}_edge_q", offset=offset)], f"{name}_edge", dtype="int32")
     he = b.op("mul", [b.op("cast", [h.value], f"{name}_message_i32", dtype="int32"), e], f"{name}_message_scaled")
     msgs = b.op("gather_rows", [he, g.src], f"{name}_gather")
     agg = b.op("scatter_add", [msgs, g.dst, g.nodes], f"{name}_scatter")
@@ -140,9 +140,9 @@ def fold_sage(fc: FoldContext, layer: QSAGEConv, x: QTensor, g: GraphValues, nam
     b = fc.b
     _, nsum = _neighbour_sum(fc, "GraphSAGE", x, g, name, extra_bias)
     dmax = fc.max_in_degree
-    table = _edge_table(fc, layer, 1.0 / np.maximum(np.arange(0, dmax + 1, dtype=np.float64), 1.0),
-                        f"{name}_edge_table")
-    e = b.op("cast", [b.op("lut", [g.degree, table], f"{name}_edge_q", offset=0)], f"{name}_edge", dtype="int32")
+    table, offset = _edge_table(fc, layer, f"{name}_edge_table")
+    e = b.op("cast", [b.op("lut", [g.degree, table], f"{name}_edge_q", offset=offset)], f"{name}_edge",
+             dtype="int32")
     bound = float(x.max_abs_centered) * dmax
     fc.check_bound(f"{name}_mean_acc", bound)
     s_e = float(layer.q_edge.scale_zp(None)[0])

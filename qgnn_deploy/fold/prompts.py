@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from qgnn_deploy.fold.emit import Acc, FoldContext, QTensor
+from qgnn_deploy.fold.tables import trim_table
 from qgnn_deploy.models.prompts import ALPHA_DEN, GPFPrompt, LoRAP, PromptMixer, exp_table
 
 
@@ -23,13 +24,14 @@ def emit_softmax_alpha(fc: FoldContext, s: QTensor, mixer: PromptMixer, hint: st
     acc = fc.matmul(s, w_value, w_int, w_scale, f"{hint}_score_acc")
     z = fc.requant_to(acc, mixer.q_score, f"{hint}_score")
     qmax = mixer.q_score.spec.qmax
-    # entries are <= 2^15, so the table is stored as uint16 and widened after the lookup
-    table = exp_table(float(mixer.q_score.scale_zp(None)[0]), qmax).numpy().astype(np.uint16)
+    # entries are <= 2^15, so the table is stored as uint16 and widened after the lookup; the leading zeros
+    # (scores far below the row maximum) are trimmed to one, the offset moves with them (fold/tables.py)
+    table, dropped = trim_table(exp_table(float(mixer.q_score.scale_zp(None)[0]), qmax).numpy().astype(np.uint16))
     zmax = b.op("reduce_max", [z.value], f"{hint}_score_max", axis=1, keepdims=True)
     d = b.op("sub", [b.op("cast", [z.value], f"{hint}_score_i32", dtype="int32"),
                      b.op("cast", [zmax], f"{hint}_score_max_i32", dtype="int32")], f"{hint}_score_shift")
-    e = b.op("cast", [b.op("lut", [d, b.const(f"{hint}_exp_table", table)], f"{hint}_exp_u16", offset=2 * qmax)],
-             f"{hint}_exp", dtype="int32")
+    e_u16 = b.op("lut", [d, b.const(f"{hint}_exp_table", table)], f"{hint}_exp_u16", offset=2 * qmax - dropped)
+    e = b.op("cast", [e_u16], f"{hint}_exp", dtype="int32")
     tot = b.op("reduce_sum", [e], f"{hint}_exp_sum", axis=1, keepdims=True)
     num = b.op("add", [b.op("mul", [e, fc.scalar(2 * ALPHA_DEN)], f"{hint}_exp_scaled"), tot], f"{hint}_alpha_num")
     den = b.op("mul", [tot, fc.scalar(2)], f"{hint}_alpha_den")
@@ -45,11 +47,16 @@ def emit_lorap(fc: FoldContext, a: QTensor, prompt: LoRAP, hint: str) -> tuple[s
     base = b.op("mul", [fc.centered_int32(a, f"{hint}_agg"), fc.scalar(ALPHA_DEN)], f"{hint}_agg_x255")
     bound = float(a.max_abs_centered * ALPHA_DEN)
     if prompt.variant == "softmax":
+        p_int = prompt.q_basis.to_int(prompt.basis().detach()).numpy().astype(np.int8)
+        if not p_int.any():
+            # every prompt basis vector quantizes to 0: alpha @ P_q = 0 for any alpha, so the prompt adds
+            # nothing and its softmax branch (score weights, exp table, basis) is not emitted
+            fc.bitwidths[f"{hint}_basis"] = int(prompt.q_basis.spec.bits)
+            fc.check_bound(f"{hint}_prompted", bound)
+            return base, bound
         alpha = emit_softmax_alpha(fc, a, prompt.mixer, hint)
-        basis = prompt.basis().detach()
-        p_int = prompt.q_basis.to_int(basis).numpy().astype(np.int8)
-        fc.bitwidths[f"{hint}_basis"] = int(prompt.q_basis.spec.bits)
-        pacc = b.op("matmul", [alpha, b.const(f"{hint}_basis", p_int)], f"{hint}_prompt")
+        basis = fc.int_matrix(f"{hint}_basis", p_int, int(prompt.q_basis.spec.bits))
+        pacc = b.op("matmul", [alpha, basis], f"{hint}_prompt")
         bound += ALPHA_DEN * float(np.abs(p_int.astype(np.int64)).max(initial=0))
     else:
         a_value, a_int, a_scale = fc.weight(f"{hint}_lora_a", prompt.q_a, prompt.A, transpose=False)
@@ -78,7 +85,7 @@ def emit_gpf_plus(fc: FoldContext, x: QTensor, prompt: GPFPrompt) -> QTensor:
     b = fc.b
     alpha = emit_softmax_alpha(fc, x, prompt.mixer, "gpf")
     p_int = prompt.q_basis.to_int(prompt.P.detach()).numpy().astype(np.int8)
-    pacc = b.op("matmul", [alpha, b.const("gpf_basis", p_int)], "gpf_prompt")
+    pacc = b.op("matmul", [alpha, fc.int_matrix("gpf_basis", p_int, int(prompt.q_basis.spec.bits))], "gpf_prompt")
     base = b.op("mul", [fc.centered_int32(x, "gpf_x"), fc.scalar(ALPHA_DEN)], "gpf_x_x255")
     bound = float(x.max_abs_centered * ALPHA_DEN + ALPHA_DEN * np.abs(p_int.astype(np.int64)).max(initial=0))
     fc.check_bound("gpf_prompted", bound)

@@ -11,8 +11,11 @@ Conventions
 * ``requantize`` is the only narrowing op:
   ``y = clip(floor((acc * M + 2**(n-1)) / 2**n) + zp, qmin, qmax)`` computed in
   int64 (round half up).  ``M``/``n``/``qmin``/``qmax`` are attributes
-  (per-tensor) or optional int64 tensor inputs broadcast against ``acc``
-  (per-row, e.g. A2Q's per-node bit-widths).
+  (per-tensor) or optional tensor inputs of any integer dtype, widened to
+  int64 and broadcast against ``acc`` (per-column or per-row, e.g. A2Q's
+  per-node bit-widths; fold stores multipliers as int32 and shifts as int8).
+* ``lut`` clips its index into the table, so fold stores tables with their
+  leading and trailing runs of equal entries cut to one (``fold/tables.py``).
 * Graph-structure ops take ``edge_index`` rows as int64 ``src``/``dst`` vectors
   and a ``ref`` tensor whose first dimension is the number of nodes ``N``.
 """

@@ -19,11 +19,13 @@ Storage per element (``storage="deployed"``, what the integer graph holds)::
 ``storage="ideal"`` uses ``b / 8`` bytes for both (the LPGNAS paper's bit counting).  FP32 components
 cannot be folded; their 4 bytes are what a float deployment would hold.
 
-Model size of one layer (``F`` in, ``H`` out, ``T = max_in_degree + 1`` degree-table entries)::
+Model size of one layer (``F`` in, ``H`` out, ``T`` = bytes of the trimmed edge-coefficient table, computed by
+fold's own helper :func:`qgnn_deploy.fold.tables.edge_table_bytes`; a requantization stores an int32 multiplier and
+an int8 shift, ``r = 5`` bytes, per channel)::
 
-    gcn   s_w F H + 16 H + T + 16 + 4 H          (W, message mult/shift, edge table, aggregate mult/shift, bias)
-    sage  T + 16 + s_w 2F H + 4 H + 16 H          (edge table, mean mult/shift, W, bias, output mult/shift)
-    gin   s_w (F H + H H) + 2 * 4 H + 2 * 16 H    (W1, W2, biases, hidden and output mult/shift)
+    gcn   s_w F H + r H + T + r + 4 H            (W, message mult/shift, edge table, aggregate mult/shift, bias)
+    sage  T + r + s_w 2F H + 4 H + r H            (edge table, mean mult/shift, W, bias, output mult/shift)
+    gin   s_w (F H + H H) + 2 * 4 H + 2 * r H     (W1, W2, biases, hidden and output mult/shift)
 
 Buffer of a GCN layer (``N`` nodes, ``E`` edges): the fold emits ``lin [N,H] 4``, ``message [N,H] s_msg``,
 ``deg_self, edge [N,1] 4``, ``edge_q [N,1] 1``, ``message_i32, message_scaled [N,H] 4``,
@@ -51,6 +53,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from qgnn_deploy.fold.tables import edge_table_bytes as fold_edge_table_bytes
+from qgnn_deploy.fold.tables import requant_param_bytes
 
 Num = float | Tensor
 
@@ -100,19 +105,34 @@ def weight_bytes(count: Num, s_w: Num) -> Num:
     return count * s_w
 
 
-def layer_model_bytes(arch: str, z: LayerSizes, table: int = 1024) -> Num:
+def edge_table_bytes(arch: str, edge_bits: int, max_in_degree: int) -> int:
+    """Bytes of the edge-coefficient table a layer of kind ``arch`` stores (fold's trimmed table; 0 for GIN).
+
+    The full-space proxies (``max``/``attn``) are costed as GCN.  Unquantized (32-bit) edges have no integer
+    table; they are counted as ``max_in_degree + 1`` one-byte entries, the untrimmed length.
+    """
+    if arch == "gin":
+        return 0
+    if edge_bits >= 32:
+        return int(max_in_degree) + 1
+    return fold_edge_table_bytes("sage" if arch == "sage" else "gcn", edge_bits, max_in_degree)
+
+
+def layer_model_bytes(arch: str, z: LayerSizes, table: int) -> Num:
     """Stored constants of one layer as the fold emits them (bytes; 4-byte ``c_int32_*`` scalars excluded).
 
-    ``table`` is the edge-coefficient lookup length ``max_in_degree + 1``.  Per-channel requantization
-    (every matmul output) stores an int64 multiplier and shift per channel (``16 H``); a per-tensor one
-    with a per-node row factor stores one of each (``16``).  Weights of <= 4 bits are int4-packed.
+    ``table`` is the bytes of the layer's edge-coefficient table (:func:`edge_table_bytes`, 0 where an
+    identical earlier table is shared).  Per-channel requantization (every matmul output) stores an int32
+    multiplier and an int8 shift per channel (``r H``, ``r = 5``); a per-tensor one with a per-node row
+    factor stores one of each (``r``).  Weights of <= 4 bits are int4-packed.
     """
+    r = requant_param_bytes()
     if arch == "sage":  # table, mean mult/shift, W [2F, H], bias, per-channel requant of the output
-        return table + 16 + weight_bytes(2 * z.f * z.h, z.s_w) + 4 * z.h + 16 * z.h
+        return table + r + weight_bytes(2 * z.f * z.h, z.s_w) + 4 * z.h + r * z.h
     if arch == "gin":  # W1, b1, hidden mult/shift, W2, b2, per-channel requant of the output
-        return weight_bytes(z.f * z.h, z.s_w) + 4 * z.h + 16 * z.h + weight_bytes(z.h2, z.s_w) + 4 * z.h + 16 * z.h
+        return weight_bytes(z.f * z.h, z.s_w) + 4 * z.h + r * z.h + weight_bytes(z.h2, z.s_w) + 4 * z.h + r * z.h
     # gcn (and the full-space proxies): W, message mult/shift, table, aggregate mult/shift, bias
-    base = weight_bytes(z.f * z.h, z.s_w) + 16 * z.h + table + 16 + 4 * z.h
+    base = weight_bytes(z.f * z.h, z.s_w) + r * z.h + table + r + 4 * z.h
     if arch == "attn":
         base = base + 2 * z.h
     return base
@@ -299,7 +319,8 @@ def config_cost(config: Any, num_nodes: int, num_edges: int, storage: str = "dep
     sizes = config_layer_sizes(config, storage)
     archs = [config.arch] * config.num_layers
     # identical degree tables of later layers are stored once (fold's dedupe_initializers pass)
-    size = sum(layer_model_bytes(config.arch, z, max_in_degree + 1 if i == 0 else 0) for i, z in enumerate(sizes))
+    table = edge_table_bytes(config.arch, config.bits_for(0)["edge"], max_in_degree)
+    size = sum(layer_model_bytes(config.arch, z, table if i == 0 else 0) for i, z in enumerate(sizes))
     inputs, steps, out = model_schedule(archs, sizes, num_nodes, num_edges, config.in_dim, config.out_dim,
                                         centered_input)
     return Cost(float(size), float(peak_bytes(inputs, steps, out)))
@@ -307,14 +328,16 @@ def config_cost(config: Any, num_nodes: int, num_edges: int, storage: str = "dep
 
 def expected_cost(arch_probs: Sequence[Mapping[str, Tensor]], sizes: Sequence[LayerSizes], n: int, e: int,
                   f0: int, classes: int, max_in_degree: int = 1023,
-                  centered_input: bool = False) -> tuple[Tensor, Tensor]:
+                  centered_input: bool = False, edge_bits: int = 8) -> tuple[Tensor, Tensor]:
     """(E[model bytes], E[buffer bytes]) for per-layer kind probabilities and expected sizes.
 
     Model size is linear, so its expectation is exact; the buffer is ``sum over kind tuples of
-    P(tuple) * peak(schedule(tuple), expected sizes)``.
+    P(tuple) * peak(schedule(tuple), expected sizes)``.  ``edge_bits``: the edge coefficients' width (not
+    searched; the search's configs keep ``default_bits(8)``'s 8).
     """
     # the degree table is counted once (layer 0): fold stores identical tables once
-    size = sum(sum(p * layer_model_bytes(k, z, max_in_degree + 1 if i == 0 else 0) for k, p in probs.items())
+    size = sum(sum(p * layer_model_bytes(k, z, edge_table_bytes(k, edge_bits, max_in_degree) if i == 0 else 0)
+                   for k, p in probs.items())
                for i, (probs, z) in enumerate(zip(arch_probs, sizes)))
     kinds = [list(p.keys()) for p in arch_probs]
     buf = torch.zeros(())

@@ -1,0 +1,83 @@
+"""Constant tables and requantization parameters as fold stores them (shared with ``nas/cost.py``).
+
+* Lookup tables are trimmed: the IR ``lut`` op reads ``table[clip(idx + offset, 0, T-1)]``, so of a leading
+  (trailing) run of equal entries one is enough; indices that fell into the dropped part clip onto the kept
+  entry, which holds the same value.  :func:`trim_table` returns the shorter table and the number of entries
+  dropped in front, which the lookup's ``offset`` subtracts.
+* Edge-coefficient tables (GCN ``(d+1)^-1/2``, SAGE ``1/max(d, 1)``, indexed by in-degree ``d``) end in a long
+  run of equal values (the coefficient rounds to the same code for every large degree); :func:`edge_table`
+  builds and trims them, :func:`edge_table_bytes` gives the stored size without a model (``nas/cost.py``).
+* Fixed-point multipliers are stored as int32 and shifts as int8 (:func:`requant_arrays`); ``requantize``
+  widens tensor inputs to int64.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from qgnn_deploy.quant.fake import FixedFakeQuant, Quantizer
+from qgnn_deploy.quant.spec import QuantSpec
+
+MULTIPLIER_DTYPE = "int32"  # quantize_multiplier gives M < 2**31 (max_bits 31); larger ones fall back to int64
+SHIFT_DTYPE = "int8"  # shifts lie in [0, 62]
+
+
+def trim_table(table: np.ndarray) -> tuple[np.ndarray, int]:
+    """Drop all but one entry of the leading and of the trailing run of equal values.
+
+    Returns (table, entries dropped in front): a ``lut`` with offset ``o`` on the full table reads exactly the
+    same values as one with offset ``o - dropped`` on the trimmed table.
+    """
+    t = np.asarray(table)
+    if t.ndim != 1 or t.size == 0:
+        return t, 0
+    differs_front = np.flatnonzero(t != t[0])
+    if differs_front.size == 0:
+        return t[:1].copy(), 0
+    lead = int(differs_front[0]) - 1
+    last = int(np.flatnonzero(t != t[-1])[-1]) + 1
+    return t[lead:last + 1].copy(), lead
+
+
+def edge_coefficients(arch: str, max_in_degree: int) -> tuple[np.ndarray, int]:
+    """Float edge coefficient for in-degree ``d = 0 .. max_in_degree`` and the lookup offset of the index fold
+    feeds (GCN looks up ``d + 1``, the degree with its self loop; SAGE looks up ``d``)."""
+    d = np.arange(0, int(max_in_degree) + 1, dtype=np.float64)
+    if arch == "sage":
+        return 1.0 / np.maximum(d, 1.0), 0
+    if arch == "gcn":
+        return 1.0 / np.sqrt(d + 1.0), -1
+    raise ValueError(f"no edge-coefficient table for layer kind {arch!r}")
+
+
+def edge_table(q: Quantizer, arch: str, max_in_degree: int) -> tuple[np.ndarray, int]:
+    """(stored table, ``lut`` offset) of a layer's quantized edge coefficients (uint8 entries up to 8 bits)."""
+    values, offset = edge_coefficients(arch, max_in_degree)
+    codes = q.to_int(torch.as_tensor(values, dtype=torch.float32)).numpy()
+    table, dropped = trim_table(codes.astype(np.uint8 if q.spec.qmax <= 255 else np.int32))
+    return table, offset - dropped
+
+
+@functools.lru_cache(maxsize=64)
+def edge_table_bytes(arch: str, edge_bits: int, max_in_degree: int) -> int:
+    """Stored bytes of :func:`edge_table` for an ``edge_bits`` edge quantizer (its scale is fixed)."""
+    q = FixedFakeQuant(QuantSpec(bits=int(edge_bits), kind="unsigned"))
+    return int(edge_table(q, arch, max_in_degree)[0].nbytes)
+
+
+def requant_arrays(m: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Multipliers as int32 (int64 if one does not fit) and shifts as int8, the dtypes ``requantize`` inputs use."""
+    m = np.asarray(m, dtype=np.int64)
+    n = np.asarray(n, dtype=np.int64)
+    fits = m.size == 0 or (m.min() >= np.iinfo(MULTIPLIER_DTYPE).min and m.max() <= np.iinfo(MULTIPLIER_DTYPE).max)
+    if n.size and (n.min() < 0 or n.max() > np.iinfo(SHIFT_DTYPE).max):
+        raise ValueError(f"requantize shift out of range: [{n.min()}, {n.max()}]")
+    return m.astype(MULTIPLIER_DTYPE if fits else np.int64), n.astype(SHIFT_DTYPE)
+
+
+def requant_param_bytes(channels: int = 1) -> int:
+    """Stored bytes of ``channels`` multiplier/shift pairs (multipliers that fit int32, i.e. every practical one)."""
+    return channels * (np.dtype(MULTIPLIER_DTYPE).itemsize + np.dtype(SHIFT_DTYPE).itemsize)
