@@ -420,19 +420,24 @@ def test_scatter_stays_exact_where_scatternd_races() -> None:
     v = b.input("v", "int32", ("E", 16))
     idx = b.input("idx", "int64", ("E",))
     ref = b.input("ref", "int8", ("N", 1))
+    src = b.input("src", "int64", ("E",))
     b.output(b.op("scatter_add", [v, idx, ref], "sa"), "int32", ("N", 16))
+    gathered = b.op("gather_rows", [b.op("cast", [ref], "ref32", dtype="int32"), src], "g")  # fused-gather path
+    b.output(b.op("scatter_add", [gathered, idx, ref], "sg"), "int32", ("N", 1))
+    b.output(b.op("scatter_max", [v, idx, ref], "sm"), "int32", ("N", 16))
     graph = b.graph
     rng = np.random.default_rng(8)
     n, e = 1000, 200_000
     feeds = {"v": rng.integers(-1000, 1000, (e, 16)).astype(np.int32), "idx": rng.integers(0, n, e).astype(np.int64),
-             "ref": np.zeros((n, 1), np.int8)}
+             "ref": rng.integers(-128, 128, (n, 1)).astype(np.int8), "src": rng.integers(0, n, e).astype(np.int64)}
     feeds["idx"][::2] = 0
-    want = run(graph, feeds)["sa"]
+    want = run(graph, feeds)
     model = export_onnx(graph)
     for threads in (2, 4):
         runner = OnnxRunner(model, threads=threads)
         for _ in range(5):
-            assert np.array_equal(runner.session.run(None, feeds)[0], want)
+            got = runner.session.run(None, feeds)
+            assert all(np.array_equal(g, want[o.name]) for g, o in zip(got, graph.outputs))
 
 
 def _column_scatter_graph(width: int, table_dtype: str = "int8") -> Graph:

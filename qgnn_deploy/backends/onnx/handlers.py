@@ -5,7 +5,10 @@ Pattern choices follow ``shared/notes/toolchain.md`` Q1 (ORT 1.31 CPU):
 * activations reach MatMulInteger as uint8 (int8 values are shifted by +128 and
   the zero point with them): MLAS's u8 x s8 kernel is ~10x faster than s8 x s8;
 * the neighbour sum is ScatterElements(reduction="add") on int32, which is
-  exact and deterministic with several threads (ScatterND-add is racy);
+  exact and deterministic with several threads (ScatterND-add is racy), run
+  column by column as 1-D scatters over the shared ``[E]`` index (see
+  ``_scatter``); 1-D lookups use GatherElements, not Gather (ORT 1.31's 1-D
+  Gather copies each element with memcpy, ~15x slower);
 * int4 weights are an INT4 initializer followed by Cast(to=INT8), never
   DequantizeLinear -> MatMul, which ORT rewrites into the inexact MatMulNBits;
 * requantize runs in int64/uint64 with an exact floor division by 2**n done as
