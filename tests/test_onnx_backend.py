@@ -420,19 +420,114 @@ def test_scatter_stays_exact_where_scatternd_races() -> None:
     v = b.input("v", "int32", ("E", 16))
     idx = b.input("idx", "int64", ("E",))
     ref = b.input("ref", "int8", ("N", 1))
+    src = b.input("src", "int64", ("E",))
     b.output(b.op("scatter_add", [v, idx, ref], "sa"), "int32", ("N", 16))
+    gathered = b.op("gather_rows", [b.op("cast", [ref], "ref32", dtype="int32"), src], "g")  # fused-gather path
+    b.output(b.op("scatter_add", [gathered, idx, ref], "sg"), "int32", ("N", 1))
+    b.output(b.op("scatter_max", [v, idx, ref], "sm"), "int32", ("N", 16))
     graph = b.graph
     rng = np.random.default_rng(8)
     n, e = 1000, 200_000
     feeds = {"v": rng.integers(-1000, 1000, (e, 16)).astype(np.int32), "idx": rng.integers(0, n, e).astype(np.int64),
-             "ref": np.zeros((n, 1), np.int8)}
+             "ref": rng.integers(-128, 128, (n, 1)).astype(np.int8), "src": rng.integers(0, n, e).astype(np.int64)}
     feeds["idx"][::2] = 0
-    want = run(graph, feeds)["sa"]
+    want = run(graph, feeds)
     model = export_onnx(graph)
     for threads in (2, 4):
         runner = OnnxRunner(model, threads=threads)
         for _ in range(5):
-            assert np.array_equal(runner.session.run(None, feeds)[0], want)
+            got = runner.session.run(None, feeds)
+            assert all(np.array_equal(g, want[o.name]) for g, o in zip(got, graph.outputs))
+
+
+def _column_scatter_graph(width: int, table_dtype: str = "int8") -> Graph:
+    """Every aggregation path with a static width: gathered rows (fused per-column gather) with the [E, H] gather
+    also read elsewhere, a constant table, values that are not a gather, rank-3 values, and sum pooling."""
+    b = GraphBuilder()
+    x = b.input("x", table_dtype, ("N", width))
+    ei = b.input("edge_index", "int64", (2, "E"))
+    v = b.input("v", "int16", ("E", width))
+    v3 = b.input("v3", "int32", ("E", 2, 3))
+    batch = b.input("batch", "int64", ("N",))
+    src = b.op("take_row", [ei], "src", index=0)
+    dst = b.op("take_row", [ei], "dst", index=1)
+    g = b.op("gather_rows", [x, src], "g")
+    outs = [b.op("scatter_add", [g, dst, x], "sa_gather"), b.op("scatter_max", [g, dst, x], "sm_gather"),
+            b.op("reduce_sum", [g], "g_elsewhere", axis=1, keepdims=True),
+            b.op("scatter_add", [v, dst, x], "sa_values"), b.op("scatter_max", [v, dst, x], "sm_values"),
+            b.op("scatter_add", [v3, dst, x], "sa_rank3"), b.op("scatter_max", [v3, dst, x], "sm_rank3"),
+            b.op("degree", [dst, x], "deg")]
+    table = b.const("table", (np.arange(50 * width, dtype=np.int32).reshape(50, width) % 201) - 100)
+    tidx = b.op("clamp", [src], "src_lt50", lo=0, hi=49)
+    outs.append(b.op("scatter_add", [b.op("gather_rows", [table, tidx], "g_const"), dst, x], "sa_const"))
+    outs.append(b.op("pool_sum", [b.op("cast", [x], "x32", dtype="int32"), batch], "pooled"))
+    b.output(outs[0], "int32", ("N", width))
+    return b.graph
+
+
+def _column_feeds(rng: np.random.Generator, n: int, ei: np.ndarray, width: int, dtype: str = "int8"):
+    e = ei.shape[1]
+    info = np.iinfo(dtype)
+    return {"x": rng.integers(info.min, int(info.max) + 1, (n, width)).astype(dtype), "edge_index": ei,
+            "v": rng.integers(-30000, 30000, (e, width)).astype(np.int16),
+            "v3": rng.integers(-2**20, 2**20, (e, 2, 3)).astype(np.int32),
+            "batch": np.sort(rng.integers(0, 3, n)).astype(np.int64)}
+
+
+@pytest.mark.parametrize("width", [1, 5, 16])
+def test_column_scatter_exact_on_awkward_edges(width: int) -> None:
+    """Per-column aggregation: unsorted/duplicate edges, isolated nodes (scatter_max -> 0), hubs, no edges."""
+    graph = _column_scatter_graph(width)
+    checker = AllValues(graph)
+    rng = np.random.default_rng(width)
+    for x, ei in awkward_graphs(width).values():
+        checker.assert_exact(_column_feeds(rng, x.shape[0], ei, width))
+    unsorted = np.stack([rng.integers(0, 9, 40), np.repeat(np.arange(8, 0, -1), 5)]).astype(np.int64)
+    checker.assert_exact(_column_feeds(rng, 12, unsorted, width))  # nodes 0, 9, 10, 11 have no in-edges
+    checker.assert_exact(_column_feeds(rng, 6, np.zeros((2, 0), np.int64), width))  # empty edge list
+
+
+def test_column_scatter_extreme_values_and_pruned_gather() -> None:
+    """Large int32 values through both scatters, full int16 range in the table; without expose_all the [E, H]
+    gather feeding only scatters is not in the model and no [E*H] index is built."""
+    graph = _column_scatter_graph(4, "int16")
+    checker = AllValues(graph)
+    rng = np.random.default_rng(3)
+    ei = np.stack([rng.integers(0, 30, 400), rng.integers(0, 25, 400)]).astype(np.int64)
+    feeds = _column_feeds(rng, 30, ei, 4, "int16")
+    big = 2**31 // 64  # in-degree stays below 64 here, so every int32 sum fits (the interpreter checks)
+    feeds["v3"] = rng.integers(-big, big, (400, 2, 3)).astype(np.int32)
+    feeds["v3"][:100] = -big  # all-negative segments: the max must not leak the INT32_MIN fill
+    checker.assert_exact(feeds)
+    b = GraphBuilder()
+    x = b.input("x", "int8", ("N", 16))
+    ei_in = b.input("edge_index", "int64", (2, "E"))
+    src, dst = b.op("take_row", [ei_in], "src", index=0), b.op("take_row", [ei_in], "dst", index=1)
+    b.output(b.op("scatter_add", [b.op("gather_rows", [x, src], "g"), dst, x], "s"), "int32", ("N", 16))
+    model = export_onnx(b.graph)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Gather") == 2 and ops.count("GatherElements") == 16 and ops.count("ScatterElements") == 16
+    assert not any(o == "g" for n in model.graph.node for o in n.output)  # only take_row's two Gathers remain
+    assert not any("flat_idx" in o for n in model.graph.node for o in n.output)
+
+
+def test_wide_scatter_keeps_flat_fallback_exact() -> None:
+    """Widths above the per-column limit use one flat ScatterElements; still exact."""
+    from qgnn_deploy.backends.onnx import handlers
+
+    width = handlers._MAX_COLUMNS + 1
+    b = GraphBuilder()
+    v = b.input("v", "int32", ("E", width))
+    idx = b.input("idx", "int64", ("E",))
+    ref = b.input("ref", "int8", ("N", 1))
+    outs = [b.op("scatter_add", [v, idx, ref], "sa"), b.op("scatter_max", [v, idx, ref], "sm")]
+    b.output(outs[0], "int32", ("N", width))
+    checker = AllValues(b.graph)
+    assert sum(n.op_type == "ScatterElements" for n in checker.model.graph.node) == 3  # 2 flat + degree
+    rng = np.random.default_rng(9)
+    for n, e in [(7, 30), (5, 0)]:
+        checker.assert_exact({"v": rng.integers(-999, 999, (e, width)).astype(np.int32),
+                              "idx": rng.integers(0, n, e).astype(np.int64), "ref": np.zeros((n, 1), np.int8)})
 
 
 _A64_GUEST = """

@@ -5,7 +5,10 @@ Pattern choices follow ``shared/notes/toolchain.md`` Q1 (ORT 1.31 CPU):
 * activations reach MatMulInteger as uint8 (int8 values are shifted by +128 and
   the zero point with them): MLAS's u8 x s8 kernel is ~10x faster than s8 x s8;
 * the neighbour sum is ScatterElements(reduction="add") on int32, which is
-  exact and deterministic with several threads (ScatterND-add is racy);
+  exact and deterministic with several threads (ScatterND-add is racy), run
+  column by column as 1-D scatters over the shared ``[E]`` index (see
+  ``_scatter``); 1-D lookups use GatherElements, not Gather (ORT 1.31's 1-D
+  Gather copies each element with memcpy, ~15x slower);
 * int4 weights are an INT4 initializer followed by Cast(to=INT8), never
   DequantizeLinear -> MatMul, which ORT rewrites into the inexact MatMulNBits;
 * requantize runs in int64/uint64 with an exact floor division by 2**n done as
@@ -79,8 +82,102 @@ def _static_trailing(ctx: EmitContext, values: str) -> tuple[int, ...] | None:
     return None
 
 
+_MAX_COLUMNS = 256  # wider scatters keep one flat ScatterElements (thousands of nodes would bloat the model)
+
+
+def _producer(ctx: EmitContext, name: str) -> Node | None:
+    key = ("producer", name)
+    if key not in ctx.memo:
+        ctx.memo[key] = next((n for n in ctx.graph.nodes if name in n.outputs), None)  # type: ignore[assignment]
+    return ctx.memo[key]  # type: ignore[return-value]
+
+
+def _columns(ctx: EmitContext, table: str, width: int, hint: str) -> list[str]:
+    """The ``width`` columns of int32 ``table[R, ...]`` as contiguous 1-D ``[R]`` tensors (a transpose + a split)."""
+    key = ("columns", table, width)
+    if key not in ctx.memo:
+        saved, ctx.current = ctx.current, None  # shared between handlers: name it after the table
+        t = ctx.value_as(table, "int32")
+        if ctx.ranks[table] != 2:
+            t = ctx.emit("Reshape", [t, ctx.const([0, width], "int64", "as2d")], hint=f"{table}_2d")
+        t = ctx.emit("Transpose", [t], hint=f"{table}_{hint}T", perm=[1, 0])
+        if width == 1:
+            parts = [t]
+        else:
+            first = ctx.emit("Split", [t], hint=f"{table}_{hint}", n_outputs=width, axis=0, num_outputs=width)
+            parts = [first, *ctx.nodes[-1].output[1:]]
+        flat = ctx.const([-1], "int64", "flat")
+        ctx.memo[key] = [ctx.emit("Reshape", [c, flat], hint=f"{table}_{hint}{k}")  # type: ignore[assignment]
+                         for k, c in enumerate(parts)]
+        ctx.current = saved
+    return ctx.memo[key]  # type: ignore[return-value]
+
+
+def _edge_columns(ctx: EmitContext, values: str, width: int) -> list[str]:
+    """``values[E, ...]`` as ``width`` contiguous int32 ``[E]`` columns.
+
+    When ``values`` is a ``gather_rows`` of a table ``T[R, ...]``, column h is a
+    1-D GatherElements of ``T``'s column h (R elements, cache-resident) by the
+    gather's index, so the ``[E, H]`` gather is not needed (it is pruned unless
+    something else reads it).  1-D GatherElements is ~15x faster than 1-D Gather
+    in ORT 1.31 (a typed loop instead of a memcpy per element).  Otherwise
+    ``values`` itself is transposed and split.
+    """
+    prod = _producer(ctx, values)
+    if prod is not None and prod.op == "gather_rows" and ctx.ranks[prod.inputs[1]] == 1:
+        table, src = prod.inputs
+        key = ("gathered_columns", table, src, width)
+        if key not in ctx.memo:
+            saved, ctx.current = ctx.current, None
+            ctx.memo[key] = [ctx.emit("GatherElements", [c, ctx.value(src)], hint=f"{values}_col{k}",  # type: ignore[assignment]
+                                      axis=0)
+                             for k, c in enumerate(_columns(ctx, table, width, "col"))]
+            ctx.current = saved
+        return ctx.memo[key]  # type: ignore[return-value]
+    return _columns(ctx, values, width, "col")
+
+
+def _scatter(ctx: EmitContext, values: str, idx: str, rows: str, reduction: str, fill: int,
+             output: str | None = None) -> str:
+    """int32 ``out[rows, ...]`` filled with ``fill`` then ``out[idx[e]] (reduction)= values[e]``.
+
+    ORT 1.31's ScatterElements is single-threaded and per element, and its cost
+    per element grows with the output size (a ``[N*H]`` output leaves the cache).
+    With static trailing dims of total width H <= ``_MAX_COLUMNS`` the scatter
+    therefore runs column by column: H 1-D ScatterElements of ``[E]`` updates into
+    ``[rows]`` (cache-resident), all sharing the 1-D edge index, then one
+    transpose back to ``[rows, H]``.  ~3x faster than one scatter over the
+    flattened buffer at 10^5 nodes, and no ``[E*H]`` int64 index is built.
+    ScatterElements is exact and deterministic at any thread count; ScatterND is
+    ~10x faster but loses updates when ORT parallelises it (seen here at 2
+    threads for E >= 200k), so it is not used.
+    """
+    trailing = _static_trailing(ctx, values)
+    if trailing is None:
+        vals = ctx.value_as(values, "int32")
+        shape = rows if ctx.ranks[values] <= 1 else ctx.emit("Concat", [rows, ctx.shape(values, 1)], hint="out_shape",
+                                                              axis=0)
+        init = _filled(ctx, shape, fill, "int32")
+        return ctx.emit("ScatterElements", [init, _expanded_index(ctx, idx, values), vals], output=output,
+                        hint="scatter", axis=0, reduction=reduction)
+    width = int(np.prod(trailing))
+    if width > _MAX_COLUMNS:
+        return _flat_scatter(ctx, values, idx, rows, trailing, reduction, fill, output)
+    init = _filled(ctx, rows, fill, "int32")
+    cols = [ctx.emit("ScatterElements", [init, ctx.value(idx), c], hint=f"scatter{k}", axis=0, reduction=reduction)
+            for k, c in enumerate(_edge_columns(ctx, values, width))]
+    stacked = ctx.emit("Concat", cols, hint="stacked", axis=0) if width > 1 else cols[0]
+    by_col = ctx.emit("Reshape", [stacked, ctx.emit("Concat", [ctx.const([width], "int64", "width1"), rows],
+                                                    hint="hn", axis=0)], hint="by_col")
+    if len(trailing) == 1:
+        return ctx.emit("Transpose", [by_col], output=output, hint="by_row", perm=[1, 0])
+    by_row = ctx.emit("Transpose", [by_col], hint="by_row", perm=[1, 0])
+    shape = ctx.emit("Concat", [rows, ctx.const(list(trailing), "int64", "trailing")], hint="out_shape", axis=0)
+    return ctx.emit("Reshape", [by_row, shape], output=output, hint="unflat")
+
+
 def _flat_index(ctx: EmitContext, idx: str, trailing: tuple[int, ...]) -> str:
-    """``idx[e] * H + h`` flattened to ``[E*H]``, shared by every scatter over the same index and width."""
+    """``idx[e] * H + h`` flattened to ``[E*H]``, shared by every flat scatter over the same index and width."""
     key = ("flat_index", idx, trailing)
     if key not in ctx.memo:
         width = int(np.prod(trailing))
@@ -92,29 +189,14 @@ def _flat_index(ctx: EmitContext, idx: str, trailing: tuple[int, ...]) -> str:
     return ctx.memo[key]
 
 
-def _scatter(ctx: EmitContext, values: str, idx: str, rows: str, reduction: str, fill: int,
-             output: str | None = None) -> str:
-    """int32 ``out[rows, ...]`` filled with ``fill`` then ``out[idx[e]] (reduction)= values[e]``.
-
-    With static trailing dims the scatter runs on the flattened ``[rows*H]``
-    buffer with a flat index (ORT's 1-D ScatterElements is ~25% faster than the
-    2-D one, and the index is an int64 broadcast Add instead of an Expand).
-    ScatterElements is exact and deterministic at any thread count; ScatterND
-    is ~10x faster but loses updates when ORT parallelises it (seen here at 2
-    threads for E >= 200k), so it is not used.
-    """
-    vals = ctx.value_as(values, "int32")
-    trailing = _static_trailing(ctx, values)
-    if trailing is None:
-        shape = rows if ctx.ranks[values] <= 1 else ctx.emit("Concat", [rows, ctx.shape(values, 1)], hint="out_shape",
-                                                              axis=0)
-        init = _filled(ctx, shape, fill, "int32")
-        return ctx.emit("ScatterElements", [init, _expanded_index(ctx, idx, values), vals], output=output,
-                        hint="scatter", axis=0, reduction=reduction)
+def _flat_scatter(ctx: EmitContext, values: str, idx: str, rows: str, trailing: tuple[int, ...], reduction: str,
+                  fill: int, output: str | None) -> str:
+    """Wide values: one ScatterElements over the flattened ``[rows*H]`` buffer with a flat ``[E*H]`` index."""
     width = int(np.prod(trailing))
     total = ctx.emit("Mul", [rows, ctx.const([width], "int64", "width1")], hint="flat_len")
     init = _filled(ctx, total, fill, "int32")
-    flat_vals = ctx.emit("Reshape", [vals, ctx.const([-1], "int64", "flat")], hint="flat_vals")
+    flat_vals = ctx.emit("Reshape", [ctx.value_as(values, "int32"), ctx.const([-1], "int64", "flat")],
+                         hint="flat_vals")
     flat = ctx.emit("ScatterElements", [init, _flat_index(ctx, idx, trailing), flat_vals], hint="scatter", axis=0,
                     reduction=reduction)
     shape = ctx.emit("Concat", [rows, ctx.const(list(trailing), "int64", "trailing")], hint="out_shape", axis=0)
@@ -531,6 +613,12 @@ def lut(ctx: EmitContext, node: Node) -> None:
         t = ctx.emit("Squeeze", [ctx.rows(table), ctx.const([0], "int64", "axes")], hint="t")
         last = ctx.emit("Sub", [t, ctx.const(1, "int64", "one")], hint="last")
     pos = _clip64(ctx, pos, ctx.const(0, "int64", "zero"), last)
+    if ctx.ranks[table] == 1 and ctx.ranks[idx] >= 1:
+        # 1-D GatherElements is a typed loop; ORT 1.31's Gather copies each element with memcpy (~15x slower)
+        flat = ctx.emit("Reshape", [pos, ctx.const([-1], "int64", "flat")], hint="pos_flat")
+        got = ctx.emit("GatherElements", [ctx.value(table), flat], hint="looked_up", axis=0)
+        ctx.emit("Reshape", [got, ctx.shape(idx)], output=node.outputs[0])
+        return
     ctx.emit("Gather", [ctx.value(table), pos], output=node.outputs[0], axis=0)
 
 
