@@ -56,14 +56,7 @@ def pipeline(preset: TargetPreset, database: Any = None) -> Any:
     @tvm.transform.module_pass(opt_level=0, name="QgnnPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with target:
-            legalize = []
-            for p in cpu.legalize_passes(target):
-                legalize.append(p)
-                if p.info.name == "AnnotateTIROpPattern":
-                    legalize.append(lut_take_is_injective())
-            # Folded graphs repeat small subgraphs (each layer recomputes deg + 1 and its LUT lookup): CSE first.
-            passes = [relax.transform.EliminateCommonSubexpr()] + cpu.library_dispatch_passes(target) + legalize
-            mod = tvm.transform.Sequential(passes)(mod)
+            mod = tvm.transform.Sequential(legalize_passes(target))(mod)
         if database is not None:
             from .tuning import tuning_target
 
@@ -75,6 +68,20 @@ def pipeline(preset: TargetPreset, database: Any = None) -> Any:
             return tvm.transform.Sequential(passes)(mod)
 
     return _pipeline
+
+
+def legalize_passes(target: Any) -> list[Any]:
+    """CSE + library dispatch + legalize/fuse (the build and the tuner must fuse identically)."""
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    legalize = []
+    for p in cpu.legalize_passes(target):
+        legalize.append(p)
+        if p.info.name == "AnnotateTIROpPattern":
+            legalize.append(lut_take_is_injective())
+    # Folded graphs repeat small subgraphs (each layer recomputes deg + 1 and its LUT lookup): CSE first.
+    return [relax.transform.EliminateCommonSubexpr()] + cpu.library_dispatch_passes(target) + legalize
 
 
 def lut_take_is_injective() -> Any:
