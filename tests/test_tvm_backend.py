@@ -326,3 +326,18 @@ def test_tuned_build_static_shapes_and_db_reuse(tmp_path: Path) -> None:
     assert second["tuning"]["tuned_now"] == []
     assert (tmp_path / "b" / "tuning" / "database_workload.json").is_file()
     np.testing.assert_array_equal(run_library(tmp_path / "b" / second["library"], feeds), ref)
+
+
+def test_profile_integer_input_variant(tmp_path: Path) -> None:
+    """The profiler's uint8-input variant drops the boundary quantize and stays bit-exact; kernels are listed."""
+    from qgnn_deploy.backends.tvm.profile import integer_input_variant, profile_library, render
+
+    g = op_zoo_graph()
+    g2, feeds = integer_input_variant(g, _sample("zoo"))
+    assert [vi.name for vi in g2.inputs] == ["x_q", "edge_index"] and feeds["x_q"].dtype == np.uint8
+    assert "quantize" not in g2.op_counts()
+    np.testing.assert_array_equal(run(g2, feeds)["y"], run(g, _sample("zoo"))["y"])
+    fields = compile_to_dir(g2, "x86_64", tmp_path, sample_feeds=feeds)
+    prof = profile_library(tmp_path / fields["library"], g2, feeds, repeat=2, total_repeat=3)
+    assert prof["bit_exact"] and prof["kernels"] and all(us > 0 for _, us in prof["kernels"])
+    assert "kernel launches" in render(prof)
