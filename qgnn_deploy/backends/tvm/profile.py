@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,6 +55,13 @@ def profile_library(lib_path: Path | str, graph: Graph, feeds: dict[str, np.ndar
     args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[vi.name])) for vi in graph.inputs]
     main = vm["main"]
     exact = bool(np.array_equal(main(*args).numpy(), run(graph, feeds)[graph.outputs[0].name]))
+    for _ in range(10):
+        main(*args)
+    tot = []
+    for _ in range(total_repeat):  # before any instrument is installed: it would run on every VM call
+        t = time.perf_counter()
+        main(*args)
+        tot.append(time.perf_counter() - t)
     calls: list[tuple[str, Any, list[Any]]] = []
 
     def record(func: Any, symbol: str, before: bool, _ret: Any, *call_args: Any) -> int:
@@ -63,14 +71,6 @@ def profile_library(lib_path: Path | str, graph: Graph, feeds: dict[str, np.ndar
 
     vm.set_instrument(record)
     main(*args)
-    vm.set_instrument(lambda *_a: 0)
-    for _ in range(10):
-        main(*args)
-    tot = []
-    for _ in range(total_repeat):
-        t = time.perf_counter()
-        main(*args)
-        tot.append(time.perf_counter() - t)
     kernels = []
     for symbol, func, call_args in calls:
         for _ in range(5):
@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--out", type=Path, default=None, help="keep the library here")
     args = ap.parse_args(argv)
-    os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read when TVM's thread pool starts
+    if os.environ.get("TVM_NUM_THREADS") != str(args.threads):
+        print(f"warning: TVM_NUM_THREADS={os.environ.get('TVM_NUM_THREADS')} in this process, not {args.threads}")
     from qgnn_deploy.fold import fold_checkpoint
 
     from .compile import compile_to_dir
@@ -124,5 +125,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return prof
 
 
+def _exec_with_threads(argv: list[str]) -> None:
+    """TVM's thread pool must see TVM_NUM_THREADS at process start: re-exec with it set (CLI only)."""
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--threads", type=int, default=2)
+    threads = str(ap.parse_known_args(argv)[0].threads)
+    if os.environ.get("TVM_NUM_THREADS") != threads:
+        env = dict(os.environ, TVM_NUM_THREADS=threads)
+        os.execve(sys.executable, [sys.executable, "-m", "qgnn_deploy.backends.tvm.profile", *argv], env)
+
+
 if __name__ == "__main__":
+    _exec_with_threads(sys.argv[1:])
     main()
