@@ -118,6 +118,75 @@ def test_same_result_single_threaded(x86_libs: dict, tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), ref)
 
 
+def quant_gemm_graph(features: int, hidden: int, dtype: str, zero_point: int, scale: float) -> Graph:
+    """FP32 input -> quantize -> matmul (K >= 16, N <= 16): the VNNI build quantizes inside the GEMM kernel.
+    Then a narrow-row requantize chain and a div_floor (the float64 path) on the int32 accumulators."""
+    rng = np.random.default_rng(features + hidden)
+    b = GraphBuilder()
+    x = b.input("x", "float32", ("N", features))
+    info = np.iinfo(dtype)
+    xq = b.op("quantize", [x], "xq", scale=scale, zero_point=zero_point, qmin=int(info.min) + 1, qmax=int(info.max),
+              dtype=dtype)
+    w = b.const("w", rng.integers(-128, 128, size=(features, hidden)).astype(np.int8))
+    acc = b.op("matmul", [xq, w], "acc", a_zero_point=zero_point)
+    m = b.const("m", rng.integers(1, 1 << 20, size=(1, hidden)).astype(np.int64))
+    sh = b.const("sh", rng.integers(8, 24, size=(1, hidden)).astype(np.int64))
+    rq = b.op("requantize", [acc, m, sh], "rq", zero_point=0, qmin=-127, qmax=127, dtype="int8")
+    den = b.const("den", rng.integers(1, 1000, size=(1, hidden)).astype(np.int32))
+    dv = b.op("div_floor", [acc, den], "dv")
+    cat = b.op("concat", [acc, b.op("cast", [rq], "rq32", dtype="int32"), dv], "cat", axis=1)
+    b.output(cat, "int32", ("N", 3 * hidden))
+    g = b.graph
+    g.validate()
+    return g
+
+
+@pytest.mark.parametrize("features,hidden,dtype,zp,scale,rows", [
+    (1433, 16, "uint8", 0, 1 / 127.5, (2708, 67, 1)),  # Cora's shape; row counts off the 4- and 64-row blocks
+    (37, 5, "int8", -3, 0.05, (131, 3)),
+    (16, 16, "uint8", 128, 0.1, (5,)),
+])
+def test_quantize_fused_into_gemm_bit_exact(features: int, hidden: int, dtype: str, zp: int, scale: float,
+                                            rows: tuple[int, ...], tmp_path: Path) -> None:
+    import os
+    import sys
+
+    g = quant_gemm_graph(features, hidden, dtype, zp, scale)
+    rng = np.random.default_rng(3)
+
+    def feats(n: int) -> np.ndarray:
+        x = rng.normal(0.0, 3.0, size=(n, features)).astype(np.float32)
+        x[rng.random(x.shape) < 0.5] = 0.0
+        halves = rng.random(x.shape) < 0.1  # exact .5 quotients: round-half-even must match
+        x[halves] = ((rng.integers(-300, 300, size=int(halves.sum())) + 0.5) * np.float32(scale)).astype(np.float32)
+        x[rng.random(x.shape) < 0.01] = -0.0
+        return x
+
+    fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds={"x": feats(rows[0])})
+    lib = tmp_path / fields["library"]
+    for n in rows:
+        x = feats(n)
+        np.save(tmp_path / f"x{n}.npy", x)
+        ref = run(g, {"x": x})["cat"]
+        np.testing.assert_array_equal(run_library(lib, {"x": x}), ref, err_msg=f"N={n}")
+        code = ("import sys, numpy as np; from qgnn_deploy.backends.tvm import run_library; "
+                "np.save(sys.argv[3], run_library(sys.argv[1], {'x': np.load(sys.argv[2])}))")
+        subprocess.run([sys.executable, "-c", code, str(lib), str(tmp_path / f"x{n}.npy"), str(tmp_path / "o.npy")],
+                       env=dict(os.environ, TVM_NUM_THREADS="1"), check=True, capture_output=True)
+        np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), ref, err_msg=f"N={n}, 1 thread")
+
+
+def test_quantize_fusion_plan() -> None:
+    """The quantize is folded into the GEMM only on VNNI targets, and never when its output has other readers."""
+    from qgnn_deploy.backends.tvm.relax_builder import BuildOptions, _plan_quant_fusion
+
+    g = quant_gemm_graph(40, 8, "uint8", 0, 0.1)
+    assert _plan_quant_fusion(g, BuildOptions(gemm_kind="vnni")) == {"xq"}
+    assert _plan_quant_fusion(g, BuildOptions(gemm_kind="generic")) == set()
+    assert _plan_quant_fusion(g, BuildOptions(gemm_kind="vnni", fast_matmul=False)) == set()
+    assert _plan_quant_fusion(misc_graph(), BuildOptions(gemm_kind="vnni")) == set()  # K=7, b_zero_point=2
+
+
 def test_portable_x86_build_bit_exact(tmp_path: Path) -> None:
     """``x86_64-generic`` takes the portable GEMM (no VNNI) and the same kernels otherwise."""
     g = op_zoo_graph()
@@ -257,3 +326,18 @@ def test_tuned_build_static_shapes_and_db_reuse(tmp_path: Path) -> None:
     assert second["tuning"]["tuned_now"] == []
     assert (tmp_path / "b" / "tuning" / "database_workload.json").is_file()
     np.testing.assert_array_equal(run_library(tmp_path / "b" / second["library"], feeds), ref)
+
+
+def test_profile_integer_input_variant(tmp_path: Path) -> None:
+    """The profiler's uint8-input variant drops the boundary quantize and stays bit-exact; kernels are listed."""
+    from qgnn_deploy.backends.tvm.profile import integer_input_variant, profile_library, render
+
+    g = op_zoo_graph()
+    g2, feeds = integer_input_variant(g, _sample("zoo"))
+    assert [vi.name for vi in g2.inputs] == ["x_q", "edge_index"] and feeds["x_q"].dtype == np.uint8
+    assert "quantize" not in g2.op_counts()
+    np.testing.assert_array_equal(run(g2, feeds)["y"], run(g, _sample("zoo"))["y"])
+    fields = compile_to_dir(g2, "x86_64", tmp_path, sample_feeds=feeds)
+    prof = profile_library(tmp_path / fields["library"], g2, feeds, repeat=2, total_repeat=3)
+    assert prof["bit_exact"] and prof["kernels"] and all(us > 0 for _, us in prof["kernels"])
+    assert "kernel launches" in render(prof)

@@ -56,7 +56,7 @@ def pipeline(preset: TargetPreset, database: Any = None) -> Any:
     @tvm.transform.module_pass(opt_level=0, name="QgnnPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with target:
-            mod = tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
+            mod = tvm.transform.Sequential(legalize_passes(target))(mod)
         if database is not None:
             from .tuning import tuning_target
 
@@ -68,6 +68,41 @@ def pipeline(preset: TargetPreset, database: Any = None) -> Any:
             return tvm.transform.Sequential(passes)(mod)
 
     return _pipeline
+
+
+def legalize_passes(target: Any) -> list[Any]:
+    """CSE + library dispatch + legalize/fuse (the build and the tuner must fuse identically)."""
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    legalize = []
+    for p in cpu.legalize_passes(target):
+        legalize.append(p)
+        if p.info.name == "AnnotateTIROpPattern":
+            legalize.append(lut_take_is_injective())
+    # Folded graphs repeat small subgraphs (each layer recomputes deg + 1 and its LUT lookup): CSE first.
+    return [relax.transform.EliminateCommonSubexpr()] + cpu.library_dispatch_passes(target) + legalize
+
+
+def lut_take_is_injective() -> Any:
+    """Let FuseOps fuse ``take`` (table lookups, row gathers) with the elementwise ops around it.
+
+    LegalizeOps' ``take`` reads its table at a data-dependent index, so AnnotateTIROpPattern calls it
+    opaque and every lookup became its own kernel plus a separate index clip and result cast.  It is
+    injective (each output element reads one input element, nothing else), which is all FuseOps needs.
+    """
+    import tvm
+
+    @tvm.transform.module_pass(opt_level=0, name="QgnnTakeIsInjective")
+    def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+        for gv, func in mod.functions.items():
+            if isinstance(func, tvm.tirx.PrimFunc) and gv.name_hint.startswith("take") and func.attrs is not None \
+                    and int(func.attrs.get("op_pattern", -1)) == 8:  # kOpaque -> kInjective
+                out[gv] = func.with_attr("op_pattern", 2)
+        return out
+
+    return _pass
 
 
 def build(graph: Graph, preset: TargetPreset, *, static_dims: dict[str, int] | None = None,

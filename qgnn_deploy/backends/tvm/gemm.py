@@ -14,8 +14,8 @@ dot-product instruction directly:
 
 B (a constant in every folded model) is repacked by Relax ops that are
 constant-folded at compile time into ``[N/16, K/4, 16, 4]``, so one 64-byte
-load feeds one instruction.  Rows are processed 4 at a time (4 independent
-accumulator chains hide the instruction latency) and row blocks run in
+load feeds one instruction.  Rows are processed 4 at a time (8 with VNNI:
+independent accumulator chains hide the instruction latency) and row blocks run in
 parallel: deterministic, since every output element has one owner.
 """
 
@@ -28,8 +28,14 @@ from tvm import relax, tirx
 from tvm.script import tirx as T
 
 _SCHEDULED = {"tir.noalias": True, "tirx.is_scheduled": True}
-ROWS = 4  # rows per register block
+ROWS = 4  # rows per register block (NEON / generic kernels)
+VNNI_ROWS = 8  # x86: 8 independent vpdpbusd chains hide its latency (4 left the 2708x1433 GEMM ~15% slower)
 LANES = 16  # int32 outputs per block (one zmm, or four NEON q registers)
+# Accumulator scope: a "global" decl_buffer of constant size inside the parallel body lowers to a stack
+# alloca that LLVM promotes to registers; "local" became a TVMBackendAllocWorkspace call per row block
+# (a heap round trip per 4 rows) whose stores LLVM could not drop: one 64-byte store per vpdpbusd.
+ACC_SCOPE = "global"
+PANEL_BLOCKS = 16  # row blocks per parallel task of the fused quantize GEMM (one panel workspace per task)
 
 
 FLIP = -2139062144  # 0x80808080 as int32: xor flips the sign bit of 4 packed bytes (a +/- 128)
@@ -53,40 +59,116 @@ def vnni_kernel(k: int, nb: int, a_dtype: str = "uint8") -> tirx.PrimFunc:
         Bt = T.match_buffer(bt_h, (kt, nb * LANES), "int8")
         C = T.match_buffer(c_h, (m, nb * LANES), "int32")
         with T.sblock("root"):
-            for mb in T.parallel((m + ROWS - 1) // ROWS):
+            for mb in T.parallel((m + VNNI_ROWS - 1) // VNNI_ROWS):
                 for j in range(nb):
-                    acc = T.decl_buffer((ROWS * LANES,), "int32", scope="local")
-                    for r in T.unroll(ROWS):
+                    acc = T.decl_buffer((VNNI_ROWS * LANES,), "int32", scope=ACC_SCOPE)
+                    for r in T.unroll(VNNI_ROWS):
                         acc[T.ramp(r * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
-                    if mb * ROWS + ROWS <= m:
+                    if mb * VNNI_ROWS + VNNI_ROWS <= m:
                         for q in range(k4):
-                            for r in T.unroll(ROWS):
+                            for r in T.unroll(VNNI_ROWS):
                                 acc[T.ramp(r * LANES, 1, LANES)] = T.call_llvm_pure_intrin(
                                     T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
                                     acc[T.ramp(r * LANES, 1, LANES)],
                                     T.reinterpret(T.broadcast(T.bitwise_xor(T.reinterpret(
-                                        A.vload([mb * ROWS + r, q * 4], a_dtype + "x4"), dtype="int32"),
+                                        A.vload([mb * VNNI_ROWS + r, q * 4], a_dtype + "x4"), dtype="int32"),
                                         T.int32(mask)), LANES), dtype="int8x64"),
                                     Bp.vload([j, q, 0, 0], "int8x64"),
                                     dtype="int32x16")
                     else:
-                        for r in range(m - mb * ROWS):
+                        for r in range(m - mb * VNNI_ROWS):
                             for q in range(k4):
                                 acc[T.ramp(r * LANES, 1, LANES)] = T.call_llvm_pure_intrin(
                                     T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
                                     acc[T.ramp(r * LANES, 1, LANES)],
                                     T.reinterpret(T.broadcast(T.bitwise_xor(T.reinterpret(
-                                        A.vload([mb * ROWS + r, q * 4], a_dtype + "x4"), dtype="int32"),
+                                        A.vload([mb * VNNI_ROWS + r, q * 4], a_dtype + "x4"), dtype="int32"),
                                         T.int32(mask)), LANES), dtype="int8x64"),
                                     Bp.vload([j, q, 0, 0], "int8x64"),
                                     dtype="int32x16")
-                    for r in range(T.min(m - mb * ROWS, ROWS)):
+                    for r in range(T.min(m - mb * VNNI_ROWS, VNNI_ROWS)):
                         for t in range(k - kbase):
                             for c in T.vectorized(LANES):
                                 acc[r * LANES + c] = acc[r * LANES + c] + T.Cast(
-                                    "int32", A[mb * ROWS + r, kbase + t]) * T.Cast("int32", Bt[t, j * LANES + c])
+                                    "int32", A[mb * VNNI_ROWS + r, kbase + t]) * T.Cast("int32", Bt[t, j * LANES + c])
                         for c in T.vectorized(LANES):
-                            C[mb * ROWS + r, j * LANES + c] = acc[r * LANES + c]
+                            C[mb * VNNI_ROWS + r, j * LANES + c] = acc[r * LANES + c]
+
+    return kernel
+
+
+def vnni_quant_kernel(k: int, a_dtype: str, scale: float, zero_point: int, qmin: int, qmax: int) -> tirx.PrimFunc:
+    """``quantize`` fused into the A-panel packing of the VNNI GEMM, for N <= 16 (one zmm of outputs per row).
+
+    A is the FP32 input [M, K].  Each 8-row block is first quantized into an [8, K] panel in a per-task
+    workspace (the same float32 ops as the ``quantize`` handler: divide, round-half-even, + zero point,
+    clip, cast, so the codes are identical; 16-lane vectors), then multiplied from
+    there while it sits in L1: the uint8 copy of A never goes to memory.  (Quantizing 4 columns right
+    before each ``vpdpbusd`` instead makes LLVM split the divide into 4-lane pieces: 10x slower.)
+    """
+    k4, kbase = k // 4, 4 * (k // 4)
+    kt = max(k - kbase, 1)
+    mask = FLIP if a_dtype == "int8" else 0
+    scale32 = float(np.float32(scale))  # the float32 constant the quantize handler divides by
+    zp, lo, hi = float(zero_point), float(qmin), float(qmax)
+
+    @T.prim_func(private=True, s_tir=True)
+    def kernel(x_h: T.handle, bp_h: T.handle, bt_h: T.handle, c_h: T.handle):
+        T.func_attr(_SCHEDULED)
+        m = T.int64()
+        X = T.match_buffer(x_h, (m, k), "float32")
+        Bp = T.match_buffer(bp_h, (1, k4, LANES, 4), "int8")
+        Bt = T.match_buffer(bt_h, (kt, LANES), "int8")
+        C = T.match_buffer(c_h, (m, LANES), "int32")
+        with T.sblock("root"):
+            for p in T.parallel((m + VNNI_ROWS * PANEL_BLOCKS - 1) // (VNNI_ROWS * PANEL_BLOCKS)):
+                panel = T.decl_buffer((VNNI_ROWS * k,), a_dtype, scope="global")
+                acc = T.decl_buffer((VNNI_ROWS * LANES,), "int32", scope=ACC_SCOPE)
+                for b in range(PANEL_BLOCKS):
+                    if (p * PANEL_BLOCKS + b) * VNNI_ROWS < m:
+                        row0 = (p * PANEL_BLOCKS + b) * VNNI_ROWS
+                        for r in range(T.min(m - row0, VNNI_ROWS)):
+                            for c16 in range(k // 16):  # explicit 16-lane vectors (TIR scalarizes nearbyint)
+                                panel[T.ramp(r * k + c16 * 16, 1, 16)] = T.Cast(a_dtype + "x16", T.min(T.max(
+                                    T.nearbyint(X.vload([row0 + r, c16 * 16], "float32x16")
+                                                / T.broadcast(T.float32(scale32), 16))
+                                    + T.broadcast(T.float32(zp), 16), T.broadcast(T.float32(lo), 16)),
+                                    T.broadcast(T.float32(hi), 16)))
+                            for c in range(k - k // 16 * 16):
+                                panel[r * k + k // 16 * 16 + c] = T.Cast(a_dtype, T.min(T.max(
+                                    T.nearbyint(X[row0 + r, k // 16 * 16 + c] / T.float32(scale32))
+                                    + T.float32(zp), T.float32(lo)), T.float32(hi)))
+                        for r in T.unroll(VNNI_ROWS):
+                            acc[T.ramp(r * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
+                        if row0 + VNNI_ROWS <= m:
+                            for q in range(k4):
+                                for r in T.unroll(VNNI_ROWS):
+                                    acc[T.ramp(r * LANES, 1, LANES)] = T.call_llvm_pure_intrin(
+                                        T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                                        acc[T.ramp(r * LANES, 1, LANES)],
+                                        T.reinterpret(T.broadcast(T.bitwise_xor(T.reinterpret(
+                                            panel.vload([r * k + q * 4], a_dtype + "x4"), dtype="int32"),
+                                            T.int32(mask)), LANES), dtype="int8x64"),
+                                        Bp.vload([0, q, 0, 0], "int8x64"),
+                                        dtype="int32x16")
+                        else:
+                            for r in range(m - row0):
+                                for q in range(k4):
+                                    acc[T.ramp(r * LANES, 1, LANES)] = T.call_llvm_pure_intrin(
+                                        T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                                        acc[T.ramp(r * LANES, 1, LANES)],
+                                        T.reinterpret(T.broadcast(T.bitwise_xor(T.reinterpret(
+                                            panel.vload([r * k + q * 4], a_dtype + "x4"), dtype="int32"),
+                                            T.int32(mask)), LANES), dtype="int8x64"),
+                                        Bp.vload([0, q, 0, 0], "int8x64"),
+                                        dtype="int32x16")
+                        for r in range(T.min(m - row0, VNNI_ROWS)):
+                            for t in range(k - kbase):
+                                for c in T.vectorized(LANES):
+                                    acc[r * LANES + c] = acc[r * LANES + c] + T.Cast(
+                                        "int32", panel[r * k + kbase + t]) * T.Cast("int32", Bt[t, c])
+                            for c in T.vectorized(LANES):
+                                C[row0 + r, c] = acc[r * LANES + c]
 
     return kernel
 
@@ -108,7 +190,7 @@ def sdot_kernel(k: int, nb: int, a_dtype: str = "uint8") -> tirx.PrimFunc:
         with T.sblock("root"):
             for mb in T.parallel((m + ROWS - 1) // ROWS):
                 for j in range(nb):
-                    acc = T.decl_buffer((ROWS * LANES,), "int32", scope="local")
+                    acc = T.decl_buffer((ROWS * LANES,), "int32", scope=ACC_SCOPE)
                     for r in T.unroll(ROWS):
                         acc[T.ramp(r * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
                     for r in range(T.min(m - mb * ROWS, ROWS)):
@@ -146,7 +228,7 @@ def generic_kernel(k: int, nb: int, a_dtype: str) -> tirx.PrimFunc:
         with T.sblock("root"):
             for mb in T.parallel((m + ROWS - 1) // ROWS):
                 for j in range(nb):
-                    acc = T.decl_buffer((ROWS * LANES,), "int32", scope="local")
+                    acc = T.decl_buffer((ROWS * LANES,), "int32", scope=ACC_SCOPE)
                     for r in T.unroll(ROWS):
                         for c in T.vectorized(LANES):
                             acc[r * LANES + c] = 0
@@ -211,3 +293,40 @@ def emit_matmul(ctx: Any, a: relax.Expr, b: relax.Expr) -> relax.Expr | None:
     if npad != n:
         out = op.strided_slice(out, axes=[1], begin=[0], end=[n])
     return out
+
+
+def emit_quant_matmul(ctx: Any, x: relax.Expr, b: relax.Expr, qattrs: dict[str, Any]) -> relax.Expr:
+    """``quantize(x) @ b`` in int32 with the quantize fused into the VNNI kernel (see :func:`fusable_quant`)."""
+    from .relax_builder import dtype_of, op, scalar, shape_of
+
+    k, n = (int(d) for d in (_static(v) for v in shape_of(b)))
+    at = str(qattrs["dtype"])
+    k4, kbase = k // 4, 4 * (k // 4)
+    bpad = b if n == LANES else op.concat([b, relax.const(np.zeros((k, LANES - n), np.int8), "int8")], axis=1)
+    bmain = op.strided_slice(bpad, axes=[0], begin=[0], end=[kbase])
+    bp = op.permute_dims(op.reshape(bmain, [k4, 4, 1, LANES]), [2, 0, 3, 1])  # [1, k4, 16, 4]
+    if kbase < k:
+        bt = op.strided_slice(bpad, axes=[0], begin=[kbase], end=[k])
+    else:
+        bt = relax.const(np.zeros((1, LANES), np.int8), "int8")
+    if dtype_of(x) != "float32":
+        x = op.astype(x, "float32")
+    params = (float(qattrs["scale"]), int(qattrs["zero_point"]), int(qattrs["qmin"]), int(qattrs["qmax"]))
+    key = ("gemm_vnni_quant", k, at, *params)
+    out = ctx.call_tir(key, lambda: vnni_quant_kernel(k, at, *params), [x, bp, bt], [shape_of(x)[0], LANES],
+                       "int32")
+    if at == "int8":  # the kernel computed sum (a + 128) b on [0, kbase)
+        colsum = op.sum(op.astype(bmain, "int32"), axis=[0], keepdims=True)
+        out = op.add(out, op.multiply(colsum, scalar(-128, "int32")))
+    if n != LANES:
+        out = op.strided_slice(out, axes=[1], begin=[0], end=[n])
+    return out
+
+
+def fusable_quant(weight_shape: tuple[int, ...] | None, attrs: dict[str, Any], gemm_kind: str) -> bool:
+    """Whether a ``quantize`` feeding a matmul with this constant weight can run inside the GEMM kernel."""
+    if gemm_kind != "vnni" or weight_shape is None or len(weight_shape) != 2:
+        return False
+    k, n = weight_shape
+    return k >= 16 and 1 <= n <= LANES and str(attrs.get("dtype")) in ("uint8", "int8") and \
+        int(attrs.get("b_zero_point", 0)) == 0

@@ -79,6 +79,7 @@ class BuildContext:
         self.options = options
         self.env: dict[str, relax.Expr] = {}
         self.fused_away: set[str] = set()  # gather_rows outputs folded into a fused scatter kernel
+        self.quant_fused: set[str] = set()  # quantize outputs computed inside their matmuls' GEMM kernel
         self._kernels: dict[tuple[Any, ...], relax.GlobalVar] = {}
         self._counter = 0
 
@@ -208,8 +209,15 @@ def _zero_point_terms(ctx: BuildContext, a: relax.Expr, b: relax.Expr, acc: rela
 
 @handler("matmul")
 def _matmul(ctx: BuildContext, node: Node) -> relax.Expr:
-    a, b = ctx.arg(node, 0), ctx.arg(node, 1)
     za, zb = int(node.attrs.get("a_zero_point", 0)), int(node.attrs.get("b_zero_point", 0))
+    if node.inputs[0] in ctx.quant_fused:  # quantize -> matmul: the quantize runs inside the GEMM kernel
+        from . import gemm
+
+        b = ctx.arg(node, 1)
+        q = ctx.graph.producers()[node.inputs[0]]
+        acc = gemm.emit_quant_matmul(ctx, ctx.arg(q, 0), b, q.attrs)
+        return _zero_point_terms(ctx, None, b, acc, za, zb, static_int(shape_of(b)[0]))
+    a, b = ctx.arg(node, 0), ctx.arg(node, 1)
     k = static_int(shape_of(b)[0])
     acc = None
     if ctx.options.fast_matmul:
@@ -233,7 +241,19 @@ def _binary(fn: Callable[[relax.Expr, relax.Expr], relax.Expr]) -> Handler:
 HANDLERS["add"] = _binary(op.add)
 HANDLERS["sub"] = _binary(op.subtract)
 HANDLERS["mul"] = _binary(op.multiply)
-HANDLERS["div_floor"] = _binary(op.floor_divide)
+
+
+@handler("div_floor")
+def _div_floor(ctx: BuildContext, node: Node) -> relax.Expr:
+    """floor(a / b) for b > 0.  Operands of at most 32 bits go through float64: exact, since the quotient's
+    rounding error (|a / b| * 2**-53) is below its distance to the next integer (1 / |b|) whenever
+    |a| < 2**53; it vectorises (vdivpd), where an integer division is one scalar idiv per element."""
+    a, b = ctx.arg(node, 0), ctx.arg(node, 1)
+    res = wider(np.dtype(dtype_of(a)), np.dtype(dtype_of(b)))
+    if np.dtype(res).itemsize > 4:
+        return op.floor_divide(cast(a, res), cast(b, res))
+    q = op.floor(op.divide(cast(a, "float64"), cast(b, "float64")))
+    return op.astype(q, str(res))
 
 
 @handler("cast")
@@ -432,6 +452,40 @@ def _plan_fusion(graph: Graph, options: BuildOptions) -> set[str]:
     return fused
 
 
+def _plan_quant_fusion(graph: Graph, options: BuildOptions) -> set[str]:
+    """quantize outputs read only as the A operand of matmuls with a constant int8 weight (b_zero_point 0)
+    on a VNNI target: each such matmul quantizes its A panel itself, so the uint8 copy never exists."""
+    from .gemm import fusable_quant
+
+    if not options.fast_matmul:
+        return set()
+    outputs = {o.name for o in graph.outputs}
+    producers = graph.producers()
+    fused = set()
+    for node in graph.nodes:
+        name = node.outputs[0]
+        if node.op != "quantize" or name in outputs:
+            continue
+        users = graph.consumers(name)
+        ok = bool(users)
+        for u in users:
+            w = u.inputs[1] if u.op == "matmul" and len(u.inputs) > 1 else None
+            if w in graph.initializers:
+                arr = graph.initializers[w]
+                shape = tuple(arr.shape) if arr.dtype == np.int8 else None
+            elif w in producers and producers[w].op == "unpack_int4":
+                shape = tuple(int(s) for s in producers[w].attrs["shape"])
+            else:
+                shape = None
+            attrs = {"dtype": node.attrs["dtype"], "b_zero_point": u.attrs.get("b_zero_point", 0)}
+            if u.op != "matmul" or u.inputs[0] != name or name in u.inputs[1:] or \
+                    not fusable_quant(shape, attrs, options.gemm_kind):
+                ok = False
+        if ok:
+            fused.add(name)
+    return fused
+
+
 def check_supported(graph: Graph) -> None:
     missing = sorted({n.op for n in graph.nodes} - set(HANDLERS))
     if missing:
@@ -460,13 +514,14 @@ def build_module(graph: Graph, options: BuildOptions | None = None) -> tvm.IRMod
     bb = relax.BlockBuilder()
     ctx = BuildContext(graph, bb, options)
     ctx.fused_away = _plan_fusion(graph, options)
+    ctx.quant_fused = _plan_quant_fusion(graph, options)
     op.bb = bb
     with bb.function("main", params):
         with bb.dataflow():
             for p, vi in zip(params, graph.inputs):
                 ctx.env[vi.name] = p
             for node in graph.nodes:
-                if node.outputs[0] in ctx.fused_away:
+                if node.outputs[0] in ctx.fused_away or node.outputs[0] in ctx.quant_fused:
                     continue
                 expr = HANDLERS[node.op](ctx, node)
                 ctx.env[node.outputs[0]] = expr if isinstance(expr, relax.Var) else bb.emit(expr)

@@ -18,6 +18,8 @@ from tvm.s_tir.dlight.base import ScheduleRule, try_inline
 from tvm.s_tir.dlight.base.transform import ApplyDefaultSchedule
 from tvm.target import Target
 
+MAX_VECTOR_LANES = 64  # widest row vectorised as one TIR vector (64 x int64 = 8 zmm)
+
 
 def _static(extent: Any) -> int | None:
     return int(extent.value) if isinstance(extent, tirx.IntImm) else None
@@ -47,9 +49,13 @@ class CPUParallelFallback(ScheduleRule):
                     continue
                 sch.reorder(*s_loops, *r_loops)
                 inner_static = _static(sch.get(s_loops[-1]).extent)
-                if not r_loops and len(s_loops) > 1 and inner_static is not None and inner_static >= 8:
+                if not r_loops and len(s_loops) > 1 and inner_static is not None and inner_static >= 2:
                     outer = sch.fuse(*s_loops[:-1]) if len(s_loops) > 2 else s_loops[0]
                     sch.parallel(outer)
+                    if inner_static <= MAX_VECTOR_LANES:
+                        # Narrow rows ([N, 16] accumulators): vectorise along the row explicitly.  Left
+                        # to itself LLVM vectorises across rows instead (stride-H gathers, ~4x slower).
+                        sch.vectorize(s_loops[-1])
                 else:
                     fused = sch.fuse(*s_loops) if len(s_loops) > 1 else s_loops[0]
                     if not r_loops and _static(sch.get(fused).extent) != 1:

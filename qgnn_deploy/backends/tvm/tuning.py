@@ -35,15 +35,14 @@ def tuning_target(preset: TargetPreset) -> Any:
 
 def _legalized(graph: Graph, preset: TargetPreset, static_dims: dict[str, int]) -> Any:
     import tvm
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    from .compile import build_options
+    from .compile import build_options, legalize_passes
     from .relax_builder import build_module
 
     mod = build_module(graph, build_options(preset, static_dims))
     target = preset.tvm()
     with target:
-        return tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
+        return tvm.transform.Sequential(legalize_passes(target))(mod)
 
 
 def open_database(db_dir: Path) -> Any:
