@@ -6,8 +6,8 @@ isolation on those arguments and timed (median of ``repeat``).  Kernels are inde
 timing this way (warm caches, no VM overhead); the whole-graph latency is measured separately, so
 ``total - sum(kernels)`` estimates what the VM itself costs (allocation, shape checks, launches).
 
-``--uint8-input`` profiles the integer-input variant of a folded graph: the boundary ``quantize`` of
-``x`` is removed and its output becomes the graph input (fed with the interpreter's quantized ``x``).
+``--uint8-input`` profiles the integer-input variant of a folded graph (what ``qgnn-export
+--integer-input`` builds): the boundary ``quantize`` of ``x`` moves to the caller.
 """
 
 from __future__ import annotations
@@ -23,24 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from qgnn_deploy.ir.graph import Graph, Node, ValueInfo
+from qgnn_deploy.ir.graph import Graph
 
 
 def integer_input_variant(graph: Graph, feeds: dict[str, np.ndarray]) -> tuple[Graph, dict[str, np.ndarray]]:
-    """The same graph taking the quantized ``x`` as its input (every reader of ``x`` reads it instead)."""
-    from qgnn_deploy.ir.interpreter import run
+    """The ``qgnn-export --integer-input`` form of ``graph`` (:func:`~qgnn_deploy.ir.passes.prequantize_input`)."""
+    import copy
 
-    q = next((n for n in graph.nodes if n.op == "quantize" and n.inputs[0] == "x"), None)
-    if q is None:
-        raise ValueError("the graph has no boundary quantize of 'x'")
-    xq = q.outputs[0]
-    inputs = [ValueInfo(xq, q.attrs["dtype"], vi.shape) if vi.name == "x" else vi for vi in graph.inputs]
-    nodes = [Node(n.op, [xq if i == "x" else i for i in n.inputs], list(n.outputs), dict(n.attrs), n.name)
-             for n in graph.nodes if n is not q]
-    g2 = Graph(inputs, list(graph.outputs), nodes, dict(graph.initializers), dict(graph.meta))
-    g2.validate()
-    f2 = {xq: run(graph, feeds, keep_all=True)[xq], **{k: v for k, v in feeds.items() if k != "x"}}
-    return g2, f2
+    from qgnn_deploy.ir.passes import prequantize_input, quantize_input_feeds
+
+    g2 = copy.deepcopy(graph)
+    prequantize_input(g2)
+    return g2, quantize_input_feeds(g2, feeds)
 
 
 def profile_library(lib_path: Path | str, graph: Graph, feeds: dict[str, np.ndarray], repeat: int = 50,
