@@ -341,3 +341,48 @@ def test_profile_integer_input_variant(tmp_path: Path) -> None:
     prof = profile_library(tmp_path / fields["library"], g2, feeds, repeat=2, total_repeat=3)
     assert prof["bit_exact"] and prof["kernels"] and all(us > 0 for _, us in prof["kernels"])
     assert "kernel launches" in render(prof)
+
+
+def _graph_kernel(func: tvm.tirx.PrimFunc):  # noqa: ANN202
+    from qgnn_deploy.backends.tvm.targets import resolve_target
+
+    mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+    return tvm.compile(mod, target=resolve_target("x86_64").tvm())["main"]
+
+
+def _kernel_edge_cases(rng: np.random.Generator) -> dict[str, tuple[int, np.ndarray, np.ndarray]]:
+    """(N, src, dst): edge counts around the ownership block size, hubs spanning blocks, N below the part count."""
+    from qgnn_deploy.backends.tvm.kernels import CHUNK
+
+    cases = {"empty": (5, np.zeros(0, np.int64), np.zeros(0, np.int64)),
+             "one_node": (1, np.zeros(3, np.int64), np.zeros(3, np.int64))}
+    for e in (CHUNK - 1, CHUNK, 2 * CHUNK + 7):
+        n = 37
+        cases[f"random_{e}"] = (n, rng.integers(0, n, e), rng.integers(0, n, e))
+    e = 3 * CHUNK + 5  # one hub row takes most edges of every block; a few rows get none
+    dst = np.where(rng.random(e) < 0.8, 2, rng.integers(0, 50, e))
+    cases["hub"] = (53, rng.integers(0, 53, e), dst.astype(np.int64))
+    return cases
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_graph_kernels_exact_across_blocks_and_parts(parts: int) -> None:
+    """gather+scatter-add (aligned, 28-byte and int8 rows) and degree equal NumPy for every part count."""
+    from qgnn_deploy.backends.tvm import kernels
+
+    rng = np.random.default_rng(parts)
+    deg = _graph_kernel(kernels.degree(parts))
+    fused = {(h, dt): _graph_kernel(kernels.gather_scatter_add(h, dt, parts))
+             for h, dt in ((16, "int32"), (7, "int32"), (5, "int8"))}
+    for case, (n, src, dst) in _kernel_edge_cases(rng).items():
+        out = tvm.runtime.tensor(np.full((n, 1), -9, np.int32))
+        deg(tvm.runtime.tensor(dst), out)
+        np.testing.assert_array_equal(out.numpy()[:, 0], np.bincount(dst, minlength=n), err_msg=case)
+        for (h, dt), f in fused.items():
+            info = np.iinfo(dt)
+            x = rng.integers(info.min, info.max, size=(n, h), endpoint=True).astype(dt)
+            ref = np.zeros((n, h), np.int64)
+            np.add.at(ref, dst, x[src].astype(np.int64))
+            out = tvm.runtime.tensor(np.full((n, h), -9, np.int32))
+            f(tvm.runtime.tensor(x), tvm.runtime.tensor(src), tvm.runtime.tensor(dst), out)
+            np.testing.assert_array_equal(out.numpy(), ref.astype(np.int32), err_msg=f"{case} H={h} {dt}")
