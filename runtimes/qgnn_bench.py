@@ -285,6 +285,25 @@ def prequantize_features(arrays: dict[str, Any], manifest: dict[str, Any]) -> di
             "note": "once per input graph, not timed per call"}
 
 
+def sort_edges_by_destination(arrays: dict[str, Any]) -> dict[str, Any] | None:
+    """Reorder ``edge_index`` columns by destination once, in place (``--sort-edges``); None without edges.
+
+    Every aggregation in the integer graph is an exact integer sum (or max) per destination, so the
+    edge order cannot change an output bit; sorted edges make the per-destination updates sequential
+    in memory, which pays on graphs larger than the last-level cache (the same once-per-graph step as
+    building a CSR/SparseTensor for PyG).
+    """
+    import numpy as np
+
+    ei = arrays.get("edge_index")
+    if ei is None or ei.ndim != 2 or ei.shape[1] == 0:
+        return None
+    t0 = time.perf_counter()
+    arrays["edge_index"] = np.ascontiguousarray(ei[:, np.argsort(ei[1], kind="stable")])
+    return {"by": "destination", "ms": round(1e3 * (time.perf_counter() - t0), 3),
+            "note": "once per input graph, not timed per call; outputs unchanged"}
+
+
 # ----------------------------------------------------------------------------- runners
 
 
@@ -539,7 +558,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"| input | {inp['file']}: N={inp.get('num_nodes')}, E={inp.get('num_edges')}, "
         f"max in-degree={inp.get('max_in_degree')}" + (
             f"; {inp['quantized_once']['from']} quantized to {inp['quantized_once']['to']} once, "
-            f"{inp['quantized_once']['ms']} ms (not in the latency)" if inp.get("quantized_once") else "") + " |",
+            f"{inp['quantized_once']['ms']} ms (not in the latency)" if inp.get("quantized_once") else "") + (
+            f"; edges sorted by destination once, {inp['edges_sorted_once']['ms']} ms (not in the latency)"
+            if inp.get("edges_sorted_once") else "") + " |",
         f"| runs | {r['warmup']} warm-up + {r['repeats']} timed ({r['timing_method']}) |",
         f"| start-up | runtime import {r['startup_s']['runtime_import']:.2f} s, "
         f"model load {r['startup_s']['model_load']:.2f} s, {r['startup_s']['script_start_to_ready']:.2f} s "
@@ -673,6 +694,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
     p.add_argument("--repeats", type=int, default=50, help="timed runs (default 50)")
     p.add_argument("--input", type=Path, default=None, help=".npz of inputs (default: bundled sample_input.npz)")
+    p.add_argument("--sort-edges", action="store_true",
+                   help="reorder edge_index by destination once before timing (exact: outputs are unchanged; "
+                        "faster on graphs larger than the CPU cache)")
     p.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
     p.add_argument("--md", type=Path, default=None, help="write the markdown summary here")
     p.add_argument("--remote", default=None, metavar="HOST:PORT", help="run on a TVM RPC server instead")
@@ -719,6 +743,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         is_sample = bundled.keys() == arrays.keys() and all(
             bundled[k].dtype == arrays[k].dtype and np.array_equal(bundled[k], arrays[k]) for k in arrays)
     outs = output_names(manifest, reference)
+    edges_sorted = sort_edges_by_destination(arrays) if args.sort_edges else None
 
     backend, model = choose_backend(root, manifest, args.backend, args.remote)
     emulated, evidence = detect_emulation()
@@ -796,7 +821,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
                    "python": platform.python_version(), "cpus_available": default_threads()},
         "threads": threads, "warmup": args.warmup, "repeats": args.repeats, "timing_method": method,
         "input": {"file": in_path.name, "is_bundled_sample": is_sample, **facts,
-                  **({"quantized_once": prequantized} if prequantized else {})},
+                  **({"quantized_once": prequantized} if prequantized else {}),
+                  **({"edges_sorted_once": edges_sorted} if edges_sorted else {})},
         "latency_ms": latency_stats(seconds),
         "startup_s": {"runtime_import": round(IMPORT_SECONDS.get("tvm" if backend == "tvm" else "onnxruntime", 0), 3),
                       "model_load": round(t_ready - t_load, 3), "script_start_to_ready": round(t_ready - T_START, 3)},

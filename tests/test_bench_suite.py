@@ -90,7 +90,7 @@ def test_series_and_roofline(quick_run: tuple[Path, dict]) -> None:
     pts = res["series"]["points"]
     assert [p["num_nodes"] for p in pts] == [200, 1000]
     for p in pts:
-        for key in ("pyg_eager", "ours_ort", "ours_tvm", "ours_tvm_u8"):
+        for key in ("pyg_eager", "ours_ort", "ours_tvm", "ours_tvm_u8", "ours_tvm_u8_sorted"):
             assert p[key]["latency_ms"]["median"] > 0 and p[key]["peak_rss_bytes"] > 0
     slopes = res["series"]["growth_exponent_vs_edges"]
     assert all(isinstance(slopes[k], float) for k in ("pyg_eager", "ours_ort", "ours_tvm"))

@@ -204,6 +204,18 @@ def test_integer_input_artifact_quantizes_float_features_once(tmp_path: Path) ->
     assert_one_line_error(bench(art, "--input", ints), "give float features or x_q")
 
 
+@pytest.mark.parametrize("backend", ["tvm", "onnx"])
+def test_sort_edges_keeps_outputs_bit_exact(x86_art: Path, tmp_path: Path, backend: str) -> None:
+    """--sort-edges reorders edge_index once; every aggregation (sum, max, degree) gives the same bits."""
+    js = tmp_path / "r.json"
+    proc = bench(x86_art, "--backend", backend, "--sort-edges", "--repeats", 3, "--json", js)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(js.read_text())
+    assert r["input"]["edges_sorted_once"]["by"] == "destination"
+    assert r["reference"]["checked"] and r["reference"]["match"] is True
+    assert "edges sorted by destination once" in proc.stdout
+
+
 def test_reference_mismatch_exits_1_and_reports(x86_art: Path, tmp_path: Path) -> None:
     art = copy_art(x86_art, tmp_path / "art")
     with np.load(art / "reference_output.npz") as z:
