@@ -594,12 +594,16 @@ def check_targets(res: dict[str, Any]) -> dict[str, Any]:
     v = min(bufs.values()) if bufs else None
     t["int8_buffer<=0.3x_fp32"] = {"value": v, "per_backend": bufs, "best": min(bufs, key=bufs.get) if bufs else None,
                                    "met": None if v is None else v <= 0.3}
+    # the slope of the backend a user would pick for big graphs (ours, fastest at the largest size)
     g = (res.get("series") or {}).get("growth_exponent_vs_edges", {})
-    ours_g = [x for k, x in g.items() if k.startswith("ours") and x is not None]
-    v = min(ours_g) if ours_g else None
-    t["latency_no_worse_than_linear_in_edges"] = {"value": v, "per_backend": g,
-                                                  "met": None if v is None else v <= 1.1}
     pts = (res.get("series") or {}).get("points") or []
+    last = pts[-1] if pts else {}
+    at_largest = {k: last[k]["latency_ms"]["median"] for k in g if k.startswith("ours") and g[k] is not None
+                  and "latency_ms" in last.get(k, {})}
+    pick = min(at_largest, key=at_largest.get) if at_largest else None  # type: ignore[arg-type]
+    v = g[pick] if pick else None
+    t["latency_no_worse_than_linear_in_edges"] = {"value": v, "backend": pick, "per_backend": g,
+                                                  "met": None if v is None else v <= 1.1}
     big = [p for p in pts if p["num_nodes"] >= 1_000_000]
     ok = bool(big) and all("error" not in big[-1].get(k, {"error": 1}) for k in ("ours_ort",))
     t["1e6_nodes_fit_24GiB"] = {"met": ok if big else None,
