@@ -280,7 +280,6 @@ def prequantize_features(arrays: dict[str, Any], manifest: dict[str, Any]) -> di
         q = np.clip(v, -(2.0**62), 2.0**62).astype(np.int64) + int(c["zero_point"])
         out[i:i + rows] = np.clip(q, c["qmin"], c["qmax"])
     arrays[c["quantized_input"]] = out
-    del x
     return {"from": c["float_input"], "to": c["quantized_input"], "ms": round(1e3 * (time.perf_counter() - t0), 3),
             "note": "once per input graph, not timed per call"}
 

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 
 from qgnn_deploy.ir import run
 from qgnn_deploy.ir.analysis import buffer_report
 from qgnn_deploy.ir.graph import GraphBuilder
-from qgnn_deploy.ir.passes import prequantize_input, quantize_input_feeds
+from qgnn_deploy.ir.passes import prequantize_input, prequantized_copy, quantize_input_feeds
 from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph, pooled_zoo_graph
 
 
 def test_prequantize_input_is_exact_and_moves_the_quantize_out() -> None:
     graph = op_zoo_graph(features=12)
-    pre = copy.deepcopy(graph)
-    contract = prequantize_input(pre)
+    pre = prequantized_copy(graph)
+    assert graph.inputs[0].name == "x" and "quantize" in graph.op_counts()  # the original is untouched
+    contract = pre.meta["input_quant"]
     assert contract == {"float_input": "x", "quantized_input": "x_q", "scale": 0.05, "zero_point": 128, "qmin": 0,
                         "qmax": 255, "dtype": "uint8"}
-    assert pre.meta["input_quant"] == contract
     assert [(v.name, v.dtype, v.shape) for v in pre.inputs][0] == ("x_q", "uint8", ("N", 12))
     assert "quantize" not in pre.op_counts() and all("x" not in n.inputs for n in pre.nodes)
     pre.validate()

@@ -1,7 +1,12 @@
-"""Graph-level clean-ups applied after fold: small, named, individually testable."""
+"""Graph-level passes applied after fold: small, named, individually testable.
+
+``dedupe_initializers`` stores equal constants once (fold runs it); ``prequantize_input`` changes the input
+contract to pre-quantized features (``qgnn-export --integer-input``).
+"""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Mapping
 from typing import Any
@@ -39,6 +44,10 @@ def dedupe_initializers(graph: Graph, consumers: tuple[str, ...] | None = None) 
     for name in rename:
         del graph.initializers[name]
     return len(rename)
+
+
+# Ops that read an input only for its first dimension (the node count N), and at which position.
+REFERENCE_OPS = {"degree": 1, "scatter_add": 2, "scatter_max": 2}
 
 
 def prequantize_input(graph: Graph, input_name: str = "x") -> dict[str, Any]:
@@ -79,8 +88,11 @@ def prequantize_input(graph: Graph, input_name: str = "x") -> dict[str, Any]:
     return contract
 
 
-# Ops that read an input only for its first dimension (the node count N), and at which position.
-REFERENCE_OPS = {"degree": 1, "scatter_add": 2, "scatter_max": 2}
+def prequantized_copy(graph: Graph, input_name: str = "x") -> Graph:
+    """A copy of ``graph`` with :func:`prequantize_input` applied; ``graph`` itself is left as it is."""
+    twin = copy.deepcopy(graph)
+    prequantize_input(twin, input_name)
+    return twin
 
 
 def quantize_input_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -28,12 +28,9 @@ from qgnn_deploy.ir.graph import Graph
 
 def integer_input_variant(graph: Graph, feeds: dict[str, np.ndarray]) -> tuple[Graph, dict[str, np.ndarray]]:
     """The ``qgnn-export --integer-input`` form of ``graph`` (:func:`~qgnn_deploy.ir.passes.prequantize_input`)."""
-    import copy
+    from qgnn_deploy.ir.passes import prequantized_copy, quantize_input_feeds
 
-    from qgnn_deploy.ir.passes import prequantize_input, quantize_input_feeds
-
-    g2 = copy.deepcopy(graph)
-    prequantize_input(g2)
+    g2 = prequantized_copy(graph)
     return g2, quantize_input_feeds(g2, feeds)
 
 
