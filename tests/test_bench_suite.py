@@ -11,7 +11,7 @@ import pytest
 from qgnn_deploy.cli import main
 from qgnn_deploy.perf.graphs import random_graph
 from qgnn_deploy.perf.measure import latency_stats, percentile
-from qgnn_deploy.perf.suite import growth_exponents
+from qgnn_deploy.perf.suite import check_targets, growth_exponents
 
 BACKENDS = ("pyg_eager", "pyg_cached", "pyg_compile", "ort_fp32", "ort_qdq", "ours_ort", "ours_tvm", "ours_ort_u8",
             "ours_tvm_u8")
@@ -110,3 +110,16 @@ def test_helpers() -> None:
     pts = [{**p, "ours_ort": p["k"]} for p in pts]
     assert growth_exponents(pts)["ours_ort"] == pytest.approx(1.0)
     assert growth_exponents(pts)["pyg_eager"] is None
+
+
+def test_growth_target_reads_our_fastest_backend_at_the_largest_graph() -> None:
+    """Not the smallest slope of any backend: the one a user would run on big graphs decides."""
+    def point(n: int, e: int, fast: float, slow: float) -> dict:
+        return {"num_nodes": n, "num_edges": e, "ours_tvm": {"latency_ms": {"median": fast}},
+                "ours_ort": {"latency_ms": {"median": slow}}}
+
+    # ours_tvm: 1 -> 200 ms over 100x edges (slope 1.15); ours_ort: 10 -> 1000 ms (slope 1.0) but slower
+    pts = [point(10_000, 100_000, 1.0, 10.0), point(1_000_000, 10_000_000, 200.0, 1000.0)]
+    res = {"series": {"points": pts, "growth_exponent_vs_edges": growth_exponents(pts)}}
+    t = check_targets(res)["latency_no_worse_than_linear_in_edges"]
+    assert t["backend"] == "ours_tvm" and t["value"] == pytest.approx(np.log10(200) / 2) and t["met"] is False
