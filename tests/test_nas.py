@@ -200,17 +200,22 @@ def test_pareto_example_quick(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ deployment
+def _search_and_export(tmp_path, target: str):
+    """A short ``qgnn search`` and ``qgnn export --target target`` of its model.pt: (search dir, artifact dir)."""
+    out, art = tmp_path / "s", tmp_path / f"art_{target}"
+    assert cli_main(["search", "--search-epochs", "4", "--epochs", "4", "--penalty", "1", "--widths", "8,16",
+                     "--out-dir", str(out), "--no-progress"]) == 0
+    assert cli_main(["export", str(out / "model.pt"), "--target", target, "--out", str(art)]) == 0
+    return out, art
+
+
 def test_searched_checkpoint_exports_to_onnx_and_reproduces_predictions(tmp_path):
     """Searched model.pt -> qgnn export (fold + ONNX) with no special case; ONNX == interpreter == fake-quant."""
     pytest.importorskip("onnxruntime")
     from qgnn_deploy.backends.onnx.runner import OnnxRunner
     from qgnn_deploy.nas.search import GraphFacts
 
-    out = tmp_path / "s"
-    assert cli_main(["search", "--search-epochs", "4", "--epochs", "4", "--penalty", "1", "--widths", "8,16",
-                     "--out-dir", str(out), "--no-progress"]) == 0
-    art = tmp_path / "art"
-    assert cli_main(["export", str(out / "model.pt"), "--target", "onnx", "--out", str(art)]) == 0
+    out, art = _search_and_export(tmp_path, "onnx")
     report = json.loads((art / "report.json").read_text())
     assert report["parity"]["bit_exact"]
     assert report["source_parity"]["mismatched_codes"] == 0
@@ -237,11 +242,7 @@ def test_searched_checkpoint_exports_to_onnx_and_reproduces_predictions(tmp_path
 def test_searched_checkpoint_compiles_with_tvm(tmp_path):
     """Searched model.pt -> qgnn export --target x86_64 (TVM): the compiled library is bit-exact on the sample."""
     pytest.importorskip("tvm")
-    out = tmp_path / "s"
-    assert cli_main(["search", "--search-epochs", "4", "--epochs", "4", "--penalty", "1", "--widths", "8,16",
-                     "--out-dir", str(out), "--no-progress"]) == 0
-    art = tmp_path / "x86"
-    assert cli_main(["export", str(out / "model.pt"), "--target", "x86_64", "--out", str(art)]) == 0
+    out, art = _search_and_export(tmp_path, "x86_64")
     from qgnn_deploy.artifact import load_manifest
 
     doc = load_manifest(art)
