@@ -362,3 +362,27 @@ def test_usage_errors_are_one_line() -> None:
         proc = bench(*args)
         assert proc.returncode == 2
         assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("qgnn_bench: error: ")
+
+
+def test_device_copies_agree_with_the_package() -> None:
+    """The device script re-implements (it imports nothing of qgnn_deploy) latency stats and the input quantize:
+    both must give the package's numbers, the quantize bit for bit on ties, huge values and chunk boundaries."""
+    from qgnn_deploy.ir.passes import prequantized_copy, quantize_input_feeds
+    from qgnn_deploy.ir.testing import op_zoo_graph
+    from qgnn_deploy.perf.measure import latency_stats
+
+    q = _bench_module()
+    seconds = list(np.random.default_rng(0).uniform(1e-4, 1e-2, 37))
+    ours = latency_stats(seconds)
+    assert {k: ours[k] for k in q.latency_stats(seconds)} == q.latency_stats(seconds)
+    graph = prequantized_copy(op_zoo_graph(features=12))
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(400_000, 12)) * 8).astype(np.float32)  # > one 4M-element chunk of the device script
+    x[:50] = np.float32(0.025) * np.arange(-25, 25, dtype=np.float32)[:, None]  # exact .5 ties at scale 0.05
+    x[50:54] = [[1e30], [-1e30], [np.float32(6.375)], [-0.0]]
+    ei = np.zeros((2, 0), np.int64)
+    want = quantize_input_feeds(graph, {"x": x, "edge_index": ei})["x_q"]
+    arrays = {"x": x.copy(), "edge_index": ei}
+    info = q.prequantize_features(arrays, {"input_quant": graph.meta["input_quant"]})
+    assert info["to"] == "x_q" and "x" not in arrays
+    assert arrays["x_q"].dtype == want.dtype and np.array_equal(arrays["x_q"], want)
