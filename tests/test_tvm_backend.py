@@ -54,7 +54,42 @@ def misc_graph() -> Graph:
     return g
 
 
-GRAPHS = {"zoo": op_zoo_graph, "pooled": pooled_zoo_graph, "misc": misc_graph}
+def message_graph() -> Graph:
+    """Messages the TVM backend gathers narrow (see ``relax_builder._factored_message``): GIN's ``u8 x - zp``,
+    a GCN's ``int8 h * cast(u8 coefficient)`` with the coefficient on either side of the product, and
+    look-alikes it must not factor (an int64 product, a [1, 1] scalar coefficient)."""
+    rng = np.random.default_rng(7)
+    b = GraphBuilder()
+    x = b.input("x", "float32", ("N", 6))
+    ei = b.input("edge_index", "int64", (2, "E"))
+    src = b.op("take_row", [ei], "src", index=0)
+    dst = b.op("take_row", [ei], "dst", index=1)
+    xq = b.op("quantize", [x], "xq", scale=0.02, zero_point=7, qmin=0, qmax=255, dtype="uint8")
+    xc = b.op("sub", [b.op("cast", [xq], "x32", dtype="int32"), b.const("zp", np.array(7, np.int32))], "xc")
+    gin = b.op("scatter_add", [b.op("gather_rows", [xc, src], "g_gin"), dst, x], "agg_gin")
+    h = b.op("requantize", [gin], "h", multiplier=1, shift=3, zero_point=0, qmin=-127, qmax=127, dtype="int8")
+    deg = b.op("add", [b.op("degree", [dst, x], "deg"), b.const("one", np.ones((1, 1), np.int32))], "deg1")
+    coef8 = b.op("lut", [deg, b.const("table", rng.integers(0, 256, 40).astype(np.uint8))], "coef8", offset=-1)
+    coef = b.op("cast", [coef8], "coef", dtype="int32")
+    h32 = b.op("cast", [h], "h32", dtype="int32")
+    gcn_l = b.op("mul", [h32, coef], "he_left")
+    gcn_r = b.op("mul", [coef, h32], "he_right")
+    wide = b.op("mul", [h32, b.op("cast", [coef8], "coef64", dtype="int64")], "he_int64")
+    scal = b.op("mul", [h32, b.const("k", np.array([[3]], np.int32))], "he_scalar")
+    aggs = [b.op("scatter_add", [b.op("gather_rows", [v, src], f"g_{v}"), dst, x], f"agg_{v}")
+            for v in (gcn_l, gcn_r, scal)]
+    wide32 = b.op("cast", [wide], "he_int64_as_int32", dtype="int32")  # an int32 cast of a wide value
+    aggs.append(b.op("scatter_add", [b.op("gather_rows", [wide32, src], "g_wide"), dst, x], "agg_wide"))
+    aggs.append(b.op("scatter_max", [b.op("gather_rows", [gcn_l, src], "g_max"), dst, x], "agg_max"))
+    cat = b.op("concat", [b.op("add", [aggs[0], gcn_l], "self_loop"), *aggs[1:]], "cat", axis=1)
+    y = b.op("dequantize", [cat], "y", scale=0.5, zero_point=0)
+    b.output(y, "float32", ("N", 30))
+    g = b.graph
+    g.validate()
+    return g
+
+
+GRAPHS = {"zoo": op_zoo_graph, "pooled": pooled_zoo_graph, "misc": misc_graph, "messages": message_graph}
 
 
 def _feeds(name: str, x: np.ndarray, ei: np.ndarray) -> dict[str, np.ndarray]:
@@ -365,24 +400,70 @@ def _kernel_edge_cases(rng: np.random.Generator) -> dict[str, tuple[int, np.ndar
     return cases
 
 
+def _edge_reduce_reference(kind: str, n: int, dst: np.ndarray, msg: np.ndarray) -> np.ndarray:
+    if kind == "add":
+        ref = np.zeros((n, msg.shape[1]), np.int64)
+        np.add.at(ref, dst, msg)
+        return ref
+    low = np.iinfo(np.int64).min
+    ref = np.full((n, msg.shape[1]), low)
+    np.maximum.at(ref, dst, msg)
+    return np.where(ref == low, 0, ref)
+
+
+# (reduce, H, x dtype, zero point, coefficient dtype, gathered): aligned, 28-byte and narrow rows
+_EDGE_KERNELS = [("add", 16, "int32", 0, None, True), ("add", 7, "int32", 0, None, True),
+                 ("add", 5, "int8", 0, None, True), ("add", 16, "int8", 0, "uint8", True),
+                 ("add", 7, "int8", 0, "int32", True), ("add", 6, "uint8", 3, None, True),
+                 ("add", 7, "int32", 0, None, False), ("max", 7, "int32", 0, None, True),
+                 ("max", 5, "int8", 0, None, False)]
+
+
 @pytest.mark.parametrize("parts", [1, 2, 3])
 def test_graph_kernels_exact_across_blocks_and_parts(parts: int) -> None:
-    """gather+scatter-add (aligned, 28-byte and int8 rows) and degree equal NumPy for every part count."""
+    """Every edge-kernel form (gathered or per-edge, scaled by a per-node coefficient, add or max) and degree
+    equal NumPy for every part count, reading src/dst as rows of one [2, E] tensor."""
     from qgnn_deploy.backends.tvm import kernels
 
     rng = np.random.default_rng(parts)
-    deg = _graph_kernel(kernels.degree(parts))
-    fused = {(h, dt): _graph_kernel(kernels.gather_scatter_add(h, dt, parts))
-             for h, dt in ((16, "int32"), (7, "int32"), (5, "int8"))}
+    deg = _graph_kernel(kernels.degree(parts, row=1))
+    built = {spec: _graph_kernel(kernels.edge_reduce(spec[1], spec[2], parts, spec[0], dst_row=1,
+                                                     src_row=0 if spec[5] else None, zero_point=spec[3],
+                                                     coef_dtype=spec[4]))
+             for spec in _EDGE_KERNELS}
     for case, (n, src, dst) in _kernel_edge_cases(rng).items():
+        ei = tvm.runtime.tensor(np.ascontiguousarray(np.stack([src, dst])))
         out = tvm.runtime.tensor(np.full((n, 1), -9, np.int32))
-        deg(tvm.runtime.tensor(dst), out)
+        deg(ei, out)
         np.testing.assert_array_equal(out.numpy()[:, 0], np.bincount(dst, minlength=n), err_msg=case)
-        for (h, dt), f in fused.items():
+        for (kind, h, dt, zp, cdt, gathered), f in built.items():
             info = np.iinfo(dt)
-            x = rng.integers(info.min, info.max, size=(n, h), endpoint=True).astype(dt)
-            ref = np.zeros((n, h), np.int64)
-            np.add.at(ref, dst, x[src].astype(np.int64))
+            x = rng.integers(max(info.min, -5000), min(info.max, 5000), size=(n if gathered else len(dst), h),
+                             endpoint=True).astype(dt)
+            msg = x.astype(np.int64) - zp
+            args = [tvm.runtime.tensor(x)]
+            if cdt is not None:
+                coef = rng.integers(0, 200, size=(n, 1)).astype(cdt)
+                msg = msg * coef
+                args.append(tvm.runtime.tensor(coef))
+            msg = msg[src] if gathered else msg
             out = tvm.runtime.tensor(np.full((n, h), -9, np.int32))
-            f(tvm.runtime.tensor(x), tvm.runtime.tensor(src), tvm.runtime.tensor(dst), out)
-            np.testing.assert_array_equal(out.numpy(), ref.astype(np.int32), err_msg=f"{case} H={h} {dt}")
+            f(*args, *([ei, ei] if gathered else [ei]), out)
+            np.testing.assert_array_equal(out.numpy(), _edge_reduce_reference(kind, n, dst, msg).astype(np.int32),
+                                          err_msg=f"{case} {kind} H={h} {dt} zp={zp} coef={cdt} gathered={gathered}")
+
+
+def test_factored_messages_reach_the_narrow_kernel() -> None:
+    """Factored messages get the narrow kernel, look-alikes the int32 one; src/dst are read in place from
+    edge_index, so no strided-slice copy of it is left after the build."""
+    from qgnn_deploy.backends.tvm.relax_builder import BuildOptions, build_module
+
+    mod = build_module(message_graph(), BuildOptions(parts=2))
+    names = sorted(gv.name_hint for gv in mod.functions if "scatter" in gv.name_hint)
+    # he_scalar (a [1, 1] factor is not per node) and the int32 cast of an int64 product keep int32 rows
+    assert names == ["qgnn_gather_scatter_add_6_int32_2_0_1",
+                     "qgnn_gather_scatter_add_6_int8_2_0_1_0_uint8",  # GCN, coefficient on either side
+                     "qgnn_gather_scatter_add_6_uint8_2_0_1_7_none",  # GIN's x - zp
+                     "qgnn_gather_scatter_max_6_int8_2_0_1_0_uint8"], names
+    text = mod["main"].script()
+    assert "strided_slice" not in text

@@ -10,11 +10,12 @@ cheap next to the random row reads it saves.  Shapes are symbolic in nodes/edges
 graph) and static in feature width ``H`` (known from the weights), which lets
 LLVM vectorise the inner loop.
 
-The add and degree kernels scan the edges in blocks of ``CHUNK``: a branch-free pass
-(one unsigned compare per edge, no data-dependent branch to mispredict) lists the
-block's edges this part owns in a small stack buffer, then a second loop applies
-exactly those edges, in edge order, with software prefetches ``PREFETCH`` listed
-edges ahead for the random source row and the destination row it will touch.
+Index vectors arrive as one row of a [R, E] int64 tensor (``edge_index`` itself, with the row baked into
+the kernel), so ``src``/``dst`` are never copied out of it.  The edges are scanned in blocks of ``CHUNK``:
+a branch-free pass (one unsigned compare per edge, no data-dependent branch to mispredict) lists the
+block's edges this part owns in a small stack buffer, then a second loop applies exactly those edges, in
+edge order, with software prefetches ``PREFETCH`` listed edges ahead for the row it reads and the
+destination row it will touch.
 """
 
 from __future__ import annotations
@@ -41,153 +42,127 @@ def _prefetch_w(ptr):  # noqa: ANN001, ANN202
     return T.call_intrin("", "tirx.prefetch", ptr, 1, 3, 1)
 
 
-def gather_scatter_add(h: int, dtype: str, parts: int) -> tirx.PrimFunc:
-    """``out[dst[e]] += x[src[e]]`` fused: no [E,H] message tensor is materialised."""
+def edge_reduce(h: int, dtype: str, parts: int, reduce: str = "add", dst_row: int = 0, src_row: int | None = None,
+                zero_point: int = 0, coef_dtype: str | None = None) -> tirx.PrimFunc:
+    """``out[i] = reduce_{e : dst[e] = i} m(e)`` over rows of width ``h``; ``reduce`` is "add" or "max"
+    (rows with no edge are 0).
+
+    The message ``m(e)`` is row ``e`` of a per-edge value tensor ``V[E, h]`` (``src_row`` None:
+    ``kernel(V, Idx, Out)``), or the gathered row ``x[src[e]]`` (``kernel(X, S, D, Out)``: no [E, h]
+    message tensor is materialised), or ``(x[src[e]] - zero_point) * coef[src[e]]`` with a per-node
+    coefficient ``coef[N, 1]`` (``kernel(X, C, S, D, Out)``).  The last form serves int32 messages that
+    are a narrow tensor times a per-node factor (a GCN's ``int8 h * Q(deg^-1/2)``): the random reads hit
+    the narrow rows, a quarter of the bytes, and the product is formed in registers, bit for bit the
+    same int32 value.
+    """
     chunk, pf = CHUNK, PREFETCH
+    gathered = src_row is not None
+    scaled = coef_dtype is not None
+    is_max = reduce == "max"
+    if reduce not in ("add", "max") or (scaled and not gathered):
+        raise ValueError(f"edge_reduce: unsupported combination reduce={reduce!r}, scaled={scaled}")
+    zp = int(zero_point)
+    sr, dr = int(src_row or 0), int(dst_row)
     two_x = _straddles(h, np.dtype(dtype).itemsize)
     two_o = _straddles(h, 4)
 
-    @T.prim_func(private=True, s_tir=True)
-    def kernel(x_h: T.handle, src_h: T.handle, dst_h: T.handle, out_h: T.handle):
-        T.func_attr(_SCHEDULED)
-        n_in = T.int64()
-        e = T.int64()
-        n = T.int64()
-        X = T.match_buffer(x_h, (n_in, h), dtype)
-        S = T.match_buffer(src_h, (e,), "int64")
-        D = T.match_buffer(dst_h, (e,), "int64")
-        Out = T.match_buffer(out_h, (n, h), "int32")
-        with T.sblock("root"):
-            for p in T.parallel(parts):
-                for i in T.serial(p * n // parts, (p + 1) * n // parts):
-                    for c in T.vectorized(h):
-                        Out[i, c] = 0
-                if (p + 1) * n // parts > p * n // parts:
-                    sel = T.decl_buffer((chunk,), "int32", scope="global")  # owned edges of the block
-                    cnt = T.decl_buffer((1,), "int32", scope="global")
-                    for b in range((e + chunk - 1) // chunk):
-                        cnt[0] = 0
-                        for k in range(T.min(T.int64(chunk), e - b * chunk)):
-                            sel[cnt[0]] = T.Cast("int32", k)
-                            cnt[0] = cnt[0] + T.Cast("int32", T.Cast("uint64", D[b * chunk + k] - p * n // parts)
-                                                     < T.Cast("uint64", (p + 1) * n // parts - p * n // parts))
-                        for q in range(cnt[0]):
-                            T.evaluate(_prefetch(T.address_of(
-                                X[S[b * chunk + T.Cast("int64", sel[T.min(q + pf, cnt[0] - 1)])], 0])))
-                            T.evaluate(_prefetch_w(T.address_of(
-                                Out[D[b * chunk + T.Cast("int64", sel[T.min(q + pf, cnt[0] - 1)])], 0])))
-                            if two_x:
-                                T.evaluate(_prefetch(T.address_of(
-                                    X[S[b * chunk + T.Cast("int64", sel[T.min(q + pf, cnt[0] - 1)])], h - 1])))
-                            if two_o:
-                                T.evaluate(_prefetch_w(T.address_of(
-                                    Out[D[b * chunk + T.Cast("int64", sel[T.min(q + pf, cnt[0] - 1)])], h - 1])))
-                            for c in T.vectorized(h):
-                                Out[D[b * chunk + T.Cast("int64", sel[q])], c] = (
-                                    Out[D[b * chunk + T.Cast("int64", sel[q])], c]
-                                    + T.Cast("int32", X[S[b * chunk + T.Cast("int64", sel[q])], c]))
+    def row(S, k):  # noqa: ANN001, ANN202 - TVMScript expression helpers
+        return S[sr, k] if gathered else k
 
-    return kernel
+    def message(X, C, S, k, c):  # noqa: ANN001, ANN202
+        v = T.Cast("int32", X[row(S, k), c])
+        if zp:
+            v = v - T.int32(zp)
+        return v * T.Cast("int32", C[row(S, k), 0]) if scaled else v
 
-
-def scatter_add(h: int, dtype: str, parts: int) -> tirx.PrimFunc:
-    """``out[idx[e]] += values[e]`` (duplicates and hubs are fine)."""
-
-    @T.prim_func(private=True, s_tir=True)
-    def kernel(v_h: T.handle, idx_h: T.handle, out_h: T.handle):
-        T.func_attr(_SCHEDULED)
-        e = T.int64()
-        n = T.int64()
-        V = T.match_buffer(v_h, (e, h), dtype)
-        Idx = T.match_buffer(idx_h, (e,), "int64")
-        Out = T.match_buffer(out_h, (n, h), "int32")
-        with T.sblock("root"):
-            for p in T.parallel(parts):
-                for i in T.serial(p * n // parts, (p + 1) * n // parts):
-                    for c in T.vectorized(h):
-                        Out[i, c] = 0
-                for j in range(e):
-                    if Idx[j] >= p * n // parts and Idx[j] < (p + 1) * n // parts:
-                        for c in T.vectorized(h):
-                            Out[Idx[j], c] = Out[Idx[j], c] + T.Cast("int32", V[j, c])
-
-    return kernel
-
-
-def gather_scatter_max(h: int, dtype: str, parts: int) -> tirx.PrimFunc:
-    """Row-wise max of ``x[src[e]]`` over edges into ``dst[e]``; rows with no edge are 0."""
-
-    @T.prim_func(private=True, s_tir=True)
-    def kernel(x_h: T.handle, src_h: T.handle, dst_h: T.handle, out_h: T.handle):
-        T.func_attr(_SCHEDULED)
-        n_in = T.int64()
-        e = T.int64()
-        n = T.int64()
-        X = T.match_buffer(x_h, (n_in, h), dtype)
-        S = T.match_buffer(src_h, (e,), "int64")
-        D = T.match_buffer(dst_h, (e,), "int64")
-        Out = T.match_buffer(out_h, (n, h), "int32")
-        with T.sblock("root"):
+    @T.macro
+    def edge_loop(X, C, S, D, Out, n, e):  # noqa: ANN001, ANN202 - the loop every signature shares
+        if is_max:
             seen = T.alloc_buffer((n,), "int8")
-            for p in T.parallel(parts):
-                for i in T.serial(p * n // parts, (p + 1) * n // parts):
+        for p in T.parallel(parts):
+            for i in T.serial(p * n // parts, (p + 1) * n // parts):
+                if is_max:
                     seen[i] = T.int8(0)
-                    for c in T.vectorized(h):
-                        Out[i, c] = 0
-                for j in range(e):
-                    if D[j] >= p * n // parts and D[j] < (p + 1) * n // parts:
-                        if seen[D[j]] == T.int8(0):
-                            seen[D[j]] = T.int8(1)
-                            for c in T.vectorized(h):
-                                Out[D[j], c] = T.Cast("int32", X[S[j], c])
+                for c in T.vectorized(h):
+                    Out[i, c] = 0
+            if (p + 1) * n // parts > p * n // parts:
+                sel = T.decl_buffer((chunk,), "int32", scope="global")  # owned edges of the block
+                cnt = T.decl_buffer((1,), "int32", scope="global")
+                for b in range((e + chunk - 1) // chunk):
+                    cnt[0] = 0
+                    for k in range(T.min(T.int64(chunk), e - b * chunk)):
+                        sel[cnt[0]] = T.Cast("int32", k)
+                        cnt[0] = cnt[0] + T.Cast("int32", T.Cast("uint64", D[dr, b * chunk + k] - p * n // parts)
+                                                 < T.Cast("uint64", (p + 1) * n // parts - p * n // parts))
+                    for q in range(cnt[0]):
+                        ahead = b * chunk + T.Cast("int64", sel[T.min(q + pf, cnt[0] - 1)])
+                        T.evaluate(_prefetch(T.address_of(X[row(S, ahead), 0])))
+                        T.evaluate(_prefetch_w(T.address_of(Out[D[dr, ahead], 0])))
+                        if two_x:
+                            T.evaluate(_prefetch(T.address_of(X[row(S, ahead), h - 1])))
+                        if two_o:
+                            T.evaluate(_prefetch_w(T.address_of(Out[D[dr, ahead], h - 1])))
+                        if scaled:
+                            T.evaluate(_prefetch(T.address_of(C[row(S, ahead), 0])))
+                        k = b * chunk + T.Cast("int64", sel[q])
+                        if is_max:
+                            if seen[D[dr, k]] == T.int8(0):
+                                seen[D[dr, k]] = T.int8(1)
+                                for c in T.vectorized(h):
+                                    Out[D[dr, k], c] = message(X, C, S, k, c)
+                            else:
+                                for c in T.vectorized(h):
+                                    Out[D[dr, k], c] = T.max(Out[D[dr, k], c], message(X, C, S, k, c))
                         else:
                             for c in T.vectorized(h):
-                                Out[D[j], c] = T.max(Out[D[j], c], T.Cast("int32", X[S[j], c]))
+                                Out[D[dr, k], c] = Out[D[dr, k], c] + message(X, C, S, k, c)
+
+    if scaled:
+        @T.prim_func(private=True, s_tir=True)
+        def kernel(x_h: T.handle, c_h: T.handle, src_h: T.handle, dst_h: T.handle, out_h: T.handle):
+            T.func_attr(_SCHEDULED)
+            n_in, e, n, rs, rd = T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
+            X = T.match_buffer(x_h, (n_in, h), dtype)
+            C = T.match_buffer(c_h, (n_in, 1), coef_dtype)
+            S = T.match_buffer(src_h, (rs, e), "int64")
+            D = T.match_buffer(dst_h, (rd, e), "int64")
+            Out = T.match_buffer(out_h, (n, h), "int32")
+            with T.sblock("root"):
+                edge_loop(X, C, S, D, Out, n, e)
+    elif gathered:
+        @T.prim_func(private=True, s_tir=True)
+        def kernel(x_h: T.handle, src_h: T.handle, dst_h: T.handle, out_h: T.handle):
+            T.func_attr(_SCHEDULED)
+            n_in, e, n, rs, rd = T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
+            X = T.match_buffer(x_h, (n_in, h), dtype)
+            S = T.match_buffer(src_h, (rs, e), "int64")
+            D = T.match_buffer(dst_h, (rd, e), "int64")
+            Out = T.match_buffer(out_h, (n, h), "int32")
+            with T.sblock("root"):
+                edge_loop(X, None, S, D, Out, n, e)
+    else:
+        @T.prim_func(private=True, s_tir=True)
+        def kernel(v_h: T.handle, idx_h: T.handle, out_h: T.handle):
+            T.func_attr(_SCHEDULED)
+            e, n, rd = T.int64(), T.int64(), T.int64()
+            V = T.match_buffer(v_h, (e, h), dtype)
+            D = T.match_buffer(idx_h, (rd, e), "int64")
+            Out = T.match_buffer(out_h, (n, h), "int32")
+            with T.sblock("root"):
+                edge_loop(V, None, None, D, Out, n, e)
 
     return kernel
 
 
-def scatter_max(h: int, dtype: str, parts: int) -> tirx.PrimFunc:
-    """Row-wise max of ``values[e]`` into ``idx[e]``; rows with no entry are 0."""
-
-    @T.prim_func(private=True, s_tir=True)
-    def kernel(v_h: T.handle, idx_h: T.handle, out_h: T.handle):
-        T.func_attr(_SCHEDULED)
-        e = T.int64()
-        n = T.int64()
-        V = T.match_buffer(v_h, (e, h), dtype)
-        Idx = T.match_buffer(idx_h, (e,), "int64")
-        Out = T.match_buffer(out_h, (n, h), "int32")
-        with T.sblock("root"):
-            seen = T.alloc_buffer((n,), "int8")
-            for p in T.parallel(parts):
-                for i in T.serial(p * n // parts, (p + 1) * n // parts):
-                    seen[i] = T.int8(0)
-                    for c in T.vectorized(h):
-                        Out[i, c] = 0
-                for j in range(e):
-                    if Idx[j] >= p * n // parts and Idx[j] < (p + 1) * n // parts:
-                        if seen[Idx[j]] == T.int8(0):
-                            seen[Idx[j]] = T.int8(1)
-                            for c in T.vectorized(h):
-                                Out[Idx[j], c] = T.Cast("int32", V[j, c])
-                        else:
-                            for c in T.vectorized(h):
-                                Out[Idx[j], c] = T.max(Out[Idx[j], c], T.Cast("int32", V[j, c]))
-
-    return kernel
-
-
-def degree(parts: int) -> tirx.PrimFunc:
-    """Occurrences of each row index: ``out[i, 0] = #{e : idx[e] == i}``."""
-    chunk = CHUNK
+def degree(parts: int, row: int = 0) -> tirx.PrimFunc:
+    """Occurrences of each index in row ``row`` of a [R, E] tensor: ``out[i, 0] = #{e : idx[row, e] == i}``."""
+    chunk, r = CHUNK, int(row)
 
     @T.prim_func(private=True, s_tir=True)
     def kernel(idx_h: T.handle, out_h: T.handle):
         T.func_attr(_SCHEDULED)
-        e = T.int64()
-        n = T.int64()
-        Idx = T.match_buffer(idx_h, (e,), "int64")
+        e, n, rows = T.int64(), T.int64(), T.int64()
+        Idx = T.match_buffer(idx_h, (rows, e), "int64")
         Out = T.match_buffer(out_h, (n, 1), "int32")
         with T.sblock("root"):
             for p in T.parallel(parts):
@@ -199,8 +174,8 @@ def degree(parts: int) -> tirx.PrimFunc:
                     for b in range((e + chunk - 1) // chunk):
                         cnt[0] = 0
                         for k in range(T.min(T.int64(chunk), e - b * chunk)):
-                            sel[cnt[0]] = Idx[b * chunk + k]
-                            cnt[0] = cnt[0] + T.Cast("int32", T.Cast("uint64", Idx[b * chunk + k] - p * n // parts)
+                            sel[cnt[0]] = Idx[r, b * chunk + k]
+                            cnt[0] = cnt[0] + T.Cast("int32", T.Cast("uint64", Idx[r, b * chunk + k] - p * n // parts)
                                                      < T.Cast("uint64", (p + 1) * n // parts - p * n // parts))
                         for q in range(cnt[0]):
                             Out[sel[q], 0] = Out[sel[q], 0] + 1

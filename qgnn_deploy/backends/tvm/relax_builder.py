@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import tvm
 from tvm import relax, tirx
+from tvm.sym import Analyzer
 
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.ir.graph import Graph, Node
@@ -80,6 +81,8 @@ class BuildContext:
         self.env: dict[str, relax.Expr] = {}
         self.fused_away: set[str] = set()  # gather_rows outputs folded into a fused scatter kernel
         self.quant_fused: set[str] = set()  # quantize outputs computed inside their matmuls' GEMM kernel
+        self.index_rows: dict[str, tuple[relax.Expr, int]] = {}  # take_row outputs: (2-D int64 source, row)
+        self.deferred: dict[str, Callable[[], relax.Expr]] = {}  # emitted on first use (a row copy few need)
         self._kernels: dict[tuple[Any, ...], relax.GlobalVar] = {}
         self._counter = 0
 
@@ -87,10 +90,16 @@ class BuildContext:
     def arg(self, node: Node, i: int) -> relax.Expr | None:
         if i >= len(node.inputs) or not node.inputs[i]:
             return None
-        name = node.inputs[i]
+        return self.value(node.inputs[i], node)
+
+    def value(self, name: str, user: Node | None = None) -> relax.Expr:
+        """The Relax expression of IR value ``name`` (emitting a deferred one, or a constant, on first use)."""
+        if name not in self.env and name in self.deferred:
+            self.env[name] = self.bb.emit(self.deferred.pop(name)())
         if name not in self.env:
             if name not in self.graph.initializers:
-                raise QgnnError(f"value {name!r} used by {node.op} node {node.name!r} is not defined")
+                where = f" used by {user.op} node {user.name!r}" if user is not None else ""
+                raise QgnnError(f"value {name!r}{where} is not defined")
             arr = np.ascontiguousarray(self.graph.initializers[name])
             # relax.const silently narrows int64 arrays to int32 unless the dtype is given.
             self.env[name] = relax.const(arr, str(arr.dtype))
@@ -307,8 +316,16 @@ def _requantize(ctx: BuildContext, node: Node) -> relax.Expr:
 def _take_row(ctx: BuildContext, node: Node) -> relax.Expr:
     x = ctx.arg(node, 0)
     i = int(node.attrs["index"])
-    row = op.strided_slice(x, axes=[0], begin=[i], end=[i + 1])
-    return op.squeeze(row, axis=[0])
+
+    def copy() -> relax.Expr:
+        return op.squeeze(ctx.emit(op.strided_slice(x, axes=[0], begin=[i], end=[i + 1])), axis=[0])
+
+    if len(shape_of(x)) == 2 and dtype_of(x) == "int64":
+        # graph kernels read the row in place (``_index_row``); the copy is made only if another op needs it
+        ctx.index_rows[node.outputs[0]] = (x, i)
+        ctx.deferred[node.outputs[0]] = copy
+        return None
+    return copy()
 
 
 @handler("gather_rows")
@@ -335,34 +352,105 @@ def _restore(ctx: BuildContext, out: relax.Expr, n: Any, tail: list[Any]) -> rel
     return out if len(tail) == 1 else ctx.emit(op.reshape(out, [n, *tail]))
 
 
-def _fused_source(ctx: BuildContext, node: Node) -> tuple[relax.Expr, relax.Expr] | None:
-    """(x, src) when input 0 of a scatter is a gather_rows folded into this scatter."""
+def _fused_gather(ctx: BuildContext, node: Node) -> Node | None:
+    """The gather_rows node ``x[src]`` when input 0 of a scatter is one folded into this scatter."""
     name = node.inputs[0]
-    if name not in ctx.fused_away:
+    return ctx.graph.producers()[name] if name in ctx.fused_away else None
+
+
+_NARROW = ("int8", "uint8", "int16", "uint16")
+
+
+def _narrow_source(ctx: BuildContext, name: str) -> relax.Expr | None:
+    """``x`` when the IR value ``name`` is ``cast(x)`` of a narrow integer tensor."""
+    node = ctx.graph.producers().get(name)
+    if node is None or node.op != "cast":
         return None
-    g = ctx.graph.producers()[name]
-    return ctx.arg(g, 0), ctx.arg(g, 1)
+    x = ctx.arg(node, 0)
+    return x if dtype_of(x) in _NARROW else None
+
+
+def _centered_source(ctx: BuildContext, name: str) -> tuple[relax.Expr, int] | None:
+    """``(x, zp)`` when ``name`` is ``cast(x)`` or ``cast(x) - zp`` with x narrow and zp a constant scalar."""
+    x = _narrow_source(ctx, name)
+    if x is not None:
+        return x, 0
+    node = ctx.graph.producers().get(name)
+    if node is None or node.op != "sub" or name not in ctx.env or dtype_of(ctx.env[name]) != "int32":
+        return None
+    zp = ctx.const_value(node, 1)
+    x = _narrow_source(ctx, node.inputs[0])
+    if x is None or zp is None or zp.size != 1:
+        return None
+    return x, int(zp.reshape(()))
+
+
+def _same_dim(a: Any, b: Any) -> bool:
+    return bool(Analyzer().can_prove_equal(a, b))
+
+
+def _factored_message(ctx: BuildContext, name: str) -> tuple[relax.Expr, int, relax.Expr | None] | None:
+    """``(x, zp, coef)`` when the int32 message ``name`` is ``(x - zp) [* coef]``: x narrow [N,H], coef [N,1].
+
+    Then the fused kernel gathers the narrow rows (and the per-node coefficient, itself read through its
+    cast when narrow) instead of int32 messages; the int32 product is recomputed per edge, exactly.
+    """
+    if name not in ctx.env or dtype_of(ctx.env[name]) != "int32":
+        return None
+    centered = _centered_source(ctx, name)
+    if centered is not None:
+        return (*centered, None) if len(shape_of(centered[0])) == 2 else None
+    node = ctx.graph.producers().get(name)
+    if node is None or node.op != "mul":
+        return None
+    for rows, col in ((0, 1), (1, 0)):
+        centered = _centered_source(ctx, node.inputs[rows])
+        coef = ctx.arg(node, col)
+        if centered is None or len(shape_of(centered[0])) != 2 or len(shape_of(coef)) != 2:
+            continue
+        x, zp = centered
+        (n_x, _), (n_c, w) = shape_of(x), shape_of(coef)
+        if static_int(w) != 1 or static_int(n_c) == 1 or not _same_dim(n_x, n_c):
+            continue
+        narrow = _narrow_source(ctx, node.inputs[col])
+        return x, zp, narrow if narrow is not None else coef
+    return None
+
+
+def _index_row(ctx: BuildContext, node: Node, i: int) -> tuple[relax.Expr, int]:
+    """Input ``i`` (an int64 index vector) as (a [R, E] tensor, row): ``edge_index`` itself for its rows."""
+    name = node.inputs[i]
+    if name in ctx.index_rows:
+        return ctx.index_rows[name]
+    idx = ctx.arg(node, i)
+    return ctx.emit(op.reshape(idx, [1, shape_of(idx)[0]])), 0
 
 
 def _scatter(kind: str) -> Handler:
     def h(ctx: BuildContext, node: Node) -> relax.Expr:
-        idx, ref = ctx.arg(node, 1), ctx.arg(node, 2)
+        (dst, dr), ref = _index_row(ctx, node, 1), ctx.arg(node, 2)
         n = shape_of(ref)[0]
-        fused = _fused_source(ctx, node)
-        if fused is not None:
-            x, src = fused
-            x2, tail, hh = _rows_2d(x)
-            dt = dtype_of(x2)
-            make = kernels.gather_scatter_add if kind == "add" else kernels.gather_scatter_max
-            pp = ctx.options.parts
-            out = ctx.call_tir((f"gather_scatter_{kind}", hh, dt, pp), lambda: make(hh, dt, pp), [x2, src, idx],
-                               [n, hh], "int32")
-        else:
+        pp = ctx.options.parts
+        gather = _fused_gather(ctx, node)
+        factored = _factored_message(ctx, gather.inputs[0]) if gather is not None else None
+        if gather is None:
             v, tail, hh = _rows_2d(ctx.arg(node, 0))
             dt = dtype_of(v)
-            make = kernels.scatter_add if kind == "add" else kernels.scatter_max
-            pp = ctx.options.parts
-            out = ctx.call_tir((f"scatter_{kind}", hh, dt, pp), lambda: make(hh, dt, pp), [v, idx], [n, hh], "int32")
+            out = ctx.call_tir((f"scatter_{kind}", hh, dt, pp, dr),
+                               lambda: kernels.edge_reduce(hh, dt, pp, kind, dr), [v, dst], [n, hh], "int32")
+            return _restore(ctx, out, n, tail)
+        src, sr = _index_row(ctx, gather, 1)
+        if factored is None:
+            x, tail, hh = _rows_2d(ctx.arg(gather, 0))
+            zp, coef = 0, None
+        else:
+            (x, zp, coef), hh = factored, static_int(shape_of(factored[0])[1])
+            tail = [hh]
+        dt, cdt = dtype_of(x), None if coef is None else dtype_of(coef)
+        key = (f"gather_scatter_{kind}", hh, dt, pp, sr, dr) + (() if factored is None else (zp, cdt or "none"))
+        args = [x] + ([] if coef is None else [coef]) + [src, dst]
+        out = ctx.call_tir(key, lambda: kernels.edge_reduce(hh, dt, pp, kind, dr, sr, zp, cdt), args, [n, hh],
+                           "int32")
         return _restore(ctx, out, n, tail)
 
     return h
@@ -374,9 +462,9 @@ HANDLERS["scatter_max"] = _scatter("max")
 
 @handler("degree")
 def _degree(ctx: BuildContext, node: Node) -> relax.Expr:
-    idx, ref = ctx.arg(node, 0), ctx.arg(node, 1)
+    (idx, row), ref = _index_row(ctx, node, 0), ctx.arg(node, 1)
     pp = ctx.options.parts
-    return ctx.call_tir(("degree", pp), lambda: kernels.degree(pp), [idx], [shape_of(ref)[0], 1], "int32")
+    return ctx.call_tir(("degree", pp, row), lambda: kernels.degree(pp, row), [idx], [shape_of(ref)[0], 1], "int32")
 
 
 @handler("lut")
@@ -420,8 +508,9 @@ def _pool_sum(ctx: BuildContext, node: Node) -> relax.Expr:
     dt = dtype_of(v)
     pp = ctx.options.parts
     # sum pooling is a scatter-add of node rows into graph rows: the same kernel, G output rows
-    out = ctx.call_tir(("scatter_add", hh, dt, pp), lambda: kernels.scatter_add(hh, dt, pp), [v, batch], [g, hh],
-                       "int32")
+    batch2, row = _index_row(ctx, node, 1)
+    out = ctx.call_tir(("scatter_add", hh, dt, pp, row), lambda: kernels.edge_reduce(hh, dt, pp, "add", row),
+                       [v, batch2], [g, hh], "int32")
     return _restore(ctx, out, g, tail)
 
 
@@ -524,7 +613,8 @@ def build_module(graph: Graph, options: BuildOptions | None = None) -> tvm.IRMod
                 if node.outputs[0] in ctx.fused_away or node.outputs[0] in ctx.quant_fused:
                     continue
                 expr = HANDLERS[node.op](ctx, node)
-                ctx.env[node.outputs[0]] = expr if isinstance(expr, relax.Var) else bb.emit(expr)
-            out = bb.emit_output(ctx.env[graph.outputs[0].name])
+                if expr is not None:  # None: deferred until first use (see BuildContext.value)
+                    ctx.env[node.outputs[0]] = expr if isinstance(expr, relax.Var) else bb.emit(expr)
+            out = bb.emit_output(ctx.value(graph.outputs[0].name))
         bb.emit_func_output(out)
     return bb.get()
