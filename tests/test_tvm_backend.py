@@ -427,14 +427,22 @@ def test_graph_kernels_exact_across_blocks_and_parts(parts: int) -> None:
 
     rng = np.random.default_rng(parts)
     deg = _graph_kernel(kernels.degree(parts, row=1))
+    ordered = _graph_kernel(kernels.sorted_flag(parts, row=1))
     built = {spec: _graph_kernel(kernels.edge_reduce(spec[1], spec[2], parts, spec[0], dst_row=1,
                                                      src_row=0 if spec[5] else None, zero_point=spec[3],
                                                      coef_dtype=spec[4]))
              for spec in _EDGE_KERNELS}
-    for case, (n, src, dst) in _kernel_edge_cases(rng).items():
+    cases = _kernel_edge_cases(rng)
+    for case, (n, src, dst) in list(cases.items()):  # and each again with destinations ascending
+        order = np.argsort(dst, kind="stable")
+        cases[f"{case}_sorted"] = (n, src[order], dst[order])
+    for case, (n, src, dst) in cases.items():
         ei = tvm.runtime.tensor(np.ascontiguousarray(np.stack([src, dst])))
+        flag = tvm.runtime.tensor(np.full(1, -9, np.int32))
+        ordered(ei, flag)
+        assert flag.numpy()[0] == int(bool(np.all(np.diff(dst) >= 0))), case
         out = tvm.runtime.tensor(np.full((n, 1), -9, np.int32))
-        deg(ei, out)
+        deg(ei, flag, out)
         np.testing.assert_array_equal(out.numpy()[:, 0], np.bincount(dst, minlength=n), err_msg=case)
         for (kind, h, dt, zp, cdt, gathered), f in built.items():
             info = np.iinfo(dt)
@@ -448,7 +456,7 @@ def test_graph_kernels_exact_across_blocks_and_parts(parts: int) -> None:
                 args.append(tvm.runtime.tensor(coef))
             msg = msg[src] if gathered else msg
             out = tvm.runtime.tensor(np.full((n, h), -9, np.int32))
-            f(*args, *([ei, ei] if gathered else [ei]), out)
+            f(*args, *([ei, ei] if gathered else [ei]), flag, out)
             np.testing.assert_array_equal(out.numpy(), _edge_reduce_reference(kind, n, dst, msg).astype(np.int32),
                                           err_msg=f"{case} {kind} H={h} {dt} zp={zp} coef={cdt} gathered={gathered}")
 

@@ -47,6 +47,9 @@ def awkward_graphs(features: int, seed: int = 0) -> dict[str, tuple[np.ndarray, 
     hub_src = np.arange(1, 200, dtype=np.int64)
     hub = np.stack([hub_src, np.zeros_like(hub_src)])
     cases["hub"] = (feats(200), np.concatenate([hub, random_edge_index(200, 100, rng)], axis=1))
+    csr = random_edge_index(50, 400, rng)
+    csr = csr[:, np.argsort(csr[1], kind="stable")]  # destinations ascending (CSR order; kernels take a fast path)
+    cases["csr_order"] = (feats(50), np.concatenate([csr, [[3], [49]]], axis=1))  # + an edge into the last node
     cases["single_node"] = (feats(1), np.zeros((2, 0), np.int64))
     cases["single_node_loop"] = (feats(1), np.zeros((2, 1), np.int64))
     return cases

@@ -42,6 +42,53 @@ def _prefetch_w(ptr):  # noqa: ANN001, ANN202
     return T.call_intrin("", "tirx.prefetch", ptr, 1, 3, 1)
 
 
+def _lower_bound(r: int):  # noqa: ANN202 - a TVMScript macro
+    @T.macro
+    def lower_bound(D, value, e, out):  # noqa: ANN001, ANN202
+        """out[0] = first k with D[r, k] >= value (D[r, :] ascending); 64 halvings cover any int64 length."""
+        a = T.decl_buffer((1,), "int64", scope="global")
+        b = T.decl_buffer((1,), "int64", scope="global")
+        a[0] = T.int64(0)
+        b[0] = e
+        for _it in range(64):
+            if a[0] < b[0]:
+                if D[r, (a[0] + b[0]) // 2] < value:
+                    a[0] = (a[0] + b[0]) // 2 + 1
+                else:
+                    b[0] = (a[0] + b[0]) // 2
+        out[0] = a[0]
+
+    return lower_bound
+
+
+def sorted_flag(parts: int, row: int = 0) -> tirx.PrimFunc:
+    """``out[0] = 1`` when row ``row`` of a [R, E] index tensor is ascending, else 0 (one parallel pass).
+
+    The edge kernels take it as an input: on ascending destinations (``qgnn_bench.py --sort-edges``,
+    or any CSR-ordered edge list) each part finds its contiguous run of edges by binary search instead
+    of scanning every destination.
+    """
+    r = int(row)
+
+    @T.prim_func(private=True, s_tir=True)
+    def kernel(idx_h: T.handle, out_h: T.handle):
+        T.func_attr(_SCHEDULED)
+        e, rows = T.int64(), T.int64()
+        Idx = T.match_buffer(idx_h, (rows, e), "int64")
+        Out = T.match_buffer(out_h, (1,), "int32")
+        with T.sblock("root"):
+            ok = T.alloc_buffer((parts,), "int32")
+            for p in T.parallel(parts):
+                ok[p] = 1
+                for k in T.serial(T.max(p * e // parts, T.int64(1)), (p + 1) * e // parts):
+                    ok[p] = ok[p] & T.Cast("int32", Idx[r, k - 1] <= Idx[r, k])
+            Out[0] = 1
+            for p in range(parts):
+                Out[0] = Out[0] & ok[p]
+
+    return kernel
+
+
 def edge_reduce(h: int, dtype: str, parts: int, reduce: str = "add", dst_row: int = 0, src_row: int | None = None,
                 zero_point: int = 0, coef_dtype: str | None = None) -> tirx.PrimFunc:
     """``out[i] = reduce_{e : dst[e] = i} m(e)`` over rows of width ``h``; ``reduce`` is "add" or "max"
@@ -75,8 +122,38 @@ def edge_reduce(h: int, dtype: str, parts: int, reduce: str = "add", dst_row: in
             v = v - T.int32(zp)
         return v * T.Cast("int32", C[row(S, k), 0]) if scaled else v
 
+    lower_bound = _lower_bound(dr)
+
     @T.macro
-    def edge_loop(X, C, S, D, Out, n, e):  # noqa: ANN001, ANN202 - the loop every signature shares
+    def owned_range(D, first, last, e, lo, hi):  # noqa: ANN001, ANN202
+        """[lo, hi): the edges whose destination is in [first, last), by two binary searches over sorted D."""
+        lower_bound(D, first, e, lo)
+        lower_bound(D, last, e, hi)
+
+    @T.macro
+    def apply(X, C, S, D, Out, seen, k, ahead):  # noqa: ANN001, ANN202 - edge k, prefetching for edge `ahead`
+        T.evaluate(_prefetch(T.address_of(X[row(S, ahead), 0])))
+        T.evaluate(_prefetch_w(T.address_of(Out[D[dr, ahead], 0])))
+        if two_x:
+            T.evaluate(_prefetch(T.address_of(X[row(S, ahead), h - 1])))
+        if two_o:
+            T.evaluate(_prefetch_w(T.address_of(Out[D[dr, ahead], h - 1])))
+        if scaled:
+            T.evaluate(_prefetch(T.address_of(C[row(S, ahead), 0])))
+        if is_max:
+            if seen[D[dr, k]] == T.int8(0):
+                seen[D[dr, k]] = T.int8(1)
+                for c in T.vectorized(h):
+                    Out[D[dr, k], c] = message(X, C, S, k, c)
+            else:
+                for c in T.vectorized(h):
+                    Out[D[dr, k], c] = T.max(Out[D[dr, k], c], message(X, C, S, k, c))
+        else:
+            for c in T.vectorized(h):
+                Out[D[dr, k], c] = Out[D[dr, k], c] + message(X, C, S, k, c)
+
+    @T.macro
+    def edge_loop(X, C, S, D, Out, Sorted, n, e):  # noqa: ANN001, ANN202 - the loop every signature shares
         if is_max:
             seen = T.alloc_buffer((n,), "int8")
         for p in T.parallel(parts):
@@ -86,70 +163,63 @@ def edge_reduce(h: int, dtype: str, parts: int, reduce: str = "add", dst_row: in
                 for c in T.vectorized(h):
                     Out[i, c] = 0
             if (p + 1) * n // parts > p * n // parts:
-                sel = T.decl_buffer((chunk,), "int32", scope="global")  # owned edges of the block
-                cnt = T.decl_buffer((1,), "int32", scope="global")
-                for b in range((e + chunk - 1) // chunk):
-                    cnt[0] = 0
-                    for k in range(T.min(T.int64(chunk), e - b * chunk)):
-                        sel[cnt[0]] = T.Cast("int32", k)
-                        cnt[0] = cnt[0] + T.Cast("int32", T.Cast("uint64", D[dr, b * chunk + k] - p * n // parts)
-                                                 < T.Cast("uint64", (p + 1) * n // parts - p * n // parts))
-                    for q in range(cnt[0]):
-                        ahead = b * chunk + T.Cast("int64", sel[T.min(q + pf, cnt[0] - 1)])
-                        T.evaluate(_prefetch(T.address_of(X[row(S, ahead), 0])))
-                        T.evaluate(_prefetch_w(T.address_of(Out[D[dr, ahead], 0])))
-                        if two_x:
-                            T.evaluate(_prefetch(T.address_of(X[row(S, ahead), h - 1])))
-                        if two_o:
-                            T.evaluate(_prefetch_w(T.address_of(Out[D[dr, ahead], h - 1])))
-                        if scaled:
-                            T.evaluate(_prefetch(T.address_of(C[row(S, ahead), 0])))
-                        k = b * chunk + T.Cast("int64", sel[q])
-                        if is_max:
-                            if seen[D[dr, k]] == T.int8(0):
-                                seen[D[dr, k]] = T.int8(1)
-                                for c in T.vectorized(h):
-                                    Out[D[dr, k], c] = message(X, C, S, k, c)
-                            else:
-                                for c in T.vectorized(h):
-                                    Out[D[dr, k], c] = T.max(Out[D[dr, k], c], message(X, C, S, k, c))
-                        else:
-                            for c in T.vectorized(h):
-                                Out[D[dr, k], c] = Out[D[dr, k], c] + message(X, C, S, k, c)
+                if Sorted[0] != 0:
+                    # destinations ascending: this part owns one contiguous run of edges
+                    lo = T.decl_buffer((1,), "int64", scope="global")
+                    hi = T.decl_buffer((1,), "int64", scope="global")
+                    owned_range(D, p * n // parts, (p + 1) * n // parts, e, lo, hi)
+                    for k in T.serial(lo[0], hi[0]):
+                        apply(X, C, S, D, Out, seen if is_max else None, k, T.min(k + pf, hi[0] - 1))
+                else:
+                    sel = T.decl_buffer((chunk,), "int32", scope="global")  # owned edges of the block
+                    cnt = T.decl_buffer((1,), "int32", scope="global")
+                    for b in range((e + chunk - 1) // chunk):
+                        cnt[0] = 0
+                        for k in range(T.min(T.int64(chunk), e - b * chunk)):
+                            sel[cnt[0]] = T.Cast("int32", k)
+                            cnt[0] = cnt[0] + T.Cast("int32", T.Cast("uint64", D[dr, b * chunk + k] - p * n // parts)
+                                                     < T.Cast("uint64", (p + 1) * n // parts - p * n // parts))
+                        for q in range(cnt[0]):
+                            apply(X, C, S, D, Out, seen if is_max else None, b * chunk + T.Cast("int64", sel[q]),
+                                  b * chunk + T.Cast("int64", sel[T.min(q + pf, cnt[0] - 1)]))
 
     if scaled:
         @T.prim_func(private=True, s_tir=True)
-        def kernel(x_h: T.handle, c_h: T.handle, src_h: T.handle, dst_h: T.handle, out_h: T.handle):
+        def kernel(x_h: T.handle, c_h: T.handle, src_h: T.handle, dst_h: T.handle, sorted_h: T.handle,
+                   out_h: T.handle):
             T.func_attr(_SCHEDULED)
             n_in, e, n, rs, rd = T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
             X = T.match_buffer(x_h, (n_in, h), dtype)
             C = T.match_buffer(c_h, (n_in, 1), coef_dtype)
             S = T.match_buffer(src_h, (rs, e), "int64")
             D = T.match_buffer(dst_h, (rd, e), "int64")
+            Sorted = T.match_buffer(sorted_h, (1,), "int32")
             Out = T.match_buffer(out_h, (n, h), "int32")
             with T.sblock("root"):
-                edge_loop(X, C, S, D, Out, n, e)
+                edge_loop(X, C, S, D, Out, Sorted, n, e)
     elif gathered:
         @T.prim_func(private=True, s_tir=True)
-        def kernel(x_h: T.handle, src_h: T.handle, dst_h: T.handle, out_h: T.handle):
+        def kernel(x_h: T.handle, src_h: T.handle, dst_h: T.handle, sorted_h: T.handle, out_h: T.handle):
             T.func_attr(_SCHEDULED)
             n_in, e, n, rs, rd = T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
             X = T.match_buffer(x_h, (n_in, h), dtype)
             S = T.match_buffer(src_h, (rs, e), "int64")
             D = T.match_buffer(dst_h, (rd, e), "int64")
+            Sorted = T.match_buffer(sorted_h, (1,), "int32")
             Out = T.match_buffer(out_h, (n, h), "int32")
             with T.sblock("root"):
-                edge_loop(X, None, S, D, Out, n, e)
+                edge_loop(X, None, S, D, Out, Sorted, n, e)
     else:
         @T.prim_func(private=True, s_tir=True)
-        def kernel(v_h: T.handle, idx_h: T.handle, out_h: T.handle):
+        def kernel(v_h: T.handle, idx_h: T.handle, sorted_h: T.handle, out_h: T.handle):
             T.func_attr(_SCHEDULED)
             e, n, rd = T.int64(), T.int64(), T.int64()
             V = T.match_buffer(v_h, (e, h), dtype)
             D = T.match_buffer(idx_h, (rd, e), "int64")
+            Sorted = T.match_buffer(sorted_h, (1,), "int32")
             Out = T.match_buffer(out_h, (n, h), "int32")
             with T.sblock("root"):
-                edge_loop(V, None, None, D, Out, n, e)
+                edge_loop(V, None, None, D, Out, Sorted, n, e)
 
     return kernel
 
@@ -157,27 +227,38 @@ def edge_reduce(h: int, dtype: str, parts: int, reduce: str = "add", dst_row: in
 def degree(parts: int, row: int = 0) -> tirx.PrimFunc:
     """Occurrences of each index in row ``row`` of a [R, E] tensor: ``out[i, 0] = #{e : idx[row, e] == i}``."""
     chunk, r = CHUNK, int(row)
+    lower_bound = _lower_bound(r)
 
     @T.prim_func(private=True, s_tir=True)
-    def kernel(idx_h: T.handle, out_h: T.handle):
+    def kernel(idx_h: T.handle, sorted_h: T.handle, out_h: T.handle):
         T.func_attr(_SCHEDULED)
         e, n, rows = T.int64(), T.int64(), T.int64()
         Idx = T.match_buffer(idx_h, (rows, e), "int64")
+        Sorted = T.match_buffer(sorted_h, (1,), "int32")
         Out = T.match_buffer(out_h, (n, 1), "int32")
         with T.sblock("root"):
             for p in T.parallel(parts):
                 for i in T.serial(p * n // parts, (p + 1) * n // parts):
                     Out[i, 0] = 0
                 if (p + 1) * n // parts > p * n // parts:
-                    sel = T.decl_buffer((chunk,), "int64", scope="global")  # owned indices of the block
-                    cnt = T.decl_buffer((1,), "int32", scope="global")
-                    for b in range((e + chunk - 1) // chunk):
-                        cnt[0] = 0
-                        for k in range(T.min(T.int64(chunk), e - b * chunk)):
-                            sel[cnt[0]] = Idx[r, b * chunk + k]
-                            cnt[0] = cnt[0] + T.Cast("int32", T.Cast("uint64", Idx[r, b * chunk + k] - p * n // parts)
-                                                     < T.Cast("uint64", (p + 1) * n // parts - p * n // parts))
-                        for q in range(cnt[0]):
-                            Out[sel[q], 0] = Out[sel[q], 0] + 1
+                    if Sorted[0] != 0:
+                        lo = T.decl_buffer((1,), "int64", scope="global")
+                        hi = T.decl_buffer((1,), "int64", scope="global")
+                        lower_bound(Idx, p * n // parts, e, lo)
+                        lower_bound(Idx, (p + 1) * n // parts, e, hi)
+                        for k in T.serial(lo[0], hi[0]):
+                            Out[Idx[r, k], 0] = Out[Idx[r, k], 0] + 1
+                    else:
+                        sel = T.decl_buffer((chunk,), "int64", scope="global")  # owned indices of the block
+                        cnt = T.decl_buffer((1,), "int32", scope="global")
+                        for b in range((e + chunk - 1) // chunk):
+                            cnt[0] = 0
+                            for k in range(T.min(T.int64(chunk), e - b * chunk)):
+                                sel[cnt[0]] = Idx[r, b * chunk + k]
+                                cnt[0] = cnt[0] + T.Cast("int32", T.Cast("uint64", Idx[r, b * chunk + k]
+                                                                          - p * n // parts)
+                                                         < T.Cast("uint64", (p + 1) * n // parts - p * n // parts))
+                            for q in range(cnt[0]):
+                                Out[sel[q], 0] = Out[sel[q], 0] + 1
 
     return kernel

@@ -82,6 +82,7 @@ class BuildContext:
         self.fused_away: set[str] = set()  # gather_rows outputs folded into a fused scatter kernel
         self.quant_fused: set[str] = set()  # quantize outputs computed inside their matmuls' GEMM kernel
         self.index_rows: dict[str, tuple[relax.Expr, int]] = {}  # take_row outputs: (2-D int64 source, row)
+        self.sorted_flags: dict[str, relax.Expr] = {}  # index vector -> int32 [1] "ascending" flag
         self.deferred: dict[str, Callable[[], relax.Expr]] = {}  # emitted on first use (a row copy few need)
         self._kernels: dict[tuple[Any, ...], relax.GlobalVar] = {}
         self._counter = 0
@@ -417,18 +418,28 @@ def _factored_message(ctx: BuildContext, name: str) -> tuple[relax.Expr, int, re
     return None
 
 
-def _index_row(ctx: BuildContext, node: Node, i: int) -> tuple[relax.Expr, int]:
-    """Input ``i`` (an int64 index vector) as (a [R, E] tensor, row): ``edge_index`` itself for its rows."""
+def _index_row(ctx: BuildContext, node: Node, i: int, ordered: bool = True) -> tuple[relax.Expr, int,
+                                                                                      relax.Expr | None]:
+    """Input ``i`` (an int64 index vector) as (a [R, E] tensor, row, ascending flag): ``edge_index`` itself
+    for its rows.  The int32 [1] flag (``kernels.sorted_flag``) is computed once per index vector per call."""
     name = node.inputs[i]
     if name in ctx.index_rows:
-        return ctx.index_rows[name]
-    idx = ctx.arg(node, i)
-    return ctx.emit(op.reshape(idx, [1, shape_of(idx)[0]])), 0
+        tensor, row = ctx.index_rows[name]
+    else:
+        idx = ctx.arg(node, i)
+        tensor, row = ctx.emit(op.reshape(idx, [1, shape_of(idx)[0]])), 0
+    if not ordered:
+        return tensor, row, None
+    if name not in ctx.sorted_flags:
+        pp = ctx.options.parts
+        ctx.sorted_flags[name] = ctx.call_tir(("sorted_flag", pp, row), lambda: kernels.sorted_flag(pp, row),
+                                              [tensor], [1], "int32")
+    return tensor, row, ctx.sorted_flags[name]
 
 
 def _scatter(kind: str) -> Handler:
     def h(ctx: BuildContext, node: Node) -> relax.Expr:
-        (dst, dr), ref = _index_row(ctx, node, 1), ctx.arg(node, 2)
+        (dst, dr, ordered), ref = _index_row(ctx, node, 1), ctx.arg(node, 2)
         n = shape_of(ref)[0]
         pp = ctx.options.parts
         gather = _fused_gather(ctx, node)
@@ -437,9 +448,10 @@ def _scatter(kind: str) -> Handler:
             v, tail, hh = _rows_2d(ctx.arg(node, 0))
             dt = dtype_of(v)
             out = ctx.call_tir((f"scatter_{kind}", hh, dt, pp, dr),
-                               lambda: kernels.edge_reduce(hh, dt, pp, kind, dr), [v, dst], [n, hh], "int32")
+                               lambda: kernels.edge_reduce(hh, dt, pp, kind, dr), [v, dst, ordered], [n, hh],
+                               "int32")
             return _restore(ctx, out, n, tail)
-        src, sr = _index_row(ctx, gather, 1)
+        src, sr, _ = _index_row(ctx, gather, 1, ordered=False)
         if factored is None:
             x, tail, hh = _rows_2d(ctx.arg(gather, 0))
             zp, coef = 0, None
@@ -448,7 +460,7 @@ def _scatter(kind: str) -> Handler:
             tail = [hh]
         dt, cdt = dtype_of(x), None if coef is None else dtype_of(coef)
         key = (f"gather_scatter_{kind}", hh, dt, pp, sr, dr) + (() if factored is None else (zp, cdt or "none"))
-        args = [x] + ([] if coef is None else [coef]) + [src, dst]
+        args = [x] + ([] if coef is None else [coef]) + [src, dst, ordered]
         out = ctx.call_tir(key, lambda: kernels.edge_reduce(hh, dt, pp, kind, dr, sr, zp, cdt), args, [n, hh],
                            "int32")
         return _restore(ctx, out, n, tail)
@@ -462,9 +474,10 @@ HANDLERS["scatter_max"] = _scatter("max")
 
 @handler("degree")
 def _degree(ctx: BuildContext, node: Node) -> relax.Expr:
-    (idx, row), ref = _index_row(ctx, node, 0), ctx.arg(node, 1)
+    (idx, row, ordered), ref = _index_row(ctx, node, 0), ctx.arg(node, 1)
     pp = ctx.options.parts
-    return ctx.call_tir(("degree", pp, row), lambda: kernels.degree(pp, row), [idx], [shape_of(ref)[0], 1], "int32")
+    return ctx.call_tir(("degree", pp, row), lambda: kernels.degree(pp, row), [idx, ordered], [shape_of(ref)[0], 1],
+                        "int32")
 
 
 @handler("lut")
@@ -508,9 +521,9 @@ def _pool_sum(ctx: BuildContext, node: Node) -> relax.Expr:
     dt = dtype_of(v)
     pp = ctx.options.parts
     # sum pooling is a scatter-add of node rows into graph rows: the same kernel, G output rows
-    batch2, row = _index_row(ctx, node, 1)
+    batch2, row, ordered = _index_row(ctx, node, 1)
     out = ctx.call_tir(("scatter_add", hh, dt, pp, row), lambda: kernels.edge_reduce(hh, dt, pp, "add", row),
-                       [v, batch2], [g, hh], "int32")
+                       [v, batch2, ordered], [g, hh], "int32")
     return _restore(ctx, out, g, tail)
 
 
