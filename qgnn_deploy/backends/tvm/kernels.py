@@ -89,8 +89,8 @@ def sorted_flag(parts: int, row: int = 0) -> tirx.PrimFunc:
     return kernel
 
 
-def edge_reduce(h: int, dtype: str, parts: int, reduce: str = "add", dst_row: int = 0, src_row: int | None = None,
-                zero_point: int = 0, coef_dtype: str | None = None) -> tirx.PrimFunc:
+def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_row: int = 0,
+                src_row: int | None = None, zero_point: int = 0, coef_dtype: str | None = None) -> tirx.PrimFunc:
     """``out[i] = reduce_{e : dst[e] = i} m(e)`` over rows of width ``h``; ``reduce`` is "add" or "max"
     (rows with no edge are 0).
 
@@ -100,23 +100,28 @@ def edge_reduce(h: int, dtype: str, parts: int, reduce: str = "add", dst_row: in
     coefficient ``coef[N, 1]`` (``kernel(X, C, S, D, Out)``).  The last form serves int32 messages that
     are a narrow tensor times a per-node factor (a GCN's ``int8 h * Q(deg^-1/2)``): the random reads hit
     the narrow rows, a quarter of the bytes, and the product is formed in registers, bit for bit the
-    same int32 value.
+    same int32 value.  ``dtype`` None counts edges (``m(e) = 1``, ``kernel(Idx, Out)``: see :func:`degree`).
+    Every form also takes the int32 [1] ascending-destination flag of :func:`sorted_flag` before ``Out``.
     """
     chunk, pf = CHUNK, PREFETCH
+    counting = dtype is None
     gathered = src_row is not None
     scaled = coef_dtype is not None
     is_max = reduce == "max"
-    if reduce not in ("add", "max") or (scaled and not gathered):
-        raise ValueError(f"edge_reduce: unsupported combination reduce={reduce!r}, scaled={scaled}")
+    if reduce not in ("add", "max") or (scaled and not gathered) or (counting and (gathered or h != 1)):
+        raise ValueError(f"edge_reduce: unsupported combination reduce={reduce!r}, dtype={dtype}, "
+                         f"gathered={gathered}, scaled={scaled}, h={h}")
     zp = int(zero_point)
     sr, dr = int(src_row or 0), int(dst_row)
-    two_x = _straddles(h, np.dtype(dtype).itemsize)
+    two_x = not counting and _straddles(h, np.dtype(dtype).itemsize)
     two_o = _straddles(h, 4)
 
     def row(S, k):  # noqa: ANN001, ANN202 - TVMScript expression helpers
         return S[sr, k] if gathered else k
 
     def message(X, C, S, k, c):  # noqa: ANN001, ANN202
+        if counting:
+            return T.int32(1)
         v = T.Cast("int32", X[row(S, k), c])
         if zp:
             v = v - T.int32(zp)
@@ -132,7 +137,8 @@ def edge_reduce(h: int, dtype: str, parts: int, reduce: str = "add", dst_row: in
 
     @T.macro
     def apply(X, C, S, D, Out, seen, k, ahead):  # noqa: ANN001, ANN202 - edge k, prefetching for edge `ahead`
-        T.evaluate(_prefetch(T.address_of(X[row(S, ahead), 0])))
+        if not counting:
+            T.evaluate(_prefetch(T.address_of(X[row(S, ahead), 0])))
         T.evaluate(_prefetch_w(T.address_of(Out[D[dr, ahead], 0])))
         if two_x:
             T.evaluate(_prefetch(T.address_of(X[row(S, ahead), h - 1])))
@@ -209,7 +215,7 @@ def edge_reduce(h: int, dtype: str, parts: int, reduce: str = "add", dst_row: in
             Out = T.match_buffer(out_h, (n, h), "int32")
             with T.sblock("root"):
                 edge_loop(X, None, S, D, Out, Sorted, n, e)
-    else:
+    elif not counting:
         @T.prim_func(private=True, s_tir=True)
         def kernel(v_h: T.handle, idx_h: T.handle, sorted_h: T.handle, out_h: T.handle):
             T.func_attr(_SCHEDULED)
@@ -220,45 +226,20 @@ def edge_reduce(h: int, dtype: str, parts: int, reduce: str = "add", dst_row: in
             Out = T.match_buffer(out_h, (n, h), "int32")
             with T.sblock("root"):
                 edge_loop(V, None, None, D, Out, Sorted, n, e)
+    else:
+        @T.prim_func(private=True, s_tir=True)
+        def kernel(idx_h: T.handle, sorted_h: T.handle, out_h: T.handle):
+            T.func_attr(_SCHEDULED)
+            e, n, rd = T.int64(), T.int64(), T.int64()
+            D = T.match_buffer(idx_h, (rd, e), "int64")
+            Sorted = T.match_buffer(sorted_h, (1,), "int32")
+            Out = T.match_buffer(out_h, (n, 1), "int32")
+            with T.sblock("root"):
+                edge_loop(None, None, None, D, Out, Sorted, n, e)
 
     return kernel
 
 
 def degree(parts: int, row: int = 0) -> tirx.PrimFunc:
     """Occurrences of each index in row ``row`` of a [R, E] tensor: ``out[i, 0] = #{e : idx[row, e] == i}``."""
-    chunk, r = CHUNK, int(row)
-    lower_bound = _lower_bound(r)
-
-    @T.prim_func(private=True, s_tir=True)
-    def kernel(idx_h: T.handle, sorted_h: T.handle, out_h: T.handle):
-        T.func_attr(_SCHEDULED)
-        e, n, rows = T.int64(), T.int64(), T.int64()
-        Idx = T.match_buffer(idx_h, (rows, e), "int64")
-        Sorted = T.match_buffer(sorted_h, (1,), "int32")
-        Out = T.match_buffer(out_h, (n, 1), "int32")
-        with T.sblock("root"):
-            for p in T.parallel(parts):
-                for i in T.serial(p * n // parts, (p + 1) * n // parts):
-                    Out[i, 0] = 0
-                if (p + 1) * n // parts > p * n // parts:
-                    if Sorted[0] != 0:
-                        lo = T.decl_buffer((1,), "int64", scope="global")
-                        hi = T.decl_buffer((1,), "int64", scope="global")
-                        lower_bound(Idx, p * n // parts, e, lo)
-                        lower_bound(Idx, (p + 1) * n // parts, e, hi)
-                        for k in T.serial(lo[0], hi[0]):
-                            Out[Idx[r, k], 0] = Out[Idx[r, k], 0] + 1
-                    else:
-                        sel = T.decl_buffer((chunk,), "int64", scope="global")  # owned indices of the block
-                        cnt = T.decl_buffer((1,), "int32", scope="global")
-                        for b in range((e + chunk - 1) // chunk):
-                            cnt[0] = 0
-                            for k in range(T.min(T.int64(chunk), e - b * chunk)):
-                                sel[cnt[0]] = Idx[r, b * chunk + k]
-                                cnt[0] = cnt[0] + T.Cast("int32", T.Cast("uint64", Idx[r, b * chunk + k]
-                                                                          - p * n // parts)
-                                                         < T.Cast("uint64", (p + 1) * n // parts - p * n // parts))
-                            for q in range(cnt[0]):
-                                Out[sel[q], 0] = Out[sel[q], 0] + 1
-
-    return kernel
+    return edge_reduce(1, None, parts, "add", dst_row=row)
