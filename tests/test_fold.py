@@ -234,3 +234,95 @@ def test_lorap_basis_packed_or_dropped_when_zero(synthetic):
     expected = graph_output_codes(graph, feeds)[0]
     out = OnnxRunner(export_onnx(graph), graph, threads=1).run(feeds)
     np.testing.assert_array_equal(next(iter(out.values())), expected)
+
+
+def test_int4_lorap_basis_survives_and_folds_exactly(synthetic):
+    """At INT4 the softmax basis sits on the aggregate grid / 2^k: a trained QAT + LoRAP model keeps a non-zero
+    integer basis, fold emits the prompt (uint8 exp tables, aggregate scaled by 255 * 2^k), and the folded graph
+    reproduces the fake-quant model's output codes; ONNX Runtime reproduces the interpreter."""
+    pytest.importorskip("onnxruntime")
+    from qgnn_deploy.backends.onnx import export_onnx
+    from qgnn_deploy.backends.onnx.runner import OnnxRunner
+    from qgnn_deploy.models.prompts import ALPHA_DEN, BASIS_MAX_SHIFT
+
+    model = _train(synthetic, bits=default_bits(4), lorap={"k": 4, "rank": 2})
+    feeds = {"x": synthetic.data.x.numpy(), "edge_index": synthetic.data.edge_index.numpy()}
+    graph = fold_model(model, max_in_degree=255)
+    for i, layer in enumerate(model.layers):
+        p = layer.prompt
+        shift = p.basis_shift()
+        assert 0 < shift <= BASIS_MAX_SHIFT
+        step = float(layer.q_aggregate.scale_zp(None)[0])
+        assert float(p.q_basis.scale_zp(None)[0]) == step / 2**shift
+        p_int = p.q_basis.to_int(p.basis().detach())
+        assert p_int.any() and int(p_int.abs().max()) <= p.q_basis.spec.qmax
+        assert f"layer{i}_lorap_basis_packed" in graph.initializers
+        table = graph.initializers[f"layer{i}_lorap_exp_table"]
+        assert table.dtype == np.uint8 and int(table.max()) == 255
+        den = ALPHA_DEN << shift
+        assert any(n.name == f"layer{i}_lorap_agg_x{den}" for n in graph.nodes)
+    rep = parity_report(model, graph, feeds, synthetic)
+    assert rep["mismatched_codes"] == 0, rep
+    assert rep["test_acc_integer"] == rep["test_acc_fake_quant"]
+    expected = graph_output_codes(graph, feeds)[0]
+    for threads in (1, 2):
+        out = OnnxRunner(export_onnx(graph), graph, threads=threads).run(feeds)
+        np.testing.assert_array_equal(next(iter(out.values())), expected)
+
+
+def test_lorap_basis_shift_follows_the_basis(synthetic):
+    """k is the largest shift (<= max_shift) whose range holds the basis: a large basis falls back to the aggregate
+    grid instead of clipping, and max_shift 0 is the aggregate grid itself."""
+    from qgnn_deploy.models.prompts import BASIS_MAX_SHIFT
+
+    model = _train(synthetic, epochs=2, bits=default_bits(4), lorap={"k": 4, "rank": 2})
+    p = model.layers[0].prompt
+    step = float(model.layers[0].q_aggregate.scale_zp(None)[0])
+    qmax = p.q_basis.spec.qmax
+    with torch.no_grad():
+        p.U.zero_()
+        p.U[0, 0] = 1.0
+        p.V.zero_()
+        for k in range(BASIS_MAX_SHIFT + 1):
+            p.V[0, 0] = qmax * step / 2**k  # exactly the range of shift k
+            assert p.basis_shift() == k
+            assert int(p.q_basis.to_int(p.basis())[0, 0]) == qmax
+        p.V[0, 0] = 1000 * step
+        assert p.basis_shift() == 0
+        p.q_basis.max_shift.fill_(0)
+        p.V[0, 0] = 0.1 * step
+        assert p.basis_shift() == 0 and int(p.q_basis.to_int(p.basis())[0, 0]) == 0
+
+
+def test_lorap_checkpoint_without_basis_shift_loads_as_trained(synthetic, tmp_path):
+    """A checkpoint written before the finer basis grid (no ``q_basis.max_shift`` / ``mixer.exp_one`` in its state
+    dict) loads as the program it was trained as: basis on the aggregate grid (k = 0), 2^15 uint16 exp tables."""
+    from qgnn_deploy.models.prompts import ALPHA_DEN, EXP_ONE_LEGACY
+    from qgnn_deploy.train.checkpoint import load_checkpoint, save_checkpoint
+
+    model = _train(synthetic, epochs=2, bits=default_bits(8), lorap={"k": 4, "rank": 2})
+    with torch.no_grad():
+        for layer in model.layers:  # a basis of ~3 aggregate steps: non-zero on either grid, k = 4 for new models
+            p = layer.prompt
+            p.V.mul_(3 * float(layer.q_aggregate.scale_zp(None)[0]) / float(p.basis().abs().max()))
+            assert p.basis_shift() == 4
+    path = save_checkpoint(tmp_path / "new.pt", model, synthetic.describe(), {})
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"] = {k: v for k, v in payload["state_dict"].items()
+                             if not k.endswith(("q_basis.max_shift", "mixer.exp_one"))}
+    assert len(payload["state_dict"]) == len(model.state_dict()) - 2 * len(model.layers)
+    torch.save(payload, tmp_path / "old.pt")
+    old, _ = load_checkpoint(tmp_path / "old.pt")
+    feeds = {"x": synthetic.data.x.numpy(), "edge_index": synthetic.data.edge_index.numpy()}
+    for layer in old.layers:
+        assert int(layer.prompt.q_basis.max_shift) == 0 and layer.prompt.basis_shift() == 0
+        assert int(layer.prompt.mixer.exp_one) == EXP_ONE_LEGACY
+    graph = fold_model(old, max_in_degree=255)
+    for i in range(len(old.layers)):
+        table = graph.initializers[f"layer{i}_lorap_exp_table"]
+        assert table.dtype == np.uint16 and int(table.max()) == EXP_ONE_LEGACY
+        assert any(n.name == f"layer{i}_lorap_agg_x{ALPHA_DEN}" for n in graph.nodes)
+    _assert_parity(parity_report(old, graph, feeds, synthetic))
+    # the saved settings win over the model's defaults, and a round trip keeps them
+    again = save_checkpoint(tmp_path / "again.pt", old, synthetic.describe(), {})
+    assert int(load_checkpoint(again)[0].layers[0].prompt.q_basis.max_shift) == 0

@@ -82,16 +82,17 @@ def fold_gcn(fc: FoldContext, layer: QGCNConv, x: QTensor, g: GraphValues, name:
     agg_acc = Acc(agg, np.asarray(h.scale * s_e * s_e, np.float64), bound)
     a = fc.requant_to(agg_acc, layer.q_aggregate, f"{name}_aggregate", row_factor=e, row_factor_max=emax)
     grid = layer.q_aggregate.scale_zp(None)[0] / ALPHA_DEN
-    bias = quantize_bias_int(layer.bias, grid)
+    bias = quantize_bias_int(layer.bias, grid)  # trained on s_a / 255
     if layer.prompt is not None:
-        pre, pbound = emit_lorap(fc, a, layer.prompt, f"{name}_lorap")
+        pre, pbound, den = emit_lorap(fc, a, layer.prompt, f"{name}_lorap")
     else:
         pre = b.op("mul", [fc.centered_int32(a, f"{name}_agg"), fc.scalar(ALPHA_DEN)], f"{name}_agg_x255")
-        pbound = float(a.max_abs_centered * ALPHA_DEN)
+        pbound, den = float(a.max_abs_centered * ALPHA_DEN), ALPHA_DEN
+    bias = bias * (den // ALPHA_DEN)  # onto the prompt's s_a / (255 * 2^k) grid (exact: a power of two)
     out = b.op("add", [pre, b.const(f"{name}_bias", bias.reshape(1, -1).astype(np.int32))], f"{name}_out")
     bound = pbound + float(np.abs(bias).max(initial=0))
     fc.check_bound(f"{name}_out", bound)
-    return Acc(out, np.asarray(float(grid), np.float64), bound)
+    return Acc(out, np.asarray(float(grid) / (den // ALPHA_DEN), np.float64), bound)
 
 
 def _neighbour_sum(fc: FoldContext, kind: str, x: QTensor, g: GraphValues, name: str,
@@ -119,8 +120,8 @@ def fold_gin(fc: FoldContext, layer: QGINConv, x: QTensor, g: GraphValues, name:
                       f"{name}_aggregate")
     mlp_in_q = layer.q_aggregate
     if layer.prompt is not None:
-        pre, pbound = emit_lorap(fc, a, layer.prompt, f"{name}_lorap")
-        a = fc.requant_to(Acc(pre, np.asarray(a.scale / ALPHA_DEN, np.float64), pbound), layer.q_prompted,
+        pre, pbound, den = emit_lorap(fc, a, layer.prompt, f"{name}_lorap")
+        a = fc.requant_to(Acc(pre, np.asarray(a.scale / den, np.float64), pbound), layer.q_prompted,
                           f"{name}_prompted")
         mlp_in_q = layer.q_prompted
     w1_value, w1_int, w1_scale = fc.weight(f"{name}_w1", layer.q_w1, layer.lin1.weight)
@@ -149,8 +150,8 @@ def fold_sage(fc: FoldContext, layer: QSAGEConv, x: QTensor, g: GraphValues, nam
     a = fc.requant_to(Acc(nsum, np.asarray(x.scale * s_e, np.float64), bound), layer.q_aggregate, f"{name}_mean",
                       row_factor=e, row_factor_max=layer.q_edge.spec.qmax)
     if layer.prompt is not None:
-        pre, pbound = emit_lorap(fc, a, layer.prompt, f"{name}_lorap")
-        a = fc.requant_to(Acc(pre, np.asarray(a.scale / ALPHA_DEN, np.float64), pbound), layer.q_prompted,
+        pre, pbound, den = emit_lorap(fc, a, layer.prompt, f"{name}_lorap")
+        a = fc.requant_to(Acc(pre, np.asarray(a.scale / den, np.float64), pbound), layer.q_prompted,
                           f"{name}_prompted")
     if (a.scale, a.zero_point, a.dtype) != (x.scale, x.zero_point, x.dtype):
         raise QgnnError("fold: GraphSAGE mean and input must share one quantization grid")

@@ -2,10 +2,12 @@
 
 LoRAP (softmax variant) becomes: int8 scores -> exp lookup table -> integer
 normalisation to ``alpha in [0, 255]`` -> ``alpha @ P_q`` in int32 on the
-aggregate's ``s/255`` grid, so ``255 * a_q + alpha @ P_q (+ bias)`` is one
-accumulator.  The LoRA variant is two integer matmuls with one requantization.
-GPF's constant prompt folds into the first layer's bias; GPF-plus is the
-softmax path on the input features followed by one requantization.
+grid ``s_a / (255 * 2^k)`` (``P`` on the aggregate grid ``s_a / 2^k``, see
+``models/prompts.py``), so ``255 * 2^k * a_q + alpha @ P_q (+ 2^k * bias)`` is
+one accumulator; :func:`emit_lorap` returns its denominator ``255 * 2^k``.
+The LoRA variant is two integer matmuls with one requantization.  GPF's
+constant prompt folds into the first layer's bias; GPF-plus is the softmax
+path on the input features followed by one requantization.
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ def emit_softmax_alpha(fc: FoldContext, s: QTensor, mixer: PromptMixer, hint: st
     acc = fc.matmul(s, w_value, w_int, w_scale, f"{hint}_score_acc")
     z = fc.requant_to(acc, mixer.q_score, f"{hint}_score")
     qmax = mixer.q_score.spec.qmax
-    # entries are <= 2^15, so the table is stored as uint16 and widened after the lookup; the leading zeros
-    # (scores far below the row maximum) are trimmed to one, the offset moves with them (fold/tables.py)
-    table, dropped = trim_table(exp_table(float(mixer.q_score.scale_zp(None)[0]), qmax).numpy().astype(np.uint16))
+    # entries are <= exp_one (255: uint8; legacy 2^15: uint16), stored in the narrowest unsigned type and widened
+    # after the lookup; the leading zeros (scores far below the row maximum) are trimmed to one, the offset moves
+    # with them (fold/tables.py)
+    full = exp_table(float(mixer.q_score.scale_zp(None)[0]), qmax, int(mixer.exp_one)).numpy()
+    table, dropped = trim_table(full.astype(exp_table_dtype(full)))
     zmax = b.op("reduce_max", [z.value], f"{hint}_score_max", axis=1, keepdims=True)
     d = b.op("sub", [b.op("cast", [z.value], f"{hint}_score_i32", dtype="int32"),
                      b.op("cast", [zmax], f"{hint}_score_max_i32", dtype="int32")], f"{hint}_score_shift")
-    e_u16 = b.op("lut", [d, b.const(f"{hint}_exp_table", table)], f"{hint}_exp_u16", offset=2 * qmax - dropped)
-    e = b.op("cast", [e_u16], f"{hint}_exp", dtype="int32")
+    e_u = b.op("lut", [d, b.const(f"{hint}_exp_table", table)], f"{hint}_exp_u{8 * table.itemsize}",
+               offset=2 * qmax - dropped)
+    e = b.op("cast", [e_u], f"{hint}_exp", dtype="int32")
     tot = b.op("reduce_sum", [e], f"{hint}_exp_sum", axis=1, keepdims=True)
     num = b.op("add", [b.op("mul", [e, fc.scalar(2 * ALPHA_DEN)], f"{hint}_exp_scaled"), tot], f"{hint}_alpha_num")
     den = b.op("mul", [tot, fc.scalar(2)], f"{hint}_alpha_den")
@@ -41,19 +46,33 @@ def emit_softmax_alpha(fc: FoldContext, s: QTensor, mixer: PromptMixer, hint: st
     return b.op("cast", [alpha], f"{hint}_alpha", dtype="uint8")
 
 
-def emit_lorap(fc: FoldContext, a: QTensor, prompt: LoRAP, hint: str) -> tuple[str, float]:
-    """Return (int32 ``255 * (a - zp) + prompt`` value, its bound); real value = value * s_a / 255."""
+def exp_table_dtype(table: np.ndarray) -> type:
+    """uint8 when every entry fits (LoRAP's exp(0) = 255 tables), else uint16 (legacy 2^15 tables)."""
+    return np.uint8 if int(np.max(table, initial=0)) <= np.iinfo(np.uint8).max else np.uint16
+
+
+def emit_lorap(fc: FoldContext, a: QTensor, prompt: LoRAP, hint: str) -> tuple[str, float, int]:
+    """Return (int32 ``den * (a - zp) + prompt`` value, its bound, ``den``); real value = value * s_a / den.
+
+    ``den = 255 * 2^k`` for a softmax prompt whose basis sits on ``s_a / 2^k``; 255 otherwise (and for a prompt
+    dropped because its basis is all zeros, so such a fold is the one without the prompt).
+    """
     b = fc.b
-    base = b.op("mul", [fc.centered_int32(a, f"{hint}_agg"), fc.scalar(ALPHA_DEN)], f"{hint}_agg_x255")
-    bound = float(a.max_abs_centered * ALPHA_DEN)
+    den = ALPHA_DEN
+    p_int = None
     if prompt.variant == "softmax":
         p_int = prompt.q_basis.to_int(prompt.basis().detach()).numpy().astype(np.int8)
+        if p_int.any():
+            den = ALPHA_DEN << prompt.basis_shift()
+    base = b.op("mul", [fc.centered_int32(a, f"{hint}_agg"), fc.scalar(den)], f"{hint}_agg_x{den}")
+    bound = float(a.max_abs_centered * den)
+    if p_int is not None:
         if not p_int.any():
             # every prompt basis vector quantizes to 0: alpha @ P_q = 0 for any alpha, so the prompt adds
             # nothing and its softmax branch (score weights, exp table, basis) is not emitted
             fc.bitwidths[f"{hint}_basis"] = int(prompt.q_basis.spec.bits)
             fc.check_bound(f"{hint}_prompted", bound)
-            return base, bound
+            return base, bound, den
         alpha = emit_softmax_alpha(fc, a, prompt.mixer, hint)
         basis = fc.int_matrix(f"{hint}_basis", p_int, int(prompt.q_basis.spec.bits))
         pacc = b.op("matmul", [alpha, basis], f"{hint}_prompt")
@@ -72,7 +91,7 @@ def emit_lorap(fc: FoldContext, a: QTensor, prompt: LoRAP, hint: str) -> tuple[s
         pacc = fc.requant(tb, grid, 0, -(2**31), 2**31 - 1, "int32", f"{hint}_lora_p")
         bound += pbound
     fc.check_bound(f"{hint}_prompted", bound)
-    return b.op("add", [base, pacc], f"{hint}_prompted"), bound
+    return b.op("add", [base, pacc], f"{hint}_prompted"), bound, den
 
 
 def gpf_bias(prompt: GPFPrompt, w_int: np.ndarray) -> np.ndarray:

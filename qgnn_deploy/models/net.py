@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from qgnn_deploy.models.layers import QGCNConv, QGINConv, QSAGEConv, QuantLayer, quantize_bias
-from qgnn_deploy.models.prompts import GPFPrompt, LoRAP
+from qgnn_deploy.models.prompts import BASIS_MAX_SHIFT, GPFPrompt, LoRAP
 from qgnn_deploy.quant.fake import QuantContext, Quantizer
 from qgnn_deploy.quant.frameworks import get_framework
 from qgnn_deploy.quant.frameworks.base import Framework
@@ -45,7 +45,8 @@ class ModelConfig:
     framework_options: dict[str, Any] = field(default_factory=dict)
     bits: dict[str, int] = field(default_factory=lambda: default_bits(8))
     layer_bits: list[dict[str, int]] | None = None  # per-layer overrides (MixQ / LPGNAS)
-    lorap: dict[str, Any] | None = None  # {"k": 8, "rank": 4, "variant": "softmax"|"lora"}
+    # {"k": 8, "rank": 4, "variant": "softmax"|"lora"}; optional "basis_max_shift" (models/prompts.py BASIS_MAX_SHIFT)
+    lorap: dict[str, Any] | None = None
     gpf: dict[str, Any] | None = None  # {"mode": "gpf"|"gpf-plus", "k": 4}
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,7 +137,8 @@ class QGNN(nn.Module):
             prompt = LoRAP(dim, int(cfg.lorap.get("k", 8)), int(cfg.lorap.get("rank", 4)), self._act_factory(bits),
                            self._weight_factory(), variant=cfg.lorap.get("variant", "softmax"),
                            bits=bits["score"] if bits["score"] != 32 else 8,
-                           zero_init=bool(cfg.lorap.get("zero_init", False)))
+                           zero_init=bool(cfg.lorap.get("zero_init", False)),
+                           basis_max_shift=int(cfg.lorap.get("basis_max_shift", BASIS_MAX_SHIFT)))
         if cfg.arch == "gcn":
             return QGCNConv(din, dout, bits, self.framework, prompt)
         if cfg.arch == "gin":
