@@ -11,7 +11,7 @@ import pytest
 from qgnn_deploy.cli import main
 from qgnn_deploy.perf.graphs import random_graph
 from qgnn_deploy.perf.measure import latency_stats, percentile
-from qgnn_deploy.perf.suite import check_targets, growth_exponents
+from qgnn_deploy.perf.suite import check_targets, growth_exponents, segment_exponents
 
 BACKENDS = ("pyg_eager", "pyg_cached", "pyg_compile", "ort_fp32", "ort_qdq", "ours_ort", "ours_tvm", "ours_ort_u8",
             "ours_tvm_u8")
@@ -110,6 +110,9 @@ def test_helpers() -> None:
     pts = [{**p, "ours_ort": p["k"]} for p in pts]
     assert growth_exponents(pts)["ours_ort"] == pytest.approx(1.0)
     assert growth_exponents(pts)["pyg_eager"] is None
+    pts[2]["ours_ort"] = {"latency_ms": {"median": 0.5 * 1000 * 10 ** 0.2}}  # the last decade costs 1.2
+    assert segment_exponents(pts)["ours_ort"] == pytest.approx([1.0, 1.2])
+    assert segment_exponents(pts)["pyg_eager"] == []
 
 
 def test_growth_target_reads_our_fastest_backend_at_the_largest_graph() -> None:

@@ -456,7 +456,8 @@ def series_stage(cfg: SuiteConfig, res: dict[str, Any], main_art: dict[str, Any]
         points.append(point)
         path.unlink(missing_ok=True)
     res["series"] = {"features": features, "degree": cfg.degree, "model": str(model_path), "points": points,
-                     "growth_exponent_vs_edges": growth_exponents(points)}
+                     "growth_exponent_vs_edges": growth_exponents(points),
+                     "segment_exponents_vs_edges": segment_exponents(points)}
     # for the roofline; removed before JSON
     res["series"]["_graphs"] = {"ours_ort": graph, "ours_tvm": graph, "ours_tvm_u8": graph_u8,
                                 "ours_tvm_u8_sorted": graph_u8}
@@ -473,6 +474,16 @@ def growth_exponents(points: list[dict[str, Any]]) -> dict[str, float | None]:
                 xs.append(math.log(p["num_edges"]))
                 ys.append(math.log(m))
         out[key] = float(np.polyfit(xs, ys, 1)[0]) if len(xs) >= 2 and len(set(xs)) >= 2 else None
+    return out
+
+
+def segment_exponents(points: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Slope between consecutive sizes, per backend: shows where per-edge cost jumps (cache -> DRAM)."""
+    out: dict[str, list[float]] = {}
+    for key in SERIES_KEYS:
+        pts = [(p["num_edges"], p[key]["latency_ms"]["median"]) for p in points
+               if p.get(key, {}).get("latency_ms", {}).get("median")]
+        out[key] = [math.log(m1 / m0) / math.log(e1 / e0) for (e0, m0), (e1, m1) in zip(pts, pts[1:]) if e1 != e0]
     return out
 
 
@@ -685,17 +696,22 @@ def render_markdown(res: dict[str, Any]) -> str:
     s = res.get("series")
     if s:
         lines += ["", f"## Size series (F={s['features']}, average degree {s['degree']})", "",
-                  "| N | E | backend | median ms | peak RSS MiB |", "|---|---|---|---|---|"]
+                  "| N | E | backend | median ms | ns per edge | peak RSS MiB |", "|---|---|---|---|---|---|"]
         for p in s["points"]:
             for k in SERIES_KEYS:
                 r = p.get(k)
                 if r is None:
                     continue
-                val = (f"{r['latency_ms']['median']:.2f} | {_mb(r.get('peak_rss_bytes'))}" if "latency_ms" in r
-                       else f"failed: {r.get('error', '')[:80]} | ")
+                val = (f"{r['latency_ms']['median']:.2f} | {1e6 * r['latency_ms']['median'] / p['num_edges']:.1f} | "
+                       f"{_mb(r.get('peak_rss_bytes'))}" if "latency_ms" in r
+                       else f"failed: {r.get('error', '')[:80]} | | ")
                 lines.append(f"| {p['num_nodes']} | {p['num_edges']} | {LABELS.get(k, k)} | {val} |")
         lines += ["", "Growth exponent of latency vs edges (log-log slope): " +
                   ", ".join(f"{k} {v:.2f}" for k, v in s["growth_exponent_vs_edges"].items() if v is not None)]
+        seg = s.get("segment_exponents_vs_edges") or {}
+        if any(seg.values()):
+            lines += ["", "Slope between consecutive sizes: " +
+                      "; ".join(f"{k} " + " → ".join(f"{v:.2f}" for v in vs) for k, vs in seg.items() if vs)]
     rf = res.get("roofline", {})
     if rf.get("achieved"):
         a, pr = rf["achieved"], rf["probe"]
