@@ -397,10 +397,14 @@ def _kernel_edge_cases(rng: np.random.Generator) -> dict[str, tuple[int, np.ndar
     e = 3 * CHUNK + 5  # one hub row takes most edges of every block; a few rows get none
     dst = np.where(rng.random(e) < 0.8, 2, rng.integers(0, 50, e))
     cases["hub"] = (53, rng.integers(0, 53, e), dst.astype(np.int64))
+    # ascending but with rows outside [0, N): not CSR, so the scan path runs and skips those edges
+    cases["ascending_out_of_range"] = (10, rng.integers(0, 10, 40), np.sort(rng.integers(-2, 13, 40)))
     return cases
 
 
 def _edge_reduce_reference(kind: str, n: int, dst: np.ndarray, msg: np.ndarray) -> np.ndarray:
+    keep = (dst >= 0) & (dst < n)  # the kernels skip edges into rows they do not have
+    dst, msg = dst[keep], msg[keep]
     if kind == "add":
         ref = np.zeros((n, msg.shape[1]), np.int64)
         np.add.at(ref, dst, msg)
@@ -422,12 +426,13 @@ _EDGE_KERNELS = [("add", 16, "int32", 0, None, True), ("add", 7, "int32", 0, Non
 @pytest.mark.parametrize("parts", [1, 2, 3])
 def test_graph_kernels_exact_across_blocks_and_parts(parts: int) -> None:
     """Every edge-kernel form (gathered or per-edge, scaled by a per-node coefficient, add or max) and degree
-    equal NumPy for every part count, reading src/dst as rows of one [2, E] tensor."""
+    equal NumPy for every part count, reading src/dst as rows of one [2, E] tensor, on the scan path and (edges
+    sorted by destination) the CSR path; edge_plan flags exactly the ascending, in-range cases."""
     from qgnn_deploy.backends.tvm import kernels
 
     rng = np.random.default_rng(parts)
     deg = _graph_kernel(kernels.degree(parts, row=1))
-    ordered = _graph_kernel(kernels.sorted_flag(parts, row=1))
+    plan = _graph_kernel(kernels.edge_plan(parts, row=1))
     built = {spec: _graph_kernel(kernels.edge_reduce(spec[1], spec[2], parts, spec[0], dst_row=1,
                                                      src_row=0 if spec[5] else None, zero_point=spec[3],
                                                      coef_dtype=spec[4]))
@@ -439,11 +444,16 @@ def test_graph_kernels_exact_across_blocks_and_parts(parts: int) -> None:
     for case, (n, src, dst) in cases.items():
         ei = tvm.runtime.tensor(np.ascontiguousarray(np.stack([src, dst])))
         flag = tvm.runtime.tensor(np.full(1, -9, np.int32))
-        ordered(ei, flag)
-        assert flag.numpy()[0] == int(bool(np.all(np.diff(dst) >= 0))), case
+        rowptr = tvm.runtime.tensor(np.full(n + 1, -9, np.int64))
+        plan(ei, flag, rowptr)
+        ascending = bool(np.all(np.diff(dst) >= 0)) and bool(np.all((dst >= 0) & (dst < n)))
+        assert flag.numpy()[0] == int(ascending), case
+        if ascending:  # CSR row pointers
+            np.testing.assert_array_equal(rowptr.numpy(), np.searchsorted(dst, np.arange(n + 1)), err_msg=case)
         out = tvm.runtime.tensor(np.full((n, 1), -9, np.int32))
-        deg(ei, flag, out)
-        np.testing.assert_array_equal(out.numpy()[:, 0], np.bincount(dst, minlength=n), err_msg=case)
+        deg(ei, flag, rowptr, out)
+        np.testing.assert_array_equal(out.numpy()[:, 0], np.bincount(dst[(dst >= 0) & (dst < n)], minlength=n),
+                                      err_msg=case)
         for (kind, h, dt, zp, cdt, gathered), f in built.items():
             info = np.iinfo(dt)
             x = rng.integers(max(info.min, -5000), min(info.max, 5000), size=(n if gathered else len(dst), h),
@@ -456,7 +466,7 @@ def test_graph_kernels_exact_across_blocks_and_parts(parts: int) -> None:
                 args.append(tvm.runtime.tensor(coef))
             msg = msg[src] if gathered else msg
             out = tvm.runtime.tensor(np.full((n, h), -9, np.int32))
-            f(*args, *([ei, ei] if gathered else [ei]), flag, out)
+            f(*args, *([ei, ei] if gathered else [ei]), flag, rowptr, out)
             np.testing.assert_array_equal(out.numpy(), _edge_reduce_reference(kind, n, dst, msg).astype(np.int32),
                                           err_msg=f"{case} {kind} H={h} {dt} zp={zp} coef={cdt} gathered={gathered}")
 

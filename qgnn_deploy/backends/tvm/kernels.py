@@ -42,49 +42,49 @@ def _prefetch_w(ptr):  # noqa: ANN001, ANN202
     return T.call_intrin("", "tirx.prefetch", ptr, 1, 3, 1)
 
 
-def _lower_bound(r: int):  # noqa: ANN202 - a TVMScript macro
-    @T.macro
-    def lower_bound(D, value, e, out):  # noqa: ANN001, ANN202
-        """out[0] = first k with D[r, k] >= value (D[r, :] ascending); 64 halvings cover any int64 length."""
-        a = T.decl_buffer((1,), "int64", scope="global")
-        b = T.decl_buffer((1,), "int64", scope="global")
-        a[0] = T.int64(0)
-        b[0] = e
-        for _it in range(64):
-            if a[0] < b[0]:
-                if D[r, (a[0] + b[0]) // 2] < value:
-                    a[0] = (a[0] + b[0]) // 2 + 1
-                else:
-                    b[0] = (a[0] + b[0]) // 2
-        out[0] = a[0]
-
-    return lower_bound
-
-
-def sorted_flag(parts: int, row: int = 0) -> tirx.PrimFunc:
-    """``out[0] = 1`` when row ``row`` of a [R, E] index tensor is ascending, else 0 (one parallel pass).
-
-    The edge kernels take it as an input: on ascending destinations (``qgnn_bench.py --sort-edges``,
-    or any CSR-ordered edge list) each part finds its contiguous run of edges by binary search instead
-    of scanning every destination.
+def edge_plan(parts: int, row: int = 0) -> tirx.PrimFunc:
+    """One parallel pass over row ``row`` of a [R, E] index tensor: ``flag[0] = 1`` when it is ascending with
+    every index in ``[0, n)``, and then ``rowptr[i]`` = first edge whose index is ``>= i`` (``rowptr[n] = E``):
+    the CSR row pointers of an edge list sorted by destination (``qgnn_bench.py --sort-edges``, or any
+    CSR-ordered list).  With the flag set, the edge kernels walk each output row's own run of edges and
+    never read the destination vector; otherwise they fall back to scanning it.
     """
     r = int(row)
 
     @T.prim_func(private=True, s_tir=True)
-    def kernel(idx_h: T.handle, out_h: T.handle):
+    def kernel(idx_h: T.handle, flag_h: T.handle, rowptr_h: T.handle):
         T.func_attr(_SCHEDULED)
-        e, rows = T.int64(), T.int64()
+        e, rows, n1 = T.int64(), T.int64(), T.int64()
         Idx = T.match_buffer(idx_h, (rows, e), "int64")
-        Out = T.match_buffer(out_h, (1,), "int32")
+        Flag = T.match_buffer(flag_h, (1,), "int32")
+        RowPtr = T.match_buffer(rowptr_h, (n1,), "int64")
         with T.sblock("root"):
             ok = T.alloc_buffer((parts,), "int32")
             for p in T.parallel(parts):
                 ok[p] = 1
-                for k in T.serial(T.max(p * e // parts, T.int64(1)), (p + 1) * e // parts):
-                    ok[p] = ok[p] & T.Cast("int32", Idx[r, k - 1] <= Idx[r, k])
-            Out[0] = 1
+                # zero-based loops with the offset added in the body: TVM 0.27 drops a loop's start from the
+                # bounds of loops nested in it when it normalises them (RowPtr would be written at wrong rows)
+                for kk in T.serial((p + 1) * e // parts - p * e // parts):
+                    k = p * e // parts + kk
+                    # rows (previous index, this index] start at edge k; indices must rise and stay in [0, n).
+                    # Once a part has failed, its remaining iterations read nothing (unsorted lists pay ~1 pass).
+                    if ok[p] != 0:
+                        ok[p] = T.Cast("int32", Idx[r, k] < n1 - 1) & T.Cast("int32", Idx[r, k] >= 0)
+                        if k > 0:
+                            ok[p] = ok[p] & T.Cast("int32", Idx[r, k - 1] <= Idx[r, k])
+                    if ok[p] != 0:
+                        if k > 0:
+                            for i in T.serial(Idx[r, k] - Idx[r, k - 1]):
+                                RowPtr[Idx[r, k - 1] + 1 + i] = k
+                        else:
+                            for i in T.serial(Idx[r, k] + 1):
+                                RowPtr[i] = k
+            Flag[0] = 1
             for p in range(parts):
-                Out[0] = Out[0] & ok[p]
+                Flag[0] = Flag[0] & ok[p]
+            if Flag[0] != 0:
+                for i in T.serial(n1 - 1 - T.if_then_else(e > 0, Idx[r, T.max(e - 1, T.int64(0))], T.int64(-1))):
+                    RowPtr[n1 - 1 - i] = e
 
     return kernel
 
@@ -101,7 +101,7 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
     are a narrow tensor times a per-node factor (a GCN's ``int8 h * Q(deg^-1/2)``): the random reads hit
     the narrow rows, a quarter of the bytes, and the product is formed in registers, bit for bit the
     same int32 value.  ``dtype`` None counts edges (``m(e) = 1``, ``kernel(Idx, Out)``: see :func:`degree`).
-    Every form also takes the int32 [1] ascending-destination flag of :func:`sorted_flag` before ``Out``.
+    Every form also takes the flag and row pointers of :func:`edge_plan` (after the index inputs).
     """
     chunk, pf = CHUNK, PREFETCH
     counting = dtype is None
@@ -127,25 +127,21 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
             v = v - T.int32(zp)
         return v * T.Cast("int32", C[row(S, k), 0]) if scaled else v
 
-    lower_bound = _lower_bound(dr)
-
     @T.macro
-    def owned_range(D, first, last, e, lo, hi):  # noqa: ANN001, ANN202
-        """[lo, hi): the edges whose destination is in [first, last), by two binary searches over sorted D."""
-        lower_bound(D, first, e, lo)
-        lower_bound(D, last, e, hi)
+    def prefetch_source(X, C, S, ahead):  # noqa: ANN001, ANN202 - the message row edge `ahead` will read
+        if not counting:
+            T.evaluate(_prefetch(T.address_of(X[row(S, ahead), 0])))
+        if two_x:
+            T.evaluate(_prefetch(T.address_of(X[row(S, ahead), h - 1])))
+        if scaled:
+            T.evaluate(_prefetch(T.address_of(C[row(S, ahead), 0])))
 
     @T.macro
     def apply(X, C, S, D, Out, seen, k, ahead):  # noqa: ANN001, ANN202 - edge k, prefetching for edge `ahead`
-        if not counting:
-            T.evaluate(_prefetch(T.address_of(X[row(S, ahead), 0])))
+        prefetch_source(X, C, S, ahead)
         T.evaluate(_prefetch_w(T.address_of(Out[D[dr, ahead], 0])))
-        if two_x:
-            T.evaluate(_prefetch(T.address_of(X[row(S, ahead), h - 1])))
         if two_o:
             T.evaluate(_prefetch_w(T.address_of(Out[D[dr, ahead], h - 1])))
-        if scaled:
-            T.evaluate(_prefetch(T.address_of(C[row(S, ahead), 0])))
         if is_max:
             if seen[D[dr, k]] == T.int8(0):
                 seen[D[dr, k]] = T.int8(1)
@@ -159,24 +155,31 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
                 Out[D[dr, k], c] = Out[D[dr, k], c] + message(X, C, S, k, c)
 
     @T.macro
-    def edge_loop(X, C, S, D, Out, Sorted, n, e):  # noqa: ANN001, ANN202 - the loop every signature shares
+    def edge_loop(X, C, S, D, Out, Flag, RowPtr, n, e):  # noqa: ANN001, ANN202 - shared by every signature
         if is_max:
             seen = T.alloc_buffer((n,), "int8")
         for p in T.parallel(parts):
-            for i in T.serial(p * n // parts, (p + 1) * n // parts):
-                if is_max:
-                    seen[i] = T.int8(0)
-                for c in T.vectorized(h):
-                    Out[i, c] = 0
-            if (p + 1) * n // parts > p * n // parts:
-                if Sorted[0] != 0:
-                    # destinations ascending: this part owns one contiguous run of edges
-                    lo = T.decl_buffer((1,), "int64", scope="global")
-                    hi = T.decl_buffer((1,), "int64", scope="global")
-                    owned_range(D, p * n // parts, (p + 1) * n // parts, e, lo, hi)
-                    for k in T.serial(lo[0], hi[0]):
-                        apply(X, C, S, D, Out, seen if is_max else None, k, T.min(k + pf, hi[0] - 1))
-                else:
+            if Flag[0] != 0:
+                # CSR order: each output row sums its own run of edges in registers and is written once
+                acc = T.decl_buffer((h,), "int32", scope="local")
+                for ii in T.serial((p + 1) * n // parts - p * n // parts):  # zero-based: see edge_plan
+                    i = p * n // parts + ii
+                    for c in T.vectorized(h):
+                        acc[c] = T.int32(-2147483648) if is_max else T.int32(0)
+                    for k in T.serial(RowPtr[i], RowPtr[i + 1]):
+                        prefetch_source(X, C, S, T.min(k + pf, e - 1))
+                        for c in T.vectorized(h):
+                            acc[c] = T.max(acc[c], message(X, C, S, k, c)) if is_max else \
+                                acc[c] + message(X, C, S, k, c)
+                    for c in T.vectorized(h):
+                        Out[i, c] = T.if_then_else(RowPtr[i + 1] > RowPtr[i], acc[c], 0) if is_max else acc[c]
+            else:
+                for i in T.serial(p * n // parts, (p + 1) * n // parts):
+                    if is_max:
+                        seen[i] = T.int8(0)
+                    for c in T.vectorized(h):
+                        Out[i, c] = 0
+                if (p + 1) * n // parts > p * n // parts:
                     sel = T.decl_buffer((chunk,), "int32", scope="global")  # owned edges of the block
                     cnt = T.decl_buffer((1,), "int32", scope="global")
                     for b in range((e + chunk - 1) // chunk):
@@ -191,51 +194,56 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
 
     if scaled:
         @T.prim_func(private=True, s_tir=True)
-        def kernel(x_h: T.handle, c_h: T.handle, src_h: T.handle, dst_h: T.handle, sorted_h: T.handle,
-                   out_h: T.handle):
+        def kernel(x_h: T.handle, c_h: T.handle, src_h: T.handle, dst_h: T.handle, flag_h: T.handle,
+                   rowptr_h: T.handle, out_h: T.handle):
             T.func_attr(_SCHEDULED)
             n_in, e, n, rs, rd = T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
             X = T.match_buffer(x_h, (n_in, h), dtype)
             C = T.match_buffer(c_h, (n_in, 1), coef_dtype)
             S = T.match_buffer(src_h, (rs, e), "int64")
             D = T.match_buffer(dst_h, (rd, e), "int64")
-            Sorted = T.match_buffer(sorted_h, (1,), "int32")
             Out = T.match_buffer(out_h, (n, h), "int32")
+            Flag = T.match_buffer(flag_h, (1,), "int32")
+            RowPtr = T.match_buffer(rowptr_h, (n + 1,), "int64")
             with T.sblock("root"):
-                edge_loop(X, C, S, D, Out, Sorted, n, e)
+                edge_loop(X, C, S, D, Out, Flag, RowPtr, n, e)
     elif gathered:
         @T.prim_func(private=True, s_tir=True)
-        def kernel(x_h: T.handle, src_h: T.handle, dst_h: T.handle, sorted_h: T.handle, out_h: T.handle):
+        def kernel(x_h: T.handle, src_h: T.handle, dst_h: T.handle, flag_h: T.handle, rowptr_h: T.handle,
+                   out_h: T.handle):
             T.func_attr(_SCHEDULED)
             n_in, e, n, rs, rd = T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
             X = T.match_buffer(x_h, (n_in, h), dtype)
             S = T.match_buffer(src_h, (rs, e), "int64")
             D = T.match_buffer(dst_h, (rd, e), "int64")
-            Sorted = T.match_buffer(sorted_h, (1,), "int32")
             Out = T.match_buffer(out_h, (n, h), "int32")
+            Flag = T.match_buffer(flag_h, (1,), "int32")
+            RowPtr = T.match_buffer(rowptr_h, (n + 1,), "int64")
             with T.sblock("root"):
-                edge_loop(X, None, S, D, Out, Sorted, n, e)
+                edge_loop(X, None, S, D, Out, Flag, RowPtr, n, e)
     elif not counting:
         @T.prim_func(private=True, s_tir=True)
-        def kernel(v_h: T.handle, idx_h: T.handle, sorted_h: T.handle, out_h: T.handle):
+        def kernel(v_h: T.handle, idx_h: T.handle, flag_h: T.handle, rowptr_h: T.handle, out_h: T.handle):
             T.func_attr(_SCHEDULED)
             e, n, rd = T.int64(), T.int64(), T.int64()
             V = T.match_buffer(v_h, (e, h), dtype)
             D = T.match_buffer(idx_h, (rd, e), "int64")
-            Sorted = T.match_buffer(sorted_h, (1,), "int32")
             Out = T.match_buffer(out_h, (n, h), "int32")
+            Flag = T.match_buffer(flag_h, (1,), "int32")
+            RowPtr = T.match_buffer(rowptr_h, (n + 1,), "int64")
             with T.sblock("root"):
-                edge_loop(V, None, None, D, Out, Sorted, n, e)
+                edge_loop(V, None, None, D, Out, Flag, RowPtr, n, e)
     else:
         @T.prim_func(private=True, s_tir=True)
-        def kernel(idx_h: T.handle, sorted_h: T.handle, out_h: T.handle):
+        def kernel(idx_h: T.handle, flag_h: T.handle, rowptr_h: T.handle, out_h: T.handle):
             T.func_attr(_SCHEDULED)
             e, n, rd = T.int64(), T.int64(), T.int64()
             D = T.match_buffer(idx_h, (rd, e), "int64")
-            Sorted = T.match_buffer(sorted_h, (1,), "int32")
             Out = T.match_buffer(out_h, (n, 1), "int32")
+            Flag = T.match_buffer(flag_h, (1,), "int32")
+            RowPtr = T.match_buffer(rowptr_h, (n + 1,), "int64")
             with T.sblock("root"):
-                edge_loop(None, None, None, D, Out, Sorted, n, e)
+                edge_loop(None, None, None, D, Out, Flag, RowPtr, n, e)
 
     return kernel
 

@@ -82,7 +82,7 @@ class BuildContext:
         self.fused_away: set[str] = set()  # gather_rows outputs folded into a fused scatter kernel
         self.quant_fused: set[str] = set()  # quantize outputs computed inside their matmuls' GEMM kernel
         self.index_rows: dict[str, tuple[relax.Expr, int]] = {}  # take_row outputs: (2-D int64 source, row)
-        self.sorted_flags: dict[str, relax.Expr] = {}  # index vector -> int32 [1] "ascending" flag
+        self.edge_plans: dict[tuple[str, str], list[relax.Expr]] = {}  # (index vector, rows) -> [flag, rowptr]
         self.deferred: dict[str, Callable[[], relax.Expr]] = {}  # emitted on first use (a row copy few need)
         self._kernels: dict[tuple[Any, ...], relax.GlobalVar] = {}
         self._counter = 0
@@ -418,29 +418,33 @@ def _factored_message(ctx: BuildContext, name: str) -> tuple[relax.Expr, int, re
     return None
 
 
-def _index_row(ctx: BuildContext, node: Node, i: int, ordered: bool = True) -> tuple[relax.Expr, int,
-                                                                                      relax.Expr | None]:
-    """Input ``i`` (an int64 index vector) as (a [R, E] tensor, row, ascending flag): ``edge_index`` itself
-    for its rows.  The int32 [1] flag (``kernels.sorted_flag``) is computed once per index vector per call."""
+def _index_row(ctx: BuildContext, node: Node, i: int) -> tuple[relax.Expr, int]:
+    """Input ``i`` (an int64 index vector) as (a [R, E] tensor, row): ``edge_index`` itself for its rows."""
     name = node.inputs[i]
     if name in ctx.index_rows:
-        tensor, row = ctx.index_rows[name]
-    else:
-        idx = ctx.arg(node, i)
-        tensor, row = ctx.emit(op.reshape(idx, [1, shape_of(idx)[0]])), 0
-    if not ordered:
-        return tensor, row, None
-    if name not in ctx.sorted_flags:
-        pp = ctx.options.parts
-        ctx.sorted_flags[name] = ctx.call_tir(("sorted_flag", pp, row), lambda: kernels.sorted_flag(pp, row),
-                                              [tensor], [1], "int32")
-    return tensor, row, ctx.sorted_flags[name]
+        return ctx.index_rows[name]
+    idx = ctx.arg(node, i)
+    return ctx.emit(op.reshape(idx, [1, shape_of(idx)[0]])), 0
+
+
+def _edge_plan(ctx: BuildContext, node: Node, i: int, n: Any) -> list[relax.Expr]:
+    """[index tensor, ascending flag, CSR row pointers] for index input ``i`` scattering into ``n`` rows
+    (``kernels.edge_plan``: one pass per index vector and row count per call, shared by every kernel)."""
+    tensor, row = _index_row(ctx, node, i)
+    key = (node.inputs[i], str(n))
+    if key not in ctx.edge_plans:
+        gv = ctx.kernel(("edge_plan", ctx.options.parts, row), lambda: kernels.edge_plan(ctx.options.parts, row))
+        plan = ctx.emit(relax.call_tir(gv, [tensor], out_ty=[relax.TensorType([1], "int32"),
+                                                                relax.TensorType([n + 1], "int64")]))
+        ctx.edge_plans[key] = [ctx.emit(relax.TupleGetItem(plan, 0)), ctx.emit(relax.TupleGetItem(plan, 1))]
+    return [tensor, *ctx.edge_plans[key]]
 
 
 def _scatter(kind: str) -> Handler:
     def h(ctx: BuildContext, node: Node) -> relax.Expr:
-        (dst, dr, ordered), ref = _index_row(ctx, node, 1), ctx.arg(node, 2)
+        ref = ctx.arg(node, 2)
         n = shape_of(ref)[0]
+        dst_plan, dr = _edge_plan(ctx, node, 1, n), _index_row(ctx, node, 1)[1]
         pp = ctx.options.parts
         gather = _fused_gather(ctx, node)
         factored = _factored_message(ctx, gather.inputs[0]) if gather is not None else None
@@ -448,10 +452,10 @@ def _scatter(kind: str) -> Handler:
             v, tail, hh = _rows_2d(ctx.arg(node, 0))
             dt = dtype_of(v)
             out = ctx.call_tir((f"scatter_{kind}", hh, dt, pp, dr),
-                               lambda: kernels.edge_reduce(hh, dt, pp, kind, dr), [v, dst, ordered], [n, hh],
+                               lambda: kernels.edge_reduce(hh, dt, pp, kind, dr), [v, *dst_plan], [n, hh],
                                "int32")
             return _restore(ctx, out, n, tail)
-        src, sr, _ = _index_row(ctx, gather, 1, ordered=False)
+        src, sr = _index_row(ctx, gather, 1)
         if factored is None:
             x, tail, hh = _rows_2d(ctx.arg(gather, 0))
             zp, coef = 0, None
@@ -460,7 +464,7 @@ def _scatter(kind: str) -> Handler:
             tail = [hh]
         dt, cdt = dtype_of(x), None if coef is None else dtype_of(coef)
         key = (f"gather_scatter_{kind}", hh, dt, pp, sr, dr) + (() if factored is None else (zp, cdt or "none"))
-        args = [x] + ([] if coef is None else [coef]) + [src, dst, ordered]
+        args = [x] + ([] if coef is None else [coef]) + [src, *dst_plan]
         out = ctx.call_tir(key, lambda: kernels.edge_reduce(hh, dt, pp, kind, dr, sr, zp, cdt), args, [n, hh],
                            "int32")
         return _restore(ctx, out, n, tail)
@@ -474,10 +478,10 @@ HANDLERS["scatter_max"] = _scatter("max")
 
 @handler("degree")
 def _degree(ctx: BuildContext, node: Node) -> relax.Expr:
-    (idx, row, ordered), ref = _index_row(ctx, node, 0), ctx.arg(node, 1)
+    n = shape_of(ctx.arg(node, 1))[0]
+    plan, row = _edge_plan(ctx, node, 0, n), _index_row(ctx, node, 0)[1]
     pp = ctx.options.parts
-    return ctx.call_tir(("degree", pp, row), lambda: kernels.degree(pp, row), [idx, ordered], [shape_of(ref)[0], 1],
-                        "int32")
+    return ctx.call_tir(("degree", pp, row), lambda: kernels.degree(pp, row), plan, [n, 1], "int32")
 
 
 @handler("lut")
@@ -521,9 +525,9 @@ def _pool_sum(ctx: BuildContext, node: Node) -> relax.Expr:
     dt = dtype_of(v)
     pp = ctx.options.parts
     # sum pooling is a scatter-add of node rows into graph rows: the same kernel, G output rows
-    batch2, row, ordered = _index_row(ctx, node, 1)
+    plan, row = _edge_plan(ctx, node, 1, g), _index_row(ctx, node, 1)[1]
     out = ctx.call_tir(("scatter_add", hh, dt, pp, row), lambda: kernels.edge_reduce(hh, dt, pp, "add", row),
-                       [v, batch2, ordered], [g, hh], "int32")
+                       [v, *plan], [g, hh], "int32")
     return _restore(ctx, out, g, tail)
 
 
