@@ -28,6 +28,7 @@ from onnx import TensorProto, helper
 from qgnn_deploy.backends.onnx.exporter import ONNX_DTYPE, EmitContext, compute_dtype, handler
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.ir.graph import Node
+from qgnn_deploy.ir.ops import steps_search_plan
 
 _FLOAT_SAFE = 2.0**40  # clip bound before float -> int64 casts; far outside every integer dtype we narrow to
 
@@ -620,6 +621,39 @@ def lut(ctx: EmitContext, node: Node) -> None:
         ctx.emit("Reshape", [got, ctx.shape(idx)], output=node.outputs[0])
         return
     ctx.emit("Gather", [ctx.value(table), pos], output=node.outputs[0], axis=0)
+
+
+_INT32_SAFE = ("int8", "uint8", "int16", "uint16", "int32")
+
+
+@handler("lut_steps")
+def lut_steps(ctx: EmitContext, node: Node) -> None:
+    """Branchless binary search over the sorted thresholds (``ir.ops.steps_search_plan``), then one
+    GatherElements of the values: GreaterOrEqual / GatherElements / Where on one ``pos`` per element, so memory
+    stays O(N) and work O(N log K), exact for any index (compared in int32 when both sides fit, else int64)."""
+    idx, thresholds, values = node.inputs
+    if not (ctx.is_const(thresholds) and ctx.is_const(values)):
+        raise QgnnError(f"ONNX export: lut_steps {node.name!r} needs constant thresholds and values")
+    t = np.asarray(ctx.const_array(thresholds)).astype(np.int64)
+    vdt = ctx.dtypes[values]
+    if t.size == 0:  # a constant: values[0] in the index's shape
+        first_value = ctx.const(ctx.const_array(values)[0], vdt, "value0")
+        ctx.emit("Expand", [first_value, ctx.shape(idx)], output=node.outputs[0])
+        return
+    cmp = "int32" if ctx.dtypes[idx] in _INT32_SAFE and ctx.dtypes[thresholds] in _INT32_SAFE else "int64"
+    flat = ctx.emit("Reshape", [ctx.value_as(idx, cmp), ctx.const([-1], "int64", "flat")], hint="idx_flat")
+    first, strides = steps_search_plan(int(t.size))
+    ge = ctx.emit("GreaterOrEqual", [flat, ctx.const(int(t[first - 1]), cmp, "t_first")], hint="ge")
+    pos = ctx.emit("Where", [ge, ctx.const(first, "int64", "first"), ctx.const(0, "int64", "zero")], hint="pos")
+    if strides:
+        probe = ctx.const(np.concatenate([t[:1], t]), cmp, "t_probe")  # probe[c] = t[c - 1]; probe[0] unread
+    for s in strides:
+        c = ctx.emit("Add", [pos, ctx.const(s, "int64", "stride")], hint="cand")
+        ge = ctx.emit("GreaterOrEqual", [flat, ctx.emit("GatherElements", [probe, c], hint="t_c", axis=0)],
+                      hint="ge")
+        pos = ctx.emit("Where", [ge, c, pos], hint="pos")
+    got = ctx.emit("GatherElements", [ctx.value(values), pos], hint="looked_up", axis=0)
+    ctx.emit("Reshape", [got, ctx.shape(idx)], output=node.outputs[0])
 
 
 def _axes(ctx: EmitContext, node: Node) -> tuple[str, int]:

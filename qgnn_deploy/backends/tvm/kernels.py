@@ -251,3 +251,32 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
 def degree(parts: int, row: int = 0) -> tirx.PrimFunc:
     """Occurrences of each index in row ``row`` of a [R, E] tensor: ``out[i, 0] = #{e : idx[row, e] == i}``."""
     return edge_reduce(1, None, parts, "add", dst_row=row)
+
+
+def lut_steps(k: int, first: int, top: int, idx_dtype: str, cmp: str, value_dtype: str,
+              parts: int) -> tirx.PrimFunc:
+    """``out[i] = values[#{j : idx[i] >= t[j]}]`` for ``k >= 1`` sorted thresholds, as the branchless binary search
+    of :func:`qgnn_deploy.ir.ops.steps_search_plan` (``first``, then strides ``top/2 .. 1``) over
+    ``probe[c] = t[c - 1]``: O(log K) compares per element, no ``[N, K]`` intermediate.  A loop, not elementwise
+    Relax ops: fused, each round's ``pos`` would be inlined three times into the next (3^rounds terms)."""
+    rounds = max(int(top).bit_length() - 1, 0)
+
+    @T.prim_func(private=True, s_tir=True)
+    def kernel(idx_h: T.handle, probe_h: T.handle, values_h: T.handle, out_h: T.handle):
+        T.func_attr(_SCHEDULED)
+        n = T.int64()
+        Idx = T.match_buffer(idx_h, (n,), idx_dtype)
+        Probe = T.match_buffer(probe_h, (k + 1,), cmp)
+        Values = T.match_buffer(values_h, (k + 1,), value_dtype)
+        Out = T.match_buffer(out_h, (n,), value_dtype)
+        with T.sblock("root"):
+            for p in T.parallel(parts):
+                pos = T.decl_buffer((1,), "int64", scope="local")
+                for i in T.serial(p * n // parts, (p + 1) * n // parts):
+                    pos[0] = T.Select(T.Cast(cmp, Idx[i]) >= Probe[first], T.int64(first), T.int64(0))
+                    for r in range(rounds):
+                        c = pos[0] + T.shift_right(T.int64(top), T.Cast("int64", r) + T.int64(1))
+                        pos[0] = T.Select(T.Cast(cmp, Idx[i]) >= Probe[c], c, pos[0])
+                    Out[i] = Values[pos[0]]
+
+    return kernel

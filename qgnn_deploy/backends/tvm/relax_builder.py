@@ -27,7 +27,7 @@ from tvm.sym import Analyzer
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.ir.graph import Graph, Node
 from qgnn_deploy.ir.interpreter import wider
-from qgnn_deploy.ir.ops import OPS
+from qgnn_deploy.ir.ops import OPS, steps_search_plan
 
 from . import kernels
 
@@ -491,6 +491,32 @@ def _lut(ctx: BuildContext, node: Node) -> relax.Expr:
     pos = op.add(cast(idx, "int64"), scalar(int(node.attrs["offset"]), "int64"))
     pos = op.minimum(op.maximum(pos, scalar(0, "int64")), scalar(t - 1, "int64"))
     return op.take(table, pos, axis=0)
+
+
+@handler("lut_steps")
+def _lut_steps(ctx: BuildContext, node: Node) -> relax.Expr:
+    """The ONNX handler's branchless binary search (``ir.ops.steps_search_plan``) as one TIR loop
+    (``kernels.lut_steps``) over the flattened index; K = 0 is a constant."""
+    thresholds, values = ctx.const_value(node, 1), ctx.const_value(node, 2)
+    if thresholds is None or values is None:
+        raise QgnnError(f"TVM backend: lut_steps {node.name!r} needs constant thresholds and values")
+    idx, table = ctx.arg(node, 0), ctx.arg(node, 2)
+    t = np.asarray(thresholds).astype(np.int64)
+    if t.size == 0:
+        return op.take(table, op.zeros_like(idx, dtype="int64"), axis=0)
+    narrow = ("int8", "uint8", "int16", "uint16", "int32")
+    cmp = "int32" if dtype_of(idx) in narrow and str(thresholds.dtype) in narrow else "int64"
+    k = int(t.size)
+    first, strides = steps_search_plan(k)
+    top = 2 * strides[0] if strides else 1
+    probe = relax.const(np.concatenate([t[:1], t]).astype(cmp), cmp)  # probe[c] = t[c - 1]; probe[0] unread
+    shape = shape_of(idx)
+    flat = op.reshape(idx, [-1])
+    idt, vdt, pp = dtype_of(idx), dtype_of(table), ctx.options.parts
+    out = ctx.call_tir(("lut_steps", k, first, top, idt, cmp, vdt, pp),
+                       lambda: kernels.lut_steps(k, first, top, idt, cmp, vdt, pp), [flat, probe, table],
+                       [shape_of(flat)[0]], vdt)
+    return op.reshape(out, shape)
 
 
 @handler("reduce_max")
