@@ -278,7 +278,10 @@ def test_lut_steps_every_k_and_index_dtype(idx_dtype: str) -> None:
     graph, feeds = lut_steps_graph(idx_dtype)
     AllValues(graph).assert_exact(feeds)
     ops = [n.op_type for n in export_onnx(graph).graph.node]
-    assert "ReduceSum" not in ops and "Expand" in ops  # binary search, no [N, K] compare; K = 0 is a constant
+    assert "ReduceSum" not in ops and "Expand" in ops  # no [N, K] compare; K = 0 is a constant
+    assert "CumSum" in ops  # narrow threshold spans: a dense table built in-graph from the stored steps
+    if idx_dtype in ("int64", "int32"):
+        assert "GreaterOrEqual" in ops  # int32 thresholds spanning billions: the binary search
 
 
 def test_lut_steps_refuses_unsorted_thresholds() -> None:

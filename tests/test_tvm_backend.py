@@ -144,6 +144,20 @@ def test_lut_steps_every_k_and_index_dtype(idx_dtype: str, tmp_path: Path) -> No
     np.testing.assert_array_equal(got, run(g, feeds)[g.outputs[0].name])
 
 
+@pytest.mark.parametrize("span", [40, 1 << 20])  # a count table per call / the binary search
+def test_lut_steps_rank1_index(span: int, tmp_path: Path) -> None:
+    """A 1-D index (fold's degrees are [N, 1]; other ranks are reshaped around the kernel)."""
+    b = GraphBuilder()
+    i = b.input("i", "int64", ("N",))
+    t = np.array([-span // 2, -3, 0, 5, span // 2], np.int32)
+    y = b.op("lut_steps", [i, b.const("t", t), b.const("v", np.array([9, -2, 4, 0, 7, -5], np.int16))], "y")
+    b.output(y, "int16", ("N",))
+    feeds = {"i": np.concatenate([t.astype(np.int64) + d for d in (-1, 0, 1)] + [[-(2**62), 2**62]])}
+    fields = compile_to_dir(b.graph, "x86_64", tmp_path, sample_feeds=feeds)
+    got = run_library(tmp_path / fields["library"], feeds, input_names=fields["input_order"])
+    np.testing.assert_array_equal(got, run(b.graph, feeds)["y"])
+
+
 def test_same_result_single_threaded(x86_libs: dict, tmp_path: Path) -> None:
     """Aggregation parallelism never changes results: a 1-thread process equals the interpreter too."""
     import os
