@@ -177,22 +177,86 @@ def test_trimmed_tables_read_like_the_full_ones():
 
 @pytest.mark.parametrize("arch", ["gcn", "sage"])
 @pytest.mark.parametrize("bits", [8, 4])
-def test_edge_tables_are_trimmed_and_exact(arch, bits):
-    """The stored degree table returns Q(coefficient) for every degree (and clips beyond), and is what the NAS
-    cost model counts."""
-    from qgnn_deploy.fold.tables import edge_coefficients, edge_table, edge_table_bytes
-    from qgnn_deploy.ir.interpreter import KERNELS
+def test_edge_tables_are_compact_and_exact(arch, bits):
+    """The stored degree lookup returns Q(coefficient) for every degree (and clips beyond), is smaller than the
+    trimmed table (a step function at these widths), and is what the NAS cost model counts."""
+    from qgnn_deploy.fold.tables import edge_coefficients, edge_table, edge_table_bytes, trim_table
     from qgnn_deploy.quant.fake import FixedFakeQuant
     from qgnn_deploy.quant.spec import QuantSpec
 
     q = FixedFakeQuant(QuantSpec(bits=bits, kind="unsigned"))
-    table, offset = edge_table(q, arch, 1023)
+    stored = edge_table(q, arch, 1023)
     values, _ = edge_coefficients(arch, 1023)
     full = q.to_int(torch.as_tensor(values, dtype=torch.float32)).numpy()
     d = np.arange(0, 1024, dtype=np.int64)
     idx = d + 1 if arch == "gcn" else d  # GCN looks up the degree with its self loop
-    np.testing.assert_array_equal(KERNELS["lut"]([idx, table], {"offset": offset}), full)
-    assert table.size < 1024 and table.nbytes == edge_table_bytes(arch, bits, 1023)
+    np.testing.assert_array_equal(stored.lookup(idx), full)
+    assert stored.op == "lut_steps" and stored.nbytes == edge_table_bytes(arch, bits, 1023)
+    thresholds, codes = stored.arrays
+    assert codes.dtype == np.uint8 and thresholds.dtype in (np.int8, np.int16)
+    assert codes.size == np.unique(full).size  # monotone: one value per distinct code
+    assert stored.nbytes < trim_table(full.astype(np.uint8))[0].nbytes
+
+
+def _lut_and_steps_agree(table: np.ndarray, offset: int, idx: np.ndarray) -> None:
+    """The full table, its trimmed ``lut``, its step form and :func:`compact_lookup`'s choice read alike."""
+    from qgnn_deploy.fold.tables import StoredLookup, compact_lookup, step_form, trim_table
+
+    want = StoredLookup("lut", (table,), offset).lookup(idx)
+    short, dropped = trim_table(table)
+    steps = step_form(short, offset - dropped)
+    assert steps is not None and steps[1].dtype == table.dtype
+    assert np.all(np.diff(steps[0].astype(np.int64)) > 0)
+    for stored in (StoredLookup("lut", (short,), offset - dropped), StoredLookup("lut_steps", steps),
+                   compact_lookup(table, offset)):
+        got = stored.lookup(idx)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want, err_msg=f"{stored.op}: {table.tolist()} offset {offset}")
+    chosen = compact_lookup(table, offset)
+    assert chosen.nbytes == min(short.nbytes, steps[0].nbytes + steps[1].nbytes)
+
+
+def test_step_form_reads_like_the_table_property():
+    """Property: for random tables (runs, monotone, constant, one entry, int/float dtypes) and offsets, lut and
+    lut_steps give identical values at every index, including negative ones and far beyond the table."""
+    rng = np.random.default_rng(7)
+    # (not int64's extremes: the reference lut's idx + offset wraps there)
+    idx = np.concatenate([np.arange(-300, 300), [-(2**40), 2**40]])
+    for trial in range(300):
+        size = int(rng.integers(1, 120))
+        kind = trial % 4
+        if kind == 0:  # long runs of few values
+            table = np.repeat(rng.integers(-5, 6, size=size), rng.integers(1, 9, size=size))
+        elif kind == 1:  # monotone non-increasing (degree coefficients)
+            table = np.sort(rng.integers(0, 16, size=size))[::-1]
+        elif kind == 2:
+            table = rng.integers(0, 256, size=size)
+        else:
+            table = np.full(size, rng.integers(-9, 9))
+        dtype = ("uint8", "int8", "int16", "int64", "float32")[trial % 5]
+        table = np.abs(table).astype(dtype) if dtype == "uint8" else table.astype(dtype)
+        _lut_and_steps_agree(table, int(rng.integers(-150, 150)), idx.astype(np.int64))
+
+
+@pytest.mark.parametrize("arch", ["gcn", "sage"])
+def test_edge_lookup_forms_agree_on_every_reachable_degree(arch):
+    """Both representations of every edge table fold can emit give the same code for every index the graph can
+    produce (in-degree 0 .. max_in_degree, + 1 for GCN's self loop) and for any index beyond."""
+    from qgnn_deploy.fold.tables import edge_coefficients, edge_table
+    from qgnn_deploy.quant.fake import FixedFakeQuant
+    from qgnn_deploy.quant.spec import QuantSpec
+
+    for bits in range(2, 9):
+        q = FixedFakeQuant(QuantSpec(bits=bits, kind="unsigned"))
+        for dmax in (1, 7, 255, 1023, 4095):
+            values, offset = edge_coefficients(arch, dmax)
+            table = q.to_int(torch.as_tensor(values, dtype=torch.float32)).numpy().astype(np.uint8)
+            idx = np.arange(-3, dmax + 6, dtype=np.int64)
+            _lut_and_steps_agree(table, offset, idx)
+            stored = edge_table(q, arch, dmax)
+            deg = np.arange(0, dmax + 2, dtype=np.int64)
+            np.testing.assert_array_equal(stored.lookup(deg + 1 if arch == "gcn" else deg),
+                                          table[np.minimum(deg, dmax)])
 
 
 def test_requant_parameters_are_narrow():

@@ -110,16 +110,18 @@ def test_cost_hand_count_small_gcn():
     cfg = ModelConfig(arch="gcn", in_dim=5, hidden=4, out_dim=3, bits=default_bits(8),
                       layer_bits=[{"weight": 4}, {"weight": 8}])
     n, e = 6, 10
-    # mult/shift pairs are int32 + int8 (5 bytes); the uint8 degree table Q(255 / sqrt(d + 1)), d = 0..1023, ends
-    # in a run of 8s from d = 900 on, which fold trims to one entry (lut clips): 901 entries
-    # layer 0: W int4 packed 20/2 + message mult/shift 5*4 + degree table 901 + aggregate mult/shift 5 + bias 4*4
-    # layer 1: W int8 12    + 5*3                  + (the same table, stored once) + 5          + 4*3
-    hand_size = (10 + 20 + 901 + 5 + 16) + (12 + 15 + 5 + 12)
+    # mult/shift pairs are int32 + int8 (5 bytes); the uint8 degree codes Q(255 / sqrt(d + 1)), d = 0..1023, fall
+    # from 255 to 8 (a run of 8s from d = 900 on) taking 68 distinct values: as a step function (lut_steps) that is
+    # 67 int16 thresholds (the looked-up index d + 1 reaches 901) + 68 uint8 values = 202 bytes, less than the
+    # 901 entries of the trimmed table
+    # layer 0: W int4 packed 20/2 + message mult/shift 5*4 + degree steps 202 + aggregate mult/shift 5 + bias 4*4
+    # layer 1: W int8 12    + 5*3                  + (the same steps, stored once) + 5          + 4*3
+    hand_size = (10 + 20 + 202 + 5 + 16) + (12 + 15 + 5 + 12)
     # peak at layer 0's scatter: src+dst int64 [10], in_degree and edge int32 [6,1],
     # message_scaled int32 [6,4], gather int32 [10,4], scatter int32 [6,4] (x f32 died once quantized)
     hand_buffer = 2 * 8 * 10 + 4 * 6 + 4 * 6 + 4 * 6 * 4 + 4 * 10 * 4 + 4 * 6 * 4
     cost = config_cost(cfg, n, e)
-    assert (cost.model_bytes, cost.buffer_bytes) == (hand_size, hand_buffer) == (996, 560)
+    assert (cost.model_bytes, cost.buffer_bytes) == (hand_size, hand_buffer) == (297, 560)
     rng = np.random.default_rng(0)
     ei = torch.from_numpy(random_edge_index(n, e, rng))
     graph, feeds, centered = folded(cfg, torch.rand(n, 5), ei)

@@ -13,7 +13,7 @@ from qgnn_deploy.backends.onnx import HANDLERS, OnnxRunner, export_onnx, infer_d
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.ir import OPS, run
 from qgnn_deploy.ir.graph import Graph, GraphBuilder
-from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph, pooled_zoo_graph
+from qgnn_deploy.ir.testing import awkward_graphs, lut_steps_graph, op_zoo_graph, pooled_zoo_graph
 
 CASES = list(awkward_graphs(4))
 THREADS = (1, 2)
@@ -270,6 +270,28 @@ def test_requantize_edge_values() -> None:
     feeds = {"acc": a, "M": mult, "n": shift, "lo": rng.integers(-128, 0, (rows, 1)).astype(np.int64),
              "hi": rng.integers(0, 128, (rows, 1)).astype(np.int64)}
     AllValues(b.graph).assert_exact(feeds)
+
+
+@pytest.mark.parametrize("idx_dtype", ["int64", "int32", "int16", "int8", "uint8"])
+def test_lut_steps_every_k_and_index_dtype(idx_dtype: str) -> None:
+    """K = 0..9 and 33, duplicate thresholds, indices at the dtype's extremes and on/next to every threshold."""
+    graph, feeds = lut_steps_graph(idx_dtype)
+    AllValues(graph).assert_exact(feeds)
+    ops = [n.op_type for n in export_onnx(graph).graph.node]
+    assert "ReduceSum" not in ops and "Expand" in ops  # no [N, K] compare; K = 0 is a constant
+    assert "CumSum" in ops  # narrow threshold spans: a dense table built in-graph from the stored steps
+    if idx_dtype in ("int64", "int32"):
+        assert "GreaterOrEqual" in ops  # int32 thresholds spanning billions: the binary search
+
+
+def test_lut_steps_refuses_unsorted_thresholds() -> None:
+    b = GraphBuilder()
+    i = b.input("i", "int32", ("N",))
+    y = b.op("lut_steps", [i, b.const("t", np.array([3, 1], np.int16)), b.const("v", np.arange(3, dtype=np.int8))],
+             "y")
+    b.output(y, "int8", ("N",))
+    with pytest.raises(ValueError, match="non-decreasing"):
+        run(b.graph, {"i": np.arange(4, dtype=np.int32)})
 
 
 def test_integer_ops_in_narrow_and_wide_dtypes() -> None:

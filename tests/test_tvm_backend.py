@@ -14,7 +14,7 @@ from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.ir.graph import Graph, GraphBuilder
 from qgnn_deploy.ir.interpreter import run
 from qgnn_deploy.ir.ops import OPS
-from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph, pooled_zoo_graph
+from qgnn_deploy.ir.testing import awkward_graphs, lut_steps_graph, op_zoo_graph, pooled_zoo_graph
 
 tvm = pytest.importorskip("tvm")
 
@@ -133,6 +133,29 @@ def test_bit_exact_on_awkward_graphs_one_library(graph_name: str, x86_libs: dict
         got = run_library(lib, feeds, input_names=fields["input_order"])
         assert got.dtype == ref.dtype and got.shape == ref.shape, case
         np.testing.assert_array_equal(got, ref, err_msg=f"{graph_name}/{case}")
+
+
+@pytest.mark.parametrize("idx_dtype", ["int64", "int32", "uint8"])
+def test_lut_steps_every_k_and_index_dtype(idx_dtype: str, tmp_path: Path) -> None:
+    """K = 0..9 and 33 with duplicate thresholds, indices at the dtype's extremes and on/next to every threshold."""
+    g, feeds = lut_steps_graph(idx_dtype)
+    fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds=feeds)
+    got = run_library(tmp_path / fields["library"], feeds, input_names=fields["input_order"])
+    np.testing.assert_array_equal(got, run(g, feeds)[g.outputs[0].name])
+
+
+@pytest.mark.parametrize("span", [40, 1 << 20])  # a count table per call / the binary search
+def test_lut_steps_rank1_index(span: int, tmp_path: Path) -> None:
+    """A 1-D index (fold's degrees are [N, 1]; other ranks are reshaped around the kernel)."""
+    b = GraphBuilder()
+    i = b.input("i", "int64", ("N",))
+    t = np.array([-span // 2, -3, 0, 5, span // 2], np.int32)
+    y = b.op("lut_steps", [i, b.const("t", t), b.const("v", np.array([9, -2, 4, 0, 7, -5], np.int16))], "y")
+    b.output(y, "int16", ("N",))
+    feeds = {"i": np.concatenate([t.astype(np.int64) + d for d in (-1, 0, 1)] + [[-(2**62), 2**62]])}
+    fields = compile_to_dir(b.graph, "x86_64", tmp_path, sample_feeds=feeds)
+    got = run_library(tmp_path / fields["library"], feeds, input_names=fields["input_order"])
+    np.testing.assert_array_equal(got, run(b.graph, feeds)["y"])
 
 
 def test_same_result_single_threaded(x86_libs: dict, tmp_path: Path) -> None:

@@ -102,7 +102,7 @@ def fold_model(model: QGNN, max_in_degree: int = DEFAULT_MAX_IN_DEGREE) -> Graph
         "accumulator_bounds": fc.accumulators, "quantized_output": out.value,
         "output_quant": {"scale": float(np.float32(out.scale)), "zero_point": out.zero_point},
     })
-    dedupe_initializers(graph, consumers=("lut",))  # e.g. every layer's identical degree table
+    dedupe_initializers(graph, consumers=("lut", "lut_steps"))  # e.g. every layer's identical degree table
     graph.validate()
     return graph
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.fold.emit import Acc, FoldContext, QTensor
-from qgnn_deploy.fold.tables import requant_arrays, trim_table
+from qgnn_deploy.fold.tables import compact_lookup, requant_arrays
 from qgnn_deploy.quant.fake import Quantizer
 from qgnn_deploy.quant.fixed_point import quantize_multipliers
 
@@ -30,9 +30,9 @@ ROW_BITS = 20
 
 
 def _lut(fc: FoldContext, idx: str, table: np.ndarray, hint: str) -> str:
-    """``table[clip(idx, 0, T-1)]`` with the table's equal leading/trailing runs trimmed (``fold/tables.py``)."""
-    table, dropped = trim_table(table)
-    return fc.b.op("lut", [idx, fc.b.const(f"{hint}_table", table)], hint, offset=-dropped)
+    """``table[clip(idx, 0, T-1)]`` stored trimmed or as a step function, whichever is smaller
+    (``fold/tables.py``: the degree -> bucket table is a 7-step function over 128 int64 entries)."""
+    return fc.lookup(idx, compact_lookup(table), hint, f"{hint}_table")
 
 
 def bucket_value(fc: FoldContext, q: Quantizer, hint: str) -> str:

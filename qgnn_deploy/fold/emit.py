@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from qgnn_deploy.errors import QgnnError
-from qgnn_deploy.fold.tables import requant_arrays
+from qgnn_deploy.fold.tables import StoredLookup, requant_arrays
 from qgnn_deploy.ir.graph import GraphBuilder
 from qgnn_deploy.ir.testing import pack_int4
 from qgnn_deploy.quant.fake import Quantizer
@@ -71,6 +71,16 @@ class FoldContext:
         if key not in self._consts:
             self._consts[key] = self.b.const(f"c_{dtype}_{value}".replace("-", "m"), np.array(value, dtype=dtype))
         return self._consts[key]
+
+    def lookup(self, idx: str, stored: StoredLookup, hint: str, const_hint: str) -> str:
+        """Emit a stored lookup of ``idx``: ``lut`` on constant ``const_hint``, or ``lut_steps`` on constants
+        ``<const_hint>_thresholds`` and ``<const_hint>_values`` (whichever form ``fold/tables.py`` chose)."""
+        if stored.op == "lut":
+            names = [self.b.const(const_hint, stored.arrays[0])]
+        else:
+            names = [self.b.const(f"{const_hint}_{part}", arr) for part, arr in zip(("thresholds", "values"),
+                                                                                     stored.arrays)]
+        return self.b.op(stored.op, [idx, *names], hint, **stored.attrs)
 
     def check_bound(self, what: str, bound: float) -> None:
         self.accumulators[what] = float(bound)

@@ -52,11 +52,13 @@ def fold_layer(fc: FoldContext, layer: torch.nn.Module, x: QTensor, g: GraphValu
     return fn(fc, layer, x, g, name, extra_bias)
 
 
-def _edge_table(fc: FoldContext, layer, hint: str) -> tuple[str, int]:
-    """The layer's edge-coefficient lookup table (trimmed, see ``fold/tables.py``) and its ``lut`` offset."""
-    table, offset = edge_table(layer.q_edge, layer.arch, fc.max_in_degree)
-    fc.bitwidths[hint] = int(layer.q_edge.spec.bits)
-    return fc.b.const(hint, table), offset
+def _edge_coefficient(fc: FoldContext, layer, idx: str, name: str) -> str:
+    """The layer's quantized edge coefficient per node as int32: a lookup of ``idx`` in the stored table
+    (``lut`` or ``lut_steps``, whichever is smaller; see ``fold/tables.py``)."""
+    stored = edge_table(layer.q_edge, layer.arch, fc.max_in_degree)
+    fc.bitwidths[f"{name}_edge_table"] = int(layer.q_edge.spec.bits)
+    e = fc.lookup(idx, stored, f"{name}_edge_q", f"{name}_edge_table")
+    return fc.b.op("cast", [e], f"{name}_edge", dtype="int32")
 
 
 @handler(QGCNConv)
@@ -68,9 +70,8 @@ def fold_gcn(fc: FoldContext, layer: QGCNConv, x: QTensor, g: GraphValues, name:
     h = fc.requant_to(acc, layer.q_message, f"{name}_message")
     # e_i = Q(deg_i^-1/2) with the self loop counted: table index = deg + 1 - 1.
     dmax = fc.max_in_degree
-    table, offset = _edge_table(fc, layer, f"{name}_edge_table")
     deg1 = b.op("add", [g.degree, fc.scalar(1)], f"{name}_deg_self")
-    e = b.op("cast", [b.op("lut", [deg1, table], f"{name}_edge_q", offset=offset)], f"{name}_edge", dtype="int32")
+    e = _edge_coefficient(fc, layer, deg1, name)
     he = b.op("mul", [b.op("cast", [h.value], f"{name}_message_i32", dtype="int32"), e], f"{name}_message_scaled")
     msgs = b.op("gather_rows", [he, g.src], f"{name}_gather")
     agg = b.op("scatter_add", [msgs, g.dst, g.nodes], f"{name}_scatter")
@@ -141,9 +142,7 @@ def fold_sage(fc: FoldContext, layer: QSAGEConv, x: QTensor, g: GraphValues, nam
     b = fc.b
     _, nsum = _neighbour_sum(fc, "GraphSAGE", x, g, name, extra_bias)
     dmax = fc.max_in_degree
-    table, offset = _edge_table(fc, layer, f"{name}_edge_table")
-    e = b.op("cast", [b.op("lut", [g.degree, table], f"{name}_edge_q", offset=offset)], f"{name}_edge",
-             dtype="int32")
+    e = _edge_coefficient(fc, layer, g.degree, name)
     bound = float(x.max_abs_centered) * dmax
     fc.check_bound(f"{name}_mean_acc", bound)
     s_e = float(layer.q_edge.scale_zp(None)[0])

@@ -208,6 +208,20 @@ def _lut(xs, a):
     return table[pos]
 
 
+@kernel("lut_steps")
+def _lut_steps(xs, a):
+    idx, thresholds, values = xs
+    if thresholds.ndim != 1 or values.ndim != 1 or values.shape[0] != thresholds.shape[0] + 1:
+        raise ValueError(f"lut_steps: needs thresholds[K] and values[K+1], got {thresholds.shape} and {values.shape}")
+    t = _i64(thresholds)
+    if t.size and np.any(t[1:] < t[:-1]):
+        raise ValueError("lut_steps: thresholds must be non-decreasing")  # backends binary-search them
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise TypeError(f"lut_steps: index must be an integer, got {idx.dtype}")
+    # searchsorted(side="right") counts the thresholds <= idx; compared in int64, so no index dtype wraps
+    return values[np.searchsorted(t, _i64(idx), side="right")]
+
+
 @kernel("reduce_max")
 def _reduce_max(xs, a):
     return xs[0].max(axis=a.get("axis", -1), keepdims=a.get("keepdims", True))

@@ -16,6 +16,12 @@ Conventions
   per-node bit-widths; fold stores multipliers as int32 and shifts as int8).
 * ``lut`` clips its index into the table, so fold stores tables with their
   leading and trailing runs of equal entries cut to one (``fold/tables.py``).
+* ``lut_steps`` is the same kind of lookup stored as a step function: only the
+  indices where the value changes (``thresholds``, non-decreasing) and the
+  ``K + 1`` values between them.  A table of few distinct values with long runs
+  (a 4-bit degree coefficient over 1024 degrees) costs ``K`` thresholds plus
+  ``K + 1`` values instead of one entry per index; it is exact for every
+  integer index, so there is no offset and nothing to clip.
 * Graph-structure ops take ``edge_index`` rows as int64 ``src``/``dst`` vectors
   and a ``ref`` tensor whose first dimension is the number of nodes ``N``.
 """
@@ -75,6 +81,8 @@ _SPECS = [
     OpSpec("degree", 2, 2, "idx[E] i64, ref[N,..] -> int32 [N,1]: number of occurrences of each row index"),
     OpSpec("lut", 2, 2, "idx (int), table[T] (const int) -> table[clip(idx + offset, 0, T-1)]",
            required_attrs=("offset",)),
+    OpSpec("lut_steps", 3, 3, "idx (int), thresholds[K] (const int, non-decreasing), values[K+1] (const) -> "
+           "values[#{k : idx >= thresholds[k]}]; K = 0 is a constant"),
     OpSpec("reduce_max", 1, 1, "max over attr axis, keepdims"),
     OpSpec("reduce_sum", 1, 1, "sum over attr axis, keepdims (int32 result must not overflow)"),
     OpSpec("concat", 2, 8, "concatenate along attr axis (same dtype)"),
@@ -82,3 +90,25 @@ _SPECS = [
 ]
 
 OPS: dict[str, OpSpec] = {s.name: s for s in _SPECS}
+
+
+def steps_search_plan(k: int) -> tuple[int, list[int]]:
+    """Probe schedule backends use to evaluate ``lut_steps`` with ``k`` thresholds: ``(first, strides)``.
+
+    A branchless binary search for ``pos = #{j : idx >= t[j]}`` that only ever reads ``t[0 .. k-1]``, so it
+    needs neither padding nor sentinels (which would be wrong for an int64 index at the dtype's maximum) and
+    keeps memory at one ``pos`` per element (a broadcast ``[N, k]`` compare would not).  With ``b`` the
+    largest power of two ``<= k``: ``pos = first if idx >= t[first - 1] else 0`` for ``first = k - b + 1``
+    leaves ``pos <= count <= pos + b - 1 <= k`` either way; then for each stride ``s = b/2, ..., 1``,
+    ``c = pos + s`` and ``pos = c if idx >= t[c - 1]``.  Every probe is in range because the thresholds are
+    sorted; ``k = 0`` needs no probe (``pos = 0``).
+    """
+    if k <= 0:
+        return 0, []
+    b = 1 << (int(k).bit_length() - 1)
+    strides = []
+    s = b >> 1
+    while s:
+        strides.append(s)
+        s >>= 1
+    return k - b + 1, strides

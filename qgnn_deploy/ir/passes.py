@@ -19,7 +19,7 @@ from qgnn_deploy.ir.graph import Graph, ValueInfo
 def dedupe_initializers(graph: Graph, consumers: tuple[str, ...] | None = None) -> int:
     """Store identical constants once; returns how many were dropped.
 
-    ``consumers`` restricts the pass to constants read only by those ops (fold uses ``("lut",)``:
+    ``consumers`` restricts the pass to constants read only by those ops (fold uses ``("lut", "lut_steps")``:
     the per-layer degree tables, so that the size model in ``nas/cost.py`` stays a simple formula).
     """
     eligible = set(graph.initializers)

@@ -55,6 +55,24 @@ def awkward_graphs(features: int, seed: int = 0) -> dict[str, tuple[np.ndarray, 
     return cases
 
 
+STEP_THRESHOLDS = np.array([-3, -1, -1, 0, 2, 7, 40, 150], np.int16)  # a duplicate, and below/above any degree
+
+
+def step_lookups(b: GraphBuilder, deg: str) -> str:
+    """int32 [N, 1] sum of three ``lut_steps`` of the in-degree: K = 8 on ``deg - 4`` (negative for low degrees,
+    exactly on thresholds, below the first and above the last one in the awkward graphs), K = 1 and K = 0."""
+    shifted = b.op("sub", [deg, b.const("c4", np.array([[4]], np.int32))], "deg_minus4")
+    k8 = b.op("lut_steps", [shifted, b.const("steps8_t", STEP_THRESHOLDS),
+                            b.const("steps8_v", np.array([5, -7, 3, 9, -1, 6, -4, 2, 8], np.int8))], "steps8")
+    k1 = b.op("lut_steps", [deg, b.const("steps1_t", np.array([3], np.int32)),
+                            b.const("steps1_v", np.array([1, 20], np.uint8))], "steps1")
+    k0 = b.op("lut_steps", [deg, b.const("steps0_t", np.zeros(0, np.int8)),
+                            b.const("steps0_v", np.array([-2], np.int8))], "steps0")
+    k8_32, k1_32 = (b.op("cast", [k], f"{k}_32", dtype="int32") for k in (k8, k1))
+    total = b.op("add", [k8_32, k1_32], "steps_81")
+    return b.op("add", [total, b.op("cast", [k0], "steps0_32", dtype="int32")], "steps_sum")
+
+
 def op_zoo_graph(features: int = 12, hidden: int = 8, prompts: int = 4, seed: int = 0) -> Graph:
     """A GCN-like layer + integer-softmax prompt + SAGE-style concat using every op."""
     rng = np.random.default_rng(seed)
@@ -108,6 +126,7 @@ def op_zoo_graph(features: int = 12, hidden: int = 8, prompts: int = 4, seed: in
                   "agg_x255")
     pre = b.op("add", [agg255, pacc], "prompted")
     mx = b.op("scatter_max", [b.op("gather_rows", [h32, src], "h_src"), dst, x], "agg_max")
+    mx = b.op("add", [mx, step_lookups(b, deg)], "agg_max_stepped")
     mx = b.op("clamp", [mx, ], "agg_max_relu", lo=0, hi=127)
     both = b.op("concat", [pre, mx], "cat", axis=1)
     yq = b.op("requantize", [both], "y_q", multiplier=m, shift=n + 8, zero_point=0, qmin=-128, qmax=127,
@@ -141,3 +160,35 @@ def pooled_zoo_graph(features: int = 6, hidden: int = 5, seed: int = 1) -> Graph
     g.meta.update({"task": "graph", "max_in_degree": 1 << 20})
     g.validate()
     return g
+
+
+def lut_steps_graph(idx_dtype: str = "int64", seed: int = 2) -> tuple[Graph, dict[str, np.ndarray]]:
+    """``lut_steps`` for K = 0..9 and 33 (random sorted thresholds with duplicates, int8/int16/int32) on an index
+    ``i [N, 1]`` of ``idx_dtype``, concatenated into one int32 [N, 11] output, and feeds holding the dtype's
+    extremes, every threshold and its neighbours."""
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(idx_dtype)
+    b = GraphBuilder()
+    i = b.input("i", idx_dtype, ("N", 1))
+    cols, probes = [], [int(info.min), int(info.max), 0, -1, 1]
+    for k in [*range(10), 33]:
+        tdt = ("int8", "int16", "int32")[k % 3]
+        lo, hi = max(int(np.iinfo(tdt).min), int(info.min)), min(int(np.iinfo(tdt).max), int(info.max))
+        t = np.sort(rng.integers(lo, hi, size=k, endpoint=True))
+        if k >= 4:
+            t[2] = t[1]  # a duplicate threshold: its value is never read
+        t[:k // 3] = np.sort(rng.integers(max(lo, -5), min(hi, 5), size=k // 3, endpoint=True))  # small ones too
+        t = np.sort(t).astype(tdt)
+        vdt = ("int8", "uint8", "int16", "int32")[k % 4]
+        v = rng.integers(np.iinfo(vdt).min, np.iinfo(vdt).max, size=k + 1, endpoint=True).astype(vdt)
+        out = b.op("lut_steps", [i, b.const(f"t{k}", t), b.const(f"v{k}", v)], f"steps{k}")
+        cols.append(b.op("cast", [out], f"steps{k}_32", dtype="int32"))
+        probes += [int(x) + d for x in t for d in (-1, 0, 1)]
+    y = b.op("concat", cols[:8], "cat_a", axis=1)
+    y = b.op("concat", [y, *cols[8:]], "cat", axis=1)
+    b.output(y, "int32", ("N", len(cols)))
+    g = b.graph
+    g.validate()
+    vals = np.clip(np.array(probes + rng.integers(-300, 300, 64).tolist(), dtype=object), int(info.min),
+                   int(info.max)).astype(idx_dtype)
+    return g, {"i": vals.reshape(-1, 1)}

@@ -19,9 +19,10 @@ Storage per element (``storage="deployed"``, what the integer graph holds)::
 ``storage="ideal"`` uses ``b / 8`` bytes for both (the LPGNAS paper's bit counting).  FP32 components
 cannot be folded; their 4 bytes are what a float deployment would hold.
 
-Model size of one layer (``F`` in, ``H`` out, ``T`` = bytes of the trimmed edge-coefficient table, computed by
-fold's own helper :func:`qgnn_deploy.fold.tables.edge_table_bytes`; a requantization stores an int32 multiplier and
-an int8 shift, ``r = 5`` bytes, per channel)::
+Model size of one layer (``F`` in, ``H`` out, ``T`` = bytes of the stored edge-coefficient lookup: the trimmed
+``lut`` table or the ``lut_steps`` thresholds + values, whichever is smaller, computed by fold's own helper
+:func:`qgnn_deploy.fold.tables.edge_table_bytes`; a requantization stores an int32 multiplier and an int8 shift,
+``r = 5`` bytes, per channel)::
 
     gcn   s_w F H + r H + T + r + 4 H            (W, message mult/shift, edge table, aggregate mult/shift, bias)
     sage  T + r + s_w 2F H + 4 H + r H            (edge table, mean mult/shift, W, bias, output mult/shift)
@@ -106,7 +107,8 @@ def weight_bytes(count: Num, s_w: Num) -> Num:
 
 
 def edge_table_bytes(arch: str, edge_bits: int, max_in_degree: int) -> int:
-    """Bytes of the edge-coefficient table a layer of kind ``arch`` stores (fold's trimmed table; 0 for GIN).
+    """Bytes of the edge-coefficient lookup a layer of kind ``arch`` stores (fold's ``lut`` or ``lut_steps``
+    form, whichever is smaller; 0 for GIN).
 
     The full-space proxies (``max``/``attn``) are costed as GCN.  Unquantized (32-bit) edges have no integer
     table; they are counted as ``max_in_degree + 1`` one-byte entries, the untrimmed length.

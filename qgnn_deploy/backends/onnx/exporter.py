@@ -88,6 +88,8 @@ def infer_dtypes(graph: Graph) -> dict[str, str]:
             out = ins[0]
         elif op == "lut":
             out = ins[1]
+        elif op == "lut_steps":
+            out = ins[2]
         elif op == "reduce_sum":
             out = "int32" if _WIDTH[ins[0]] <= 4 else "int64"
         else:  # pragma: no cover - validate() rejects unknown ops first
@@ -113,7 +115,7 @@ def infer_ranks(graph: Graph) -> dict[str, int]:
             out = ins[1] + ins[0] - 1
         elif op == "degree":
             out = 2
-        elif op == "lut":
+        elif op in ("lut", "lut_steps"):
             out = ins[0]
         elif op in ("reduce_max", "reduce_sum"):
             out = ins[0] if a.get("keepdims", True) else ins[0] - 1
@@ -161,7 +163,7 @@ def infer_shapes(graph: Graph) -> dict[str, Shape]:
             out = ins[2][:1] + ins[0][1:]
         elif op == "degree":
             out = (ins[1][0], 1)
-        elif op == "lut":
+        elif op in ("lut", "lut_steps"):
             out = ins[0]
         elif op in ("reduce_max", "reduce_sum"):
             axis = int(a.get("axis", -1)) % max(len(ins[0]), 1)

@@ -28,6 +28,7 @@ from onnx import TensorProto, helper
 from qgnn_deploy.backends.onnx.exporter import ONNX_DTYPE, EmitContext, compute_dtype, handler
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.ir.graph import Node
+from qgnn_deploy.ir.ops import steps_search_plan
 
 _FLOAT_SAFE = 2.0**40  # clip bound before float -> int64 casts; far outside every integer dtype we narrow to
 
@@ -620,6 +621,68 @@ def lut(ctx: EmitContext, node: Node) -> None:
         ctx.emit("Reshape", [got, ctx.shape(idx)], output=node.outputs[0])
         return
     ctx.emit("Gather", [ctx.value(table), pos], output=node.outputs[0], axis=0)
+
+
+_INT32_SAFE = ("int8", "uint8", "int16", "uint16", "int32")
+_DENSE_SPAN = 1 << 16  # lut_steps whose thresholds span at most this many indices run as a table built in-graph
+
+
+def _steps_dense_table(ctx: EmitContext, thresholds: str, values: str, t: np.ndarray) -> str:
+    """``dense[r] = values[#{k : t[k] <= t[0] - 1 + r}]`` for ``r`` in ``[0, t[K-1] - t[0] + 1]``, built from the
+    stored thresholds and values (ScatterElements of ones at ``t - t[0] + 1``, CumSum, GatherElements): only
+    constants feed it, so ORT folds it once at session start and the file keeps the compact form."""
+    span = int(t[-1] - t[0] + 2)
+    slot = ctx.emit("Sub", [ctx.emit("Cast", [ctx.value(thresholds)], hint="t64", to=TensorProto.INT64),
+                            ctx.const(int(t[0]) - 1, "int64", "t_base")], hint="slot")
+    ones = ctx.emit("ConstantOfShape", [ctx.const([t.size], "int64", "k")], hint="ones",
+                    value=helper.make_tensor("one", TensorProto.INT32, [1], [1]))
+    zeros = ctx.emit("ConstantOfShape", [ctx.const([span], "int64", "span")], hint="zeros",
+                     value=helper.make_tensor("zero", TensorProto.INT32, [1], [0]))
+    marks = ctx.emit("ScatterElements", [zeros, slot, ones], hint="marks", axis=0, reduction="add")
+    count = ctx.emit("CumSum", [marks, ctx.const(0, "int64", "axis0")], hint="count")
+    return ctx.emit("GatherElements", [ctx.value(values), count], hint="dense", axis=0)
+
+
+@handler("lut_steps")
+def lut_steps(ctx: EmitContext, node: Node) -> None:
+    """Thresholds spanning at most ``_DENSE_SPAN`` indices (every table fold emits): clip the index to
+    ``[t[0] - 1, t[K-1]]`` and GatherElements from the dense table ``_steps_dense_table`` builds in-graph (the
+    ops ``lut`` runs per call).  Wider ones: a branchless binary search (``ir.ops.steps_search_plan``) with
+    GreaterOrEqual / GatherElements / Where on one ``pos`` per element, O(N log K) work and O(N) memory.  Both
+    are exact for any index; K = 0 is a constant."""
+    idx, thresholds, values = node.inputs
+    if not (ctx.is_const(thresholds) and ctx.is_const(values)):
+        raise QgnnError(f"ONNX export: lut_steps {node.name!r} needs constant thresholds and values")
+    t = np.asarray(ctx.const_array(thresholds)).astype(np.int64)
+    vdt = ctx.dtypes[values]
+    if t.size == 0:  # a constant: values[0] in the index's shape
+        first_value = ctx.const(ctx.const_array(values)[0], vdt, "value0")
+        ctx.emit("Expand", [first_value, ctx.shape(idx)], output=node.outputs[0])
+        return
+    flat_shape = ctx.const([-1], "int64", "flat")
+    if t[-1] - t[0] + 2 <= _DENSE_SPAN:
+        dense = _steps_dense_table(ctx, thresholds, values, t)
+        pos = _clip64(ctx, ctx.value_as(idx, "int64"), ctx.const(int(t[0]) - 1, "int64", "t_lo"),
+                      ctx.const(int(t[-1]), "int64", "t_hi"))
+        pos = ctx.emit("Sub", [pos, ctx.const(int(t[0]) - 1, "int64", "t_base")], hint="pos")
+        got = ctx.emit("GatherElements", [dense, ctx.emit("Reshape", [pos, flat_shape], hint="pos_flat")],
+                       hint="looked_up", axis=0)
+        ctx.emit("Reshape", [got, ctx.shape(idx)], output=node.outputs[0])
+        return
+    cmp = "int32" if ctx.dtypes[idx] in _INT32_SAFE and ctx.dtypes[thresholds] in _INT32_SAFE else "int64"
+    flat = ctx.emit("Reshape", [ctx.value_as(idx, cmp), flat_shape], hint="idx_flat")
+    first, strides = steps_search_plan(int(t.size))
+    ge = ctx.emit("GreaterOrEqual", [flat, ctx.const(int(t[first - 1]), cmp, "t_first")], hint="ge")
+    pos = ctx.emit("Where", [ge, ctx.const(first, "int64", "first"), ctx.const(0, "int64", "zero")], hint="pos")
+    if strides:
+        probe = ctx.const(np.concatenate([t[:1], t]), cmp, "t_probe")  # probe[c] = t[c - 1]; probe[0] unread
+    for s in strides:
+        c = ctx.emit("Add", [pos, ctx.const(s, "int64", "stride")], hint="cand")
+        ge = ctx.emit("GreaterOrEqual", [flat, ctx.emit("GatherElements", [probe, c], hint="t_c", axis=0)],
+                      hint="ge")
+        pos = ctx.emit("Where", [ge, c, pos], hint="pos")
+    got = ctx.emit("GatherElements", [ctx.value(values), pos], hint="looked_up", axis=0)
+    ctx.emit("Reshape", [got, ctx.shape(idx)], output=node.outputs[0])
 
 
 def _axes(ctx: EmitContext, node: Node) -> tuple[str, int]:

@@ -251,3 +251,66 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
 def degree(parts: int, row: int = 0) -> tirx.PrimFunc:
     """Occurrences of each index in row ``row`` of a [R, E] tensor: ``out[i, 0] = #{e : idx[row, e] == i}``."""
     return edge_reduce(1, None, parts, "add", dst_row=row)
+
+
+def lut_steps(k: int, first: int, top: int, idx_dtype: str, cmp: str, value_dtype: str, parts: int,
+              w: int = 1) -> tirx.PrimFunc:
+    """``out[i] = values[#{j : idx[i] >= t[j]}]`` for ``k >= 1`` sorted thresholds, as the branchless binary search
+    of :func:`qgnn_deploy.ir.ops.steps_search_plan` (``first``, then strides ``top/2 .. 1``) over
+    ``probe[c] = t[c - 1]``: O(log K) compares per element, no ``[N, K]`` intermediate.  A loop, not elementwise
+    Relax ops: fused, each round's ``pos`` would be inlined three times into the next (3^rounds terms).
+    The index is an ``[n, w]`` view (``w`` static), as fold's ``[N, 1]`` degrees come, so no reshape is needed."""
+    rounds = max(int(top).bit_length() - 1, 0)
+
+    @T.prim_func(private=True, s_tir=True)
+    def kernel(idx_h: T.handle, probe_h: T.handle, values_h: T.handle, out_h: T.handle):
+        T.func_attr(_SCHEDULED)
+        n = T.int64()
+        Idx = T.match_buffer(idx_h, (n, w), idx_dtype)
+        Probe = T.match_buffer(probe_h, (k + 1,), cmp)
+        Values = T.match_buffer(values_h, (k + 1,), value_dtype)
+        Out = T.match_buffer(out_h, (n, w), value_dtype)
+        with T.sblock("root"):
+            for p in T.parallel(parts):
+                pos = T.decl_buffer((1,), "int64", scope="local")
+                for i in T.serial(p * n // parts, (p + 1) * n // parts):
+                    for c0 in range(w):
+                        pos[0] = T.Select(T.Cast(cmp, Idx[i, c0]) >= Probe[first], T.int64(first), T.int64(0))
+                        for r in range(rounds):
+                            c = pos[0] + T.shift_right(T.int64(top), T.Cast("int64", r) + T.int64(1))
+                            pos[0] = T.Select(T.Cast(cmp, Idx[i, c0]) >= Probe[c], c, pos[0])
+                        Out[i, c0] = Values[pos[0]]
+
+    return kernel
+
+
+def lut_steps_dense(k: int, base: int, span: int, idx_dtype: str, thr_dtype: str, value_dtype: str,
+                    parts: int, w: int = 1) -> tirx.PrimFunc:
+    """``lut_steps`` for thresholds spanning ``span - 1`` indices from ``base + 1``: each call first counts, for
+    every ``r < span``, the thresholds ``<= base + r`` (marks + prefix sum over ``span`` int32s, serial and a few
+    microseconds for a degree table), then each element reads ``values[count[clip(idx, base, base + span - 1)
+    - base]]``: the per-element cost of ``lut`` while the library stores only the steps."""
+
+    @T.prim_func(private=True, s_tir=True)
+    def kernel(idx_h: T.handle, thr_h: T.handle, values_h: T.handle, out_h: T.handle):
+        T.func_attr(_SCHEDULED)
+        n = T.int64()
+        Idx = T.match_buffer(idx_h, (n, w), idx_dtype)
+        Thr = T.match_buffer(thr_h, (k,), thr_dtype)
+        Values = T.match_buffer(values_h, (k + 1,), value_dtype)
+        Out = T.match_buffer(out_h, (n, w), value_dtype)
+        with T.sblock("root"):
+            count = T.decl_buffer((span,), "int32", scope="global")
+            for r in range(span):
+                count[r] = 0
+            for j in range(k):
+                count[T.Cast("int64", Thr[j]) - T.int64(base)] = count[T.Cast("int64", Thr[j]) - T.int64(base)] + 1
+            for r in range(1, span):
+                count[r] = count[r] + count[r - 1]
+            for p in T.parallel(parts):
+                for i in T.serial(p * n // parts, (p + 1) * n // parts):
+                    for c in range(w):
+                        Out[i, c] = Values[count[T.max(T.min(T.Cast("int64", Idx[i, c]), T.int64(base + span - 1)),
+                                                       T.int64(base)) - T.int64(base)]]
+
+    return kernel

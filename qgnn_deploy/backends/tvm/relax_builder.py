@@ -27,7 +27,7 @@ from tvm.sym import Analyzer
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.ir.graph import Graph, Node
 from qgnn_deploy.ir.interpreter import wider
-from qgnn_deploy.ir.ops import OPS
+from qgnn_deploy.ir.ops import OPS, steps_search_plan
 
 from . import kernels
 
@@ -491,6 +491,46 @@ def _lut(ctx: BuildContext, node: Node) -> relax.Expr:
     pos = op.add(cast(idx, "int64"), scalar(int(node.attrs["offset"]), "int64"))
     pos = op.minimum(op.maximum(pos, scalar(0, "int64")), scalar(t - 1, "int64"))
     return op.take(table, pos, axis=0)
+
+
+DENSE_STEPS_SPAN = 1 << 16  # thresholds spanning at most this many indices: a count table built per call
+
+
+@handler("lut_steps")
+def _lut_steps(ctx: BuildContext, node: Node) -> relax.Expr:
+    """One TIR kernel over the flattened index, like the ONNX handler: thresholds spanning at most
+    ``DENSE_STEPS_SPAN`` indices build a count table per call and then cost one clipped gather per element
+    (``kernels.lut_steps_dense``); wider ones run the branchless binary search of ``ir.ops.steps_search_plan``
+    (``kernels.lut_steps``).  K = 0 is a constant."""
+    thresholds, values = ctx.const_value(node, 1), ctx.const_value(node, 2)
+    if thresholds is None or values is None:
+        raise QgnnError(f"TVM backend: lut_steps {node.name!r} needs constant thresholds and values")
+    idx, table = ctx.arg(node, 0), ctx.arg(node, 2)
+    t = np.asarray(thresholds).astype(np.int64)
+    if t.size == 0:
+        return op.take(table, op.zeros_like(idx, dtype="int64"), axis=0)
+    k = int(t.size)
+    shape = shape_of(idx)
+    w = static_int(shape[1]) if len(shape) == 2 else None
+    flat = idx if w is not None else op.reshape(idx, [-1, 1])  # fold's [N, 1] degrees go in as they are
+    w = w or 1
+    rows = shape_of(flat)[0]
+    idt, vdt, pp = dtype_of(idx), dtype_of(table), ctx.options.parts
+    if t[-1] - t[0] + 2 <= DENSE_STEPS_SPAN:  # every table fold emits: the lookup's own cost, see the kernel
+        base, span, tdt = int(t[0]) - 1, int(t[-1] - t[0] + 2), str(thresholds.dtype)
+        out = ctx.call_tir(("lut_steps_dense", k, str(base).replace("-", "m"), span, idt, tdt, vdt, pp, w),
+                           lambda: kernels.lut_steps_dense(k, base, span, idt, tdt, vdt, pp, w),
+                           [flat, ctx.arg(node, 1), table], [rows, w], vdt)
+        return out if len(shape) == 2 else op.reshape(out, shape)
+    narrow = ("int8", "uint8", "int16", "uint16", "int32")
+    cmp = "int32" if dtype_of(idx) in narrow and str(thresholds.dtype) in narrow else "int64"
+    first, strides = steps_search_plan(k)
+    top = 2 * strides[0] if strides else 1
+    probe = relax.const(np.concatenate([t[:1], t]).astype(cmp), cmp)  # probe[c] = t[c - 1]; probe[0] unread
+    out = ctx.call_tir(("lut_steps", k, first, top, idt, cmp, vdt, pp, w),
+                       lambda: kernels.lut_steps(k, first, top, idt, cmp, vdt, pp, w), [flat, probe, table],
+                       [rows, w], vdt)
+    return out if len(shape) == 2 else op.reshape(out, shape)
 
 
 @handler("reduce_max")
