@@ -438,7 +438,7 @@ def series_stage(cfg: SuiteConfig, res: dict[str, Any], main_art: dict[str, Any]
         path = save_graph(feeds, work / f"graph_{n}.npz")
         e = int(feeds["edge_index"].shape[1])
         del feeds
-        reps = max(3, min(cfg.repeats, int(2e7 // max(e, 1))))
+        reps = max(5, min(cfg.repeats, int(2e7 // max(e, 1))))  # >= 5: a median of 3 is one sample
         warm = max(1, min(cfg.warmup, 3 if e > 1e6 else cfg.warmup))
         point: dict[str, Any] = {"num_nodes": n, "num_edges": e, "repeats": reps, "warmup": warm}
         log(f"series N={n} E={e} ({reps} repeats)")

@@ -164,15 +164,18 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
                 acc = T.decl_buffer((h,), "int32", scope="local")
                 for ii in T.serial((p + 1) * n // parts - p * n // parts):  # zero-based: see edge_plan
                     i = p * n // parts + ii
-                    for c in T.vectorized(h):
-                        acc[c] = T.int32(-2147483648) if is_max else T.int32(0)
-                    for k in T.serial(RowPtr[i], RowPtr[i + 1]):
-                        prefetch_source(X, C, S, T.min(k + pf, e - 1))
+                    if counting:  # a row's edge count is its run length
+                        Out[i, 0] = T.Cast("int32", RowPtr[i + 1] - RowPtr[i])
+                    else:
                         for c in T.vectorized(h):
-                            acc[c] = T.max(acc[c], message(X, C, S, k, c)) if is_max else \
-                                acc[c] + message(X, C, S, k, c)
-                    for c in T.vectorized(h):
-                        Out[i, c] = T.if_then_else(RowPtr[i + 1] > RowPtr[i], acc[c], 0) if is_max else acc[c]
+                            acc[c] = T.int32(-2147483648) if is_max else T.int32(0)
+                        for k in T.serial(RowPtr[i], RowPtr[i + 1]):
+                            prefetch_source(X, C, S, T.min(k + pf, e - 1))
+                            for c in T.vectorized(h):
+                                acc[c] = T.max(acc[c], message(X, C, S, k, c)) if is_max else \
+                                    acc[c] + message(X, C, S, k, c)
+                        for c in T.vectorized(h):
+                            Out[i, c] = T.if_then_else(RowPtr[i + 1] > RowPtr[i], acc[c], 0) if is_max else acc[c]
             else:
                 for i in T.serial(p * n // parts, (p + 1) * n // parts):
                     if is_max:
