@@ -48,6 +48,13 @@ def edge_plan(parts: int, row: int = 0) -> tirx.PrimFunc:
     the CSR row pointers of an edge list sorted by destination (``qgnn_bench.py --sort-edges``, or any
     CSR-ordered list).  With the flag set, the edge kernels walk each output row's own run of edges and
     never read the destination vector; otherwise they fall back to scanning it.
+
+    Every step is branch-free (a data-dependent branch per edge costs more than the memory traffic here):
+    the check is an AND-reduction; the row pointers are written in reverse edge order, ``rowptr[dst[k]] = k``,
+    so each row keeps its first edge (a row that began in an earlier part's range is left to that part, so no
+    two parts write one row), and a reverse min-scan gives rows without edges the next row's start.
+    Loops are zero-based with the offset added in the body: TVM 0.27 drops a loop's start from the bounds of
+    loops nested in it when it normalises them.
     """
     r = int(row)
 
@@ -62,29 +69,28 @@ def edge_plan(parts: int, row: int = 0) -> tirx.PrimFunc:
             ok = T.alloc_buffer((parts,), "int32")
             for p in T.parallel(parts):
                 ok[p] = 1
-                # zero-based loops with the offset added in the body: TVM 0.27 drops a loop's start from the
-                # bounds of loops nested in it when it normalises them (RowPtr would be written at wrong rows)
                 for kk in T.serial((p + 1) * e // parts - p * e // parts):
                     k = p * e // parts + kk
-                    # rows (previous index, this index] start at edge k; indices must rise and stay in [0, n).
-                    # Once a part has failed, its remaining iterations read nothing (unsorted lists pay ~1 pass).
-                    if ok[p] != 0:
-                        ok[p] = T.Cast("int32", Idx[r, k] < n1 - 1) & T.Cast("int32", Idx[r, k] >= 0)
-                        if k > 0:
-                            ok[p] = ok[p] & T.Cast("int32", Idx[r, k - 1] <= Idx[r, k])
-                    if ok[p] != 0:
-                        if k > 0:
-                            for i in T.serial(Idx[r, k] - Idx[r, k - 1]):
-                                RowPtr[Idx[r, k - 1] + 1 + i] = k
-                        else:
-                            for i in T.serial(Idx[r, k] + 1):
-                                RowPtr[i] = k
+                    ok[p] = ok[p] & T.Cast("int32", Idx[r, k] >= 0) & T.Cast("int32", Idx[r, k] < n1 - 1) \
+                        & T.Cast("int32", Idx[r, T.max(k - 1, T.int64(0))] <= Idx[r, k])
             Flag[0] = 1
             for p in range(parts):
                 Flag[0] = Flag[0] & ok[p]
             if Flag[0] != 0:
-                for i in T.serial(n1 - 1 - T.if_then_else(e > 0, Idx[r, T.max(e - 1, T.int64(0))], T.int64(-1))):
-                    RowPtr[n1 - 1 - i] = e
+                for p in T.parallel(parts):
+                    for ii in T.serial((p + 1) * n1 // parts - p * n1 // parts):
+                        RowPtr[p * n1 // parts + ii] = e
+                for p in T.parallel(parts):
+                    for kk in T.serial((p + 1) * e // parts - p * e // parts):
+                        k = (p + 1) * e // parts - 1 - kk
+                        # rows that began before this part's range belong to an earlier part: write a scratch slot
+                        # (rowptr[n], reset below) instead of branching
+                        RowPtr[T.if_then_else(
+                            T.Or(p * e // parts == 0, Idx[r, k] > Idx[r, T.max(p * e // parts - 1, T.int64(0))]),
+                            Idx[r, k], n1 - 1)] = k
+                RowPtr[n1 - 1] = e
+                for ii in T.serial(n1 - 1):
+                    RowPtr[n1 - 2 - ii] = T.min(RowPtr[n1 - 2 - ii], RowPtr[n1 - 1 - ii])
 
     return kernel
 
