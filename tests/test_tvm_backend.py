@@ -508,3 +508,20 @@ def test_factored_messages_reach_the_narrow_kernel() -> None:
                      "qgnn_gather_scatter_max_6_int8_2_0_1_0_uint8"], names
     text = mod["main"].script()
     assert "strided_slice" not in text
+
+
+def test_unfused_gathers_get_their_row_copy(tmp_path: Path) -> None:
+    """Without gather/scatter fusion a gather_rows needs ``src`` as its own vector: the deferred take_row copy is
+    emitted on first use and the library stays bit-exact (sorted and unsorted edge lists)."""
+    from qgnn_deploy.backends.tvm.relax_builder import BuildOptions, build_module
+    from qgnn_deploy.backends.tvm.targets import resolve_target
+
+    g = message_graph()
+    mod = build_module(g, BuildOptions(parts=2, fuse_gather_scatter=False))
+    assert "strided_slice" in mod["main"].script()
+    lib = tmp_path / "unfused.so"
+    tvm.compile(mod, target=resolve_target("x86_64").tvm()).export_library(str(lib))
+    x, ei = awkward_graphs(g.inputs[0].shape[1])["random"]
+    for ei_case in (ei, ei[:, np.argsort(ei[1], kind="stable")]):
+        feeds = _feeds("messages", x, np.ascontiguousarray(ei_case))
+        np.testing.assert_array_equal(run_library(lib, feeds), run(g, feeds)[g.outputs[0].name])

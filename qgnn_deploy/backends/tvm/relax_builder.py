@@ -82,7 +82,8 @@ class BuildContext:
         self.fused_away: set[str] = set()  # gather_rows outputs folded into a fused scatter kernel
         self.quant_fused: set[str] = set()  # quantize outputs computed inside their matmuls' GEMM kernel
         self.index_rows: dict[str, tuple[relax.Expr, int]] = {}  # take_row outputs: (2-D int64 source, row)
-        self.edge_plans: dict[tuple[str, str], list[relax.Expr]] = {}  # (index vector, rows) -> [flag, rowptr]
+        # (index vector, rows) -> ([index tensor, flag, rowptr], row)
+        self.edge_plans: dict[tuple[str, str], tuple[list[relax.Expr], int]] = {}
         self.deferred: dict[str, Callable[[], relax.Expr]] = {}  # emitted on first use (a row copy few need)
         self._kernels: dict[tuple[Any, ...], relax.GlobalVar] = {}
         self._counter = 0
@@ -427,24 +428,25 @@ def _index_row(ctx: BuildContext, node: Node, i: int) -> tuple[relax.Expr, int]:
     return ctx.emit(op.reshape(idx, [1, shape_of(idx)[0]])), 0
 
 
-def _edge_plan(ctx: BuildContext, node: Node, i: int, n: Any) -> list[relax.Expr]:
-    """[index tensor, ascending flag, CSR row pointers] for index input ``i`` scattering into ``n`` rows
+def _edge_plan(ctx: BuildContext, node: Node, i: int, n: Any) -> tuple[list[relax.Expr], int]:
+    """([index tensor, ascending flag, CSR row pointers], row) for index input ``i`` scattering into ``n`` rows
     (``kernels.edge_plan``: one pass per index vector and row count per call, shared by every kernel)."""
-    tensor, row = _index_row(ctx, node, i)
     key = (node.inputs[i], str(n))
     if key not in ctx.edge_plans:
+        tensor, row = _index_row(ctx, node, i)
         gv = ctx.kernel(("edge_plan", ctx.options.parts, row), lambda: kernels.edge_plan(ctx.options.parts, row))
         plan = ctx.emit(relax.call_tir(gv, [tensor], out_ty=[relax.TensorType([1], "int32"),
                                                                 relax.TensorType([n + 1], "int64")]))
-        ctx.edge_plans[key] = [ctx.emit(relax.TupleGetItem(plan, 0)), ctx.emit(relax.TupleGetItem(plan, 1))]
-    return [tensor, *ctx.edge_plans[key]]
+        ctx.edge_plans[key] = ([tensor, ctx.emit(relax.TupleGetItem(plan, 0)),
+                                ctx.emit(relax.TupleGetItem(plan, 1))], row)
+    return ctx.edge_plans[key]
 
 
 def _scatter(kind: str) -> Handler:
     def h(ctx: BuildContext, node: Node) -> relax.Expr:
         ref = ctx.arg(node, 2)
         n = shape_of(ref)[0]
-        dst_plan, dr = _edge_plan(ctx, node, 1, n), _index_row(ctx, node, 1)[1]
+        dst_plan, dr = _edge_plan(ctx, node, 1, n)
         pp = ctx.options.parts
         gather = _fused_gather(ctx, node)
         factored = _factored_message(ctx, gather.inputs[0]) if gather is not None else None
@@ -479,7 +481,7 @@ HANDLERS["scatter_max"] = _scatter("max")
 @handler("degree")
 def _degree(ctx: BuildContext, node: Node) -> relax.Expr:
     n = shape_of(ctx.arg(node, 1))[0]
-    plan, row = _edge_plan(ctx, node, 0, n), _index_row(ctx, node, 0)[1]
+    plan, row = _edge_plan(ctx, node, 0, n)
     pp = ctx.options.parts
     return ctx.call_tir(("degree", pp, row), lambda: kernels.degree(pp, row), plan, [n, 1], "int32")
 
@@ -565,7 +567,7 @@ def _pool_sum(ctx: BuildContext, node: Node) -> relax.Expr:
     dt = dtype_of(v)
     pp = ctx.options.parts
     # sum pooling is a scatter-add of node rows into graph rows: the same kernel, G output rows
-    plan, row = _edge_plan(ctx, node, 1, g), _index_row(ctx, node, 1)[1]
+    plan, row = _edge_plan(ctx, node, 1, g)
     out = ctx.call_tir(("scatter_add", hh, dt, pp, row), lambda: kernels.edge_reduce(hh, dt, pp, "add", row),
                        [v, *plan], [g, hh], "int32")
     return _restore(ctx, out, g, tail)
