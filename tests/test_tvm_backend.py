@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
@@ -321,8 +320,6 @@ def test_arm64_cross_compile_is_aarch64_elf(arm64_libs: dict) -> None:
 
 
 def _a64_runner():
-    if importlib.util.find_spec("qgnn_deploy.arm64") is None:
-        pytest.skip("qgnn_deploy.arm64 (aarch64 sysroot runner) does not exist yet")
     from qgnn_deploy import arm64
 
     if not arm64.a64_python_available():

@@ -13,34 +13,36 @@ import shlex
 import tempfile
 from pathlib import Path
 
+from qgnn_deploy.commands import add_list_argument, add_parser
 from qgnn_deploy.errors import QgnnError
-
-HELP = "benchmark our integer backends against PyG / ORT FP32 / ORT QDQ (table, JSON, PNG)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench-suite", help=HELP, description=HELP)
+    p = add_parser(sub, "bench-suite", __doc__)
     p.add_argument("--model", type=Path, default=None, help="GCN INT8 checkpoint (default: train QAT+LoRAP on Cora)")
     p.add_argument("--int4-model", type=Path, default=None, help="GCN INT4 checkpoint for the size target "
                    "(default: train one)")
-    p.add_argument("--out-dir", type=Path, default=Path("bench_suite"), help="where the JSON/markdown/PNGs go")
+    p.add_argument("--out-dir", type=Path, default=Path("bench_suite"),
+                   help="where the JSON, markdown and PNG outputs go")
     p.add_argument("--work-dir", type=Path, default=None, help="artifacts, graphs and trained models (kept; "
                    "default: a temporary directory)")
     p.add_argument("--name", default="bench_suite", help="file stem of the outputs")
     p.add_argument("--quick", action="store_true", help="tiny synthetic graph, few repeats (tests, development)")
-    p.add_argument("--threads", type=int, default=2, help="threads for every backend (default 2)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed runs (default 10; quick 2)")
-    p.add_argument("--repeats", type=int, default=None, help="timed runs (default 50; quick 5)")
-    p.add_argument("--sizes", default=None, help="comma-separated node counts of the synthetic series "
-                   "(default 10000,100000,1000000; quick 200,2000; empty string: skip)")
+    p.add_argument("--threads", type=int, default=2, help="threads for every backend")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs (default: 10; --quick 2)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs (default: 50; --quick 5)")
+    add_list_argument(p, "--sizes", item=_node_count, metavar="N", help="node counts of the synthetic series "
+                      "(default: 10000,100000,1000000; --quick 200,2000; an empty string skips the series)")
     p.add_argument("--degree", type=float, default=10.0, help="average degree of the synthetic graphs")
-    p.add_argument("--tune", type=int, default=0, metavar="N", help="also build a meta-schedule tuned TVM library")
+    p.add_argument("--tune", type=int, default=0, metavar="N",
+                   help="also build a meta-schedule tuned TVM library with N trials (0: none)")
     p.add_argument("--no-compile", dest="torch_compile", action="store_false", help="skip torch.compile")
     p.add_argument("--no-tvm", dest="tvm", action="store_false", help="skip the TVM backend")
     p.add_argument("--no-int4", dest="int4", action="store_false", help="skip the INT4 size row")
-    p.add_argument("--det-runs", type=int, default=None, help="runs per thread count in the determinism check")
+    p.add_argument("--det-runs", type=int, default=None,
+                   help="runs per thread count in the determinism check (default: 5; --quick 2)")
     p.add_argument("--epochs", type=int, default=200, help="training epochs when no --model is given")
-    p.add_argument("--data-root", default=None)
+    p.add_argument("--data-root", default=None, help="dataset root (default: $QGNN_DATA_ROOT, else the user cache)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per backend process")
     p.set_defaults(func=run, _parser=p)
 
@@ -49,23 +51,28 @@ def command_line(args: argparse.Namespace) -> str:
     """The equivalent ``qgnn bench-suite`` command: every option that differs from its default."""
     parts = ["qgnn", "bench-suite"]
     for action in args._parser._actions:
-        if not action.option_strings or action.dest in ("help", "_parser"):
+        if not action.option_strings or action.dest in ("help", "_parser", "verbose", "quiet", "version"):
             continue
         value = getattr(args, action.dest, action.default)
         if value == action.default:
             continue
         flag = action.option_strings[0]
-        parts += [flag] if action.nargs == 0 else [flag, str(value)]
+        if action.nargs == 0:
+            parts.append(flag)
+        else:
+            parts += [flag, ",".join(map(str, value)) if isinstance(value, list) else str(value)]
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def parse_sizes(text: str | None, quick: bool) -> list[int]:
-    if text is None:
+def _node_count(text: str) -> int:
+    """``10000``, ``1e6``: a node count."""
+    return int(float(text))
+
+
+def parse_sizes(sizes: list[int] | None, quick: bool) -> list[int]:
+    """The synthetic series' node counts: ``--sizes`` or the default for the mode."""
+    if sizes is None:
         return [200, 2000] if quick else [10_000, 100_000, 1_000_000]
-    try:
-        sizes = [int(float(s)) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise QgnnError(f"--sizes wants comma-separated node counts, got {text!r}") from None
     if any(s < 10 for s in sizes):
         raise QgnnError("--sizes: every graph needs at least 10 nodes")
     return sorted(sizes)

@@ -13,21 +13,21 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
+from qgnn_deploy.commands import add_list_argument, add_parser
 from qgnn_deploy.errors import QgnnError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train, export (x86_64 + arm64) and benchmark on the embedded synthetic graph")
-    p.add_argument("--out-dir", type=Path, default=Path("qgnn-demo"), help="where model.pt and artifacts go")
-    p.add_argument("--dataset", default="synthetic", help="synthetic (embedded, default) or cora")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--framework", default="qat")
-    p.add_argument("--bits", type=int, default=8)
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--targets", default="x86_64,arm64", help="comma-separated export targets")
-    p.add_argument("--repeats", type=int, default=30)
+    p = add_parser(sub, "demo", __doc__)
+    p.add_argument("--out-dir", type=Path, default=Path("qgnn-demo"),
+                   help="where model.pt, the artifacts and demo_summary.json go")
+    p.add_argument("--dataset", default="synthetic", help="synthetic (embedded, offline) or cora")
+    p.add_argument("--data-root", default=None, help="dataset root (default: $QGNN_DATA_ROOT, else the user cache)")
+    p.add_argument("--framework", default="qat", help="QAT framework of the trained model (see qgnn train --help)")
+    p.add_argument("--bits", type=int, default=8, help="bit-width of every component")
+    p.add_argument("--epochs", type=int, default=60, help="training epochs")
+    add_list_argument(p, "--targets", default=["x86_64", "arm64"], metavar="TARGET", help="export targets")
+    p.add_argument("--repeats", type=int, default=30, help="timed benchmark runs per native artifact")
     p.add_argument("--no-qemu", action="store_true", help="do not run the arm64 artifact under qemu-user")
     p.set_defaults(func=run)
 
@@ -42,6 +42,8 @@ def _done(t0: float) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from qgnn_deploy.arm64 import a64_python_available, run_bench
     from qgnn_deploy.data.datasets import load_dataset
     from qgnn_deploy.exporting import check_target, export_graph
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from qgnn_deploy.train.trainer import TrainSettings, train
 
     torch.set_num_threads(2)
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    targets = list(args.targets)
     for t in targets:
         check_target(t)
     out = args.out_dir.resolve()

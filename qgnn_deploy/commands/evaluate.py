@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from qgnn_deploy import progress as progress_bars
+from qgnn_deploy.commands import add_list_argument, add_parser
 from qgnn_deploy.errors import QgnnError
 
 FRAMEWORKS = ("qat", "dq", "a2q", "mixq")
@@ -143,12 +145,6 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def default_deployed() -> DeployedFn | None:
     """Test accuracy of the folded integer graph exported to ONNX and run by ONNX Runtime (if both exist)."""
-    try:
-        from qgnn_deploy.backends.onnx import OnnxRunner, export_onnx  # noqa: F401
-        from qgnn_deploy.fold import fold_model  # noqa: F401
-    except ImportError:
-        return None
-
     def deployed(path: Path, ds) -> float | None:
         import numpy as np
 
@@ -179,7 +175,7 @@ def fill_deployed(records: list[dict[str, Any]], jobs: list[dict[str, Any]], ds,
         return
     todo = [(r, j) for r, j in zip(records, jobs) if r.get("deployed_acc") is None and "deployed_error" not in r
             and j["framework"] != "fp32"]
-    for rec, job in tqdm(todo, desc="deployed", disable=not progress):
+    for rec, job in tqdm(todo, desc="deployed", disable=progress_bars.disabled(progress)):
         try:
             rec["deployed_acc"] = fn(Path(rec["checkpoint"]), ds)
         except Exception as exc:  # noqa: BLE001 - a fold failure must not lose the training result
@@ -263,7 +259,7 @@ def run_jobs(jobs: list[dict[str, Any]], n_jobs: int, threads: int, progress: bo
             records[j["signature"]] = rec
         else:
             pending.append(j)
-    bar = tqdm(total=len(jobs), initial=len(records), desc="evaluate", disable=not progress)
+    bar = tqdm(total=len(jobs), initial=len(records), desc="evaluate", disable=progress_bars.disabled(progress))
 
     def ready(j: dict[str, Any]) -> bool:
         return "base_signature" not in j or j["base_signature"] in records
@@ -401,35 +397,38 @@ def _bits_str(layer_bits: list[dict[str, int]]) -> str:
 
 # ------------------------------------------------------------------------------------------------ CLI
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="Cora benchmark: FP32 and every QAT framework at INT8/INT4, +/- LoRAP")
-    p.add_argument("--dataset", default="cora", choices=("cora", "synthetic"))
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--arch", default="gcn", choices=("gcn", "gin", "sage"))
-    p.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
-    p.add_argument("--bits", nargs="+", type=int, default=[8, 4])
-    p.add_argument("--prompts", nargs="+", default=["none", "lorap"], choices=PROMPTS)
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=100)
+    p = add_parser(sub, "evaluate", __doc__)
+    p.add_argument("--dataset", default="cora", choices=("cora", "synthetic"), help="node-classification dataset")
+    p.add_argument("--data-root", default=None, help="dataset root (default: $QGNN_DATA_ROOT, else the user cache)")
+    p.add_argument("--arch", default="gcn", choices=("gcn", "gin", "sage"), help="GNN layer type")
+    add_list_argument(p, "--frameworks", choices=FRAMEWORKS, default=FRAMEWORKS,
+                      help="QAT frameworks (each gets rows; an FP32 row is always added)")
+    add_list_argument(p, "--bits", item=int, default=[8, 4], metavar="B", help="bit-widths of the quantized rows")
+    add_list_argument(p, "--prompts", choices=PROMPTS, default=["none", "lorap"], help="prompt variants per row")
+    add_list_argument(p, "--seeds", item=int, default=[0, 1, 2], metavar="SEED", help="training seeds per row")
+    p.add_argument("--epochs", type=int, default=100, help="training epochs per run")
     p.add_argument("--patience", type=int, default=30, help="stop after this many epochs without a better val")
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--hidden", type=int, default=16)
-    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="Adam weight decay")
+    p.add_argument("--hidden", type=int, default=16, help="hidden width")
+    p.add_argument("--dropout", type=float, default=0.5, help="dropout probability during training")
     p.add_argument("--framework-options", default=None, help='JSON {framework: {option: value}}')
-    p.add_argument("--lorap-k", type=int, default=8)
-    p.add_argument("--lorap-rank", type=int, default=4)
-    p.add_argument("--lorap-variant", default="softmax", choices=("softmax", "lora"))
-    p.add_argument("--gpf-k", type=int, default=4)
+    p.add_argument("--lorap-k", type=int, default=8, help="LoRAP: number of prompts k")
+    p.add_argument("--lorap-rank", type=int, default=4, help="LoRAP: rank r of the prompt basis")
+    p.add_argument("--lorap-variant", default="softmax", choices=("softmax", "lora"), help="LoRAP variant")
+    p.add_argument("--gpf-k", type=int, default=4, help="GPF-plus: number of basis prompts (gpf-lorap rows)")
     p.add_argument("--prompt-mode", default="joint", choices=("on-top", "joint"),
                    help="joint: prompts train with the QAT model; on-top: only prompts, on the no-prompt checkpoint")
     p.add_argument("--prompt-epochs", type=int, default=40, help="on-top: epochs of prompt training")
-    p.add_argument("--prompt-lr", type=float, default=0.01)
+    p.add_argument("--prompt-lr", type=float, default=0.01, help="on-top: learning rate of prompt training")
     p.add_argument("--no-deployed", dest="deployed", action="store_false",
                    help="skip the deployed (folded integer graph) accuracy column")
     p.add_argument("--jobs", type=int, default=1, help="parallel training processes")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per job (default 2 / jobs)")
-    p.add_argument("--out-dir", default="evaluation")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per job (default: 2 / jobs)")
+    p.add_argument("--out-dir", default="evaluation",
+                   help="where evaluation.json/.md, runs/ (the cache) and checkpoints/ go")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (also off when stderr is not a terminal)")
     p.set_defaults(func=run)
 
 

@@ -8,18 +8,17 @@ from typing import Any
 
 import numpy as np
 
+from qgnn_deploy.commands import add_parser
 from qgnn_deploy.errors import QgnnError
-
-HELP = "fold a trained checkpoint into the integer graph and write an artifact directory (atomically)"
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("export", help=HELP, description=HELP)
+    p = add_parser(subparsers, "export", __doc__)
     p.add_argument("model", type=Path, help="model.pt written by qgnn-train")
     p.add_argument("--target", default="onnx",
-                   help="onnx (default), x86_64, arm64, a board preset, or a TVM target JSON; "
+                   help="onnx, x86_64, arm64, a board preset (see docs/targets.md), or a TVM target JSON; "
                         "every target also gets model.onnx")
-    p.add_argument("--out", type=Path, required=True, help="artifact directory to write")
+    p.add_argument("--out", type=Path, required=True, help="artifact directory to write (atomic: complete or absent)")
     p.add_argument("--tune", type=int, default=0, metavar="N",
                    help="meta-schedule trials for compiled targets (0: no tuning; a previous export's "
                         "tuning/ database in --out is reused)")
@@ -58,11 +57,11 @@ def accuracy_by_stage(result: Any, saturation_safe: bool) -> dict[str, Any] | No
     parity = (getattr(result, "report", None) or {}).get("parity") or {}
     if not payload:
         return None
-    try:
-        from qgnn_deploy.fold import sample_feeds_for
+    from qgnn_deploy.fold import sample_feeds_for
 
+    try:
         feeds, ds = sample_feeds_for(payload)
-    except (ImportError, KeyError, AttributeError, QgnnError):
+    except (KeyError, AttributeError, QgnnError):
         return None
     graph = result.graph
     feeds = quantize_input_feeds(graph, feeds)
@@ -93,11 +92,8 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.out).exists() and not args.force:
         raise QgnnError(f"{args.out} already exists (pass --force to replace it)")
     sample = load_sample(args.sample_graph) if args.sample_graph else None
-    try:
-        from qgnn_deploy.fold import fold_checkpoint
-    except ImportError:
-        raise QgnnError("checkpoint folding (qgnn_deploy.fold.fold_checkpoint) is not available in this build") \
-            from None
+    from qgnn_deploy.fold import fold_checkpoint
+
     result = fold_checkpoint(model)
     if args.integer_input:
         from qgnn_deploy.ir.passes import prequantize_input

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from qgnn_deploy import progress as progress_bars
+from qgnn_deploy.commands import add_list_argument, add_parser
 from qgnn_deploy.data.datasets import DATASETS, load_dataset
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.nas.search import SearchSettings, retrain, save_searched, search
@@ -30,41 +32,40 @@ CSV_FIELDS = ["penalty", "seed", "arch", "hidden", "choice", "projected", "expec
               "seconds"]
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise QgnnError(f"expected comma-separated numbers, got {text!r}") from None
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("search", help="LPGNAS: search architecture + per-component bits, retrain, write model.pt")
-    p.add_argument("--dataset", default="synthetic", choices=DATASETS)
-    p.add_argument("--data-root", default=None)
+    p = add_parser(sub, "search", __doc__)
+    p.add_argument("--dataset", default="synthetic", choices=DATASETS, help="node-classification dataset")
+    p.add_argument("--data-root", default=None, help="dataset root (default: $QGNN_DATA_ROOT, else the user cache)")
     p.add_argument("--space", default="deployable", choices=("deployable", "full"),
                    help="deployable: only what QGNN builds; full: also max/attention/activations (projected)")
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--widths", default="16,32,64")
-    p.add_argument("--bits", default="2,4,8", help="searched bit-widths per component")
+    p.add_argument("--layers", type=int, default=2, help="number of GNN layers")
+    add_list_argument(p, "--widths", item=int, default=[16, 32, 64], metavar="W", help="searched hidden widths")
+    add_list_argument(p, "--bits", item=int, default=[2, 4, 8], metavar="B", help="searched bit-widths per component")
     p.add_argument("--allow-fp32", action="store_true", help="add FP32 as a bit-width candidate")
-    p.add_argument("--penalty", default="1.0", help="penalty weight(s) lambda, comma-separated")
+    add_list_argument(p, "--penalty", item=float, default=[1.0], metavar="LAMBDA",
+                      help="penalty weight(s) lambda; each is searched")
     p.add_argument("--buffer-share", type=float, default=0.5, help="beta: share of the penalty on buffer size")
     p.add_argument("--storage", default="deployed", choices=("deployed", "ideal"),
                    help="deployed: bytes as the integer graph stores them; ideal: b/8 bytes per element")
-    p.add_argument("--seed", default="0", help="seed(s), comma-separated")
-    p.add_argument("--search-epochs", type=int, default=100)
-    p.add_argument("--arch-lr", type=float, default=0.05)
-    p.add_argument("--mode", default="alternate", choices=("alternate", "joint"))
+    add_list_argument(p, "--seed", item=int, default=[0], metavar="SEED", help="seed(s); each is searched")
+    p.add_argument("--search-epochs", type=int, default=100, help="supernet training epochs per search")
+    p.add_argument("--arch-lr", type=float, default=0.05, help="learning rate of the architecture logits")
+    p.add_argument("--mode", default="alternate", choices=("alternate", "joint"),
+                   help="alternate: an architecture step on the validation loss after each weight step; "
+                        "joint: one step on the training loss for both")
     p.add_argument("--relaxation", default="hard", choices=("hard", "soft", "softmax"),
                    help="hard: straight-through Gumbel one-hot samples; soft: Gumbel-softmax; softmax: plain mixture")
-    p.add_argument("--tau", default="1.0,0.3", help="temperature start,end (geometric schedule)")
+    add_list_argument(p, "--tau", item=float, default=[1.0, 0.3], metavar="TAU",
+                      help="Gumbel temperature start and end (geometric schedule)")
     p.add_argument("--epochs", type=int, default=200, help="QAT retraining epochs of the chosen network")
-    p.add_argument("--patience", type=int, default=None)
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--patience", type=int, default=None,
+                   help="stop retraining after this many epochs without a better validation accuracy")
+    p.add_argument("--lr", type=float, default=0.01, help="weight learning rate (search and retraining)")
     p.add_argument("--lorap", action="store_true", help="retrain with LoRAP prompts")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--out-dir", default="search_out")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (also off when stderr is not a terminal)")
+    p.add_argument("--out-dir", default="search_out", help="where model.pt, search.json and points.csv go")
     p.set_defaults(func=run)
 
 
@@ -72,12 +73,12 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        space = SearchSpace(num_layers=args.layers, widths=tuple(int(v) for v in _floats(args.widths)),
-                            bits=tuple(int(v) for v in _floats(args.bits)), allow_fp32=args.allow_fp32,
+        space = SearchSpace(num_layers=args.layers, widths=tuple(args.widths),
+                            bits=tuple(args.bits), allow_fp32=args.allow_fp32,
                             space=args.space)
     except ValueError as exc:
         raise QgnnError(str(exc)) from None
-    taus = _floats(args.tau)
+    taus = list(args.tau)
     if len(taus) != 2 or min(taus) <= 0:
         raise QgnnError("--tau takes 'start,end' with positive values")
     ds = load_dataset(args.dataset, args.data_root)
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         raise QgnnError("qgnn search supports node-classification datasets")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    penalties, seeds = _floats(args.penalty), [int(s) for s in _floats(args.seed)]
+    penalties, seeds = list(args.penalty), list(args.seed)
     runs = [(pen, seed) for pen in penalties for seed in seeds]
     lorap = {"k": 8, "rank": 4, "variant": "softmax"} if args.lorap else None
     rows, best = [], None
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                                   gumbel="" if args.relaxation == "softmax" else args.relaxation, mode=args.mode,
                                   storage=args.storage, seed=seed)
         bar = tqdm(total=settings.epochs, desc=f"search {k + 1}/{len(runs)} lambda={pen:g} seed={seed}",
-                   disable=args.no_progress, leave=False, file=sys.stderr)
+                   disable=progress_bars.disabled(not args.no_progress), leave=False, file=sys.stderr)
 
         def progress(rec: dict, bar=bar) -> None:
             bar.n = rec["epoch"] + 1

@@ -7,6 +7,7 @@ import json
 
 import torch
 
+from qgnn_deploy.commands import add_parser
 from qgnn_deploy.data.datasets import DATASETS, load_dataset
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.models.net import ARCHS, ModelConfig, default_bits
@@ -16,22 +17,26 @@ from qgnn_deploy.train.trainer import TrainSettings, train
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="synthetic", choices=DATASETS)
-    p.add_argument("--data-root", default=None, help="dataset root (default $QGNN_DATA_ROOT or the user cache)")
-    p.add_argument("--arch", default="gcn", choices=ARCHS)
-    p.add_argument("--framework", default="qat", choices=FRAMEWORK_NAMES)
-    p.add_argument("--bits", type=int, default=8, help="bit-width of every component (2, 4, 8; 32 = FP32)")
+    p.add_argument("--dataset", default="synthetic", choices=DATASETS, help="training graph(s)")
+    p.add_argument("--data-root", default=None,
+                   help="dataset root (default: $QGNN_DATA_ROOT, else ~/.cache/qgnn-deploy/datasets)")
+    p.add_argument("--arch", default="gcn", choices=ARCHS, help="GNN layer type")
+    p.add_argument("--framework", default="qat", choices=FRAMEWORK_NAMES,
+                   help="quantization-aware training method (fp32: no quantization)")
+    p.add_argument("--bits", type=int, default=8, help="bit-width of every component (2..8; 32 = FP32)")
     p.add_argument("--bits-json", default=None, help='per-component overrides, e.g. {"edge": 8, "output": 8}')
-    p.add_argument("--hidden", type=int, default=16)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--hidden", type=int, default=16, help="hidden width of every layer")
+    p.add_argument("--layers", type=int, default=2, help="number of GNN layers")
+    p.add_argument("--dropout", type=float, default=0.5, help="dropout probability during training")
     p.add_argument("--lorap", action="store_true", help="add LoRAP prompts after every aggregation")
     p.add_argument("--lorap-k", type=int, default=8, help="number of prompts k")
     p.add_argument("--lorap-rank", type=int, default=4, help="rank r of the prompt basis")
-    p.add_argument("--lorap-variant", default="softmax", choices=("softmax", "lora"))
+    p.add_argument("--lorap-variant", default="softmax", choices=("softmax", "lora"),
+                   help="softmax: prompts mixed by an integer softmax; lora: a plain low-rank update")
     p.add_argument("--gpf", default=None, choices=("gpf", "gpf-plus"), help="input-feature prompt (pre-aggregation)")
-    p.add_argument("--gpf-k", type=int, default=4)
-    p.add_argument("--framework-options", default=None, help="JSON options for the QAT framework")
+    p.add_argument("--gpf-k", type=int, default=4, help="number of GPF-plus basis prompts")
+    p.add_argument("--framework-options", default=None,
+                   help='JSON options for the QAT framework, e.g. {"penalty": 0.1}')
 
 
 def config_from_args(args: argparse.Namespace, ds) -> ModelConfig:
@@ -51,16 +56,17 @@ def config_from_args(args: argparse.Namespace, ds) -> ModelConfig:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train one QAT configuration and write model.pt")
+    p = add_parser(sub, "train", __doc__)
     add_model_arguments(p)
-    p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=200, help="training epochs (the best validation epoch is kept)")
+    p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="Adam weight decay")
+    p.add_argument("--seed", type=int, default=0, help="random seed (training is deterministic per seed)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     p.add_argument("--init", default=None, help="start from this checkpoint (e.g. train prompts on top of QAT)")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--out", default="model.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when stderr is not a "
+                   "terminal)")
+    p.add_argument("--out", default="model.pt", help="checkpoint file to write (weights only, no pickle)")
     p.set_defaults(func=run)
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from qgnn_deploy import progress
 from qgnn_deploy.data.datasets import GraphDataset
 from qgnn_deploy.models.net import QGNN, ModelConfig
 
@@ -96,8 +97,8 @@ def train(config: ModelConfig, ds: GraphDataset, settings: TrainSettings,
     best: dict[str, Any] = {"val": -1.0}
     history: list[dict[str, float]] = []
     framework = model.framework
-    bar = tqdm(range(settings.epochs), disable=not settings.progress, desc=f"{config.arch}/{config.framework}",
-               leave=False)
+    bar = tqdm(range(settings.epochs), disable=progress.disabled(settings.progress),
+               desc=f"{config.arch}/{config.framework}", leave=False)
     since_best = 0
     for epoch in bar:
         model.train()
