@@ -116,15 +116,12 @@ def test_int4_weights_are_packed(synthetic):
 
 @pytest.mark.parametrize("framework", ["qat", "dq", "a2q", "mixq"])
 @pytest.mark.parametrize("lorap", [False, True])
-def test_cora_parity_interpreter_and_onnx_runtime(tmp_path, framework, lorap):
+def test_cora_parity_interpreter_and_onnx_runtime(cora_dataset, framework, lorap):
     """On real Cora: interpreter == fake-quant model (within the float caveat), ORT == interpreter bit for bit."""
     from qgnn_deploy.backends.onnx import export_onnx
     from qgnn_deploy.backends.onnx.runner import OnnxRunner
-    from qgnn_deploy.data.datasets import _shared_planetoid, load_dataset
 
-    if _shared_planetoid() is None:
-        pytest.skip("no local Planetoid copy (../shared/datasets)")
-    ds = load_dataset("cora", tmp_path)
+    ds = cora_dataset
     model = _train(ds, epochs=6, framework=framework, bits=default_bits(4),
                    lorap={"k": 8, "rank": 4} if lorap else None)
     graph = fold_model(model)

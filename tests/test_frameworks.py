@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from qgnn_deploy.data.datasets import PLANETOID_FILES, _shared_planetoid, load_dataset
+from qgnn_deploy.data.datasets import PLANETOID_FILES, load_dataset
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.models.net import QGNN, ModelConfig, default_bits
 from qgnn_deploy.quant.fake import RangeFakeQuant
@@ -25,8 +24,8 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module")
-def syn():
-    return load_dataset("synthetic")
+def syn(synthetic_dataset):
+    return synthetic_dataset
 
 
 def _config(ds, framework: str, bits: int = 4, **kw) -> ModelConfig:
@@ -269,11 +268,9 @@ def test_pickled_code_checkpoint_is_refused(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- Cora
-def test_short_cora_run_is_sane(tmp_path):
-    if _shared_planetoid() is None and not os.environ.get("QGNN_ALLOW_DOWNLOAD"):
-        pytest.skip("no local Planetoid copy (../shared/datasets)")
-    ds = load_dataset("cora", tmp_path)
-    assert all((Path(tmp_path) / "Cora" / "raw" / f).is_file() for f in PLANETOID_FILES)
+def test_short_cora_run_is_sane(cora_root):
+    ds = load_dataset("cora", cora_root)
+    assert all((Path(cora_root) / "Cora" / "raw" / f).is_file() for f in PLANETOID_FILES)
     cfg = _config(ds, "qat", 8)
     res = train(cfg, ds, TrainSettings(epochs=40, seed=0, progress=False))
     assert res.metrics["test_acc"] > 0.70, res.metrics
