@@ -41,6 +41,7 @@ class GraphDataset:
     splits: dict[str, list[int]] = field(default_factory=dict)  # graph task: indices per split
 
     def describe(self) -> dict[str, Any]:
+        """JSON-able summary recorded in checkpoints (name, task, sizes) so fold can rebuild the sample graph."""
         d: dict[str, Any] = {"name": self.name, "task": self.task, "num_features": self.num_features,
                              "num_classes": self.num_classes}
         if self.data is not None:
@@ -51,6 +52,7 @@ class GraphDataset:
 
 
 def default_data_root() -> Path:
+    """``$QGNN_DATA_ROOT``, else ``$QGNN_CACHE/datasets``, else ``~/.cache/qgnn-deploy/datasets``."""
     env = os.environ.get("QGNN_DATA_ROOT")
     if env:
         return Path(env)
@@ -71,6 +73,7 @@ def _shared_planetoid() -> Path | None:
 
 
 def load_cora(data_root: str | Path | None = None) -> GraphDataset:
+    """Cora through PyG's ``Planetoid`` (public split), filling ``data_root`` from the local copy when offline."""
     from torch_geometric.datasets import Planetoid
 
     root = Path(data_root) if data_root else default_data_root()
@@ -144,6 +147,8 @@ def make_synthetic_graphs(num_graphs: int = 240, seed: int = 0) -> GraphDataset:
 
 
 def load_dataset(name: str, data_root: str | Path | None = None) -> GraphDataset:
+    """The dataset ``name`` (one of :data:`DATASETS`) as a :class:`GraphDataset`; ``data_root`` only matters for
+    downloaded datasets (default :func:`default_data_root`).  Unknown names raise :class:`QgnnError`."""
     if name == "cora":
         return load_cora(data_root)
     if name == "synthetic":

@@ -109,6 +109,10 @@ def fold_model(model: QGNN, max_in_degree: int = DEFAULT_MAX_IN_DEGREE) -> Graph
 
 @dataclass
 class FoldResult:
+    """What :func:`fold_checkpoint` returns: the integer ``graph``, the rebuilt ``model``, the sample graph it
+    was trained on as IR feeds, the checkpoint's sha256, the fold ``report`` (parity, bit-widths, float ops,
+    bounds) and the raw checkpoint ``payload``."""
+
     graph: Graph
     model: QGNN
     sample_feeds: dict[str, np.ndarray]

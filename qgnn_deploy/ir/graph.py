@@ -76,12 +76,15 @@ class Graph:
 
     # ------------------------------------------------------------------ queries
     def producers(self) -> dict[str, Node]:
+        """Value name -> the node that writes it."""
         return {o: n for n in self.nodes for o in n.outputs}
 
     def consumers(self, value: str) -> list[Node]:
+        """The nodes that read ``value``."""
         return [n for n in self.nodes if value in n.inputs]
 
     def op_counts(self) -> dict[str, int]:
+        """Number of nodes per op name."""
         counts: dict[str, int] = {}
         for n in self.nodes:
             counts[n.op] = counts.get(n.op, 0) + 1
@@ -140,6 +143,7 @@ class Graph:
 
     @staticmethod
     def load(stem: str | Path) -> Graph:
+        """Read ``stem.json`` + ``stem.npz`` written by :meth:`save` (no pickle)."""
         stem = Path(stem)
         doc = json.loads(stem.with_suffix(".json").read_text())
         if doc.get("format") != "qgnn-ir":
@@ -180,23 +184,28 @@ class GraphBuilder:
         self._counter: dict[str, int] = {}
 
     def fresh(self, hint: str) -> str:
+        """A value name not used yet: ``hint``, else ``hint_1``, ``hint_2``, ..."""
         k = self._counter.get(hint, 0)
         self._counter[hint] = k + 1
         return hint if k == 0 else f"{hint}_{k}"
 
     def input(self, name: str, dtype: str, shape: tuple[Dim, ...]) -> str:
+        """Declare a graph input."""
         self.graph.inputs.append(ValueInfo(name, dtype, shape))
         return name
 
     def const(self, hint: str, array: np.ndarray) -> str:
+        """Add an initializer; returns its (fresh) name."""
         name = self.fresh(hint)
         self.graph.initializers[name] = np.ascontiguousarray(array)
         return name
 
     def op(self, op: str, inputs: list[str], hint: str | None = None, **attrs: Any) -> str:
+        """Append one single-output node; returns the output value's name."""
         out = self.fresh(hint or op)
         self.graph.nodes.append(Node(op, list(inputs), [out], attrs, name=out))
         return out
 
     def output(self, name: str, dtype: str, shape: tuple[Dim, ...]) -> None:
+        """Declare a graph output."""
         self.graph.outputs.append(ValueInfo(name, dtype, shape))

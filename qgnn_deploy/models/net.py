@@ -34,6 +34,13 @@ def default_bits(bits: int) -> dict[str, int]:
 
 @dataclass
 class ModelConfig:
+    """Everything that defines a model's structure and quantization; stored in the checkpoint, so a checkpoint
+    rebuilds its model without code-side defaults.
+
+    ``bits`` maps each quantized component (see :func:`default_bits`) to a bit-width, ``layer_bits`` overrides it
+    per layer; ``lorap`` / ``gpf`` switch the prompts on; ``framework`` is one of ``FRAMEWORK_NAMES``.
+    """
+
     arch: str = "gcn"
     in_dim: int = 16
     hidden: int = 16
@@ -50,10 +57,12 @@ class ModelConfig:
     gpf: dict[str, Any] | None = None  # {"mode": "gpf"|"gpf-plus", "k": 4}
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (what the checkpoint stores)."""
         return asdict(self)
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error, not silently dropped."""
         known = {f for f in ModelConfig.__dataclass_fields__}
         unknown = set(d) - known
         if unknown:
@@ -61,6 +70,7 @@ class ModelConfig:
         return ModelConfig(**d)
 
     def bits_for(self, layer: int) -> dict[str, int]:
+        """Bit-width per component of ``layer``: ``bits`` with that layer's ``layer_bits`` applied (32 for fp32)."""
         table = dict(self.bits)
         if self.framework == "fp32":
             return {c: 32 for c in table}
@@ -148,6 +158,7 @@ class QGNN(nn.Module):
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None,
                 ctx: QuantContext | None = None) -> Tensor:
+        """Fake-quant forward pass: logits per node (or per graph with ``batch``), on the grid fold reproduces."""
         if ctx is None:  # in-degrees for node-wise quantizers (A2Q); training-only parts check model.training
             ctx = self.framework.context(self, edge_index, x.shape[0])
         h = x
@@ -176,4 +187,5 @@ class QGNN(nn.Module):
         return self.q_output(h, ctx if self.config.task == "node" else None)
 
     def quantizers(self) -> dict[str, Quantizer]:
+        """Every quantizer module by qualified name (what fold and the frameworks read)."""
         return {name: m for name, m in self.named_modules() if isinstance(m, Quantizer)}

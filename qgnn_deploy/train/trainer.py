@@ -25,6 +25,8 @@ from qgnn_deploy.models.net import QGNN, ModelConfig
 
 @dataclass
 class TrainSettings:
+    """Optimiser and loop settings of :func:`train` (Adam, model selected on the best validation accuracy)."""
+
     epochs: int = 200
     lr: float = 0.01
     weight_decay: float = 5e-4
@@ -37,6 +39,9 @@ class TrainSettings:
 
 @dataclass
 class TrainResult:
+    """The trained ``model`` (best validation epoch), its ``metrics`` (val/test accuracy, best epoch) and the
+    per-epoch ``history``."""
+
     model: QGNN
     metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
