@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from qgnn_deploy.errors import QgnnError
-from qgnn_deploy.fold.emit import Acc, FoldContext, QTensor, quantize_bias_int
+from qgnn_deploy.fold import a2q as _a2q  # noqa: F401  (registers the degree_bucket per-node handlers)
+from qgnn_deploy.fold.emit import PER_NODE_BOUNDARY, Acc, FoldContext, QTensor, quantize_bias_int
 from qgnn_deploy.fold.layers import GraphValues, fold_layer, gpf_extra_bias
 from qgnn_deploy.fold.prompts import emit_gpf_plus
 from qgnn_deploy.ir.graph import Graph
@@ -37,10 +38,9 @@ def _boundary_quantize(fc: FoldContext, model: QGNN, x: str) -> QTensor:
         raise QgnnError("fold: the model input is not quantized (an FP32 checkpoint cannot be folded into an "
                         "integer graph; train with --framework qat/dq/a2q/mixq)")
     p = q.qparams()
-    if p.per_node is not None and p.per_node.get("mode") == "degree_bucket":
-        from qgnn_deploy.fold.a2q import quantize_rows_boundary
-
-        return quantize_rows_boundary(fc, q, x)
+    rows = PER_NODE_BOUNDARY.get(p.per_node.get("mode")) if p.per_node is not None else None
+    if rows is not None:
+        return rows(fc, q, x)
     if not p.is_per_tensor:
         raise QgnnError("fold: per-node input quantization is not supported by this fold path")
     fc.bitwidths["input"] = int(p.bits)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from qgnn_deploy.errors import QgnnError
-from qgnn_deploy.fold.emit import Acc, FoldContext, QTensor
+from qgnn_deploy.fold.emit import PER_NODE_BOUNDARY, PER_NODE_REQUANT, Acc, FoldContext, QTensor
 from qgnn_deploy.fold.tables import compact_lookup, requant_arrays
 from qgnn_deploy.quant.fake import Quantizer
 from qgnn_deploy.quant.fixed_point import quantize_multipliers
@@ -88,3 +88,7 @@ def requant_rows(fc: FoldContext, acc: Acc, q: Quantizer, hint: str, relu: bool 
     fc.bitwidths[hint] = int(np.max(p.bits))
     rf, rf_max, unit = _row_factor(fc, p.scale, bucket, hint)
     return QTensor(v, unit, 0, int(lo.min()), int(hi.max()), p.dtype, rf, rf_max)
+
+
+PER_NODE_REQUANT["degree_bucket"] = requant_rows
+PER_NODE_BOUNDARY["degree_bucket"] = quantize_rows_boundary

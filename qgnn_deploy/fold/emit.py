@@ -11,6 +11,7 @@ Fold tracks two kinds of values while it walks the model:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,13 @@ class Acc:
     bound: float
     row_factor: str | None = None  # per-row integer factor of the grid (A2Q inputs; see QTensor)
     row_factor_max: int = 1
+
+
+PER_NODE_REQUANT: dict[str, Callable[..., QTensor]] = {}
+"""Requantizers onto per-node activation grids, keyed by ``qparams().per_node["mode"]``: framework modules register
+theirs (``fold/a2q.py``: ``degree_bucket``), so generic fold code names no framework and imports none."""
+PER_NODE_BOUNDARY: dict[str, Callable[..., QTensor]] = {}
+"""The same for the model input's boundary quantize (float features -> per-node integer codes)."""
 
 
 class FoldContext:
@@ -143,10 +151,9 @@ class FoldContext:
                    row_factor_max: int = 1) -> QTensor:
         """Requantize an accumulator onto quantizer ``q``'s grid (ReLU folded into qmin)."""
         p = q.qparams()
-        if p.per_node is not None and p.per_node.get("mode") == "degree_bucket":
-            from qgnn_deploy.fold.a2q import requant_rows
-
-            return requant_rows(self, acc, q, hint, relu)
+        rows = PER_NODE_REQUANT.get(p.per_node.get("mode")) if p.per_node is not None else None
+        if rows is not None:
+            return rows(self, acc, q, hint, relu)
         if not p.is_per_tensor:
             raise QgnnError(f"fold: {hint} uses per-node/per-channel activation parameters, which this fold path "
                             "does not deploy yet")

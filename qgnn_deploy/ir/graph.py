@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from qgnn_deploy.ir.ops import OPS
+
 Dim = int | str
 DTYPES = ("uint8", "int8", "uint16", "int16", "int32", "int64", "float32")
 
@@ -92,8 +94,6 @@ class Graph:
 
     def float_ops(self) -> list[str]:
         """Names of nodes that compute in floating point (only the boundary should)."""
-        from qgnn_deploy.ir.ops import OPS
-
         return [n.name or n.outputs[0] for n in self.nodes if OPS[n.op].is_float]
 
     def parameter_bytes(self) -> int:
@@ -103,8 +103,6 @@ class Graph:
     # --------------------------------------------------------------- validation
     def validate(self) -> None:
         """Check structure: known ops, SSA names, defined-before-use, arity."""
-        from qgnn_deploy.ir.ops import OPS
-
         defined = {v.name for v in self.inputs} | set(self.initializers)
         for node in self.nodes:
             spec = OPS.get(node.op)

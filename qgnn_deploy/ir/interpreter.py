@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 
 from qgnn_deploy.ir.graph import Graph, Node
+from qgnn_deploy.ir.ops import WIDTH as _WIDTH
+from qgnn_deploy.ir.ops import HandlerTable, wider
 
 Kernel = Callable[[list[np.ndarray | None], dict[str, Any]], np.ndarray]
-KERNELS: dict[str, Kernel] = {}
-
-_WIDTH = {"uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "int32": 4, "int64": 8}
+KERNELS: HandlerTable[Kernel] = HandlerTable("interpreter")
+"""The executable definition of each IR op declared in :mod:`qgnn_deploy.ir.ops`."""
 
 
 class IROverflowError(ArithmeticError):
@@ -25,11 +26,8 @@ class IROverflowError(ArithmeticError):
 
 
 def kernel(name: str) -> Callable[[Kernel], Kernel]:
-    def deco(fn: Kernel) -> Kernel:
-        KERNELS[name] = fn
-        return fn
-
-    return deco
+    """Register the reference kernel of IR op ``name``."""
+    return KERNELS.register(name)
 
 
 def narrow(v: np.ndarray, dtype: str, what: str) -> np.ndarray:
@@ -38,16 +36,6 @@ def narrow(v: np.ndarray, dtype: str, what: str) -> np.ndarray:
     if v.size and (v.min() < info.min or v.max() > info.max):
         raise IROverflowError(f"{what}: value range [{v.min()}, {v.max()}] does not fit {dtype}")
     return v.astype(dtype)
-
-
-def wider(a: np.dtype, b: np.dtype) -> str:
-    a, b = str(a), str(b)
-    if a == b:
-        return a
-    wa, wb = _WIDTH[a], _WIDTH[b]
-    if wa == wb == 1:
-        return "int16"
-    return a if wa > wb else b
 
 
 def _i64(x: np.ndarray) -> np.ndarray:

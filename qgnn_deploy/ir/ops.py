@@ -28,21 +28,130 @@ Conventions
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
-from qgnn_deploy.ir.graph import Node
+# The bottom of the IR layer: this module imports nothing from qgnn_deploy, so ``ir.graph``, the interpreter
+# and every backend import it and never the other way round (tests/test_ops_registry.py checks for cycles).
+
+WIDTH: dict[str, int] = {"uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "int32": 4, "int64": 8}
+"""Bytes per element of the IR's integer dtypes: the one table the interpreter and the backends read."""
+
+Shape = tuple[int | str | None, ...]
+Attrs = Mapping[str, Any]
+DtypeRule = Callable[[Sequence[str], Attrs], str]
+RankRule = Callable[[Sequence[int], Attrs], int]
+ShapeRule = Callable[[Sequence[Shape], Attrs], Shape]
+
+
+class NodeLike(Protocol):
+    """What :meth:`OpSpec.check_arity` reads of a :class:`~qgnn_deploy.ir.graph.Node`."""
+
+    op: str
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any]
+
+
+def wider(a: Any, b: Any) -> str:
+    """Result dtype of a binary integer op: the wider input; two different 1-byte types give int16."""
+    a, b = str(a), str(b)
+    if a == b:
+        return a
+    wa, wb = WIDTH[a], WIDTH[b]
+    if wa == wb == 1:
+        return "int16"
+    return a if wa > wb else b
+
+
+def broadcast(*shapes: Shape) -> Shape:
+    """NumPy broadcasting of static shapes with symbolic (str) or unknown (None) dims."""
+    rank = max(len(sh) for sh in shapes)
+    out: list[int | str | None] = []
+    for k in range(rank):
+        dims = {sh[len(sh) - rank + k] for sh in shapes if len(sh) - rank + k >= 0}
+        dims.discard(1)
+        out.append(dims.pop() if len(dims) == 1 else (1 if not dims else None))
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------ typing rules (by kind of op)
+def _attr_dtype(ins: Sequence[str], a: Attrs) -> str:
+    return str(a["dtype"])
+
+
+def _fixed(dtype: str) -> DtypeRule:
+    return lambda ins, a: dtype
+
+
+def _input_dtype(k: int) -> DtypeRule:
+    return lambda ins, a: ins[k]
+
+
+def _wider_dtype(ins: Sequence[str], a: Attrs) -> str:
+    return wider(ins[0], ins[1])
+
+
+def _sum_dtype(ins: Sequence[str], a: Attrs) -> str:
+    return "int32" if WIDTH[ins[0]] <= 4 else "int64"
+
+
+def _first_rank(ins: Sequence[int], a: Attrs) -> int:
+    return ins[0]
+
+
+def _first_shape(ins: Sequence[Shape], a: Attrs) -> Shape:
+    return ins[0]
+
+
+def _binary_rank(ins: Sequence[int], a: Attrs) -> int:
+    return max(ins[0], ins[1])
+
+
+def _reduce_rank(ins: Sequence[int], a: Attrs) -> int:
+    return ins[0] if a.get("keepdims", True) else ins[0] - 1
+
+
+def _reduce_shape(ins: Sequence[Shape], a: Attrs) -> Shape:
+    axis = int(a.get("axis", -1)) % max(len(ins[0]), 1)
+    keep = a.get("keepdims", True)
+    return tuple((1 if k == axis else d) for k, d in enumerate(ins[0]) if keep or k != axis)
+
+
+def _broadcast_shape(ins: Sequence[Shape], a: Attrs) -> Shape:
+    return broadcast(*[s for s in ins if s is not None])
+
+
+def _requantize_shape(ins: Sequence[Shape], a: Attrs) -> Shape:
+    return broadcast(*[s for s in ins if s])  # absent optional inputs have the empty shape
+
+
+def _concat_shape(ins: Sequence[Shape], a: Attrs) -> Shape:
+    axis = int(a.get("axis", -1)) % len(ins[0])
+    dims = [s[axis] for s in ins]
+    total = sum(dims) if all(isinstance(d, int) for d in dims) else None  # type: ignore[arg-type]
+    return tuple(total if k == axis else d for k, d in enumerate(ins[0]))
 
 
 @dataclass(frozen=True)
 class OpSpec:
+    """One IR op, declared once: arity, required attributes, float-ness, the contract in words, and the typing
+    rules (output dtype, rank and static shape from the inputs') that backends and analyses read."""
+
     name: str
     min_inputs: int
     max_inputs: int
     doc: str
     is_float: bool = False
     required_attrs: tuple[str, ...] = ()
+    dtype: DtypeRule = _input_dtype(0)
+    rank: RankRule = _first_rank
+    shape: ShapeRule = _first_shape
 
-    def check_arity(self, node: Node) -> None:
+    def check_arity(self, node: NodeLike) -> None:
+        """Input count, single output and required attributes of ``node``; ValueError otherwise."""
         n = len(node.inputs)
         if not self.min_inputs <= n <= self.max_inputs:
             raise ValueError(f"{node.op} node {node.name!r} takes {self.min_inputs}..{self.max_inputs} inputs, got {n}")
@@ -53,43 +162,85 @@ class OpSpec:
             raise ValueError(f"{node.op} node {node.name!r} lacks attributes {missing}")
 
 
+_BINARY: dict[str, Any] = {"dtype": _wider_dtype, "rank": _binary_rank, "shape": _broadcast_shape}
+_REDUCE: dict[str, Any] = {"rank": _reduce_rank, "shape": _reduce_shape}
+
 _SPECS = [
     OpSpec("quantize", 1, 1, "float32 x -> int: clip(round_half_even(x / scale) + zero_point, qmin, qmax) as dtype",
-           is_float=True, required_attrs=("scale", "zero_point", "qmin", "qmax", "dtype")),
+           is_float=True, required_attrs=("scale", "zero_point", "qmin", "qmax", "dtype"), dtype=_attr_dtype),
     OpSpec("quantize_rows", 4, 4, "float32 x[N,F], scale[N,1] f32, qmin[N,1] i64, qmax[N,1] i64 -> dtype: "
            "per-row quantize with zero point 0 (A2Q per-node step and bit-width)", is_float=True,
-           required_attrs=("dtype",)),
+           required_attrs=("dtype",), dtype=_attr_dtype, shape=_broadcast_shape),
     OpSpec("dequantize", 1, 1, "int q -> float32: (q - zero_point) * scale", is_float=True,
-           required_attrs=("scale", "zero_point")),
+           required_attrs=("scale", "zero_point"), dtype=_fixed("float32")),
     OpSpec("unpack_int4", 1, 1, "packed uint8 (two's-complement nibbles, low nibble first) -> int8 of attr shape",
-           required_attrs=("shape",)),
-    OpSpec("matmul", 2, 2, "a[M,K] (u8|i8) x b[K,N] (i8) -> int32: sum_k (a - a_zero_point)(b - b_zero_point)"),
-    OpSpec("add", 2, 2, "integer a + b with broadcasting; result dtype is the wider input dtype"),
-    OpSpec("sub", 2, 2, "integer a - b with broadcasting; result dtype is the wider input dtype"),
-    OpSpec("mul", 2, 2, "integer a * b with broadcasting; result dtype is the wider input dtype"),
-    OpSpec("div_floor", 2, 2, "integer floor(a / b), b > 0, broadcasting"),
-    OpSpec("cast", 1, 1, "integer cast to attr dtype (value must fit)", required_attrs=("dtype",)),
+           required_attrs=("shape",), dtype=_fixed("int8"), rank=lambda ins, a: len(a["shape"]),
+           shape=lambda ins, a: tuple(int(d) for d in a["shape"])),
+    OpSpec("matmul", 2, 2, "a[M,K] (u8|i8) x b[K,N] (i8) -> int32: sum_k (a - a_zero_point)(b - b_zero_point)",
+           dtype=_fixed("int32"), shape=lambda ins, a: ins[0][:-1] + ins[1][-1:]),
+    OpSpec("add", 2, 2, "integer a + b with broadcasting; result dtype is the wider input dtype", **_BINARY),
+    OpSpec("sub", 2, 2, "integer a - b with broadcasting; result dtype is the wider input dtype", **_BINARY),
+    OpSpec("mul", 2, 2, "integer a * b with broadcasting; result dtype is the wider input dtype", **_BINARY),
+    OpSpec("div_floor", 2, 2, "integer floor(a / b), b > 0, broadcasting", **_BINARY),
+    OpSpec("cast", 1, 1, "integer cast to attr dtype (value must fit)", required_attrs=("dtype",), dtype=_attr_dtype),
     OpSpec("clamp", 1, 1, "clip(x, lo, hi) in the input dtype (ReLU is clamp(lo=zero_point))",
            required_attrs=("lo", "hi")),
     OpSpec("requantize", 1, 5, "acc, [multiplier], [shift], [qmin], [qmax] -> dtype: fixed-point rescale and narrow "
-           "(see module docstring)", required_attrs=("dtype", "zero_point")),
-    OpSpec("take_row", 1, 1, "x[R,...] -> x[index] (e.g. src/dst rows of edge_index)", required_attrs=("index",)),
-    OpSpec("gather_rows", 2, 2, "x[N,H], idx[E] i64 -> x[idx] of shape [E,H]"),
-    OpSpec("scatter_add", 3, 3, "values[E,H] int32, idx[E] i64, ref[N,..] -> int32 [N,H]: out[idx[e]] += values[e]"),
+           "(see module docstring)", required_attrs=("dtype", "zero_point"), dtype=_attr_dtype,
+           shape=_requantize_shape),
+    OpSpec("take_row", 1, 1, "x[R,...] -> x[index] (e.g. src/dst rows of edge_index)", required_attrs=("index",),
+           rank=lambda ins, a: ins[0] - 1, shape=lambda ins, a: ins[0][1:]),
+    OpSpec("gather_rows", 2, 2, "x[N,H], idx[E] i64 -> x[idx] of shape [E,H]",
+           rank=lambda ins, a: ins[1] + ins[0] - 1, shape=lambda ins, a: ins[1] + ins[0][1:]),
+    OpSpec("scatter_add", 3, 3, "values[E,H] int32, idx[E] i64, ref[N,..] -> int32 [N,H]: out[idx[e]] += values[e]",
+           dtype=_fixed("int32"), shape=lambda ins, a: ins[2][:1] + ins[0][1:]),
     OpSpec("scatter_max", 3, 3, "values[E,H] int32, idx[E] i64, ref[N,..] -> int32 [N,H]: max over incoming rows, "
-           "0 where a row has none"),
-    OpSpec("degree", 2, 2, "idx[E] i64, ref[N,..] -> int32 [N,1]: number of occurrences of each row index"),
+           "0 where a row has none", dtype=_fixed("int32"), shape=lambda ins, a: ins[2][:1] + ins[0][1:]),
+    OpSpec("degree", 2, 2, "idx[E] i64, ref[N,..] -> int32 [N,1]: number of occurrences of each row index",
+           dtype=_fixed("int32"), rank=lambda ins, a: 2, shape=lambda ins, a: (ins[1][0], 1)),
     OpSpec("lut", 2, 2, "idx (int), table[T] (const int) -> table[clip(idx + offset, 0, T-1)]",
-           required_attrs=("offset",)),
+           required_attrs=("offset",), dtype=_input_dtype(1)),
     OpSpec("lut_steps", 3, 3, "idx (int), thresholds[K] (const int, non-decreasing), values[K+1] (const) -> "
-           "values[#{k : idx >= thresholds[k]}]; K = 0 is a constant"),
-    OpSpec("reduce_max", 1, 1, "max over attr axis, keepdims"),
-    OpSpec("reduce_sum", 1, 1, "sum over attr axis, keepdims (int32 result must not overflow)"),
-    OpSpec("concat", 2, 8, "concatenate along attr axis (same dtype)"),
-    OpSpec("pool_sum", 2, 2, "values[N,H] int32, batch[N] i64 -> int32 [G,H], G = max(batch) + 1"),
+           "values[#{k : idx >= thresholds[k]}]; K = 0 is a constant", dtype=_input_dtype(2)),
+    OpSpec("reduce_max", 1, 1, "max over attr axis, keepdims", **_REDUCE),
+    OpSpec("reduce_sum", 1, 1, "sum over attr axis, keepdims (int32 result must not overflow)", dtype=_sum_dtype,
+           **_REDUCE),
+    OpSpec("concat", 2, 8, "concatenate along attr axis (same dtype)", shape=_concat_shape),
+    OpSpec("pool_sum", 2, 2, "values[N,H] int32, batch[N] i64 -> int32 [G,H], G = max(batch) + 1",
+           dtype=_fixed("int32"), shape=lambda ins, a: ("G",) + ins[0][1:]),
 ]
 
 OPS: dict[str, OpSpec] = {s.name: s for s in _SPECS}
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+class HandlerTable(dict[str, H], Generic[H]):
+    """One backend's implementation of the IR ops, keyed by op name (the interpreter's kernels, the ONNX and TVM
+    handlers).  Registering a name that is not in :data:`OPS` fails at import time; :meth:`missing` lists the
+    ops still without a handler (tests/test_ops_registry.py requires none for every backend)."""
+
+    def __init__(self, backend: str) -> None:
+        super().__init__()
+        self.backend = backend
+
+    def __setitem__(self, op: str, fn: H) -> None:
+        if op not in OPS:
+            raise ValueError(f"{self.backend}: handler for unknown IR op {op!r} (declare it in qgnn_deploy/ir/ops.py)")
+        super().__setitem__(op, fn)
+
+    def register(self, op: str) -> Callable[[H], H]:
+        """Decorator: ``@table.register("matmul")``."""
+
+        def deco(fn: H) -> H:
+            self[op] = fn
+            return fn
+
+        return deco
+
+    def missing(self) -> list[str]:
+        """IR ops this backend cannot handle yet."""
+        return sorted(set(OPS) - set(self))
 
 
 def steps_search_plan(k: int) -> tuple[int, list[int]]:

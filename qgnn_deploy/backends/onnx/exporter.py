@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.ir.graph import Graph, Node
-from qgnn_deploy.ir.ops import OPS
+from qgnn_deploy.ir.ops import OPS, HandlerTable, OpSpec, Shape
 
 DEFAULT_OPSET = 21
 PRODUCER = "qgnn-deploy"
@@ -27,6 +27,7 @@ PRODUCER = "qgnn-deploy"
 ONNX_DTYPE: dict[str, int] = {
     "uint8": TensorProto.UINT8,
     "int8": TensorProto.INT8,
+    "uint16": TensorProto.UINT16,
     "int16": TensorProto.INT16,
     "int32": TensorProto.INT32,
     "int64": TensorProto.INT64,
@@ -34,32 +35,15 @@ ONNX_DTYPE: dict[str, int] = {
     "uint64": TensorProto.UINT64,
     "bool": TensorProto.BOOL,
 }
-_WIDTH = {"uint8": 1, "int8": 1, "int16": 2, "int32": 4, "int64": 8}
 
 Handler = Callable[["EmitContext", Node], None]
-HANDLERS: dict[str, Handler] = {}
+HANDLERS: HandlerTable[Handler] = HandlerTable("onnx")
+"""The ONNX emitter of each IR op; filled by :mod:`qgnn_deploy.backends.onnx.handlers` (which the package imports)."""
 
 
 def handler(op: str) -> Callable[[Handler], Handler]:
     """Register the ONNX emitter of IR op ``op`` (one per op)."""
-
-    def deco(fn: Handler) -> Handler:
-        if op not in OPS:
-            raise ValueError(f"handler for unknown IR op {op!r}")
-        HANDLERS[op] = fn
-        return fn
-
-    return deco
-
-
-def wider(a: str, b: str) -> str:
-    """Result dtype of a binary IR op (mirrors ``interpreter.wider``)."""
-    if a == b:
-        return a
-    wa, wb = _WIDTH[a], _WIDTH[b]
-    if wa == wb == 1:
-        return "int16"
-    return a if wa > wb else b
+    return HANDLERS.register(op)
 
 
 def compute_dtype(dtype: str) -> str:
@@ -67,34 +51,19 @@ def compute_dtype(dtype: str) -> str:
     return "int64" if dtype == "int64" else "int32"
 
 
+def _spec(op: str) -> OpSpec:
+    spec = OPS.get(op)
+    if spec is None:  # pragma: no cover - validate() rejects unknown ops first
+        raise QgnnError(f"ONNX export: unknown IR op {op!r}")
+    return spec
+
+
 def infer_dtypes(graph: Graph) -> dict[str, str]:
-    """Dtype of every value, by the interpreter's typing rules."""
+    """Dtype of every value, by the op specs' typing rules (``ir/ops.py``, the interpreter's rules)."""
     dt: dict[str, str] = {v.name: v.dtype for v in graph.inputs}
     dt.update({k: str(v.dtype) for k, v in graph.initializers.items()})
     for node in graph.nodes:
-        ins = [dt[i] if i else "" for i in node.inputs]
-        a, op = node.attrs, node.op
-        if op in ("quantize", "quantize_rows", "cast", "requantize"):
-            out = a["dtype"]
-        elif op == "dequantize":
-            out = "float32"
-        elif op == "unpack_int4":
-            out = "int8"
-        elif op in ("matmul", "scatter_add", "scatter_max", "degree", "pool_sum"):
-            out = "int32"
-        elif op in ("add", "sub", "mul", "div_floor"):
-            out = wider(ins[0], ins[1])
-        elif op in ("clamp", "take_row", "gather_rows", "reduce_max", "concat"):
-            out = ins[0]
-        elif op == "lut":
-            out = ins[1]
-        elif op == "lut_steps":
-            out = ins[2]
-        elif op == "reduce_sum":
-            out = "int32" if _WIDTH[ins[0]] <= 4 else "int64"
-        else:  # pragma: no cover - validate() rejects unknown ops first
-            raise QgnnError(f"ONNX export: no dtype rule for IR op {op!r}")
-        dt[node.outputs[0]] = out
+        dt[node.outputs[0]] = _spec(node.op).dtype([dt[i] if i else "" for i in node.inputs], node.attrs)
     return dt
 
 
@@ -103,39 +72,8 @@ def infer_ranks(graph: Graph) -> dict[str, int]:
     rk: dict[str, int] = {v.name: len(v.shape) for v in graph.inputs}
     rk.update({k: v.ndim for k, v in graph.initializers.items()})
     for node in graph.nodes:
-        ins = [rk[i] if i else 0 for i in node.inputs]
-        a, op = node.attrs, node.op
-        if op == "unpack_int4":
-            out = len(a["shape"])
-        elif op in ("add", "sub", "mul", "div_floor"):
-            out = max(ins[0], ins[1])
-        elif op == "take_row":
-            out = ins[0] - 1
-        elif op == "gather_rows":
-            out = ins[1] + ins[0] - 1
-        elif op == "degree":
-            out = 2
-        elif op in ("lut", "lut_steps"):
-            out = ins[0]
-        elif op in ("reduce_max", "reduce_sum"):
-            out = ins[0] if a.get("keepdims", True) else ins[0] - 1
-        else:  # elementwise, matmul (2-D), scatters/pool (rank of values), concat
-            out = ins[0]
-        rk[node.outputs[0]] = out
+        rk[node.outputs[0]] = _spec(node.op).rank([rk[i] if i else 0 for i in node.inputs], node.attrs)
     return rk
-
-
-Shape = tuple[int | str | None, ...]
-
-
-def _broadcast(*shapes: Shape) -> Shape:
-    rank = max(len(sh) for sh in shapes)
-    out: list[int | str | None] = []
-    for k in range(rank):
-        dims = {sh[len(sh) - rank + k] for sh in shapes if len(sh) - rank + k >= 0}
-        dims.discard(1)
-        out.append(dims.pop() if len(dims) == 1 else (1 if not dims else None))
-    return tuple(out)
 
 
 def infer_shapes(graph: Graph) -> dict[str, Shape]:
@@ -147,38 +85,7 @@ def infer_shapes(graph: Graph) -> dict[str, Shape]:
     sh: dict[str, Shape] = {v.name: tuple(v.shape) for v in graph.inputs}
     sh.update({k: tuple(v.shape) for k, v in graph.initializers.items()})
     for node in graph.nodes:
-        ins = [sh[i] if i else () for i in node.inputs]
-        a, op = node.attrs, node.op
-        if op == "unpack_int4":
-            out: Shape = tuple(int(d) for d in a["shape"])
-        elif op == "matmul":
-            out = ins[0][:-1] + ins[1][-1:]
-        elif op in ("add", "sub", "mul", "div_floor", "requantize", "quantize_rows"):
-            out = _broadcast(*[s for s in ins if s is not None and (s or op != "requantize")])
-        elif op == "take_row":
-            out = ins[0][1:]
-        elif op == "gather_rows":
-            out = ins[1] + ins[0][1:]
-        elif op in ("scatter_add", "scatter_max"):
-            out = ins[2][:1] + ins[0][1:]
-        elif op == "degree":
-            out = (ins[1][0], 1)
-        elif op in ("lut", "lut_steps"):
-            out = ins[0]
-        elif op in ("reduce_max", "reduce_sum"):
-            axis = int(a.get("axis", -1)) % max(len(ins[0]), 1)
-            keep = a.get("keepdims", True)
-            out = tuple((1 if k == axis else d) for k, d in enumerate(ins[0]) if keep or k != axis)
-        elif op == "concat":
-            axis = int(a.get("axis", -1)) % len(ins[0])
-            dims = [s[axis] for s in ins]
-            total = sum(dims) if all(isinstance(d, int) for d in dims) else None  # type: ignore[arg-type]
-            out = tuple(total if k == axis else d for k, d in enumerate(ins[0]))
-        elif op == "pool_sum":
-            out = ("G",) + ins[0][1:]
-        else:  # quantize, dequantize, cast, clamp: elementwise on the first input
-            out = ins[0]
-        sh[node.outputs[0]] = out
+        sh[node.outputs[0]] = _spec(node.op).shape([sh[i] if i else () for i in node.inputs], node.attrs)
     return sh
 
 
@@ -327,8 +234,6 @@ def export_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True, ex
     """
     if opset < 18:
         raise QgnnError(f"ONNX export needs opset >= 18 (ScatterElements max/axes-as-input), got {opset}")
-    from qgnn_deploy.backends.onnx import handlers as _handlers  # noqa: F401  (registers HANDLERS)
-
     try:
         graph.validate()
     except ValueError as exc:

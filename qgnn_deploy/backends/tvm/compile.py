@@ -84,6 +84,18 @@ def legalize_passes(target: Any) -> list[Any]:
     return [relax.transform.EliminateCommonSubexpr()] + cpu.library_dispatch_passes(target) + legalize
 
 
+def legalized_module(graph: Graph, preset: TargetPreset, static_dims: dict[str, int]) -> Any:
+    """The Relax module after :func:`legalize_passes`: what the tuner extracts its tasks from."""
+    import tvm
+
+    from .relax_builder import build_module
+
+    mod = build_module(graph, build_options(preset, static_dims))
+    target = preset.tvm()
+    with target:
+        return tvm.transform.Sequential(legalize_passes(target))(mod)
+
+
 def lut_take_is_injective() -> Any:
     """Let FuseOps fuse ``take`` (table lookups, row gathers) with the elementwise ops around it.
 
@@ -214,7 +226,7 @@ def compile_to_dir(graph: Graph, target_spec: str, out_dir: Path, *, sample_feed
 
         static_dims = {d: s for d, s in sizes.items() if d in ("N", "E")}
         db_dir = Path(tuning_db) if tuning_db is not None else out_dir / TUNING_DIRNAME
-        database, tuning_info = tune(graph, preset, static_dims, db_dir, tune_trials)
+        database, tuning_info = tune(legalized_module(graph, preset, static_dims), preset, db_dir, tune_trials)
         if tuning_db is not None:
             copy_tuning_db(db_dir, out_dir / TUNING_DIRNAME)
         tuning_info["database"] = TUNING_DIRNAME

@@ -27,6 +27,8 @@ import numpy as np
 from tvm import relax, tirx
 from tvm.script import tirx as T
 
+from .relax_ops import dtype_of, op, scalar, shape_of
+
 _SCHEDULED = {"tir.noalias": True, "tirx.is_scheduled": True}
 ROWS = 4  # rows per register block (NEON / generic kernels)
 VNNI_ROWS = 8  # x86: 8 independent vpdpbusd chains hide its latency (4 left the 2708x1433 GEMM ~15% slower)
@@ -257,8 +259,6 @@ def _static(v: Any) -> int | None:
 
 def emit_matmul(ctx: Any, a: relax.Expr, b: relax.Expr) -> relax.Expr | None:
     """``a @ b`` in int32 through a hand-written kernel, or None to use Relax's matmul."""
-    from .relax_builder import dtype_of, op, scalar, shape_of
-
     sa, sb = shape_of(a), shape_of(b)
     if len(sa) != 2 or len(sb) != 2 or dtype_of(b) != "int8" or dtype_of(a) not in ("uint8", "int8"):
         return None
@@ -297,8 +297,6 @@ def emit_matmul(ctx: Any, a: relax.Expr, b: relax.Expr) -> relax.Expr | None:
 
 def emit_quant_matmul(ctx: Any, x: relax.Expr, b: relax.Expr, qattrs: dict[str, Any]) -> relax.Expr:
     """``quantize(x) @ b`` in int32 with the quantize fused into the VNNI kernel (see :func:`fusable_quant`)."""
-    from .relax_builder import dtype_of, op, scalar, shape_of
-
     k, n = (int(d) for d in (_static(v) for v in shape_of(b)))
     at = str(qattrs["dtype"])
     k4, kbase = k // 4, 4 * (k // 4)

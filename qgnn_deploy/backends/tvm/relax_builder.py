@@ -27,37 +27,18 @@ from tvm.sym import Analyzer
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.ir.graph import Graph, Node
 from qgnn_deploy.ir.interpreter import wider
-from qgnn_deploy.ir.ops import OPS, steps_search_plan
+from qgnn_deploy.ir.ops import OPS, HandlerTable, steps_search_plan
 
 from . import kernels
+from .relax_ops import dtype_of, op, scalar, shape_of
 
-
-class _EmittingOps:
-    """``op.add(...)`` etc. bound immediately in the active BlockBuilder, so every operand is typed."""
-
-    bb: relax.BlockBuilder | None = None
-
-    def __getattr__(self, name: str) -> Callable[..., relax.Expr]:
-        fn = getattr(relax.op, name)
-
-        def call(*args: Any, **kwargs: Any) -> relax.Expr:
-            assert self.bb is not None
-            return self.bb.emit(fn(*args, **kwargs))
-
-        return call
-
-
-op = _EmittingOps()
 Handler = Callable[["BuildContext", Node], relax.Expr]
-HANDLERS: dict[str, Handler] = {}
+HANDLERS: HandlerTable[Handler] = HandlerTable("tvm")
 
 
 def handler(name: str) -> Callable[[Handler], Handler]:
-    def deco(fn: Handler) -> Handler:
-        HANDLERS[name] = fn
-        return fn
-
-    return deco
+    """Register the Relax builder of IR op ``name`` (one per op, checked against ``ir/ops.py``)."""
+    return HANDLERS.register(name)
 
 
 @dataclass
@@ -129,17 +110,6 @@ class BuildContext:
         return self.emit(relax.call_tir(gv, args, out_ty=relax.TensorType(shape, dtype)))
 
 
-def dtype_of(e: relax.Expr) -> str:
-    return str(e.ty.dtype)
-
-
-def shape_of(e: relax.Expr) -> list[Any]:
-    sinfo = e.ty
-    if sinfo.shape is None:
-        raise QgnnError("internal: a tensor of unknown shape reached the TVM builder")
-    return list(sinfo.shape.values)
-
-
 def static_int(v: Any) -> int | None:
     if isinstance(v, int):
         return v
@@ -150,10 +120,6 @@ def static_int(v: Any) -> int | None:
 
 def cast(e: relax.Expr, dtype: str) -> relax.Expr:
     return e if dtype_of(e) == dtype else op.astype(e, dtype)
-
-
-def scalar(value: Any, dtype: str) -> relax.Expr:
-    return relax.const(np.array(value, dtype=dtype), dtype)
 
 
 # ---------------------------------------------------------------------- float boundary

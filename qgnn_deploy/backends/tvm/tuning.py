@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from qgnn_deploy.errors import QgnnError
-from qgnn_deploy.ir.graph import Graph
 
 from .targets import TargetPreset, host_preset
 
@@ -33,18 +32,6 @@ def tuning_target(preset: TargetPreset) -> Any:
     return (host_preset() if preset.cross_compile else preset).tvm()
 
 
-def _legalized(graph: Graph, preset: TargetPreset, static_dims: dict[str, int]) -> Any:
-    import tvm
-
-    from .compile import build_options, legalize_passes
-    from .relax_builder import build_module
-
-    mod = build_module(graph, build_options(preset, static_dims))
-    target = preset.tvm()
-    with target:
-        return tvm.transform.Sequential(legalize_passes(target))(mod)
-
-
 def open_database(db_dir: Path) -> Any:
     from tvm.s_tir import meta_schedule as ms
 
@@ -52,9 +39,9 @@ def open_database(db_dir: Path) -> Any:
     return ms.database.JSONDatabase(work_dir=str(db_dir))
 
 
-def tune(graph: Graph, preset: TargetPreset, static_dims: dict[str, int], db_dir: Path,
-         trials: int) -> tuple[Any, dict[str, Any]]:
-    """Tune the heavy untuned tasks (``trials`` per task at most) into ``db_dir``; returns (database, info)."""
+def tune(module: Any, preset: TargetPreset, db_dir: Path, trials: int) -> tuple[Any, dict[str, Any]]:
+    """Tune the heavy untuned tasks of ``module`` (the legalized Relax module the build will apply the database
+    to: ``compile.legalized_module``) into ``db_dir``, ``trials`` per task at most; returns (database, info)."""
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.analysis import estimate_tir_flops
 
@@ -63,7 +50,7 @@ def tune(graph: Graph, preset: TargetPreset, static_dims: dict[str, int], db_dir
     if db_dir.exists() and not db_dir.is_dir():
         raise QgnnError(f"tuning database {db_dir} is not a directory")
     target = tuning_target(preset)
-    mod = _legalized(graph, preset, static_dims)
+    mod = module
     tasks = ms.relax_integration.extract_tasks(mod, target)
     heavy = [t for t in tasks if _tunable(t.dispatched[0], estimate_tir_flops)]
     db = open_database(db_dir)

@@ -1,0 +1,168 @@
+"""One op registry: every IR op is declared once (``ir/ops.py``) and every backend handles every op; the package's
+modules import each other in one direction only (no import cycle, function-level imports included)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qgnn_deploy.ir.ops import OPS, WIDTH, HandlerTable, wider
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "qgnn_deploy"
+
+
+def _tables() -> dict[str, HandlerTable]:
+    from qgnn_deploy.backends.onnx import HANDLERS as onnx_handlers
+    from qgnn_deploy.ir.interpreter import KERNELS
+
+    tables = {"interpreter": KERNELS, "onnx": onnx_handlers}
+    try:
+        from qgnn_deploy.backends.tvm.relax_builder import HANDLERS as tvm_handlers
+    except ImportError as exc:  # TVM is a hard dependency; say so instead of skipping silently
+        raise AssertionError(f"the TVM backend does not import: {exc}") from None
+    tables["tvm"] = tvm_handlers
+    return tables
+
+
+@pytest.mark.parametrize("backend", ["interpreter", "onnx", "tvm"])
+def test_every_backend_handles_every_declared_op(backend: str) -> None:
+    table = _tables()[backend]
+    assert isinstance(table, HandlerTable)
+    assert table.missing() == [], f"{backend} lacks handlers for {table.missing()}"
+    assert set(table) == set(OPS)
+
+
+def test_registering_an_undeclared_op_fails() -> None:
+    table: HandlerTable = HandlerTable("test")
+    with pytest.raises(ValueError, match="unknown IR op 'conv2d'"):
+        table.register("conv2d")(lambda *a: None)
+    table["add"] = len
+    assert "add" not in table.missing()
+    assert len(table.missing()) == len(OPS) - 1
+
+
+def test_dtype_rules_match_the_interpreter_on_the_op_zoo() -> None:
+    """The specs' dtype/shape rules (what the ONNX exporter reads) agree with what the interpreter computes."""
+    from qgnn_deploy.backends.onnx.exporter import infer_dtypes, infer_ranks, infer_shapes
+    from qgnn_deploy.ir.interpreter import run
+    from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph
+
+    graph = op_zoo_graph(features=12)
+    assert {n.op for n in graph.nodes} >= set(OPS) - {"quantize_rows", "pool_sum"}  # per-node / graph-task ops
+    x, ei = awkward_graphs(12)["random"]
+    values = run(graph, {"x": x, "edge_index": ei}, keep_all=True)
+    dtypes, ranks, shapes = infer_dtypes(graph), infer_ranks(graph), infer_shapes(graph)
+    sizes = {"N": x.shape[0], "E": ei.shape[1]}
+    for node in graph.nodes:
+        out = node.outputs[0]
+        arr = np.asarray(values[out])
+        assert dtypes[out] == str(arr.dtype), (node.op, dtypes[out], arr.dtype)
+        assert ranks[out] == arr.ndim, (node.op, ranks[out], arr.shape)
+        for d, n in zip(shapes[out], arr.shape):
+            if isinstance(d, int):
+                assert d == n, (node.op, shapes[out], arr.shape)
+            elif isinstance(d, str) and d in sizes:
+                assert sizes[d] == n, (node.op, shapes[out], arr.shape)
+
+
+def test_width_table_covers_every_integer_dtype() -> None:
+    """One width table (it used to lack uint16 in the ONNX exporter)."""
+    from qgnn_deploy.backends.onnx.exporter import ONNX_DTYPE
+
+    for dtype, width in WIDTH.items():
+        assert np.dtype(dtype).itemsize == width
+        assert dtype in ONNX_DTYPE
+    assert wider("uint8", "int8") == "int16" and wider("uint16", "int32") == "int32"
+    assert OPS["reduce_sum"].dtype(["uint16"], {}) == "int32"
+
+
+# ------------------------------------------------------------------------------------------- import graph
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for f in PACKAGE.rglob("*.py"):
+        parts = list(f.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        mods[".".join(parts)] = f
+    return mods
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports anywhere (module level or inside functions)."""
+    mods = _modules()
+
+    def owner(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    edges: dict[str, set[str]] = {m: set() for m in mods}
+    for mod, path in mods.items():
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")
+                    parts = parts[:len(parts) - node.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                # `from pkg import sub` imports the submodule; `from pkg import name` reads pkg/__init__
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
+            for t in targets:
+                o = owner(t) if t.startswith("qgnn_deploy") else None
+                if o and o != mod:
+                    edges[mod].add(o)
+    return edges
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles() -> None:
+    assert cycles(import_graph()) == []
+
+
+def test_cycle_check_sees_function_level_imports() -> None:
+    edges = import_graph()
+    edges["qgnn_deploy.ir.ops"] = edges["qgnn_deploy.ir.ops"] | {"qgnn_deploy.ir.graph"}
+    assert cycles(edges) == [["qgnn_deploy.ir.graph", "qgnn_deploy.ir.ops"]]
+    assert "qgnn_deploy.fold.a2q" in import_graph()["qgnn_deploy.fold"]  # registers the per-node handlers
