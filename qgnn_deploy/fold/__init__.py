@@ -26,7 +26,7 @@ from qgnn_deploy.fold.emit import PER_NODE_BOUNDARY, Acc, FoldContext, QTensor, 
 from qgnn_deploy.fold.layers import GraphValues, fold_layer, gpf_extra_bias
 from qgnn_deploy.fold.prompts import emit_gpf_plus
 from qgnn_deploy.ir.graph import Graph
-from qgnn_deploy.ir.passes import dedupe_initializers
+from qgnn_deploy.ir.passes import FOLD_PIPELINE
 from qgnn_deploy.models.net import QGNN
 
 DEFAULT_MAX_IN_DEGREE = 1023
@@ -102,8 +102,7 @@ def fold_model(model: QGNN, max_in_degree: int = DEFAULT_MAX_IN_DEGREE) -> Graph
         "accumulator_bounds": fc.accumulators, "quantized_output": out.value,
         "output_quant": {"scale": float(np.float32(out.scale)), "zero_point": out.zero_point},
     })
-    dedupe_initializers(graph, consumers=("lut", "lut_steps"))  # e.g. every layer's identical degree table
-    graph.validate()
+    FOLD_PIPELINE(graph)  # named graph passes (ir/passes.py), then validate
     return graph
 
 

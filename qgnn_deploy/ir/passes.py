@@ -1,14 +1,17 @@
-"""Graph-level passes applied after fold: small, named, individually testable.
+"""Graph-level passes applied after fold: small, named, individually testable, composable.
 
 ``dedupe_initializers`` stores equal constants once (fold runs it); ``prequantize_input`` changes the input
-contract to pre-quantized features (``qgnn-export --integer-input``).
+contract to pre-quantized features (``qgnn-export --integer-input``).  :class:`GraphPass` names a pass with its
+options and :class:`Sequential` runs several in order (like TVM's ``transform.Sequential``), recording what each
+returned; :data:`FOLD_PIPELINE` is the pipeline fold applies to every graph.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -109,3 +112,43 @@ def quantize_input_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[
     attrs = {k: contract[k] for k in ("scale", "zero_point", "qmin", "qmax", "dtype")}
     out[contract["quantized_input"]] = KERNELS["quantize"]([np.asarray(feeds[contract["float_input"]])], attrs)
     return out
+
+
+# ------------------------------------------------------------------------------------------------ pipelines
+@dataclass(frozen=True)
+class GraphPass:
+    """A named in-place rewrite of an IR graph: ``fn(graph, **options)``; its return value is the pass's report."""
+
+    name: str
+    fn: Callable[..., Any]
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __call__(self, graph: Graph) -> Any:
+        return self.fn(graph, **self.options)
+
+
+@dataclass(frozen=True)
+class Sequential:
+    """Passes applied in order, then the graph validated; returns ``{pass name: its report}``."""
+
+    passes: Sequence[GraphPass]
+    validate: bool = True
+
+    def __post_init__(self) -> None:
+        names = [p.name for p in self.passes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pass names must be unique in a pipeline: {names}")
+
+    def __call__(self, graph: Graph) -> dict[str, Any]:
+        log = {p.name: p(graph) for p in self.passes}
+        if self.validate:
+            graph.validate()
+        return log
+
+
+FOLD_PIPELINE = Sequential([
+    # every layer's identical degree table stored once; only lookup tables, so that the size model in
+    # nas/cost.py stays a simple formula
+    GraphPass("dedupe_lookup_tables", dedupe_initializers, {"consumers": ("lut", "lut_steps")}),
+])
+"""What :func:`qgnn_deploy.fold.fold_model` runs on every folded graph."""
