@@ -18,7 +18,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from qgnn_deploy import progress
+from qgnn_deploy import __version__, progress
 from qgnn_deploy.commands import COMMANDS, HelpFormatter, common_options
 from qgnn_deploy.errors import QgnnError
 
@@ -85,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     configure_logging(args.verbose, args.quiet)
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "_parser")}
+    logging.getLogger("qgnn_deploy.cli").debug("qgnn %s: %s", __version__, options)
     debug = bool(args.verbose) or os.environ.get("QGNN_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
