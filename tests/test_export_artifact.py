@@ -144,7 +144,7 @@ def test_failure_while_writing_keeps_previous_artifact(tmp_path: Path, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(exporting, "render_markdown", broken_md)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(QgnnError, match="disk full"):  # every OSError is a one-line user error
         export_graph(graph, "onnx", out, sample_feeds=_sample(graph, "hub"), force=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert _leftovers(tmp_path) == []

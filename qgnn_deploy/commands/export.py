@@ -145,6 +145,10 @@ def run(args: argparse.Namespace) -> int:
     files = manifest.get("files", {})
     print(f"wrote {args.out} (target {manifest['target']}): " + ", ".join(
         f"{name} {entry['bytes']} B" for name, entry in files.items() if entry.get("role") in ("onnx", "tvm_library")))
+    if manifest.get("allow_mismatch"):
+        fp = manifest["fold_parity"]
+        print(f"  WARNING: exported with --allow-mismatch: {fp.get('mismatched_codes')}/{fp.get('output_codes')} "
+              "output codes differ from the fake-quant model (recorded in manifest.json)")
     if accuracy:
         print("  test accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
     print(f"  parameters {manifest['model_bytes']} B, peak buffers {manifest['buffer_bytes']} B on the sample, "
