@@ -19,8 +19,8 @@ from qgnn_deploy.ir.analysis import buffer_report, model_bytes
 from qgnn_deploy.ir.graph import Graph
 from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph, pooled_zoo_graph
 
-EXPECTED_FILES = {"manifest.json", "manifest.sha256", "model.onnx", "ir.json", "ir.npz", "sample_input.npz", "reference_output.npz",
-                  "report.json", "report.md"}
+EXPECTED_FILES = {"manifest.json", "manifest.sha256", "model.onnx", "ir.json", "ir.npz", "sample_input.npz",
+                  "reference_output.npz", "report.json", "report.md"}
 
 
 def _sample(graph: Graph, case: str = "random") -> dict[str, np.ndarray]:

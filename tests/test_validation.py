@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bench_artifacts import build_artifact
+from bench_artifacts import x86_zoo_artifact  # noqa: F401  (a session fixture)
 
 from qgnn_deploy.artifact import load_manifest, write_manifest
 from qgnn_deploy.errors import QgnnError
@@ -73,8 +73,8 @@ def bad_inputs() -> dict[str, tuple[dict[str, np.ndarray], str]]:
 
 
 @pytest.fixture(scope="module")
-def art(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_artifact(tmp_path_factory.mktemp("val") / "art", "x86_64")
+def art(x86_zoo_artifact: Path) -> Path:  # noqa: F811
+    return x86_zoo_artifact
 
 
 def _fix_in_degree(feeds: dict[str, np.ndarray], message: str) -> str:
