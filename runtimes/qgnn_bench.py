@@ -397,7 +397,8 @@ def validate_inputs(arrays: dict[str, Any], manifest: dict[str, Any], source: st
         raise BenchError(f"{source}: {exc}") from None
 
 
-def prequantize_features(arrays: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any] | None:
+def prequantize_features(arrays: dict[str, Any], manifest: dict[str, Any],
+                         source: str = "input") -> dict[str, Any] | None:
     """Quantize float features for an artifact exported with ``--integer-input``, in place; None if not needed.
 
     The artifact takes ``x_q`` (its ``input_quant`` contract: scale, zero point, range); a
@@ -413,6 +414,10 @@ def prequantize_features(arrays: dict[str, Any], manifest: dict[str, Any]) -> di
     if x.dtype.kind != "f":
         raise BenchError(f"input {c['float_input']} is {x.dtype}; give float features or {c['quantized_input']} "
                          f"({c['dtype']}) already quantized")
+    try:  # finite before it is quantized (a NaN would silently clip to a code)
+        validate_feeds([{"name": c["float_input"], "dtype": None, "shape": None}], {}, {c["float_input"]: x})
+    except ValidationError as exc:
+        raise BenchError(f"{source}: {exc}") from None
     t0 = time.perf_counter()
     out = np.empty(x.shape, dtype=c["dtype"])
     rows = max(1, (1 << 22) // max(1, int(np.prod(x.shape[1:]))))  # ~4M elements per chunk: bounded temporaries
@@ -841,7 +846,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     else:
         raise BenchError(f"{root}: no sample_input in the artifact; pass --input inputs.npz")
     arrays = load_npz(in_path, "input file")
-    prequantized = prequantize_features(arrays, manifest)
+    prequantized = prequantize_features(arrays, manifest, in_path.name)
     facts = validate_inputs(arrays, manifest, in_path.name)
     names = [s["name"] for s in manifest_inputs(manifest)]
     order = manifest.get("input_order")  # the TVM library's argument order, when the exporter records it

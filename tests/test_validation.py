@@ -124,6 +124,19 @@ def test_same_answer_from_every_python_runner(art: Path, tmp_path: Path) -> None
             assert proc.stderr == f"qgnn_bench: error: {case}.npz: {message}\n", case
 
 
+def test_raw_session_is_the_only_way_around_the_in_degree_limit(art: Path) -> None:
+    """Standard ONNX ops cannot raise, so the limit is the runners' job: a raw ORT session runs the graph."""
+    import onnxruntime as ort
+
+    from qgnn_deploy.backends.onnx import OnnxRunner
+
+    feeds, _ = bad_inputs()["in_degree"]
+    raw = ort.InferenceSession(str(art / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert raw.run(None, feeds)[0].shape == (N, 16)  # no error: nothing in the graph checks the limit
+    with pytest.raises(QgnnError, match="above the model's max_in_degree 1023"):
+        OnnxRunner(art / "model.onnx").run(feeds)
+
+
 def _bench(*args: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(BENCH), *map(str, args)], capture_output=True, text=True, timeout=120)
 
