@@ -36,8 +36,11 @@ def _spec_fields(spec: Any) -> tuple[str, str | None, list[Any] | None]:
         name, dtype, shape = spec.get("name"), spec.get("dtype"), spec.get("shape")
     else:
         name, dtype, shape = getattr(spec, "name", None), getattr(spec, "dtype", None), getattr(spec, "shape", None)
-    if not isinstance(name, str) or (dtype is not None and not isinstance(dtype, str)) or \
-            (shape is not None and not isinstance(shape, (list, tuple))):
+    if (
+        not isinstance(name, str)
+        or (dtype is not None and not isinstance(dtype, str))
+        or (shape is not None and not isinstance(shape, (list, tuple)))
+    ):
         raise ValidationError(f"malformed input spec {spec!r} (want name, dtype, shape)")
     return name, dtype, None if shape is None else list(shape)
 
@@ -48,8 +51,10 @@ def recorded_int(meta: Mapping[str, Any], key: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 0:
-        raise ValidationError(f"the model records {key} = {value!r}, which is not a non-negative integer "
-                              "(corrupt manifest or graph metadata)")
+        raise ValidationError(
+            f"the model records {key} = {value!r}, which is not a non-negative integer "
+            "(corrupt manifest or graph metadata)"
+        )
     return int(value)
 
 
@@ -100,15 +105,18 @@ def validate_feeds(inputs: Sequence[Any], meta: Mapping[str, Any], feeds: Mappin
             raise ValidationError(f"input {name} has dtype {a.dtype}, the model expects {dtype}")
         if shape is not None:
             if a.ndim != len(shape):
-                raise ValidationError(f"input {name} has shape {list(a.shape)}, the model expects rank {len(shape)} "
-                                      f"{shape}")
+                raise ValidationError(
+                    f"input {name} has shape {list(a.shape)}, the model expects rank {len(shape)} {shape}"
+                )
             for axis, (want, got) in enumerate(zip(shape, a.shape)):
                 if isinstance(want, (int, np.integer)) and not isinstance(want, bool) and want >= 0 and want != got:
                     raise ValidationError(f"input {name} has {got} in dimension {axis}, the model expects {want}")
                 if isinstance(want, str) and want:
                     if dims.setdefault(want, int(got)) != got:
-                        raise ValidationError(f"input {name} has {got} in dimension {axis}, but {want} = "
-                                              f"{dims[want]} from an earlier input")
+                        raise ValidationError(
+                            f"input {name} has {got} in dimension {axis}, but {want} = "
+                            f"{dims[want]} from an earlier input"
+                        )
         if a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
             raise ValidationError(f"input {name} contains NaN or infinite values")
         if a.dtype.kind not in "fiub":
@@ -120,16 +128,19 @@ def validate_feeds(inputs: Sequence[Any], meta: Mapping[str, Any], feeds: Mappin
     facts: dict[str, Any] = {"num_nodes": n}
     fixed_n = recorded_int(meta, "num_nodes")
     if fixed_n is not None and n is not None and fixed_n != n:
-        raise ValidationError(f"graph has {n} nodes, but this model has per-node parameters for exactly "
-                              f"{fixed_n} nodes")
+        raise ValidationError(
+            f"graph has {n} nodes, but this model has per-node parameters for exactly {fixed_n} nodes"
+        )
     limit = recorded_int(meta, "max_in_degree")
     ei = feeds.get("edge_index")
     if ei is not None:
         e, max_in = check_edge_index(ei, n)
         facts["num_edges"], facts["max_in_degree"] = e, max_in
         if limit is not None and max_in > limit:
-            raise ValidationError(f"a node has in-degree {max_in}, above the model's max_in_degree {limit} "
-                                  "(its int32 accumulators are only proven safe up to that)")
+            raise ValidationError(
+                f"a node has in-degree {max_in}, above the model's max_in_degree {limit} "
+                "(its int32 accumulators are only proven safe up to that)"
+            )
     batch = feeds.get("batch")
     if batch is not None:
         if batch.dtype.kind not in "iu" or batch.ndim != 1:
@@ -149,8 +160,10 @@ def validate_feeds(inputs: Sequence[Any], meta: Mapping[str, Any], feeds: Mappin
         want = recorded_int(static, sym)
         got = n if sym == "N" else facts.get("num_edges") if sym == "E" else dims.get(sym)
         if want is not None and got is not None and got != want:
-            raise ValidationError(f"{sym} = {got}, but the library was compiled for static shapes {sym} = {want} "
-                                  "only (re-export without tuning for other graphs)")
+            raise ValidationError(
+                f"{sym} = {got}, but the library was compiled for static shapes {sym} = {want} "
+                "only (re-export without tuning for other graphs)"
+            )
     return facts
 
 
@@ -168,8 +181,15 @@ def percentile(sorted_ms: Sequence[float], q: float) -> float:
 def latency_stats(seconds: Sequence[float]) -> dict[str, float]:
     """median / p90 / p99 / min / max / mean in milliseconds, and the number of calls ``n``."""
     ms = sorted(s * 1e3 for s in seconds)
-    return {"median": percentile(ms, 50), "p90": percentile(ms, 90), "p99": percentile(ms, 99),
-            "min": ms[0], "max": ms[-1], "mean": sum(ms) / len(ms), "n": len(ms)}
+    return {
+        "median": percentile(ms, 50),
+        "p90": percentile(ms, 90),
+        "p99": percentile(ms, 99),
+        "min": ms[0],
+        "max": ms[-1],
+        "mean": sum(ms) / len(ms),
+        "n": len(ms),
+    }
 
 
 # ------------------------------------------------------------------------------ checksums, bytes
@@ -235,7 +255,7 @@ def vendor_into(path: str | Path) -> bool:
     start, end = text.find(BEGIN_MARK), text.find(END_MARK)
     if start < 0 or end < start:
         raise ValidationError(f"{path}: no vendored-block markers")
-    new = text[:start] + vendored_block() + text[end + len(END_MARK) + 1:]
+    new = text[:start] + vendored_block() + text[end + len(END_MARK) + 1 :]
     if new != text:
         path.write_text(new)
     return new != text

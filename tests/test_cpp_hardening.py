@@ -25,8 +25,10 @@ from qgnn_deploy.validation import sha256_file
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-SAN_ENV = {"ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:exitcode=99",
-           "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:exitcode=98"}
+SAN_ENV = {
+    "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:exitcode=99",
+    "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:exitcode=98",
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +42,13 @@ def runner(tmp_path_factory: pytest.TempPathFactory) -> Path:
     site = Path(tvm.__file__).resolve().parents[1]
     out = tmp_path_factory.mktemp("cpp_asan")
     env = {**os.environ, "EXTRA_CXXFLAGS": "-g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined"}
-    proc = subprocess.run(["bash", str(REPO / "runtimes/cpp/build.sh"), str(site), str(out)], capture_output=True,
-                          text=True, timeout=900, env=env)
+    proc = subprocess.run(
+        ["bash", str(REPO / "runtimes/cpp/build.sh"), str(site), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     if proc.returncode != 0 and "fsanitize" in proc.stderr:
         pytest.skip(f"the compiler cannot build with sanitizers here: {proc.stderr[-500:]}")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -55,8 +62,9 @@ def art(x86_zoo_artifact: Path) -> Path:  # noqa: F811
 
 def run_cpp(runner: Path, art: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **SAN_ENV, "TVM_NUM_THREADS": "1"}
-    return subprocess.run([str(runner), str(art), "--warmup", "0", "--repeats", "1"], capture_output=True, text=True,
-                          timeout=300, env=env)
+    return subprocess.run(
+        [str(runner), str(art), "--warmup", "0", "--repeats", "1"], capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 def assert_clean(proc: subprocess.CompletedProcess[str], what: str) -> None:
@@ -69,8 +77,9 @@ def assert_clean(proc: subprocess.CompletedProcess[str], what: str) -> None:
 def _remanifest(art: Path) -> None:
     doc = json.loads((art / "manifest.json").read_text())
     roles = {k: v["role"] for k, v in doc["files"].items()}
-    write_manifest(art, {k: v for k, v in doc.items() if k not in ("files", "format", "format_version",
-                                                                   "toolkit_version")}, roles)
+    write_manifest(
+        art, {k: v for k, v in doc.items() if k not in ("files", "format", "format_version", "toolkit_version")}, roles
+    )
 
 
 def test_valid_artifact_runs_clean_under_sanitizers(runner: Path, art: Path) -> None:
@@ -98,8 +107,10 @@ def test_string_max_in_degree_is_refused(runner: Path, art: Path, tmp_path: Path
     keep = {k: v for k, v in doc.items() if k not in ("files", "format", "format_version", "toolkit_version")}
     write_manifest(bad, {**keep, "max_in_degree": "7"}, roles)
     proc = run_cpp(runner, bad)
-    assert proc.stderr == "qgnn_run: error: the model records max_in_degree = '7', which is not a non-negative " \
-                          "integer (corrupt manifest or graph metadata)\n"
+    assert (
+        proc.stderr == "qgnn_run: error: the model records max_in_degree = '7', which is not a non-negative "
+        "integer (corrupt manifest or graph metadata)\n"
+    )
 
 
 def test_path_outside_the_artifact_is_refused_even_with_matching_sha(runner: Path, art: Path, tmp_path: Path) -> None:
@@ -175,16 +186,16 @@ def corpus(sample: bytes, x: np.ndarray, ei: np.ndarray) -> dict[str, bytes]:
     cases["bad_version"] = _npz({"x": ok_x[:6] + b"\x09" + ok_x[7:], "edge_index": ok_e})
     good = _npz({"x": ok_x, "edge_index": ok_e})
     eocd = good.rfind(b"PK\x05\x06")
-    cases["cd_offset_past_end"] = good[:eocd + 16] + struct.pack("<I", 0x7FFFFFF0) + good[eocd + 20:]
-    cases["entry_count_huge"] = good[:eocd + 10] + struct.pack("<H", 0xFFFE) + good[eocd + 12:]
-    cd = struct.unpack("<I", good[eocd + 16:eocd + 20])[0]
-    cases["local_offset_wraps"] = good[:cd + 42] + struct.pack("<I", 0xFFFFFFF0) + good[cd + 46:]
-    cases["name_len_past_end"] = good[:cd + 28] + struct.pack("<H", 0xFFFF) + good[cd + 30:]
+    cases["cd_offset_past_end"] = good[: eocd + 16] + struct.pack("<I", 0x7FFFFFF0) + good[eocd + 20 :]
+    cases["entry_count_huge"] = good[: eocd + 10] + struct.pack("<H", 0xFFFE) + good[eocd + 12 :]
+    cd = struct.unpack("<I", good[eocd + 16 : eocd + 20])[0]
+    cases["local_offset_wraps"] = good[: cd + 42] + struct.pack("<I", 0xFFFFFFF0) + good[cd + 46 :]
+    cases["name_len_past_end"] = good[: cd + 28] + struct.pack("<H", 0xFFFF) + good[cd + 30 :]
     comp = _npz({"x": ok_x, "edge_index": ok_e}, compress=True)
     ceocd = comp.rfind(b"PK\x05\x06")
-    ccd = struct.unpack("<I", comp[ceocd + 16:ceocd + 20])[0]
-    cases["inflate_size_lie"] = comp[:ccd + 24] + struct.pack("<I", 0xFFFFFFF0) + comp[ccd + 28:]
-    cases["inflate_size_small"] = comp[:ccd + 24] + struct.pack("<I", 16) + comp[ccd + 28:]
+    ccd = struct.unpack("<I", comp[ceocd + 16 : ceocd + 20])[0]
+    cases["inflate_size_lie"] = comp[: ccd + 24] + struct.pack("<I", 0xFFFFFFF0) + comp[ccd + 28 :]
+    cases["inflate_size_small"] = comp[: ccd + 24] + struct.pack("<I", 16) + comp[ccd + 28 :]
     cases["empty"] = b""
     cases["eocd_only"] = b"PK\x05\x06" + b"\x00" * 18
     rng = np.random.default_rng(0)

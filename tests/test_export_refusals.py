@@ -24,13 +24,28 @@ REPO = Path(__file__).resolve().parents[1]
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (tiny) LoRAP + QAT checkpoint on the embedded synthetic graph."""
     path = tmp_path_factory.mktemp("ck") / "lorap.pt"
-    assert cli.main(["train", "--dataset", "synthetic", "--lorap", "--hidden", "16", "--epochs", "2", "--no-progress",
-                     "--out", str(path)]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--dataset",
+                "synthetic",
+                "--lorap",
+                "--hidden",
+                "16",
+                "--epochs",
+                "2",
+                "--no-progress",
+                "--out",
+                str(path),
+            ]
+        )
+        == 0
+    )
     return path
 
 
-def _poison(src: Path, dst: Path, key: str, value: float | None = None, fill: float | None = None,
-            at: int = 0) -> Path:
+def _poison(src: Path, dst: Path, key: str, value: float | None = None, fill: float | None = None, at: int = 0) -> Path:
     payload = torch.load(src, weights_only=True)
     t = payload["state_dict"][key].clone()
     if fill is not None:
@@ -68,8 +83,9 @@ POISON = {
 
 
 @pytest.mark.parametrize("case", sorted(POISON))
-def test_poisoned_checkpoint_export_refused(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
-                                            case: str) -> None:
+def test_poisoned_checkpoint_export_refused(
+    ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture, case: str
+) -> None:
     key, value, fill, needle = POISON[case]
     bad = _poison(ckpt, tmp_path / "bad.pt", key, value, fill)
     _one_line_error(capsys, cli.main(["export", str(bad), "--out", str(tmp_path / "out")]), needle)
@@ -91,12 +107,28 @@ def test_allow_mismatch_is_explicit_and_recorded(ckpt: Path, tmp_path: Path, cap
 
 @pytest.mark.parametrize("case", ["nan", "huge", "lorap_without_flag"])
 def test_train_init_refuses(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture, case: str) -> None:
-    init = {"nan": lambda: _poison(ckpt, tmp_path / "i.pt", "layers.0.lin.weight", float("nan")),
-            "huge": lambda: _poison(ckpt, tmp_path / "i.pt", "layers.0.lin.weight", 3e9),
-            "lorap_without_flag": lambda: ckpt}[case]()
+    init = {
+        "nan": lambda: _poison(ckpt, tmp_path / "i.pt", "layers.0.lin.weight", float("nan")),
+        "huge": lambda: _poison(ckpt, tmp_path / "i.pt", "layers.0.lin.weight", 3e9),
+        "lorap_without_flag": lambda: ckpt,
+    }[case]()
     needle = {"nan": "holds nan", "huge": "magnitude 3e+09", "lorap_without_flag": "pass --lorap"}[case]
-    rc = cli.main(["train", "--dataset", "synthetic", "--hidden", "16", "--epochs", "1", "--no-progress",
-                   "--init", str(init), "--out", str(tmp_path / "t.pt")])
+    rc = cli.main(
+        [
+            "train",
+            "--dataset",
+            "synthetic",
+            "--hidden",
+            "16",
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--init",
+            str(init),
+            "--out",
+            str(tmp_path / "t.pt"),
+        ]
+    )
     _one_line_error(capsys, rc, needle)
     assert not (tmp_path / "t.pt").exists()
 
@@ -117,8 +149,13 @@ except QgnnError as exc:
 
 
 def _spawn(out: Path, *prefix: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([*prefix, sys.executable, "-c", _EXPORT, str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+    return subprocess.Popen(
+        [*prefix, sys.executable, "-c", _EXPORT, str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
 
 
 def test_concurrent_exports_one_wins(tmp_path: Path) -> None:
@@ -140,10 +177,19 @@ def test_lock_held_by_another_process(tmp_path: Path, capsys: pytest.CaptureFixt
     from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph
 
     out = tmp_path / "out"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from qgnn_deploy.artifact import output_lock\n"
-                               "with output_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)",
-                               str(out)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; "
+            "from qgnn_deploy.artifact import output_lock\n"
+            "with output_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         x, ei = awkward_graphs(12)["random"]
@@ -184,9 +230,27 @@ def test_full_or_read_only_out_parent(tmp_path: Path, fs: str) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     opts = "size=64k" if fs == "full" else "size=64k,ro"
-    script = f"mount -t tmpfs -o {opts} tmpfs {mnt} && exec \"$@\""
-    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", sys.executable, "-c",
-                           _EXPORT, str(mnt / "out")], capture_output=True, text=True, timeout=300, cwd=REPO)
+    script = f'mount -t tmpfs -o {opts} tmpfs {mnt} && exec "$@"'
+    proc = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            sys.executable,
+            "-c",
+            _EXPORT,
+            str(mnt / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     want = "No space left on device" if fs == "full" else "Read-only file system"
@@ -197,8 +261,9 @@ def test_full_or_read_only_out_parent(tmp_path: Path, fs: str) -> None:
 def test_file_size_limit_is_one_line(tmp_path: Path) -> None:
     """EFBIG (RLIMIT_FSIZE) while writing the artifact: the same one-line error."""
     code = "import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))\n" + _EXPORT
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], capture_output=True, text=True,
-                          timeout=300, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "out")], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "File too large" in proc.stderr
     _nothing_left(tmp_path)

@@ -49,26 +49,43 @@ def bad_inputs() -> dict[str, tuple[dict[str, np.ndarray], str]]:
         return out
 
     return {
-        "id_2^62": ({"x": x, "edge_index": with_id(2**62)},
-                    f"edge_index holds node id {2**62}, outside [0, {N}) for a graph of {N} nodes"),
-        "id_-1": ({"x": x, "edge_index": with_id(-1)}, f"edge_index holds node id -1, outside [0, {N}) for a graph "
-                                                       f"of {N} nodes"),
-        "id_N": ({"x": x, "edge_index": with_id(N)}, f"edge_index holds node id {N}, outside [0, {N}) for a graph "
-                                                     f"of {N} nodes"),
+        "id_2^62": (
+            {"x": x, "edge_index": with_id(2**62)},
+            f"edge_index holds node id {2**62}, outside [0, {N}) for a graph of {N} nodes",
+        ),
+        "id_-1": (
+            {"x": x, "edge_index": with_id(-1)},
+            f"edge_index holds node id -1, outside [0, {N}) for a graph of {N} nodes",
+        ),
+        "id_N": (
+            {"x": x, "edge_index": with_id(N)},
+            f"edge_index holds node id {N}, outside [0, {N}) for a graph of {N} nodes",
+        ),
         "nan_x": ({"x": nan_x, "edge_index": ei}, "input x contains NaN or infinite values"),
         "inf_x": ({"x": inf_x, "edge_index": ei}, "input x contains NaN or infinite values"),
-        "int32_edges": ({"x": x, "edge_index": ei.astype(np.int32)},
-                        "input edge_index has dtype int32, the model expects int64"),
-        "float64_x": ({"x": x.astype(np.float64), "edge_index": ei}, "input x has dtype float64, the model expects "
-                                                                     "float32"),
-        "in_degree": ({"x": x, "edge_index": hub}, f"a node has in-degree {LIMIT + 5}, above the model's max_in_degree "
-                                                   f"{LIMIT} (its int32 accumulators are only proven safe up to that)"),
-        "rank": ({"x": x[None], "edge_index": ei}, f"input x has shape [1, {N}, {F}], the model expects rank 2 "
-                                                   f"['N', {F}]"),
+        "int32_edges": (
+            {"x": x, "edge_index": ei.astype(np.int32)},
+            "input edge_index has dtype int32, the model expects int64",
+        ),
+        "float64_x": (
+            {"x": x.astype(np.float64), "edge_index": ei},
+            "input x has dtype float64, the model expects float32",
+        ),
+        "in_degree": (
+            {"x": x, "edge_index": hub},
+            f"a node has in-degree {LIMIT + 5}, above the model's max_in_degree "
+            f"{LIMIT} (its int32 accumulators are only proven safe up to that)",
+        ),
+        "rank": (
+            {"x": x[None], "edge_index": ei},
+            f"input x has shape [1, {N}, {F}], the model expects rank 2 ['N', {F}]",
+        ),
         "features": ({"x": x[:, :5], "edge_index": ei}, f"input x has 5 in dimension 1, the model expects {F}"),
         "missing": ({"x": x}, "missing input(s) edge_index (the model takes x, edge_index)"),
-        "extra": ({"x": x, "edge_index": ei, "batch": np.zeros(N, np.int64)},
-                  "unexpected input(s) batch (the model takes x, edge_index)"),
+        "extra": (
+            {"x": x, "edge_index": ei, "batch": np.zeros(N, np.int64)},
+            "unexpected input(s) batch (the model takes x, edge_index)",
+        ),
     }
 
 
@@ -87,12 +104,17 @@ def _fix_in_degree(feeds: dict[str, np.ndarray], message: str) -> str:
 
 def test_vendored_copy_in_bench_cannot_drift() -> None:
     """runtimes/qgnn_bench.py carries qgnn_deploy/validation.py verbatim (``--vendor`` writes it)."""
-    assert vendored_block() in BENCH.read_text(), "re-run: python3 -m qgnn_deploy.validation --vendor " \
-                                                  "runtimes/qgnn_bench.py"
+    assert vendored_block() in BENCH.read_text(), (
+        "re-run: python3 -m qgnn_deploy.validation --vendor runtimes/qgnn_bench.py"
+    )
     for dup in ("def percentile(", "def sha256_file(", "def fmt_bytes(", "def latency_stats("):
         assert BENCH.read_text().count(dup) == 1, dup  # only the vendored one
-        for path in ("qgnn_deploy/perf/measure.py", "qgnn_deploy/backends/onnx/runner.py", "qgnn_deploy/artifact.py",
-                     "qgnn_deploy/exporting.py"):
+        for path in (
+            "qgnn_deploy/perf/measure.py",
+            "qgnn_deploy/backends/onnx/runner.py",
+            "qgnn_deploy/artifact.py",
+            "qgnn_deploy/exporting.py",
+        ):
             assert dup not in (REPO / path).read_text(), (path, dup)
 
 
@@ -154,8 +176,10 @@ def test_recorded_limits_must_be_integers(art: Path, tmp_path: Path) -> None:
 
     bad = shutil.copytree(art, tmp_path / "art")
     _rewrite_manifest(bad, max_in_degree="7")
-    message = "the model records max_in_degree = '7', which is not a non-negative integer (corrupt manifest or " \
-              "graph metadata)"
+    message = (
+        "the model records max_in_degree = '7', which is not a non-negative integer (corrupt manifest or "
+        "graph metadata)"
+    )
     proc = _bench(bad)
     assert proc.returncode == 2 and proc.stderr == f"qgnn_bench: error: sample_input.npz: {message}\n"
     with np.load(bad / "sample_input.npz") as z:
@@ -171,8 +195,9 @@ def test_manifest_itself_is_checksummed(art: Path, tmp_path: Path) -> None:
     text = (bad / "manifest.json").read_text()
     (bad / "manifest.json").write_text(text.replace('"max_in_degree": 1023', '"max_in_degree": 999999'))
     proc = _bench(bad)
-    assert proc.returncode == 2 and proc.stderr.strip().endswith("checksum mismatch for manifest.json (file modified "
-                                                                  "after export)")
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(
+        "checksum mismatch for manifest.json (file modified after export)"
+    )
     with pytest.raises(QgnnError, match="checksum mismatch for manifest.json"):
         load_manifest(bad)
     (bad / "manifest.sha256").unlink()
@@ -274,8 +299,10 @@ def test_parity_fuzz_arm64_under_qemu(tmp_path: Path) -> None:
     _, x0, e0 = picks[0]
     out = tmp_path / "a64"
     export_graph(graph, "arm64", out, sample_feeds={"x": x0, "edge_index": e0})
-    np.savez(tmp_path / "feeds.npz", **{f"{i}__{k}": v for i, (_, x, ei) in enumerate(picks)
-                                        for k, v in (("x", x), ("edge_index", ei))})
+    np.savez(
+        tmp_path / "feeds.npz",
+        **{f"{i}__{k}": v for i, (_, x, ei) in enumerate(picks) for k, v in (("x", x), ("edge_index", ei))},
+    )
     script = tmp_path / "run.py"
     script.write_text(_A64_FUZZ)
     lib = out / load_manifest(out)["library"]

@@ -26,10 +26,14 @@ def check_state_values(state: Mapping[str, torch.Tensor], source: str) -> None:
         finite = torch.isfinite(t)
         if not bool(finite.all()):
             bad = t[~finite].reshape(-1)[0].item()
-            raise QgnnError(f"{source}: {name} holds {bad} (NaN or infinite values); the checkpoint is corrupt "
-                            "and cannot be trained on or exported")
+            raise QgnnError(
+                f"{source}: {name} holds {bad} (NaN or infinite values); the checkpoint is corrupt "
+                "and cannot be trained on or exported"
+            )
         peak = float(t.detach().abs().max())
         if peak > MAX_ABS_VALUE:
-            raise QgnnError(f"{source}: {name} holds a value of magnitude {peak:.3g}, beyond 2^24 where float32 "
-                            "fake-quant arithmetic stops being exact (the integer graph would overflow or disagree); "
-                            "the checkpoint is corrupt")
+            raise QgnnError(
+                f"{source}: {name} holds a value of magnitude {peak:.3g}, beyond 2^24 where float32 "
+                "fake-quant arithmetic stops being exact (the integer graph would overflow or disagree); "
+                "the checkpoint is corrupt"
+            )
