@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import platform
 import shutil
-import statistics
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from qgnn_deploy.ir.graph import Graph, jsonable
 from qgnn_deploy.ir.interpreter import IROverflowError
 from qgnn_deploy.ir.interpreter import run as interpret
 from qgnn_deploy.ir.passes import quantize_input_feeds
+from qgnn_deploy.validation import fmt_bytes, latency_stats
 
 ONNX_TARGET = "onnx"
 PARITY_THREADS = (1, 2)
@@ -182,20 +182,27 @@ def _compare(outs: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]) -> t
     return ok, detail
 
 
-def _fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "n/a"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
-
-
 # ------------------------------------------------------------------------------------------ export
-def export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feeds: dict, source: dict | None = None,
-                 report_extra: dict | None = None, tune_trials: int = 0, force: bool = True,
-                 saturation_safe: bool = True) -> dict:
+def export_graph(graph: Graph, target: str, out_dir: str | Path, **kwargs: Any) -> dict:
+    """Write the artifact for ``graph`` and ``target`` into ``out_dir`` atomically; returns the manifest.
+
+    Holds ``out_dir``'s exclusive lock for the whole export (a concurrent export to the same directory
+    fails with one line) and turns every ``OSError`` (read-only, unwritable or full file system) into a
+    one-line :class:`QgnnError`; nothing is left behind on failure.  Arguments: :func:`_export_graph`.
+    """
+    from qgnn_deploy.artifact import os_error_text, output_lock
+
+    check_target(target)
+    with output_lock(Path(out_dir)):
+        try:
+            return _export_graph(graph, target, out_dir, **kwargs)
+        except OSError as exc:
+            raise QgnnError(f"cannot write {out_dir}: {os_error_text(exc)}") from None
+
+
+def _export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feeds: dict, source: dict | None = None,
+                  report_extra: dict | None = None, tune_trials: int = 0, force: bool = True,
+                  saturation_safe: bool = True, manifest_extra: dict | None = None) -> dict:
     """Write the artifact for ``graph`` and ``target`` into ``out_dir`` atomically; returns the manifest.
 
     ``sample_feeds`` is a representative input (it becomes ``sample_input.npz``,
@@ -205,7 +212,8 @@ def export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feeds
     merged into the report (e.g. ``{"accuracy": {...}}`` by stage).  With
     ``force=False`` an existing ``out_dir`` is an error.  ``saturation_safe=False``
     trades exactness on non-VNNI x86 CPUs for one MatMulInteger per int8 weight
-    (see :func:`qgnn_deploy.backends.onnx.export_onnx`).
+    (see :func:`qgnn_deploy.backends.onnx.export_onnx`).  ``manifest_extra`` entries are recorded in
+    the manifest (e.g. ``allow_mismatch`` when the user exported a graph that fails fold parity).
     """
     from qgnn_deploy.backends.onnx import OnnxRunner, export_onnx, kernel_report
     from qgnn_deploy.backends.onnx.runner import validate_feeds
@@ -243,7 +251,7 @@ def export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feeds
         parity["threads"][str(threads)] = per_thread
         all_exact &= per_thread
         times = runner.time(feeds, repeats=10, warmup=2)
-        latency[f"ort_threads_{threads}_median_ms"] = round(1e3 * statistics.median(times), 3)
+        latency[f"ort_threads_{threads}_median_ms"] = round(latency_stats(times)["median"], 3)
     parity["bit_exact"] = all_exact
     if not all_exact:
         raise QgnnError("ONNX Runtime output differs from the reference interpreter on the sample input "
@@ -274,6 +282,7 @@ def export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feeds
         "onnx_int8_saturation_safe": saturation_safe,
         "onnx_opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
         "tool_versions": _tool_versions(with_tvm=preset is not None),
+        **{k: v for k, v in (manifest_extra or {}).items()},
     }
     report: dict[str, Any] = {
         "target": manifest["target"],
@@ -342,7 +351,7 @@ def _compile(graph: Graph, target: str, tmp: Path, feeds: dict, tune_trials: int
     if fields.get("library") and lib.is_file() and not target_info.get("cross_compiled", True):
         from qgnn_deploy.backends.tvm import run_library
 
-        out = run_library(lib, feeds, [n for n in feeds])
+        out = run_library(lib, feeds, [n for n in feeds], spec=graph)
         ref = next(iter(reference.values()))
         exact = bool(out.dtype == ref.dtype and out.shape == ref.shape and np.array_equal(out, ref))
         fields["tvm_bit_exact_on_sample"] = exact
@@ -376,16 +385,16 @@ def render_markdown(report: dict[str, Any], manifest: dict[str, Any]) -> str:
     buf = report["buffers"]
     lines += ["## Size", "",
               "| quantity | bytes |", "|---|---|",
-              f"| parameters (int4 packed) | {size['parameter_bytes']} ({_fmt_bytes(size['parameter_bytes'])}) |",
-              f"| ONNX file | {size['onnx_file_bytes']} ({_fmt_bytes(size['onnx_file_bytes'])}) |",
+              f"| parameters (int4 packed) | {size['parameter_bytes']} ({fmt_bytes(size['parameter_bytes'])}) |",
+              f"| ONNX file | {size['onnx_file_bytes']} ({fmt_bytes(size['onnx_file_bytes'])}) |",
               f"| peak activation buffers (sample: N={buf['measured_on'].get('num_nodes')}, "
-              f"E={buf['measured_on'].get('num_edges')}) | {buf['peak_bytes']} ({_fmt_bytes(buf['peak_bytes'])}), "
+              f"E={buf['measured_on'].get('num_edges')}) | {buf['peak_bytes']} ({fmt_bytes(buf['peak_bytes'])}), "
               f"peak at `{buf['peak_at']}` |", ""]
     if "compiled" in report:
         comp = report["compiled"]
         lib = comp.get("library")
         exact = comp.get("tvm_bit_exact_on_sample")
-        lines += ["## Compiled library", "", f"- Library: `{lib}` ({_fmt_bytes(comp.get('library_bytes'))})",
+        lines += ["## Compiled library", "", f"- Library: `{lib}` ({fmt_bytes(comp.get('library_bytes'))})",
                   f"- Target: `{json.dumps(comp.get('target'))}`",
                   f"- TVM planned buffers: {comp.get('tvm_buffer_bytes')}",
                   "- Bit-exact vs the interpreter on the sample: " +

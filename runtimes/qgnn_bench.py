@@ -17,19 +17,240 @@ Exit status: 0 ran and outputs match the reference (or there was no reference to
 (one ``qgnn_bench: error: ...`` line on stderr, no report files written).
 """
 
+# ruff: noqa: I001  (the vendored block below brings its own imports)
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
 import re
-import sys
 import tempfile
 import time
+# BEGIN VENDORED qgnn_deploy/validation.py (python3 -m qgnn_deploy.validation --vendor FILE)
+import hashlib
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+try:
+    import numpy as np
+except ImportError:  # the device script reports a missing NumPy itself, as one line
+    np = None  # type: ignore[assignment]
+
+MANIFEST_CHECKSUM = "manifest.sha256"  # one ``sha256sum`` line over manifest.json, next to it
+
+
+class ValidationError(ValueError):
+    """An input (or an artifact's recorded limit) that no runner may run: one line, exit status 2."""
+
+
+# ----------------------------------------------------------------------------------------- inputs
+def _spec_fields(spec: Any) -> tuple[str, str | None, list[Any] | None]:
+    """(name, dtype, shape) of an input spec: a manifest dict or an object with those attributes."""
+    if isinstance(spec, Mapping):
+        name, dtype, shape = spec.get("name"), spec.get("dtype"), spec.get("shape")
+    else:
+        name, dtype, shape = getattr(spec, "name", None), getattr(spec, "dtype", None), getattr(spec, "shape", None)
+    if (
+        not isinstance(name, str)
+        or (dtype is not None and not isinstance(dtype, str))
+        or (shape is not None and not isinstance(shape, (list, tuple)))
+    ):
+        raise ValidationError(f"malformed input spec {spec!r} (want name, dtype, shape)")
+    return name, dtype, None if shape is None else list(shape)
+
+
+def recorded_int(meta: Mapping[str, Any], key: str) -> int | None:
+    """``meta[key]`` as a non-negative int, None when absent or null; anything else is an error."""
+    value = meta.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 0:
+        raise ValidationError(
+            f"the model records {key} = {value!r}, which is not a non-negative integer "
+            "(corrupt manifest or graph metadata)"
+        )
+    return int(value)
+
+
+def check_edge_index(ei: np.ndarray, n: int | None) -> tuple[int, int]:
+    """(E, max in-degree) of an integer ``[2, E]`` edge list whose ids all lie in ``[0, n)``.
+
+    ``n`` None (no node-feature input tells N): ids must be non-negative and below 2**31.
+    """
+    if not isinstance(ei, np.ndarray) or ei.dtype.kind not in "iu" or ei.ndim != 2 or ei.shape[0] != 2:
+        got = f"{ei.dtype} {list(ei.shape)}" if isinstance(ei, np.ndarray) else type(ei).__name__
+        raise ValidationError(f"edge_index must be an integer array of shape [2, E], got {got}")
+    e = int(ei.shape[1])
+    if e == 0:
+        return 0, 0
+    lo, hi = int(ei.min()), int(ei.max())
+    if n is None:
+        if lo < 0 or hi >= 2**31:
+            raise ValidationError(f"edge_index holds node id {lo if lo < 0 else hi}, outside [0, 2^31)")
+        return e, int(np.unique(ei[1], return_counts=True)[1].max())
+    if lo < 0 or hi >= n:
+        bad = lo if lo < 0 else hi
+        raise ValidationError(f"edge_index holds node id {bad}, outside [0, {n}) for a graph of {n} nodes")
+    return e, int(np.bincount(ei[1], minlength=n).max())
+
+
+def validate_feeds(inputs: Sequence[Any], meta: Mapping[str, Any], feeds: Mapping[str, Any]) -> dict[str, Any]:
+    """Check ``feeds`` against the input spec and recorded limits; returns facts (N, E, max in-degree, G).
+
+    ``inputs``: the model's inputs in order (manifest dicts or IR ``ValueInfo``); ``meta``: the recorded
+    limits (``max_in_degree``, ``num_nodes``, ``num_edges``, ``static_shapes``; a manifest or graph meta).
+    Policy: names, dtypes, ranks and fixed/symbolic dims must match; float inputs must be finite; edge
+    and batch ids must lie in ``[0, N)``; a node's in-degree must not exceed ``max_in_degree``.
+    """
+    specs = [_spec_fields(s) for s in inputs]
+    names = [s[0] for s in specs]
+    missing = [n for n in names if n not in feeds]
+    if missing:
+        raise ValidationError(f"missing input(s) {', '.join(missing)} (the model takes {', '.join(names)})")
+    extra = sorted(set(feeds) - set(names))
+    if extra:
+        raise ValidationError(f"unexpected input(s) {', '.join(extra)} (the model takes {', '.join(names)})")
+    dims: dict[str, int] = {}
+    for name, dtype, shape in specs:
+        a = feeds[name]
+        if not isinstance(a, np.ndarray):
+            raise ValidationError(f"input {name} must be a numpy array, got {type(a).__name__}")
+        if dtype is not None and str(a.dtype) != dtype:
+            raise ValidationError(f"input {name} has dtype {a.dtype}, the model expects {dtype}")
+        if shape is not None:
+            if a.ndim != len(shape):
+                raise ValidationError(
+                    f"input {name} has shape {list(a.shape)}, the model expects rank {len(shape)} {shape}"
+                )
+            for axis, (want, got) in enumerate(zip(shape, a.shape)):
+                if isinstance(want, (int, np.integer)) and not isinstance(want, bool) and want >= 0 and want != got:
+                    raise ValidationError(f"input {name} has {got} in dimension {axis}, the model expects {want}")
+                if isinstance(want, str) and want:
+                    if dims.setdefault(want, int(got)) != got:
+                        raise ValidationError(
+                            f"input {name} has {got} in dimension {axis}, but {want} = "
+                            f"{dims[want]} from an earlier input"
+                        )
+        if a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
+            raise ValidationError(f"input {name} contains NaN or infinite values")
+        if a.dtype.kind not in "fiub":
+            raise ValidationError(f"input {name} has dtype {a.dtype}, which no model takes")
+    n = dims.get("N")
+    if n is None:  # no symbolic N: the first per-node input (not edge_index / batch) tells it
+        first = next((feeds[k] for k in names if k not in ("edge_index", "batch") and feeds[k].ndim), None)
+        n = int(first.shape[0]) if first is not None else None
+    facts: dict[str, Any] = {"num_nodes": n}
+    fixed_n = recorded_int(meta, "num_nodes")
+    if fixed_n is not None and n is not None and fixed_n != n:
+        raise ValidationError(
+            f"graph has {n} nodes, but this model has per-node parameters for exactly {fixed_n} nodes"
+        )
+    limit = recorded_int(meta, "max_in_degree")
+    ei = feeds.get("edge_index")
+    if ei is not None:
+        e, max_in = check_edge_index(ei, n)
+        facts["num_edges"], facts["max_in_degree"] = e, max_in
+        if limit is not None and max_in > limit:
+            raise ValidationError(
+                f"a node has in-degree {max_in}, above the model's max_in_degree {limit} "
+                "(its int32 accumulators are only proven safe up to that)"
+            )
+    batch = feeds.get("batch")
+    if batch is not None:
+        if batch.dtype.kind not in "iu" or batch.ndim != 1:
+            raise ValidationError(f"batch must be a 1-D integer array, got {batch.dtype} {list(batch.shape)}")
+        if batch.size:
+            lo, hi = int(batch.min()), int(batch.max())
+            if lo < 0 or (n is not None and hi >= max(n, 1)):
+                raise ValidationError(f"batch holds graph id {lo if lo < 0 else hi}, outside [0, {n}) for {n} nodes")
+            facts["num_graphs"] = hi + 1
+    fixed_e = recorded_int(meta, "num_edges")
+    if fixed_e is not None and facts.get("num_edges", fixed_e) != fixed_e:
+        raise ValidationError(f"graph has {facts['num_edges']} edges, this model was compiled for exactly {fixed_e}")
+    static = meta.get("static_shapes")
+    if static is not None and not isinstance(static, Mapping):
+        raise ValidationError(f"the model records static_shapes = {static!r}, which is not a mapping")
+    for sym in static or {}:
+        want = recorded_int(static, sym)
+        got = n if sym == "N" else facts.get("num_edges") if sym == "E" else dims.get(sym)
+        if want is not None and got is not None and got != want:
+            raise ValidationError(
+                f"{sym} = {got}, but the library was compiled for static shapes {sym} = {want} "
+                "only (re-export without tuning for other graphs)"
+            )
+    return facts
+
+
+# ------------------------------------------------------------------------------------ statistics
+def percentile(sorted_ms: Sequence[float], q: float) -> float:
+    """Linear-interpolation percentile (NumPy's default method) of an ascending list."""
+    if len(sorted_ms) == 1:
+        return sorted_ms[0]
+    pos = (len(sorted_ms) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_ms) - 1)
+    return sorted_ms[lo] + (sorted_ms[hi] - sorted_ms[lo]) * (pos - lo)
+
+
+def latency_stats(seconds: Sequence[float]) -> dict[str, float]:
+    """median / p90 / p99 / min / max / mean in milliseconds, and the number of calls ``n``."""
+    ms = sorted(s * 1e3 for s in seconds)
+    return {
+        "median": percentile(ms, 50),
+        "p90": percentile(ms, 90),
+        "p99": percentile(ms, 99),
+        "min": ms[0],
+        "max": ms[-1],
+        "mean": sum(ms) / len(ms),
+        "n": len(ms),
+    }
+
+
+# ------------------------------------------------------------------------------ checksums, bytes
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def manifest_checksum_line(manifest_bytes: bytes) -> str:
+    """The ``manifest.sha256`` text: one ``sha256sum``-compatible line (``sha256sum -c`` verifies it)."""
+    return f"{sha256_bytes(manifest_bytes)}  manifest.json\n"
+
+
+def verify_manifest_checksum(root: str | Path, manifest_bytes: bytes) -> None:
+    """Raise unless ``root/manifest.sha256`` holds the sha256 of ``manifest_bytes``."""
+    path = Path(root) / MANIFEST_CHECKSUM
+    try:
+        line = path.read_text(encoding="ascii", errors="replace").strip()
+    except FileNotFoundError:
+        raise ValidationError(f"{root}: no {MANIFEST_CHECKSUM} (re-export the artifact)") from None
+    except OSError as exc:
+        raise ValidationError(f"{root}: cannot read {MANIFEST_CHECKSUM} ({exc.strerror or exc})") from None
+    want = line.split()[0] if line.split() else ""
+    if want != sha256_bytes(manifest_bytes):
+        raise ValidationError(f"{root}: checksum mismatch for manifest.json (file modified after export)")
+
+
+def fmt_bytes(n: float | None) -> str:
+    """``1536 -> '1.5 KiB'``; ``None -> 'n/a'``."""
+    if n is None:
+        return "n/a"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+# END VENDORED qgnn_deploy/validation.py
 
 FORMAT = "qgnn-artifact"
 FORMAT_VERSION = 1
@@ -46,6 +267,8 @@ T_START = time.perf_counter()
 IMPORT_SECONDS: dict[str, float] = {}  # first-import time of each runtime module
 
 
+
+
 class BenchError(Exception):
     """Bad artifact, bad input or missing runtime: reported as one line, exit status 2."""
 
@@ -53,23 +276,16 @@ class BenchError(Exception):
 # ----------------------------------------------------------------------------- manifest
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_manifest(root: Path) -> dict[str, Any]:
-    """Read ``manifest.json`` and verify format, version and every file's size and sha256."""
+    """Read ``manifest.json``; verify format, version, its own checksum line and every file's size and sha256."""
     if not root.is_dir():
         raise BenchError(f"{root}: not a directory")
     path = root / "manifest.json"
     if not path.is_file():
         raise BenchError(f"{root} is not a qgnn artifact (no manifest.json)")
     try:
-        doc = json.loads(path.read_text())
+        raw = path.read_bytes()
+        doc = json.loads(raw)
     except (OSError, ValueError) as exc:
         raise BenchError(f"{path}: unreadable manifest ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
@@ -78,18 +294,24 @@ def load_manifest(root: Path) -> dict[str, Any]:
         raise BenchError(f"{path}: artifact format version {doc.get('format_version')} is not supported by this "
                          f"qgnn_bench.py (reads version {FORMAT_VERSION}); use the script from the same toolkit "
                          f"version ({doc.get('toolkit_version', '?')}) or re-export")
+    verify_manifest_checksum(root, raw)
     files = doc.get("files")
     if not isinstance(files, dict) or not files:
         raise BenchError(f"{path}: manifest lists no files")
+    real_root = root.resolve()
     for rel, entry in files.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or \
+                not isinstance(entry.get("role", ""), str) or not isinstance(entry.get("bytes", 0), int):
+            raise BenchError(f"{path}: malformed entry for {rel!r} in 'files' (want sha256, bytes, role)")
         f = root / rel
-        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+        if not rel or Path(rel).is_absolute() or ".." in Path(rel).parts or \
+                not f.resolve().is_relative_to(real_root):
             raise BenchError(f"{path}: file name {rel!r} escapes the artifact directory")
         if not f.is_file():
             raise BenchError(f"{root}: file {rel} listed in the manifest is missing")
         if "bytes" in entry and f.stat().st_size != entry["bytes"]:
             raise BenchError(f"{root}: size mismatch for {rel} (file modified after export)")
-        if sha256_file(f) != entry.get("sha256"):
+        if sha256_file(f) != entry["sha256"]:
             raise BenchError(f"{root}: checksum mismatch for {rel} (file modified after export)")
     return doc
 
@@ -188,75 +410,15 @@ def manifest_inputs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def validate_inputs(arrays: dict[str, Any], manifest: dict[str, Any], source: str) -> dict[str, Any]:
-    """Check the arrays against the manifest; return facts about the graph (N, E, max in-degree)."""
-    import numpy as np
-
-    spec = manifest_inputs(manifest)
-    names = [s["name"] for s in spec]
-    missing = [n for n in names if n not in arrays]
-    if missing:
-        raise BenchError(f"{source}: missing input(s) {', '.join(missing)} (expected {', '.join(names)})")
-    extra = sorted(set(arrays) - set(names))
-    if extra:
-        raise BenchError(f"{source}: unexpected array(s) {', '.join(extra)} (expected {', '.join(names)})")
-    dims: dict[str, int] = {}
-    for s in spec:
-        a, name = arrays[s["name"]], s["name"]
-        if "dtype" in s and str(a.dtype) != s["dtype"]:
-            raise BenchError(f"{source}: input {name} has dtype {a.dtype}, the model expects {s['dtype']}")
-        shape = list(s.get("shape", a.shape))
-        if a.ndim != len(shape):
-            raise BenchError(f"{source}: input {name} has rank {a.ndim} (shape {list(a.shape)}), "
-                             f"the model expects rank {len(shape)} {shape}")
-        for axis, (want, got) in enumerate(zip(shape, a.shape)):
-            if isinstance(want, int) and want >= 0 and want != got:
-                raise BenchError(f"{source}: input {name} has {got} in dimension {axis}, the model expects {want} "
-                                 f"(shape {shape})")
-            if isinstance(want, str):
-                if want in dims and dims[want] != got:
-                    raise BenchError(f"{source}: input {name} has {got} in dimension {axis} but {want} = {dims[want]} "
-                                     "from an earlier input")
-                dims[want] = int(got)
-    x_name = "x" if "x" in arrays else names[0]
-    n = int(dims.get("N", arrays[x_name].shape[0] if arrays[x_name].ndim else 0))
-    fixed_n = manifest.get("num_nodes")
-    if isinstance(fixed_n, int) and n != fixed_n:
-        raise BenchError(f"{source}: graph has {n} nodes, this artifact was compiled for exactly {fixed_n}")
-    facts: dict[str, Any] = {"num_nodes": n}
-    if "edge_index" in arrays:
-        ei = arrays["edge_index"]
-        if ei.dtype != np.int64 or ei.ndim != 2 or ei.shape[0] != 2:
-            raise BenchError(f"{source}: edge_index must be int64 of shape [2, E], got {ei.dtype} {list(ei.shape)}")
-        e = int(ei.shape[1])
-        facts["num_edges"] = e
-        if e:
-            lo, hi = int(ei.min()), int(ei.max())
-            if lo < 0 or hi >= n:
-                bad = lo if lo < 0 else hi
-                raise BenchError(f"{source}: edge_index holds node id {bad}, outside [0, {n}) for a graph of {n} nodes")
-            max_in = int(np.bincount(ei[1], minlength=n).max())
-        else:
-            max_in = 0
-        facts["max_in_degree"] = max_in
-        limit = manifest.get("max_in_degree")
-        if isinstance(limit, int) and max_in > limit:
-            raise BenchError(f"{source}: a node has in-degree {max_in}, above the artifact's max_in_degree {limit} "
-                             "(the integer accumulators are only proven not to overflow up to that)")
-    static = manifest.get("static_shapes")
-    if isinstance(static, dict):  # a tuned library compiled for one graph size only
-        for sym, size in static.items():
-            got = n if sym == "N" else facts.get("num_edges") if sym == "E" else dims.get(sym)
-            if isinstance(size, int) and got is not None and got != size:
-                raise BenchError(f"{source}: {sym} = {got}, but the library was compiled for static shapes "
-                                 f"{sym} = {size} only (re-export without tuning for other graphs)")
-    fixed_e = manifest.get("num_edges")
-    if isinstance(fixed_e, int) and facts.get("num_edges", fixed_e) != fixed_e:
-        raise BenchError(f"{source}: graph has {facts['num_edges']} edges, this artifact was compiled for "
-                         f"exactly {fixed_e}")
-    return facts
+    """Check the arrays against the manifest (the shared contract); return facts (N, E, max in-degree)."""
+    try:
+        return validate_feeds(manifest_inputs(manifest), manifest, arrays)
+    except ValidationError as exc:
+        raise BenchError(f"{source}: {exc}") from None
 
 
-def prequantize_features(arrays: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any] | None:
+def prequantize_features(arrays: dict[str, Any], manifest: dict[str, Any],
+                         source: str = "input") -> dict[str, Any] | None:
     """Quantize float features for an artifact exported with ``--integer-input``, in place; None if not needed.
 
     The artifact takes ``x_q`` (its ``input_quant`` contract: scale, zero point, range); a
@@ -272,6 +434,10 @@ def prequantize_features(arrays: dict[str, Any], manifest: dict[str, Any]) -> di
     if x.dtype.kind != "f":
         raise BenchError(f"input {c['float_input']} is {x.dtype}; give float features or {c['quantized_input']} "
                          f"({c['dtype']}) already quantized")
+    try:  # finite before it is quantized (a NaN would silently clip to a code)
+        validate_feeds([{"name": c["float_input"], "dtype": None, "shape": None}], {}, {c["float_input"]: x})
+    except ValidationError as exc:
+        raise BenchError(f"{source}: {exc}") from None
     t0 = time.perf_counter()
     out = np.empty(x.shape, dtype=c["dtype"])
     rows = max(1, (1 << 22) // max(1, int(np.prod(x.shape[1:]))))  # ~4M elements per chunk: bounded temporaries
@@ -451,22 +617,6 @@ def peak_rss_bytes() -> tuple[int | None, str]:
         return None, "unavailable"
 
 
-def percentile(sorted_ms: list[float], q: float) -> float:
-    """Linear-interpolation percentile (NumPy's default method) of an ascending list."""
-    if len(sorted_ms) == 1:
-        return sorted_ms[0]
-    pos = (len(sorted_ms) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_ms) - 1)
-    return sorted_ms[lo] + (sorted_ms[hi] - sorted_ms[lo]) * (pos - lo)
-
-
-def latency_stats(seconds: list[float]) -> dict[str, float]:
-    ms = sorted(s * 1e3 for s in seconds)
-    return {"median": percentile(ms, 50), "p90": percentile(ms, 90), "p99": percentile(ms, 99),
-            "min": ms[0], "max": ms[-1], "mean": sum(ms) / len(ms)}
-
-
 def compare(outputs: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
     """Bit-for-bit comparison (the program is integer, so equality is the only correct result)."""
     import numpy as np
@@ -500,16 +650,6 @@ def compare(outputs: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any
 
 
 # ----------------------------------------------------------------------------- reports
-
-
-def fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "n/a"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
 
 
 def select_buffer_bytes(manifest: dict[str, Any], backend: str) -> tuple[int | None, str | None]:
@@ -714,10 +854,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     # Thread pools are sized when the runtime is imported: set this before anything imports tvm.
     os.environ["TVM_NUM_THREADS"] = str(threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    try:
-        import numpy as np  # noqa: F401
-    except ImportError:
-        raise BenchError("NumPy is not importable: pip install numpy") from None
+    if np is None:
+        raise BenchError("NumPy is not importable: pip install numpy")
 
     sample = files_with_role(manifest, "sample_input")
     ref_files = files_with_role(manifest, "reference_output")
@@ -728,7 +866,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     else:
         raise BenchError(f"{root}: no sample_input in the artifact; pass --input inputs.npz")
     arrays = load_npz(in_path, "input file")
-    prequantized = prequantize_features(arrays, manifest)
+    prequantized = prequantize_features(arrays, manifest, in_path.name)
     facts = validate_inputs(arrays, manifest, in_path.name)
     names = [s["name"] for s in manifest_inputs(manifest)]
     order = manifest.get("input_order")  # the TVM library's argument order, when the exporter records it
@@ -844,11 +982,12 @@ def main(argv: list[str] | None = None) -> int:
         text = json.dumps(report, indent=2, sort_keys=True, default=str)
         outputs = {args.json: text + "\n", args.md: md}
         write_all_or_nothing({path: body for path, body in outputs.items() if path is not None})
-    except BenchError as exc:
+    except (BenchError, ValidationError) as exc:
         print(f"qgnn_bench: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"qgnn_bench: error: {exc}", file=sys.stderr)
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"qgnn_bench: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     sys.stdout.write(md)
     if report["emulated"]:

@@ -53,3 +53,9 @@ def a64_sysroot() -> Path:
     assert proc.returncode == 0, f"building the aarch64 sysroot failed: {proc.stderr[-2000:]}"
     assert arm64.a64_python_available(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def x86_zoo_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One op-zoo x86_64 artifact (ONNX + TVM library, symbolic N/E) shared by the validation tests."""
+    return build_artifact(tmp_path_factory.mktemp("zoo_x86") / "art", "x86_64")

@@ -19,8 +19,8 @@ from qgnn_deploy.ir.analysis import buffer_report, model_bytes
 from qgnn_deploy.ir.graph import Graph
 from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph, pooled_zoo_graph
 
-EXPECTED_FILES = {"manifest.json", "model.onnx", "ir.json", "ir.npz", "sample_input.npz", "reference_output.npz",
-                  "report.json", "report.md"}
+EXPECTED_FILES = {"manifest.json", "manifest.sha256", "model.onnx", "ir.json", "ir.npz", "sample_input.npz",
+                  "reference_output.npz", "report.json", "report.md"}
 
 
 def _sample(graph: Graph, case: str = "random") -> dict[str, np.ndarray]:
@@ -144,7 +144,7 @@ def test_failure_while_writing_keeps_previous_artifact(tmp_path: Path, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(exporting, "render_markdown", broken_md)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(QgnnError, match="disk full"):  # every OSError is a one-line user error
         export_graph(graph, "onnx", out, sample_feeds=_sample(graph, "hub"), force=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert _leftovers(tmp_path) == []

@@ -34,6 +34,9 @@ def register(subparsers: Any) -> None:
                    help="the artifact takes the node features already quantized (x_q, uint8 for a per-tensor input "
                         "quantizer; scale and zero point in manifest.json) instead of FP32 x: quantize the features "
                         "once per dataset, not on every call (4x smaller input buffer, no float op in the model)")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="export even when the folded integer graph disagrees with the checkpoint's fake-quant model "
+                        "beyond the documented tolerance (docs/security.md); recorded in manifest.json")
     p.set_defaults(func=run)
 
 
@@ -80,6 +83,27 @@ def accuracy_by_stage(result: Any, saturation_safe: bool) -> dict[str, Any] | No
     return {k: v for k, v in stages.items() if v is not None}
 
 
+def fold_parity_gate(report: dict[str, Any], result: Any, allow_mismatch: bool) -> dict[str, Any]:
+    """Refuse a fold whose integer graph disagrees with the fake-quant model (unless ``--allow-mismatch``).
+
+    Returns the manifest entries that record the decision.
+    """
+    from qgnn_deploy.fold.parity import parity_violation
+
+    parity = report.get("parity")
+    if not parity:
+        return {}
+    framework = (getattr(result, "graph", None) and result.graph.meta.get("framework")) or None
+    why = parity_violation(parity, framework)
+    entry = {"fold_parity": {k: parity[k] for k in ("output_codes", "mismatched_codes", "max_code_diff")
+                             if k in parity} | {"within_tolerance": why is None}}
+    if why is None:
+        return entry
+    if not allow_mismatch:
+        raise QgnnError(f"{why}; no artifact written (a corrupt checkpoint? --allow-mismatch exports it anyway)")
+    return entry | {"allow_mismatch": True}
+
+
 def run(args: argparse.Namespace) -> int:
     from qgnn_deploy.exporting import check_target, export_graph
 
@@ -104,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
             raise QgnnError(f"--integer-input: {exc}") from None
     feeds = sample if sample is not None else dict(result.sample_feeds)
     report_extra = dict(getattr(result, "report", None) or {})
+    manifest_extra = fold_parity_gate(report_extra, result, args.allow_mismatch)
     if sample is not None:
         report_extra["sample_input"] = {"source": str(args.sample_graph)}
     accuracy = accuracy_by_stage(result, saturation_safe=not args.assume_vnni)
@@ -112,10 +137,14 @@ def run(args: argparse.Namespace) -> int:
     manifest = export_graph(result.graph, args.target, args.out, sample_feeds=feeds,
                             source={"path": str(model), "sha256": result.checkpoint_sha256},
                             report_extra=report_extra, tune_trials=args.tune, force=args.force,
-                            saturation_safe=not args.assume_vnni)
+                            saturation_safe=not args.assume_vnni, manifest_extra=manifest_extra)
     files = manifest.get("files", {})
     print(f"wrote {args.out} (target {manifest['target']}): " + ", ".join(
         f"{name} {entry['bytes']} B" for name, entry in files.items() if entry.get("role") in ("onnx", "tvm_library")))
+    if manifest.get("allow_mismatch"):
+        fp = manifest["fold_parity"]
+        print(f"  WARNING: exported with --allow-mismatch: {fp.get('mismatched_codes')}/{fp.get('output_codes')} "
+              "output codes differ from the fake-quant model (recorded in manifest.json)")
     if accuracy:
         print("  test accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
     print(f"  parameters {manifest['model_bytes']} B, peak buffers {manifest['buffer_bytes']} B on the sample, "

@@ -55,6 +55,26 @@ def config_from_args(args: argparse.Namespace, ds) -> ModelConfig:
     )
 
 
+def check_init_compatible(path: str, init_config: ModelConfig, init_state: dict, config: ModelConfig) -> None:
+    """``--init`` must describe the same module tree (up to parameters the new run adds, e.g. prompts)."""
+    from qgnn_deploy.models.net import QGNN
+
+    target = QGNN(config).state_dict()
+    extra = sorted(set(init_state) - set(target))
+    if extra:
+        hint = ""
+        if init_config.lorap and not config.lorap:
+            hint = "; it has LoRAP prompts: pass --lorap (with the same --lorap-k/--lorap-rank/--lorap-variant)"
+        elif init_config.gpf and not config.gpf:
+            hint = f"; it has a {init_config.gpf.get('mode')} prompt: pass --gpf {init_config.gpf.get('mode')}"
+        raise QgnnError(f"--init {path} holds {len(extra)} parameter(s) this configuration lacks "
+                        f"(e.g. {extra[0]}){hint}")
+    for name, t in init_state.items():
+        if tuple(t.shape) != tuple(target[name].shape):
+            raise QgnnError(f"--init {path}: {name} has shape {list(t.shape)}, this configuration needs "
+                            f"{list(target[name].shape)} (same --arch/--hidden/--layers/--dataset as the checkpoint?)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_parser(sub, "train", __doc__)
     add_model_arguments(p)
@@ -81,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if args.init:
         init_model, _ = load_checkpoint(args.init)
         init_state = init_model.state_dict()
+        check_init_compatible(args.init, init_model.config, init_state, config)
     result = train(config, ds, TrainSettings(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
                                              seed=args.seed, progress=not args.no_progress), init_state)
     save_checkpoint(args.out, result.model, ds.describe(), result.metrics,

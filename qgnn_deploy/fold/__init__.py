@@ -148,7 +148,11 @@ def fold_checkpoint(path: str | Path, max_in_degree: int | None = None, data_roo
         max_in_degree = max(DEFAULT_MAX_IN_DEGREE, int(2 ** np.ceil(np.log2(4 * observed + 1))) - 1)
     if max_in_degree < observed:
         raise QgnnError(f"--max-in-degree {max_in_degree} is below the sample graph's maximum in-degree {observed}")
-    graph = fold_model(model, max_in_degree)
+    try:
+        graph = fold_model(model, max_in_degree)
+    except (ValueError, ArithmeticError) as exc:  # OverflowError from a multiplier, a non-integer zero point, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise QgnnError(f"fold: {path}: the checkpoint cannot be represented as an integer graph ({first})") from None
     report = {"checkpoint_metrics": payload.get("metrics", {}), "dataset": payload.get("dataset", {}),
               "float_ops": graph.float_ops(), "bitwidths": graph.meta["bitwidths"],
               "accumulator_bounds": graph.meta["accumulator_bounds"], "max_in_degree": max_in_degree,

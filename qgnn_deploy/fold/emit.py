@@ -191,4 +191,7 @@ class FoldContext:
 def quantize_bias_int(bias: torch.Tensor, grid: np.ndarray | torch.Tensor) -> np.ndarray:
     """Round-half-up bias on the accumulator grid, with the float32 arithmetic training used."""
     g = torch.as_tensor(grid, dtype=torch.float32)
-    return torch.floor(bias.detach().to(torch.float32) / g + 0.5).to(torch.int64).numpy()
+    q = torch.floor(bias.detach().to(torch.float32) / g + 0.5)
+    if q.numel() and (not bool(torch.isfinite(q).all()) or float(q.abs().max()) >= 2.0**31):
+        raise OverflowError("a bias does not fit the int32 accumulator on its grid (bias / (s_in * s_w) >= 2^31)")
+    return q.to(torch.int64).numpy()

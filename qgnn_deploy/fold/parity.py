@@ -54,3 +54,28 @@ def parity_report(model: QGNN, graph: Graph, feeds: dict[str, np.ndarray], ds: A
         rep["test_acc_fake_quant"] = float((logits_m.argmax(-1) == y).mean())
         rep["test_acc_integer"] = float((logits_g.argmax(-1) == y).mean())
     return rep
+
+
+# The fold is exact integer arithmetic; the fake-quant model is float32.  A code may therefore land one
+# step away when a value sits within float error of a rounding boundary (in practice: none or a handful).
+# A2Q's per-node input factor keeps ROW_BITS of precision (float32 has 24), so it may move codes by two.
+# Anything beyond this is a broken fold or a corrupt checkpoint, and export refuses it.
+PARITY_TOLERANCE: dict[str, dict[str, float]] = {
+    "default": {"max_code_diff": 1, "mismatched_fraction": 1e-3, "mismatched_min": 2},
+    "a2q": {"max_code_diff": 2, "mismatched_fraction": 1e-2, "mismatched_min": 2},
+}
+
+
+def parity_violation(rep: dict[str, Any], framework: str | None) -> str | None:
+    """Why ``rep`` (from :func:`parity_report`) is outside :data:`PARITY_TOLERANCE`, or None when within it."""
+    tol = PARITY_TOLERANCE.get(str(framework), PARITY_TOLERANCE["default"])
+    codes, bad, worst = int(rep["output_codes"]), int(rep["mismatched_codes"]), int(rep["max_code_diff"])
+    allowed = max(tol["mismatched_min"], tol["mismatched_fraction"] * codes)
+    if worst <= tol["max_code_diff"] and bad <= allowed:
+        return None
+    acc = ""
+    if "test_acc_fake_quant" in rep:
+        acc = f", test accuracy fake-quant {rep['test_acc_fake_quant']:.4f} vs integer {rep['test_acc_integer']:.4f}"
+    return (f"the folded integer graph disagrees with the checkpoint's fake-quant model on the sample: "
+            f"{bad}/{codes} output codes differ, by up to {worst} (tolerance for {framework or 'this framework'}: "
+            f"{int(allowed)} codes by at most {int(tol['max_code_diff'])}){acc}")

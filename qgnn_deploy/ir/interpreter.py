@@ -15,6 +15,7 @@ import numpy as np
 from qgnn_deploy.ir.graph import Graph, Node
 from qgnn_deploy.ir.ops import WIDTH as _WIDTH
 from qgnn_deploy.ir.ops import HandlerTable, wider
+from qgnn_deploy.validation import validate_feeds
 
 Kernel = Callable[[list[np.ndarray | None], dict[str, Any]], np.ndarray]
 KERNELS: HandlerTable[Kernel] = HandlerTable("interpreter")
@@ -238,8 +239,17 @@ def _pool_sum(xs, a):
     return narrow(out, "int32", "pool_sum accumulator")
 
 
-def run(graph: Graph, feeds: Mapping[str, np.ndarray], keep_all: bool = False) -> dict[str, np.ndarray]:
-    """Execute ``graph`` on ``feeds``; returns the graph outputs (or every value)."""
+def run(graph: Graph, feeds: Mapping[str, np.ndarray], keep_all: bool = False,
+        check: bool = True) -> dict[str, np.ndarray]:
+    """Execute ``graph`` on ``feeds``; returns the graph outputs (or every value).
+
+    ``check`` (default) first applies the input contract every runner shares
+    (:func:`qgnn_deploy.validation.validate_feeds`: dtypes, shapes, finite floats, edge ids in range,
+    in-degree within ``graph.meta["max_in_degree"]``), raising :class:`~qgnn_deploy.validation.ValidationError`
+    (a ``ValueError``); pass ``check=False`` only for feeds already validated.
+    """
+    if check:
+        validate_feeds(graph.inputs, graph.meta, {k: np.asarray(v) for k, v in feeds.items()})
     env: dict[str, np.ndarray] = dict(graph.initializers)
     for vi in graph.inputs:
         if vi.name not in feeds:

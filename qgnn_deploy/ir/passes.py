@@ -107,10 +107,14 @@ def quantize_input_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[
     if not contract or contract["float_input"] not in feeds:
         return dict(feeds)
     from qgnn_deploy.ir.interpreter import KERNELS
+    from qgnn_deploy.validation import validate_feeds
 
     out = {k: v for k, v in feeds.items() if k != contract["float_input"]}
     attrs = {k: contract[k] for k in ("scale", "zero_point", "qmin", "qmax", "dtype")}
-    out[contract["quantized_input"]] = KERNELS["quantize"]([np.asarray(feeds[contract["float_input"]])], attrs)
+    x = np.asarray(feeds[contract["float_input"]])
+    validate_feeds([{"name": contract["float_input"], "dtype": None, "shape": None}], {},
+                   {contract["float_input"]: x})  # finite before it is quantized (NaN would clip to a code)
+    out[contract["quantized_input"]] = KERNELS["quantize"]([x], attrs)
     return out
 
 

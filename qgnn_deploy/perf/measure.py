@@ -8,6 +8,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from qgnn_deploy.validation import latency_stats, percentile
+
+__all__ = ["THREAD_VARS", "pin_threads", "status_bytes", "peak_rss_bytes", "percentile", "latency_stats", "time_calls",
+           "load_average"]
+
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TVM_NUM_THREADS")
 
 
@@ -35,23 +40,6 @@ def peak_rss_bytes() -> int:
     if hwm is not None:
         return hwm
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def percentile(sorted_ms: list[float], q: float) -> float:
-    """Linear-interpolation percentile (NumPy's default) of an ascending list."""
-    if len(sorted_ms) == 1:
-        return sorted_ms[0]
-    pos = (len(sorted_ms) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_ms) - 1)
-    return sorted_ms[lo] + (sorted_ms[hi] - sorted_ms[lo]) * (pos - lo)
-
-
-def latency_stats(seconds: list[float]) -> dict[str, float]:
-    """median / p90 / p99 / min / max / mean in milliseconds (same definition as ``qgnn_bench.py``)."""
-    ms = sorted(s * 1e3 for s in seconds)
-    return {"median": percentile(ms, 50), "p90": percentile(ms, 90), "p99": percentile(ms, 99),
-            "min": ms[0], "max": ms[-1], "mean": sum(ms) / len(ms), "n": len(ms)}
 
 
 def time_calls(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]:

@@ -102,6 +102,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def load_checkpoint(path: str | Path) -> tuple[QGNN, dict[str, Any]]:
     """Rebuild the model from a checkpoint; returns (model in eval mode, payload)."""
     payload = read_checkpoint(path)
+    if isinstance(payload["state_dict"], dict):
+        from qgnn_deploy.train.state_checks import check_state_values
+
+        check_state_values(payload["state_dict"], str(path))
     try:
         config = ModelConfig.from_dict(dict(payload["config"]))
         model = QGNN(config)

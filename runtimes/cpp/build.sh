@@ -23,7 +23,9 @@ if [[ -n "${ZLIB_INC:-}" ]]; then zinc=(-I"$ZLIB_INC"); fi
 if [[ -n "${ZLIB_LIB:-}" ]]; then zlib=("$ZLIB_LIB"); fi
 mkdir -p "$OUT"
 # --no-as-needed: nothing references libtvm_runtime directly, but it registers the .so loader and the VM.
-"$CXX" -std=c++17 -O2 -o "$OUT/qgnn_run.tmp" "$HERE/qgnn_run.cc" \
+# EXTRA_CXXFLAGS: e.g. "-g -fsanitize=address,undefined" for the sanitizer build the tests run natively.
+read -r -a extra <<< "${EXTRA_CXXFLAGS:-}"
+"$CXX" -std=c++17 -O2 "${extra[@]}" -o "$OUT/qgnn_run.tmp" "$HERE/qgnn_run.cc" \
   -I"$SITE/tvm/include" -I"$SITE/tvm_ffi/include" "${zinc[@]}" \
   -L"$SITE/tvm/lib" -L"$SITE/tvm_ffi/lib" -Wl,--no-as-needed -ltvm_runtime -ltvm_ffi -Wl,--as-needed \
   "${zlib[@]}" -Wl,-rpath,'$ORIGIN' || die "compiling qgnn_run failed"

@@ -19,9 +19,11 @@
 #include <tvm/ffi/container/shape.h>
 #include <tvm/ffi/container/tensor.h>
 
+#include <limits.h>
 #include <zlib.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -30,6 +32,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -166,30 +169,41 @@ struct Array {
   }
 };
 
-uint64_t Le(const std::string& s, size_t off, int n) {
-  if (off + n > s.size()) throw BadInput("truncated zip structure");
+uint64_t Le(const std::string& s, uint64_t off, int n) {
+  if (off > s.size() || static_cast<uint64_t>(n) > s.size() - off) throw BadInput("truncated zip structure");
   uint64_t v = 0;
   for (int i = n - 1; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(s[off + i]);
   return v;
 }
 
+// a + b, refusing to wrap (every offset and size below comes from the file).
+uint64_t Add(uint64_t a, uint64_t b, const std::string& what) {
+  uint64_t r;
+  if (__builtin_add_overflow(a, b, &r)) throw BadInput(what + ": size or offset overflows");
+  return r;
+}
+
 Array ParseNpy(const std::string& name, const std::string& d) {
   if (d.size() < 10 || d.compare(0, 6, "\x93NUMPY") != 0) throw BadInput(name + " is not a .npy array");
   int major = static_cast<uint8_t>(d[6]);
-  size_t hlen = major == 1 ? Le(d, 8, 2) : Le(d, 8, 4);
-  size_t hstart = major == 1 ? 10 : 12;
+  if (major < 1 || major > 3) throw BadInput(name + ": unsupported .npy version " + std::to_string(major));
+  uint64_t hlen = major == 1 ? Le(d, 8, 2) : Le(d, 8, 4);
+  uint64_t hstart = major == 1 ? 10 : 12;
+  if (hlen > d.size() || hstart > d.size() - hlen) throw BadInput(name + ": truncated .npy header");
   std::string header = d.substr(hstart, hlen);
   auto field = [&](const std::string& key) {
     size_t p = header.find("'" + key + "'");
-    if (p == std::string::npos) throw BadInput(name + ": .npy header lacks " + key);
-    return header.substr(header.find(':', p) + 1);
+    size_t colon = p == std::string::npos ? p : header.find(':', p);
+    if (colon == std::string::npos) throw BadInput(name + ": .npy header lacks " + key);
+    return header.substr(colon + 1);
   };
   std::string descr = field("descr");
-  descr = descr.substr(descr.find('\'') + 1);
-  descr = descr.substr(0, descr.find('\''));
-  if (field("fortran_order").find("True") < field("fortran_order").find(',')) {
-    throw BadInput(name + ": Fortran-ordered arrays are not supported");
-  }
+  size_t q0 = descr.find('\'');
+  size_t q1 = q0 == std::string::npos ? q0 : descr.find('\'', q0 + 1);
+  if (q1 == std::string::npos) throw BadInput(name + ": malformed .npy header (descr)");
+  descr = descr.substr(q0 + 1, q1 - q0 - 1);
+  std::string fortran = field("fortran_order");
+  if (fortran.find("True") < fortran.find(',')) throw BadInput(name + ": Fortran-ordered arrays are not supported");
   static const std::map<std::string, std::pair<std::string, DLDataType>> kTypes = {
       {"<f4", {"float32", DLDataType{kDLFloat, 32, 1}}}, {"<i8", {"int64", DLDataType{kDLInt, 64, 1}}},
       {"<i4", {"int32", DLDataType{kDLInt, 32, 1}}},     {"<i2", {"int16", DLDataType{kDLInt, 16, 1}}},
@@ -201,14 +215,33 @@ Array ParseNpy(const std::string& name, const std::string& d) {
   a.dtype = it->second.first;
   a.dl = it->second.second;
   std::string shp = field("shape");
-  shp = shp.substr(shp.find('(') + 1, shp.find(')') - shp.find('(') - 1);
+  size_t open = shp.find('('), close = shp.find(')');
+  if (open == std::string::npos || close == std::string::npos || close < open) {
+    throw BadInput(name + ": malformed .npy header (shape)");
+  }
+  shp = shp.substr(open + 1, close - open - 1);
   std::stringstream ss(shp);
   std::string tok;
+  uint64_t numel = 1;
   while (std::getline(ss, tok, ',')) {
-    if (tok.find_first_of("0123456789") != std::string::npos) a.shape.push_back(std::stoll(tok));
+    size_t b = tok.find_first_not_of(" \t"), e = tok.find_last_not_of(" \t");
+    if (b == std::string::npos) continue;  // the empty token after a trailing comma
+    tok = tok.substr(b, e - b + 1);
+    if (tok.size() > 18 || tok.find_first_not_of("0123456789") != std::string::npos) {
+      throw BadInput(name + ": malformed .npy shape entry '" + tok + "'");
+    }
+    uint64_t dim = std::stoull(tok);
+    if (__builtin_mul_overflow(numel, dim, &numel) || numel > (uint64_t(1) << 40)) {
+      throw BadInput(name + ": .npy shape is too large (element count overflows)");
+    }
+    a.shape.push_back(static_cast<int64_t>(dim));
   }
-  size_t nbytes = static_cast<size_t>(a.numel()) * (a.dl.bits / 8);
-  if (hstart + hlen + nbytes > d.size()) throw BadInput(name + ": truncated array data");
+  if (a.shape.size() > 8) throw BadInput(name + ": .npy array has more than 8 dimensions");
+  uint64_t nbytes;
+  if (__builtin_mul_overflow(numel, static_cast<uint64_t>(a.dl.bits / 8), &nbytes) ||
+      nbytes > d.size() - hstart - hlen) {
+    throw BadInput(name + ": truncated array data");
+  }
   a.bytes = d.substr(hstart + hlen, nbytes);
   return a;
 }
@@ -226,24 +259,31 @@ std::vector<std::pair<std::string, Array>> ReadNpz(const std::string& path) {
     cd = Le(z, rec + 48, 8);
   }
   std::vector<std::pair<std::string, Array>> out;
-  size_t p = cd;
+  if (count > 1024) throw BadInput(path + ": too many zip entries");
+  uint64_t p = cd;
   for (uint64_t i = 0; i < count; ++i) {
     if (Le(z, p, 4) != 0x02014b50) throw BadInput(path + ": bad zip central directory");
     uint64_t method = Le(z, p + 10, 2), csize = Le(z, p + 20, 4), usize = Le(z, p + 24, 4);
     uint64_t nlen = Le(z, p + 28, 2), xlen = Le(z, p + 30, 2), clen = Le(z, p + 32, 2), off = Le(z, p + 42, 4);
-    std::string name = z.substr(p + 46, nlen);
-    for (size_t x = p + 46 + nlen; x + 4 <= p + 46 + nlen + xlen;) {  // zip64 extra: sizes / offset
+    uint64_t name_at = p + 46, extra_end = Add(Add(name_at, nlen, path), xlen, path);
+    if (extra_end > z.size()) throw BadInput(path + ": truncated zip central directory");
+    std::string name = z.substr(name_at, nlen);
+    for (uint64_t x = name_at + nlen; x + 4 <= extra_end;) {  // zip64 extra: sizes / offset
       uint64_t id = Le(z, x, 2), sz = Le(z, x + 2, 2);
       if (id == 1) {
-        size_t q = x + 4;
+        uint64_t q = x + 4;
         if (usize == 0xFFFFFFFFu) usize = Le(z, q, 8), q += 8;
         if (csize == 0xFFFFFFFFu) csize = Le(z, q, 8), q += 8;
         if (off == 0xFFFFFFFFu) off = Le(z, q, 8);
       }
       x += 4 + sz;
     }
-    size_t data = off + 30 + Le(z, off + 26, 2) + Le(z, off + 28, 2);
-    if (data + csize > z.size()) throw BadInput(path + ": truncated zip entry " + name);
+    uint64_t data = Add(Add(Add(off, 30, path), Le(z, Add(off, 26, path), 2), path), Le(z, Add(off, 28, path), 2), path);
+    if (data > z.size() || csize > z.size() - data) throw BadInput(path + ": truncated zip entry " + name);
+    // deflate expands at most ~1032x; a larger claimed size is a lie that would only allocate memory
+    if (usize > (uint64_t(1) << 34) || (method == 8 && usize > 1032 * csize + 1024) || (method == 0 && usize != csize)) {
+      throw BadInput(path + ": implausible size for zip entry " + name);
+    }
     std::string raw;
     if (method == 0) {  // np.savez
       raw = z.substr(data, csize);
@@ -264,7 +304,7 @@ std::vector<std::pair<std::string, Array>> ReadNpz(const std::string& path) {
     std::string key = name.size() > 4 && name.substr(name.size() - 4) == ".npy" ? name.substr(0, name.size() - 4)
                                                                                  : name;
     out.emplace_back(key, ParseNpy(path + ":" + name, raw));
-    p += 46 + nlen + xlen + clen;
+    p = Add(extra_end, clen, path);
   }
   return out;
 }
@@ -319,6 +359,185 @@ double Pct(const std::vector<double>& v, double q) {  // v sorted ascending; lin
   return v[lo] + (v[hi] - v[lo]) * (pos - lo);
 }
 
+// ---------------------------------------------------------------- the input contract (validation.py in C++)
+std::string RealPath(const std::string& p) {  // canonical absolute path, "" when it does not exist
+  char buf[PATH_MAX];
+  return realpath(p.c_str(), buf) ? std::string(buf) : std::string();
+}
+
+struct InputSpec {
+  std::string name;
+  std::string dtype;                                   // "" = not recorded
+  std::vector<std::pair<int64_t, std::string>> shape;  // (fixed size or -1, symbol)
+  bool has_shape = false;
+};
+
+struct Limits {
+  int64_t max_in_degree = -1, num_nodes = -1, num_edges = -1;  // -1 = not recorded
+};
+
+struct Facts {
+  int64_t num_nodes = -1, num_edges = -1, max_in_degree = 0;
+};
+
+std::string Repr(const ffi::Any& v) {  // what Python's repr() would print for a JSON value
+  if (auto s = v.try_cast<ffi::String>()) return "'" + std::string(*s) + "'";
+  if (auto b = v.try_cast<bool>()) return *b ? "True" : "False";
+  if (auto d = v.try_cast<double>()) {
+    std::ostringstream o;
+    o << *d;
+    return o.str();
+  }
+  return "<non-scalar>";
+}
+
+int64_t RecordedInt(const ffi::Any& v, const std::string& key) {
+  if (v == nullptr) return -1;
+  if (v.type_index() == ffi::TypeIndex::kTVMFFIInt) {
+    int64_t i = v.cast<int64_t>();
+    if (i >= 0) return i;
+    throw BadInput("the model records " + key + " = " + std::to_string(i) +
+                   ", which is not a non-negative integer (corrupt manifest or graph metadata)");
+  }
+  throw BadInput("the model records " + key + " = " + Repr(v) +
+                 ", which is not a non-negative integer (corrupt manifest or graph metadata)");
+}
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  std::string o = "[";
+  for (size_t i = 0; i < shape.size(); ++i) o += (i ? ", " : "") + std::to_string(shape[i]);
+  return o + "]";
+}
+
+Facts ValidateFeeds(const std::vector<InputSpec>& specs, const Limits& lim, const std::map<std::string, Array>& in) {
+  std::string names;
+  for (const auto& sp : specs) names += (names.empty() ? "" : ", ") + sp.name;
+  std::string missing, extra;
+  for (const auto& sp : specs) {
+    if (!in.count(sp.name)) missing += (missing.empty() ? "" : ", ") + sp.name;
+  }
+  if (!missing.empty()) throw BadInput("missing input(s) " + missing + " (the model takes " + names + ")");
+  for (const auto& kv : in) {
+    bool known = false;
+    for (const auto& sp : specs) known = known || sp.name == kv.first;
+    if (!known) extra += (extra.empty() ? "" : ", ") + kv.first;
+  }
+  if (!extra.empty()) throw BadInput("unexpected input(s) " + extra + " (the model takes " + names + ")");
+  std::map<std::string, int64_t> dims;
+  for (const auto& sp : specs) {
+    const Array& a = in.at(sp.name);
+    if (!sp.dtype.empty() && a.dtype != sp.dtype) {
+      throw BadInput("input " + sp.name + " has dtype " + a.dtype + ", the model expects " + sp.dtype);
+    }
+    if (sp.has_shape) {
+      if (a.shape.size() != sp.shape.size()) {
+        std::string want = "[";
+        for (size_t i = 0; i < sp.shape.size(); ++i) {
+          want += (i ? ", " : "") +
+                  (sp.shape[i].first >= 0 ? std::to_string(sp.shape[i].first) : "'" + sp.shape[i].second + "'");
+        }
+        throw BadInput("input " + sp.name + " has shape " + ShapeText(a.shape) + ", the model expects rank " +
+                       std::to_string(sp.shape.size()) + " " + want + "]");
+      }
+      for (size_t ax = 0; ax < sp.shape.size(); ++ax) {
+        int64_t got = a.shape[ax];
+        if (sp.shape[ax].first >= 0 && sp.shape[ax].first != got) {
+          throw BadInput("input " + sp.name + " has " + std::to_string(got) + " in dimension " + std::to_string(ax) +
+                         ", the model expects " + std::to_string(sp.shape[ax].first));
+        }
+        const std::string& sym = sp.shape[ax].second;
+        if (!sym.empty()) {
+          auto it = dims.emplace(sym, got).first;
+          if (it->second != got) {
+            throw BadInput("input " + sp.name + " has " + std::to_string(got) + " in dimension " + std::to_string(ax) +
+                           ", but " + sym + " = " + std::to_string(it->second) + " from an earlier input");
+          }
+        }
+      }
+    }
+    if (a.dl.code == kDLFloat) {
+      bool finite = true;
+      if (a.dl.bits == 32) {
+        const float* f = reinterpret_cast<const float*>(a.bytes.data());
+        for (int64_t k = 0; k < a.numel() && finite; ++k) finite = std::isfinite(f[k]);
+      } else {
+        const double* f = reinterpret_cast<const double*>(a.bytes.data());
+        for (int64_t k = 0; k < a.numel() && finite; ++k) finite = std::isfinite(f[k]);
+      }
+      if (!finite) throw BadInput("input " + sp.name + " contains NaN or infinite values");
+    }
+  }
+  Facts facts;
+  if (dims.count("N")) {
+    facts.num_nodes = dims["N"];
+  } else {
+    for (const auto& sp : specs) {
+      const Array& a = in.at(sp.name);
+      if (sp.name != "edge_index" && sp.name != "batch" && !a.shape.empty()) {
+        facts.num_nodes = a.shape[0];
+        break;
+      }
+    }
+  }
+  int64_t n = facts.num_nodes;
+  if (lim.num_nodes >= 0 && n >= 0 && lim.num_nodes != n) {
+    throw BadInput("graph has " + std::to_string(n) + " nodes, but this model has per-node parameters for exactly " +
+                   std::to_string(lim.num_nodes) + " nodes");
+  }
+  if (in.count("edge_index")) {
+    const Array& ei = in.at("edge_index");
+    if ((ei.dl.code != kDLInt && ei.dl.code != kDLUInt) || ei.shape.size() != 2 || ei.shape[0] != 2) {
+      throw BadInput("edge_index must be an integer array of shape [2, E], got " + ei.dtype + " " +
+                     ShapeText(ei.shape));
+    }
+    if (ei.dtype != "int64") throw BadInput("input edge_index has dtype " + ei.dtype + ", the model expects int64");
+    int64_t e = ei.shape[1];
+    facts.num_edges = e;
+    const int64_t* v = reinterpret_cast<const int64_t*>(ei.bytes.data());
+    int64_t lo = 0, hi = 0;
+    for (int64_t k = 0; k < 2 * e; ++k) {
+      lo = k ? std::min(lo, v[k]) : v[k];
+      hi = k ? std::max(hi, v[k]) : v[k];
+    }
+    int64_t bound = n >= 0 ? n : (int64_t(1) << 31);
+    if (e > 0 && (lo < 0 || hi >= bound)) {
+      int64_t bad = lo < 0 ? lo : hi;
+      if (n >= 0) {
+        throw BadInput("edge_index holds node id " + std::to_string(bad) + ", outside [0, " + std::to_string(n) +
+                       ") for a graph of " + std::to_string(n) + " nodes");
+      }
+      throw BadInput("edge_index holds node id " + std::to_string(bad) + ", outside [0, 2^31)");
+    }
+    std::vector<int64_t> deg(e > 0 ? static_cast<size_t>(std::max<int64_t>(n, hi + 1)) : 0, 0);
+    for (int64_t k = e; k < 2 * e; ++k) facts.max_in_degree = std::max(facts.max_in_degree, ++deg[v[k]]);
+    if (lim.max_in_degree >= 0 && facts.max_in_degree > lim.max_in_degree) {
+      throw BadInput("a node has in-degree " + std::to_string(facts.max_in_degree) +
+                     ", above the model's max_in_degree " + std::to_string(lim.max_in_degree) +
+                     " (its int32 accumulators are only proven safe up to that)");
+    }
+  }
+  if (in.count("batch")) {
+    const Array& b = in.at("batch");
+    if ((b.dl.code != kDLInt && b.dl.code != kDLUInt) || b.shape.size() != 1) {
+      throw BadInput("batch must be a 1-D integer array, got " + b.dtype + " " + ShapeText(b.shape));
+    }
+    if (b.dtype != "int64") throw BadInput("input batch has dtype " + b.dtype + ", the model expects int64");
+    const int64_t* v = reinterpret_cast<const int64_t*>(b.bytes.data());
+    if (b.numel() > 0) {
+      int64_t lo = *std::min_element(v, v + b.numel()), hi = *std::max_element(v, v + b.numel());
+      if (lo < 0 || (n >= 0 && hi >= std::max<int64_t>(n, 1))) {
+        throw BadInput("batch holds graph id " + std::to_string(lo < 0 ? lo : hi) + ", outside [0, " +
+                       std::to_string(n) + ") for " + std::to_string(n) + " nodes");
+      }
+    }
+  }
+  if (lim.num_edges >= 0 && facts.num_edges >= 0 && facts.num_edges != lim.num_edges) {
+    throw BadInput("graph has " + std::to_string(facts.num_edges) + " edges, this model was compiled for exactly " +
+                   std::to_string(lim.num_edges));
+  }
+  return facts;
+}
+
 int Run(int argc, char** argv) {
   if (argc < 2) throw BadInput("usage: qgnn_run ARTIFACT_DIR [--warmup N] [--repeats N] [--threads N]");
   std::string dir = argv[1];
@@ -340,9 +559,12 @@ int Run(int argc, char** argv) {
   // The runtime sizes its thread pool on first use; set this before anything runs.
   if (threads) setenv("TVM_NUM_THREADS", std::to_string(threads).c_str(), 1);
 
-  // -- manifest
+  // -- manifest: its own checksum line, then format, version and every file (confined to the directory)
+  std::string real_dir = RealPath(dir);
+  if (real_dir.empty()) throw BadInput(dir + ": not a directory");
+  std::string manifest_text = ReadFile(dir + "/manifest.json");
   ffi::String err;
-  ffi::json::Value doc = ffi::json::Parse(ReadFile(dir + "/manifest.json"), &err);
+  ffi::json::Value doc = ffi::json::Parse(manifest_text, &err);
   if (!err.empty()) throw BadInput(dir + "/manifest.json: unreadable manifest (" + std::string(err) + ")");
   auto man = doc.try_cast<ffi::json::Object>();
   if (!man.has_value()) throw BadInput(dir + "/manifest.json: not a qgnn artifact manifest");
@@ -353,69 +575,116 @@ int Run(int argc, char** argv) {
   }
   auto ver = get("format_version").try_cast<int64_t>();
   if (!ver.has_value() || *ver != 1) throw BadInput(dir + ": artifact format version is not 1; re-export");
+  {
+    std::ifstream sum_in(dir + "/manifest.sha256", std::ios::binary);
+    if (!sum_in) throw BadInput(dir + ": no manifest.sha256 (re-export the artifact)");
+    std::string want;
+    sum_in >> want;
+    if (want != Sha256Hex(manifest_text)) {
+      throw BadInput(dir + ": checksum mismatch for manifest.json (file modified after export)");
+    }
+  }
   auto files = get("files").try_cast<ffi::json::Object>();
-  if (!files.has_value()) throw BadInput(dir + "/manifest.json: manifest lists no files");
+  if (!files.has_value() || files->size() == 0) throw BadInput(dir + "/manifest.json: manifest lists no files");
   std::map<std::string, std::string> by_role;
   for (const auto& kv : *files) {
-    std::string rel = kv.first.cast<ffi::String>();
-    auto entry = kv.second.cast<ffi::json::Object>();
-    std::ifstream probe(dir + "/" + rel, std::ios::binary);
-    if (!probe) throw BadInput(dir + ": file " + rel + " listed in the manifest is missing");
-    if (Sha256Hex(ReadFile(dir + "/" + rel)) != std::string(entry.at("sha256").cast<ffi::String>())) {
+    auto rel_s = kv.first.try_cast<ffi::String>();
+    auto entry = kv.second.try_cast<ffi::json::Object>();
+    std::string rel = rel_s.has_value() ? std::string(*rel_s) : std::string("?");
+    std::optional<ffi::String> sha, role;
+    if (entry.has_value() && entry->count("sha256")) sha = entry->at("sha256").try_cast<ffi::String>();
+    if (entry.has_value() && entry->count("role")) role = entry->at("role").try_cast<ffi::String>();
+    if (!rel_s.has_value() || !sha.has_value() || !role.has_value()) {
+      throw BadInput(dir + "/manifest.json: malformed entry for '" + rel + "' in 'files' (want sha256, bytes, role)");
+    }
+    // Canonicalise (symlinks, "..") and require the result to stay inside the artifact directory.
+    std::string real = RealPath(dir + "/" + rel);
+    bool inside = real.size() > real_dir.size() && real.compare(0, real_dir.size(), real_dir) == 0 &&
+                  real[real_dir.size()] == '/';
+    if (rel.empty() || rel[0] == '/' || rel.find("..") != std::string::npos || (!real.empty() && !inside)) {
+      throw BadInput(dir + "/manifest.json: file name '" + rel + "' escapes the artifact directory");
+    }
+    if (real.empty()) throw BadInput(dir + ": file " + rel + " listed in the manifest is missing");
+    if (Sha256Hex(ReadFile(real)) != std::string(*sha)) {
       throw BadInput(dir + ": checksum mismatch for " + rel + " (file modified after export)");
     }
-    std::string role = entry.at("role").cast<ffi::String>();
-    if (!by_role.count(role)) by_role[role] = rel;
+    if (!by_role.count(std::string(*role))) by_role[std::string(*role)] = real;
   }
   for (const char* r : {"tvm_library", "sample_input", "reference_output"}) {
     if (!by_role.count(r)) throw BadInput(dir + ": the artifact has no " + std::string(r));
   }
+  // The model's inputs, in the library's argument order (input_order when recorded).
+  std::vector<InputSpec> specs;
+  if (auto ins = get("inputs").try_cast<ffi::json::Array>()) {
+    for (const auto& v : *ins) {
+      auto o = v.try_cast<ffi::json::Object>();
+      if (!o.has_value() || !o->count("name")) throw BadInput(dir + "/manifest.json: malformed 'inputs' entry");
+      InputSpec sp;
+      auto name = o->at("name").try_cast<ffi::String>();
+      if (!name.has_value()) throw BadInput(dir + "/manifest.json: malformed 'inputs' entry");
+      sp.name = *name;
+      if (o->count("dtype")) {
+        auto dt = o->at("dtype").try_cast<ffi::String>();
+        if (!dt.has_value()) throw BadInput(dir + "/manifest.json: malformed 'inputs' entry");
+        sp.dtype = *dt;
+      }
+      if (o->count("shape")) {
+        auto shape = o->at("shape").try_cast<ffi::json::Array>();
+        if (!shape.has_value()) throw BadInput(dir + "/manifest.json: malformed 'inputs' entry");
+        sp.has_shape = true;
+        for (const auto& d : *shape) {
+          if (auto iv = d.try_cast<int64_t>()) {
+            sp.shape.emplace_back(*iv, "");
+          } else if (auto sv = d.try_cast<ffi::String>()) {
+            sp.shape.emplace_back(-1, std::string(*sv));
+          } else {
+            throw BadInput(dir + "/manifest.json: malformed 'inputs' shape");
+          }
+        }
+      }
+      specs.push_back(sp);
+    }
+  }
   std::vector<std::string> order;
   if (auto io = get("input_order").try_cast<ffi::json::Array>()) {
-    for (const auto& n : *io) order.push_back(std::string(n.cast<ffi::String>()));
-  } else if (auto ins = get("inputs").try_cast<ffi::json::Array>()) {
-    for (const auto& s : *ins) order.push_back(std::string(s.cast<ffi::json::Object>().at("name").cast<ffi::String>()));
+    for (const auto& n : *io) {
+      auto sv = n.try_cast<ffi::String>();
+      if (!sv.has_value()) throw BadInput(dir + "/manifest.json: malformed 'input_order'");
+      order.push_back(std::string(*sv));
+    }
+  } else {
+    for (const auto& sp : specs) order.push_back(sp.name);
   }
-  int64_t max_in = get("max_in_degree").try_cast<int64_t>().value_or(-1);
+  Limits limits;
+  limits.max_in_degree = RecordedInt(get("max_in_degree"), "max_in_degree");
+  limits.num_nodes = RecordedInt(get("num_nodes"), "num_nodes");
+  limits.num_edges = RecordedInt(get("num_edges"), "num_edges");
 
-  // -- inputs
-  auto sample = ReadNpz(dir + "/" + by_role["sample_input"]);
+  // -- inputs: the same contract as qgnn_deploy/validation.py (same messages)
+  auto sample = ReadNpz(by_role["sample_input"]);
   std::map<std::string, Array> inputs(sample.begin(), sample.end());
+  std::string source = by_role["sample_input"].substr(by_role["sample_input"].rfind('/') + 1);
+  if (specs.empty()) {
+    for (auto& kv : sample) specs.push_back(InputSpec{kv.first, "", {}, false});
+  }
   if (order.empty()) {
-    for (auto& kv : sample) order.push_back(kv.first);
+    for (const auto& sp : specs) order.push_back(sp.name);
+  }
+  Facts facts;
+  try {
+    facts = ValidateFeeds(specs, limits, inputs);
+  } catch (const BadInput& e) {
+    throw BadInput(source + ": " + e.what());
   }
   for (const auto& n : order) {
-    if (!inputs.count(n)) throw BadInput("sample input lacks array " + n);
+    if (!inputs.count(n)) throw BadInput(source + ": missing input(s) " + n);
   }
-  // Node features come first: x (float) or x_q (an artifact exported with --integer-input).
-  const std::string features = inputs.count("x") || order.empty() ? std::string("x") : order.front();
-  int64_t num_nodes = inputs.count(features) && !inputs[features].shape.empty() ? inputs[features].shape[0] : -1;
-  int64_t num_edges = -1, max_deg = 0;
-  if (inputs.count("edge_index")) {
-    const Array& ei = inputs["edge_index"];
-    if (ei.dtype != "int64" || ei.shape.size() != 2 || ei.shape[0] != 2) {
-      throw BadInput("edge_index must be int64 of shape [2, E]");
-    }
-    num_edges = ei.shape[1];
-    const int64_t* e = reinterpret_cast<const int64_t*>(ei.bytes.data());
-    std::vector<int64_t> deg(std::max<int64_t>(num_nodes, 0), 0);
-    for (int64_t i = 0; i < 2 * num_edges; ++i) {
-      if (e[i] < 0 || e[i] >= num_nodes) {
-        throw BadInput("edge_index holds node id " + std::to_string(e[i]) + ", outside [0, " +
-                       std::to_string(num_nodes) + ")");
-      }
-      if (i >= num_edges) max_deg = std::max(max_deg, ++deg[e[i]]);
-    }
-    if (max_in >= 0 && max_deg > max_in) {
-      throw BadInput("a node has in-degree " + std::to_string(max_deg) + ", above the artifact's max_in_degree " +
-                     std::to_string(max_in));
-    }
-  }
+  int64_t num_nodes = facts.num_nodes, num_edges = facts.num_edges, max_deg = facts.max_in_degree;
 
   // -- load the library and the Relax VM
   DLDevice dev{kDLCPU, 0};
   auto t_load = std::chrono::steady_clock::now();
-  ffi::Module lib = ffi::Module::LoadFromFile(dir + "/" + by_role["tvm_library"]);
+  ffi::Module lib = ffi::Module::LoadFromFile(by_role["tvm_library"]);
   auto load_exec = lib->GetFunction("vm_load_executable");
   if (!load_exec.has_value()) throw BadInput(by_role["tvm_library"] + " is not a Relax VM library");
   ffi::Module vm = (*load_exec)().cast<ffi::Module>();
@@ -454,7 +723,7 @@ int Run(int argc, char** argv) {
   std::sort(ms.begin(), ms.end());
 
   // -- compare with the reference, bit for bit
-  auto ref = ReadNpz(dir + "/" + by_role["reference_output"]);
+  auto ref = ReadNpz(by_role["reference_output"]);
   bool match = ref.size() == first.size();
   double max_diff = 0;
   for (size_t i = 0; i < std::min(ref.size(), first.size()); ++i) {
@@ -482,8 +751,9 @@ int Run(int argc, char** argv) {
   std::string why;
   bool emulated = Emulated(&why);
   std::ostringstream js;
+  std::string lib_name = by_role["tvm_library"].substr(real_dir.size() + 1);
   js << "{\"tool\": \"qgnn_run\", \"artifact\": " << JsonStr(dir) << ", \"library\": "
-     << JsonStr(by_role["tvm_library"]) << ", \"emulated\": " << (emulated ? "true" : "false")
+     << JsonStr(lib_name) << ", \"emulated\": " << (emulated ? "true" : "false")
      << ", \"timing_label\": "
      << JsonStr(emulated ? "EMULATED (qemu-user) \u2014 not device timings" : "device timings")
      << ", \"emulation_evidence\": " << JsonStr(why) << ", \"threads\": "

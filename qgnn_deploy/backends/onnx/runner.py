@@ -1,7 +1,7 @@
 """ONNX Runtime session wrapper: validated inputs, fixed threads, and a report of the kernels that ran.
 
-Inputs are checked *before* ORT sees them because ORT's failure modes are poor
-for our contract: an out-of-range edge index is a long multi-line error (or,
+Inputs are checked (:mod:`qgnn_deploy.validation`, shared by every runner) *before* ORT sees them
+because ORT's failure modes are poor for our contract: an out-of-range edge index is a long multi-line error (or,
 for negative ids, silently wraps in Gather), and an in-degree above the folded
 limit silently overflows the int32 accumulators.  Every problem is one line of
 :class:`~qgnn_deploy.errors.QgnnError`.
@@ -24,6 +24,8 @@ import onnx
 
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.ir.graph import Graph, ValueInfo
+from qgnn_deploy.validation import ValidationError
+from qgnn_deploy.validation import validate_feeds as shared_validate_feeds
 
 _NP_FROM_ONNX = {onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT8: "int8", onnx.TensorProto.INT16: "int16",
                  onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT64: "int64", onnx.TensorProto.FLOAT: "float32"}
@@ -47,64 +49,11 @@ def _spec_from_model(model: onnx.ModelProto) -> tuple[list[ValueInfo], dict[str,
 
 
 def validate_feeds(inputs: list[ValueInfo], meta: Mapping[str, Any], feeds: Mapping[str, Any]) -> dict[str, Any]:
-    """Check feeds against the graph's input spec and limits; returns facts (N, E, max in-degree, G)."""
-    names = [v.name for v in inputs]
-    missing = [n for n in names if n not in feeds]
-    if missing:
-        raise QgnnError(f"missing input(s) {', '.join(missing)} (the model takes {', '.join(names)})")
-    extra = sorted(set(feeds) - set(names))
-    if extra:
-        raise QgnnError(f"unexpected input(s) {', '.join(extra)} (the model takes {', '.join(names)})")
-    dims: dict[str, int] = {}
-    for vi in inputs:
-        a = feeds[vi.name]
-        if not isinstance(a, np.ndarray):
-            raise QgnnError(f"input {vi.name} must be a numpy array, got {type(a).__name__}")
-        if str(a.dtype) != vi.dtype:
-            raise QgnnError(f"input {vi.name} has dtype {a.dtype}, the model expects {vi.dtype}")
-        if a.ndim != len(vi.shape):
-            raise QgnnError(f"input {vi.name} has shape {list(a.shape)}, the model expects rank {len(vi.shape)} "
-                            f"{list(vi.shape)}")
-        for axis, (want, got) in enumerate(zip(vi.shape, a.shape)):
-            if isinstance(want, int) and want > 0 and want != got:
-                raise QgnnError(f"input {vi.name} has {got} in dimension {axis}, the model expects {want}")
-            if isinstance(want, str) and want:
-                if dims.setdefault(want, int(got)) != got:
-                    raise QgnnError(f"input {vi.name} has {got} in dimension {axis}, but {want} = {dims[want]} "
-                                    "from an earlier input")
-        if a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
-            raise QgnnError(f"input {vi.name} contains NaN or infinite values")
-    n = dims.get("N")
-    if n is None:
-        n = int(feeds[names[0]].shape[0]) if feeds[names[0]].ndim else 0
-    facts: dict[str, Any] = {"num_nodes": n}
-    fixed_n = meta.get("num_nodes")
-    if isinstance(fixed_n, int) and fixed_n != n:
-        raise QgnnError(f"graph has {n} nodes, but this model has per-node parameters for exactly {fixed_n} nodes")
-    ei = feeds.get("edge_index")
-    if ei is not None:
-        if ei.ndim != 2 or ei.shape[0] != 2:
-            raise QgnnError(f"edge_index must have shape [2, E], got {list(ei.shape)}")
-        facts["num_edges"] = int(ei.shape[1])
-        max_in = 0
-        if ei.size:
-            lo, hi = int(ei.min()), int(ei.max())
-            if lo < 0 or hi >= n:
-                bad = lo if lo < 0 else hi
-                raise QgnnError(f"edge_index holds node id {bad}, outside [0, {n}) for a graph of {n} nodes")
-            max_in = int(np.bincount(ei[1], minlength=n).max())
-        facts["max_in_degree"] = max_in
-        limit = meta.get("max_in_degree")
-        if isinstance(limit, int) and max_in > limit:
-            raise QgnnError(f"a node has in-degree {max_in}, above the model's max_in_degree {limit} "
-                            "(its int32 accumulators are only proven safe up to that)")
-    batch = feeds.get("batch")
-    if batch is not None and batch.size:
-        lo, hi = int(batch.min()), int(batch.max())
-        if lo < 0 or hi >= max(n, 1):
-            raise QgnnError(f"batch holds graph id {lo if lo < 0 else hi}, outside [0, {n}) for {n} nodes")
-        facts["num_graphs"] = hi + 1
-    return facts
+    """Check feeds against the graph's input spec and limits (:mod:`qgnn_deploy.validation`); returns facts."""
+    try:
+        return shared_validate_feeds(inputs, meta, feeds)
+    except ValidationError as exc:
+        raise QgnnError(str(exc)) from None
 
 
 def _session_options(threads: int, optimized_model_path: str | None = None, profile_prefix: str | None = None,

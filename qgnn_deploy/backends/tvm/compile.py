@@ -263,11 +263,42 @@ def _tvm_version() -> str:
     return str(tvm.__version__)
 
 
+def library_spec(path: Path | str, spec: Graph | Mapping[str, Any] | None = None) -> tuple[list[Any], dict[str, Any]]:
+    """(input specs, recorded limits) for a library: ``spec`` (a Graph or a manifest), else the
+    ``manifest.json`` beside the library (checksums verified), else nothing recorded ([], {})."""
+    if isinstance(spec, Graph):
+        return list(spec.inputs), dict(spec.meta)
+    if spec is None:
+        manifest = Path(path).parent / "manifest.json"
+        if not manifest.is_file():
+            return [], {}
+        from qgnn_deploy.artifact import load_manifest
+
+        spec = load_manifest(manifest.parent)
+    spec = dict(spec)
+    inputs = spec.get("inputs") or []
+    order = spec.get("input_order")
+    if isinstance(order, list) and isinstance(inputs, list) and sorted(order) == sorted(
+            s.get("name") for s in inputs if isinstance(s, Mapping)):
+        inputs = sorted(inputs, key=lambda s: order.index(s["name"]))
+    return list(inputs), spec
+
+
 def run_library(path: Path | str, feeds: Mapping[str, np.ndarray] | Sequence[np.ndarray],
-                input_names: Sequence[str] | None = None, num_threads: int | None = None) -> np.ndarray:
-    """Run an exported host library on ``feeds`` (dict in graph-input order, or a list) -> output array."""
+                input_names: Sequence[str] | None = None, num_threads: int | None = None, *,
+                spec: Graph | Mapping[str, Any] | None = None, check: bool = True) -> np.ndarray:
+    """Run an exported host library on ``feeds`` (dict in graph-input order, or a list) -> output array.
+
+    ``check`` (default) applies the input contract every runner shares (:mod:`qgnn_deploy.validation`)
+    before TVM sees the arrays, against ``spec`` (the IR graph or a manifest) or the ``manifest.json``
+    next to the library; with neither, the structural checks still run (integer ``[2, E]`` edge ids in
+    ``[0, N)``, finite floats).  The compiled kernels index memory with the edge ids unchecked, so an
+    out-of-range id is a crash or garbage, never an error, without this.
+    """
     import tvm
     from tvm import relax
+
+    from qgnn_deploy.validation import ValidationError, validate_feeds
 
     if num_threads is not None:
         import os
@@ -275,12 +306,28 @@ def run_library(path: Path | str, feeds: Mapping[str, np.ndarray] | Sequence[np.
         os.environ["TVM_NUM_THREADS"] = str(num_threads)
     if isinstance(feeds, Mapping):
         names = list(input_names) if input_names is not None else list(feeds)
-        args = [np.ascontiguousarray(feeds[n]) for n in names]
+        arrays = {n: np.ascontiguousarray(feeds[n]) for n in names}
     else:
-        args = [np.ascontiguousarray(a) for a in feeds]
+        specs, _ = library_spec(path, spec)
+        names = [s["name"] if isinstance(s, Mapping) else s.name for s in specs] if specs else \
+            [f"input{i}" for i in range(len(feeds))]
+        if len(names) != len(feeds):
+            raise QgnnError(f"the library takes {len(names)} inputs ({', '.join(names)}), got {len(feeds)}")
+        arrays = {n: np.ascontiguousarray(a) for n, a in zip(names, feeds)}
+    if check:
+        specs, meta = library_spec(path, spec)
+        if not specs:  # nothing recorded: the structural rules only
+            specs = [{"name": n, "dtype": str(a.dtype), "shape": None} for n, a in arrays.items()]
+        try:
+            validate_feeds(specs, meta, arrays)
+        except ValidationError as exc:
+            raise QgnnError(str(exc)) from None
+        order = [s["name"] if isinstance(s, Mapping) else s.name for s in specs]
+        if sorted(order) == sorted(arrays):
+            names = order
     lib = tvm.runtime.load_module(str(path))
     vm = relax.VirtualMachine(lib, tvm.cpu())
-    out = vm["main"](*[tvm.runtime.tensor(a) for a in args])
+    out = vm["main"](*[tvm.runtime.tensor(arrays[n]) for n in names])
     return out.numpy()
 
 
