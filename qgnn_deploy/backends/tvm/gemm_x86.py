@@ -78,34 +78,61 @@ def _step(s: Scheme, a_dtype: str) -> Any:
     if s.kind == "avxvnni":
 
         def step(acc: Any, panel: Any, off: Any, bp: Any, j: Any, q: Any, v: int) -> Any:
-            a4 = T.reinterpret(T.broadcast(T.bitwise_xor(T.reinterpret(panel.vload([off], a_dtype + "x4"),
-                                                                       dtype="int32"), T.int32(mask)), w),
-                               dtype=f"int8x{4 * w}")
-            return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_DPBUSD256), acc, a4,
-                                           bp.vload([0, j, q, v * w, 0], f"int8x{4 * w}"), dtype=f"int32x{w}")
+            a4 = T.reinterpret(
+                T.broadcast(
+                    T.bitwise_xor(T.reinterpret(panel.vload([off], a_dtype + "x4"), dtype="int32"), T.int32(mask)), w
+                ),
+                dtype=f"int8x{4 * w}",
+            )
+            return T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(_DPBUSD256),
+                acc,
+                a4,
+                bp.vload([0, j, q, v * w, 0], f"int8x{4 * w}"),
+                dtype=f"int32x{w}",
+            )
 
         return step
     if s.kind == "avx2-ubsw":
         ones, sixty_four = T.broadcast(T.int16(1), 2 * w), T.broadcast(T.int16(64), 2 * w)
 
         def step(acc: Any, panel: Any, off: Any, bp: Any, j: Any, q: Any, v: int) -> Any:
-            a4 = T.reinterpret(T.broadcast(T.bitwise_xor(T.reinterpret(panel.vload([off], a_dtype + "x4"),
-                                                                       dtype="int32"), T.int32(mask)), w),
-                               dtype=f"int8x{4 * w}")
-            lo = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_UBSW), a4,
-                                         bp.vload([0, j, q, v * w, 0], f"int8x{4 * w}"), dtype=f"int16x{2 * w}")
-            hi = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_UBSW), a4,
-                                         bp.vload([1, j, q, v * w, 0], f"int8x{4 * w}"), dtype=f"int16x{2 * w}")
-            return acc + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_MADD[w]), lo, ones, dtype=f"int32x{w}") \
+            a4 = T.reinterpret(
+                T.broadcast(
+                    T.bitwise_xor(T.reinterpret(panel.vload([off], a_dtype + "x4"), dtype="int32"), T.int32(mask)), w
+                ),
+                dtype=f"int8x{4 * w}",
+            )
+            lo = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(_UBSW),
+                a4,
+                bp.vload([0, j, q, v * w, 0], f"int8x{4 * w}"),
+                dtype=f"int16x{2 * w}",
+            )
+            hi = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(_UBSW),
+                a4,
+                bp.vload([1, j, q, v * w, 0], f"int8x{4 * w}"),
+                dtype=f"int16x{2 * w}",
+            )
+            return (
+                acc
+                + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_MADD[w]), lo, ones, dtype=f"int32x{w}")
                 + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_MADD[w]), hi, sixty_four, dtype=f"int32x{w}")
+            )
 
         return step
 
     def step(acc: Any, panel: Any, off: Any, bp: Any, j: Any, q: Any, v: int) -> Any:
-        a2 = T.reinterpret(T.broadcast(T.reinterpret(panel.vload([off], "int16x2"), dtype="int32"), w),
-                           dtype=f"int16x{2 * w}")
-        return acc + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_MADD[w]), a2,
-                                             bp.vload([0, j, q, v * w, 0], f"int16x{2 * w}"), dtype=f"int32x{w}")
+        a2 = T.reinterpret(
+            T.broadcast(T.reinterpret(panel.vload([off], "int16x2"), dtype="int32"), w), dtype=f"int16x{2 * w}"
+        )
+        return acc + T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id(_MADD[w]),
+            a2,
+            bp.vload([0, j, q, v * w, 0], f"int16x{2 * w}"),
+            dtype=f"int32x{w}",
+        )
 
     return step
 
@@ -113,24 +140,36 @@ def _step(s: Scheme, a_dtype: str) -> Any:
 def _fill(in_dtype: str, pdt: str, quant: tuple[float, int, int, int] | None) -> tuple[Any, Any]:
     """(16-wide, scalar) panel fill expressions: widen/copy A, or quantize X with the handler's float32 ops."""
     if quant is None:
-        return (lambda x, i, c: T.Cast(pdt + "x16", x.vload([i, c], in_dtype + "x16")),
-                lambda x, i, c: T.Cast(pdt, x[i, c]))
+        return (
+            lambda x, i, c: T.Cast(pdt + "x16", x.vload([i, c], in_dtype + "x16")),
+            lambda x, i, c: T.Cast(pdt, x[i, c]),
+        )
     scale, zp, lo, hi = float(np.float32(quant[0])), float(quant[1]), float(quant[2]), float(quant[3])
 
     def vec(x: Any, i: Any, c: Any) -> Any:  # explicit 16-lane vectors (TIR scalarizes nearbyint)
-        return T.Cast(pdt + "x16", T.min(T.max(
-            T.nearbyint(x.vload([i, c], "float32x16") / T.broadcast(T.float32(scale), 16))
-            + T.broadcast(T.float32(zp), 16), T.broadcast(T.float32(lo), 16)), T.broadcast(T.float32(hi), 16)))
+        return T.Cast(
+            pdt + "x16",
+            T.min(
+                T.max(
+                    T.nearbyint(x.vload([i, c], "float32x16") / T.broadcast(T.float32(scale), 16))
+                    + T.broadcast(T.float32(zp), 16),
+                    T.broadcast(T.float32(lo), 16),
+                ),
+                T.broadcast(T.float32(hi), 16),
+            ),
+        )
 
     def one(x: Any, i: Any, c: Any) -> Any:
-        return T.Cast(pdt, T.min(T.max(T.nearbyint(x[i, c] / T.float32(scale)) + T.float32(zp), T.float32(lo)),
-                                 T.float32(hi)))
+        return T.Cast(
+            pdt, T.min(T.max(T.nearbyint(x[i, c] / T.float32(scale)) + T.float32(zp), T.float32(lo)), T.float32(hi))
+        )
 
     return vec, one
 
 
-def x86_kernel(kind: str, k: int, nb: int, a_dtype: str,
-               quant: tuple[float, int, int, int] | None = None) -> tirx.PrimFunc:
+def x86_kernel(
+    kind: str, k: int, nb: int, a_dtype: str, quant: tuple[float, int, int, int] | None = None
+) -> tirx.PrimFunc:
     """The ``kind`` GEMM for A of ``a_dtype`` (or FP32 X quantized to ``a_dtype`` codes when ``quant`` =
     (scale, zero_point, qmin, qmax)); B is pre-packed as ``[planes, nb, Kp/kstep, 16, kstep]``."""
     s = SCHEMES[kind]
@@ -174,15 +213,27 @@ def x86_kernel(kind: str, k: int, nb: int, a_dtype: str,
                                     for r in T.unroll(rows):
                                         for v in T.unroll(nv):
                                             acc[T.ramp(r * LANES + v * w, 1, w)] = step(
-                                                acc[T.ramp(r * LANES + v * w, 1, w)], panel, r * kp + q * kq,
-                                                Bp, j, q, v)
+                                                acc[T.ramp(r * LANES + v * w, 1, w)],
+                                                panel,
+                                                r * kp + q * kq,
+                                                Bp,
+                                                j,
+                                                q,
+                                                v,
+                                            )
                             else:
                                 for r in range(m - row0):
                                     for q in range(nq):
                                         for v in T.unroll(nv):
                                             acc[T.ramp(r * LANES + v * w, 1, w)] = step(
-                                                acc[T.ramp(r * LANES + v * w, 1, w)], panel, r * kp + q * kq,
-                                                Bp, j, q, v)
+                                                acc[T.ramp(r * LANES + v * w, 1, w)],
+                                                panel,
+                                                r * kp + q * kq,
+                                                Bp,
+                                                j,
+                                                q,
+                                                v,
+                                            )
                             for r in range(T.min(m - row0, rows)):
                                 for c in T.vectorized(LANES):
                                     C[row0 + r, j * LANES + c] = acc[r * LANES + c]
@@ -226,13 +277,19 @@ def emit_matmul(ctx: Any, kind: str, a: relax.Expr, bpad: relax.Expr, k: int, nb
 
     at = dtype_of(a)
     bp = pack_b(kind, bpad, k, nb)
-    out = ctx.call_tir((f"gemm_{kind.replace('-', '_')}", k, nb, at), lambda: x86_kernel(kind, k, nb, at),
-                       [a, bp], [shape_of(a)[0], nb * LANES], "int32")
+    out = ctx.call_tir(
+        (f"gemm_{kind.replace('-', '_')}", k, nb, at),
+        lambda: x86_kernel(kind, k, nb, at),
+        [a, bp],
+        [shape_of(a)[0], nb * LANES],
+        "int32",
+    )
     return _flip_correction(kind, at, bpad, out)
 
 
-def emit_quant_matmul(ctx: Any, kind: str, x: relax.Expr, bpad: relax.Expr, k: int, qattrs: dict[str, Any]
-                      ) -> relax.Expr:
+def emit_quant_matmul(
+    ctx: Any, kind: str, x: relax.Expr, bpad: relax.Expr, k: int, qattrs: dict[str, Any]
+) -> relax.Expr:
     """``quantize(x) @ bpad`` (N padded to 16) with the quantize in the panel fill; [M, 16] int32."""
     from .relax_builder import dtype_of, op, shape_of
 
@@ -241,8 +298,9 @@ def emit_quant_matmul(ctx: Any, kind: str, x: relax.Expr, bpad: relax.Expr, k: i
         x = op.astype(x, "float32")
     params = (float(qattrs["scale"]), int(qattrs["zero_point"]), int(qattrs["qmin"]), int(qattrs["qmax"]))
     key = (f"gemm_{kind}_quant", k, at, *params)
-    out = ctx.call_tir(key, lambda: x86_kernel(kind, k, 1, at, params), [x, pack_b(kind, bpad, k, 1)],
-                       [shape_of(x)[0], LANES], "int32")
+    out = ctx.call_tir(
+        key, lambda: x86_kernel(kind, k, 1, at, params), [x, pack_b(kind, bpad, k, 1)], [shape_of(x)[0], LANES], "int32"
+    )
     return _flip_correction(kind, at, bpad, out)
 
 
