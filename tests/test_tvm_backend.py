@@ -245,10 +245,10 @@ def test_quantize_fusion_plan() -> None:
 
 
 def test_portable_x86_build_bit_exact(tmp_path: Path) -> None:
-    """``x86_64-generic`` takes the portable GEMM (no VNNI) and the same kernels otherwise."""
+    """``x86_64-generic`` takes the SSE2 GEMM (no AVX) and the same kernels otherwise."""
     g = op_zoo_graph()
     fields = compile_to_dir(g, "x86_64-generic", tmp_path, sample_feeds=_sample("zoo"))
-    assert fields["kernels"]["gemm"] == "generic"
+    assert fields["kernels"]["gemm"] == "sse2"  # pmaddwd on xmm: SSE2 is the x86-64 baseline
     for case in ("random", "hub", "single_node"):
         x, ei = awkward_graphs(g.inputs[0].shape[1])[case]
         feeds = _feeds("zoo", x, ei)

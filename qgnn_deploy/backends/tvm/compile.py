@@ -146,8 +146,10 @@ def graph_parts(preset: TargetPreset) -> int:
 
 def gemm_kind(preset: TargetPreset) -> str:
     """Which GEMM kernel family the target's ISA allows."""
-    if preset.has_vnni:
-        return "vnni"
+    if not preset.is_aarch64:
+        from .gemm_x86 import x86_gemm_kind
+
+        return x86_gemm_kind(preset.features)
     if preset.is_aarch64 and preset.has_dotprod:
         return "sdot"
     return "generic"

@@ -10,6 +10,7 @@ dot-product instruction directly:
   types its operands as <64 x i8>, so TVM's bundled ``dot_16x4_vnni`` intrinsic no longer verifies);
 * AArch64 with ``+dotprod``: ``sdot`` (s8 x s8); u8 activations are flipped to s8 with
   ``a ^ 0x80`` (= a - 128) in-register and ``128 * colsum(B)`` is added back (exact);
+* x86 without AVX-512 VNNI: AVX-VNNI, AVX2, AVX-512BW and SSE2 kernels in :mod:`.gemm_x86`;
 * otherwise: a 4-row register-blocked loop vectorised over 16 output columns.
 
 B (a constant in every folded model) is repacked by Relax ops that are
@@ -27,6 +28,7 @@ import numpy as np
 from tvm import relax, tirx
 from tvm.script import tirx as T
 
+from . import gemm_x86
 from .relax_ops import dtype_of, op, scalar, shape_of
 
 _SCHEDULED = {"tir.noalias": True, "tirx.is_scheduled": True}
@@ -272,7 +274,9 @@ def emit_matmul(ctx: Any, a: relax.Expr, b: relax.Expr) -> relax.Expr | None:
     k4, kbase = k // 4, 4 * (k // 4)
     at = dtype_of(a)
     kind = ctx.options.gemm_kind if k4 > 0 else "generic"
-    if kind in ("vnni", "sdot"):
+    if kind in gemm_x86.KINDS:  # x86 below AVX-512 VNNI (K padded inside, no K // 4 restriction)
+        out = gemm_x86.emit_matmul(ctx, kind, a, bpad, k, nb)
+    elif kind in ("vnni", "sdot"):
         bmain = op.strided_slice(bpad, axes=[0], begin=[0], end=[kbase])
         bp = op.permute_dims(op.reshape(bmain, [k4, 4, nb, LANES]), [2, 0, 3, 1])  # [nb, k4, 16, 4]
         if kbase < k:
@@ -299,6 +303,10 @@ def emit_quant_matmul(ctx: Any, x: relax.Expr, b: relax.Expr, qattrs: dict[str, 
     """``quantize(x) @ b`` in int32 with the quantize fused into the VNNI kernel (see :func:`fusable_quant`)."""
     k, n = (int(d) for d in (_static(v) for v in shape_of(b)))
     at = str(qattrs["dtype"])
+    if ctx.options.gemm_kind in gemm_x86.QUANT_KINDS:
+        bpad = b if n == LANES else op.concat([b, relax.const(np.zeros((k, LANES - n), np.int8), "int8")], axis=1)
+        out = gemm_x86.emit_quant_matmul(ctx, ctx.options.gemm_kind, x, bpad, k, qattrs)
+        return out if n == LANES else op.strided_slice(out, axes=[1], begin=[0], end=[n])
     k4, kbase = k // 4, 4 * (k // 4)
     bpad = b if n == LANES else op.concat([b, relax.const(np.zeros((k, LANES - n), np.int8), "int8")], axis=1)
     bmain = op.strided_slice(bpad, axes=[0], begin=[0], end=[kbase])
@@ -323,7 +331,7 @@ def emit_quant_matmul(ctx: Any, x: relax.Expr, b: relax.Expr, qattrs: dict[str, 
 
 def fusable_quant(weight_shape: tuple[int, ...] | None, attrs: dict[str, Any], gemm_kind: str) -> bool:
     """Whether a ``quantize`` feeding a matmul with this constant weight can run inside the GEMM kernel."""
-    if gemm_kind != "vnni" or weight_shape is None or len(weight_shape) != 2:
+    if gemm_kind not in ("vnni", *gemm_x86.QUANT_KINDS) or weight_shape is None or len(weight_shape) != 2:
         return False
     k, n = weight_shape
     return k >= 16 and 1 <= n <= LANES and str(attrs.get("dtype")) in ("uint8", "int8") and \

@@ -48,7 +48,7 @@ class BuildOptions:
     fuse_gather_scatter: bool = True  # gather_rows feeding only a scatter -> one fused edge loop
     fast_matmul: bool = True  # hand-scheduled GEMM kernels (VNNI on x86 when available)
     parts: int = 1  # row ranges the graph kernels split their output into (= target cores)
-    gemm_kind: str = "generic"  # "vnni" (x86 AVX-512 VNNI), "sdot" (AArch64 dotprod) or "generic"
+    gemm_kind: str = "generic"  # "vnni" (AVX-512 VNNI), gemm_x86.KINDS, "sdot" (AArch64 dotprod) or "generic"
     static_dims: dict[str, int] = field(default_factory=dict)  # e.g. {"N": 2708, "E": 13264} for tuned builds
 
 

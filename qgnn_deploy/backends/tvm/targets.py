@@ -6,8 +6,13 @@ rendered into the README by :func:`target_table_markdown`.
 
 | preset           | triple            | mcpu                   | mattr               | GEMM kernel | cross |
 |------------------|-------------------|------------------------|---------------------|-------------|-------|
-| `x86_64`         | x86_64-linux-gnu  | detected (`znver4`...) | host features       | VNNI or generic | no    |
-| `x86_64-generic` | x86_64-linux-gnu  | `x86-64`               | (SSE2 baseline)     | generic     | no    |
+| `x86_64`         | x86_64-linux-gnu  | detected (`znver4`...) | host features       | best of the x86 rows | no |
+| `x86_64-generic` | x86_64-linux-gnu  | `x86-64`               | (SSE2 baseline)     | SSE2 pmaddwd | no   |
+| `x86-64-v2`      | x86_64-linux-gnu  | `x86-64-v2`            | (SSE4.2)            | SSE2 pmaddwd | no   |
+| `x86-64-v3`      | x86_64-linux-gnu  | `x86-64-v3`            | (AVX2, FMA)         | AVX2 pmaddwd | no   |
+| `x86-64-v3-vnni` | x86_64-linux-gnu  | `x86-64-v3`            | `+avxvnni`          | AVX-VNNI    | no    |
+| `x86-64-v4`      | x86_64-linux-gnu  | `x86-64-v4`            | (AVX-512 F/BW/DQ/VL) | AVX-512BW pmaddwd | no |
+| `x86-64-v4-vnni` | x86_64-linux-gnu  | `x86-64-v4`            | `+avx512vnni`       | AVX-512 VNNI | no   |
 | `arm64`          | aarch64-linux-gnu | `generic`              | `+neon`             | generic     | yes   |
 | `cortex-a53`     | aarch64-linux-gnu | `cortex-a53`           | `+neon`             | generic     | yes   |
 | `cortex-a55`     | aarch64-linux-gnu | `cortex-a55`           | `+neon,+dotprod`    | SDOT        | yes   |
@@ -98,12 +103,32 @@ def _arm(name: str, mcpu: str, dotprod: bool, description: str) -> TargetPreset:
     return TargetPreset(name, AARCH64_TRIPLE, tgt, True, description, feats)
 
 
+def _x86(name: str, mcpu: str, extra: str | None, feats: tuple[str, ...], description: str) -> TargetPreset:
+    """A portable x86-64 psABI level (``mcpu`` x86-64-v2/v3/v4), optionally plus one VNNI feature."""
+    tgt: dict[str, Any] = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": mcpu, "num-cores": 2}
+    if extra:
+        tgt["mattr"] = [f"+{extra}"]
+    return TargetPreset(name, "x86_64-linux-gnu", tgt, False, description, feats + ((extra,) if extra else ()))
+
+
+_V3 = ("sse4.2", "avx2", "fma")
+_V4 = (*_V3, "avx512f", "avx512bw", "avx512dq", "avx512vl")
 # Static presets; ``x86_64`` is filled in on first use because it probes the host CPU.
 _STATIC: dict[str, TargetPreset] = {
     "x86_64-generic": TargetPreset(
         "x86_64-generic", "x86_64-linux-gnu",
         {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64", "num-cores": 2}, False,
         "portable x86-64 (SSE2 baseline), runs on any x86-64 Linux", ()),
+    "x86-64-v2": _x86("x86-64-v2", "x86-64-v2", None, ("sse4.2",),
+                      "x86-64-v2 (SSE4.2, POPCNT): any x86-64 CPU since ~2009"),
+    "x86-64-v3": _x86("x86-64-v3", "x86-64-v3", None, _V3,
+                      "x86-64-v3 (AVX2, FMA): Haswell+, AMD Zen 1-4, AVX2 Atom/Celeron (Gracemont)"),
+    "x86-64-v3-vnni": _x86("x86-64-v3-vnni", "x86-64-v3", "avxvnni", _V3,
+                           "x86-64-v3 + AVX-VNNI (256-bit): Alder Lake and later client CPUs, Zen 5"),
+    "x86-64-v4": _x86("x86-64-v4", "x86-64-v4", None, _V4,
+                      "x86-64-v4 (AVX-512 F/BW/DQ/VL, no VNNI): Skylake-SP/X, Zen 4 built portably"),
+    "x86-64-v4-vnni": _x86("x86-64-v4-vnni", "x86-64-v4", "avx512vnni", _V4,
+                           "x86-64-v4 + AVX-512 VNNI: Cascade Lake+, Ice Lake, Sapphire Rapids, Zen 4/5"),
     "arm64": _arm("arm64", "generic", False, "generic ARMv8-A with NEON, runs on any 64-bit ARM Linux board"),
     "cortex-a53": _arm("cortex-a53", "cortex-a53", False, "Cortex-A53 (Raspberry Pi 3, Pi Zero 2, many SBCs)"),
     "cortex-a55": _arm("cortex-a55", "cortex-a55", True, "Cortex-A55 (RK3566, little cores of RK3588), SDOT"),
@@ -113,7 +138,8 @@ _STATIC: dict[str, TargetPreset] = {
     "neoverse-n1": _arm("neoverse-n1", "neoverse-n1", True, "Neoverse N1 (AWS Graviton2, Ampere Altra), SDOT"),
 }
 
-_HOST_FEATURES = ("avx2", "avx512f", "avx512bw", "avx512vnni", "avxvnni")
+# LLVM feature names probed on the host and on JSON targets; they pick the GEMM (gemm_x86.x86_gemm_kind).
+_HOST_FEATURES = ("sse4.2", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512vnni", "avxvnni")
 
 
 def host_preset() -> TargetPreset:
@@ -185,7 +211,16 @@ def resolve_target(spec: str) -> TargetPreset:
                     '"mcpu": "cortex-a55", "mattr": ["+neon", "+dotprod"]}\')')
 
 
+X86_GEMM_NAMES = {"vnni": "AVX-512 VNNI (`vpdpbusd` zmm)", "avxvnni": "AVX-VNNI (`vpdpbusd` ymm)",
+                  "avx512bw": "AVX-512BW (`vpmaddwd` zmm)", "avx2": "AVX2 (`vpmaddwd` ymm)",
+                  "sse2": "SSE2 (`pmaddwd` xmm)"}
+
+
 def _gemm_name(p: TargetPreset) -> str:
+    if not p.is_aarch64:
+        from .gemm_x86 import x86_gemm_kind
+
+        return X86_GEMM_NAMES[x86_gemm_kind(p.features)]
     if p.has_vnni:
         return "AVX-512 VNNI"
     return "SDOT" if p.is_aarch64 and p.has_dotprod else "generic (vectorised)"
