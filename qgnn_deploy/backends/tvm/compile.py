@@ -136,8 +136,10 @@ def gemm_kind(preset: TargetPreset) -> str:
     """Which GEMM kernel family the target's ISA allows."""
     if preset.has_vnni:
         return "vnni"
-    if preset.is_aarch64 and preset.has_dotprod:
-        return "sdot"
+    if preset.is_aarch64:
+        from .gemm_arm import arm_gemm_kind
+
+        return arm_gemm_kind(preset)
     return "generic"
 
 
