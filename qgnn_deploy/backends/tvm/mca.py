@@ -152,14 +152,19 @@ def estimate(loop: list[Insn], mcpu: str, iterations: int = 200) -> Estimate:
 
 # ---------------------------------------------------------------------- the report
 # kernel variant -> (preset it is compiled for, CPUs to estimate it on)
-_NO_DOT = ("cortex-a53", "cortex-a72", "cortex-a76", "neoverse-n1")
+_ANY = ("cortex-a53", "cortex-a55", "cortex-a72", "cortex-a76", "neoverse-n1", "neoverse-v1")
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "generic (int32 lanes)": ("arm64", _NO_DOT),
-    "neon smull+smlal+sadalp": ("cortex-a53", _NO_DOT),
-    "neon smull+sadalp (B has -128)": ("cortex-a53", _NO_DOT),
+    "generic (int32 lanes)": ("arm64", _ANY),
+    "neon smull+smlal+sadalp": ("cortex-a53", _ANY),
+    "neon smull+sadalp (B has -128)": ("cortex-a53", _ANY),
     "sdot": ("cortex-a76", ("cortex-a55", "cortex-a76", "neoverse-n1", "neoverse-v1")),
     "i8mm usmmla": ("neoverse-v1", ("neoverse-v1", "neoverse-n2")),
 }
+# the kernel kind each variant is (for the per-preset choice) and the CPU model that stands for each preset
+_KIND = {"generic (int32 lanes)": "generic", "neon smull+smlal+sadalp": "neon", "sdot": "sdot", "i8mm usmmla": "i8mm"}
+PRESET_CPU = {"arm64": "cortex-a53", "cortex-a53": "cortex-a53", "cortex-a55": "cortex-a55",
+              "cortex-a72": "cortex-a72", "cortex-a76": "neoverse-n1", "cortex-a78": "neoverse-n1",
+              "neoverse-n1": "neoverse-n1", "neoverse-v1": "neoverse-v1"}  # fmt: skip
 
 
 def variant_kernel(variant: str, k: int, nb: int):  # noqa: ANN201 - a tirx.PrimFunc
@@ -189,32 +194,91 @@ def build_variant(variant: str, out_dir: Path, k: int = 256, nb: int = 1) -> Pat
     return lib
 
 
+def _tool_version(cmd: list[str]) -> str:
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout.strip().splitlines()
+    return next((ln.strip() for ln in out if "version" in ln.lower()), "?")  # the first line that names it
+
+
 def report(out: Path | None) -> str:
+    """Build every variant, estimate it on its CPUs, and render the markdown document (written atomically)."""
+    import tvm
+
+    from .gemm_arm import ARM_KERNEL_NAMES, arm_gemm_kind
+    from .targets import TARGETS
+
     rows = [
-        "| kernel variant | preset built | loop MACs/iter | CPU (llvm-mca -mcpu) | scheduling model | "
-        "cycles/iter | est. MACs/cycle |",
+        "| kernel variant | built for | MACs/iter | -mcpu | sched. model | cycles/iter | est. MACs/cycle |",
         "|---|---|---|---|---|---|---|",
     ]
-    best: dict[str, tuple[float, str]] = {}
+    table: dict[tuple[str, str], Estimate] = {}
     with tempfile.TemporaryDirectory(prefix="qgnn-mca-") as tmp:
         for i, (variant, (preset, cpus)) in enumerate(VARIANTS.items()):
             loop = main_loop(build_variant(variant, Path(tmp) / str(i)))
             for cpu in cpus:
-                est = estimate(loop, cpu)
+                est = table[variant, cpu] = estimate(loop, cpu)
                 rows.append(
                     f"| {variant} | `{preset}` | {est.macs_per_iter} | {cpu} | {est.model} | "
                     f"{est.cycles_per_iter:.2f} | {est.macs_per_cycle:.1f} |"
                 )
-                if est.macs_per_cycle > best.get(cpu, (0.0, ""))[0]:
-                    best[cpu] = (est.macs_per_cycle, variant)
-    text = (
-        "\n".join(rows)
-        + "\n\nFastest variant per CPU (estimate): "
-        + "; ".join(f"{cpu}: {v} ({m:.1f})" for cpu, (m, v) in best.items())
-        + "\n"
-    )
+    choice = [
+        "| preset | estimated on | candidates its ISA allows (est. MACs/cycle) | kernel it gets | fastest? |",
+        "|---|---|---|---|---|",
+    ]
+    for name, cpu in PRESET_CPU.items():
+        preset = TARGETS[name]
+        feats = {str(f).lstrip("+") for f in preset.tvm_target.get("mattr", ())}
+        allowed = {
+            v: table[v, cpu].macs_per_cycle
+            for v, kind in _KIND.items()
+            if (v, cpu) in table
+            and (kind in ("generic", "neon") or kind in feats or (kind == "sdot" and "dotprod" in feats))
+        }
+        got = arm_gemm_kind(preset)
+        got_variant = next(v for v, kind in _KIND.items() if kind == got)
+        best = max(allowed, key=allowed.get)
+        cands = ", ".join(f"{v} {m:.1f}" for v, m in allowed.items())
+        choice.append(
+            f"| `{name}` | {cpu} | {cands} | {ARM_KERNEL_NAMES.get(got, got)} | "
+            f"{'yes' if best == got_variant else 'no: ' + best} |"
+        )
+    text = f"""# ARM int8 GEMM inner loops: llvm-mca estimate
+
+**Static estimate, not a device timing.** No ARM board was used: each kernel variant's GEMM loop is
+read back from an aarch64 library and given to `llvm-mca`, which models one core's pipelines with all
+loads hitting L1.  It ranks kernel variants on a CPU; it does not predict end-to-end model latency.
+
+Command (writes this file): `python -m qgnn_deploy.backends.tvm.mca --out examples/results/arm_gemm_llvm_mca.md`
+
+- tools: {_tool_version([mca_binary(), "--version"])}; {_tool_version([OBJDUMP, "--version"])}; TVM {tvm.__version__}
+- method: the u8-activation GEMM kernel of each variant (K = 256, 16 output columns, symbolic M) is
+  cross-compiled for the preset named in the table; the innermost loop that does vector multiplies is taken
+  from `{OBJDUMP} -d`; `llvm-mca -mtriple=aarch64 -mcpu=CPU -iterations=200` runs it (branch dropped).
+  MACs per iteration are counted from the loop's instructions (smull/smlal 8b: 8, mla .4s: 4, sdot .4s: 16,
+  smmla/usmmla: 32), so est. MACs/cycle = MACs per iteration / cycles per iteration.
+- scheduling models: LLVM has no Cortex-A72 or A76 model; `-mcpu=cortex-a72`/`cortex-a76` use the Cortex-A57
+  model (the A72 is an A57 derivative; for the A76 the Neoverse N1 row, its server sibling with its own model,
+  is the better guide).  SDOT is unknown to the A57 model (default latencies), so the cortex-a76 SDOT row is
+  pessimistic.
+- "neon smull+sadalp (B has -128)" is the exact fallback the NEON kernel uses when a weight matrix holds -128
+  (two products could overflow int16); the project's symmetric int8 weights are in [-127, 127].
+
+{chr(10).join(rows)}
+
+## Kernel choice per preset
+
+The preset's CPU (the generic `arm64` preset is judged on the slowest common core, the Cortex-A53) against
+the variants its ISA allows:
+
+{chr(10).join(choice)}
+
+The NEON widening kernel replaces the int32-lane generic kernel on every core without dotprod (about 1.3x on
+the in-order A53, 1.8-2x on the out-of-order cores, by this estimate); SDOT stays for dotprod cores and I8MM is
+taken where the CPU has it.
+"""
     if out is not None:
-        out.write_text(text)
+        tmp_out = out.with_name(out.name + ".tmp")
+        tmp_out.write_text(text)
+        tmp_out.replace(out)
     return text
 
 
