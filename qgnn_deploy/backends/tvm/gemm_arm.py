@@ -28,10 +28,10 @@ import tvm
 from tvm import relax, tirx
 from tvm.script import tirx as T
 
-from .gemm import _SCHEDULED, ACC_SCOPE, LANES, ROWS
+from .gemm import _SCHEDULED, ACC_SCOPE, FLIP, LANES, ROWS
 
 FLIP16 = -32640  # 0x8080 as int16: xor flips the sign bit of 2 packed bytes (a - 128 for u8 a)
-ARM_KINDS = ("neon", "i8mm")  # kernels this module emits (``sdot`` stays in gemm.py)
+ARM_KINDS = ("neon", "sdot", "i8mm")  # kernels this module emits (gemm.sdot_kernel is kept for K < 8)
 ARM_KERNEL_NAMES = {"neon": "NEON smull/smlal+sadalp", "sdot": "SDOT", "i8mm": "I8MM smmla/usmmla"}
 
 _SMULL = "llvm.aarch64.neon.smull.v8i16"
@@ -96,6 +96,62 @@ def neon_kernel(k: int, nb: int, a_dtype: str, products: int) -> tirx.PrimFunc:
                                 ] + T.call_llvm_pure_intrin(
                                     T.llvm_lookup_intrinsic_id(_SADDLP),
                                     lane_sum(A, Bp, T.min(mb * ROWS + r, m - 1), q, j, s),
+                                    dtype="int32x4",
+                                )
+                    for r in T.unroll(ROWS):
+                        if mb * ROWS + r < m:
+                            for t in range(k - kbase):
+                                for c in T.vectorized(LANES):
+                                    acc[r * LANES + c] = acc[r * LANES + c] + T.Cast(
+                                        "int32", A[mb * ROWS + r, kbase + t]
+                                    ) * T.Cast("int32", Bt[t, j * LANES + c])
+                            for c in T.vectorized(LANES):
+                                C[mb * ROWS + r, j * LANES + c] = acc[r * LANES + c]
+
+    return kernel
+
+
+def sdot_rows_kernel(k: int, nb: int, a_dtype: str) -> tirx.PrimFunc:
+    """``sdot`` GEMM with the k loop outside the 4 rows: each 64-byte B block is loaded once for 4 rows and the
+    16 accumulators form 16 independent chains (gemm.sdot_kernel runs the rows one after another).
+
+    Bp is ``[nb, K/4, 16, 4]``; u8 A is flipped to s8 (``a ^ 0x80``), the caller adds ``128 * colsum(B)``.
+    """
+    k4, kbase = k // 4, 4 * (k // 4)
+    kt = max(k - kbase, 1)
+    mask = FLIP if a_dtype == "uint8" else 0
+
+    def a_quad(A: Any, row: Any, q: Any) -> Any:
+        """A[row, 4q:4q+4] as s8, repeated over 16 bytes."""
+        return T.reinterpret(
+            T.broadcast(
+                T.bitwise_xor(T.reinterpret(A.vload([row, q * 4], a_dtype + "x4"), dtype="int32"), T.int32(mask)), 4
+            ),
+            dtype="int8x16",
+        )
+
+    @T.prim_func(private=True, s_tir=True)
+    def kernel(a_h: T.handle, bp_h: T.handle, bt_h: T.handle, c_h: T.handle):
+        T.func_attr(_SCHEDULED)
+        m = T.int64()
+        A = T.match_buffer(a_h, (m, k), a_dtype)
+        Bp = T.match_buffer(bp_h, (nb, k4, LANES, 4), "int8")
+        Bt = T.match_buffer(bt_h, (kt, nb * LANES), "int8")
+        C = T.match_buffer(c_h, (m, nb * LANES), "int32")
+        with T.sblock("root"):
+            for mb in T.parallel((m + ROWS - 1) // ROWS):
+                for j in range(nb):
+                    acc = T.decl_buffer((ROWS * LANES,), "int32", scope=ACC_SCOPE)
+                    for r in T.unroll(ROWS):
+                        acc[T.ramp(r * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
+                    for q in range(k4):
+                        for r in T.unroll(ROWS):
+                            for s in T.unroll(4):
+                                acc[T.ramp(r * LANES + s * 4, 1, 4)] = T.call_llvm_pure_intrin(
+                                    T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
+                                    acc[T.ramp(r * LANES + s * 4, 1, 4)],
+                                    a_quad(A, T.min(mb * ROWS + r, m - 1), q),
+                                    Bp.vload([j, q, s * 4, 0], "int8x16"),
                                     dtype="int32x4",
                                 )
                     for r in T.unroll(ROWS):
@@ -182,7 +238,7 @@ def smlal_safe(b: relax.Expr) -> bool:
 
 
 def emit_arm_matmul(ctx: Any, kind: str, a: relax.Expr, b: relax.Expr, k: int, n: int) -> relax.Expr:
-    """``a @ b`` in int32 with the ``neon`` or ``i8mm`` kernel (``k`` and ``n`` static; a is u8 or s8)."""
+    """``a @ b`` in int32 with the ``neon``, ``sdot`` or ``i8mm`` kernel (``k >= 8`` and ``n`` static; a u8/s8)."""
     from .relax_builder import dtype_of, op, scalar
 
     m = a.ty.shape.values[0]
@@ -190,11 +246,8 @@ def emit_arm_matmul(ctx: Any, kind: str, a: relax.Expr, b: relax.Expr, k: int, n
     nb = -(-n // LANES)
     npad = nb * LANES
     bpad = b if npad == n else op.concat([b, relax.const(np.zeros((k, npad - n), np.int8), "int8")], axis=1)
-    if kind == "i8mm":
-        step = 8
-    else:
-        products = 2 if smlal_safe(b) else 1
-        step = 2 * products
+    products = 2 if kind == "neon" and smlal_safe(b) else 1
+    step = {"i8mm": 8, "sdot": 4}.get(kind, 2 * products)
     kbase = step * (k // step)
     bmain = op.strided_slice(bpad, axes=[0], begin=[0], end=[kbase])
     bt = (
@@ -202,21 +255,18 @@ def emit_arm_matmul(ctx: Any, kind: str, a: relax.Expr, b: relax.Expr, k: int, n
         if kbase < k
         else relax.const(np.zeros((1, npad), np.int8), "int8")
     )
+    depth = 2 if kind == "neon" else step  # k per packed group: B is [nb, kbase / depth, 16, depth]
+    bp = op.permute_dims(op.reshape(bmain, [kbase // depth, depth, nb, LANES]), [2, 0, 3, 1])
     if kind == "i8mm":
-        bp = op.permute_dims(op.reshape(bmain, [kbase // 8, 8, nb, LANES]), [2, 0, 3, 1])  # [nb, K/8, 16, 8]
-        out = ctx.call_tir(("gemm_i8mm", k, nb, at), lambda: i8mm_kernel(k, nb, at), [a, bp, bt], [m, npad], "int32")
+        key, make = ("gemm_i8mm", k, nb, at), lambda: i8mm_kernel(k, nb, at)
+    elif kind == "sdot":
+        key, make = ("gemm_sdot4", k, nb, at), lambda: sdot_rows_kernel(k, nb, at)
     else:
-        bp = op.permute_dims(op.reshape(bmain, [kbase // 2, 2, nb, LANES]), [2, 0, 3, 1])  # [nb, K/2, 16, 2]
-        out = ctx.call_tir(
-            (f"gemm_neon{products}", k, nb, at),
-            lambda: neon_kernel(k, nb, at, products),
-            [a, bp, bt],
-            [m, npad],
-            "int32",
-        )
-        if at == "uint8":  # the kernel computed sum (a - 128) b on [0, kbase): add 128 * colsum back
-            colsum = op.sum(op.astype(bmain, "int32"), axis=[0], keepdims=True)  # constant-folded
-            out = op.add(out, op.multiply(colsum, scalar(128, "int32")))
+        key, make = (f"gemm_neon{products}", k, nb, at), lambda: neon_kernel(k, nb, at, products)
+    out = ctx.call_tir(key, make, [a, bp, bt], [m, npad], "int32")
+    if at == "uint8" and kind != "i8mm":  # the kernel computed sum (a - 128) b on [0, kbase): add 128 * colsum
+        colsum = op.sum(op.astype(bmain, "int32"), axis=[0], keepdims=True)  # constant-folded
+        out = op.add(out, op.multiply(colsum, scalar(128, "int32")))
     if npad != n:
         out = op.strided_slice(out, axes=[1], begin=[0], end=[n])
     return out

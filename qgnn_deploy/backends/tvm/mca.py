@@ -151,96 +151,104 @@ def estimate(loop: list[Insn], mcpu: str, iterations: int = 200) -> Estimate:
 
 
 # ---------------------------------------------------------------------- the report
-# kernel variant -> (preset it is compiled for, CPUs to estimate it on)
-_ANY = ("cortex-a53", "cortex-a55", "cortex-a72", "cortex-a76", "neoverse-n1", "neoverse-v1")
-VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "generic (int32 lanes)": ("arm64", _ANY),
-    "neon smull+smlal+sadalp": ("cortex-a53", _ANY),
-    "neon smull+sadalp (B has -128)": ("cortex-a53", _ANY),
-    "sdot": ("cortex-a76", ("cortex-a55", "cortex-a76", "neoverse-n1", "neoverse-v1")),
-    "i8mm usmmla": ("neoverse-v1", ("neoverse-v1", "neoverse-n2")),
+# Kernel variants in table order.  "neon1" (one product per int16 lane: what a weight matrix holding -128 gets)
+# and "sdot1" (the SDOT kernel before this table: one row at a time) are shown, but are not candidates.
+VARIANT_NAMES = {
+    "generic": "generic (int32 lanes)",
+    "neon": "NEON smull+smlal+sadalp",
+    "neon1": "NEON smull+sadalp (B with -128)",
+    "sdot1": "SDOT 1-row (before)",
+    "sdot": "SDOT 4-row",
+    "i8mm": "I8MM usmmla",
 }
-# the kernel kind each variant is (for the per-preset choice) and the CPU model that stands for each preset
-_KIND = {"generic (int32 lanes)": "generic", "neon smull+smlal+sadalp": "neon", "sdot": "sdot", "i8mm usmmla": "i8mm"}
-PRESET_CPU = {"arm64": "cortex-a53", "cortex-a53": "cortex-a53", "cortex-a55": "cortex-a55",
-              "cortex-a72": "cortex-a72", "cortex-a76": "neoverse-n1", "cortex-a78": "neoverse-n1",
-              "neoverse-n1": "neoverse-n1", "neoverse-v1": "neoverse-v1"}  # fmt: skip
+CANDIDATES = ("generic", "neon", "sdot", "i8mm")
+# preset -> llvm-mca CPU models that stand for it (LLVM has no A72/A76 model: they map to Cortex-A57; N1 is the
+# A76's server sibling and the A78 is of the same family)
+PRESET_CPUS = {
+    "arm64": ("cortex-a53", "cortex-a72", "neoverse-n1"),
+    "cortex-a53": ("cortex-a53",),
+    "cortex-a55": ("cortex-a55",),
+    "cortex-a72": ("cortex-a72",),
+    "cortex-a76": ("cortex-a76", "neoverse-n1"),
+    "cortex-a78": ("neoverse-n1",),
+    "neoverse-n1": ("neoverse-n1",),
+    "neoverse-v1": ("neoverse-v1",),
+}
+
+
+def allowed_variants(preset_name: str) -> list[str]:
+    """The variants a preset's ISA can run (every aarch64 CPU has NEON)."""
+    from .targets import TARGETS
+
+    feats = {str(f).lstrip("+") for f in TARGETS[preset_name].tvm_target.get("mattr", ())}
+    return [v for v in VARIANT_NAMES if v.startswith(("generic", "neon")) or
+            (v.startswith("sdot") and "dotprod" in feats) or (v == "i8mm" and "i8mm" in feats)]  # fmt: skip
 
 
 def variant_kernel(variant: str, k: int, nb: int):  # noqa: ANN201 - a tirx.PrimFunc
     """The u8-A GEMM PrimFunc of a kernel variant (what ``emit_matmul`` instantiates for that preset)."""
     from .gemm import generic_kernel, sdot_kernel
-    from .gemm_arm import i8mm_kernel, neon_kernel
+    from .gemm_arm import i8mm_kernel, neon_kernel, sdot_rows_kernel
 
-    if variant.startswith("generic"):
-        return generic_kernel(k, nb, "uint8")
-    if variant.startswith("neon"):
-        return neon_kernel(k, nb, "uint8", 1 if "-128" in variant else 2)
-    return sdot_kernel(k, nb, "uint8") if variant == "sdot" else i8mm_kernel(k, nb, "uint8")
+    makers = {
+        "generic": lambda: generic_kernel(k, nb, "uint8"),
+        "neon": lambda: neon_kernel(k, nb, "uint8", 2),
+        "neon1": lambda: neon_kernel(k, nb, "uint8", 1),
+        "sdot1": lambda: sdot_kernel(k, nb, "uint8"),
+        "sdot": lambda: sdot_rows_kernel(k, nb, "uint8"),
+        "i8mm": lambda: i8mm_kernel(k, nb, "uint8"),
+    }
+    return makers[variant]()
 
 
-def build_variant(variant: str, out_dir: Path, k: int = 256, nb: int = 1) -> Path:
-    """Cross-compile one GEMM kernel (K x 16*nb, symbolic M) for the variant's preset into a shared library."""
+def build_variant(variant: str, preset_name: str, out_dir: Path, k: int = 256, nb: int = 1) -> Path:
+    """Cross-compile one GEMM kernel (K x 16*nb, symbolic M) for a preset into a shared library."""
     import tvm
 
     from .targets import resolve_target
 
-    preset = resolve_target(VARIANTS[variant][0])
+    preset = resolve_target(preset_name)
     func = variant_kernel(variant, k, nb).with_attr("global_symbol", "gemm")
     ex = tvm.compile(tvm.IRModule({"gemm": func}), target=preset.tvm())
-    lib = out_dir / "gemm.so"
     out_dir.mkdir(parents=True, exist_ok=True)
+    lib = out_dir / "gemm.so"
     ex.export_library(str(lib), fcompile=preset.cross_compiler())
     return lib
 
 
 def _tool_version(cmd: list[str]) -> str:
     out = subprocess.run(cmd, capture_output=True, text=True).stdout.strip().splitlines()
-    return next((ln.strip() for ln in out if "version" in ln.lower()), "?")  # the first line that names it
+    return next((ln.strip() for ln in out if re.search(r"\d+\.\d+", ln)), "?")  # the first line with a version
 
 
 def report(out: Path | None) -> str:
-    """Build every variant, estimate it on its CPUs, and render the markdown document (written atomically)."""
+    """Build every variant each preset allows, estimate it on the preset's CPU models, render the markdown
+    document (written atomically)."""
     import tvm
 
     from .gemm_arm import ARM_KERNEL_NAMES, arm_gemm_kind
     from .targets import TARGETS
 
-    rows = [
-        "| kernel variant | built for | MACs/iter | -mcpu | sched. model | cycles/iter | est. MACs/cycle |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    table: dict[tuple[str, str], Estimate] = {}
+    head = " | ".join(VARIANT_NAMES.values())
+    compact = [f"| preset | llvm-mca -mcpu (model) | {head} | kernel it gets | fastest candidate? |",
+               "|---" * (len(VARIANT_NAMES) + 4) + "|"]  # fmt: skip
+    detail = ["| preset | variant | MACs/iter | instructions/iter | -mcpu | model | cycles/iter | est. MACs/cycle |",
+              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="qgnn-mca-") as tmp:
-        for i, (variant, (preset, cpus)) in enumerate(VARIANTS.items()):
-            loop = main_loop(build_variant(variant, Path(tmp) / str(i)))
+        for name, cpus in PRESET_CPUS.items():
+            got = arm_gemm_kind(TARGETS[name])
+            loops = {v: main_loop(build_variant(v, name, Path(tmp) / f"{name}-{v}")) for v in allowed_variants(name)}
             for cpu in cpus:
-                est = table[variant, cpu] = estimate(loop, cpu)
-                rows.append(
-                    f"| {variant} | `{preset}` | {est.macs_per_iter} | {cpu} | {est.model} | "
-                    f"{est.cycles_per_iter:.2f} | {est.macs_per_cycle:.1f} |"
-                )
-    choice = [
-        "| preset | estimated on | candidates its ISA allows (est. MACs/cycle) | kernel it gets | fastest? |",
-        "|---|---|---|---|---|",
-    ]
-    for name, cpu in PRESET_CPU.items():
-        preset = TARGETS[name]
-        feats = {str(f).lstrip("+") for f in preset.tvm_target.get("mattr", ())}
-        allowed = {
-            v: table[v, cpu].macs_per_cycle
-            for v, kind in _KIND.items()
-            if (v, cpu) in table
-            and (kind in ("generic", "neon") or kind in feats or (kind == "sdot" and "dotprod" in feats))
-        }
-        got = arm_gemm_kind(preset)
-        got_variant = next(v for v, kind in _KIND.items() if kind == got)
-        best = max(allowed, key=allowed.get)
-        cands = ", ".join(f"{v} {m:.1f}" for v, m in allowed.items())
-        choice.append(
-            f"| `{name}` | {cpu} | {cands} | {ARM_KERNEL_NAMES.get(got, got)} | "
-            f"{'yes' if best == got_variant else 'no: ' + best} |"
-        )
+                ests = {v: estimate(loop, cpu) for v, loop in loops.items()}
+                for v, est in ests.items():
+                    detail.append(f"| `{name}` | {VARIANT_NAMES[v]} | {est.macs_per_iter} | {len(loops[v])} | {cpu} | "
+                                  f"{est.model} | {est.cycles_per_iter:.2f} | {est.macs_per_cycle:.2f} |")  # fmt: skip
+                cells = [f"{ests[v].macs_per_cycle:.1f}" if v in ests else "-" for v in VARIANT_NAMES]
+                best = max((v for v in CANDIDATES if v in ests), key=lambda v: ests[v].macs_per_cycle)
+                model = next(iter(ests.values())).model
+                verdict = "yes" if best == got else f"no: {VARIANT_NAMES[best]}"
+                compact.append(f"| `{name}` | {cpu} ({model}) | {' | '.join(cells)} | "
+                               f"{ARM_KERNEL_NAMES.get(got, got)} | {verdict} |")  # fmt: skip
     text = f"""# ARM int8 GEMM inner loops: llvm-mca estimate
 
 **Static estimate, not a device timing.** No ARM board was used: each kernel variant's GEMM loop is
@@ -250,30 +258,32 @@ loads hitting L1.  It ranks kernel variants on a CPU; it does not predict end-to
 Command (writes this file): `python -m qgnn_deploy.backends.tvm.mca --out examples/results/arm_gemm_llvm_mca.md`
 
 - tools: {_tool_version([mca_binary(), "--version"])}; {_tool_version([OBJDUMP, "--version"])}; TVM {tvm.__version__}
-- method: the u8-activation GEMM kernel of each variant (K = 256, 16 output columns, symbolic M) is
-  cross-compiled for the preset named in the table; the innermost loop that does vector multiplies is taken
-  from `{OBJDUMP} -d`; `llvm-mca -mtriple=aarch64 -mcpu=CPU -iterations=200` runs it (branch dropped).
-  MACs per iteration are counted from the loop's instructions (smull/smlal 8b: 8, mla .4s: 4, sdot .4s: 16,
-  smmla/usmmla: 32), so est. MACs/cycle = MACs per iteration / cycles per iteration.
+- method: for every preset, each GEMM kernel variant its ISA allows (u8 activations, K = 256, 16 output
+  columns, symbolic M) is cross-compiled with that preset's target (so with its `-mcpu` scheduling); the
+  innermost loop that does vector multiplies is taken from `{OBJDUMP} -d`; `llvm-mca -mtriple=aarch64
+  -mcpu=CPU -iterations=200` runs it (branch dropped).  MACs per iteration are counted from the loop's
+  instructions (smull/smlal 8b: 8, mla .4s: 4, sdot .4s: 16, smmla/usmmla: 32), so est. MACs/cycle =
+  MACs per iteration / cycles per iteration.
 - scheduling models: LLVM has no Cortex-A72 or A76 model; `-mcpu=cortex-a72`/`cortex-a76` use the Cortex-A57
-  model (the A72 is an A57 derivative; for the A76 the Neoverse N1 row, its server sibling with its own model,
-  is the better guide).  SDOT is unknown to the A57 model (default latencies), so the cortex-a76 SDOT row is
-  pessimistic.
-- "neon smull+sadalp (B has -128)" is the exact fallback the NEON kernel uses when a weight matrix holds -128
+  model (the A72 is an A57 derivative).  For A76-class cores (`cortex-a76`, `cortex-a78`) the Neoverse N1 model,
+  the A76's server sibling, is the better guide: the A57 model does not know `sdot` (default latencies).
+  The generic `arm64` preset runs on every core, so it is estimated on the A53, A72 and N1 models.
+- "NEON smull+sadalp (B with -128)" is the exact fallback the NEON kernel uses when a weight matrix holds -128
   (two products could overflow int16); the project's symmetric int8 weights are in [-127, 127].
+  "SDOT 1-row (before)" is the SDOT kernel the dotprod presets had before this table; neither is a candidate.
 
-{chr(10).join(rows)}
+## Estimated int8 MACs per cycle of the GEMM inner loop
 
-## Kernel choice per preset
+{chr(10).join(compact)}
 
-The preset's CPU (the generic `arm64` preset is judged on the slowest common core, the Cortex-A53) against
-the variants its ISA allows:
+The NEON widening kernel replaces the int32-lane generic kernel on every core without dotprod; SDOT now runs
+4 rows per k step (each B block loaded once for 4 rows, 16 independent accumulator chains) instead of one row
+after another; I8MM is taken where the CPU has it.  Scheduling matters on the in-order A53: the same NEON loop
+scheduled for another `-mcpu` estimates slower there (see the `arm64` rows).
 
-{chr(10).join(choice)}
+## Details
 
-The NEON widening kernel replaces the int32-lane generic kernel on every core without dotprod (about 1.3x on
-the in-order A53, 1.8-2x on the out-of-order cores, by this estimate); SDOT stays for dotprod cores and I8MM is
-taken where the CPU has it.
+{chr(10).join(detail)}
 """
     if out is not None:
         tmp_out = out.with_name(out.name + ".tmp")
