@@ -31,7 +31,7 @@ from tvm.script import tirx as T
 from .gemm import _SCHEDULED, ACC_SCOPE, FLIP, LANES, ROWS
 
 FLIP16 = -32640  # 0x8080 as int16: xor flips the sign bit of 2 packed bytes (a - 128 for u8 a)
-ARM_KINDS = ("neon", "sdot", "i8mm")  # kernels this module emits (gemm.sdot_kernel is kept for K < 8)
+ARM_KINDS = ("neon", "sdot", "i8mm")  # kernels this module emits (gemm.sdot_kernel: the 1-row SDOT before)
 ARM_KERNEL_NAMES = {"neon": "NEON smull/smlal+sadalp", "sdot": "SDOT", "i8mm": "I8MM smmla/usmmla"}
 
 _SMULL = "llvm.aarch64.neon.smull.v8i16"
@@ -238,7 +238,7 @@ def smlal_safe(b: relax.Expr) -> bool:
 
 
 def emit_arm_matmul(ctx: Any, kind: str, a: relax.Expr, b: relax.Expr, k: int, n: int) -> relax.Expr:
-    """``a @ b`` in int32 with the ``neon``, ``sdot`` or ``i8mm`` kernel (``k >= 8`` and ``n`` static; a u8/s8)."""
+    """``a @ b`` in int32 with the ``neon``, ``sdot`` or ``i8mm`` kernel (``k >= 4`` and ``n`` static; a u8/s8)."""
     from .relax_builder import dtype_of, op, scalar
 
     m = a.ty.shape.values[0]
@@ -246,6 +246,8 @@ def emit_arm_matmul(ctx: Any, kind: str, a: relax.Expr, b: relax.Expr, k: int, n
     nb = -(-n // LANES)
     npad = nb * LANES
     bpad = b if npad == n else op.concat([b, relax.const(np.zeros((k, npad - n), np.int8), "int8")], axis=1)
+    if kind == "i8mm" and k < 8:  # too short for one 8-deep smmla step
+        kind = "neon"
     products = 2 if kind == "neon" and smlal_safe(b) else 1
     step = {"i8mm": 8, "sdot": 4}.get(kind, 2 * products)
     kbase = step * (k // step)

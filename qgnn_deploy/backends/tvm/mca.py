@@ -299,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", type=Path, help="write the markdown table here (default: print it)")
     args = ap.parse_args(argv)
+    if args.out is not None and not args.out.parent.is_dir():
+        print(f"qgnn: error: --out: directory {args.out.parent} does not exist", file=sys.stderr)
+        return 2
     try:
         sys.stdout.write(report(args.out))
     except QgnnError as exc:
