@@ -1,4 +1,4 @@
-"""AArch64 int8 GEMM kernels without ``+dotprod`` (NEON widening) and with ``+i8mm`` (``smmla``/``usmmla``).
+"""AArch64 int8 GEMM kernels: NEON widening (no ``+dotprod``), ``sdot`` (``+dotprod``), ``smmla`` (``+i8mm``).
 
 Same contract as :mod:`.gemm`: ``C[M,N] (int32) = A[M,K] (u8 or s8) x B[K,N] (s8)``, zero points excluded,
 M symbolic, B a constant repacked by constant-folded Relax ops.  Which kernel a preset gets is decided by
@@ -11,12 +11,16 @@ M symbolic, B a constant repacked by constant-folded Relax ops.  Which kernel a 
   when the constant B has no -128 (the project's symmetric weights are in [-127, 127]); otherwise each product
   goes straight to ``sadalp`` (``smull``-only form, still exact).  u8 A is flipped to s8 with ``a ^ 0x80``
   (= a - 128) and ``128 * colsum(B)`` is added back, as for SDOT.
+* ``sdot`` (``+dotprod``: Cortex-A55/A76/A78, Neoverse N1): 4 rows x 16 columns per k step, so each 64-byte
+  B block is loaded once for 4 rows and the 16 accumulators are independent chains (the earlier
+  :func:`.gemm.sdot_kernel` ran the rows one after another: half the estimated throughput on N1/V1).
 * ``i8mm`` (Armv8.6-A I8MM: Cortex-A710/X2, Neoverse N2/V1, Graviton 3): ``smmla`` (s8 A) / ``usmmla`` (u8 A,
   no flip needed) multiply a 2x8 block of A by an 8x2 block of B into a 2x2 int32 block: 32 MACs an instruction.
   Two rows of A are interleaved in-register; B is packed ``[N/16, K/8, 16, 8]`` (two columns per q register).
 
 Rows outside M in the last row block read a clamped (valid) row and are never stored, so there is no
-separate tail path; the K tails (K % 4 for neon, K % 8 for i8mm) are multiplied exactly in int32.
+separate tail path; the K tails (K % 4 or K % 2 for neon, K % 4 for sdot, K % 8 for i8mm) are multiplied
+exactly in int32.
 """
 
 from __future__ import annotations
