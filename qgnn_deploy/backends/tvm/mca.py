@@ -221,6 +221,14 @@ def _tool_version(cmd: list[str]) -> str:
     return next((ln.strip() for ln in out if re.search(r"\d+\.\d+", ln)), "?")  # the first line with a version
 
 
+def _host_cpu() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    return next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "unknown")
+
+
 def report(out: Path | None) -> str:
     """Build every variant each preset allows, estimate it on the preset's CPU models, render the markdown
     document (written atomically)."""
@@ -257,7 +265,8 @@ loads hitting L1.  It ranks kernel variants on a CPU; it does not predict end-to
 
 Command (writes this file): `python -m qgnn_deploy.backends.tvm.mca --out examples/results/arm_gemm_llvm_mca.md`
 
-- tools: {_tool_version([mca_binary(), "--version"])}; {_tool_version([OBJDUMP, "--version"])}; TVM {tvm.__version__}
+- tools: {_tool_version([mca_binary(), "--version"])}; {_tool_version([OBJDUMP, "--version"])}; TVM {tvm.__version__};
+  run on an x86-64 host ({_host_cpu()}), which does not affect a static estimate
 - method: for every preset, each GEMM kernel variant its ISA allows (u8 activations, K = 256, 16 output
   columns, symbolic M) is cross-compiled with that preset's target (so with its `-mcpu` scheduling); the
   innermost loop that does vector multiplies is taken from `{OBJDUMP} -d`; `llvm-mca -mtriple=aarch64
