@@ -9,8 +9,8 @@ CACHE="${QGNN_CACHE:-$HOME/.cache/qgnn-deploy}"
 mkdir -p "$CACHE"
 log() { echo "[setup] $*" >&2; }
 
-# ---- system packages (cross compiler, emulator, file) --------------------------------
-APT_PKGS=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user-static file)
+# ---- system packages (cross compiler, emulator, file, llvm-mca for the ARM GEMM estimate) -----
+APT_PKGS=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user-static file llvm)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -22,6 +22,12 @@ if ((${#missing[@]})); then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
+fi
+# llvm-mca >= 19 has Neoverse N1/V1/N2 scheduling models (Debian 12's default llvm is 14); best effort.
+if [[ "${QGNN_SKIP_APT:-0}" != 1 ]] && ! command -v llvm-mca-19 >/dev/null && apt-cache show llvm-19 >/dev/null 2>&1; then
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends llvm-19 >/dev/null \
+    || log "llvm-19 not installed (optional: the ARM llvm-mca estimate then uses the default llvm-mca)"
 fi
 
 # ---- python packages --------------------------------------------------------------------

@@ -150,8 +150,10 @@ def gemm_kind(preset: TargetPreset) -> str:
         from .gemm_x86 import x86_gemm_kind
 
         return x86_gemm_kind(preset.features)
-    if preset.is_aarch64 and preset.has_dotprod:
-        return "sdot"
+    if preset.is_aarch64:
+        from .gemm_arm import arm_gemm_kind
+
+        return arm_gemm_kind(preset)
     return "generic"
 
 

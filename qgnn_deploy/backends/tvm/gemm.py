@@ -267,6 +267,10 @@ def emit_matmul(ctx: Any, a: relax.Expr, b: relax.Expr) -> relax.Expr | None:
     k, n = _static(sb[0]), _static(sb[1])
     if k is None or n is None or k == 0 or n == 0:
         return None
+    if ctx.options.gemm_kind in ("neon", "sdot", "i8mm") and k >= 4:  # AArch64 kernels: gemm_arm.py
+        from .gemm_arm import emit_arm_matmul
+
+        return emit_arm_matmul(ctx, ctx.options.gemm_kind, a, b, k, n)
     m = sa[0]
     nb = -(-n // LANES)
     npad = nb * LANES

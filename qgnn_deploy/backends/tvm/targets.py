@@ -13,20 +13,22 @@ rendered into the README by :func:`target_table_markdown`.
 | `x86-64-v3-vnni` | x86_64-linux-gnu  | `x86-64-v3`            | `+avxvnni`          | AVX-VNNI    | no    |
 | `x86-64-v4`      | x86_64-linux-gnu  | `x86-64-v4`            | (AVX-512 F/BW/DQ/VL) | AVX-512BW pmaddwd | no |
 | `x86-64-v4-vnni` | x86_64-linux-gnu  | `x86-64-v4`            | `+avx512vnni`       | AVX-512 VNNI | no   |
-| `arm64`          | aarch64-linux-gnu | `generic`              | `+neon`             | generic     | yes   |
-| `cortex-a53`     | aarch64-linux-gnu | `cortex-a53`           | `+neon`             | generic     | yes   |
+| `arm64`          | aarch64-linux-gnu | `generic`              | `+neon`             | NEON smlal  | yes   |
+| `cortex-a53`     | aarch64-linux-gnu | `cortex-a53`           | `+neon`             | NEON smlal  | yes   |
 | `cortex-a55`     | aarch64-linux-gnu | `cortex-a55`           | `+neon,+dotprod`    | SDOT        | yes   |
-| `cortex-a72`     | aarch64-linux-gnu | `cortex-a72`           | `+neon`             | generic     | yes   |
+| `cortex-a72`     | aarch64-linux-gnu | `cortex-a72`           | `+neon`             | NEON smlal  | yes   |
 | `cortex-a76`     | aarch64-linux-gnu | `cortex-a76`           | `+neon,+dotprod`    | SDOT        | yes   |
 | `cortex-a78`     | aarch64-linux-gnu | `cortex-a78`           | `+neon,+dotprod`    | SDOT        | yes   |
 | `neoverse-n1`    | aarch64-linux-gnu | `neoverse-n1`          | `+neon,+dotprod`    | SDOT        | yes   |
+| `neoverse-v1`    | aarch64-linux-gnu | `neoverse-v1`          | `+neon,+dotprod,+i8mm` | I8MM smmla | yes  |
 
 Any other CPU: ``--target '{"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a55",
 "mattr": ["+neon", "+dotprod"], "num-cores": 4}'`` (x86_64 or aarch64 triples; aarch64 is cross-compiled).
 ``num-cores`` sets how many row ranges the aggregation kernels split into (results never depend on it).
 
 Typical boards: Raspberry Pi 3 / Zero 2 (A53), Pi 4 (A72), Pi 5 / RK3588 big cores (A76), RK3566/RK3588
-little cores (A55), Graviton2 / Ampere Altra (Neoverse N1).
+little cores (A55), Graviton2 / Ampere Altra (Neoverse N1), Graviton3 (Neoverse V1; its I8MM kernel also suits
+Cortex-A710/X2 and Neoverse N2 through a target JSON with ``+i8mm``).  ARM kernels: docs/targets.md.
 """
 
 from __future__ import annotations
@@ -96,10 +98,10 @@ def check_cross_compiler() -> str:
     return path
 
 
-def _arm(name: str, mcpu: str, dotprod: bool, description: str) -> TargetPreset:
-    mattr = ["+neon", "+dotprod"] if dotprod else ["+neon"]
+def _arm(name: str, mcpu: str, dotprod: bool, description: str, i8mm: bool = False) -> TargetPreset:
+    feats = ("neon", *(("dotprod",) if dotprod else ()), *(("i8mm",) if i8mm else ()))
+    mattr = [f"+{f}" for f in feats]
     tgt = {"kind": "llvm", "mtriple": AARCH64_TRIPLE, "mcpu": mcpu, "mattr": mattr, "num-cores": 4}
-    feats = ("neon", "dotprod") if dotprod else ("neon",)
     return TargetPreset(name, AARCH64_TRIPLE, tgt, True, description, feats)
 
 
@@ -136,6 +138,7 @@ _STATIC: dict[str, TargetPreset] = {
     "cortex-a76": _arm("cortex-a76", "cortex-a76", True, "Cortex-A76 (Raspberry Pi 5, RK3588 big cores), SDOT"),
     "cortex-a78": _arm("cortex-a78", "cortex-a78", True, "Cortex-A78 (Jetson Orin CPU, recent phones), SDOT"),
     "neoverse-n1": _arm("neoverse-n1", "neoverse-n1", True, "Neoverse N1 (AWS Graviton2, Ampere Altra), SDOT"),
+    "neoverse-v1": _arm("neoverse-v1", "neoverse-v1", True, "Neoverse V1 (AWS Graviton3), I8MM (smmla)", i8mm=True),
 }
 
 # LLVM feature names probed on the host and on JSON targets; they pick the GEMM (gemm_x86.x86_gemm_kind).
@@ -221,9 +224,9 @@ def _gemm_name(p: TargetPreset) -> str:
         from .gemm_x86 import x86_gemm_kind
 
         return X86_GEMM_NAMES[x86_gemm_kind(p.features)]
-    if p.has_vnni:
-        return "AVX-512 VNNI"
-    return "SDOT" if p.is_aarch64 and p.has_dotprod else "generic (vectorised)"
+    from .gemm_arm import ARM_KERNEL_NAMES, arm_gemm_kind
+
+    return ARM_KERNEL_NAMES[arm_gemm_kind(p)]
 
 
 def target_table_markdown() -> str:
