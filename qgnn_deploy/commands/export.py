@@ -24,9 +24,11 @@ def register(subparsers: Any) -> None:
                    help="meta-schedule trials for compiled targets (0: no tuning; a previous export's "
                         "tuning/ database in --out is reused)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.add_argument("--sample-graph", type=Path, default=None, metavar="NPZ",
+    p.add_argument("--sample-graph", "--sample-input", dest="sample_graph", type=Path, default=None, metavar="NPZ",
                    help="sample input (.npz with x, edge_index[, batch]) to bundle and check parity on, "
                         "instead of the checkpoint's own test graph")
+    p.add_argument("--data-root", default=None,
+                   help="where the checkpoint's dataset lives on this machine (default $QGNN_DATA_ROOT or the cache)")
     p.add_argument("--assume-vnni", action="store_true",
                    help="the deployment CPUs' int8 dot product does not saturate (x86 with VNNI, arm64): keep "
                         "full-range int8 weights in one ONNX MatMulInteger instead of two 7-bit halves (~10%% faster; "
@@ -50,34 +52,25 @@ def load_sample(path: Path) -> dict[str, np.ndarray]:
 
 
 def accuracy_by_stage(result: Any, saturation_safe: bool) -> dict[str, Any] | None:
-    """Test accuracy of each stage on the checkpoint's own graph, the ONNX model measured through ORT."""
+    """Test accuracy (MAE for regression) of each stage on the fold's sample, the ONNX model run through ORT."""
     from qgnn_deploy.backends.onnx import OnnxRunner, export_onnx
+    from qgnn_deploy.data.scoring import metric_name, score
     from qgnn_deploy.ir.passes import quantize_input_feeds
 
     payload = getattr(result, "payload", None)
+    ds = getattr(result, "dataset", None)
     parity = (getattr(result, "report", None) or {}).get("parity") or {}
-    if not payload:
-        return None
-    try:
-        from qgnn_deploy.fold import sample_feeds_for
-
-        feeds, ds = sample_feeds_for(payload)
-    except (ImportError, KeyError, AttributeError, QgnnError):
+    if not payload or ds is None:
         return None
     graph = result.graph
-    feeds = quantize_input_feeds(graph, feeds)
+    feeds = quantize_input_feeds(graph, dict(result.sample_feeds))
     logits = OnnxRunner(export_onnx(graph, saturation_safe=saturation_safe), graph).run(feeds)[graph.outputs[0].name]
-    if ds.task == "node":
-        mask = ds.data.test_mask.numpy()
-        y, pred = ds.data.y.numpy()[mask], logits.argmax(-1)[mask]
-    else:
-        y = np.array([int(ds.graphs[i].y) for i in ds.splits["test"]])
-        pred = logits.argmax(-1)
+    key = metric_name(ds)
     metrics = payload.get("metrics", {}) if isinstance(payload, dict) else {}
-    stages = {"checkpoint (training run)": metrics.get("test_acc"),
-              "fake_quant": parity.get("test_acc_fake_quant"),
-              "integer_interpreter": parity.get("test_acc_integer"),
-              "onnx_runtime": float((pred == y).mean()) if y.size else None}
+    stages = {"checkpoint (training run)": metrics.get(f"test_{key}") if "sample_input" not in parity else None,
+              "fake_quant": parity.get(f"test_{key}_fake_quant"),
+              "integer_interpreter": parity.get(f"test_{key}_integer"),
+              "onnx_runtime": score(logits, ds)}
     return {k: v for k, v in stages.items() if v is not None}
 
 
@@ -98,7 +91,11 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise QgnnError("checkpoint folding (qgnn_deploy.fold.fold_checkpoint) is not available in this build") \
             from None
-    result = fold_checkpoint(model)
+    if sample is not None and "x" in sample:  # fold and check parity on the user's graph, not the training set
+        result = fold_checkpoint(model, data_root=args.data_root, sample=sample, sample_path=args.sample_graph)
+        result.report.setdefault("parity", {})["sample_input"] = str(args.sample_graph)
+    else:
+        result = fold_checkpoint(model, data_root=args.data_root)
     if args.integer_input:
         from qgnn_deploy.ir.passes import prequantize_input
 
@@ -106,13 +103,17 @@ def run(args: argparse.Namespace) -> int:
             prequantize_input(result.graph)
         except ValueError as exc:
             raise QgnnError(f"--integer-input: {exc}") from None
-    feeds = sample if sample is not None else dict(result.sample_feeds)
+    if sample is None or "x" in sample:
+        feeds = dict(result.sample_feeds)  # the checkpoint's graph, or the user's sample in the model's dtypes
+    else:  # an already quantized sample (x_q) for an --integer-input artifact
+        feeds = {k: v for k, v in sample.items() if k in ("x_q", "edge_index", "batch")}
     report_extra = dict(getattr(result, "report", None) or {})
     if sample is not None:
         report_extra["sample_input"] = {"source": str(args.sample_graph)}
     accuracy = accuracy_by_stage(result, saturation_safe=not args.assume_vnni)
+    regression = bool(getattr(result.dataset, "regression", False))
     if accuracy:
-        report_extra["accuracy"] = accuracy
+        report_extra["mae" if regression else "accuracy"] = accuracy
     manifest = export_graph(result.graph, args.target, args.out, sample_feeds=feeds,
                             source={"path": str(model), "sha256": result.checkpoint_sha256},
                             report_extra=report_extra, tune_trials=args.tune, force=args.force,
@@ -121,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.out} (target {manifest['target']}): " + ", ".join(
         f"{name} {entry['bytes']} B" for name, entry in files.items() if entry.get("role") in ("onnx", "tvm_library")))
     if accuracy:
-        print("  test accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
+        what = "MAE" if regression else "accuracy"
+        print(f"  test {what}: " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
     print(f"  parameters {manifest['model_bytes']} B, peak buffers {manifest['buffer_bytes']} B on the sample, "
           f"max in-degree {manifest['max_in_degree']}, ORT bit-exact vs interpreter on the sample: yes")
     return 0
