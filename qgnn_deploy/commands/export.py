@@ -103,15 +103,16 @@ def run(args: argparse.Namespace) -> int:
             prequantize_input(result.graph)
         except ValueError as exc:
             raise QgnnError(f"--integer-input: {exc}") from None
-    if sample is None or "x" in sample:
-        feeds = dict(result.sample_feeds)  # the checkpoint's graph, or the user's sample in the model's dtypes
-    else:  # an already quantized sample (x_q) for an --integer-input artifact
-        feeds = {k: v for k, v in sample.items() if k in ("x_q", "edge_index", "batch")}
+    if sample is None:
+        feeds = dict(result.sample_feeds)  # the checkpoint's own graph
+    else:  # the user's graph (float x, or x_q already quantized for an --integer-input artifact)
+        dtypes = {"x": np.float32, "x_q": None, "edge_index": np.int64, "batch": np.int64}
+        feeds = {k: v if dtypes[k] is None else v.astype(dtypes[k]) for k, v in sample.items() if k in dtypes}
     report_extra = dict(getattr(result, "report", None) or {})
     if sample is not None:
         report_extra["sample_input"] = {"source": str(args.sample_graph)}
     accuracy = accuracy_by_stage(result, saturation_safe=not args.assume_vnni)
-    regression = bool(getattr(result.dataset, "regression", False))
+    regression = bool(getattr(getattr(result, "dataset", None), "regression", False))
     if accuracy:
         report_extra["mae" if regression else "accuracy"] = accuracy
     manifest = export_graph(result.graph, args.target, args.out, sample_feeds=feeds,
