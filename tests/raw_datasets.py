@@ -22,8 +22,16 @@ def _rng(seed: int = 0) -> np.random.Generator:
 
 
 # --------------------------------------------------------------------------------------------- Planetoid
-def write_planetoid(root: Path, name: str = "CiteSeer", classes: int = 3, features: int = 12, train: int = 30,
-                    labelled: int = 560, test_span: int = 100, gaps: int = 5) -> Path:
+def write_planetoid(
+    root: Path,
+    name: str = "CiteSeer",
+    classes: int = 3,
+    features: int = 12,
+    train: int = 30,
+    labelled: int = 560,
+    test_span: int = 100,
+    gaps: int = 5,
+) -> Path:
     """``ind.<name>.{x,tx,allx,y,ty,ally,graph,test.index}``: scipy CSR features, one-hot labels, adjacency dict.
 
     As in the real CiteSeer, a few ids inside the test range are missing from ``test.index``
@@ -53,9 +61,15 @@ def write_planetoid(root: Path, name: str = "CiteSeer", classes: int = 3, featur
     raw = root / name / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     prefix = name.lower()
-    items = {"x": sp.csr_matrix(feats[:train]), "y": one_hot[:train], "allx": sp.csr_matrix(feats[:labelled]),
-             "ally": one_hot[:labelled], "tx": sp.csr_matrix(feats[test_index]), "ty": one_hot[test_index],
-             "graph": graph}
+    items = {
+        "x": sp.csr_matrix(feats[:train]),
+        "y": one_hot[:train],
+        "allx": sp.csr_matrix(feats[:labelled]),
+        "ally": one_hot[:labelled],
+        "tx": sp.csr_matrix(feats[test_index]),
+        "ty": one_hot[test_index],
+        "graph": graph,
+    }
     for key, value in items.items():
         with open(raw / f"ind.{prefix}.{key}", "wb") as fh:
             pickle.dump(value, fh, protocol=2)
@@ -133,8 +147,15 @@ def write_gnnbenchmark(root: Path, name: str = "MNIST", sizes: tuple[int, int, i
             x = torch.from_numpy(rng.random((n, channels)) * 0.2 + 0.8 * label).float()
             src = torch.arange(n).repeat_interleave(2)
             dst = torch.stack([(torch.arange(n) + 1) % n, (torch.arange(n) + 2) % n], 1).view(-1)
-            items.append({"x": x, "edge_index": torch.stack([src, dst]), "edge_attr": torch.rand(2 * n, 1),
-                          "y": torch.tensor([label]), "pos": pos})
+            items.append(
+                {
+                    "x": x,
+                    "edge_index": torch.stack([src, dst]),
+                    "edge_attr": torch.rand(2 * n, 1),
+                    "y": torch.tensor([label]),
+                    "pos": pos,
+                }
+            )
         splits.append(items)
     raw = root / "GNNBenchmark" / name / "raw"
     raw.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,16 @@ def pyg_data_classes() -> list[type]:
     return [Data, DataEdgeAttr, DataTensorAttr, GlobalStorage]
 
 
+def allow_pyg_data_classes() -> Any:
+    """``safe_globals`` for PyG's data classes that are not allow-listed yet.
+
+    Only the missing ones: leaving the context removes what it added, and PyG
+    allow-lists ``Data`` itself on import (its own dataset loads rely on that).
+    """
+    present = set(torch.serialization.get_safe_globals())
+    return torch.serialization.safe_globals([c for c in pyg_data_classes() if c not in present])
+
+
 def resolve_file(name: str, data_root: str | Path | None = None, source: dict[str, Any] | None = None) -> Path:
     """Find the graph file: as given, where the checkpoint recorded it, or by name under ``data_root``."""
     given = Path(name).expanduser()
@@ -49,8 +59,10 @@ def resolve_file(name: str, data_root: str | Path | None = None, source: dict[st
     for c in candidates:
         if c.is_file():
             return c.resolve()
-    raise QgnnError(f"graph file {name} not found (looked at {', '.join(str(c) for c in candidates)}); pass "
-                    f"--data-root DIR holding it, or --sample-input graph.npz when exporting")
+    raise QgnnError(
+        f"graph file {name} not found (looked at {', '.join(str(c) for c in candidates)}); pass "
+        f"--data-root DIR holding it, or --sample-input graph.npz when exporting"
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -61,8 +73,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_file(name: str, data_root: str | Path | None = None, split_seed: int = 0,
-              source: dict[str, Any] | None = None) -> GraphDataset:
+def load_file(
+    name: str, data_root: str | Path | None = None, split_seed: int = 0, source: dict[str, Any] | None = None
+) -> GraphDataset:
     path = resolve_file(name, data_root, source)
     if path.suffix.lower() == ".npz":
         ds = _from_arrays(path, _read_npz(path), split_seed)
@@ -78,17 +91,20 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except Exception as exc:  # noqa: BLE001 - BadZipFile, object arrays (pickles) refused, OSError
-        raise QgnnError(f"{path} is not a readable .npz graph ({type(exc).__name__}; object arrays are refused)") \
-            from None
+        raise QgnnError(
+            f"{path} is not a readable .npz graph ({type(exc).__name__}; object arrays are refused)"
+        ) from None
 
 
 def _read_pt(path: Path) -> Any:
     try:
-        with torch.serialization.safe_globals(pyg_data_classes()):
+        with allow_pyg_data_classes():
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise QgnnError(f"{path}: the weights-only loader refused it (it names classes other than PyG's Data; "
-                        "such files are never unpickled) - save a torch_geometric Data or a list of Data") from None
+        raise QgnnError(
+            f"{path}: the weights-only loader refused it (it names classes other than PyG's Data; "
+            "such files are never unpickled) - save a torch_geometric Data or a list of Data"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - zip/EOF errors of a corrupt file
         raise QgnnError(f"{path} is not a readable torch file ({type(exc).__name__})") from None
 
@@ -111,12 +127,13 @@ def _float_x(path: Path, x: Any, num_nodes: int | None = None) -> torch.Tensor:
 def _edge_index(path: Path, ei: Any, num_nodes: int) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(ei) if not isinstance(ei, torch.Tensor) else ei)
     if t.dim() != 2 or t.shape[0] != 2 or t.is_floating_point() or t.dtype == torch.bool:
-        raise QgnnError(f"{path}: edge_index must be an integer [2, num_edges] array, got {t.dtype} "
-                        f"{list(t.shape)}")
+        raise QgnnError(f"{path}: edge_index must be an integer [2, num_edges] array, got {t.dtype} {list(t.shape)}")
     t = t.long()
     if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_nodes):
-        raise QgnnError(f"{path}: edge_index refers to node {int(t.max()) if int(t.min()) >= 0 else int(t.min())} "
-                        f"outside 0..{num_nodes - 1}")
+        raise QgnnError(
+            f"{path}: edge_index refers to node {int(t.max()) if int(t.min()) >= 0 else int(t.min())} "
+            f"outside 0..{num_nodes - 1}"
+        )
     return t
 
 
@@ -138,12 +155,23 @@ def _targets(path: Path, y: Any, count: int, what: str) -> tuple[torch.Tensor, b
     return t.long(), False
 
 
-def _node_dataset(path: Path, x: torch.Tensor, ei: torch.Tensor, y: torch.Tensor, regression: bool,
-                  masks: dict[str, Any], split_seed: int) -> GraphDataset:
+def _node_dataset(
+    path: Path,
+    x: torch.Tensor,
+    ei: torch.Tensor,
+    y: torch.Tensor,
+    regression: bool,
+    masks: dict[str, Any],
+    split_seed: int,
+) -> GraphDataset:
     n = x.shape[0]
     if all(masks.get(m) is not None for m in MASKS):
-        fixed = {m: torch.as_tensor(np.asarray(masks[m]) if not isinstance(masks[m], torch.Tensor) else masks[m])
-                 .bool().view(-1) for m in MASKS}
+        fixed = {
+            m: torch.as_tensor(np.asarray(masks[m]) if not isinstance(masks[m], torch.Tensor) else masks[m])
+            .bool()
+            .view(-1)
+            for m in MASKS
+        }
         if any(v.numel() != n for v in fixed.values()):
             raise QgnnError(f"{path}: every mask needs one entry per node ({n})")
         split: dict[str, Any] = {"kind": "file"}
@@ -162,8 +190,15 @@ def _graph_dataset(path: Path, graphs: list[Data], regression: bool, split_seed:
     if len(dims) != 1:
         raise QgnnError(f"{path}: graphs have different feature widths {sorted(dims)}")
     classes = int(graphs[0].y.numel()) if regression else max(int(g.y.max()) for g in graphs) + 1
-    ds = GraphDataset(f"file:{path.name}", "graph", dims.pop(), classes, graphs=graphs,
-                      splits=random_graph_splits(len(graphs), split_seed), regression=regression)
+    ds = GraphDataset(
+        f"file:{path.name}",
+        "graph",
+        dims.pop(),
+        classes,
+        graphs=graphs,
+        splits=random_graph_splits(len(graphs), split_seed),
+        regression=regression,
+    )
     ds.split = {"kind": "random", "seed": split_seed, "fractions": list(GRAPH_FRACTIONS)}
     return ds
 
@@ -172,8 +207,10 @@ def _graph_dataset(path: Path, graphs: list[Data], regression: bool, split_seed:
 def _from_arrays(path: Path, arrays: dict[str, np.ndarray], split_seed: int) -> GraphDataset:
     missing = [k for k in ("x", "edge_index", "y") if k not in arrays]
     if missing:
-        raise QgnnError(f"{path}: missing array(s) {', '.join(missing)} (needs x, edge_index, y; optional "
-                        f"train_mask, val_mask, test_mask, batch)")
+        raise QgnnError(
+            f"{path}: missing array(s) {', '.join(missing)} (needs x, edge_index, y; optional "
+            f"train_mask, val_mask, test_mask, batch)"
+        )
     x = _float_x(path, arrays["x"])
     ei = _edge_index(path, arrays["edge_index"], x.shape[0])
     if "batch" not in arrays:
@@ -191,7 +228,7 @@ def _from_arrays(path: Path, arrays: dict[str, np.ndarray], split_seed: int) -> 
     graphs = []
     for gi in range(num_graphs):
         keep = batch[ei[0]] == gi
-        graphs.append(Data(x=x[starts[gi]:starts[gi + 1]], edge_index=ei[:, keep] - starts[gi], y=y[gi:gi + 1]))
+        graphs.append(Data(x=x[starts[gi] : starts[gi + 1]], edge_index=ei[:, keep] - starts[gi], y=y[gi : gi + 1]))
     return _graph_dataset(path, graphs, regression, split_seed)
 
 

@@ -41,8 +41,10 @@ def _root(data_root: str | Path | None) -> Path:
 
 def _failed(what: str, where: Path, exc: Exception) -> QgnnError:
     first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-    return QgnnError(f"could not load {what} under {where} ({type(exc).__name__}: {first}); pass --data-root "
-                     f"pointing at a folder holding its raw files, or allow PyG to download them")
+    return QgnnError(
+        f"could not load {what} under {where} ({type(exc).__name__}: {first}); pass --data-root "
+        f"pointing at a folder holding its raw files, or allow PyG to download them"
+    )
 
 
 # --------------------------------------------------------------------------------------------- planetoid
@@ -55,8 +57,10 @@ def shared_planetoid(name: str) -> Path | None:
     if os.environ.get("QGNN_SHARED_DATASETS"):
         candidates.append(Path(os.environ["QGNN_SHARED_DATASETS"]) / "planetoid")
     repo = Path(__file__).resolve().parents[2]
-    candidates += [repo.parent / "shared" / "datasets" / "planetoid",
-                   Path.cwd().parent / "shared" / "datasets" / "planetoid"]
+    candidates += [
+        repo.parent / "shared" / "datasets" / "planetoid",
+        Path.cwd().parent / "shared" / "datasets" / "planetoid",
+    ]
     for c in candidates:
         if all((c / name / "raw" / f).is_file() for f in files):
             return c
@@ -89,8 +93,9 @@ def _degree_one_hot(data: Data) -> torch.Tensor:
     return F.one_hot(deg, DEGREE_FEATURES).float()
 
 
-def _graph_dataset(name: str, graphs: list[Data], splits: dict[str, list[int]], split: dict[str, Any],
-                   regression: bool) -> GraphDataset:
+def _graph_dataset(
+    name: str, graphs: list[Data], splits: dict[str, list[int]], split: dict[str, Any], regression: bool
+) -> GraphDataset:
     if not graphs:
         raise QgnnError(f"{name}: the loader returned no graphs")
     num_features = int(graphs[0].x.shape[1])
@@ -117,8 +122,13 @@ def load_tu(name: str, data_root: str | Path | None = None, split_seed: int = 0)
         x = g.x.float() if g.x is not None else _degree_one_hot(g)
         graphs.append(Data(x=x, edge_index=g.edge_index, y=g.y.view(-1)[:1].long()))
     splits = random_graph_splits(len(graphs), split_seed)
-    return _graph_dataset(f"tu:{name}", graphs, splits, {"kind": "random", "seed": split_seed,
-                                                         "fractions": [0.8, 0.1, 0.1]}, regression=False)
+    return _graph_dataset(
+        f"tu:{name}",
+        graphs,
+        splits,
+        {"kind": "random", "seed": split_seed, "fractions": [0.8, 0.1, 0.1]},
+        regression=False,
+    )
 
 
 def load_zinc(data_root: str | Path | None = None) -> GraphDataset:
@@ -170,20 +180,22 @@ def load_ogb(name: str, data_root: str | Path | None = None) -> GraphDataset:
     try:
         from ogb.nodeproppred import PygNodePropPredDataset
     except ImportError:
-        raise QgnnError(f"ogb:{name} needs the 'ogb' package (pip install ogb==1.3.6), which is not installed") \
-            from None
-    from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
-    from torch_geometric.data.storage import GlobalStorage
+        raise QgnnError(
+            f"ogb:{name} needs the 'ogb' package (pip install ogb==1.3.6), which is not installed"
+        ) from None
+    from qgnn_deploy.data.files import allow_pyg_data_classes
 
     root = _root(data_root) / "ogb"
     folder = root / name.replace("-", "_")
     marker = folder / f"RELEASE_v{OGB_RELEASE[name]}.txt"
     if folder.is_dir() and not marker.is_file():  # ogb would stop and ask on stdin whether to re-download
-        raise QgnnError(f"{folder} exists without {marker.name} (the version marker of ogb's {name} zip); "
-                        f"remove the folder to download it again, or unpack the official zip there")
+        raise QgnnError(
+            f"{folder} exists without {marker.name} (the version marker of ogb's {name} zip); "
+            f"remove the folder to download it again, or unpack the official zip there"
+        )
     try:
         # ogb reloads its own processed file with torch.load (weights-only in this torch): allow PyG's data classes
-        with torch.serialization.safe_globals([Data, DataEdgeAttr, DataTensorAttr, GlobalStorage]):
+        with allow_pyg_data_classes():
             ds = PygNodePropPredDataset(name, root=str(root))
             split = ds.get_idx_split()
         data = ds[0]
@@ -195,8 +207,7 @@ def load_ogb(name: str, data_root: str | Path | None = None) -> GraphDataset:
         m = torch.zeros(num_nodes, dtype=torch.bool)
         m[split[theirs]] = True
         masks[f"{ours}_mask"] = m
-    node = Data(x=data.x.float(), edge_index=_undirected(data.edge_index, num_nodes), y=data.y.view(-1).long(),
-                **masks)
+    node = Data(x=data.x.float(), edge_index=_undirected(data.edge_index, num_nodes), y=data.y.view(-1).long(), **masks)
     return GraphDataset(f"ogb:{name}", "node", int(node.x.shape[1]), int(ds.num_classes), data=node)
 
 

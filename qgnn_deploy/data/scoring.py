@@ -25,8 +25,11 @@ def dataset_feeds(ds: Any, split: str = "test") -> dict[str, np.ndarray]:
     from torch_geometric.data import Batch
 
     batch = Batch.from_data_list([ds.graphs[i] for i in ds.splits[split]])
-    return {"x": batch.x.numpy().astype(np.float32), "edge_index": batch.edge_index.numpy().astype(np.int64),
-            "batch": batch.batch.numpy().astype(np.int64)}
+    return {
+        "x": batch.x.numpy().astype(np.float32),
+        "edge_index": batch.edge_index.numpy().astype(np.int64),
+        "batch": batch.batch.numpy().astype(np.int64),
+    }
 
 
 def split_targets(ds: Any, split: str = "test") -> tuple[np.ndarray, np.ndarray | None]:
@@ -34,8 +37,9 @@ def split_targets(ds: Any, split: str = "test") -> tuple[np.ndarray, np.ndarray 
     if ds.task == "node":
         mask = getattr(ds.data, f"{split}_mask").numpy().astype(bool)
         return ds.data.y.numpy()[mask], mask
-    return np.concatenate([ds.graphs[i].y.numpy().reshape(1, -1) for i in ds.splits[split]]) \
-        if ds.splits[split] else np.zeros((0, 1)), None
+    return np.concatenate([ds.graphs[i].y.numpy().reshape(1, -1) for i in ds.splits[split]]) if ds.splits[
+        split
+    ] else np.zeros((0, 1)), None
 
 
 def score(output: np.ndarray, ds: Any, split: str = "test") -> float | None:
@@ -51,6 +55,7 @@ def score(output: np.ndarray, ds: Any, split: str = "test") -> float | None:
     if y.shape[0] == 0:
         return None
     if getattr(ds, "regression", False):
-        return float(np.abs(out.reshape(y.shape[0], -1).astype(np.float64) -
-                            y.reshape(y.shape[0], -1).astype(np.float64)).mean())
+        return float(
+            np.abs(out.reshape(y.shape[0], -1).astype(np.float64) - y.reshape(y.shape[0], -1).astype(np.float64)).mean()
+        )
     return float((out.argmax(-1) == y.reshape(-1)).mean())

@@ -21,9 +21,11 @@ GNNBENCHMARK_NAMES = ("MNIST", "CIFAR10")
 OGB_NAMES = ("ogbn-arxiv", "ogbn-products")
 KINDS = ("planetoid", "tu", "zinc", "gnnbenchmark", "ogb", "file", "synthetic", "synthetic-graphs")
 
-ACCEPTED_FORMS = ("cora, planetoid:Cora|CiteSeer|PubMed, tu:NAME (e.g. tu:PROTEINS, tu:REDDIT-BINARY), zinc, "
-                  "gnnbenchmark:MNIST|CIFAR10, ogb:ogbn-arxiv, file:graph.pt, file:graph.npz, "
-                  "synthetic[:key=value,...], synthetic-graphs[:key=value,...]")
+ACCEPTED_FORMS = (
+    "cora, planetoid:Cora|CiteSeer|PubMed, tu:NAME (e.g. tu:PROTEINS, tu:REDDIT-BINARY), zinc, "
+    "gnnbenchmark:MNIST|CIFAR10, ogb:ogbn-arxiv, file:graph.pt, file:graph.npz, "
+    "synthetic[:key=value,...], synthetic-graphs[:key=value,...]"
+)
 
 _TU_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 _OPTION = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=([^=,]+)$")
@@ -113,8 +115,12 @@ def parse_spec(spec: str) -> DatasetSpec:
     return DatasetSpec("file", rest)
 
 
-def load_dataset(spec: str | DatasetSpec, data_root: str | Path | None = None, split_seed: int = 0,
-                 source: dict[str, Any] | None = None):
+def load_dataset(
+    spec: str | DatasetSpec,
+    data_root: str | Path | None = None,
+    split_seed: int = 0,
+    source: dict[str, Any] | None = None,
+):
     """Load any dataset spec as a :class:`~qgnn_deploy.data.datasets.GraphDataset`.
 
     ``split_seed`` seeds the random split of datasets without a standard one (it is
@@ -145,13 +151,14 @@ def _call_generator(fn: Any, parsed: DatasetSpec):
     accepted = [p for p in inspect.signature(fn).parameters]
     unknown = [k for k in parsed.options if k not in accepted]
     if unknown:
-        raise QgnnError(f"bad dataset spec {str(parsed)!r}: unknown option(s) {', '.join(unknown)}; "
-                        f"{parsed.kind} takes {', '.join(accepted)}")
+        raise QgnnError(
+            f"bad dataset spec {str(parsed)!r}: unknown option(s) {', '.join(unknown)}; "
+            f"{parsed.kind} takes {', '.join(accepted)}"
+        )
     try:
         return fn(**parsed.options)
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise QgnnError(f"bad dataset spec {str(parsed)!r}: {str(exc).splitlines()[0] if str(exc) else exc}") \
-            from None
+        raise QgnnError(f"bad dataset spec {str(parsed)!r}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
 
 
 def spec_of(description: dict[str, Any]) -> str:

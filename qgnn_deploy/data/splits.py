@@ -15,14 +15,16 @@ def _cut(n: int, fractions: tuple[float, float, float], seed: int) -> dict[str, 
     return {"train": perm[:a], "val": perm[a:b], "test": perm[b:]}
 
 
-def random_graph_splits(num_graphs: int, seed: int,
-                        fractions: tuple[float, float, float] = GRAPH_FRACTIONS) -> dict[str, list[int]]:
+def random_graph_splits(
+    num_graphs: int, seed: int, fractions: tuple[float, float, float] = GRAPH_FRACTIONS
+) -> dict[str, list[int]]:
     """Graph indices per split, e.g. 80/10/10, reproducible from ``seed``."""
     return {k: sorted(v.tolist()) for k, v in _cut(num_graphs, fractions, seed).items()}
 
 
-def random_node_masks(num_nodes: int, seed: int,
-                      fractions: tuple[float, float, float] = NODE_FRACTIONS) -> dict[str, torch.Tensor]:
+def random_node_masks(
+    num_nodes: int, seed: int, fractions: tuple[float, float, float] = NODE_FRACTIONS
+) -> dict[str, torch.Tensor]:
     """``train_mask`` / ``val_mask`` / ``test_mask`` over ``num_nodes``, e.g. 60/20/20, reproducible from ``seed``."""
     masks = {}
     for name, idx in _cut(num_nodes, fractions, seed).items():
