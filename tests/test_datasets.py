@@ -339,3 +339,54 @@ def test_tu_graph_classification_end_to_end(tmp_path: Path) -> None:
     acc = rep["accuracy"]
     assert acc["fake_quant"] == acc["integer_interpreter"] == acc["onnx_runtime"]
     assert rep["task"] == "graph" and rep["dataset"]["split"]["kind"] == "random"
+
+
+@pytest.mark.parametrize("target", ["onnx", pytest.param("x86_64-generic", marks=pytest.mark.slow)])
+def test_zinc_regression_end_to_end_onnx_and_tvm(tmp_path: Path, target: str) -> None:
+    """ZINC-style graph regression: L1 training, MAE at every stage, one float output dequantized, ORT and TVM."""
+    from qgnn_deploy.data.scoring import score
+
+    root = write_zinc(tmp_path / "data")
+    ckpt = tmp_path / "m.pt"
+    assert (
+        cli.main(
+            [
+                "train",
+                "--dataset",
+                "zinc",
+                "--data-root",
+                str(root),
+                "--arch",
+                "gin",
+                "--epochs",
+                "15",
+                "--no-progress",
+                "--out",
+                str(ckpt),
+            ]
+        )
+        == 0
+    )
+    metrics = torch.load(ckpt, weights_only=True)["metrics"]
+    assert metrics["metric"] == "mae" and "test_mae" in metrics and "test_acc" not in metrics
+    out = tmp_path / "art"
+    assert cli.main(["export", str(ckpt), "--data-root", str(root), "--target", target, "--out", str(out)]) == 0
+    rep = _report(out)
+    mae = rep["mae"]
+    assert "accuracy" not in rep
+    assert mae["integer_interpreter"] == mae["onnx_runtime"]
+    assert mae["fake_quant"] == pytest.approx(mae["integer_interpreter"], abs=0.02)
+    assert mae["checkpoint (training run)"] == pytest.approx(mae["fake_quant"], abs=0.02)
+    assert [o["op"] for o in rep["float_ops"]["ops"]] == ["quantize", "dequantize"]  # float only at the boundary
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["outputs"][0]["shape"] == ["G", 1]
+    if target == "onnx":
+        return
+    pytest.importorskip("tvm")
+    from qgnn_deploy.backends.tvm import run_library
+
+    assert manifest["tvm_bit_exact_on_sample"] is True
+    with np.load(out / "sample_input.npz") as z:
+        feeds = {k: z[k] for k in z.files}
+    tvm_out = run_library(out / manifest["library"], feeds, list(feeds))
+    assert score(tvm_out, load_dataset("zinc", root)) == pytest.approx(mae["onnx_runtime"], abs=1e-9)
