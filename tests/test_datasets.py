@@ -390,3 +390,51 @@ def test_zinc_regression_end_to_end_onnx_and_tvm(tmp_path: Path, target: str) ->
         feeds = {k: z[k] for k in z.files}
     tvm_out = run_library(out / manifest["library"], feeds, list(feeds))
     assert score(tvm_out, load_dataset("zinc", root)) == pytest.approx(mae["onnx_runtime"], abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "spec,arch,writer", [("planetoid:CiteSeer", "gcn", write_planetoid), ("zinc", "gin", write_zinc)]
+)
+def test_evaluate_any_spec(tmp_path: Path, spec: str, arch: str, writer) -> None:
+    """qgnn evaluate --dataset SPEC: the same table for any dataset; MAE columns for regression; deployed filled."""
+    root = writer(tmp_path / "data")
+    out = tmp_path / "ev"
+    args = [
+        "evaluate",
+        "--dataset",
+        spec,
+        "--data-root",
+        str(root),
+        "--arch",
+        arch,
+        "--frameworks",
+        "qat",
+        "--bits",
+        "8",
+        "--prompts",
+        "none",
+        "--seeds",
+        "0",
+        "--epochs",
+        "3",
+        "--out-dir",
+        str(out),
+        "--no-progress",
+    ]
+    assert cli.main(args) == 0
+    rep = json.loads((out / "evaluation.json").read_text())
+    rows = {r["row"]: r for r in rep["summary"]["rows"]}
+    assert set(rows) == {"fp32", "qat-int8-none"}
+    md = (out / "evaluation.md").read_text()
+    qat = rows["qat-int8-none"]
+    assert not np.isnan(qat["deployed_mean"])  # folded integer graph through ORT, scored on the test split
+    if spec == "zinc":
+        assert rep["summary"]["metric"] == "mae" and "| Test MAE |" in md and "test_mae" in qat
+    else:
+        assert rep["summary"]["metric"] == "accuracy" and "| Test acc (%) |" in md and "Targets" not in md
+        assert abs(qat["deployed_mean"] - qat["test_mean"]) <= 2.0  # % points
+
+
+def test_evaluate_bad_spec_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["evaluate", "--dataset", "tu:", "--out-dir", str(tmp_path / "ev"), "--no-progress"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "ev").exists()

@@ -65,6 +65,16 @@ def default_data_root() -> Path:
     return Path(os.environ.get("QGNN_CACHE", Path.home() / ".cache" / "qgnn-deploy")) / "datasets"
 
 
+PLANETOID_FILES = [f"ind.cora.{s}" for s in ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")]
+
+
+def _shared_planetoid() -> Path | None:
+    """The local read-only copy of Cora's raw files, if any (see ``pyg_loaders.shared_planetoid``)."""
+    from qgnn_deploy.data.pyg_loaders import shared_planetoid
+
+    return shared_planetoid("Cora")
+
+
 def load_cora(data_root: str | Path | None = None) -> GraphDataset:
     """Cora through PyG's Planetoid loader (standard public split)."""
     from qgnn_deploy.data.pyg_loaders import load_planetoid
