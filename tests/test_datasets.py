@@ -438,3 +438,22 @@ def test_evaluate_any_spec(tmp_path: Path, spec: str, arch: str, writer) -> None
 def test_evaluate_bad_spec_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["evaluate", "--dataset", "tu:", "--out-dir", str(tmp_path / "ev"), "--no-progress"]) == 2
     assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "ev").exists()
+
+
+def test_python_api_walkthrough(tmp_path: Path) -> None:
+    """docs/python-api.md shows examples/python_api.py's marked block verbatim, and the script runs (quick)."""
+    import importlib.util
+    import textwrap
+
+    repo = Path(__file__).resolve().parents[1]
+    script = (repo / "examples" / "python_api.py").read_text()
+    block = textwrap.dedent(script.split("    # api:start\n")[1].split("    # api:end\n")[0])
+    assert f"```python\n{block}```" in (repo / "docs" / "python-api.md").read_text()
+    spec = importlib.util.spec_from_file_location("python_api", repo / "examples" / "python_api.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for extra in ([], ["--wrap"]):
+        res = module.main(["--quick", "--out-dir", str(tmp_path / f"api{len(extra)}"), *extra])
+        stages = res["stages"]
+        assert stages["fake_quant"] == stages["integer_interpreter"] == stages["onnx_runtime"]
+        assert res["bench"]["reference"]["match"] is True and res["parity"]["mismatched_codes"] == 0

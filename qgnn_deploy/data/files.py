@@ -85,6 +85,17 @@ def load_file(
     return ds
 
 
+def wrap_data(data: Data | list[Data], name: str = "my-graph", split_seed: int = 0) -> GraphDataset:
+    """A ``Data`` (node task) or list of ``Data`` (graph task) already in memory, checked like a ``file:`` graph.
+
+    Its checkpoints cannot be reloaded by spec: fold them with ``fold_checkpoint(path, dataset=ds)`` in Python,
+    or save the graph (``torch.save`` / ``.npz``) and train on ``file:`` to use the CLI end to end.
+    """
+    ds = _from_pt(Path(name), data, split_seed)
+    ds.name = ds.spec = name
+    return ds
+
+
 # --------------------------------------------------------------------------------------------- readers
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:

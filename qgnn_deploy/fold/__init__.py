@@ -123,11 +123,17 @@ class FoldResult:
 def sample_feeds_for(payload: dict[str, Any], data_root: str | None = None) -> tuple[dict[str, np.ndarray], Any]:
     """The graph the checkpoint was trained on (its recorded dataset spec and split), as IR feeds + the dataset."""
     from qgnn_deploy.data.scoring import dataset_feeds
-    from qgnn_deploy.data.specs import load_dataset, spec_of
+    from qgnn_deploy.data.specs import load_dataset, parse_spec, spec_of
 
     described = payload.get("dataset", {}) or {}
     split_seed = int((described.get("split") or {}).get("seed", 0) or 0)
-    ds = load_dataset(spec_of(described), data_root, split_seed=split_seed, source=described.get("source"))
+    spec = spec_of(described)
+    try:
+        parse_spec(spec)
+    except QgnnError:
+        raise QgnnError(f"the checkpoint's dataset {spec!r} is not a dataset spec this machine can load (a graph "
+                        "wrapped in Python?); pass --sample-input graph.npz (x, edge_index[, batch, y])") from None
+    ds = load_dataset(spec, data_root, split_seed=split_seed, source=described.get("source"))
     return dataset_feeds(ds), ds
 
 
@@ -149,17 +155,23 @@ def sample_from_arrays(arrays: dict[str, np.ndarray], path: str | Path | None = 
 
 
 def fold_checkpoint(path: str | Path, max_in_degree: int | None = None, data_root: str | None = None,
-                    sample: dict[str, np.ndarray] | None = None, sample_path: str | Path | None = None) -> FoldResult:
+                    sample: dict[str, np.ndarray] | None = None, sample_path: str | Path | None = None,
+                    dataset: Any = None) -> FoldResult:
     """Load a checkpoint (weights-only), fold it, and check the integer graph against the model.
 
-    The sample graph is the checkpoint's recorded dataset (under ``data_root``), or ``sample`` (arrays of a
-    ``--sample-input`` .npz at ``sample_path``; with targets ``y`` it is scored as well).
+    The sample graph is ``dataset`` (a loaded ``GraphDataset``, e.g. from ``wrap_data``), else ``sample``
+    (arrays of a ``--sample-input`` .npz at ``sample_path``; with targets ``y`` it is scored as well), else the
+    checkpoint's recorded dataset spec (under ``data_root``).
     """
     from qgnn_deploy.fold.parity import parity_report
     from qgnn_deploy.train.checkpoint import file_sha256, load_checkpoint
 
     model, payload = load_checkpoint(path)
-    if sample is not None:
+    if dataset is not None:
+        from qgnn_deploy.data.scoring import dataset_feeds
+
+        feeds, ds = dataset_feeds(dataset), dataset
+    elif sample is not None:
         feeds, ds = sample_from_arrays(sample, sample_path)
     else:
         feeds, ds = sample_feeds_for(payload, data_root)
