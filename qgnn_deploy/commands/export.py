@@ -26,7 +26,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--sample-graph", "--sample-input", dest="sample_graph", type=Path, default=None, metavar="NPZ",
                    help="sample input (.npz with x, edge_index[, batch]) to bundle and check parity on, "
-                        "instead of the checkpoint's own test graph")
+                        "instead of the checkpoint's own test graph; with targets y (and masks) every stage is "
+                        "scored on it")
     p.add_argument("--data-root", default=None,
                    help="where the checkpoint's dataset lives on this machine (default $QGNN_DATA_ROOT or the cache)")
     p.add_argument("--assume-vnni", action="store_true",
