@@ -192,7 +192,7 @@ def fake_fold(monkeypatch: pytest.MonkeyPatch) -> None:
     """fold_checkpoint without training a model: the CLI plumbing only (the slow suite folds real checkpoints)."""
     import qgnn_deploy.fold as fold
 
-    def fold_checkpoint(path):
+    def fold_checkpoint(path, **kwargs):
         graph = op_zoo_graph()
         return types.SimpleNamespace(graph=graph, sample_feeds=_sample(graph), checkpoint_sha256="cd" * 32,
                                      report={"accuracy": {"fake_quant": 0.8}, "bit_widths": {"h": 8}})
@@ -244,7 +244,7 @@ def test_cli_integer_input_refused_for_per_node_input(tmp_path: Path, monkeypatc
     import qgnn_deploy.fold as fold
 
     graph = pooled_zoo_graph()
-    monkeypatch.setattr(fold, "fold_checkpoint", lambda path: types.SimpleNamespace(
+    monkeypatch.setattr(fold, "fold_checkpoint", lambda path, **kw: types.SimpleNamespace(
         graph=graph, sample_feeds=_sample(graph), checkpoint_sha256="cd" * 32, report={}), raising=False)
     (tmp_path / "m.pt").write_bytes(b"x")
     assert cli.main(["export", str(tmp_path / "m.pt"), "--out", str(tmp_path / "o"), "--integer-input"]) == 2

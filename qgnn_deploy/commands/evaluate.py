@@ -1,4 +1,9 @@
-"""``qgnn evaluate``: the Cora benchmark table (FP32 and every QAT framework at INT8/INT4, +/- prompts).
+"""``qgnn evaluate``: the benchmark table (FP32 and every QAT framework at INT8/INT4, +/- prompts) on any dataset.
+
+``--dataset`` takes any dataset spec (Cora by default; ``planetoid:CiteSeer``,
+``tu:PROTEINS``, ``zinc``, ``file:graph.npz``, ...).  Classification datasets
+report accuracy in %, regression datasets (ZINC) MAE; the Cora targets line is
+printed for Cora only.
 
 Every configuration is trained over several seeds; the table reports test
 accuracy (model selected on validation) as mean +/- std.  Prompt rows either
@@ -72,15 +77,15 @@ def plan_rows(frameworks: list[str], bits: list[int], prompts: list[str]) -> lis
 
 
 # ------------------------------------------------------------------------------------------------ workers
-_DATASETS: dict[tuple[str, str | None], Any] = {}
+_DATASETS: dict[tuple[str, str | None, int], Any] = {}
 
 
-def _dataset(name: str, root: str | None):
+def _dataset(name: str, root: str | None, split_seed: int = 0):
     from qgnn_deploy.data.datasets import load_dataset
 
-    key = (name, root)
+    key = (name, root, split_seed)
     if key not in _DATASETS:
-        _DATASETS[key] = load_dataset(name, root)
+        _DATASETS[key] = load_dataset(name, root, split_seed=split_seed)
     return _DATASETS[key]
 
 
@@ -105,7 +110,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from qgnn_deploy.train.trainer import TrainSettings, train
 
     t0 = time.time()
-    ds = _dataset(job["dataset"], job["data_root"])
+    ds = _dataset(job["dataset"], job["data_root"], job.get("split_seed", 0))
     init_state = None
     trainable = None
     if job["prompt"] != "none" and job["prompt_mode"] == "on-top":
@@ -130,8 +135,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     model = result.model
     save_checkpoint(job["checkpoint"], model, ds.describe(), result.metrics,
                     extra={"seed": job["seed"], "epochs": epochs, "lr": lr, "init": job.get("init")})
+    key = "mae" if result.metrics.get("metric") == "mae" else "acc"
     record: dict[str, Any] = {"row": job["row"], "seed": job["seed"], "signature": job["signature"],
-                              "test_acc": result.metrics["test_acc"], "val_acc": result.metrics["val_acc"],
+                              f"test_{key}": result.metrics[f"test_{key}"], f"val_{key}": result.metrics[f"val_{key}"],
                               "best_epoch": result.metrics["best_epoch"], "epochs_run": len(result.history),
                               "seconds": round(time.time() - t0, 1), "checkpoint": job["checkpoint"],
                               "layer_bits": model.config.layer_bits}
@@ -146,23 +152,18 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 def default_deployed() -> DeployedFn | None:
     """Test accuracy of the folded integer graph exported to ONNX and run by ONNX Runtime (if both exist)."""
     def deployed(path: Path, ds) -> float | None:
-        import numpy as np
-
         from qgnn_deploy.backends.onnx import OnnxRunner, export_onnx
-        from qgnn_deploy.fold import DEFAULT_MAX_IN_DEGREE, fold_model
+        from qgnn_deploy.data.scoring import dataset_feeds, score
+        from qgnn_deploy.fold import fold_model, max_in_degree_for
         from qgnn_deploy.train.checkpoint import load_checkpoint
 
         model, _ = load_checkpoint(path)
-        if model.config.framework == "fp32" or ds.task != "node":
+        if model.config.framework == "fp32":
             return None
-        data = ds.data
-        feeds = {"x": data.x.numpy().astype(np.float32), "edge_index": data.edge_index.numpy().astype(np.int64)}
-        observed = int(np.bincount(feeds["edge_index"][1], minlength=feeds["x"].shape[0]).max(initial=0))
-        graph = fold_model(model, max(DEFAULT_MAX_IN_DEGREE, observed))
+        feeds = dataset_feeds(ds)  # node tasks: the whole graph; graph tasks: the test graphs as one batch
+        graph = fold_model(model, max_in_degree_for(feeds["edge_index"], feeds["x"].shape[0]))
         runner = OnnxRunner(export_onnx(graph), graph, threads=1)
-        logits = runner.run(feeds)[graph.outputs[0].name]
-        mask = data.test_mask.numpy()
-        return float((logits.argmax(-1)[mask] == data.y.numpy()[mask]).mean())
+        return score(runner.run(feeds)[graph.outputs[0].name], ds)
 
     return deployed
 
@@ -205,6 +206,7 @@ def make_jobs(rows: list[Row], seeds: list[int], args: argparse.Namespace, out_d
             job: dict[str, Any] = {
                 "row": row.key, "framework": row.framework, "bits": row.bits, "prompt": row.prompt, "seed": seed,
                 "dataset": args.dataset, "data_root": args.data_root, "arch": args.arch, "hidden": args.hidden,
+                **({"split_seed": args.split_seed} if getattr(args, "split_seed", 0) else {}),
                 "dropout": args.dropout, "epochs": args.epochs, "lr": args.lr, "weight_decay": args.weight_decay,
                 "patience": args.patience, "framework_options": fw_opts, "lorap_k": args.lorap_k,
                 "lorap_rank": args.lorap_rank, "lorap_variant": args.lorap_variant, "gpf_k": args.gpf_k,
@@ -299,31 +301,38 @@ def run_jobs(jobs: list[dict[str, Any]], n_jobs: int, threads: int, progress: bo
 
 
 def _line(rec: dict[str, Any]) -> str:
+    if "test_mae" in rec:
+        dep = f" deployed MAE {rec['deployed_acc']:.4f}" if rec.get("deployed_acc") is not None else ""
+        return (f"  {rec['row']:<24} seed {rec['seed']}: test MAE {rec['test_mae']:.4f} (val "
+                f"{rec['val_mae']:.4f}, epoch {rec['best_epoch']}){dep}  {rec['seconds']:.0f}s")
     dep = f" deployed {100 * rec['deployed_acc']:.1f}" if rec.get("deployed_acc") is not None else ""
     return (f"  {rec['row']:<24} seed {rec['seed']}: test {100 * rec['test_acc']:.1f} (val "
             f"{100 * rec['val_acc']:.1f}, epoch {rec['best_epoch']}){dep}  {rec['seconds']:.0f}s")
 
 
 # ------------------------------------------------------------------------------------------------ table
-def _stats(values: list[float]) -> tuple[float, float]:
-    vals = [100 * v for v in values if v is not None and not math.isnan(v)]
+def _stats(values: list[float], scale: float = 100.0) -> tuple[float, float]:
+    vals = [scale * v for v in values if v is not None and not math.isnan(v)]
     if not vals:
         return math.nan, math.nan
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
 def summarise(rows: list[Row], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean +/- std per row: accuracy in %, or MAE as is for regression runs (records with ``test_mae``)."""
+    mae = any("test_mae" in r for r in records)
+    key, scale = ("test_mae", 1.0) if mae else ("test_acc", 100.0)
     by_row: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         by_row.setdefault(r["row"], []).append(r)
     out = []
     for row in rows:
         recs = sorted(by_row.get(row.key, []), key=lambda r: r["seed"])
-        mean, std = _stats([r["test_acc"] for r in recs])
-        dmean, dstd = _stats([r.get("deployed_acc") for r in recs])
+        mean, std = _stats([r[key] for r in recs], scale)
+        dmean, dstd = _stats([r.get("deployed_acc") for r in recs], scale)
         entry = {"row": row.key, "framework": row.framework, "bits": row.bits, "prompt": row.prompt,
                  "test_mean": mean, "test_std": std, "deployed_mean": dmean, "deployed_std": dstd,
-                 "seeds": [r["seed"] for r in recs], "test_acc": [r["test_acc"] for r in recs]}
+                 "seeds": [r["seed"] for r in recs], key: [r[key] for r in recs]}
         bits = [r["a2q_avg_bits"] for r in recs if r.get("a2q_avg_bits") is not None
                 and not math.isnan(r["a2q_avg_bits"])]
         if bits:
@@ -332,7 +341,7 @@ def summarise(rows: list[Row], records: list[dict[str, Any]]) -> dict[str, Any]:
         if lb and row.framework == "mixq":
             entry["mixq_bits"] = lb
         out.append(entry)
-    return {"rows": out, "targets": check_targets(out)}
+    return {"rows": out, "metric": "mae" if mae else "accuracy", "targets": check_targets(out) if not mae else {}}
 
 
 def check_targets(entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -362,17 +371,22 @@ FW_NAMES = {"fp32": "FP32", "qat": "QAT", "dq": "Degree-Quant", "a2q": "A2Q", "m
 
 
 def render_markdown(summary: dict[str, Any], command: str, meta: dict[str, Any]) -> str:
-    lines = [f"{meta['dataset']} ({meta['arch'].upper()}), test accuracy % over seeds {meta['seeds']}, "
+    mae = summary.get("metric") == "mae"
+    what, test_col, dep_col = (("test MAE (lower is better)", "Test MAE", "Deployed MAE") if mae else
+                               ("test accuracy %", "Test acc (%)", "Deployed (%)"))
+    lines = [f"{meta['dataset']} ({meta['arch'].upper()}), {what} over seeds {meta['seeds']}, "
              f"mean ± std (model selected on validation).", "",
              f"Command: `{command}`", "",
-             "| Framework | Bits | Prompt | Test acc (%) | Δ vs no prompt | Deployed (%) | Bits chosen |",
+             f"| Framework | Bits | Prompt | {test_col} | Δ vs no prompt | {dep_col} | Bits chosen |",
              "|---|---|---|---|---|---|---|"]
+    fmt = _fmt_mae if mae else _fmt
     base = {x["row"]: x["test_mean"] for x in summary["rows"] if x["prompt"] == "none"}
     for x in summary["rows"]:
         delta = ""
         if x["prompt"] != "none":
             b = base.get(f"{x['framework']}-int{x['bits']}-none", math.nan)
-            delta = "" if math.isnan(b) or math.isnan(x["test_mean"]) else f"{x['test_mean'] - b:+.2f}"
+            delta = "" if math.isnan(b) or math.isnan(x["test_mean"]) else \
+                (f"{x['test_mean'] - b:+.4f}" if mae else f"{x['test_mean'] - b:+.2f}")
         chosen = ""
         if "avg_node_bits" in x:
             chosen = f"avg node bits {x['avg_node_bits']:.2f}"
@@ -380,8 +394,10 @@ def render_markdown(summary: dict[str, Any], command: str, meta: dict[str, Any])
             chosen = "; ".join(sorted({_bits_str(lb) for lb in x["mixq_bits"]}))
         lines.append(f"| {FW_NAMES.get(x['framework'], x['framework'])} | "
                      f"{'FP32' if x['bits'] == 32 else 'INT' + str(x['bits'])} | {PROMPT_NAMES[x['prompt']]} | "
-                     f"{_fmt(x['test_mean'], x['test_std'])} | {delta} | "
-                     f"{_fmt(x['deployed_mean'], x['deployed_std'])} | {chosen} |")
+                     f"{fmt(x['test_mean'], x['test_std'])} | {delta} | "
+                     f"{fmt(x['deployed_mean'], x['deployed_std'])} | {chosen} |")
+    if str(meta.get("dataset", "")).lower() not in ("cora", "planetoid:cora") or mae:
+        return "\n".join(lines) + "\n"  # the targets are the Cora benchmark's
     t = summary["targets"]
     lines += ["", "Targets: "
               f"FP32 ≥ 80.5: {'yes' if t['fp32>=80.5'] else 'NO'}; "
@@ -391,16 +407,24 @@ def render_markdown(summary: dict[str, Any], command: str, meta: dict[str, Any])
     return "\n".join(lines) + "\n"
 
 
+def _fmt_mae(mean: float, std: float) -> str:
+    return "—" if math.isnan(mean) else f"{mean:.4f} ± {std:.4f}"
+
+
 def _bits_str(layer_bits: list[dict[str, int]]) -> str:
     return " / ".join(",".join(f"{k[0]}{v}" for k, v in sorted(lb.items())) for lb in layer_bits)
 
 
 # ------------------------------------------------------------------------------------------------ CLI
 def register(sub: argparse._SubParsersAction) -> None:
+    from qgnn_deploy.data.specs import ACCEPTED_FORMS
+
     p = add_parser(sub, "evaluate", __doc__)
-    p.add_argument("--dataset", default="cora", choices=("cora", "synthetic"), help="node-classification dataset")
+    p.add_argument("--dataset", default="cora", metavar="SPEC", help=f"dataset spec: {ACCEPTED_FORMS}")
+    p.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the random split (datasets without a standard one)")
     p.add_argument("--data-root", default=None, help="dataset root (default: $QGNN_DATA_ROOT, else the user cache)")
-    p.add_argument("--arch", default="gcn", choices=("gcn", "gin", "sage"), help="GNN layer type")
+    p.add_argument("--arch", default="gcn", help="GNN layer type (any architecture of models.net.ARCHS)")
     add_list_argument(p, "--frameworks", choices=FRAMEWORKS, default=FRAMEWORKS,
                       help="QAT frameworks (each gets rows; an FP32 row is always added)")
     add_list_argument(p, "--bits", item=int, default=[8, 4], metavar="B", help="bit-widths of the quantized rows")
@@ -436,15 +460,20 @@ def run(args: argparse.Namespace) -> int:
     import shlex
     import sys
 
+    from qgnn_deploy.models.net import ARCHS
+
+    if args.arch not in ARCHS:
+        raise QgnnError(f"unknown --arch {args.arch!r}; choose from {', '.join(ARCHS)}")
+    _dataset(args.dataset, args.data_root, args.split_seed)  # fail fast (and populate the cache) before forking
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     threads = args.threads or max(1, 2 // max(1, args.jobs))
-    _dataset(args.dataset, args.data_root)  # fail fast (and populate the cache) before forking
     rows = plan_rows(args.frameworks, args.bits, args.prompts)
     jobs = make_jobs(rows, args.seeds, args, out_dir)
     records = run_jobs(jobs, args.jobs, threads, progress=not args.no_progress)
     if args.deployed:
-        fill_deployed(records, jobs, _dataset(args.dataset, args.data_root), progress=not args.no_progress)
+        fill_deployed(records, jobs, _dataset(args.dataset, args.data_root, args.split_seed),
+                      progress=not args.no_progress)
     summary = summarise(rows, records)
     command = "qgnn evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     meta = {"arch": args.arch, "seeds": args.seeds, "dataset": args.dataset}

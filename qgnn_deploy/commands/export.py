@@ -23,9 +23,12 @@ def register(subparsers: Any) -> None:
                    help="meta-schedule trials for compiled targets (0: no tuning; a previous export's "
                         "tuning/ database in --out is reused)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.add_argument("--sample-graph", type=Path, default=None, metavar="NPZ",
+    p.add_argument("--sample-graph", "--sample-input", dest="sample_graph", type=Path, default=None, metavar="NPZ",
                    help="sample input (.npz with x, edge_index[, batch]) to bundle and check parity on, "
-                        "instead of the checkpoint's own test graph")
+                        "instead of the checkpoint's own test graph; with targets y (and masks) every stage is "
+                        "scored on it")
+    p.add_argument("--data-root", default=None,
+                   help="where the checkpoint's dataset lives on this machine (default $QGNN_DATA_ROOT or the cache)")
     p.add_argument("--assume-vnni", action="store_true",
                    help="the deployment CPUs' int8 dot product does not saturate (x86 with VNNI, arm64): keep "
                         "full-range int8 weights in one ONNX MatMulInteger instead of two 7-bit halves (~10%% faster; "
@@ -52,34 +55,25 @@ def load_sample(path: Path) -> dict[str, np.ndarray]:
 
 
 def accuracy_by_stage(result: Any, saturation_safe: bool) -> dict[str, Any] | None:
-    """Test accuracy of each stage on the checkpoint's own graph, the ONNX model measured through ORT."""
+    """Test accuracy (MAE for regression) of each stage on the fold's sample, the ONNX model run through ORT."""
     from qgnn_deploy.backends.onnx import OnnxRunner, export_onnx
+    from qgnn_deploy.data.scoring import metric_name, score
     from qgnn_deploy.ir.passes import quantize_input_feeds
 
     payload = getattr(result, "payload", None)
+    ds = getattr(result, "dataset", None)
     parity = (getattr(result, "report", None) or {}).get("parity") or {}
-    if not payload:
-        return None
-    from qgnn_deploy.fold import sample_feeds_for
-
-    try:
-        feeds, ds = sample_feeds_for(payload)
-    except (KeyError, AttributeError, QgnnError):
+    if not payload or ds is None:
         return None
     graph = result.graph
-    feeds = quantize_input_feeds(graph, feeds)
+    feeds = quantize_input_feeds(graph, dict(result.sample_feeds))
     logits = OnnxRunner(export_onnx(graph, saturation_safe=saturation_safe), graph).run(feeds)[graph.outputs[0].name]
-    if ds.task == "node":
-        mask = ds.data.test_mask.numpy()
-        y, pred = ds.data.y.numpy()[mask], logits.argmax(-1)[mask]
-    else:
-        y = np.array([int(ds.graphs[i].y) for i in ds.splits["test"]])
-        pred = logits.argmax(-1)
+    key = metric_name(ds)
     metrics = payload.get("metrics", {}) if isinstance(payload, dict) else {}
-    stages = {"checkpoint (training run)": metrics.get("test_acc"),
-              "fake_quant": parity.get("test_acc_fake_quant"),
-              "integer_interpreter": parity.get("test_acc_integer"),
-              "onnx_runtime": float((pred == y).mean()) if y.size else None}
+    stages = {"checkpoint (training run)": metrics.get(f"test_{key}") if "sample_input" not in parity else None,
+              "fake_quant": parity.get(f"test_{key}_fake_quant"),
+              "integer_interpreter": parity.get(f"test_{key}_integer"),
+              "onnx_runtime": score(logits, ds)}
     return {k: v for k, v in stages.items() if v is not None}
 
 
@@ -118,7 +112,11 @@ def run(args: argparse.Namespace) -> int:
     sample = load_sample(args.sample_graph) if args.sample_graph else None
     from qgnn_deploy.fold import fold_checkpoint
 
-    result = fold_checkpoint(model)
+    if sample is not None and "x" in sample:  # fold and check parity on the user's graph, not the training set
+        result = fold_checkpoint(model, data_root=args.data_root, sample=sample, sample_path=args.sample_graph)
+        result.report.setdefault("parity", {})["sample_input"] = str(args.sample_graph)
+    else:
+        result = fold_checkpoint(model, data_root=args.data_root)
     if args.integer_input:
         from qgnn_deploy.ir.passes import prequantize_input
 
@@ -126,14 +124,19 @@ def run(args: argparse.Namespace) -> int:
             prequantize_input(result.graph)
         except ValueError as exc:
             raise QgnnError(f"--integer-input: {exc}") from None
-    feeds = sample if sample is not None else dict(result.sample_feeds)
+    if sample is None:
+        feeds = dict(result.sample_feeds)  # the checkpoint's own graph
+    else:  # the user's graph (float x, or x_q already quantized for an --integer-input artifact)
+        dtypes = {"x": np.float32, "x_q": None, "edge_index": np.int64, "batch": np.int64}
+        feeds = {k: v if dtypes[k] is None else v.astype(dtypes[k]) for k, v in sample.items() if k in dtypes}
     report_extra = dict(getattr(result, "report", None) or {})
     manifest_extra = fold_parity_gate(report_extra, result, args.allow_mismatch)
     if sample is not None:
         report_extra["sample_input"] = {"source": str(args.sample_graph)}
     accuracy = accuracy_by_stage(result, saturation_safe=not args.assume_vnni)
+    regression = bool(getattr(getattr(result, "dataset", None), "regression", False))
     if accuracy:
-        report_extra["accuracy"] = accuracy
+        report_extra["mae" if regression else "accuracy"] = accuracy
     manifest = export_graph(result.graph, args.target, args.out, sample_feeds=feeds,
                             source={"path": str(model), "sha256": result.checkpoint_sha256},
                             report_extra=report_extra, tune_trials=args.tune, force=args.force,
@@ -146,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  WARNING: exported with --allow-mismatch: {fp.get('mismatched_codes')}/{fp.get('output_codes')} "
               "output codes differ from the fake-quant model (recorded in manifest.json)")
     if accuracy:
-        print("  test accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
+        what = "MAE" if regression else "accuracy"
+        print(f"  test {what}: " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
     print(f"  parameters {manifest['model_bytes']} B, peak buffers {manifest['buffer_bytes']} B on the sample, "
           f"max in-degree {manifest['max_in_degree']}, ORT bit-exact vs interpreter on the sample: yes")
     return 0

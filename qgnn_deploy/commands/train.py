@@ -8,7 +8,8 @@ import json
 import torch
 
 from qgnn_deploy.commands import add_parser
-from qgnn_deploy.data.datasets import DATASETS, load_dataset
+from qgnn_deploy.data.datasets import load_dataset
+from qgnn_deploy.data.specs import ACCEPTED_FORMS
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.models.net import ARCHS, ModelConfig, default_bits
 from qgnn_deploy.quant.frameworks import FRAMEWORK_NAMES
@@ -17,7 +18,9 @@ from qgnn_deploy.train.trainer import TrainSettings, train
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="synthetic", choices=DATASETS, help="training graph(s)")
+    p.add_argument("--dataset", default="synthetic", metavar="SPEC", help=f"dataset spec: {ACCEPTED_FORMS}")
+    p.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the random split for datasets without a standard one (recorded in the checkpoint)")
     p.add_argument("--data-root", default=None,
                    help="dataset root (default: $QGNN_DATA_ROOT, else ~/.cache/qgnn-deploy/datasets)")
     p.add_argument("--arch", default="gcn", choices=ARCHS, help="GNN layer type")
@@ -86,6 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", default=None, help="start from this checkpoint (e.g. train prompts on top of QAT)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when stderr is not a "
                    "terminal)")
+    p.add_argument("--loss", default="l1", choices=("l1", "mse"), help="regression datasets (e.g. zinc): the loss")
     p.add_argument("--out", default="model.pt", help="checkpoint file to write (weights only, no pickle)")
     p.set_defaults(func=run)
 
@@ -95,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.bits not in (2, 3, 4, 5, 6, 7, 8, 32):
         raise QgnnError(f"--bits must be 2..8 or 32, got {args.bits}")
-    ds = load_dataset(args.dataset, args.data_root)
+    ds = load_dataset(args.dataset, args.data_root, split_seed=args.split_seed)
     config = config_from_args(args, ds)
     init_state = None
     if args.init:
@@ -103,10 +107,13 @@ def run(args: argparse.Namespace) -> int:
         init_state = init_model.state_dict()
         check_init_compatible(args.init, init_model.config, init_state, config)
     result = train(config, ds, TrainSettings(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
-                                             seed=args.seed, progress=not args.no_progress), init_state)
+                                             seed=args.seed, progress=not args.no_progress,
+                                             regression_loss=args.loss), init_state)
     save_checkpoint(args.out, result.model, ds.describe(), result.metrics,
-                    extra={"seed": args.seed, "epochs": args.epochs, "lr": args.lr, "init": args.init})
+                    extra={"seed": args.seed, "epochs": args.epochs, "lr": args.lr, "init": args.init,
+                           "split_seed": args.split_seed})
     m = result.metrics
+    key = "mae" if m.get("metric") == "mae" else "acc"
     print(f"{config.arch} {config.framework} bits={args.bits} lorap={bool(config.lorap)} gpf={args.gpf}: "
-          f"val {m['val_acc']:.4f} test {m['test_acc']:.4f} (epoch {m['best_epoch']}) -> {args.out}")
+          f"val {key} {m[f'val_{key}']:.4f} test {key} {m[f'test_{key}']:.4f} (epoch {m['best_epoch']}) -> {args.out}")
     return 0

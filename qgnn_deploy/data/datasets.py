@@ -1,6 +1,9 @@
-"""Datasets through PyG's loaders, plus deterministic embedded defaults that need no network.
+"""The dataset container, plus deterministic embedded datasets that need no network.
 
-* ``cora``: ``torch_geometric.datasets.Planetoid`` (standard public split).  The
+Every other dataset comes through PyG's own loaders (``data/pyg_loaders.py``) or a
+user's file (``data/files.py``), named by a spec string (``data/specs.py``):
+
+* ``cora`` / ``planetoid:NAME``: ``torch_geometric.datasets.Planetoid`` (standard public split).  The
   root is ``--data-root``, else ``$QGNN_DATA_ROOT``, else ``~/.cache/qgnn-deploy/datasets``.
   If the root lacks the raw files and a local read-only copy exists
   (``$QGNN_SHARED_DATASETS`` or ``<repo>/../shared/datasets``), it is copied in
@@ -14,7 +17,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,8 @@ from typing import Any
 import torch
 from torch_geometric.data import Data
 
-from qgnn_deploy.errors import QgnnError
-
+# the spec-free names; any spec of data/specs.py is accepted too (e.g. planetoid:CiteSeer, tu:PROTEINS, file:g.npz)
 DATASETS = ("cora", "synthetic", "synthetic-graphs")
-PLANETOID_FILES = [f"ind.cora.{s}" for s in ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")]
 
 
 @dataclass
@@ -39,11 +39,19 @@ class GraphDataset:
     data: Data | None = None
     graphs: list[Data] = field(default_factory=list)
     splits: dict[str, list[int]] = field(default_factory=dict)  # graph task: indices per split
+    spec: str = ""  # the dataset spec that reloads it (data/specs.py); recorded in checkpoints
+    regression: bool = False  # float targets scored by MAE (num_classes = output width)
+    split: dict[str, Any] = field(default_factory=lambda: {"kind": "standard"})  # how splits were made (+ seed)
+    source: dict[str, Any] = field(default_factory=dict)  # file: datasets: absolute path and sha256
 
     def describe(self) -> dict[str, Any]:
         """JSON-able summary recorded in checkpoints (name, task, sizes) so fold can rebuild the sample graph."""
         d: dict[str, Any] = {"name": self.name, "task": self.task, "num_features": self.num_features,
-                             "num_classes": self.num_classes}
+                             "num_classes": self.num_classes, "spec": self.spec or self.name,
+                             "metric": "mae" if self.regression else "accuracy", "regression": self.regression,
+                             "split": dict(self.split)}
+        if self.source:
+            d["source"] = dict(self.source)
         if self.data is not None:
             d.update(num_nodes=int(self.data.num_nodes), num_edges=int(self.data.edge_index.shape[1]))
         else:
@@ -59,38 +67,23 @@ def default_data_root() -> Path:
     return Path(os.environ.get("QGNN_CACHE", Path.home() / ".cache" / "qgnn-deploy")) / "datasets"
 
 
+PLANETOID_FILES = [f"ind.cora.{s}" for s in ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")]
+
+
 def _shared_planetoid() -> Path | None:
-    candidates = []
-    if os.environ.get("QGNN_SHARED_DATASETS"):
-        candidates.append(Path(os.environ["QGNN_SHARED_DATASETS"]) / "planetoid")
-    repo = Path(__file__).resolve().parents[2]
-    candidates += [repo.parent / "shared" / "datasets" / "planetoid", Path.cwd().parent / "shared" / "datasets" /
-                   "planetoid"]
-    for c in candidates:
-        if all((c / "Cora" / "raw" / f).is_file() for f in PLANETOID_FILES):
-            return c
-    return None
+    """The local read-only copy of Cora's raw files, if any (see ``pyg_loaders.shared_planetoid``)."""
+    from qgnn_deploy.data.pyg_loaders import shared_planetoid
+
+    return shared_planetoid("Cora")
 
 
 def load_cora(data_root: str | Path | None = None) -> GraphDataset:
-    """Cora through PyG's ``Planetoid`` (public split), filling ``data_root`` from the local copy when offline."""
-    from torch_geometric.datasets import Planetoid
+    """Cora through PyG's Planetoid loader (standard public split)."""
+    from qgnn_deploy.data.pyg_loaders import load_planetoid
 
-    root = Path(data_root) if data_root else default_data_root()
-    raw = root / "Cora" / "raw"
-    if not all((raw / f).is_file() for f in PLANETOID_FILES):
-        shared = _shared_planetoid()
-        if shared is not None:
-            raw.mkdir(parents=True, exist_ok=True)
-            for f in PLANETOID_FILES:
-                shutil.copyfile(shared / "Cora" / "raw" / f, raw / f)
-    try:
-        ds = Planetoid(str(root), "Cora")
-    except Exception as exc:  # noqa: BLE001 - network or parse failure: one clear line
-        raise QgnnError(f"could not load Cora under {root} ({type(exc).__name__}: {exc}); pass --data-root "
-                        f"pointing at a folder with Cora/raw/ind.cora.* or allow PyG to download it") from None
-    data = ds[0]
-    return GraphDataset("cora", "node", ds.num_features, ds.num_classes, data=data)
+    ds = load_planetoid("Cora", data_root)
+    ds.name = ds.spec = "cora"
+    return ds
 
 
 def make_synthetic_nodes(num_nodes: int = 600, num_classes: int = 4, num_features: int = 32,
@@ -146,13 +139,9 @@ def make_synthetic_graphs(num_graphs: int = 240, seed: int = 0) -> GraphDataset:
     return GraphDataset("synthetic-graphs", "graph", 4, 3, graphs=graphs, splits=splits)
 
 
-def load_dataset(name: str, data_root: str | Path | None = None) -> GraphDataset:
-    """The dataset ``name`` (one of :data:`DATASETS`) as a :class:`GraphDataset`; ``data_root`` only matters for
-    downloaded datasets (default :func:`default_data_root`).  Unknown names raise :class:`QgnnError`."""
-    if name == "cora":
-        return load_cora(data_root)
-    if name == "synthetic":
-        return make_synthetic_nodes()
-    if name == "synthetic-graphs":
-        return make_synthetic_graphs()
-    raise QgnnError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+def load_dataset(spec: str, data_root: str | Path | None = None, split_seed: int = 0,
+                 source: dict[str, Any] | None = None) -> GraphDataset:
+    """Any dataset spec (``cora``, ``planetoid:CiteSeer``, ``tu:PROTEINS``, ``file:g.npz``, ...): see data/specs.py."""
+    from qgnn_deploy.data.specs import load_dataset as load_spec
+
+    return load_spec(spec, data_root, split_seed, source)

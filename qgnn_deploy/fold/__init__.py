@@ -22,6 +22,7 @@ import torch
 
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.fold import a2q as _a2q  # noqa: F401  (registers the degree_bucket per-node handlers)
+from qgnn_deploy.fold.degree import DEFAULT_MAX_IN_DEGREE, max_in_degree_for, observed_max_in_degree
 from qgnn_deploy.fold.emit import PER_NODE_BOUNDARY, Acc, FoldContext, QTensor, quantize_bias_int
 from qgnn_deploy.fold.layers import GraphValues, fold_layer, gpf_extra_bias
 from qgnn_deploy.fold.prompts import emit_gpf_plus
@@ -29,7 +30,8 @@ from qgnn_deploy.ir.graph import Graph
 from qgnn_deploy.ir.passes import FOLD_PIPELINE
 from qgnn_deploy.models.net import QGNN
 
-DEFAULT_MAX_IN_DEGREE = 1023
+__all__ = ["DEFAULT_MAX_IN_DEGREE", "FoldResult", "fold_checkpoint", "fold_model", "max_in_degree_for",
+           "observed_max_in_degree", "sample_feeds_for"]
 
 
 def _boundary_quantize(fc: FoldContext, model: QGNN, x: str) -> QTensor:
@@ -118,34 +120,69 @@ class FoldResult:
     checkpoint_sha256: str
     report: dict[str, Any] = field(default_factory=dict)
     payload: dict[str, Any] = field(default_factory=dict)
+    dataset: Any = None  # the GraphDataset the sample came from (None for an unlabelled --sample-input)
 
 
 def sample_feeds_for(payload: dict[str, Any], data_root: str | None = None) -> tuple[dict[str, np.ndarray], Any]:
-    """The graph the checkpoint was trained on, as IR feeds (plus the PyG dataset object)."""
-    from qgnn_deploy.data.datasets import load_dataset
+    """The graph the checkpoint was trained on (its recorded dataset spec and split), as IR feeds + the dataset."""
+    from qgnn_deploy.data.scoring import dataset_feeds
+    from qgnn_deploy.data.specs import load_dataset, parse_spec, spec_of
 
-    name = payload.get("dataset", {}).get("name", "synthetic")
-    ds = load_dataset(name, data_root)
-    if ds.task == "node":
-        d = ds.data
-        return {"x": d.x.numpy().astype(np.float32), "edge_index": d.edge_index.numpy().astype(np.int64)}, ds
-    from torch_geometric.data import Batch
+    described = payload.get("dataset", {}) or {}
+    split_seed = int((described.get("split") or {}).get("seed", 0) or 0)
+    spec = spec_of(described)
+    try:
+        parse_spec(spec)
+    except QgnnError:
+        raise QgnnError(f"the checkpoint's dataset {spec!r} is not a dataset spec this machine can load (a graph "
+                        "wrapped in Python?); pass --sample-input graph.npz (x, edge_index[, batch, y])") from None
+    ds = load_dataset(spec, data_root, split_seed=split_seed, source=described.get("source"))
+    return dataset_feeds(ds), ds
 
-    batch = Batch.from_data_list([ds.graphs[i] for i in ds.splits["test"]])
-    return {"x": batch.x.numpy().astype(np.float32), "edge_index": batch.edge_index.numpy().astype(np.int64),
-            "batch": batch.batch.numpy().astype(np.int64)}, ds
+
+def sample_from_arrays(arrays: dict[str, np.ndarray], path: str | Path | None = None) -> tuple[dict, Any]:
+    """A user's sample graph (``--sample-input``): IR feeds, plus a scorable dataset when it carries targets ``y``."""
+    dtypes = {"x": np.float32, "edge_index": np.int64, "batch": np.int64}
+    feeds = {k: np.asarray(arrays[k]).astype(t) for k, t in dtypes.items() if k in arrays}
+    if "y" not in arrays or path is None:
+        return feeds, None
+    from qgnn_deploy.data.files import load_file
+    from qgnn_deploy.data.scoring import dataset_feeds
+
+    ds = load_file(str(path))
+    if ds.task == "graph":  # score every graph of the file: the whole file is the test split
+        ds.splits = {"train": [], "val": [], "test": list(range(len(ds.graphs)))}
+    elif not any(k.endswith("_mask") for k in arrays):
+        ds.data.test_mask = ds.data.test_mask | ds.data.train_mask | ds.data.val_mask
+    return dataset_feeds(ds), ds
 
 
-def fold_checkpoint(path: str | Path, max_in_degree: int | None = None, data_root: str | None = None) -> FoldResult:
-    """Load a checkpoint (weights-only), fold it, and check the integer graph against the model."""
+def fold_checkpoint(path: str | Path, max_in_degree: int | None = None, data_root: str | None = None,
+                    sample: dict[str, np.ndarray] | None = None, sample_path: str | Path | None = None,
+                    dataset: Any = None) -> FoldResult:
+    """Load a checkpoint (weights-only), fold it, and check the integer graph against the model.
+
+    The sample graph is ``dataset`` (a loaded ``GraphDataset``, e.g. from ``wrap_data``), else ``sample``
+    (arrays of a ``--sample-input`` .npz at ``sample_path``; with targets ``y`` it is scored as well), else the
+    checkpoint's recorded dataset spec (under ``data_root``).
+    """
     from qgnn_deploy.fold.parity import parity_report
     from qgnn_deploy.train.checkpoint import file_sha256, load_checkpoint
 
     model, payload = load_checkpoint(path)
-    feeds, ds = sample_feeds_for(payload, data_root)
-    observed = int(np.bincount(feeds["edge_index"][1], minlength=feeds["x"].shape[0]).max(initial=0))
+    if dataset is not None:
+        from qgnn_deploy.data.scoring import dataset_feeds
+
+        feeds, ds = dataset_feeds(dataset), dataset
+    elif sample is not None:
+        feeds, ds = sample_from_arrays(sample, sample_path)
+    else:
+        feeds, ds = sample_feeds_for(payload, data_root)
+    if "x" not in feeds or "edge_index" not in feeds:
+        raise QgnnError("the sample graph needs float features x and edge_index to check the fold against the model")
+    observed = observed_max_in_degree(feeds["edge_index"], feeds["x"].shape[0])
     if max_in_degree is None:
-        max_in_degree = max(DEFAULT_MAX_IN_DEGREE, int(2 ** np.ceil(np.log2(4 * observed + 1))) - 1)
+        max_in_degree = max_in_degree_for(feeds["edge_index"], feeds["x"].shape[0])
     if max_in_degree < observed:
         raise QgnnError(f"--max-in-degree {max_in_degree} is below the sample graph's maximum in-degree {observed}")
     try:
@@ -157,4 +194,4 @@ def fold_checkpoint(path: str | Path, max_in_degree: int | None = None, data_roo
               "float_ops": graph.float_ops(), "bitwidths": graph.meta["bitwidths"],
               "accumulator_bounds": graph.meta["accumulator_bounds"], "max_in_degree": max_in_degree,
               "parity": parity_report(model, graph, feeds, ds)}
-    return FoldResult(graph, model, feeds, file_sha256(path), report, payload)
+    return FoldResult(graph, model, feeds, file_sha256(path), report, payload, ds)

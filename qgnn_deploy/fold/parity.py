@@ -44,15 +44,12 @@ def parity_report(model: QGNN, graph: Graph, feeds: dict[str, np.ndarray], ds: A
         "max_code_diff": int(diff.max(initial=0)),
         "prediction_agreement": float((logits_m.argmax(-1) == logits_g.argmax(-1)).mean()) if diff.size else 1.0,
     }
-    if ds is not None and ds.task == "node":
-        mask = ds.data.test_mask.numpy()
-        y = ds.data.y.numpy()
-        rep["test_acc_fake_quant"] = float((logits_m.argmax(-1)[mask] == y[mask]).mean())
-        rep["test_acc_integer"] = float((logits_g.argmax(-1)[mask] == y[mask]).mean())
-    elif ds is not None:
-        y = np.array([int(ds.graphs[i].y) for i in ds.splits["test"]])
-        rep["test_acc_fake_quant"] = float((logits_m.argmax(-1) == y).mean())
-        rep["test_acc_integer"] = float((logits_g.argmax(-1) == y).mean())
+    if ds is not None:  # accuracy, or MAE for regression (test_mae_*), of both on the test split
+        from qgnn_deploy.data.scoring import metric_name, score
+
+        key = metric_name(ds)
+        rep[f"test_{key}_fake_quant"] = score(logits_m, ds)
+        rep[f"test_{key}_integer"] = score(logits_g, ds)
     return rep
 
 

@@ -303,9 +303,9 @@ def config_layer_sizes(config: Any, storage: str = "deployed") -> list[LayerSize
 
 def fold_max_in_degree(edge_index: Any, num_nodes: int) -> int:
     """The ``max_in_degree`` ``fold_checkpoint`` picks for a sample graph (sizes the edge tables)."""
-    dst = np.asarray(edge_index[1])
-    observed = int(np.bincount(dst, minlength=num_nodes).max(initial=0)) if dst.size else 0
-    return max(1023, int(2 ** np.ceil(np.log2(4 * observed + 1))) - 1)
+    from qgnn_deploy.fold.degree import max_in_degree_for
+
+    return max_in_degree_for(edge_index, num_nodes)
 
 
 def config_cost(config: Any, num_nodes: int, num_edges: int, storage: str = "deployed", max_in_degree: int = 1023,

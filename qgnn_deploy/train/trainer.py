@@ -1,8 +1,10 @@
-"""Training loop for node (full batch) and graph (mini-batch) classification.
+"""Training loop for node (full batch) and graph (mini-batch) classification and regression.
 
 Model selection follows the usual Planetoid protocol: the weights (and
 quantizer statistics) from the epoch with the best validation accuracy are
-kept, and test accuracy is reported for them.
+kept, and test accuracy is reported for them.  Regression datasets
+(``ds.regression``, e.g. ZINC) train an L1 (or MSE) loss and are scored by MAE,
+lower is better; their metrics are ``val_mae`` / ``test_mae``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class TrainSettings:
     progress: bool = True
     patience: int | None = None
     trainable: tuple[str, ...] | None = None  # train only parameters whose name contains one of these (prompts on top)
+    regression_loss: str = "l1"  # regression datasets: "l1" (ZINC's usual loss) or "mse"
 
 
 @dataclass
@@ -59,11 +62,29 @@ def accuracy(logits: Tensor, y: Tensor) -> float:
     return float((logits.argmax(-1) == y).float().mean())
 
 
+def mean_abs_error(out: Tensor, y: Tensor) -> float:
+    """MAE of a regression output (the score of regression datasets, where accuracy is for classes)."""
+    if y.numel() == 0:
+        return float("nan")
+    return float((out.reshape(y.shape[0], -1) - y.reshape(y.shape[0], -1).to(out.dtype)).abs().mean())
+
+
+def task_metric(out: Tensor, y: Tensor, regression: bool) -> float:
+    return mean_abs_error(out, y) if regression else accuracy(out, y)
+
+
+def task_loss(out: Tensor, y: Tensor, regression: bool, regression_loss: str = "l1") -> Tensor:
+    if not regression:
+        return F.cross_entropy(out, y)
+    target = y.reshape(out.shape).to(out.dtype)
+    return F.mse_loss(out, target) if regression_loss == "mse" else F.l1_loss(out, target)
+
+
 @torch.no_grad()
-def evaluate_node(model: QGNN, data) -> dict[str, float]:
+def evaluate_node(model: QGNN, data, regression: bool = False) -> dict[str, float]:
     model.eval()
     out = model(data.x, data.edge_index)
-    return {s: accuracy(out[getattr(data, f"{s}_mask")], data.y[getattr(data, f"{s}_mask")])
+    return {s: task_metric(out[getattr(data, f"{s}_mask")], data.y[getattr(data, f"{s}_mask")], regression)
             for s in ("train", "val", "test")}
 
 
@@ -74,12 +95,11 @@ def evaluate_graph(model: QGNN, ds: GraphDataset, batch_size: int = 64) -> dict[
     model.eval()
     res = {}
     for split, idx in ds.splits.items():
-        correct = total = 0
+        outs, ys = [], []
         for b in DataLoader([ds.graphs[i] for i in idx], batch_size=batch_size):
-            out = model(b.x, b.edge_index, b.batch)
-            correct += int((out.argmax(-1) == b.y).sum())
-            total += int(b.y.numel())
-        res[split] = correct / max(total, 1)
+            outs.append(model(b.x, b.edge_index, b.batch))
+            ys.append(b.y)
+        res[split] = task_metric(torch.cat(outs), torch.cat(ys), ds.regression) if outs else float("nan")
     return res
 
 
@@ -99,7 +119,9 @@ def train(config: ModelConfig, ds: GraphDataset, settings: TrainSettings,
             if hasattr(m, "momentum") and not any(t in name for t in settings.trainable):
                 m.momentum = 0.0
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    best: dict[str, Any] = {"val": -1.0}
+    regression = bool(getattr(ds, "regression", False))
+    sign = -1.0 if regression else 1.0  # selection maximises sign * val metric (MAE: lower is better)
+    best: dict[str, Any] = {"val": -1.0 if not regression else float("inf")}
     history: list[dict[str, float]] = []
     framework = model.framework
     bar = tqdm(range(settings.epochs), disable=progress.disabled(settings.progress),
@@ -111,10 +133,10 @@ def train(config: ModelConfig, ds: GraphDataset, settings: TrainSettings,
         framework.on_epoch_end(model, epoch, settings.epochs)
         if framework_reset_optimizer(framework):
             opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-        accs = evaluate_node(model, ds.data) if ds.task == "node" else evaluate_graph(model, ds)
+        accs = evaluate_node(model, ds.data, regression) if ds.task == "node" else evaluate_graph(model, ds)
         history.append({"epoch": epoch, "loss": loss, **accs})
         selectable = getattr(framework, "selectable", lambda e, n: True)(epoch, settings.epochs)
-        if selectable and accs["val"] > best["val"]:
+        if selectable and sign * accs["val"] > sign * best["val"]:
             best = {"val": accs["val"], "test": accs["test"], "train": accs["train"], "epoch": epoch,
                     "state": copy.deepcopy(model.state_dict()), "config": copy.deepcopy(model.config.to_dict())}
             since_best = 0
@@ -128,8 +150,10 @@ def train(config: ModelConfig, ds: GraphDataset, settings: TrainSettings,
             model = QGNN(ModelConfig.from_dict(best["config"]))
         model.load_state_dict(best["state"])
     model.eval()
-    metrics = {"best_epoch": best.get("epoch", -1), "val_acc": best["val"], "test_acc": best.get("test", float("nan")),
-               "train_acc": best.get("train", float("nan"))}
+    key = "mae" if regression else "acc"
+    metrics = {"best_epoch": best.get("epoch", -1), f"val_{key}": best["val"],
+               f"test_{key}": best.get("test", float("nan")), f"train_{key}": best.get("train", float("nan")),
+               "metric": "mae" if regression else "accuracy"}
     return TrainResult(model, metrics, history)
 
 
@@ -146,7 +170,8 @@ def _train_epoch(model: QGNN, ds: GraphDataset, opt: torch.optim.Optimizer, sett
         data = ds.data
         opt.zero_grad()
         out = model(data.x, data.edge_index)
-        loss = F.cross_entropy(out[data.train_mask], data.y[data.train_mask]) + model.framework.penalty(model)
+        loss = task_loss(out[data.train_mask], data.y[data.train_mask], ds.regression, settings.regression_loss) \
+            + model.framework.penalty(model)
         loss.backward()
         opt.step()
         return float(loss.detach())
@@ -157,7 +182,7 @@ def _train_epoch(model: QGNN, ds: GraphDataset, opt: torch.optim.Optimizer, sett
     for b in loader:
         opt.zero_grad()
         out = model(b.x, b.edge_index, b.batch)
-        loss = F.cross_entropy(out, b.y) + model.framework.penalty(model)
+        loss = task_loss(out, b.y, ds.regression, settings.regression_loss) + model.framework.penalty(model)
         loss.backward()
         opt.step()
         total += float(loss.detach()) * b.num_graphs
