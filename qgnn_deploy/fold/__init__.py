@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from qgnn_deploy.errors import QgnnError
+from qgnn_deploy.fold import gat as _gat  # noqa: F401  (registers the GAT fold handler)
 from qgnn_deploy.fold.emit import Acc, FoldContext, QTensor, quantize_bias_int
 from qgnn_deploy.fold.layers import GraphValues, fold_layer, gpf_extra_bias
 from qgnn_deploy.fold.prompts import emit_gpf_plus
