@@ -120,7 +120,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         config = ModelConfig(arch=job["arch"], in_dim=ds.num_features, hidden=job["hidden"], out_dim=ds.num_classes,
                              dropout=job["dropout"], task=ds.task, framework=fw,
                              framework_options=dict(job["framework_options"].get(fw, {})),
-                             bits=default_bits(32 if fw == "fp32" else job["bits"]), **extra)
+                             bits=default_bits(32 if fw == "fp32" else job["bits"]), **extra,
+                             **({"heads": job["heads"], "out_heads": job["out_heads"]} if job["arch"] == "gat" else {}))
         epochs, lr = job["epochs"], job["lr"]
     settings = TrainSettings(epochs=epochs, lr=lr, weight_decay=job["weight_decay"], seed=job["seed"],
                              progress=False, patience=job["patience"], trainable=trainable)
@@ -214,6 +215,8 @@ def make_jobs(rows: list[Row], seeds: list[int], args: argparse.Namespace, out_d
                 "lorap_rank": args.lorap_rank, "lorap_variant": args.lorap_variant, "gpf_k": args.gpf_k,
                 "prompt_mode": args.prompt_mode, "prompt_epochs": args.prompt_epochs, "prompt_lr": args.prompt_lr,
             }
+            if args.arch == "gat":  # only then part of the signature, so cached runs of other archs stay valid
+                job.update(heads=args.heads, out_heads=args.out_heads)
             if row.prompt == "none" or args.prompt_mode == "joint":
                 for k in ("prompt_mode", "prompt_epochs", "prompt_lr"):
                     job.pop(k) if row.prompt == "none" else None
@@ -404,7 +407,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="Cora benchmark: FP32 and every QAT framework at INT8/INT4, +/- LoRAP")
     p.add_argument("--dataset", default="cora", choices=("cora", "synthetic"))
     p.add_argument("--data-root", default=None)
-    p.add_argument("--arch", default="gcn", choices=("gcn", "gin", "sage"))
+    p.add_argument("--arch", default="gcn", choices=("gcn", "gin", "sage", "gat"))
+    p.add_argument("--heads", type=int, default=8, help="--arch gat: attention heads of the hidden layers")
+    p.add_argument("--out-heads", type=int, default=1, help="--arch gat: attention heads of the last layer")
     p.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
     p.add_argument("--bits", nargs="+", type=int, default=[8, 4])
     p.add_argument("--prompts", nargs="+", default=["none", "lorap"], choices=PROMPTS)

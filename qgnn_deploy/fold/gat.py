@@ -45,24 +45,45 @@ def _leaky(fc: FoldContext, z: str, hint: str) -> str:
     b = fc.b
     pos = b.op("clamp", [z], f"{hint}_pos", lo=0, hi=BIG)
     neg = b.op("clamp", [z], f"{hint}_negpart", lo=-BIG, hi=0)
-    neg = b.op("requantize", [neg], f"{hint}_neg", multiplier=SLOPE_MULT, shift=SLOPE_SHIFT, zero_point=0,
-               qmin=-BIG, qmax=0, dtype="int32")
+    neg = b.op(
+        "requantize",
+        [neg],
+        f"{hint}_neg",
+        multiplier=SLOPE_MULT,
+        shift=SLOPE_SHIFT,
+        zero_point=0,
+        qmin=-BIG,
+        qmax=0,
+        dtype="int32",
+    )
     return b.op("add", [pos, neg], hint)
 
 
 def _concat(fc: FoldContext, values: list[str], hint: str) -> str:
     """``concat`` along columns, chained when there are more parts than one op takes."""
     while len(values) > 1:
-        parts = [values[i:i + CONCAT_MAX] for i in range(0, len(values), CONCAT_MAX)]
-        values = [fc.b.op("concat", p, f"{hint}_{j}" if len(parts) > 1 else hint, axis=1) if len(p) > 1 else p[0]
-                  for j, p in enumerate(parts)]
+        parts = [values[i : i + CONCAT_MAX] for i in range(0, len(values), CONCAT_MAX)]
+        values = [
+            fc.b.op("concat", p, f"{hint}_{j}" if len(parts) > 1 else hint, axis=1) if len(p) > 1 else p[0]
+            for j, p in enumerate(parts)
+        ]
         hint = f"{hint}_n"
     return values[0]
 
 
-def _head(fc: FoldContext, layer: QGATConv, x: QTensor, g: GraphValues, k: int, hint: str,
-          w_int: np.ndarray, w_scale: np.ndarray, att_int: np.ndarray, att_scale: float,
-          exp_lut_args: tuple) -> tuple[str, float, float]:
+def _head(
+    fc: FoldContext,
+    layer: QGATConv,
+    x: QTensor,
+    g: GraphValues,
+    k: int,
+    hint: str,
+    w_int: np.ndarray,
+    w_scale: np.ndarray,
+    att_int: np.ndarray,
+    att_scale: float,
+    exp_lut_args: tuple,
+) -> tuple[str, float, float]:
     """One head: (int32 ``agg_k`` [N, C] on the grid ``s_h / ATT_DEN``, its bound, ``s_h``)."""
     b = fc.b
     c = layer.channels
@@ -80,18 +101,23 @@ def _head(fc: FoldContext, layer: QGATConv, x: QTensor, g: GraphValues, k: int, 
         sides.append(b.op("cast", [z.value], f"{hint}_logit_{label}_i32", dtype="int32"))
     p, q = sides
     l_self = _leaky(fc, b.op("add", [p, q], f"{hint}_z_self"), f"{hint}_l_self")
-    z_edge = b.op("add", [b.op("gather_rows", [p, g.src], f"{hint}_p_src"),
-                          b.op("gather_rows", [q, g.dst], f"{hint}_q_dst")], f"{hint}_z_edge")
+    z_edge = b.op(
+        "add",
+        [b.op("gather_rows", [p, g.src], f"{hint}_p_src"), b.op("gather_rows", [q, g.dst], f"{hint}_q_dst")],
+        f"{hint}_z_edge",
+    )
     l_edge = _leaky(fc, z_edge, f"{hint}_l_edge")
     r = b.op("sub", [l_edge, b.op("gather_rows", [l_self, g.dst], f"{hint}_l_self_dst")], f"{hint}_rel")
     m = b.op("clamp", [b.op("scatter_max", [r, g.dst, g.nodes], f"{hint}_rel_max")], f"{hint}_max", lo=0, hi=BIG)
     d_edge = b.op("sub", [r, b.op("gather_rows", [m, g.dst], f"{hint}_max_dst")], f"{hint}_shift_edge")
     d_self = b.op("sub", [fc.scalar(0), m], f"{hint}_shift_self")
     stored, table_hint = exp_lut_args
-    e_edge = b.op("cast", [fc.lookup(d_edge, stored, f"{hint}_exp_edge_u", table_hint)], f"{hint}_exp_edge",
-                  dtype="int32")
-    e_self = b.op("cast", [fc.lookup(d_self, stored, f"{hint}_exp_self_u", table_hint)], f"{hint}_exp_self",
-                  dtype="int32")
+    e_edge = b.op(
+        "cast", [fc.lookup(d_edge, stored, f"{hint}_exp_edge_u", table_hint)], f"{hint}_exp_edge", dtype="int32"
+    )
+    e_self = b.op(
+        "cast", [fc.lookup(d_self, stored, f"{hint}_exp_self_u", table_hint)], f"{hint}_exp_self", dtype="int32"
+    )
     tot = b.op("add", [b.op("scatter_add", [e_edge, g.dst, g.nodes], f"{hint}_exp_in"), e_self], f"{hint}_exp_sum")
     t_edge = b.op("gather_rows", [tot, g.dst], f"{hint}_exp_sum_dst")
     two_d = fc.scalar(2 * ATT_DEN)
@@ -104,8 +130,14 @@ def _head(fc: FoldContext, layer: QGATConv, x: QTensor, g: GraphValues, k: int, 
     a_self = alpha(e_self, tot, "alpha_self")
     hc = fc.centered_int32(h, f"{hint}_message")
     msgs = b.op("mul", [b.op("gather_rows", [hc, g.src], f"{hint}_gather"), a_edge], f"{hint}_weighted")
-    agg = b.op("add", [b.op("scatter_add", [msgs, g.dst, g.nodes], f"{hint}_scatter"),
-                       b.op("mul", [hc, a_self], f"{hint}_weighted_self")], f"{hint}_agg")
+    agg = b.op(
+        "add",
+        [
+            b.op("scatter_add", [msgs, g.dst, g.nodes], f"{hint}_scatter"),
+            b.op("mul", [hc, a_self], f"{hint}_weighted_self"),
+        ],
+        f"{hint}_agg",
+    )
     # sum_j alpha_j <= sum_j (D e_j / tot + 1/2) = D + (deg + 1) / 2
     bound = float(h.max_abs_centered) * (ATT_DEN + (fc.max_in_degree + 1) / 2.0)
     fc.check_bound(f"{hint}_agg", bound)
@@ -113,8 +145,9 @@ def _head(fc: FoldContext, layer: QGATConv, x: QTensor, g: GraphValues, k: int, 
 
 
 @handler(QGATConv)
-def fold_gat(fc: FoldContext, layer: QGATConv, x: QTensor, g: GraphValues, name: str,
-             extra_bias: np.ndarray | None) -> Acc:
+def fold_gat(
+    fc: FoldContext, layer: QGATConv, x: QTensor, g: GraphValues, name: str, extra_bias: np.ndarray | None
+) -> Acc:
     b = fc.b
     if extra_bias is not None:
         raise QgnnError("fold: a constant GPF prompt cannot be folded into GAT (use --gpf gpf-plus)")
@@ -138,23 +171,30 @@ def fold_gat(fc: FoldContext, layer: QGATConv, x: QTensor, g: GraphValues, name:
     fc.check_bound(f"{name}_alpha_den", 2.0 * tot_bound)
     aggs, bound, s_h = [], 0.0, 1.0
     for k in range(layer.heads):
-        agg, bound, s_h = _head(fc, layer, x, g, k, f"{name}_h{k}", w_int, w_scale, att_int, att_scale,
-                                (stored, f"{name}_exp_table"))
+        agg, bound, s_h = _head(
+            fc, layer, x, g, k, f"{name}_h{k}", w_int, w_scale, att_int, att_scale, (stored, f"{name}_exp_table")
+        )
         aggs.append(agg)
     grid = np.asarray(s_h / ATT_DEN, np.float64)
     if layer.concat:
-        parts = [fc.requant_to(Acc(v, grid, bound), layer.q_aggregate, f"{name}_h{k}_aggregate")
-                 for k, v in enumerate(aggs)]
+        parts = [
+            fc.requant_to(Acc(v, grid, bound), layer.q_aggregate, f"{name}_h{k}_aggregate") for k, v in enumerate(aggs)
+        ]
         a0 = parts[0]
-        a = QTensor(_concat(fc, [t.value for t in parts], f"{name}_aggregate"), a0.scale, a0.zero_point, a0.qmin,
-                    a0.qmax, a0.dtype)
+        a = QTensor(
+            _concat(fc, [t.value for t in parts], f"{name}_aggregate"),
+            a0.scale,
+            a0.zero_point,
+            a0.qmin,
+            a0.qmax,
+            a0.dtype,
+        )
     else:
         total = aggs[0]
         for k, v in enumerate(aggs[1:], start=1):
             total = b.op("add", [total, v], f"{name}_head_sum{k}")
         fc.check_bound(f"{name}_head_sum", bound * layer.heads)
-        a = fc.requant_to(Acc(total, grid / layer.heads, bound * layer.heads), layer.q_aggregate,
-                          f"{name}_aggregate")
+        a = fc.requant_to(Acc(total, grid / layer.heads, bound * layer.heads), layer.q_aggregate, f"{name}_aggregate")
     agrid = layer.q_aggregate.scale_zp(None)[0] / ALPHA_DEN
     bias = quantize_bias_int(layer.bias, agrid)  # trained on s_a / 255
     if layer.prompt is not None:

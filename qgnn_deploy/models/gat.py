@@ -58,8 +58,9 @@ def attention_exp_table(score_scale: float, qmax: int) -> tuple[Tensor, int]:
     return torch.floor(float(EXP_ONE) * torch.exp(d * float(score_scale)) + 0.5).to(torch.int64), r
 
 
-def integer_attention(p: Tensor, q: Tensor, src: Tensor, dst: Tensor, score_scale: float,
-                      qmax: int) -> tuple[Tensor, Tensor]:
+def integer_attention(
+    p: Tensor, q: Tensor, src: Tensor, dst: Tensor, score_scale: float, qmax: int
+) -> tuple[Tensor, Tensor]:
     """The deployed segment softmax: int64 codes ``p``/``q`` [N, H] -> (alpha_edges [E, H], alpha_self [N, H])
     as int64 on the ``1/ATT_DEN`` grid, exactly as the IR computes them."""
     n, heads = p.shape
@@ -89,8 +90,17 @@ class QGATConv(QuantLayer):
 
     arch = "gat"
 
-    def __init__(self, in_dim: int, channels: int, heads: int, concat: bool, bits: dict[str, int],
-                 framework: Framework, prompt: LoRAP | None = None, attn_dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        channels: int,
+        heads: int,
+        concat: bool,
+        bits: dict[str, int],
+        framework: Framework,
+        prompt: LoRAP | None = None,
+        attn_dropout: float = 0.0,
+    ) -> None:
         if heads < 1 or channels < 1:
             raise ValueError(f"GAT needs heads >= 1 and channels >= 1, got {heads} and {channels}")
         super().__init__(in_dim, heads * channels if concat else channels, bits, framework, prompt)
@@ -137,7 +147,7 @@ class QGATConv(QuantLayer):
             a_e, a_s = integer_attention(codes[:, :heads], codes[:, heads:], src, dst, scale, self.q_att.spec.qmax)
             exact = torch.cat([a_e, a_s]).to(soft.dtype) / ATT_DEN
             soft = soft + (exact - soft).detach()
-        return soft[: src.shape[0]], soft[src.shape[0]:]
+        return soft[: src.shape[0]], soft[src.shape[0] :]
 
     def forward(self, x: Tensor, edge_index: Tensor, ctx: QuantContext | None = None) -> Tensor:
         n, heads, ch = x.shape[0], self.heads, self.channels
