@@ -205,3 +205,67 @@ def test_arm64_bit_exact_under_qemu(small_gat, synthetic, tmp_path: Path):
     with np.load(tmp_path / "out.npz") as got:
         for name, (x, ei) in cases.items():
             np.testing.assert_array_equal(got[name], run(small_gat, {"x": x, "edge_index": ei})["logits"], err_msg=name)
+
+
+# ------------------------------------------------------------------------------------------ LPGNAS
+def test_lpgnas_attention_is_a_trainable_candidate():
+    """With ``gat`` among the deployable archs, its attention vectors and the arch logits get gradients."""
+    from qgnn_deploy.nas.space import SearchSpace
+    from qgnn_deploy.nas.supernet import GraphCache, SuperNet
+
+    ds = make_synthetic_nodes(num_nodes=60, num_features=8)
+    space = SearchSpace(widths=(4, 8), archs=("gcn", "sage", "gin", "gat"))
+    assert space.choices()["arch"] == ("gcn", "sage", "gin", "gat")
+    net = SuperNet(space, 8, ds.num_classes)
+    net.gumbel = ""  # plain softmax mixture: every candidate contributes
+    out = net(ds.data.x, GraphCache(ds.data.edge_index, ds.data.num_nodes))
+    out.sum().backward()
+    assert net.logits("arch").grad.abs().min() > 0
+    assert all(layer.att_src.grad.abs().sum() > 0 for layer in net.layers)
+    with pytest.raises(ValueError, match="archs"):
+        SearchSpace(archs=("gcn", "transformer"))
+
+
+def test_lpgnas_searched_gat_exports_and_runs(tmp_path: Path):
+    """``qgnn search --archs gat`` -> model.pt is a GAT -> ``qgnn export`` (fold + ONNX): ORT == interpreter, and
+    the integer graph agrees with the fake-quant model."""
+    import json
+
+    from qgnn_deploy.backends.onnx.runner import OnnxRunner
+    from qgnn_deploy.cli import main as cli_main
+    from qgnn_deploy.ir.graph import Graph
+    from qgnn_deploy.train.checkpoint import load_checkpoint
+
+    out, art = tmp_path / "s", tmp_path / "art"
+    assert (
+        cli_main(
+            [
+                "search",
+                "--archs",
+                "gat",
+                "--search-epochs",
+                "3",
+                "--epochs",
+                "3",
+                "--penalty",
+                "1",
+                "--widths",
+                "8,16",
+                "--out-dir",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    model, _ = load_checkpoint(out / "model.pt")
+    assert model.config.arch == "gat"
+    assert cli_main(["export", str(out / "model.pt"), "--target", "onnx", "--out", str(art)]) == 0
+    report = json.loads((art / "report.json").read_text())
+    assert report["parity"]["bit_exact"]
+    assert report["source_parity"]["max_code_diff"] <= 1
+    with np.load(art / "sample_input.npz") as z:
+        sample = {k: z[k] for k in z.files}
+    got = OnnxRunner(art / "model.onnx", threads=1).run(sample)
+    logits = next(v for v in got.values() if v.dtype == np.float32)
+    np.testing.assert_array_equal(logits, run(Graph.load(art / "ir"), sample)["logits"])

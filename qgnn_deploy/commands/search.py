@@ -44,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", default="deployable", choices=("deployable", "full"),
                    help="deployable: only what QGNN builds; full: also max/attention/activations (projected)")
     p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--archs", default="gcn,sage,gin",
+                   help="deployable space: layer candidates, comma-separated (add gat for graph attention)")
     p.add_argument("--widths", default="16,32,64")
     p.add_argument("--bits", default="2,4,8", help="searched bit-widths per component")
     p.add_argument("--allow-fp32", action="store_true", help="add FP32 as a bit-width candidate")
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         space = SearchSpace(num_layers=args.layers, widths=tuple(int(v) for v in _floats(args.widths)),
                             bits=tuple(int(v) for v in _floats(args.bits)), allow_fp32=args.allow_fp32,
-                            space=args.space)
+                            space=args.space, archs=tuple(a.strip() for a in args.archs.split(",") if a.strip()))
     except ValueError as exc:
         raise QgnnError(str(exc)) from None
     taus = _floats(args.tau)
