@@ -127,7 +127,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         config = ModelConfig(arch=job["arch"], in_dim=ds.num_features, hidden=job["hidden"], out_dim=ds.num_classes,
                              dropout=job["dropout"], task=ds.task, framework=fw,
                              framework_options=dict(job["framework_options"].get(fw, {})),
-                             bits=default_bits(32 if fw == "fp32" else job["bits"]), **extra)
+                             bits=default_bits(32 if fw == "fp32" else job["bits"]), **extra,
+                             **({"heads": job["heads"], "out_heads": job["out_heads"]} if job["arch"] == "gat" else {}))
         epochs, lr = job["epochs"], job["lr"]
     settings = TrainSettings(epochs=epochs, lr=lr, weight_decay=job["weight_decay"], seed=job["seed"],
                              progress=False, patience=job["patience"], trainable=trainable)
@@ -212,6 +213,8 @@ def make_jobs(rows: list[Row], seeds: list[int], args: argparse.Namespace, out_d
                 "lorap_rank": args.lorap_rank, "lorap_variant": args.lorap_variant, "gpf_k": args.gpf_k,
                 "prompt_mode": args.prompt_mode, "prompt_epochs": args.prompt_epochs, "prompt_lr": args.prompt_lr,
             }
+            if args.arch == "gat":  # only then part of the signature, so cached runs of other archs stay valid
+                job.update(heads=args.heads, out_heads=args.out_heads)
             if row.prompt == "none" or args.prompt_mode == "joint":
                 for k in ("prompt_mode", "prompt_epochs", "prompt_lr"):
                     job.pop(k) if row.prompt == "none" else None
@@ -424,7 +427,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split-seed", type=int, default=0,
                    help="seed of the random split (datasets without a standard one)")
     p.add_argument("--data-root", default=None, help="dataset root (default: $QGNN_DATA_ROOT, else the user cache)")
-    p.add_argument("--arch", default="gcn", help="GNN layer type (any architecture of models.net.ARCHS)")
+    p.add_argument("--arch", default="gcn", help="GNN layer type (any architecture of models.net.ARCHS: gcn, gin, "
+                   "sage, gat)")
+    p.add_argument("--heads", type=int, default=8, help="--arch gat: attention heads of the hidden layers")
+    p.add_argument("--out-heads", type=int, default=1, help="--arch gat: attention heads of the last layer")
     add_list_argument(p, "--frameworks", choices=FRAMEWORKS, default=FRAMEWORKS,
                       help="QAT frameworks (each gets rows; an FP32 row is always added)")
     add_list_argument(p, "--bits", item=int, default=[8, 4], metavar="B", help="bit-widths of the quantized rows")

@@ -39,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", default="deployable", choices=("deployable", "full"),
                    help="deployable: only what QGNN builds; full: also max/attention/activations (projected)")
     p.add_argument("--layers", type=int, default=2, help="number of GNN layers")
+    add_list_argument(p, "--archs", default=["gcn", "sage", "gin"], metavar="ARCH",
+                      help="deployable space: layer candidates (add gat for graph attention)")
     add_list_argument(p, "--widths", item=int, default=[16, 32, 64], metavar="W", help="searched hidden widths")
     add_list_argument(p, "--bits", item=int, default=[2, 4, 8], metavar="B", help="searched bit-widths per component")
     p.add_argument("--allow-fp32", action="store_true", help="add FP32 as a bit-width candidate")
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         space = SearchSpace(num_layers=args.layers, widths=tuple(args.widths),
                             bits=tuple(args.bits), allow_fp32=args.allow_fp32,
-                            space=args.space)
+                            space=args.space, archs=tuple(args.archs))
     except ValueError as exc:
         raise QgnnError(str(exc)) from None
     taus = list(args.tau)

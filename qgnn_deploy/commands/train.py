@@ -30,6 +30,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bits-json", default=None, help='per-component overrides, e.g. {"edge": 8, "output": 8}')
     p.add_argument("--hidden", type=int, default=16, help="hidden width of every layer")
     p.add_argument("--layers", type=int, default=2, help="number of GNN layers")
+    p.add_argument("--heads", type=int, default=1, help="GAT: attention heads of the hidden layers (concatenated)")
+    p.add_argument("--out-heads", type=int, default=1, help="GAT: attention heads of the last layer (averaged)")
     p.add_argument("--dropout", type=float, default=0.5, help="dropout probability during training")
     p.add_argument("--lorap", action="store_true", help="add LoRAP prompts after every aggregation")
     p.add_argument("--lorap-k", type=int, default=8, help="number of prompts k")
@@ -55,6 +57,7 @@ def config_from_args(args: argparse.Namespace, ds) -> ModelConfig:
         dropout=args.dropout, task=ds.task, framework=args.framework, framework_options=options, bits=bits,
         lorap={"k": args.lorap_k, "rank": args.lorap_rank, "variant": args.lorap_variant} if args.lorap else None,
         gpf={"mode": args.gpf, "k": args.gpf_k} if args.gpf else None,
+        **_gat_options(args),
     )
 
 
@@ -76,6 +79,18 @@ def check_init_compatible(path: str, init_config: ModelConfig, init_state: dict,
         if tuple(t.shape) != tuple(target[name].shape):
             raise QgnnError(f"--init {path}: {name} has shape {list(t.shape)}, this configuration needs "
                             f"{list(target[name].shape)} (same --arch/--hidden/--layers/--dataset as the checkpoint?)")
+
+
+def _gat_options(args: argparse.Namespace) -> dict[str, int]:
+    """``heads``/``out_heads`` for ``--arch gat`` (refused for other architectures, where they mean nothing)."""
+    heads, out_heads = getattr(args, "heads", 1), getattr(args, "out_heads", 1)
+    if heads < 1 or out_heads < 1:
+        raise QgnnError(f"--heads and --out-heads must be >= 1, got {heads} and {out_heads}")
+    if args.arch != "gat":
+        if (heads, out_heads) != (1, 1):
+            raise QgnnError(f"--heads/--out-heads apply to --arch gat only (got --arch {args.arch})")
+        return {}
+    return {"heads": heads, "out_heads": out_heads}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

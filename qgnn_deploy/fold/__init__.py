@@ -22,6 +22,7 @@ import torch
 
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.fold import a2q as _a2q  # noqa: F401  (registers the degree_bucket per-node handlers)
+from qgnn_deploy.fold import gat as _gat  # noqa: F401  (registers the GAT fold handler)
 from qgnn_deploy.fold.degree import DEFAULT_MAX_IN_DEGREE, max_in_degree_for, observed_max_in_degree
 from qgnn_deploy.fold.emit import PER_NODE_BOUNDARY, Acc, FoldContext, QTensor, quantize_bias_int
 from qgnn_deploy.fold.layers import GraphValues, fold_layer, gpf_extra_bias

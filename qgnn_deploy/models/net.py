@@ -19,7 +19,7 @@ from qgnn_deploy.quant.frameworks import get_framework
 from qgnn_deploy.quant.frameworks.base import Framework
 from qgnn_deploy.quant.spec import QuantSpec
 
-ARCHS = ("gcn", "gin", "sage")
+ARCHS = ("gcn", "gin", "sage", "gat")
 COMPONENTS = ("input", "weight", "message", "edge", "aggregate", "hidden", "score", "output")
 
 
@@ -55,6 +55,8 @@ class ModelConfig:
     # {"k": 8, "rank": 4, "variant": "softmax"|"lora"}; optional "basis_max_shift" (models/prompts.py BASIS_MAX_SHIFT)
     lorap: dict[str, Any] | None = None
     gpf: dict[str, Any] | None = None  # {"mode": "gpf"|"gpf-plus", "k": 4}
+    heads: int = 1  # GAT: attention heads of the hidden layers (concatenated; ``hidden`` channels each)
+    out_heads: int = 1  # GAT: heads of the last layer (averaged)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (what the checkpoint stores)."""
@@ -91,7 +93,8 @@ class QGNN(nn.Module):
             raise ValueError(f"unknown architecture {config.arch!r}; choose from {', '.join(ARCHS)}")
         self.config = config
         self.framework: Framework = get_framework(config.framework, **config.framework_options)
-        dims = [config.in_dim] + [config.hidden] * (config.num_layers - 1) + [config.out_dim]
+        width = config.hidden * config.heads if config.arch == "gat" else config.hidden
+        dims = [config.in_dim] + [width] * (config.num_layers - 1) + [config.out_dim]
         if config.task == "graph":
             dims[-1] = config.hidden
         self.q_inputs = nn.ModuleList()
@@ -104,7 +107,7 @@ class QGNN(nn.Module):
                 QuantSpec(bits=bits["input"], kind=kind, rounding=rounding), "input", True,
                 # per-node scales need a matmul as the only consumer: not SAGE (the input also feeds the
                 # neighbour mean) nor a GPF-prompted first input
-                config.arch == "gcn" and not (i == 0 and config.gpf)))
+                config.arch in ("gcn", "gat") and not (i == 0 and config.gpf)))
             self.layers.append(self._make_layer(i, dims[i], dims[i + 1], bits))
         self.gpf: GPFPrompt | None = None
         if config.gpf:
@@ -143,7 +146,7 @@ class QGNN(nn.Module):
         cfg = self.config
         prompt = None
         if cfg.lorap:
-            dim = dout if cfg.arch == "gcn" else din
+            dim = dout if cfg.arch in ("gcn", "gat") else din
             prompt = LoRAP(dim, int(cfg.lorap.get("k", 8)), int(cfg.lorap.get("rank", 4)), self._act_factory(bits),
                            self._weight_factory(), variant=cfg.lorap.get("variant", "softmax"),
                            bits=bits["score"] if bits["score"] != 32 else 8,
@@ -151,6 +154,13 @@ class QGNN(nn.Module):
                            basis_max_shift=int(cfg.lorap.get("basis_max_shift", BASIS_MAX_SHIFT)))
         if cfg.arch == "gcn":
             return QGCNConv(din, dout, bits, self.framework, prompt)
+        if cfg.arch == "gat":
+            from qgnn_deploy.models.gat import QGATConv
+
+            last = i == cfg.num_layers - 1
+            heads = cfg.out_heads if last else cfg.heads
+            return QGATConv(din, dout if last else cfg.hidden, heads, not last, bits, self.framework, prompt,
+                            attn_dropout=cfg.dropout)
         if cfg.arch == "gin":
             return QGINConv(din, dout, bits, self.framework, prompt)
         return QSAGEConv(din, dout, bits, self.framework, self.q_inputs[i], prompt)

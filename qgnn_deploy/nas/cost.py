@@ -115,6 +115,8 @@ def edge_table_bytes(arch: str, edge_bits: int, max_in_degree: int) -> int:
     """
     if arch == "gin":
         return 0
+    if arch == "gat":  # no degree table; the exp table (uint16, at most 2 * 306 bytes before trimming)
+        return 2 * 306
     if edge_bits >= 32:
         return int(max_in_degree) + 1
     return fold_edge_table_bytes("sage" if arch == "sage" else "gcn", edge_bits, max_in_degree)
@@ -135,7 +137,7 @@ def layer_model_bytes(arch: str, z: LayerSizes, table: int) -> Num:
         return weight_bytes(z.f * z.h, z.s_w) + 4 * z.h + r * z.h + weight_bytes(z.h2, z.s_w) + 4 * z.h + r * z.h
     # gcn (and the full-space proxies): W, message mult/shift, table, aggregate mult/shift, bias
     base = weight_bytes(z.f * z.h, z.s_w) + r * z.h + table + r + 4 * z.h
-    if arch == "attn":
+    if arch in ("attn", "gat"):  # attention vectors (gat: an estimate, see layer_schedule)
         base = base + 2 * z.h
     return base
 
@@ -158,7 +160,7 @@ def layer_schedule(arch: str, i: int, cur: str, n: int, e: int, z: LayerSizes,
         s.append((p + name, nbytes, inputs))
         return p + name
 
-    if arch in ("gcn", "max", "attn"):
+    if arch in ("gcn", "max", "attn", "gat"):  # gat: costed as the attention proxy (an estimate, not exact)
         w = [add("w", z.f * z.h * z.w_unpacked, [])]
         lin = add("lin", 4 * n * z.h, [cur, *w])
         msg = add("message", n * z.h * z.s_msg, [lin])
@@ -167,7 +169,7 @@ def layer_schedule(arch: str, i: int, cur: str, n: int, e: int, z: LayerSizes,
         edge = add("edge", 4 * n, [eq])
         m32 = add("message_i32", 4 * n * z.h, [msg])
         he = add("message_scaled", 4 * n * z.h, [m32, edge])
-        extra = [add("att", 4 * e, [he, "src", "dst"])] if arch == "attn" else []
+        extra = [add("att", 4 * e, [he, "src", "dst"])] if arch in ("attn", "gat") else []
         gat = add("gather", 4 * e * z.h, [he, "src", *extra])
         sc = add("scatter", 4 * n * z.h, [gat, "dst", "in_degree"])
         agg = add("agg_self", 4 * n * z.h, [sc, he])

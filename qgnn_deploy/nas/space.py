@@ -22,7 +22,8 @@ AGGREGATIONS = ("sum", "mean", "max")
 WEIGHTINGS = ("gcn", "const", "attn")
 ACTIVATIONS = ("relu", "relu6", "identity")
 SEARCHED_COMPONENTS = ("input", "weight", "message", "aggregate")
-DEPLOYABLE_PAIRS = {("sum", "gcn"): "gcn", ("mean", "const"): "sage", ("sum", "const"): "gin"}
+DEPLOYABLE_PAIRS = {("sum", "gcn"): "gcn", ("mean", "const"): "sage", ("sum", "const"): "gin", ("sum", "attn"): "gat"}
+DEFAULT_ARCHS = ("gcn", "sage", "gin")  # the deployable space's default candidates; add "gat" for attention
 ARCH_PAIRS = {v: k for k, v in DEPLOYABLE_PAIRS.items()}
 
 
@@ -38,6 +39,8 @@ class SearchSpace:
     aggregations: tuple[str, ...] = field(default=AGGREGATIONS)
     weightings: tuple[str, ...] = field(default=WEIGHTINGS)
     activations: tuple[str, ...] = field(default=ACTIVATIONS)
+    # deployable space: the ``arch`` candidates (any of DEPLOYABLE_PAIRS' values; "gat" = single-head attention)
+    archs: tuple[str, ...] = field(default=DEFAULT_ARCHS)
 
     def __post_init__(self) -> None:
         if self.space not in ("deployable", "full"):
@@ -47,6 +50,11 @@ class SearchSpace:
         for b in self.bits:
             if b not in (2, 3, 4, 5, 6, 7, 8):
                 raise ValueError(f"searched bit-widths must be 2..8 (FP32 via allow_fp32), got {b}")
+        unknown = [a for a in self.archs if a not in DEPLOYABLE_PAIRS.values()]
+        if unknown or not self.archs:
+            raise ValueError(f"deployable archs must be among {', '.join(DEPLOYABLE_PAIRS.values())}, got "
+                             f"{', '.join(self.archs) or 'none'}")
+        self.archs = tuple(self.archs)
         if self.space == "deployable":
             self.activations = ("relu",)
 
@@ -57,7 +65,7 @@ class SearchSpace:
     @property
     def arch_candidates(self) -> tuple[str, ...]:
         """Deployable space: one joint (aggregation, weighting) choice per layer named by its ``QGNN`` arch."""
-        return tuple(DEPLOYABLE_PAIRS.values())
+        return tuple(self.archs)
 
     def choices(self) -> dict[str, tuple[Any, ...]]:
         """Ordered ``name -> candidates``; per-layer names are ``l{i}.{what}``.
@@ -125,7 +133,7 @@ def to_model_config(choice: dict[str, Any], space: SearchSpace, in_dim: int, out
     """
     projected: list[str] = []
     n = space.num_layers
-    archs = tuple(DEPLOYABLE_PAIRS.values())
+    archs = space.arch_candidates if space.space == "deployable" else tuple(DEPLOYABLE_PAIRS.values())
     if log_probs is not None:
         score = {a: 0.0 for a in archs}
         for i in range(n):

@@ -89,7 +89,7 @@ class SuperLayer(nn.Module):
             self.lin_root = nn.Linear(din, dout, bias=False)  # sage's W_r
             self.lin2 = nn.Linear(dout, dout)  # gin's second MLP layer
             self.eps = nn.Parameter(torch.zeros(()))
-        else:
+        if space.space == "full" or "gat" in space.arch_candidates:
             self.att_src = nn.Parameter(torch.randn(dout) * 0.1)
             self.att_dst = nn.Parameter(torch.randn(dout) * 0.1)
 
@@ -132,15 +132,22 @@ class SuperLayer(nn.Module):
         a_gin = torch.relu(quantize_mix(a_gin + self.bias, p["bits.aggregate"], bits))
         w2 = quantize_mix(self.lin2.weight, p["bits.weight"], bits, per_channel=True)
         outs["gin"] = quantize_mix(a_gin, p["bits.message"], bits) @ w2.t() + self.lin2.bias
+        if "gat" in self.space.arch_candidates:  # single-head GAT (models/gat.py) with float attention
+            a_gat = scatter_sum(h[g.src_l] * self._attention(h, g, n)[:, None], g.dst_l, n)
+            outs["gat"] = quantize_mix(a_gat, p["bits.aggregate"], bits) + self.bias
         return sum(pa[k] * outs[name] for k, name in enumerate(self.space.arch_candidates))
+
+    def _attention(self, h: Tensor, g: GraphCache, n: int) -> Tensor:
+        """GAT coefficients per edge (self loops included): softmax_j LeakyReLU(a_src h_j + a_dst h_i)."""
+        score = F.leaky_relu((h * self.att_src).sum(-1)[g.src_l] + (h * self.att_dst).sum(-1)[g.dst_l], 0.2)
+        score = score - scatter_max(score[:, None].detach(), g.dst_l, n)[g.dst_l, 0]
+        ex = score.exp()
+        return ex / scatter_sum(ex[:, None], g.dst_l, n)[g.dst_l, 0]
 
     def _full(self, h: Tensor, g: GraphCache, p: Mapping[str, Tensor], bits: tuple[int, ...], n: int) -> Tensor:
         coefs = {"gcn": g.gcn_coef, "const": torch.ones_like(g.gcn_coef)}
         if "attn" in self.space.weightings:
-            score = F.leaky_relu((h * self.att_src).sum(-1)[g.src_l] + (h * self.att_dst).sum(-1)[g.dst_l], 0.2)
-            score = score - scatter_max(score[:, None].detach(), g.dst_l, n)[g.dst_l, 0]
-            ex = score.exp()
-            coefs["attn"] = ex / scatter_sum(ex[:, None], g.dst_l, n)[g.dst_l, 0]
+            coefs["attn"] = self._attention(h, g, n)
         c = sum(p["weighting"][k] * coefs[w] for k, w in enumerate(self.space.weightings))
         m = h[g.src_l] * c[:, None]
         aggs = {}
