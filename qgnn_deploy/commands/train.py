@@ -17,7 +17,7 @@ from qgnn_deploy.train.trainer import TrainSettings, train
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="synthetic", choices=DATASETS)
+    p.add_argument("--dataset", default="synthetic", help=f"{', '.join(DATASETS)} or synthetic:nodes=N,degree=D")
     p.add_argument("--data-root", default=None, help="dataset root (default $QGNN_DATA_ROOT or the user cache)")
     p.add_argument("--arch", default="gcn", choices=ARCHS)
     p.add_argument("--framework", default="qat", choices=FRAMEWORK_NAMES)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -70,7 +71,9 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False, find_unused_parameters=True)
+    with warnings.catch_warnings():  # broadcast_buffers=False is what we mean (a deprecation notice in torch 2.13)
+        warnings.simplefilter("ignore", FutureWarning)
+        return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
 
 def barrier() -> None:
