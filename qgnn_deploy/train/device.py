@@ -12,8 +12,12 @@ DEVICES = ("cpu", "cuda", "auto")
 
 
 def add_device_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", choices=DEVICES,
-                   help="where training runs (auto = cuda when available); checkpoints are always written from CPU")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=DEVICES,
+        help="where training runs (auto = cuda when available); checkpoints are always written from CPU",
+    )
 
 
 def resolve_device(name: str | None, local_rank: int = 0) -> torch.device:

@@ -81,12 +81,19 @@ class NodeBatches:
         seeds = rank_share(self.train_nodes, self.seed, epoch, self.rank, self.world_size)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            loader = NeighborLoader(self.data, num_neighbors=list(self.num_neighbors), input_nodes=seeds,
-                                    batch_size=self.batch_size, shuffle=False, neighbor_sampler=self.sampler)
+            loader = NeighborLoader(
+                self.data,
+                num_neighbors=list(self.num_neighbors),
+                input_nodes=seeds,
+                batch_size=self.batch_size,
+                shuffle=False,
+                neighbor_sampler=self.sampler,
+            )
         yield from loader
 
 
 def batch_context(framework, model, batch: Data, degree: Tensor) -> QuantContext:
     """The framework's training context for a sampled batch, from full-graph degrees indexed by global id."""
-    return framework.context(model, batch.edge_index, int(batch.num_nodes), degree=degree[batch.n_id],
-                             population=degree)
+    return framework.context(
+        model, batch.edge_index, int(batch.num_nodes), degree=degree[batch.n_id], population=degree
+    )

@@ -76,6 +76,12 @@ class TorchNeighborSampler(NeighborSampler):
         row_out, col_out = cat(rows), cat(cols)
         if self.sample_direction == "backward":
             row_out, col_out = col_out, row_out
-        return SamplerOutput(node=all_nodes, row=row_out, col=col_out, edge=cat(edges), batch=None,
-                             num_sampled_nodes=[int(n.numel()) for n in nodes],
-                             num_sampled_edges=[int(e.numel()) for e in edges])
+        return SamplerOutput(
+            node=all_nodes,
+            row=row_out,
+            col=col_out,
+            edge=cat(edges),
+            batch=None,
+            num_sampled_nodes=[int(n.numel()) for n in nodes],
+            num_sampled_edges=[int(e.numel()) for e in edges],
+        )
