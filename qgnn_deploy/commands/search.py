@@ -23,6 +23,7 @@ from qgnn_deploy.data.datasets import DATASETS, load_dataset
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.nas.search import SearchSettings, retrain, save_searched, search
 from qgnn_deploy.nas.space import SearchSpace
+from qgnn_deploy.train.device import add_device_argument, resolve_device
 from qgnn_deploy.train.trainer import TrainSettings
 
 CSV_FIELDS = ["penalty", "seed", "arch", "hidden", "choice", "projected", "expected_model_bytes",
@@ -65,10 +66,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out-dir", default="search_out")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    resolve_device(args.device)  # an unusable --device fails here, before any work
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -106,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         outcome = search(ds, space, settings, progress)
         bar.close()
         result = retrain(outcome, ds, TrainSettings(epochs=args.epochs, lr=args.lr, seed=seed,
-                                                    progress=not args.no_progress, patience=args.patience), lorap)
+                                                    progress=not args.no_progress, patience=args.patience,
+                                                    device=args.device), lorap)
         cfg = outcome.discretised.config
         row = {"penalty": pen, "seed": seed, "arch": cfg.arch, "hidden": cfg.hidden,
                "choice": json.dumps(outcome.discretised.choice), "projected": "; ".join(outcome.discretised.projected),
