@@ -36,9 +36,9 @@ def sample_hop(colptr: Tensor, frontier: Tensor, k: int) -> tuple[Tensor, Tensor
     pos = start[owner] + offset
     if k < 0:
         return pos, owner
-    keys = torch.rand(total)
-    order = torch.argsort(keys)
-    order = order[torch.argsort(owner[order], stable=True)]  # grouped by owner, random order inside a group
+    # one sort: owner index plus a uniform key in [0, 0.5) groups by owner, randomly ordered inside a group (the
+    # half-width margin keeps owner + key below owner + 1 after float64 rounding)
+    order = torch.argsort(owner.to(torch.float64) + 0.5 * torch.rand(total, dtype=torch.float64))
     rank = torch.arange(total) - seg_start[owner[order]]
     keep = order[rank < k]
     return pos[keep], owner[keep]
