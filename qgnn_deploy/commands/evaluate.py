@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from qgnn_deploy import progress as progress_bars
 from qgnn_deploy.commands import add_list_argument, add_parser
 from qgnn_deploy.errors import QgnnError
+from qgnn_deploy.train.device import add_device_argument, resolve_device
 
 FRAMEWORKS = ("qat", "dq", "a2q", "mixq")
 PROMPTS = ("none", "lorap", "gpf-lorap")
@@ -131,7 +132,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                              **({"heads": job["heads"], "out_heads": job["out_heads"]} if job["arch"] == "gat" else {}))
         epochs, lr = job["epochs"], job["lr"]
     settings = TrainSettings(epochs=epochs, lr=lr, weight_decay=job["weight_decay"], seed=job["seed"],
-                             progress=False, patience=job["patience"], trainable=trainable)
+                             progress=False, patience=job["patience"], trainable=trainable,
+                             device=job.get("device", "cpu"))
     result = train(config, ds, settings, init_state)
     model = result.model
     save_checkpoint(job["checkpoint"], model, ds.describe(), result.metrics,
@@ -233,6 +235,7 @@ def make_jobs(rows: list[Row], seeds: list[int], args: argparse.Namespace, out_d
             for k in ("lorap_k", "lorap_rank", "lorap_variant", "gpf_k"):
                 job.setdefault(k, getattr(args, k))
             job["signature"] = sig
+            job["device"] = args.device  # where it trains; not part of the cached result's identity
             job["checkpoint"] = str(out_dir / "checkpoints" / f"{row.key}-s{seed}-{sig}.pt")
             job["record"] = str(out_dir / "runs" / f"{row.key}-s{seed}-{sig}.json")
             if "base_signature" in job:
@@ -457,12 +460,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads per job (default: 2 / jobs)")
     p.add_argument("--out-dir", default="evaluation",
                    help="where evaluation.json/.md, runs/ (the cache) and checkpoints/ go")
+    add_device_argument(p)
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (also off when stderr is not a terminal)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    resolve_device(args.device)  # an unusable --device fails here, before any work
     import shlex
     import sys
 

@@ -21,10 +21,12 @@ from tqdm.auto import tqdm
 
 from qgnn_deploy import progress as progress_bars
 from qgnn_deploy.commands import add_list_argument, add_parser
-from qgnn_deploy.data.datasets import DATASETS, load_dataset
+from qgnn_deploy.data.datasets import load_dataset
+from qgnn_deploy.data.specs import ACCEPTED_FORMS
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.nas.search import SearchSettings, retrain, save_searched, search
 from qgnn_deploy.nas.space import SearchSpace
+from qgnn_deploy.train.device import add_device_argument, resolve_device
 from qgnn_deploy.train.trainer import TrainSettings
 
 CSV_FIELDS = ["penalty", "seed", "arch", "hidden", "choice", "projected", "expected_model_bytes",
@@ -34,7 +36,8 @@ CSV_FIELDS = ["penalty", "seed", "arch", "hidden", "choice", "projected", "expec
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_parser(sub, "search", __doc__)
-    p.add_argument("--dataset", default="synthetic", choices=DATASETS, help="node-classification dataset")
+    p.add_argument("--dataset", default="synthetic", metavar="SPEC",
+                   help=f"node-classification dataset spec: {ACCEPTED_FORMS}")
     p.add_argument("--data-root", default=None, help="dataset root (default: $QGNN_DATA_ROOT, else the user cache)")
     p.add_argument("--space", default="deployable", choices=("deployable", "full"),
                    help="deployable: only what QGNN builds; full: also max/attention/activations (projected)")
@@ -68,10 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (also off when stderr is not a terminal)")
     p.add_argument("--out-dir", default="search_out", help="where model.pt, search.json and points.csv go")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    resolve_device(args.device)  # an unusable --device fails here, before any work
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -109,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         outcome = search(ds, space, settings, progress)
         bar.close()
         result = retrain(outcome, ds, TrainSettings(epochs=args.epochs, lr=args.lr, seed=seed,
-                                                    progress=not args.no_progress, patience=args.patience), lorap)
+                                                    progress=not args.no_progress, patience=args.patience,
+                                                    device=args.device), lorap)
         cfg = outcome.discretised.config
         row = {"penalty": pen, "seed": seed, "arch": cfg.arch, "hidden": cfg.hidden,
                "choice": json.dumps(outcome.discretised.choice), "projected": "; ".join(outcome.discretised.projected),

@@ -14,6 +14,7 @@ from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.models.net import ARCHS, ModelConfig, default_bits
 from qgnn_deploy.quant.frameworks import FRAMEWORK_NAMES
 from qgnn_deploy.train.checkpoint import load_checkpoint, save_checkpoint
+from qgnn_deploy.train.device import add_device_argument
 from qgnn_deploy.train.trainer import TrainSettings, train
 
 
@@ -106,7 +107,39 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "terminal)")
     p.add_argument("--loss", default="l1", choices=("l1", "mse"), help="regression datasets (e.g. zinc): the loss")
     p.add_argument("--out", default="model.pt", help="checkpoint file to write (weights only, no pickle)")
+    add_scale_arguments(p)
     p.set_defaults(func=run)
+
+
+def add_scale_arguments(p: argparse.ArgumentParser) -> None:
+    """--device and mini-batch flags (docs/training.md); data parallelism comes from torchrun's environment."""
+    add_device_argument(p)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="node tasks: NeighborLoader mini-batches of this many seed nodes (default: full graph); "
+                        "graph tasks: graphs per batch (default 32)")
+    p.add_argument("--num-neighbors", default="10,10", help="neighbours sampled per hop for --batch-size, e.g. 10,10")
+
+
+def scale_settings(args: argparse.Namespace, task: str) -> dict:
+    """TrainSettings fields from the scale flags (``--batch-size``, ``--num-neighbors``, ``--device``, torchrun)."""
+    from qgnn_deploy.train.distributed import from_env
+    from qgnn_deploy.train.minibatch import parse_num_neighbors
+
+    try:
+        hops = parse_num_neighbors(args.num_neighbors)
+    except ValueError as exc:
+        raise QgnnError(str(exc)) from None
+    if args.batch_size is not None and args.batch_size < 1:
+        raise QgnnError(f"--batch-size must be positive, got {args.batch_size}")
+    dist = from_env()
+    if dist is not None and task != "node":
+        raise QgnnError("data-parallel training (torchrun) supports node-classification datasets only")
+    out: dict = {"device": args.device, "num_neighbors": hops, "dist": dist}
+    if task == "node":
+        out["node_batch_size"] = args.batch_size
+    elif args.batch_size is not None:
+        out["batch_size"] = args.batch_size
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,12 +154,17 @@ def run(args: argparse.Namespace) -> int:
         init_model, _ = load_checkpoint(args.init)
         init_state = init_model.state_dict()
         check_init_compatible(args.init, init_model.config, init_state, config)
+    scale = scale_settings(args, ds.task)
     result = train(config, ds, TrainSettings(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
                                              seed=args.seed, progress=not args.no_progress,
-                                             regression_loss=args.loss), init_state)
+                                             regression_loss=args.loss, **scale), init_state)
+    dist = scale["dist"]
+    if dist is not None and not dist.is_main:  # every rank holds the same model; rank 0 alone writes it
+        return 0
     save_checkpoint(args.out, result.model, ds.describe(), result.metrics,
                     extra={"seed": args.seed, "epochs": args.epochs, "lr": args.lr, "init": args.init,
-                           "split_seed": args.split_seed})
+                           "split_seed": args.split_seed, "batch_size": args.batch_size,
+                           "world_size": dist.world_size if dist else 1})
     m = result.metrics
     key = "mae" if m.get("metric") == "mae" else "acc"
     print(f"{config.arch} {config.framework} bits={args.bits} lorap={bool(config.lorap)} gpf={args.gpf}: "

@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch_geometric.data import Data
+
+from qgnn_deploy.errors import QgnnError
 
 # the spec-free names; any spec of data/specs.py is accepted too (e.g. planetoid:CiteSeer, tu:PROTEINS, file:g.npz)
 DATASETS = ("cora", "synthetic", "synthetic-graphs")
@@ -86,19 +89,39 @@ def load_cora(data_root: str | Path | None = None) -> GraphDataset:
     return ds
 
 
+SYNTHETIC_DEGREE = 9.5  # mean degree of the classic generator: 8 within-class + 1.5 across classes
+SYNTHETIC_HOMOPHILY = 8.0 / 9.5
+DENSE_MAX_NODES = 20000  # above this (or with an explicit degree) edges are sampled sparsely: O(E) memory
+
+
 def make_synthetic_nodes(num_nodes: int = 600, num_classes: int = 4, num_features: int = 32,
-                         seed: int = 0) -> GraphDataset:
-    """Contextual SBM: dense within-class edges, class-dependent Gaussian features."""
+                         seed: int = 0, *, nodes: int | None = None, degree: float | None = None) -> GraphDataset:
+    """Contextual SBM: dense within-class edges, class-dependent Gaussian features.
+
+    ``nodes`` (alias of ``num_nodes``, the ``synthetic:nodes=...`` option) and ``degree`` (mean degree) scale
+    it: without ``degree`` and up to ``DENSE_MAX_NODES`` nodes the classic all-pairs generator runs (unchanged
+    graphs); otherwise ``N * degree / 2`` undirected edges are drawn directly with the same homophily, so
+    ``nodes=200000,degree=15`` takes seconds and O(E) memory.
+    """
+    if nodes is not None:
+        num_nodes = int(nodes)
+    if num_nodes < num_classes or num_classes < 2:
+        raise QgnnError(f"synthetic graph needs at least {max(num_classes, 2)} nodes and 2 classes")
+    if degree is not None and not degree > 0:
+        raise QgnnError(f"synthetic graph degree must be positive, got {degree}")
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(num_nodes) % num_classes
     y = y[torch.randperm(num_nodes, generator=g)]
-    p_in, p_out = 8.0 / num_nodes * num_classes, 1.5 / num_nodes * num_classes
-    same = y[:, None] == y[None, :]
-    prob = torch.where(same, torch.tensor(p_in), torch.tensor(p_out / (num_classes - 1)))
-    adj = torch.rand(num_nodes, num_nodes, generator=g) < prob
-    adj = torch.triu(adj, diagonal=1)
-    src, dst = adj.nonzero(as_tuple=True)
-    edge_index = torch.cat([torch.stack([src, dst]), torch.stack([dst, src])], dim=1)
+    if degree is None and num_nodes <= DENSE_MAX_NODES:
+        p_in, p_out = 8.0 / num_nodes * num_classes, 1.5 / num_nodes * num_classes
+        same = y[:, None] == y[None, :]
+        prob = torch.where(same, torch.tensor(p_in), torch.tensor(p_out / (num_classes - 1)))
+        adj = torch.rand(num_nodes, num_nodes, generator=g) < prob
+        adj = torch.triu(adj, diagonal=1)
+        src, dst = adj.nonzero(as_tuple=True)
+        edge_index = torch.cat([torch.stack([src, dst]), torch.stack([dst, src])], dim=1)
+    else:
+        edge_index = _sparse_sbm_edges(y, num_classes, SYNTHETIC_DEGREE if degree is None else float(degree), g)
     means = torch.randn(num_classes, num_features, generator=g)
     x = means[y] * 0.6 + torch.randn(num_nodes, num_features, generator=g)
     perm = torch.randperm(num_nodes, generator=g)
@@ -112,6 +135,28 @@ def make_synthetic_nodes(num_nodes: int = 600, num_classes: int = 4, num_feature
     data = Data(x=x, edge_index=edge_index, y=y, train_mask=masks["train"], val_mask=masks["val"],
                 test_mask=masks["test"])
     return GraphDataset("synthetic", "node", num_features, num_classes, data=data)
+
+
+def _sparse_sbm_edges(y: Tensor, num_classes: int, degree: float, g: torch.Generator) -> Tensor:
+    """``round(N * degree / 2)`` undirected edges: a uniform source, a partner of the same class with probability
+    ``SYNTHETIC_HOMOPHILY`` else of a uniformly chosen other class; self loops and duplicates dropped."""
+    from torch_geometric.utils import coalesce
+
+    n = y.numel()
+    m = max(1, int(round(n * degree / 2)))
+    order = torch.argsort(y, stable=True)  # nodes grouped by class
+    count = torch.bincount(y, minlength=num_classes)
+    start = torch.cumsum(count, 0) - count
+    src = torch.randint(n, (m,), generator=g)
+    same = torch.rand(m, generator=g) < SYNTHETIC_HOMOPHILY
+    shift = torch.randint(1, num_classes, (m,), generator=g)
+    cls = torch.where(same, y[src], (y[src] + shift) % num_classes)
+    pick = (torch.rand(m, generator=g) * count[cls]).long().clamp_max(count[cls] - 1)
+    dst = order[start[cls] + pick]
+    keep = src != dst
+    src, dst = src[keep], dst[keep]
+    edge_index = torch.cat([torch.stack([src, dst]), torch.stack([dst, src])], dim=1)
+    return coalesce(edge_index, num_nodes=n)
 
 
 def make_synthetic_graphs(num_graphs: int = 240, seed: int = 0) -> GraphDataset:

@@ -36,6 +36,21 @@ def in_degree(edge_index: Tensor, num_nodes: int, dtype: torch.dtype) -> Tensor:
     return deg
 
 
+def sampled_degrees(ctx: QuantContext | None, edge_index: Tensor, n: int,
+                    dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+    """(in-degree the normalisation uses, per-node neighbour-sum rescale or None).
+
+    Full graph: the sub-graph in-degree and no rescale (unchanged arithmetic).  Sampled mini-batch
+    (``ctx.sampled``): the full-graph in-degree, as the deployed model computes it, and ``deg / sampled_deg`` so
+    that a sum over the sampled neighbours estimates the full-graph sum without bias (ranges seen by the
+    observers then match the full graph's).
+    """
+    if ctx is None or not ctx.sampled or ctx.degree is None:
+        return in_degree(edge_index, n, dtype), None
+    full = ctx.degree.to(dtype)
+    return full, full / in_degree(edge_index, n, dtype).clamp_min(1.0)
+
+
 def _bind(q: Quantizer, weight: nn.Parameter) -> None:
     """Give a weight quantizer its parameter so ``qparams()`` works without a forward."""
     if hasattr(q, "bind"):
@@ -104,9 +119,13 @@ class QGCNConv(QuantLayer):
     def forward(self, x: Tensor, edge_index: Tensor, ctx: QuantContext | None = None) -> Tensor:
         n = x.shape[0]
         h = self.q_message(x @ self.q_weight(self.lin.weight).t(), ctx)
-        e = self.q_edge(in_degree(edge_index, n, x.dtype).add(1.0).rsqrt())
+        deg, rescale = sampled_degrees(ctx, edge_index, n, x.dtype)
+        e = self.q_edge(deg.add(1.0).rsqrt())
         he = h * e[:, None]
-        a = e[:, None] * (self.propagate(edge_index, x=he, size=(n, n)) + he)
+        neigh = self.propagate(edge_index, x=he, size=(n, n))
+        if rescale is not None:
+            neigh = neigh * rescale[:, None]
+        a = e[:, None] * (neigh + he)
         a = self.q_aggregate(a, ctx)
         return self.apply_prompt(a) + quantize_bias(self.bias, self.bias_grid())
 
@@ -139,7 +158,11 @@ class QGINConv(QuantLayer):
 
     def forward(self, x: Tensor, edge_index: Tensor, ctx: QuantContext | None = None) -> Tensor:
         n = x.shape[0]
-        a = self.one_plus_eps() * x + self.propagate(edge_index, x=x, size=(n, n))
+        neigh = self.propagate(edge_index, x=x, size=(n, n))
+        _, rescale = sampled_degrees(ctx, edge_index, n, x.dtype)
+        if rescale is not None:
+            neigh = neigh * rescale[:, None]
+        a = self.one_plus_eps() * x + neigh
         a = self.q_aggregate(a, ctx)
         if self.prompt is not None:
             a = self.q_prompted(self.apply_prompt(a), ctx)

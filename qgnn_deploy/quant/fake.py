@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from qgnn_deploy.quant import sync
 from qgnn_deploy.quant.spec import QParams, QuantSpec
 
 EPS = 1e-8
@@ -30,6 +31,10 @@ class QuantContext:
 
     keep_float: Tensor | None = None
     degree: Tensor | None = None
+    # True for a sampled sub-graph (NeighborLoader mini-batch): ``degree`` then holds the FULL-graph in-degree of
+    # each batch node (indexed by global id), which GCN/GIN normalisation and A2Q buckets use instead of the
+    # sub-graph's (train/minibatch.py)
+    sampled: bool = False
 
 
 def round_ste(x: Tensor, rounding: str) -> Tensor:
@@ -148,9 +153,16 @@ class RangeFakeQuant(Quantizer):
         return x.min(), x.max()
 
     def observe(self, x: Tensor) -> None:
-        if x.numel() == 0:
+        if sync.active():  # every rank takes part in the reduction, even with an empty batch
+            inf = torch.tensor(float("inf"), dtype=torch.float32, device=x.device)
+            lo, hi = self.batch_range(x) if x.numel() else (inf, -inf)
+            lo, hi = sync.reduce_range(lo.to(torch.float32), hi.to(torch.float32))
+            if not bool(torch.isfinite(lo)):
+                return
+        elif x.numel() == 0:
             return
-        lo, hi = self.batch_range(x)
+        else:
+            lo, hi = self.batch_range(x)
         if not bool(self.initialized):
             self.lo.copy_(lo)
             self.hi.copy_(hi)

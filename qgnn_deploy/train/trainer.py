@@ -1,4 +1,9 @@
-"""Training loop for node (full batch) and graph (mini-batch) classification and regression.
+"""Training loop for node (full batch or NeighborLoader mini-batch) and graph (mini-batch) classification
+and regression.
+
+``settings.device`` picks where it runs (the returned model is always on the CPU, so checkpoints and folds
+never see device tensors); ``settings.node_batch_size`` switches node tasks to sampled mini-batches
+(train/minibatch.py); ``settings.dist`` (train/distributed.py) makes it one rank of a DDP run.
 
 Model selection follows the usual Planetoid protocol: the weights (and
 quantizer statistics) from the epoch with the best validation accuracy are
@@ -23,6 +28,7 @@ from tqdm.auto import tqdm
 from qgnn_deploy import progress
 from qgnn_deploy.data.datasets import GraphDataset
 from qgnn_deploy.models.net import QGNN, ModelConfig
+from qgnn_deploy.train.device import resolve_device
 
 
 @dataclass
@@ -38,6 +44,10 @@ class TrainSettings:
     patience: int | None = None
     trainable: tuple[str, ...] | None = None  # train only parameters whose name contains one of these (prompts on top)
     regression_loss: str = "l1"  # regression datasets: "l1" (ZINC's usual loss) or "mse"
+    device: str = "cpu"  # cpu | cuda | auto
+    node_batch_size: int | None = None  # node tasks: NeighborLoader mini-batches of this many seed nodes
+    num_neighbors: tuple[int, ...] = (10, 10)  # neighbours sampled per hop (-1 = all)
+    dist: Any = None  # train.distributed.DistInfo when this process is one rank of a DDP run
 
 
 @dataclass
@@ -93,10 +103,12 @@ def evaluate_graph(model: QGNN, ds: GraphDataset, batch_size: int = 64) -> dict[
     from torch_geometric.loader import DataLoader
 
     model.eval()
+    device = next(model.parameters()).device
     res = {}
     for split, idx in ds.splits.items():
         outs, ys = [], []
         for b in DataLoader([ds.graphs[i] for i in idx], batch_size=batch_size):
+            b = b.to(device)
             outs.append(model(b.x, b.edge_index, b.batch))
             ys.append(b.y)
         res[split] = task_metric(torch.cat(outs), torch.cat(ys), ds.regression) if outs else float("nan")
@@ -106,6 +118,20 @@ def evaluate_graph(model: QGNN, ds: GraphDataset, batch_size: int = 64) -> dict[
 def train(config: ModelConfig, ds: GraphDataset, settings: TrainSettings,
           init_state: dict[str, Tensor] | None = None) -> TrainResult:
     """Train ``config`` on ``ds``; ``init_state`` starts from a checkpoint (e.g. prompts on top of QAT)."""
+    dist = settings.dist
+    device = resolve_device(settings.device, dist.local_rank if dist else 0)
+    if dist is not None:
+        from qgnn_deploy.train.distributed import session
+
+        if ds.task != "node":
+            raise ValueError("data-parallel training supports node-classification datasets")
+        with session(dist, device):
+            return _train(config, ds, settings, init_state, device)
+    return _train(config, ds, settings, init_state, device)
+
+
+def _train(config: ModelConfig, ds: GraphDataset, settings: TrainSettings, init_state: dict[str, Tensor] | None,
+           device: torch.device) -> TrainResult:
     seed_everything(settings.seed)
     model = QGNN(config)
     if init_state is not None:
@@ -118,22 +144,29 @@ def train(config: ModelConfig, ds: GraphDataset, settings: TrainSettings,
         for name, m in model.named_modules():  # frozen parts keep their loaded range statistics too
             if hasattr(m, "momentum") and not any(t in name for t in settings.trainable):
                 m.momentum = 0.0
+    model.to(device)
+    dist = settings.dist
+    step = _Stepper(model, ds, settings, device)
+    if dist is not None:  # after DDP's broadcast from rank 0, each rank draws its own dropout / sampling stream
+        torch.manual_seed(settings.seed * 7919 + dist.rank + 1)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     regression = bool(getattr(ds, "regression", False))
     sign = -1.0 if regression else 1.0  # selection maximises sign * val metric (MAE: lower is better)
     best: dict[str, Any] = {"val": -1.0 if not regression else float("inf")}
     history: list[dict[str, float]] = []
     framework = model.framework
-    bar = tqdm(range(settings.epochs), disable=progress.disabled(settings.progress),
+    quiet_rank = dist is not None and not dist.is_main
+    bar = tqdm(range(settings.epochs), disable=progress.disabled(settings.progress) or quiet_rank,
                desc=f"{config.arch}/{config.framework}", leave=False)
     since_best = 0
     for epoch in bar:
         model.train()
-        loss = _train_epoch(model, ds, opt, settings)
+        loss = step.epoch(opt, epoch)
         framework.on_epoch_end(model, epoch, settings.epochs)
         if framework_reset_optimizer(framework):
+            step.rewrap()
             opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-        accs = evaluate_node(model, ds.data, regression) if ds.task == "node" else evaluate_graph(model, ds)
+        accs = evaluate_node(model, step.data, regression) if ds.task == "node" else evaluate_graph(model, ds)
         history.append({"epoch": epoch, "loss": loss, **accs})
         selectable = getattr(framework, "selectable", lambda e, n: True)(epoch, settings.epochs)
         if selectable and sign * accs["val"] > sign * best["val"]:
@@ -149,6 +182,7 @@ def train(config: ModelConfig, ds: GraphDataset, settings: TrainSettings,
         if best["config"] != model.config.to_dict():
             model = QGNN(ModelConfig.from_dict(best["config"]))
         model.load_state_dict(best["state"])
+    model.to("cpu")
     model.eval()
     key = "mae" if regression else "acc"
     metrics = {"best_epoch": best.get("epoch", -1), f"val_{key}": best["val"],
@@ -165,21 +199,86 @@ def framework_reset_optimizer(framework) -> bool:
     return bool(flag)
 
 
-def _train_epoch(model: QGNN, ds: GraphDataset, opt: torch.optim.Optimizer, settings: TrainSettings) -> float:
-    if ds.task == "node":
-        data = ds.data
+class _Stepper:
+    """One training epoch in the configured mode: full graph, NeighborLoader mini-batches, graph batches; DDP."""
+
+    def __init__(self, model: QGNN, ds: GraphDataset, settings: TrainSettings, device: torch.device) -> None:
+        self.model, self.ds, self.settings, self.device = model, ds, settings, device
+        self.data = None
+        self.batches = None
+        if ds.task == "node":  # a shallow copy: moving it to the device leaves ds.data on the CPU
+            self.data = copy.copy(ds.data).to(device) if device.type != "cpu" else ds.data
+            if settings.node_batch_size:
+                from qgnn_deploy.train.minibatch import NodeBatches
+
+                dist = settings.dist
+                self.batches = NodeBatches(ds.data, int(settings.node_batch_size), tuple(settings.num_neighbors),
+                                           settings.seed, dist.rank if dist else 0, dist.world_size if dist else 1)
+                self.degree = self.batches.degree.to(device)
+            else:
+                self.train_nodes = ds.data.train_mask.nonzero().view(-1)
+        self.net: torch.nn.Module = model
+        self.rewrap()
+
+    def rewrap(self) -> None:
+        """(Re)build the DDP wrapper, e.g. after MixQ rebuilt the model's modules."""
+        if self.settings.dist is not None:
+            from qgnn_deploy.train.distributed import wrap
+
+            self.net = wrap(self.model, self.device)
+
+    def epoch(self, opt: torch.optim.Optimizer, epoch: int) -> float:
+        if self.batches is not None:
+            return self._node_minibatch(opt, epoch)
+        if self.ds.task == "node":
+            return self._node_full(opt, epoch)
+        return _graph_epoch(self.model, self.ds, opt, self.settings, self.device)
+
+    def _node_full(self, opt: torch.optim.Optimizer, epoch: int) -> float:
+        data, dist = self.data, self.settings.dist
         opt.zero_grad()
-        out = model(data.x, data.edge_index)
-        loss = task_loss(out[data.train_mask], data.y[data.train_mask], ds.regression, settings.regression_loss) \
-            + model.framework.penalty(model)
+        out = self.net(data.x, data.edge_index)
+        regression, kind = self.ds.regression, self.settings.regression_loss
+        if dist is None:
+            loss = task_loss(out[data.train_mask], data.y[data.train_mask], regression, kind)
+        else:  # full graph on every rank, the loss over this rank's share of the train nodes
+            from qgnn_deploy.train.minibatch import rank_share
+
+            share = rank_share(self.train_nodes, self.settings.seed, epoch, dist.rank, dist.world_size).to(self.device)
+            loss = task_loss(out[share], data.y[share], regression, kind)
+        loss = loss + self.model.framework.penalty(self.model)
         loss.backward()
         opt.step()
         return float(loss.detach())
+
+    def _node_minibatch(self, opt: torch.optim.Optimizer, epoch: int) -> float:
+        from qgnn_deploy.train.minibatch import batch_context
+
+        framework = self.model.framework
+        total, count = 0.0, 0
+        for batch in self.batches.epoch(epoch):
+            batch = batch.to(self.device)
+            ctx = batch_context(framework, self.model, batch, self.degree)
+            opt.zero_grad()
+            out = self.net(batch.x, batch.edge_index, None, ctx)
+            seeds = int(batch.batch_size)
+            loss = task_loss(out[:seeds], batch.y[:seeds], self.ds.regression, self.settings.regression_loss) \
+                + framework.penalty(self.model)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * seeds
+            count += seeds
+        return total / max(count, 1)
+
+
+def _graph_epoch(model: QGNN, ds: GraphDataset, opt: torch.optim.Optimizer, settings: TrainSettings,
+                 device: torch.device) -> float:
     from torch_geometric.loader import DataLoader
 
     total, count = 0.0, 0
     loader = DataLoader([ds.graphs[i] for i in ds.splits["train"]], batch_size=settings.batch_size, shuffle=True)
     for b in loader:
+        b = b.to(device)
         opt.zero_grad()
         out = model(b.x, b.edge_index, b.batch)
         loss = task_loss(out, b.y, ds.regression, settings.regression_loss) + model.framework.penalty(model)

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from qgnn_deploy.quant import sync
 from qgnn_deploy.quant.fake import (
     EPS,
     QuantContext,
@@ -130,8 +131,8 @@ class LSQFakeQuant(RangeFakeQuant):
         if self.training:
             self.observe(x.detach())
         s, zp = self.step_zp()
-        lo = torch.tensor(self.spec.qmin - zp, dtype=x.dtype)
-        hi = torch.tensor(self.spec.qmax - zp, dtype=x.dtype)
+        lo = torch.tensor(self.spec.qmin - zp, dtype=x.dtype, device=x.device)
+        hi = torch.tensor(self.spec.qmax - zp, dtype=x.dtype, device=x.device)
         return lsq_fake_quant(x, s.to(x.dtype), lo, hi, self.spec.rounding)
 
     def scale_zp(self, x: Tensor | None) -> tuple[Tensor, int]:
@@ -189,15 +190,23 @@ class A2QNodeQuant(Quantizer):
     @torch.no_grad()
     def observe_rows(self, x: Tensor, bucket: Tensor) -> None:
         """EMA of each bucket's max |x| (buckets absent from the batch keep theirs; the first batch fills all)."""
-        if x.numel() == 0:
+        if x.numel() == 0 and not sync.active():
             return
         amax_rows = x.abs().amax(dim=1).to(torch.float32)
-        amax = torch.zeros(self.num_buckets).scatter_reduce_(0, bucket, amax_rows, "amax", include_self=True)
+        amax = torch.zeros(self.num_buckets, device=x.device).scatter_reduce_(0, bucket, amax_rows, "amax",
+                                                                               include_self=True)
         present = torch.bincount(bucket, minlength=self.num_buckets) > 0
+        # data-parallel: the all-rank batch statistics, so every rank keeps identical tables
+        amax = sync.reduce_max(amax)
+        present = sync.reduce_max(present.to(torch.int32)) > 0
+        row_max = sync.reduce_max(amax_rows.max() if amax_rows.numel() else amax.new_zeros(()))
+        if not bool(present.any()):
+            return
         if not bool(self.initialized):
             if self.spec.kind == "affine":
-                self.signed_range.fill_(bool(x.min() < 0))
-            self.amax.copy_(torch.where(present & (amax > 0), amax, amax_rows.max().clamp_min(EPS)))
+                x_min = sync.reduce_min(x.min() if x.numel() else x.new_zeros(()))
+                self.signed_range.fill_(bool(x_min < 0))
+            self.amax.copy_(torch.where(present & (amax > 0), amax, row_max.clamp_min(EPS)))
             self.initialized.fill_(True)
         else:
             self.amax.copy_(torch.where(present, self.amax.lerp(amax.clamp_min(EPS), self.momentum), self.amax))
@@ -234,11 +243,11 @@ class A2QNodeQuant(Quantizer):
         lo_t, hi_t = self.range_table()
         signed = bool(self.signed_range)
         return QParams(
-            scale=self.step_table().detach().to(torch.float32).numpy().astype(np.float32),
+            scale=self.step_table().detach().to(torch.float32).cpu().numpy().astype(np.float32),
             zero_point=0,
-            qmin=lo_t.detach().numpy().astype(np.int64),
-            qmax=hi_t.detach().numpy().astype(np.int64),
-            bits=self.bits_table().detach().numpy().astype(np.int64),
+            qmin=lo_t.detach().cpu().numpy().astype(np.int64),
+            qmax=hi_t.detach().cpu().numpy().astype(np.int64),
+            bits=self.bits_table().detach().cpu().numpy().astype(np.int64),
             dtype="int8" if signed else "uint8",
             axis=None,
             per_node={"mode": "degree_bucket", "num_buckets": self.num_buckets, "rule": BUCKET_RULE,

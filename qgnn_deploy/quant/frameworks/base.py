@@ -34,8 +34,16 @@ class Framework:
     def weight(self, spec: QuantSpec) -> Quantizer:
         return WeightFakeQuant(spec)
 
-    def context(self, model: nn.Module, edge_index: Tensor, num_nodes: int) -> QuantContext:
-        """Called before each forward; the default passes in-degrees only."""
+    def context(self, model: nn.Module, edge_index: Tensor, num_nodes: int, degree: Tensor | None = None,
+                population: Tensor | None = None) -> QuantContext:
+        """Called before each forward; the default passes in-degrees only.
+
+        A sampled mini-batch passes ``degree`` (the full-graph in-degree of each batch node) and ``population``
+        (every node's full-graph in-degree, for degree statistics such as Degree-Quant's CDF); the context is
+        then marked ``sampled``.
+        """
+        if degree is not None:
+            return QuantContext(keep_float=None, degree=degree, sampled=True)
         deg = torch.zeros(num_nodes, dtype=torch.long, device=edge_index.device)
         if edge_index.numel():
             deg.scatter_add_(0, edge_index[1], torch.ones_like(edge_index[1]))

@@ -65,18 +65,23 @@ class PercentileFakeQuant(RangeFakeQuant):
         return torch.minimum(lo, torch.zeros_like(lo)), torch.maximum(hi, torch.zeros_like(hi))
 
 
-def degree_cdf(degree: Tensor) -> Tensor:
-    """Empirical CDF of the in-degree evaluated at each node: ``#{j : deg_j <= deg_i} / N``."""
-    n = degree.numel()
-    if n == 0:
+def degree_cdf(degree: Tensor, population: Tensor | None = None) -> Tensor:
+    """Empirical CDF of the in-degree evaluated at each node: ``#{j : deg_j <= deg_i} / N``.
+
+    ``population`` (default ``degree``) is the set of degrees the CDF is taken over: a sampled mini-batch passes
+    the full graph's, so a node's protection does not depend on which batch it landed in.
+    """
+    pop = degree if population is None else population
+    n = pop.numel()
+    if n == 0 or degree.numel() == 0:
         return degree.to(torch.float32)
-    sorted_deg, _ = torch.sort(degree)
-    return torch.searchsorted(sorted_deg, degree, right=True).to(torch.float32) / n
+    sorted_deg, _ = torch.sort(pop)
+    return torch.searchsorted(sorted_deg, degree.to(sorted_deg.dtype), right=True).to(torch.float32) / n
 
 
-def protection_probability(degree: Tensor, p_min: float, p_max: float) -> Tensor:
+def protection_probability(degree: Tensor, p_min: float, p_max: float, population: Tensor | None = None) -> Tensor:
     """``p_i = p_min + (p_max - p_min) * CDF(deg_i)``: rises monotonically with in-degree."""
-    return p_min + (p_max - p_min) * degree_cdf(degree)
+    return p_min + (p_max - p_min) * degree_cdf(degree, population)
 
 
 class DegreeQuant(Framework):
@@ -100,11 +105,12 @@ class DegreeQuant(Framework):
         return PercentileFakeQuant(spec, momentum=float(self.options.get("momentum", 0.1)),
                                    tail=float(tail) if tail is not None else None)
 
-    def context(self, model: nn.Module | None, edge_index: Tensor, num_nodes: int) -> QuantContext:
-        ctx = super().context(model, edge_index, num_nodes)
+    def context(self, model: nn.Module | None, edge_index: Tensor, num_nodes: int, degree: Tensor | None = None,
+                population: Tensor | None = None) -> QuantContext:
+        ctx = super().context(model, edge_index, num_nodes, degree, population)
         if model is not None and not model.training:
             return ctx
         if self.p_max > 0:
-            p = protection_probability(ctx.degree, self.p_min, self.p_max)
+            p = protection_probability(ctx.degree, self.p_min, self.p_max, population)
             ctx.keep_float = torch.bernoulli(p).to(torch.bool)
         return ctx

@@ -70,7 +70,7 @@ class _Relaxed:
         return F.softmax(self.logits, dim=0)
 
     def expected_bits(self) -> Tensor:
-        return (self.probs() * torch.tensor(self.candidates, dtype=self.logits.dtype)).sum()
+        return (self.probs() * torch.tensor(self.candidates, dtype=self.logits.dtype, device=self.logits.device)).sum()
 
     def chosen_bits(self) -> int:
         """Arg-max candidate (ties go to the higher bit-width)."""
@@ -248,6 +248,7 @@ class MixQ(Framework):
         new_cfg.framework_options = dict(self.options)
         with torch.random.fork_rng():
             fresh = QGNN(new_cfg)
+        fresh.to(next(model.parameters()).device)  # the rebuilt quantizers live where the model does
         old_state = model.state_dict()
         new_state = fresh.state_dict()
         carried = {k: v for k, v in old_state.items() if k in new_state and new_state[k].shape == v.shape}
