@@ -131,10 +131,11 @@ def test_series_and_roofline(quick_run: tuple[Path, dict]) -> None:
     pts = res["series"]["points"]
     assert [p["num_nodes"] for p in pts] == [200, 1000]
     for p in pts:
-        for key in ("pyg_eager", "ours_ort", "ours_tvm", "ours_tvm_u8", "ours_tvm_u8_sorted"):
+        for key in ("pyg_eager", "ort_fp32", "ours_ort", "ours_tvm", "ours_tvm_u8", "ours_tvm_u8_sorted"):
             assert p[key]["latency_ms"]["median"] > 0 and p[key]["peak_rss_bytes"] > 0
     slopes = res["series"]["growth_exponent_vs_edges"]
-    assert all(isinstance(slopes[k], float) for k in ("pyg_eager", "ours_ort", "ours_tvm"))
+    assert all(isinstance(slopes[k], float) for k in ("pyg_eager", "ort_fp32", "ours_ort", "ours_tvm"))
+    assert res["targets"]["series_ours_ort_vs_ort_fp32_and_pyg_cached"]["met"] is None  # sizes below 10^5
     rf = res["roofline"]
     assert rf["probe"]["int8_gemm"]["ops_per_s"] > 0 and rf["probe"]["memory_bandwidth"]["bytes_per_s"] > 0
     assert rf["achieved"]["int_ops_per_s"] > 0 and rf["workload"]["int_ops"] > 0
@@ -167,3 +168,20 @@ def test_growth_target_reads_our_fastest_backend_at_the_largest_graph() -> None:
     res = {"series": {"points": pts, "growth_exponent_vs_edges": growth_exponents(pts)}}
     t = check_targets(res)["latency_no_worse_than_linear_in_edges"]
     assert t["backend"] == "ours_tvm" and t["value"] == pytest.approx(np.log10(200) / 2) and t["met"] is False
+
+
+def test_series_ort_target_reads_both_baselines_and_peak_rss() -> None:
+    from qgnn_deploy.perf.suite import series_ort_target
+
+    def point(n: int, ours: float, fp32: float, cached: float, rss: tuple[int, int]) -> dict:
+        return {"num_nodes": n, "ours_ort": {"latency_ms": {"median": ours}, "peak_rss_bytes": rss[0]},
+                "ort_fp32": {"latency_ms": {"median": fp32}}, "pyg_cached": {"latency_ms": {"median": cached},
+                                                                     "peak_rss_bytes": rss[1]}}
+
+    pts = [point(10_000, 9.0, 1.0, 1.0, (1, 2)), point(100_000, 50.0, 100.0, 80.0, (1, 2)),
+           point(1_000_000, 500.0, 900.0, 1000.0, (3, 2))]
+    t = series_ort_target(pts)
+    assert t["per_size"] == {"100000": pytest.approx(1.6), "1000000": pytest.approx(1.8)}  # 10^4 not counted
+    assert t["value"] == pytest.approx(1.6) and t["met"] is False  # faster, but peaks above PyG at 10^6
+    pts[-1]["ours_ort"]["peak_rss_bytes"] = 1
+    assert series_ort_target(pts)["met"] is True

@@ -92,10 +92,12 @@ def infer_shapes(graph: Graph) -> dict[str, Shape]:
 class EmitContext:
     """State shared by the handlers while one IR graph becomes one ONNX graph."""
 
-    def __init__(self, graph: Graph, opset: int = DEFAULT_OPSET, saturation_safe: bool = True) -> None:
+    def __init__(self, graph: Graph, opset: int = DEFAULT_OPSET, saturation_safe: bool = True,
+                 aggregation: str = "scatter") -> None:
         self.graph = graph
         self.opset = opset
         self.saturation_safe = saturation_safe
+        self.aggregation = aggregation  # "scatter" or "csr" (see segment.py / docs/aggregation.md)
         self.dtypes = infer_dtypes(graph)
         self.ranks = infer_ranks(graph)
         self.shapes = infer_shapes(graph)
@@ -214,16 +216,22 @@ def _prune(nodes: list[onnx.NodeProto], inits: dict[str, onnx.TensorProto],
     """Drop nodes and initializers nothing reaches the outputs through."""
     needed = set(outputs)
     keep: list[onnx.NodeProto] = []
+    from qgnn_deploy.backends.onnx.segment import subgraph_inputs
+
     for n in reversed(nodes):
         if any(o in needed for o in n.output):
             keep.append(n)
             needed.update(i for i in n.input if i)
+            needed.update(subgraph_inputs(n))  # outer-scope values an If branch reads
     keep.reverse()
     return keep, {k: v for k, v in inits.items() if k in needed}
 
 
+AGGREGATIONS = ("scatter", "csr")
+
+
 def export_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True, expose_all: bool = False,
-                saturation_safe: bool = True) -> onnx.ModelProto:
+                saturation_safe: bool = True, aggregation: str = "scatter") -> onnx.ModelProto:
     """Translate an integer graph into an ONNX model with dynamic N/E/G dimensions.
 
     ``expose_all`` also makes every intermediate IR value a graph output (shape
@@ -231,7 +239,12 @@ def export_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True, ex
     ``saturation_safe=False`` keeps full-range int8 weights in one u8 x s8
     MatMulInteger: faster, but exact only on CPUs whose int8 dot product does
     not saturate (x86 with VNNI, arm64); see the matmul handler.
+    ``aggregation="csr"`` adds, for every sum of gathered rows, a run-time branch that uses prefix sums when the
+    destinations ascend (``segment.py``); the default keeps the per-column ScatterElements everywhere, which
+    measured as fast or faster in ORT 1.31 here (``examples/results/ort_aggregation.md``).
     """
+    if aggregation not in AGGREGATIONS:
+        raise QgnnError(f"ONNX export: aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
     if opset < 18:
         raise QgnnError(f"ONNX export needs opset >= 18 (ScatterElements max/axes-as-input), got {opset}")
     try:
@@ -241,7 +254,7 @@ def export_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True, ex
     missing = sorted({n.op for n in graph.nodes} - set(HANDLERS))
     if missing:
         raise QgnnError(f"ONNX export: no handler for IR op(s) {', '.join(missing)}")
-    ctx = EmitContext(graph, opset, saturation_safe)
+    ctx = EmitContext(graph, opset, saturation_safe, aggregation)
     for node in graph.nodes:
         ctx.current = node
         HANDLERS[node.op](ctx, node)

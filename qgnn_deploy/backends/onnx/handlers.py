@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper
 
+from qgnn_deploy.backends.onnx import segment
 from qgnn_deploy.backends.onnx.exporter import ONNX_DTYPE, EmitContext, compute_dtype, handler
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.ir.graph import Node
@@ -578,9 +579,26 @@ def gather_rows(ctx: EmitContext, node: Node) -> None:
 
 @handler("scatter_add")
 def scatter_add(ctx: EmitContext, node: Node) -> None:
-    """ScatterElements(reduction=add) into int32 zeros: exact and deterministic at any thread count."""
+    """ScatterElements(reduction=add) into int32 zeros (per column, see ``_scatter``); with ``aggregation="csr"``
+    a sum of gathered rows takes CSR prefix sums ``If`` the destinations ascend (``segment.py``).  Exact and
+    deterministic at any thread count."""
     values, idx, ref = node.inputs
-    _scatter(ctx, values, idx, ctx.rows(ref), "add", 0, output=node.outputs[0])
+    rows = ctx.rows(ref)
+    prod = _producer(ctx, values)
+    trailing = _static_trailing(ctx, values)
+    fused = prod is not None and prod.op == "gather_rows" and ctx.ranks[prod.inputs[1]] == 1
+    if ctx.aggregation != "csr" or not fused or trailing is None or ctx.ranks[idx] != 1:
+        _scatter(ctx, values, idx, rows, "add", 0, output=node.outputs[0])
+        return
+    table, src = prod.inputs  # type: ignore[union-attr]
+    cond = segment.destinations_sorted(ctx, idx)
+    pointers = segment.row_pointers(ctx, _degree_vector(ctx, idx, ref))
+    padded = segment.padded_source(ctx, table, src)
+    csr = segment.emit_branch(ctx, f"{node.outputs[0]}_csr",
+                              lambda: segment.csr_gathered_sum(ctx, table, padded, pointers, rows, trailing))
+    scatter = segment.emit_branch(ctx, f"{node.outputs[0]}_scatter",
+                                  lambda: _scatter(ctx, values, idx, rows, "add", 0))
+    ctx.emit("If", [cond], output=node.outputs[0], then_branch=csr, else_branch=scatter)
 
 
 @handler("scatter_max")

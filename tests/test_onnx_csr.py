@@ -1,0 +1,119 @@
+"""ONNX ``aggregation="csr"``: prefix-sum neighbour sums on ascending destinations, scatter otherwise; bit-exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from qgnn_deploy.backends.onnx import export_onnx
+from qgnn_deploy.backends.onnx.segment import sort_edges_by_destination
+from qgnn_deploy.errors import QgnnError
+from qgnn_deploy.ir import run
+from qgnn_deploy.ir.graph import Graph, GraphBuilder
+from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph
+
+
+def _sessions(graph: Graph) -> tuple[list[str], dict[int, ort.InferenceSession]]:
+    model = export_onnx(graph, expose_all=True, aggregation="csr")
+    data = model.SerializeToString()
+    sessions = {}
+    for threads in (1, 2):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.log_severity_level = 3
+        sessions[threads] = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    return [o.name for o in model.graph.output], sessions
+
+
+def _assert_exact(graph: Graph, names: list[str], sessions: dict, feeds: dict[str, np.ndarray]) -> None:
+    ref = run(graph, feeds, keep_all=True)
+    for threads, sess in sessions.items():
+        for _ in range(2):
+            for name, got in zip(names, sess.run(None, feeds)):
+                want = ref[name]
+                assert got.dtype == want.dtype and got.shape == want.shape, name
+                assert np.array_equal(got, want), f"{name} differs at {threads} threads"
+
+
+def _gather_sum_graph(width: int, table_dtype: str) -> Graph:
+    """Sums of gathered rows (rank-2 and a constant table), next to a max and the degree on the same edges."""
+    b = GraphBuilder()
+    x = b.input("x", table_dtype, ("N", width))
+    ei = b.input("edge_index", "int64", (2, "E"))
+    src, dst = b.op("take_row", [ei], "src", index=0), b.op("take_row", [ei], "dst", index=1)
+    x32 = b.op("cast", [x], "x32", dtype="int32")
+    g = b.op("gather_rows", [x32, src], "g")
+    outs = [b.op("scatter_add", [g, dst, x], "sa"), b.op("scatter_max", [g, dst, x], "sm"),
+            b.op("degree", [dst, x], "d")]
+    table = b.const("table", (np.arange(50 * width, dtype=np.int32).reshape(50, width) % 201) - 100)
+    tidx = b.op("clamp", [src], "src_lt50", lo=0, hi=49)
+    outs.append(b.op("scatter_add", [b.op("gather_rows", [table, tidx], "g_const"), dst, x], "sa_const"))
+    b.output(outs[0], "int32", ("N", width))
+    return b.graph
+
+
+@pytest.mark.parametrize("order", ["as_given", "sorted"])
+def test_op_zoo_exact_in_both_orders(order: str) -> None:
+    graph = op_zoo_graph()
+    names, sessions = _sessions(graph)
+    for x, ei in awkward_graphs(12).values():
+        edges = sort_edges_by_destination(ei) if order == "sorted" else ei
+        _assert_exact(graph, names, sessions, {"x": x, "edge_index": edges})
+
+
+@pytest.mark.parametrize("width", [1, 7, 16])
+def test_gathered_sums_exact_on_awkward_edges(width: int) -> None:
+    graph = _gather_sum_graph(width, "int16")
+    names, sessions = _sessions(graph)
+    rng = np.random.default_rng(width)
+    for x, ei in awkward_graphs(width).values():
+        xv = rng.integers(-32768, 32768, x.shape).astype(np.int16)
+        for edges in (ei, sort_edges_by_destination(ei)):
+            _assert_exact(graph, names, sessions, {"x": xv, "edge_index": edges})
+    xv = rng.integers(-9, 9, (6, width)).astype(np.int16)
+    _assert_exact(graph, names, sessions, {"x": xv, "edge_index": np.zeros((2, 0), np.int64)})  # no edges
+
+
+def test_prefix_sums_beyond_int32_stay_exact() -> None:
+    """Running prefix sums far outside int32 (int64 CumSum), every row sum inside it."""
+    b = GraphBuilder()
+    x = b.input("x", "int32", ("N", 2))
+    ei = b.input("edge_index", "int64", (2, "E"))
+    src, dst = b.op("take_row", [ei], "src", index=0), b.op("take_row", [ei], "dst", index=1)
+    b.output(b.op("scatter_add", [b.op("gather_rows", [x, src], "g"), dst, x], "s"), "int32", ("N", 2))
+    graph = b.graph
+    names, sessions = _sessions(graph)
+    n = 4000
+    xv = np.full((n, 2), 2**30 - 1, np.int32)
+    xv[:, 1] = -(2**30)
+    edges = np.stack([np.arange(n), np.arange(n) // 2]).astype(np.int64)  # two edges per row: |sum| < 2**31
+    _assert_exact(graph, names, sessions, {"x": xv, "edge_index": edges})
+
+
+def test_csr_branch_structure_and_default() -> None:
+    graph = _gather_sum_graph(16, "int8")
+    default = export_onnx(graph)
+    assert not any(n.op_type == "If" for n in default.graph.node)
+    model = export_onnx(graph, aggregation="csr", expose_all=True)
+    onnx.checker.check_model(model, full_check=True)
+    ifs = [n for n in model.graph.node if n.op_type == "If"]
+    assert len(ifs) == 2  # the two sums of gathered rows; scatter_max and degree stay top-level
+    for node in ifs:
+        branches = {a.name: [n.op_type for n in a.g.node] for a in node.attribute}
+        assert "CumSum" in branches["then_branch"] and "ScatterElements" not in branches["then_branch"]
+        assert "ScatterElements" in branches["else_branch"]
+    # row pointers and the padded source index are built once, outside the branches
+    top = [n.op_type for n in model.graph.node]
+    assert top.count("CumSum") == 1
+
+
+def test_sort_helper_and_bad_option() -> None:
+    ei = np.array([[5, 1, 2, 0], [3, 0, 3, 1]], np.int64)
+    got = sort_edges_by_destination(ei)
+    assert got.tolist() == [[1, 0, 5, 2], [0, 1, 3, 3]]  # stable
+    with pytest.raises(ValueError, match="shape"):
+        sort_edges_by_destination(np.zeros((3, 2), np.int64))
+    with pytest.raises(QgnnError, match="aggregation"):
+        export_onnx(op_zoo_graph(), aggregation="dense")
