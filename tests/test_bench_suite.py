@@ -102,7 +102,7 @@ def test_isa_tier_and_gemm_ratio_reported(quick_run: tuple[Path, dict]) -> None:
     md = (out / "quick.md").read_text()
     assert "ISA tier: avx2 " in md and f"`{res['machine']['gemm_kernel']}`" in md
     gp = res["gemm_vs_ort"]
-    assert gp["equal"] is True and gp["ort_over_ours_median"] > 0 and gp["ours_ms"]["n"] == 10
+    assert gp["ours_exact"] is True and gp["ort_over_ours_median"] > 0 and gp["ours_ms"]["n"] == 10
     assert gp["gemm_kernel"] == res["machine"]["gemm_kernel"]
     assert "ORT / ours = **" in md
 
@@ -185,3 +185,28 @@ def test_series_ort_target_reads_both_baselines_and_peak_rss() -> None:
     assert t["value"] == pytest.approx(1.6) and t["met"] is False  # faster, but peaks above PyG at 10^6
     pts[-1]["ours_ort"]["peak_rss_bytes"] = 1
     assert series_ort_target(pts)["met"] is True
+
+
+def test_gemm_pair_worker_exact_where_ort_saturates(tmp_path: Path) -> None:
+    """The GEMM probe checks both sides against int64 NumPy: 255 x -128 pairs saturate vpmaddubsw-based paths."""
+    from qgnn_deploy.backends.tvm import compile_to_dir
+    from qgnn_deploy.ir.graph import GraphBuilder
+    from qgnn_deploy.perf.worker import main as worker_main
+
+    rng = np.random.default_rng(0)
+    w = rng.integers(-128, 128, (40, 16)).astype(np.int8)
+    w[:8] = -128
+    a = np.full((37, 40), 255, np.uint8)
+    b = GraphBuilder()
+    x = b.input("a", "uint8", ("N", 40))
+    b.output(b.op("matmul", [x, b.const("w", w)], "y"), "int32", ("N", 16))
+    fields = compile_to_dir(b.graph, "x86_64", tmp_path, sample_feeds={"a": a})
+    np.savez(tmp_path / "ops.npz", a=a, b=w)
+    spec = {"kind": "gemm_pair", "threads": 1, "repeats": 5, "library": str(tmp_path / fields["library"]),
+            "operands": str(tmp_path / "ops.npz"), "result": str(tmp_path / "r.json")}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    assert worker_main([str(tmp_path / "spec.json")]) == 0
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["ours_exact"] is True and r["shape"] == [37, 40, 16]
+    assert r["ort_exact"] == (r["ort_wrong_elements"] == 0)
+    assert r["ours_ms"]["n"] == 5 and r["ort_over_ours_median"] > 0

@@ -901,7 +901,10 @@ def gemm_line(gp: dict[str, Any]) -> str:
             f"(`{gp.get('gemm_kernel')}`) {gp['ours_ms']['median']:.3f} ms median ({gp['ours_gops_best']:.0f} Gop/s "
             f"best), ORT MatMulInteger {gp['ort_ms']['median']:.3f} ms ({gp['ort_gops_best']:.0f} Gop/s best): "
             f"ORT / ours = **{gp['ort_over_ours_median']:.2f}×** (median), {gp['ort_over_ours_best']:.2f}× (best); "
-            f"outputs {'identical' if gp['equal'] else 'DIFFERENT'}.")
+            f"ours {'exact' if gp.get('ours_exact') else 'NOT EXACT'} (vs int64 NumPy), ORT "
+            + ("exact." if gp.get("ort_exact") else f"not exact: {gp.get('ort_wrong_elements')} saturated sums "
+               "(MLAS's AVX2 u8 x s8 path uses vpmaddubsw, which saturates int16; the ratio is then vs a "
+               "cheaper, inexact computation)."))
 
 
 def _machine() -> dict[str, Any]:
