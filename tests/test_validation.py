@@ -334,6 +334,7 @@ def test_fuzz_covers_the_promised_shapes() -> None:
     assert min(ns) == 1 and max(ns) == 5000 and LIMIT in degs
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")  # check=False on NaN
 def test_interpreter_check_flag() -> None:
     """On by default at the public entry; off only when the caller validated already."""
     graph = op_zoo_graph()
