@@ -123,7 +123,8 @@ def validate_feeds(inputs: Sequence[Any], meta: Mapping[str, Any], feeds: Mappin
         if shape is not None:
             if a.ndim != len(shape):
                 raise ValidationError(
-                    f"input {name} has shape {list(a.shape)}, the model expects rank {len(shape)} {shape}"
+                    f"input {name} has rank {a.ndim} (shape {list(a.shape)}), the model expects rank {len(shape)} "
+                    f"{shape}"
                 )
             for axis, (want, got) in enumerate(zip(shape, a.shape)):
                 if isinstance(want, (int, np.integer)) and not isinstance(want, bool) and want >= 0 and want != got:

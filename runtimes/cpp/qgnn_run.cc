@@ -436,8 +436,9 @@ Facts ValidateFeeds(const std::vector<InputSpec>& specs, const Limits& lim, cons
           want += (i ? ", " : "") +
                   (sp.shape[i].first >= 0 ? std::to_string(sp.shape[i].first) : "'" + sp.shape[i].second + "'");
         }
-        throw BadInput("input " + sp.name + " has shape " + ShapeText(a.shape) + ", the model expects rank " +
-                       std::to_string(sp.shape.size()) + " " + want + "]");
+        throw BadInput("input " + sp.name + " has rank " + std::to_string(a.shape.size()) + " (shape " +
+                       ShapeText(a.shape) + "), the model expects rank " + std::to_string(sp.shape.size()) + " " +
+                       want + "]");
       }
       for (size_t ax = 0; ax < sp.shape.size(); ++ax) {
         int64_t got = a.shape[ax];
