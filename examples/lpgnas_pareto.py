@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from qgnn_deploy.data.datasets import load_dataset
+from qgnn_deploy.data.specs import load_dataset
 from qgnn_deploy.models.net import ModelConfig, default_bits
 from qgnn_deploy.nas.search import GraphFacts, SearchSettings, retrain, search
 from qgnn_deploy.nas.space import SearchSpace

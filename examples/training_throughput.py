@@ -30,7 +30,7 @@ def worker(args: argparse.Namespace) -> None:
     """One training process (one rank under torchrun); prints one JSON line."""
     import torch
 
-    from qgnn_deploy.data.datasets import load_dataset
+    from qgnn_deploy.data.specs import load_dataset
     from qgnn_deploy.models.net import ModelConfig, default_bits
     from qgnn_deploy.train.distributed import from_env
     from qgnn_deploy.train.trainer import TrainSettings, train

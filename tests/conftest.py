@@ -20,7 +20,7 @@ def _has_cora_raw(root: Path) -> bool:
 @pytest.fixture(scope="session")
 def synthetic_dataset():
     """``load_dataset("synthetic")``: the embedded node-classification graph (600 nodes, 4 classes), built once."""
-    from qgnn_deploy.data.datasets import load_dataset
+    from qgnn_deploy.data.specs import load_dataset
 
     return load_dataset("synthetic")
 
@@ -30,15 +30,15 @@ def cora_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A dataset root where ``load_dataset("cora", root)`` works offline, or skip.
 
     ``$QGNN_DATA_ROOT`` when it already holds the Planetoid raw files; else a fresh session directory that
-    ``load_cora`` fills from the read-only shared copy (``$QGNN_SHARED_DATASETS`` or ``../shared/datasets``);
+    the Planetoid loader fills from the read-only shared copy (``$QGNN_SHARED_DATASETS`` or ``../shared/datasets``);
     else, only with ``QGNN_ALLOW_DOWNLOAD=1``, a fresh directory PyG downloads into.
     """
-    from qgnn_deploy.data.datasets import _shared_planetoid
+    from qgnn_deploy.data.pyg_loaders import shared_planetoid
 
     env = os.environ.get("QGNN_DATA_ROOT")
     if env and _has_cora_raw(Path(env)):
         return Path(env)
-    if _shared_planetoid() is None and not os.environ.get("QGNN_ALLOW_DOWNLOAD"):
+    if shared_planetoid("Cora") is None and not os.environ.get("QGNN_ALLOW_DOWNLOAD"):
         pytest.skip("Cora is not available offline: set QGNN_DATA_ROOT to a root with Cora/raw/ind.cora.*, "
                     "provide ../shared/datasets/planetoid, or allow a download with QGNN_ALLOW_DOWNLOAD=1")
     return tmp_path_factory.mktemp("datasets")
@@ -47,6 +47,6 @@ def cora_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def cora_dataset(cora_root: Path):
     """Cora (standard Planetoid split) loaded once per session from :func:`cora_root`."""
-    from qgnn_deploy.data.datasets import load_dataset
+    from qgnn_deploy.data.specs import load_dataset
 
     return load_dataset("cora", cora_root)

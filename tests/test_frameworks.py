@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from qgnn_deploy.data.datasets import PLANETOID_FILES, load_dataset
+from qgnn_deploy.data.datasets import PLANETOID_FILES
+from qgnn_deploy.data.specs import load_dataset
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.models.net import QGNN, ModelConfig, default_bits
 from qgnn_deploy.quant.fake import RangeFakeQuant

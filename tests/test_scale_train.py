@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from qgnn_deploy.data.datasets import load_dataset, make_synthetic_nodes
-from qgnn_deploy.data.specs import parse_spec
+from qgnn_deploy.data.datasets import make_synthetic_nodes
+from qgnn_deploy.data.specs import load_dataset, parse_spec
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.models.net import ModelConfig, default_bits
 from qgnn_deploy.train.checkpoint import load_checkpoint, save_checkpoint

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from qgnn_deploy.arm64 import a64_python_available, run_bench
-    from qgnn_deploy.data.datasets import load_dataset
+    from qgnn_deploy.data.specs import load_dataset
     from qgnn_deploy.exporting import check_target, export_graph
     from qgnn_deploy.fold import fold_checkpoint
     from qgnn_deploy.models.net import ModelConfig, default_bits

@@ -82,7 +82,7 @@ _DATASETS: dict[tuple[str, str | None, int], Any] = {}
 
 
 def _dataset(name: str, root: str | None, split_seed: int = 0):
-    from qgnn_deploy.data.datasets import load_dataset
+    from qgnn_deploy.data.specs import load_dataset
 
     key = (name, root, split_seed)
     if key not in _DATASETS:

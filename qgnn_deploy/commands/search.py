@@ -21,8 +21,7 @@ from tqdm.auto import tqdm
 
 from qgnn_deploy import progress as progress_bars
 from qgnn_deploy.commands import add_list_argument, add_parser
-from qgnn_deploy.data.datasets import load_dataset
-from qgnn_deploy.data.specs import ACCEPTED_FORMS
+from qgnn_deploy.data.specs import ACCEPTED_FORMS, load_dataset
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.nas.search import SearchSettings, retrain, save_searched, search
 from qgnn_deploy.nas.space import SearchSpace

@@ -8,8 +8,7 @@ import json
 import torch
 
 from qgnn_deploy.commands import add_parser
-from qgnn_deploy.data.datasets import load_dataset
-from qgnn_deploy.data.specs import ACCEPTED_FORMS
+from qgnn_deploy.data.specs import ACCEPTED_FORMS, load_dataset
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.models.net import ARCHS, ModelConfig, default_bits
 from qgnn_deploy.quant.frameworks import FRAMEWORK_NAMES

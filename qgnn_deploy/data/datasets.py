@@ -73,22 +73,6 @@ def default_data_root() -> Path:
 PLANETOID_FILES = [f"ind.cora.{s}" for s in ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")]
 
 
-def _shared_planetoid() -> Path | None:
-    """The local read-only copy of Cora's raw files, if any (see ``pyg_loaders.shared_planetoid``)."""
-    from qgnn_deploy.data.pyg_loaders import shared_planetoid
-
-    return shared_planetoid("Cora")
-
-
-def load_cora(data_root: str | Path | None = None) -> GraphDataset:
-    """Cora through PyG's Planetoid loader (standard public split)."""
-    from qgnn_deploy.data.pyg_loaders import load_planetoid
-
-    ds = load_planetoid("Cora", data_root)
-    ds.name = ds.spec = "cora"
-    return ds
-
-
 SYNTHETIC_DEGREE = 9.5  # mean degree of the classic generator: 8 within-class + 1.5 across classes
 SYNTHETIC_HOMOPHILY = 8.0 / 9.5
 DENSE_MAX_NODES = 20000  # above this (or with an explicit degree) edges are sampled sparsely: O(E) memory
@@ -182,11 +166,3 @@ def make_synthetic_graphs(num_graphs: int = 240, seed: int = 0) -> GraphDataset:
     a, b = int(0.6 * num_graphs), int(0.8 * num_graphs)
     splits = {"train": perm[:a], "val": perm[a:b], "test": perm[b:]}
     return GraphDataset("synthetic-graphs", "graph", 4, 3, graphs=graphs, splits=splits)
-
-
-def load_dataset(spec: str, data_root: str | Path | None = None, split_seed: int = 0,
-                 source: dict[str, Any] | None = None) -> GraphDataset:
-    """Any dataset spec (``cora``, ``planetoid:CiteSeer``, ``tu:PROTEINS``, ``file:g.npz``, ...): see data/specs.py."""
-    from qgnn_deploy.data.specs import load_dataset as load_spec
-
-    return load_spec(spec, data_root, split_seed, source)

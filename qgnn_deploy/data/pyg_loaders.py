@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch_geometric.data import Data
 
 from qgnn_deploy.data.datasets import GraphDataset, default_data_root
-from qgnn_deploy.data.specs import DatasetSpec
 from qgnn_deploy.data.splits import random_graph_splits
 from qgnn_deploy.errors import QgnnError
 
@@ -219,7 +218,8 @@ def _undirected(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------- dispatch
-def load(spec: DatasetSpec, data_root: str | Path | None, split_seed: int) -> GraphDataset:
+def load(spec: Any, data_root: str | Path | None, split_seed: int) -> GraphDataset:
+    """Load a parsed ``data.specs.DatasetSpec`` (duck-typed: this layer sits below the spec parser)."""
     if spec.kind == "planetoid":
         return load_planetoid(spec.name, data_root)
     if spec.kind == "tu":

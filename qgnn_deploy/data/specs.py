@@ -127,7 +127,7 @@ def load_dataset(
     recorded in the dataset description, hence in every checkpoint).  ``source`` is
     a checkpoint's recorded description, used to find a ``file:`` graph again.
     """
-    from qgnn_deploy.data import datasets, files, pyg_loaders
+    from qgnn_deploy.data import datasets, files, pyg_loaders  # loaders sit below the spec layer
 
     parsed = spec if isinstance(spec, DatasetSpec) else parse_spec(spec)
     if parsed.kind == "synthetic":

@@ -134,7 +134,8 @@ def _train(cfg: SuiteConfig, dataset: str, bits: int, path: Path, epochs: int, f
         return path
     import torch
 
-    from qgnn_deploy.data.datasets import load_dataset, make_synthetic_nodes
+    from qgnn_deploy.data.datasets import make_synthetic_nodes
+    from qgnn_deploy.data.specs import load_dataset
     from qgnn_deploy.models.net import ModelConfig, default_bits
     from qgnn_deploy.train.checkpoint import save_checkpoint
     from qgnn_deploy.train.trainer import TrainSettings, train
@@ -183,7 +184,7 @@ def cora_stage(cfg: SuiteConfig, res: dict[str, Any]) -> dict[str, Any]:
     model_path = cfg.model or _train(cfg, dataset, 8, work / f"{dataset}_int8_lorap.pt", epochs)
     log(f"model {model_path} ({time.perf_counter() - t0:.0f} s)")
     fold = fold_checkpoint(model_path, data_root=cfg.data_root)
-    from qgnn_deploy.data.datasets import load_dataset
+    from qgnn_deploy.data.specs import load_dataset
 
     ds = load_dataset(fold.payload.get("dataset", {}).get("name", dataset), cfg.data_root)
     feeds = {k: np.ascontiguousarray(v) for k, v in fold.sample_feeds.items()}
@@ -439,7 +440,7 @@ def int4_sizes(cfg: SuiteConfig, dataset: str, epochs: int, fp32_params: int) ->
     onnx_bytes = len(export_onnx(fold.graph).SerializeToString())
     mb = model_bytes(fold.graph)
     logits = run(fold.graph, fold.sample_feeds)[fold.graph.outputs[0].name]
-    from qgnn_deploy.data.datasets import load_dataset
+    from qgnn_deploy.data.specs import load_dataset
 
     ds = load_dataset(fold.payload.get("dataset", {}).get("name", dataset), cfg.data_root)
     log(f"int4 model {path} ({time.perf_counter() - t0:.0f} s)")

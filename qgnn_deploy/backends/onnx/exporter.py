@@ -211,13 +211,25 @@ def _value_info(name: str, dtype: str, shape: tuple[Any, ...]) -> onnx.ValueInfo
     return helper.make_tensor_value_info(name, ONNX_DTYPE[dtype], dims)
 
 
+def subgraph_inputs(node: onnx.NodeProto) -> set[str]:
+    """Names an ``If``/``Loop``/``Scan`` node reads from the outer scope through its subgraphs (recursively)."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for g in graphs:
+            produced = {o for n in g.node for o in n.output} | {i.name for i in g.input}
+            produced |= {t.name for t in g.initializer}
+            for n in g.node:
+                names.update(i for i in n.input if i and i not in produced)
+                names.update(x for x in subgraph_inputs(n) if x not in produced)
+    return names
+
+
 def _prune(nodes: list[onnx.NodeProto], inits: dict[str, onnx.TensorProto],
            outputs: list[str]) -> tuple[list[onnx.NodeProto], dict[str, onnx.TensorProto]]:
     """Drop nodes and initializers nothing reaches the outputs through."""
     needed = set(outputs)
     keep: list[onnx.NodeProto] = []
-    from qgnn_deploy.backends.onnx.segment import subgraph_inputs
-
     for n in reversed(nodes):
         if any(o in needed for o in n.output):
             keep.append(n)

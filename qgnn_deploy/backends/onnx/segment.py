@@ -146,15 +146,3 @@ def emit_branch(ctx: EmitContext, name: str, build: Callable[[], str]) -> onnx.G
     return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(out, TensorProto.INT32, None)])
 
 
-def subgraph_inputs(node: onnx.NodeProto) -> set[str]:
-    """Names an ``If``/``Loop``/``Scan`` node reads from the outer scope through its subgraphs (recursively)."""
-    names: set[str] = set()
-    for attr in node.attribute:
-        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-        for g in graphs:
-            produced = {o for n in g.node for o in n.output} | {i.name for i in g.input}
-            produced |= {t.name for t in g.initializer}
-            for n in g.node:
-                names.update(i for i in n.input if i and i not in produced)
-                names.update(x for x in subgraph_inputs(n) if x not in produced)
-    return names

@@ -29,20 +29,11 @@ from tvm import relax, tirx
 from tvm.script import tirx as T
 
 from . import gemm_x86
+from .gemm_common import _SCHEDULED, ACC_SCOPE, FLIP, LANES, ROWS  # noqa: F401  (re-exported)
 from .relax_ops import dtype_of, op, scalar, shape_of
 
-_SCHEDULED = {"tir.noalias": True, "tirx.is_scheduled": True}
-ROWS = 4  # rows per register block (NEON / generic kernels)
 VNNI_ROWS = 8  # x86: 8 independent vpdpbusd chains hide its latency (4 left the 2708x1433 GEMM ~15% slower)
-LANES = 16  # int32 outputs per block (one zmm, or four NEON q registers)
-# Accumulator scope: a "global" decl_buffer of constant size inside the parallel body lowers to a stack
-# alloca that LLVM promotes to registers; "local" became a TVMBackendAllocWorkspace call per row block
-# (a heap round trip per 4 rows) whose stores LLVM could not drop: one 64-byte store per vpdpbusd.
-ACC_SCOPE = "global"
 PANEL_BLOCKS = 16  # row blocks per parallel task of the fused quantize GEMM (one panel workspace per task)
-
-
-FLIP = -2139062144  # 0x80808080 as int32: xor flips the sign bit of 4 packed bytes (a +/- 128)
 
 
 def vnni_kernel(k: int, nb: int, a_dtype: str = "uint8") -> tirx.PrimFunc:

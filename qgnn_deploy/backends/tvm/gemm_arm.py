@@ -32,7 +32,7 @@ import tvm
 from tvm import relax, tirx
 from tvm.script import tirx as T
 
-from .gemm import _SCHEDULED, ACC_SCOPE, FLIP, LANES, ROWS
+from .gemm_common import _SCHEDULED, ACC_SCOPE, FLIP, LANES, ROWS
 from .relax_ops import dtype_of, op, scalar
 
 FLIP16 = -32640  # 0x8080 as int16: xor flips the sign bit of 2 packed bytes (a - 128 for u8 a)
