@@ -270,3 +270,12 @@ def test_lpgnas_searched_gat_exports_and_runs(tmp_path: Path):
     got = OnnxRunner(art / "model.onnx", threads=1).run(sample)
     logits = next(v for v in got.values() if v.dtype == np.float32)
     np.testing.assert_array_equal(logits, run(Graph.load(art / "ir"), sample)["logits"])
+
+
+def test_heads_flag_is_refused_for_other_archs(tmp_path: Path, capsys):
+    from qgnn_deploy.cli import main as cli_main
+
+    out = tmp_path / "m.pt"
+    assert cli_main(["train", "--arch", "gcn", "--heads", "2", "--epochs", "1", "--out", str(out)]) == 2
+    assert "--arch gat only" in capsys.readouterr().err
+    assert not out.exists()
