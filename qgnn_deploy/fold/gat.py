@@ -18,12 +18,10 @@ column block: its weight slice, logits, segment softmax and weighted sum), using
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from qgnn_deploy.errors import QgnnError
-from qgnn_deploy.fold.emit import Acc, FoldContext, QTensor, quantize_bias_int
-from qgnn_deploy.fold.layers import GraphValues, handler
-from qgnn_deploy.fold.prompts import emit_lorap
+from qgnn_deploy.fold.emit import Acc, FoldContext, QTensor
+from qgnn_deploy.fold.layers import GraphValues, handler, prompted_output
 from qgnn_deploy.fold.tables import compact_lookup
 from qgnn_deploy.models.gat import (
     ATT_DEN,
@@ -34,7 +32,6 @@ from qgnn_deploy.models.gat import (
     attention_exp_table,
     logit_range,
 )
-from qgnn_deploy.models.prompts import ALPHA_DEN
 
 CONCAT_MAX = 8  # the IR's concat takes at most 8 inputs
 BIG = 2**30  # an open clamp end for int32 values that fold bounds far below it
@@ -195,15 +192,4 @@ def fold_gat(
             total = b.op("add", [total, v], f"{name}_head_sum{k}")
         fc.check_bound(f"{name}_head_sum", bound * layer.heads)
         a = fc.requant_to(Acc(total, grid / layer.heads, bound * layer.heads), layer.q_aggregate, f"{name}_aggregate")
-    agrid = layer.q_aggregate.scale_zp(None)[0] / ALPHA_DEN
-    bias = quantize_bias_int(layer.bias, agrid)  # trained on s_a / 255
-    if layer.prompt is not None:
-        pre, pbound, den = emit_lorap(fc, a, layer.prompt, f"{name}_lorap")
-    else:
-        pre = b.op("mul", [fc.centered_int32(a, f"{name}_agg"), fc.scalar(ALPHA_DEN)], f"{name}_agg_x255")
-        pbound, den = float(a.max_abs_centered * ALPHA_DEN), ALPHA_DEN
-    bias = bias * (den // ALPHA_DEN)
-    out = b.op("add", [pre, b.const(f"{name}_bias", bias.reshape(1, -1).astype(np.int32))], f"{name}_out")
-    obound = pbound + float(np.abs(bias).max(initial=0))
-    fc.check_bound(f"{name}_out", obound)
-    return Acc(out, np.asarray(float(torch.as_tensor(agrid)) / (den // ALPHA_DEN), np.float64), obound)
+    return prompted_output(fc, layer, a, name)

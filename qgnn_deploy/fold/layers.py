@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,6 +83,16 @@ def fold_gcn(fc: FoldContext, layer: QGCNConv, x: QTensor, g: GraphValues, name:
     s_e = float(layer.q_edge.scale_zp(None)[0])
     agg_acc = Acc(agg, np.asarray(h.scale * s_e * s_e, np.float64), bound)
     a = fc.requant_to(agg_acc, layer.q_aggregate, f"{name}_aggregate", row_factor=e, row_factor_max=emax)
+    return prompted_output(fc, layer, a, name)
+
+
+def prompted_output(fc: FoldContext, layer: Any, a: QTensor, name: str) -> Acc:
+    """The requantized aggregate ``a`` plus the layer's LoRAP prompt (when it has one) and bias, as int32.
+
+    Without a prompt the aggregate is scaled onto the ``s_a / 255`` grid the bias was trained on; with one,
+    ``emit_lorap`` picks the finer ``s_a / (255 * 2^k)`` grid and the bias is shifted onto it (exact).
+    """
+    b = fc.b
     grid = layer.q_aggregate.scale_zp(None)[0] / ALPHA_DEN
     bias = quantize_bias_int(layer.bias, grid)  # trained on s_a / 255
     if layer.prompt is not None:
