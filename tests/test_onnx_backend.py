@@ -433,7 +433,7 @@ def test_scatter_with_symbolic_width_and_rank1_values() -> None:
                               "w": rng.integers(-9, 9, e).astype(np.int8),
                               "idx": rng.integers(0, n, e).astype(np.int64),
                               "ref": rng.integers(-9, 9, (n, 1)).astype(np.int8),
-                              "batch": np.sort(rng.integers(0, 2, n)).astype(np.int64)})
+                              "batch": np.sort(rng.integers(0, min(2, n), n)).astype(np.int64)})  # graph ids < N
 
 
 def test_scatter_stays_exact_where_scatternd_races() -> None:
@@ -493,7 +493,7 @@ def _column_feeds(rng: np.random.Generator, n: int, ei: np.ndarray, width: int, 
     return {"x": rng.integers(info.min, int(info.max) + 1, (n, width)).astype(dtype), "edge_index": ei,
             "v": rng.integers(-30000, 30000, (e, width)).astype(np.int16),
             "v3": rng.integers(-2**20, 2**20, (e, 2, 3)).astype(np.int32),
-            "batch": np.sort(rng.integers(0, 3, n)).astype(np.int64)}
+            "batch": np.sort(rng.integers(0, min(3, n), n)).astype(np.int64)}
 
 
 @pytest.mark.parametrize("width", [1, 5, 16])

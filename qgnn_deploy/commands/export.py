@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
 
     if sample is not None and "x" in sample:  # fold and check parity on the user's graph, not the training set
         result = fold_checkpoint(model, data_root=args.data_root, sample=sample, sample_path=args.sample_graph)
-        result.report.setdefault("parity", {})["sample_input"] = str(args.sample_graph)
+        if result.report.get("parity"):  # say which graph the parity figures were measured on
+            result.report["parity"]["sample_input"] = str(args.sample_graph)
     else:
         result = fold_checkpoint(model, data_root=args.data_root)
     if args.integer_input:
