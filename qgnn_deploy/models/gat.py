@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import softmax as segment_softmax
 
 from qgnn_deploy.models.layers import QuantLayer, _bind, quantize_bias
-from qgnn_deploy.models.prompts import ALPHA_DEN, LoRAP
+from qgnn_deploy.models.prompts import LoRAP
 from qgnn_deploy.quant.fake import QuantContext
 from qgnn_deploy.quant.frameworks.base import Framework
 from qgnn_deploy.quant.spec import QuantSpec
@@ -123,11 +123,6 @@ class QGATConv(QuantLayer):
         self.q_aggregate = self.act_q("aggregate", "signed")
         if prompt is not None:
             prompt.bind(self.q_aggregate)
-
-    def bias_grid(self) -> Tensor | None:
-        if not self.q_aggregate.spec.enabled:
-            return None
-        return self.q_aggregate.scale_zp(None)[0] / ALPHA_DEN
 
     def message(self, x_j: Tensor, alpha: Tensor) -> Tensor:  # type: ignore[override]
         return alpha.unsqueeze(-1) * x_j

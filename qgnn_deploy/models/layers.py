@@ -93,6 +93,12 @@ class QuantLayer(MessagePassing):
     def apply_prompt(self, a: Tensor) -> Tensor:
         return self.prompt(a) if self.prompt is not None else a
 
+    def bias_grid(self) -> Tensor | None:
+        """The ``s_a / 255`` grid a layer that quantizes its aggregate (GCN, GAT) trains its bias on."""
+        if not self.q_aggregate.spec.enabled:
+            return None
+        return self.q_aggregate.scale_zp(None)[0] / ALPHA_DEN
+
 
 class QGCNConv(QuantLayer):
     arch = "gcn"
@@ -110,11 +116,6 @@ class QGCNConv(QuantLayer):
         self.q_aggregate = self.act_q("aggregate", "signed")
         if prompt is not None:
             prompt.bind(self.q_aggregate)
-
-    def bias_grid(self) -> Tensor | None:
-        if not self.q_aggregate.spec.enabled:
-            return None
-        return self.q_aggregate.scale_zp(None)[0] / ALPHA_DEN
 
     def forward(self, x: Tensor, edge_index: Tensor, ctx: QuantContext | None = None) -> Tensor:
         n = x.shape[0]
