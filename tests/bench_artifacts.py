@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from qgnn_deploy.ir.graph import Graph
@@ -59,3 +60,35 @@ def a64_sysroot() -> Path:
 def x86_zoo_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One op-zoo x86_64 artifact (ONNX + TVM library, symbolic N/E) shared by the validation tests."""
     return build_artifact(tmp_path_factory.mktemp("zoo_x86") / "art", "x86_64")
+
+
+_A64_RUN_SCRIPT = """
+import platform, sys
+import numpy as np
+import tvm
+from tvm import relax
+assert platform.machine() == "aarch64", platform.machine()
+feeds_path, out_path, names, *libs = sys.argv[1:]
+feeds = np.load(feeds_path)
+outs = {}
+for i, lib in enumerate(libs):
+    vm = relax.VirtualMachine(tvm.runtime.load_module(lib), tvm.cpu())
+    for case in sorted({k.split("__")[0] for k in feeds.files}):
+        args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[f"{case}__{n}"])) for n in names.split(",")]
+        outs[f"{i}__{case}"] = vm["main"](*args).numpy()
+np.savez(out_path, **outs)
+"""
+
+
+def run_libraries_under_qemu(arm64, work: Path, cases: dict[str, dict], inputs: tuple[str, ...],
+                             libraries: list, env: dict[str, str] | None = None,
+                             timeout: float | None = 600.0) -> dict:
+    """Run each aarch64 library on every case (feeds named ``inputs``, in call order) in ONE qemu-user
+    Python process (its start-up dominates); returns ``{f"{library index}__{case}": output}``."""
+    work.mkdir(parents=True, exist_ok=True)
+    np.savez(work / "feeds.npz", **{f"{c}__{n}": feeds[n] for c, feeds in cases.items() for n in inputs})
+    (work / "run_a64.py").write_text(_A64_RUN_SCRIPT)
+    arm64.run_a64_python([str(work / "run_a64.py"), str(work / "feeds.npz"), str(work / "out.npz"), ",".join(inputs),
+                          *(str(lib) for lib in libraries)], env=env, timeout=timeout, check=True)
+    with np.load(work / "out.npz") as got:
+        return {k: got[k] for k in got.files}

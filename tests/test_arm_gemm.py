@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_artifacts import run_libraries_under_qemu
 
 from qgnn_deploy.ir.graph import Graph, GraphBuilder
 from qgnn_deploy.ir.interpreter import run
@@ -129,24 +130,6 @@ def test_mca_cli_bad_out_dir(tmp_path: Path) -> None:
     assert proc.returncode == 2 and proc.stderr.startswith("qgnn: error: --out") and "Traceback" not in proc.stderr
 
 
-_A64_SCRIPT = """
-import platform, sys
-import numpy as np
-import tvm
-from tvm import relax
-assert platform.machine() == "aarch64", platform.machine()
-feeds_path, out_path, *libs = sys.argv[1:]
-feeds = np.load(feeds_path)
-outs = {}
-for i, lib in enumerate(libs):
-    vm = relax.VirtualMachine(tvm.runtime.load_module(lib), tvm.cpu())
-    for case in sorted({k.split("__")[0] for k in feeds.files}):
-        args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[f"{case}__{n}"])) for n in ("x", "x6")]
-        outs[f"{i}__{case}"] = vm["main"](*args).numpy()
-np.savez(out_path, **outs)
-"""
-
-
 @pytest.mark.arm64
 def test_arm_gemm_kernels_bit_exact_under_qemu(arm_libs: dict[str, Path], tmp_path: Path) -> None:
     """Every ARM kernel variant (NEON widening, SDOT, I8MM) equals the interpreter, run under qemu-user
@@ -156,17 +139,10 @@ def test_arm_gemm_kernels_bit_exact_under_qemu(arm_libs: dict[str, Path], tmp_pa
     if not arm64.a64_python_available():
         pytest.skip("aarch64 sysroot/qemu not available: bash export/make_a64_sysroot.sh (see qgnn_deploy.arm64)")
     g = two_gemm_graph()
-    np.savez(tmp_path / "feeds.npz", **{f"rows{r}__{n}": v for r in ROW_COUNTS for n, v in _feeds(r).items()})
-    script = tmp_path / "run_a64.py"
-    script.write_text(_A64_SCRIPT)
     presets = list(PRESETS)
-    arm64.run_a64_python(
-        [script, tmp_path / "feeds.npz", tmp_path / "out.npz", *(arm_libs[p] for p in presets)],
-        env={"QEMU_CPU": "max", "TVM_NUM_THREADS": "2"},
-        check=True,
-    )
-    with np.load(tmp_path / "out.npz") as got:
-        for r in ROW_COUNTS:
-            ref = run(g, _feeds(r))["y"]
-            for i, preset in enumerate(presets):
-                np.testing.assert_array_equal(got[f"{i}__rows{r}"], ref, err_msg=f"{preset}/rows{r}")
+    got = run_libraries_under_qemu(arm64, tmp_path, {f"rows{r}": _feeds(r) for r in ROW_COUNTS}, ("x", "x6"),
+                                   [arm_libs[p] for p in presets], env={"QEMU_CPU": "max", "TVM_NUM_THREADS": "2"})
+    for r in ROW_COUNTS:
+        ref = run(g, _feeds(r))["y"]
+        for i, preset in enumerate(presets):
+            np.testing.assert_array_equal(got[f"{i}__rows{r}"], ref, err_msg=f"{preset}/rows{r}")

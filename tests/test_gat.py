@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bench_artifacts import run_libraries_under_qemu
 from torch_geometric.utils import softmax as segment_softmax
 
 from qgnn_deploy.data.datasets import make_synthetic_nodes
@@ -163,19 +164,6 @@ def test_tvm_x86_bit_exact_on_awkward_graphs(small_gat, synthetic, tmp_path: Pat
         np.testing.assert_array_equal(run_library(tmp_path / fields["library"], feeds), ref, err_msg=name)
 
 
-_A64_SCRIPT = """
-import sys, numpy as np, tvm
-from tvm import relax
-lib, inp, out = sys.argv[1:4]
-vm = relax.VirtualMachine(tvm.runtime.load_module(lib), tvm.cpu())
-with np.load(inp) as d:
-    cases = sorted({k.split("__")[0] for k in d.files})
-    res = {c: vm["main"](tvm.runtime.tensor(d[c + "__x"]), tvm.runtime.tensor(d[c + "__edge_index"])).numpy()
-           for c in cases}
-np.savez(out, **res)
-"""
-
-
 @pytest.mark.arm64
 @pytest.mark.slow
 def test_arm64_bit_exact_under_qemu(small_gat, synthetic, tmp_path: Path):
@@ -191,21 +179,13 @@ def test_arm64_bit_exact_under_qemu(small_gat, synthetic, tmp_path: Path):
         "hub": awkward_graphs(synthetic.num_features, seed=3)["hub"],
     }
     fields = compile_to_dir(small_gat, "arm64", tmp_path / "arm", sample_feeds=_feeds(synthetic))
-    np.savez(
-        tmp_path / "in.npz",
-        **{f"{c}__{k}": v for c, (x, ei) in cases.items() for k, v in (("x", x), ("edge_index", ei))},
-    )
-    script = tmp_path / "run.py"
-    script.write_text(_A64_SCRIPT)
-    proc = arm64.run_a64_python(
-        [str(script), str(tmp_path / "arm" / fields["library"]), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
-        env={"TVM_NUM_THREADS": "2"},
-        timeout=2400,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with np.load(tmp_path / "out.npz") as got:
-        for name, (x, ei) in cases.items():
-            np.testing.assert_array_equal(got[name], run(small_gat, {"x": x, "edge_index": ei})["logits"], err_msg=name)
+    feeds = {c: {"x": x, "edge_index": ei} for c, (x, ei) in cases.items()}
+    got = run_libraries_under_qemu(arm64, tmp_path / "run", feeds,
+                                   ("x", "edge_index"), [tmp_path / "arm" / fields["library"]],
+                                   env={"TVM_NUM_THREADS": "2"}, timeout=2400)
+    for name, (x, ei) in cases.items():
+        np.testing.assert_array_equal(got[f"0__{name}"], run(small_gat, {"x": x, "edge_index": ei})["logits"],
+                                      err_msg=name)
 
 
 # ------------------------------------------------------------------------------------------ LPGNAS

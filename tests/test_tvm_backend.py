@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_artifacts import run_libraries_under_qemu
 
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.ir.graph import Graph, GraphBuilder
@@ -333,35 +334,12 @@ def test_arm64_libraries_bit_exact_under_qemu(arm64_libs: dict, tmp_path: Path) 
     arm64 = _a64_runner()
     g = op_zoo_graph()
     cases = awkward_graphs(g.inputs[0].shape[1])
-    np.savez(tmp_path / "feeds.npz", **{f"{c}__{k}": v for c, (x, ei) in cases.items()
-                                        for k, v in _feeds("zoo", x, ei).items()})
-    script = tmp_path / "run_a64.py"
-    script.write_text(_A64_SCRIPT)
-    libs = [str(arm64_libs[p][0]) for p in A64_PRESETS]
-    arm64.run_a64_python([str(script), str(tmp_path / "feeds.npz"), str(tmp_path / "out.npz"), *libs], check=True)
-    with np.load(tmp_path / "out.npz") as got:
-        for case, (x, ei) in cases.items():
-            ref = run(g, _feeds("zoo", x, ei))[g.outputs[0].name]
-            for i, preset in enumerate(A64_PRESETS):
-                np.testing.assert_array_equal(got[f"{i}__{case}"], ref, err_msg=f"{preset}/{case}")
-
-
-_A64_SCRIPT = """
-import platform, sys
-import numpy as np
-import tvm
-from tvm import relax
-assert platform.machine() == "aarch64", platform.machine()
-feeds_path, out_path, *libs = sys.argv[1:]
-feeds = np.load(feeds_path)
-outs = {}
-for i, lib in enumerate(libs):
-    vm = relax.VirtualMachine(tvm.runtime.load_module(lib), tvm.cpu())
-    for case in sorted({k.split("__")[0] for k in feeds.files}):
-        args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[f"{case}__{n}"])) for n in ("x", "edge_index")]
-        outs[f"{i}__{case}"] = vm["main"](*args).numpy()
-np.savez(out_path, **outs)
-"""
+    got = run_libraries_under_qemu(arm64, tmp_path, {c: _feeds("zoo", x, ei) for c, (x, ei) in cases.items()},
+                                   ("x", "edge_index"), [arm64_libs[p][0] for p in A64_PRESETS])
+    for case, (x, ei) in cases.items():
+        ref = run(g, _feeds("zoo", x, ei))[g.outputs[0].name]
+        for i, preset in enumerate(A64_PRESETS):
+            np.testing.assert_array_equal(got[f"{i}__{case}"], ref, err_msg=f"{preset}/{case}")
 
 
 @pytest.mark.slow
