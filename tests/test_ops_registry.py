@@ -47,7 +47,7 @@ def test_registering_an_undeclared_op_fails() -> None:
 
 def test_dtype_rules_match_the_interpreter_on_the_op_zoo() -> None:
     """The specs' dtype/shape rules (what the ONNX exporter reads) agree with what the interpreter computes."""
-    from qgnn_deploy.backends.onnx.exporter import infer_dtypes, infer_ranks, infer_shapes
+    from qgnn_deploy.ir.infer import infer_dtypes, infer_ranks, infer_shapes
     from qgnn_deploy.ir.interpreter import run
     from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph
 

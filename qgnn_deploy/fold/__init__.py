@@ -46,9 +46,9 @@ def _boundary_quantize(fc: FoldContext, model: QGNN, x: str) -> QTensor:
         return rows(fc, q, x)
     if not p.is_per_tensor:
         raise QgnnError("fold: per-node input quantization is not supported by this fold path")
-    fc.bitwidths["input"] = int(p.bits)
     v = fc.b.op("quantize", [x], "x_q", scale=float(np.float32(p.scalar_scale())), zero_point=p.zero_point,
                 qmin=int(p.qmin), qmax=int(p.qmax), dtype=p.dtype)
+    fc.bitwidths[v] = int(p.bits)
     return QTensor(v, p.scalar_scale(), p.zero_point, int(p.qmin), int(p.qmax), p.dtype)
 
 

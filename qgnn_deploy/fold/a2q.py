@@ -64,7 +64,7 @@ def quantize_rows_boundary(fc: FoldContext, q: Quantizer, x: str, hint: str = "x
     qmin = _lut(fc, bucket, np.asarray(p.qmin, np.int64).reshape(-1), f"{hint}_qmin")
     qmax = _lut(fc, bucket, np.asarray(p.qmax, np.int64).reshape(-1), f"{hint}_qmax")
     v = fc.b.op("quantize_rows", [x, scale, qmin, qmax], hint, dtype=p.dtype)
-    fc.bitwidths["input"] = int(np.max(p.bits))
+    fc.bitwidths[v] = int(np.max(p.bits))
     rf, rf_max, unit = _row_factor(fc, p.scale, bucket, hint)
     return QTensor(v, unit, 0, int(np.min(p.qmin)), int(np.max(p.qmax)), p.dtype, rf, rf_max)
 
@@ -85,7 +85,7 @@ def requant_rows(fc: FoldContext, acc: Acc, q: Quantizer, hint: str, relu: bool 
     ins = [acc.value, _lut(fc, bucket, m, f"{hint}_multiplier"), _lut(fc, bucket, n, f"{hint}_shift"),
            _lut(fc, bucket, lo, f"{hint}_qmin"), _lut(fc, bucket, hi, f"{hint}_qmax")]
     v = fc.b.op("requantize", ins, hint, zero_point=0, dtype=p.dtype)
-    fc.bitwidths[hint] = int(np.max(p.bits))
+    fc.bitwidths[v] = int(np.max(p.bits))
     rf, rf_max, unit = _row_factor(fc, p.scale, bucket, hint)
     return QTensor(v, unit, 0, int(lo.min()), int(hi.max()), p.dtype, rf, rf_max)
 

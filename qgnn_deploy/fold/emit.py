@@ -68,6 +68,8 @@ class FoldContext:
     def __init__(self, max_in_degree: int) -> None:
         self.b = GraphBuilder()
         self.max_in_degree = int(max_in_degree)
+        # bit-width of each quantized value or weight, keyed by its IR name (reports; nas/cost.py reads it to
+        # count FP32 / ideal storage)
         self.bitwidths: dict[str, int] = {}
         self.accumulators: dict[str, float] = {}
         self._consts: dict[str, str] = {}
@@ -111,12 +113,14 @@ class FoldContext:
 
     def int_matrix(self, hint: str, mat: np.ndarray, bits: int) -> str:
         """A constant int8 matrix of ``bits``-bit codes as an IR value; int4 and below stored packed."""
-        self.bitwidths[hint] = int(bits)
         mat = np.asarray(mat, dtype=np.int8)
         if bits <= 4:
-            return self.b.op("unpack_int4", [self.b.const(f"{hint}_packed", pack_int4(mat))], hint,
-                             shape=list(mat.shape))
-        return self.b.const(hint, mat)
+            v = self.b.op("unpack_int4", [self.b.const(f"{hint}_packed", pack_int4(mat))], hint,
+                          shape=list(mat.shape))
+        else:
+            v = self.b.const(hint, mat)
+        self.bitwidths[v] = int(bits)
+        return v
 
     # ------------------------------------------------------------- requant
     def requant(self, acc: Acc, out_scale: float, zero_point: int, qmin: int, qmax: int, dtype: str, hint: str,
@@ -160,9 +164,9 @@ class FoldContext:
         qmin, qmax = int(p.qmin), int(p.qmax)
         if relu:
             qmin = max(qmin, p.zero_point)
-        self.bitwidths[hint] = int(p.bits)
         value = self.requant(acc, p.scalar_scale(), p.zero_point, qmin, qmax, p.dtype, hint, row_factor,
                              row_factor_max)
+        self.bitwidths[value] = int(p.bits)
         return QTensor(value, p.scalar_scale(), p.zero_point, qmin, qmax, p.dtype)
 
     def centered_int32(self, t: QTensor, hint: str) -> str:

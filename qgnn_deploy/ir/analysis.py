@@ -8,9 +8,10 @@
   each value freed after its last use.  Inputs are counted (the runtime must hold
   them), constants are not (they are model size).
 
-The same two numbers in analytic form, per layer and in expectation over the LPGNAS
-search's relaxed choices, are in :mod:`qgnn_deploy.nas.cost` (``tests/test_nas.py``
-checks them against these functions on folded models).
+:func:`buffer_report` measures the value sizes by running the reference interpreter;
+:func:`shape_buffer_report` takes them from the op specs' shape rules for given
+``N``/``E`` without computing anything (the NAS cost model, :mod:`qgnn_deploy.nas.cost`,
+folds a candidate and counts it this way).  Both walk :func:`live_sets`.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from qgnn_deploy.ir.graph import Graph
+from qgnn_deploy.ir.infer import value_nbytes
 from qgnn_deploy.ir.interpreter import run
 
 
 def model_bytes(graph: Graph) -> int:
+    """Bytes of every stored constant (int4 packed), the model-size definition."""
     return graph.parameter_bytes()
 
 
@@ -41,28 +44,47 @@ class BufferReport:
     per_value: dict[str, int]
 
 
-def buffer_report(graph: Graph, feeds: Mapping[str, np.ndarray]) -> BufferReport:
-    """Peak live activation bytes of ``graph`` on ``feeds`` (liveness in node order)."""
-    env = run(graph, feeds, keep_all=True)
-    sizes = {k: int(v.nbytes) for k, v in env.items() if k not in graph.initializers}
+def live_sets(graph: Graph) -> list[tuple[str, frozenset[str]]]:
+    """The liveness walk of the buffer definition: ``("inputs", graph inputs)`` and then, per node in order,
+    (node name, the values live right after its output is allocated).
+
+    A value is freed after its last use (a value nobody reads right after it is written); graph outputs never.
+    Depends only on the graph's structure, so one walk serves every input size.
+    """
     last_use: dict[str, int] = {}
     for i, node in enumerate(graph.nodes):
         for name in node.inputs:
-            if name in sizes:
-                last_use[name] = i
+            last_use[name] = i
     outputs = {o.name for o in graph.outputs}
     live = {v.name for v in graph.inputs}
-    current = sum(sizes[n] for n in live)
-    input_bytes = current
-    peak, peak_at = current, "inputs"
+    steps = [("inputs", frozenset(live))]
     for i, node in enumerate(graph.nodes):
         out = node.outputs[0]
         live.add(out)
-        current += sizes[out]
-        if current > peak:
-            peak, peak_at = current, node.name or out
+        steps.append((node.name or out, frozenset(live)))
         for name in set(node.inputs) | {out}:
             if name in live and name not in outputs and last_use.get(name, -1) <= i:
                 live.discard(name)
-                current -= sizes[name]
-    return BufferReport(peak, input_bytes, peak_at, sizes)
+    return steps
+
+
+def peak_of(graph: Graph, sizes: Mapping[str, int]) -> BufferReport:
+    """Peak of :func:`live_sets` with each runtime value's bytes from ``sizes``."""
+    steps = live_sets(graph)
+    totals = [sum(sizes[v] for v in live) for _, live in steps]
+    k = int(np.argmax(totals))
+    return BufferReport(int(totals[k]), int(totals[0]), steps[k][0], dict(sizes))
+
+
+def buffer_report(graph: Graph, feeds: Mapping[str, np.ndarray]) -> BufferReport:
+    """Peak live activation bytes of ``graph`` on ``feeds`` (liveness in node order)."""
+    env = run(graph, feeds, keep_all=True)
+    return peak_of(graph, {k: int(v.nbytes) for k, v in env.items() if k not in graph.initializers})
+
+
+def shape_buffer_report(graph: Graph, dims: Mapping[str, int]) -> BufferReport:
+    """:func:`buffer_report` without running: value sizes from the static shapes with ``dims`` (``{"N": .., "E": ..}``).
+
+    Equal to :func:`buffer_report` on any input graph of that size (``tests/test_nas.py`` checks it).
+    """
+    return peak_of(graph, value_nbytes(graph, dims))

@@ -14,11 +14,13 @@ For a choice with logits ``alpha`` and candidates ``o_k``:
   edge coefficient ``c = sum_w p_w c_w`` (GCN norm / 1 / GAT attention, self loops added) and
   aggregation ``sum_g p_g AGG_g(c_e h_src)`` over sum / mean / max.
 
-The expected model and buffer size come from :mod:`qgnn_deploy.nas.cost` with the same probabilities.
+The expected model and buffer size come from :mod:`qgnn_deploy.nas.cost` (folds of the candidates) with the same
+probabilities.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qgnn_deploy.nas.cost import LayerSizes, expected_cost, value_storage, weight_storage
-from qgnn_deploy.nas.space import DEPLOYABLE_PAIRS, SearchSpace
+from qgnn_deploy.nas.cost import CostTable
+from qgnn_deploy.nas.space import ARCH_PAIRS, DEPLOYABLE_PAIRS, SEARCHED_COMPONENTS, SearchSpace, to_model_config
 from qgnn_deploy.quant.fake import fake_quant
 
 
@@ -161,6 +163,8 @@ class SuperLayer(nn.Module):
         return quantize_mix(a, p["bits.aggregate"], bits) + self.bias
 
 
+_COST_TABLES: dict[tuple, CostTable] = {}  # per space and graph: searches of one process (penalties, seeds) share it
+
 ACTS = {"relu": torch.relu, "relu6": lambda t: torch.clamp(t, 0.0, 6.0), "identity": lambda t: t}
 
 
@@ -244,45 +248,74 @@ class SuperNet(nn.Module):
         return self._cache
 
     # -------------------------------------------------------------------------- cost
-    def kind_probs(self, probs: Mapping[str, Tensor], i: int) -> dict[str, Tensor]:
-        """P(layer ``i`` runs each schedule kind): gcn / sage / gin (deployable), plus max / attn."""
-        p = self.layer_probs(probs, i)
-        if "arch" in p:
-            return {a: p["arch"][k] for k, a in enumerate(self.space.arch_candidates)}
-        out: dict[str, Tensor] = {}
-        for ia, agg in enumerate(self.space.aggregations):
-            for iw, wt in enumerate(self.space.weightings):
-                kind = DEPLOYABLE_PAIRS.get((agg, wt)) or ("attn" if wt == "attn" else "max" if agg == "max" else "gcn")
-                out[kind] = out.get(kind, torch.zeros(())) + p["agg"][ia] * p["weighting"][iw]
-        return out
+    def cost_archs(self) -> tuple[str, ...]:
+        """The deployable archs the cost is taken over (the full space projects onto all of them)."""
+        return self.space.arch_candidates if self.space.space == "deployable" else tuple(DEPLOYABLE_PAIRS.values())
 
-    def expected_sizes(self, probs: Mapping[str, Tensor], storage: str) -> list[LayerSizes]:
-        bits = self.space.bit_candidates
-        sw = torch.tensor([weight_storage(b, storage) for b in bits])
-        sa = torch.tensor([value_storage(b, storage) for b in bits])
-        packed = torch.tensor([1.0 if b <= 4 and storage == "deployed" else 0.0 for b in bits])
-        widths = torch.tensor(self.space.widths, dtype=torch.float32)
+    def arch_probs(self, probs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """P(the deployed network has each arch): the ``arch`` choice, or in the full space the mean over layers
+        of each layer's (aggregation, weighting) probability mapped onto its deployable arch (attention -> gat,
+        other pairs -> gcn), as discretisation projects them."""
+        archs = self.cost_archs()
+        if self.space.space == "deployable":
+            return {a: probs["arch"][k] for k, a in enumerate(archs)}
+        out = {a: torch.zeros(()) for a in archs}
         n = self.space.num_layers
-        out = []
-        f: Tensor = torch.tensor(float(self.in_dim))
         for i in range(n):
             p = self.layer_probs(probs, i)
-            if i < n - 1:
-                h, h2 = p["width"] @ widths, p["width"] @ widths**2
-            else:
-                h, h2 = torch.tensor(float(self.out_dim)), torch.tensor(float(self.out_dim) ** 2)
-            out.append(LayerSizes(f=f, h=h, h2=h2, s_in=p["bits.input"] @ sa, s_w=p["bits.weight"] @ sw,
-                                  s_msg=p["bits.message"] @ sa, s_agg=p["bits.aggregate"] @ sa,
-                                  w_unpacked=p["bits.weight"] @ packed))
-            f = h
+            for ia, agg in enumerate(self.space.aggregations):
+                for iw, wt in enumerate(self.space.weightings):
+                    kind = DEPLOYABLE_PAIRS.get((agg, wt)) or ("gat" if wt == "attn" else "gcn")
+                    out[kind] = out[kind] + p["agg"][ia] * p["weighting"][iw] / n
         return out
+
+    def width_probs(self, probs: Mapping[str, Tensor]) -> dict[int | None, Tensor]:
+        """P(hidden width): the global ``width`` (deployable) or the first hidden layer's (full space, as
+        :func:`~qgnn_deploy.nas.space.to_model_config` deploys it); ``{None: 1}`` for one layer."""
+        if self.space.num_layers == 1:
+            return {None: torch.ones(())}
+        p = probs["width"] if "width" in probs else probs["l0.width"]
+        return {w: p[k] for k, w in enumerate(self.space.widths)}
+
+    def deployed_config(self, arch: str, width: int | None, bits: Mapping[tuple[int, str], int]) -> Any:
+        """The ``ModelConfig`` a choice of arch, width and per-layer bits discretises to (``to_model_config``)."""
+        choice: dict[str, Any] = {}
+        if self.space.space == "deployable":
+            choice["arch"] = arch
+            if width is not None:
+                choice["width"] = width
+        else:
+            agg, wt = ARCH_PAIRS[arch]
+            for i in range(self.space.num_layers):
+                choice[f"l{i}.agg"], choice[f"l{i}.weighting"] = agg, wt
+                if i < self.space.num_layers - 1:
+                    choice[f"l{i}.width"] = width
+        choice.update({f"l{i}.bits.{c}": b for (i, c), b in bits.items()})
+        return to_model_config(choice, self.space, self.in_dim, self.out_dim, dropout=self.dropout).config
+
+    def cost_table(self, n: int, e: int, storage: str = "deployed", max_in_degree: int = 1023,
+                   centered_input: bool = False) -> CostTable:
+        """The fold-derived :class:`~qgnn_deploy.nas.cost.CostTable` of this space on a graph of ``n`` nodes and
+        ``e`` edges (built once per graph and storage)."""
+        key = (json.dumps(self.space.to_dict(), sort_keys=True), self.in_dim, self.out_dim, self.dropout, n, e,
+               storage, max_in_degree, centered_input)
+        tables = _COST_TABLES
+        if key not in tables:
+            widths = list(self.space.widths) if self.space.num_layers > 1 else [None]
+            if len(tables) >= 16:
+                tables.pop(next(iter(tables)))
+            tables[key] = CostTable(self.cost_archs(), widths, self.space.num_layers, SEARCHED_COMPONENTS,
+                                    self.space.bit_candidates, self.deployed_config, n, e, storage, max_in_degree,
+                                    centered_input)
+        return tables[key]
 
     def expected_cost(self, probs: Mapping[str, Tensor], n: int, e: int, storage: str = "deployed",
                       max_in_degree: int = 1023, centered_input: bool = False) -> tuple[Tensor, Tensor]:
         """(E[model bytes], E[buffer bytes]) on a graph with ``n`` nodes and ``e`` edges (see ``nas.cost``)."""
-        sizes = self.expected_sizes(probs, storage)
-        kinds = [self.kind_probs(probs, i) for i in range(self.space.num_layers)]
-        return expected_cost(kinds, sizes, n, e, self.in_dim, self.out_dim, max_in_degree, centered_input)
+        table = self.cost_table(n, e, storage, max_in_degree, centered_input)
+        bits = {(i, c): self.layer_probs(probs, i)[f"bits.{c}"]
+                for i in range(self.space.num_layers) for c in SEARCHED_COMPONENTS}
+        return table.expected(self.arch_probs(probs), self.width_probs(probs), bits)
 
     # -------------------------------------------------------------------------- discretisation
     @torch.no_grad()

@@ -19,7 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.ir.graph import Graph, Node
-from qgnn_deploy.ir.ops import OPS, HandlerTable, OpSpec, Shape
+from qgnn_deploy.ir.infer import infer_dtypes, infer_ranks, infer_shapes
+from qgnn_deploy.ir.ops import HandlerTable
 
 DEFAULT_OPSET = 21
 PRODUCER = "qgnn-deploy"
@@ -49,44 +50,6 @@ def handler(op: str) -> Callable[[Handler], Handler]:
 def compute_dtype(dtype: str) -> str:
     """The ORT-supported integer type arithmetic on ``dtype`` runs in."""
     return "int64" if dtype == "int64" else "int32"
-
-
-def _spec(op: str) -> OpSpec:
-    spec = OPS.get(op)
-    if spec is None:  # pragma: no cover - validate() rejects unknown ops first
-        raise QgnnError(f"ONNX export: unknown IR op {op!r}")
-    return spec
-
-
-def infer_dtypes(graph: Graph) -> dict[str, str]:
-    """Dtype of every value, by the op specs' typing rules (``ir/ops.py``, the interpreter's rules)."""
-    dt: dict[str, str] = {v.name: v.dtype for v in graph.inputs}
-    dt.update({k: str(v.dtype) for k, v in graph.initializers.items()})
-    for node in graph.nodes:
-        dt[node.outputs[0]] = _spec(node.op).dtype([dt[i] if i else "" for i in node.inputs], node.attrs)
-    return dt
-
-
-def infer_ranks(graph: Graph) -> dict[str, int]:
-    """Rank of every value (handlers need it to broadcast edge indices against [E, H] values)."""
-    rk: dict[str, int] = {v.name: len(v.shape) for v in graph.inputs}
-    rk.update({k: v.ndim for k, v in graph.initializers.items()})
-    for node in graph.nodes:
-        rk[node.outputs[0]] = _spec(node.op).rank([rk[i] if i else 0 for i in node.inputs], node.attrs)
-    return rk
-
-
-def infer_shapes(graph: Graph) -> dict[str, Shape]:
-    """Static shapes with symbolic ("N", "E", "G") or unknown (None) dims.
-
-    Lets handlers share one expanded edge index between scatters over the same
-    ``[E, H]`` shape and build it with a cheap broadcast Add instead of Expand.
-    """
-    sh: dict[str, Shape] = {v.name: tuple(v.shape) for v in graph.inputs}
-    sh.update({k: tuple(v.shape) for k, v in graph.initializers.items()})
-    for node in graph.nodes:
-        sh[node.outputs[0]] = _spec(node.op).shape([sh[i] if i else () for i in node.inputs], node.attrs)
-    return sh
 
 
 class EmitContext:
