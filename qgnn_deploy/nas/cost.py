@@ -62,8 +62,9 @@ class Cost:
 
 # ------------------------------------------------------------------------------------------ shape-only fold
 def placeholder_model(config: ModelConfig, centered_input: bool = False) -> QGNN:
-    """A model of ``config`` fold can lower: seeded parameters (no two constants equal by accident, e.g. zero
-    biases) and quantizer ranges from one forward pass on a small placeholder graph.
+    """A model of ``config`` fold can lower: seeded parameters (perturbed, so that e.g. GIN's ``1 + eps`` scalar
+    is not the ``1`` another op stores, as after training) and quantizer ranges from one forward pass on a small
+    placeholder graph.
 
     ``centered_input``: placeholder features with negative values, so the boundary quantizer gets a non-zero
     zero point as on such a dataset.
@@ -73,9 +74,10 @@ def placeholder_model(config: ModelConfig, centered_input: bool = False) -> QGNN
     torch.manual_seed(0)
     try:
         model = QGNN(config)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(0.01 * torch.randn(p.shape, generator=gen))
+        with torch.no_grad():  # biases stay 0: a bias on a degenerate placeholder grid could overflow int32
+            for name, p in model.named_parameters():
+                if not name.endswith("bias"):
+                    p.add_(0.01 * torch.randn(p.shape, generator=gen))
         n = PLACEHOLDER_NODES
         x = torch.rand(n, config.in_dim, generator=gen) - (0.5 if centered_input else 0.0)
         ring = torch.arange(n)
