@@ -166,3 +166,68 @@ def test_cycle_check_sees_function_level_imports() -> None:
     edges["qgnn_deploy.ir.ops"] = edges["qgnn_deploy.ir.ops"] | {"qgnn_deploy.ir.graph"}
     assert cycles(edges) == [["qgnn_deploy.ir.graph", "qgnn_deploy.ir.ops"]]
     assert "qgnn_deploy.fold.a2q" in import_graph()["qgnn_deploy.fold"]  # registers the per-node handlers
+
+
+# Layers: a package on the left never imports (directly or through another module) the packages on the right.
+LAYERING = {
+    "qgnn_deploy.quant": ("qgnn_deploy.models", "qgnn_deploy.fold", "qgnn_deploy.backends", "qgnn_deploy.nas"),
+    "qgnn_deploy.ir": ("qgnn_deploy.fold", "qgnn_deploy.models", "qgnn_deploy.backends", "qgnn_deploy.nas"),
+}
+
+
+def _inside(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def layering_violations(edges: dict[str, set[str]]) -> list[str]:
+    """``module -> ... -> forbidden module`` import paths that break :data:`LAYERING`."""
+    found = []
+    for package, forbidden in LAYERING.items():
+        for start in sorted(m for m in edges if _inside(m, package)):
+            parent = {start: ""}
+            todo = [start]
+            while todo:
+                v = todo.pop()
+                for w in sorted(edges[v]):
+                    if w in parent:
+                        continue
+                    parent[w] = v
+                    if any(_inside(w, f) for f in forbidden):
+                        path, u = [w], v
+                        while u:
+                            path.append(u)
+                            u = parent[u]
+                        found.append(" -> ".join(reversed(path)))
+                    else:
+                        todo.append(w)
+    return found
+
+
+def test_lower_layers_never_import_higher_ones() -> None:
+    """quant/ never reaches models/ (nor fold, backends, nas); ir/ never reaches fold/, models/, backends/."""
+    assert layering_violations(import_graph()) == []
+
+
+def test_layering_check_sees_indirect_imports() -> None:
+    edges = import_graph()
+    edges["qgnn_deploy.quant.spec"] = edges["qgnn_deploy.quant.spec"] | {"qgnn_deploy.errors"}
+    edges["qgnn_deploy.errors"] = edges["qgnn_deploy.errors"] | {"qgnn_deploy.models.net"}
+    assert "qgnn_deploy.quant.spec -> qgnn_deploy.errors -> qgnn_deploy.models.net" in layering_violations(edges)
+
+
+def test_generic_fold_code_names_no_framework() -> None:
+    """Framework specifics are hooks (``Framework.parity_tolerance``, the per-node requantizer registries that
+    ``fold/a2q.py`` fills), not string comparisons against a framework's name in generic fold modules."""
+    from qgnn_deploy.fold.parity import parity_tolerance
+    from qgnn_deploy.quant.frameworks import FRAMEWORK_NAMES
+
+    named = []
+    for path in sorted((PACKAGE / "fold").glob("*.py")):
+        if path.name == "a2q.py":  # the A2Q fold module itself
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in FRAMEWORK_NAMES:
+                named.append(f"{path.name}:{node.lineno} {node.value!r}")
+    assert named == []
+    assert parity_tolerance("a2q")["max_code_diff"] == 2 and parity_tolerance("qat")["max_code_diff"] == 1
+    assert parity_tolerance(None) == parity_tolerance("dq") == parity_tolerance("qat")

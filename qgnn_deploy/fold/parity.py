@@ -17,6 +17,8 @@ import torch
 from qgnn_deploy.ir.graph import Graph
 from qgnn_deploy.ir.interpreter import run
 from qgnn_deploy.models.net import QGNN
+from qgnn_deploy.quant.frameworks import framework_class
+from qgnn_deploy.quant.frameworks.base import Framework
 
 
 def model_output_codes(model: QGNN, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -53,19 +55,18 @@ def parity_report(model: QGNN, graph: Graph, feeds: dict[str, np.ndarray], ds: A
     return rep
 
 
-# The fold is exact integer arithmetic; the fake-quant model is float32.  A code may therefore land one
-# step away when a value sits within float error of a rounding boundary (in practice: none or a handful).
-# A2Q's per-node input factor keeps ROW_BITS of precision (float32 has 24), so it may move codes by two.
-# Anything beyond this is a broken fold or a corrupt checkpoint, and export refuses it.
-PARITY_TOLERANCE: dict[str, dict[str, float]] = {
-    "default": {"max_code_diff": 1, "mismatched_fraction": 1e-3, "mismatched_min": 2},
-    "a2q": {"max_code_diff": 2, "mismatched_fraction": 1e-2, "mismatched_min": 2},
-}
+def parity_tolerance(framework: str | None) -> dict[str, float]:
+    """The framework's own ``parity_tolerance`` (a hook of :class:`~qgnn_deploy.quant.frameworks.base.Framework`,
+    so this generic module names no framework); the base one for an unknown or missing name."""
+    try:
+        return dict(framework_class(str(framework)).parity_tolerance)
+    except KeyError:
+        return dict(Framework.parity_tolerance)
 
 
 def parity_violation(rep: dict[str, Any], framework: str | None) -> str | None:
-    """Why ``rep`` (from :func:`parity_report`) is outside :data:`PARITY_TOLERANCE`, or None when within it."""
-    tol = PARITY_TOLERANCE.get(str(framework), PARITY_TOLERANCE["default"])
+    """Why ``rep`` (from :func:`parity_report`) is outside the framework's :func:`parity_tolerance`, or None."""
+    tol = parity_tolerance(framework)
     codes, bad, worst = int(rep["output_codes"]), int(rep["mismatched_codes"]), int(rep["max_code_diff"])
     allowed = max(tol["mismatched_min"], tol["mismatched_fraction"] * codes)
     if worst <= tol["max_code_diff"] and bad <= allowed:

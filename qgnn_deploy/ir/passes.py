@@ -22,8 +22,8 @@ from qgnn_deploy.ir.graph import Graph, ValueInfo
 def dedupe_initializers(graph: Graph, consumers: tuple[str, ...] | None = None) -> int:
     """Store identical constants once; returns how many were dropped.
 
-    ``consumers`` restricts the pass to constants read only by those ops (fold uses ``("lut", "lut_steps")``:
-    the per-layer degree tables, so that the size model in ``nas/cost.py`` stays a simple formula).
+    ``consumers`` restricts the pass to constants read only by those ops (e.g. ``("lut", "lut_steps")``: lookup
+    tables only); fold's pipeline dedupes every constant.
     """
     eligible = set(graph.initializers)
     if consumers is not None:
@@ -151,8 +151,8 @@ class Sequential:
 
 
 FOLD_PIPELINE = Sequential([
-    # every layer's identical degree table stored once; only lookup tables, so that the size model in
-    # nas/cost.py stays a simple formula
-    GraphPass("dedupe_lookup_tables", dedupe_initializers, {"consumers": ("lut", "lut_steps")}),
+    # equal constants stored once: every layer's identical degree table, and e.g. SAGE's per-layer mean
+    # multiplier/shift (equal by construction: the mean's grid is tied to the input's)
+    GraphPass("dedupe_constants", dedupe_initializers),
 ])
 """What :func:`qgnn_deploy.fold.fold_model` runs on every folded graph."""

@@ -21,9 +21,14 @@ _MODULES = {
 FRAMEWORK_NAMES = tuple(_MODULES)
 
 
-def get_framework(name: str, **options) -> Framework:
-    """Instantiate a framework by its CLI name (``fp32``, ``qat``, ``dq``, ``a2q``, ``mixq``)."""
+def framework_class(name: str) -> type[Framework]:
+    """The framework class registered under a CLI name (class attributes such as ``parity_tolerance``)."""
     if name not in _MODULES:
         raise KeyError(f"unknown QAT framework {name!r}; choose from {', '.join(_MODULES)}")
     module, cls = _MODULES[name].split(":")
-    return getattr(importlib.import_module(module), cls)(**options)
+    return getattr(importlib.import_module(module), cls)
+
+
+def get_framework(name: str, **options) -> Framework:
+    """Instantiate a framework by its CLI name (``fp32``, ``qat``, ``dq``, ``a2q``, ``mixq``)."""
+    return framework_class(name)(**options)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +24,12 @@ class Framework:
     """
 
     name = "qat"
+    # How far a folded integer graph may drift from this framework's fake-quant model before export refuses it
+    # (``fold/parity.py``).  The fold is exact integer arithmetic and the fake-quant model float32: a code may
+    # land one step away when a value sits within float error of a rounding boundary (in practice: none or a
+    # handful).  Anything beyond is a broken fold or a corrupt checkpoint.
+    parity_tolerance: ClassVar[dict[str, float]] = {"max_code_diff": 1, "mismatched_fraction": 1e-3,
+                                                    "mismatched_min": 2}
 
     def __init__(self, **options: Any) -> None:
         self.options = dict(options)

@@ -237,17 +237,19 @@ class MixQ(Framework):
 
     @torch.no_grad()
     def fix(self, model: nn.Module) -> None:
-        """Write the arg-max bits into the config and rebuild the model in place with plain quantizers."""
-        from qgnn_deploy.models.net import QGNN, ModelConfig
+        """Write the arg-max bits into the config and rebuild the model in place with plain quantizers.
 
+        The model is rebuilt by its own class from its own config class (``type(model)(config)``), so the quant
+        layer needs nothing from the model layer (``tests/test_ops_registry.py`` checks the direction).
+        """
         cfg = model.config  # type: ignore[attr-defined]
-        new_cfg = ModelConfig.from_dict(copy.deepcopy(cfg.to_dict()))
+        new_cfg = type(cfg).from_dict(copy.deepcopy(cfg.to_dict()))
         new_cfg.layer_bits = self.choose(model)
         self.fixed = True
         self.options["fixed"] = True
         new_cfg.framework_options = dict(self.options)
         with torch.random.fork_rng():
-            fresh = QGNN(new_cfg)
+            fresh = type(model)(new_cfg)
         fresh.to(next(model.parameters()).device)  # the rebuilt quantizers live where the model does
         old_state = model.state_dict()
         new_state = fresh.state_dict()
