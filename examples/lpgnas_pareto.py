@@ -5,7 +5,7 @@
 
 Writes ``<out>/lpgnas_pareto.png``, ``<out>/lpgnas_pareto.csv`` (every evaluated point) and
 ``<out>/lpgnas_pareto.md`` (tables and the uniform-quantisation observation).  Model size and
-buffer size are the analytic counts of :mod:`qgnn_deploy.nas.cost` (the definitions of
+buffer size are the fold-derived counts of :mod:`qgnn_deploy.nas.cost` (the definitions of
 :mod:`qgnn_deploy.ir.analysis`) on the dataset's graph.  Baselines are the same architecture
 (GCN, widest hidden width) trained with plain QAT by the toolkit's trainer; searched models are
 discretised and retrained with the same trainer and budget.

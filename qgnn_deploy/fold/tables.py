@@ -1,4 +1,4 @@
-"""Constant tables and requantization parameters as fold stores them (shared with ``nas/cost.py``).
+"""Constant tables and requantization parameters as fold stores them.
 
 * Lookup tables are trimmed: the IR ``lut`` op reads ``table[clip(idx + offset, 0, T-1)]``, so of a leading
   (trailing) run of equal entries one is enough; indices that fell into the dropped part clip onto the kept
@@ -10,21 +10,19 @@
   a 4-bit GCN degree table over 1024 degrees is 901 ``lut`` bytes but 10 int16 thresholds + 11 values.
 * Edge-coefficient tables (GCN ``(d+1)^-1/2``, SAGE ``1/max(d, 1)``, indexed by in-degree ``d``) end in a long
   run of equal values (the coefficient rounds to the same code for every large degree); :func:`edge_table`
-  builds and stores them, :func:`edge_table_bytes` gives the stored size without a model (``nas/cost.py``).
+  builds and stores them.
 * Fixed-point multipliers are stored as int32 and shifts as int8 (:func:`requant_arrays`); ``requantize``
   widens tensor inputs to int64.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from qgnn_deploy.quant.fake import FixedFakeQuant, Quantizer
-from qgnn_deploy.quant.spec import QuantSpec
+from qgnn_deploy.quant.fake import Quantizer
 
 MULTIPLIER_DTYPE = "int32"  # quantize_multiplier gives M < 2**31 (max_bits 31); larger ones fall back to int64
 SHIFT_DTYPE = "int8"  # shifts lie in [0, 62]
@@ -125,13 +123,6 @@ def edge_table(q: Quantizer, arch: str, max_in_degree: int) -> StoredLookup:
     return compact_lookup(codes.astype(np.uint8 if q.spec.qmax <= 255 else np.int32), offset)
 
 
-@functools.lru_cache(maxsize=64)
-def edge_table_bytes(arch: str, edge_bits: int, max_in_degree: int) -> int:
-    """Stored bytes of :func:`edge_table` for an ``edge_bits`` edge quantizer (its scale is fixed)."""
-    q = FixedFakeQuant(QuantSpec(bits=int(edge_bits), kind="unsigned"))
-    return edge_table(q, arch, max_in_degree).nbytes
-
-
 def requant_arrays(m: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Multipliers as int32 (int64 if one does not fit) and shifts as int8, the dtypes ``requantize`` inputs use."""
     m = np.asarray(m, dtype=np.int64)
@@ -141,7 +132,3 @@ def requant_arrays(m: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray
         raise ValueError(f"requantize shift out of range: [{n.min()}, {n.max()}]")
     return m.astype(MULTIPLIER_DTYPE if fits else np.int64), n.astype(SHIFT_DTYPE)
 
-
-def requant_param_bytes(channels: int = 1) -> int:
-    """Stored bytes of ``channels`` multiplier/shift pairs (multipliers that fit int32, i.e. every practical one)."""
-    return channels * (np.dtype(MULTIPLIER_DTYPE).itemsize + np.dtype(SHIFT_DTYPE).itemsize)

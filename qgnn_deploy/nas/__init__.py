@@ -23,7 +23,7 @@ bits: aggregation    2 / 4 / 8 (+ FP32)                         ``layer_bits[l][
 ===================  =========================================  ===========================================
 
 Edge coefficients and the output stay at 8 bits (``default_bits(8)``).  Model size and buffer size
-follow :mod:`qgnn_deploy.ir.analysis`; their analytic (and expected) form is :mod:`qgnn_deploy.nas.cost`.
+follow :mod:`qgnn_deploy.ir.analysis`, computed on a shape-only fold of the candidate (:mod:`qgnn_deploy.nas.cost`).
 """
 
 from qgnn_deploy.nas.cost import Cost, config_cost
