@@ -35,10 +35,10 @@ def test_fold_pipeline_dedupes_lookup_tables_and_keeps_results() -> None:
     g = _two_equal_tables()
     feeds = {"idx": np.array([0, 3, 9, 42, -5], dtype=np.int32)}
     before = run(g, feeds)["y"]
-    assert FOLD_PIPELINE(g) == {"dedupe_constants": 1}
+    assert FOLD_PIPELINE(g) == {"dedupe_lookup_tables": 1}
     assert len(g.initializers) == 1
     np.testing.assert_array_equal(run(g, feeds)["y"], before)
-    assert FOLD_PIPELINE(g) == {"dedupe_constants": 0}  # idempotent
+    assert FOLD_PIPELINE(g) == {"dedupe_lookup_tables": 0}  # idempotent
 
 
 def test_a_pass_alone_equals_the_same_pass_in_a_pipeline() -> None:

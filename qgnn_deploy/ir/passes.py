@@ -22,8 +22,8 @@ from qgnn_deploy.ir.graph import Graph, ValueInfo
 def dedupe_initializers(graph: Graph, consumers: tuple[str, ...] | None = None) -> int:
     """Store identical constants once; returns how many were dropped.
 
-    ``consumers`` restricts the pass to constants read only by those ops (e.g. ``("lut", "lut_steps")``: lookup
-    tables only); fold's pipeline dedupes every constant.
+    ``consumers`` restricts the pass to constants read only by those ops (fold uses ``("lut", "lut_steps")``:
+    the per-layer degree tables, equal by construction; see :data:`FOLD_PIPELINE`).
     """
     eligible = set(graph.initializers)
     if consumers is not None:
@@ -151,8 +151,10 @@ class Sequential:
 
 
 FOLD_PIPELINE = Sequential([
-    # equal constants stored once: every layer's identical degree table, and e.g. SAGE's per-layer mean
-    # multiplier/shift (equal by construction: the mean's grid is tied to the input's)
-    GraphPass("dedupe_constants", dedupe_initializers),
+    # every layer's identical degree table stored once.  Only lookup tables: they are equal by construction (a
+    # function of the config), so a candidate's size is known before training (nas/cost.py folds candidates).
+    # Other constants are equal only by coincidence of learned values (all-zero biases of a coarse grid, equal
+    # shifts): deduping them saves a few bytes (5 of 864 on a searched SAGE) and makes the size unpredictable.
+    GraphPass("dedupe_lookup_tables", dedupe_initializers, {"consumers": ("lut", "lut_steps")}),
 ])
 """What :func:`qgnn_deploy.fold.fold_model` runs on every folded graph."""
