@@ -69,6 +69,22 @@ def test_dtype_rules_match_the_interpreter_on_the_op_zoo() -> None:
                 assert sizes[d] == n, (node.op, shapes[out], arr.shape)
 
 
+@pytest.mark.parametrize("case", ["random", "isolated_nodes", "hub", "single_node"])
+def test_shape_only_buffer_count_equals_the_interpreter_run(case: str) -> None:
+    """``shape_buffer_report`` (value sizes from the spec rules, nothing run; what the NAS cost uses) equals
+    ``buffer_report`` (the interpreter's arrays) value by value on the op zoo."""
+    from qgnn_deploy.ir.analysis import buffer_report, shape_buffer_report
+    from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph
+
+    graph = op_zoo_graph(features=12)
+    x, ei = awkward_graphs(12)[case]
+    ran = buffer_report(graph, {"x": x, "edge_index": ei})
+    counted = shape_buffer_report(graph, {"N": x.shape[0], "E": ei.shape[1]})
+    assert counted.per_value == ran.per_value
+    assert (counted.peak_bytes, counted.peak_at, counted.input_bytes) == (ran.peak_bytes, ran.peak_at,
+                                                                           ran.input_bytes)
+
+
 def test_width_table_covers_every_integer_dtype() -> None:
     """One width table (it used to lack uint16 in the ONNX exporter)."""
     from qgnn_deploy.backends.onnx.exporter import ONNX_DTYPE
