@@ -201,6 +201,8 @@ def test_expected_cost_at_one_hot_equals_exact_config_cost(small_ds, seed, archs
     slack = sum(a.nbytes for k, a in graph.initializers.items() if "_exp_table" in k)
     assert abs(float(size) - exact.model_bytes) <= slack
     assert (float(size) == exact.model_bytes) or archs == ("gat",)
+    shared = net.cost_table(n, e).shared()  # sizes that move with several choices: only GAT's exp tables
+    assert all("_exp_table" in k for keys in shared.values() for k in keys) and bool(shared) == (archs == ("gat",))
     # a soft choice lies between the cheapest and the dearest candidates
     size, buf = net.expected_cost(net.probs(sample=False), n, e)
     assert 0 < float(size) and 0 < float(buf)

@@ -209,9 +209,12 @@ class _Combo:
 class CostTable:
     """Exact per-candidate sizes of every (arch, width) of a search space, folded once; torch expectations.
 
-    ``candidates(arch, width, bits)`` must return the :class:`ModelConfig` deployed for a choice
-    (:func:`qgnn_deploy.nas.space.to_model_config` of it), with ``bits`` mapping ``(layer, component)`` to a
-    bit-width.
+    ``make_config(arch, width, bits)`` returns the :class:`ModelConfig` a choice deploys as
+    (:func:`qgnn_deploy.nas.space.to_model_config` of it), ``bits`` mapping ``(layer, component)`` to a
+    bit-width.  Folds per (arch, width): the all-base-bits config, one per (layer, component, other bit-width),
+    and one with every weight at its smallest width (its liveness walk has every value any candidate has).
+    A size that changes with several choices (only GAT's exp table, see the module docstring) gets the sum of
+    its per-choice changes; :meth:`shared` lists them.
     """
 
     def __init__(self, archs: Sequence[str], widths: Sequence[int | None], num_layers: int,
@@ -267,6 +270,10 @@ class CostTable:
         for r, (_, names) in enumerate(steps):
             live[r, [col[("v", v)] for v in names]] = 1.0
         return _Combo(base_all, deltas, value_keys, live, shared)
+
+    def shared(self) -> dict[tuple[str, int | None], list[str]]:
+        """Per (arch, width): constants/values whose bytes change with more than one choice (added up)."""
+        return {k: c.shared for k, c in self.combos.items() if c.shared}
 
     def expected(self, arch_probs: Mapping[str, Tensor], width_probs: Mapping[int | None, Tensor],
                  bit_probs: Mapping[Owner, Tensor]) -> tuple[Tensor, Tensor]:
