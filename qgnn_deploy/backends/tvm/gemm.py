@@ -345,14 +345,11 @@ def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any) -> relax.Expr | None:
     npad = nb * LANES
     info = np.iinfo(rq_node.attrs["dtype"])
     epi = gemm_x86.Epilogue(int(rq_node.attrs["zero_point"]), int(rq_node.attrs.get("qmin", info.min)),
-                            int(rq_node.attrs.get("qmax", info.max)), str(rq_node.attrs["dtype"]))
+                            int(rq_node.attrs.get("qmax", info.max)), str(rq_node.attrs["dtype"]), n)
     bpad = b if npad == n else op.concat([b, relax.const(np.zeros((k, npad - n), np.int8), "int8")], axis=1)
     rq = np.concatenate([rq, np.zeros((3, npad - n), np.int64)], axis=1)
-    out = gemm_x86.emit_matmul_requant(ctx, ctx.options.gemm_kind, a, bpad, k, nb, rq, epi,
-                                       None if q is None else q.attrs)
-    if out is None or npad == n:
-        return out
-    return op.strided_slice(out, axes=[1], begin=[0], end=[n])
+    return gemm_x86.emit_matmul_requant(ctx, ctx.options.gemm_kind, a, bpad, k, nb, rq, epi,
+                                        None if q is None else q.attrs)
 
 
 def fusable_quant(weight_shape: tuple[int, ...] | None, attrs: dict[str, Any], gemm_kind: str) -> bool:

@@ -180,9 +180,11 @@ class Epilogue:
     lo: int
     hi: int
     dtype: str
+    columns: int  # real output columns (<= nb*16): padding columns are never written
 
     def key(self) -> tuple[Any, ...]:
-        return ("rq", str(self.zero_point).replace("-", "m"), str(self.lo).replace("-", "m"), self.hi, self.dtype)
+        return ("rq", str(self.zero_point).replace("-", "m"), str(self.lo).replace("-", "m"), self.hi, self.dtype,
+                self.columns)
 
 
 def x86_kernel(
@@ -191,7 +193,8 @@ def x86_kernel(
 ) -> tirx.PrimFunc:
     """The ``kind`` GEMM for A of ``a_dtype`` (or FP32 X quantized to ``a_dtype`` codes when ``quant`` =
     (scale, zero_point, qmin, qmax)); B is pre-packed as ``[planes, nb, Kp/kstep, 16, kstep]``.  With an
-    ``epilogue`` the kernel takes the requantize constants after B and writes ``epilogue.dtype`` codes."""
+    ``epilogue`` the kernel takes the requantize constants after B and writes ``epilogue.dtype`` codes, only the
+    ``epilogue.columns`` real columns."""
     s = SCHEMES[kind]
     rows, w, kq, nv = s.rows, s.width, s.kstep, LANES // s.width
     kp = _padded_k(k, kq)
@@ -204,6 +207,7 @@ def x86_kernel(
     k16 = k // 16 * 16
     per_task = rows * PANEL_BLOCKS
     fused = epilogue is not None
+    ncols = epilogue.columns if fused else nb * LANES
     odt = epilogue.dtype if fused else "int32"
     ezp, elo, ehi = (epilogue.zero_point, epilogue.lo, epilogue.hi) if fused else (0, 0, 0)
 
@@ -246,8 +250,15 @@ def x86_kernel(
                                             acc[T.ramp(r * LANES + v * w, 1, w)], panel, r * kp + q * kq, Bp, j, q, v
                                         )
                         for r in range(T.min(m - row0, rows)):
-                            for c in T.vectorized(LANES):
-                                C[row0 + r, j * LANES + c] = out_value(RQ, acc, j * LANES + c, r * LANES + c)
+                            if ncols % LANES == 0:
+                                for c in T.vectorized(LANES):
+                                    C[row0 + r, j * LANES + c] = out_value(RQ, acc, j * LANES + c, r * LANES + c)
+                            elif j < nb - 1:
+                                for c in T.vectorized(LANES):
+                                    C[row0 + r, j * LANES + c] = out_value(RQ, acc, j * LANES + c, r * LANES + c)
+                            else:  # the epilogue writes only the real columns: no slice kernel after it
+                                for c in T.vectorized(ncols % LANES):
+                                    C[row0 + r, j * LANES + c] = out_value(RQ, acc, j * LANES + c, r * LANES + c)
 
     if fused:
 
@@ -258,7 +269,7 @@ def x86_kernel(
             A = T.match_buffer(a_h, (m, k), in_dtype)
             Bp = T.match_buffer(bp_h, (s.planes, nb, nq, LANES, kq), bdt)
             RQ = T.match_buffer(rq_h, (3, nb * LANES), "int64")
-            C = T.match_buffer(c_h, (m, nb * LANES), odt)
+            C = T.match_buffer(c_h, (m, ncols), odt)
             with T.sblock("root"):
                 body(A, Bp, RQ, C, m)
 
@@ -340,7 +351,7 @@ def emit_matmul_requant(
     ctx: Any, kind: str, a: relax.Expr, bpad: relax.Expr, k: int, nb: int, rq: np.ndarray, epi: Epilogue,
     qattrs: dict[str, Any] | None = None,
 ) -> relax.Expr | None:
-    """``requantize(a @ bpad)`` (or of ``quantize(a) @ bpad`` with ``qattrs``) in one kernel: [M, nb*16] of
+    """``requantize(a @ bpad)`` (or of ``quantize(a) @ bpad`` with ``qattrs``) in one kernel: [M, epi.columns] of
     ``epi.dtype``; ``rq`` is :func:`.fusion.requant_epilogue_constants` padded to nb*16 columns.  None when
     the kernel would need the s8 flip correction (u8-operand kinds on s8 A), which must precede the requantize."""
     at = str(qattrs["dtype"]) if qattrs is not None else dtype_of(a)
@@ -358,7 +369,7 @@ def emit_matmul_requant(
         key,
         lambda: x86_kernel(kind, k, nb, at, params, epi),
         [a, pack_b(kind, bpad, k, nb), relax.const(np.ascontiguousarray(rq, np.int64), "int64")],
-        [shape_of(a)[0], nb * LANES],
+        [shape_of(a)[0], epi.columns],
         epi.dtype,
     )
 
