@@ -379,7 +379,8 @@ def test_profile_integer_input_variant(tmp_path: Path) -> None:
     fields = compile_to_dir(g2, "x86_64", tmp_path, sample_feeds=feeds)
     prof = profile_library(tmp_path / fields["library"], g2, feeds, repeat=2, total_repeat=3)
     assert prof["bit_exact"] and prof["kernels"] and all(us > 0 for _, us in prof["kernels"])
-    assert "kernel launches" in render(prof)
+    assert "kernel launches" in render(prof) and "without the VM" in render(prof)
+    assert prof["chain_us"]["min"] > 0 and prof["chain_us"]["min"] <= prof["chain_us"]["median"]
 
 
 def _graph_kernel(func: tvm.tirx.PrimFunc):  # noqa: ANN202
