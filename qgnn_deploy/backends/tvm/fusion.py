@@ -18,15 +18,14 @@ kernels.  The passes compose with :class:`qgnn_deploy.ir.passes.Sequential` like
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from qgnn_deploy.ir.graph import Graph, Node
 from qgnn_deploy.ir.passes import GraphPass, Sequential
 
-if TYPE_CHECKING:
-    from .relax_builder import BuildOptions
+BuildOptions = Any  # relax_builder.BuildOptions (not imported: relax_builder imports this module)
 
 
 @dataclass

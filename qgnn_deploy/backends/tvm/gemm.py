@@ -324,11 +324,10 @@ def emit_quant_matmul(ctx: Any, x: relax.Expr, b: relax.Expr, qattrs: dict[str, 
     return out
 
 
-def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any) -> relax.Expr | None:
+def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any) -> relax.Expr | None:
     """``requantize(matmul)`` as one x86 GEMM kernel with a requantize epilogue (``fusion.requantize_into_gemm``
-    planned it); None when the operands do not allow it (the caller then emits both nodes)."""
-    from .fusion import requant_epilogue_constants
-
+    planned it; ``constants(n)`` is its ``requant_epilogue_constants`` for n columns); None when the operands
+    do not allow it (the caller then emits both nodes)."""
     q = ctx.graph.producers().get(mm.inputs[0]) if mm.inputs[0] in ctx.quant_fused else None
     a = ctx.arg(q, 0) if q is not None else ctx.arg(mm, 0)
     b = ctx.arg(mm, 1)
@@ -338,7 +337,7 @@ def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any) -> relax.Expr | None:
     k, n = _static(sb[0]), _static(sb[1])
     if k is None or n is None or k < 4 or n == 0:
         return None
-    rq = requant_epilogue_constants(ctx.graph, rq_node, n)
+    rq = constants(n)
     if rq is None:
         return None
     nb = -(-n // LANES)

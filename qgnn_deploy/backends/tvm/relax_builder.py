@@ -30,7 +30,7 @@ from qgnn_deploy.ir.interpreter import wider
 from qgnn_deploy.ir.ops import OPS, HandlerTable, steps_search_plan
 
 from . import kernels
-from .fusion import plan_fusion
+from .fusion import plan_fusion, requant_epilogue_constants
 from .relax_ops import dtype_of, op, scalar, shape_of
 
 Handler = Callable[["BuildContext", Node], relax.Expr]
@@ -258,7 +258,7 @@ def _requantize(ctx: BuildContext, node: Node) -> relax.Expr:
         from . import gemm
 
         mm = ctx.graph.producers()[node.inputs[0]]
-        fused = gemm.emit_matmul_requant(ctx, mm, node)
+        fused = gemm.emit_matmul_requant(ctx, mm, node, lambda n: requant_epilogue_constants(ctx.graph, node, n))
         if fused is not None:
             return fused
         expr = HANDLERS["matmul"](ctx, mm)  # operands the epilogue cannot take: both kernels after all
