@@ -187,11 +187,12 @@ def test_series_ort_target_reads_both_baselines_and_peak_rss() -> None:
     assert series_ort_target(pts)["met"] is True
 
 
-def test_gemm_pair_worker_exact_where_ort_saturates(tmp_path: Path) -> None:
-    """The GEMM probe checks both sides against int64 NumPy: 255 x -128 pairs saturate vpmaddubsw-based paths."""
+def test_gemm_probe_exact_where_ort_saturates(tmp_path: Path) -> None:
+    """The GEMM probe checks both sides against int64 NumPy: 255 x -128 pairs saturate vpmaddubsw-based paths;
+    each side runs in its own process (two alternating sessions here)."""
     from qgnn_deploy.backends.tvm import compile_to_dir
     from qgnn_deploy.ir.graph import GraphBuilder
-    from qgnn_deploy.perf.worker import main as worker_main
+    from qgnn_deploy.perf.gemm_probe import gemm_vs_ort
 
     rng = np.random.default_rng(0)
     w = rng.integers(-128, 128, (40, 16)).astype(np.int8)
@@ -202,11 +203,20 @@ def test_gemm_pair_worker_exact_where_ort_saturates(tmp_path: Path) -> None:
     b.output(b.op("matmul", [x, b.const("w", w)], "y"), "int32", ("N", 16))
     fields = compile_to_dir(b.graph, "x86_64", tmp_path, sample_feeds={"a": a})
     np.savez(tmp_path / "ops.npz", a=a, b=w)
-    spec = {"kind": "gemm_pair", "threads": 1, "repeats": 5, "library": str(tmp_path / fields["library"]),
-            "operands": str(tmp_path / "ops.npz"), "result": str(tmp_path / "r.json")}
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
-    assert worker_main([str(tmp_path / "spec.json")]) == 0
-    r = json.loads((tmp_path / "r.json").read_text())
+    r = gemm_vs_ort(tmp_path / fields["library"], tmp_path / "ops.npz", tmp_path / "runs", 1, 6, "avx2")
+    assert "error" not in r, r
     assert r["ours_exact"] is True and r["shape"] == [37, 40, 16]
     assert r["ort_exact"] == (r["ort_wrong_elements"] == 0)
-    assert r["ours_ms"]["n"] == 5 and r["ort_over_ours_median"] > 0
+    assert r["ours_ms"]["n"] == 6 and r["ort_ms"]["n"] == 6 and r["ort_over_ours_median"] > 0
+    assert set(r["runtimes"]) == {"ours", "ort"} and "own process" in r["method"]
+    assert sorted(p.name for p in (tmp_path / "runs").glob("*.result.json")) == [
+        "gemm_ort_0.result.json", "gemm_ort_1.result.json", "gemm_ours_0.result.json", "gemm_ours_1.result.json"]
+
+
+def test_gemm_probe_reports_a_failing_side(tmp_path: Path) -> None:
+    """A side that cannot run (no library) comes back as one error line, not a crash of the suite."""
+    from qgnn_deploy.perf.gemm_probe import gemm_vs_ort
+
+    np.savez(tmp_path / "ops.npz", a=np.zeros((4, 8), np.uint8), b=np.zeros((8, 16), np.int8))
+    r = gemm_vs_ort(tmp_path / "missing.so", tmp_path / "ops.npz", tmp_path / "runs", 1, 2, "avx2", sessions=1)
+    assert r["kind"] == "gemm_probe" and r["error"].startswith("gemm_ours_0: ")

@@ -236,7 +236,13 @@ def test_quantize_fused_into_gemm_bit_exact(features: int, hidden: int, dtype: s
 
 def test_quantize_fusion_plan() -> None:
     """The quantize is folded into the GEMM only on VNNI targets, and never when its output has other readers."""
-    from qgnn_deploy.backends.tvm.relax_builder import BuildOptions, _plan_quant_fusion
+    from qgnn_deploy.backends.tvm.fusion import FusionPlan, quantize_into_gemm
+    from qgnn_deploy.backends.tvm.relax_builder import BuildOptions
+
+    def _plan_quant_fusion(g, opts):  # noqa: ANN001, ANN202
+        plan = FusionPlan()
+        quantize_into_gemm(g, opts, plan)
+        return plan.quantize_into_gemm
 
     g = quant_gemm_graph(40, 8, "uint8", 0, 0.1)
     assert _plan_quant_fusion(g, BuildOptions(gemm_kind="vnni")) == {"xq"}
@@ -373,7 +379,8 @@ def test_profile_integer_input_variant(tmp_path: Path) -> None:
     fields = compile_to_dir(g2, "x86_64", tmp_path, sample_feeds=feeds)
     prof = profile_library(tmp_path / fields["library"], g2, feeds, repeat=2, total_repeat=3)
     assert prof["bit_exact"] and prof["kernels"] and all(us > 0 for _, us in prof["kernels"])
-    assert "kernel launches" in render(prof)
+    assert "kernel launches" in render(prof) and "without the VM" in render(prof)
+    assert prof["chain_us"]["min"] > 0 and prof["chain_us"]["min"] <= prof["chain_us"]["median"]
 
 
 def _graph_kernel(func: tvm.tirx.PrimFunc):  # noqa: ANN202

@@ -320,7 +320,7 @@ def cora_stage(cfg: SuiteConfig, res: dict[str, Any]) -> dict[str, Any]:
 
 def gemm_stage(cfg: SuiteConfig, graph: Any, feeds_u8: dict[str, np.ndarray]) -> dict[str, Any]:
     """The model's largest GEMM (u8 features x its int8 weight) as a GEMM-only TVM library for the host, timed
-    against ORT ``MatMulInteger`` on identical operands in one process (:func:`.worker.run_gemm_pair`)."""
+    against ORT ``MatMulInteger`` on identical operands, each alone in its own process (:mod:`.gemm_probe`)."""
     from qgnn_deploy.backends.tvm.compile import compile_to_dir, gemm_kind
     from qgnn_deploy.backends.tvm.targets import TARGETS
     from qgnn_deploy.ir.graph import GraphBuilder
@@ -344,9 +344,10 @@ def gemm_stage(cfg: SuiteConfig, graph: Any, feeds_u8: dict[str, np.ndarray]) ->
     fields = compile_to_dir(b.graph, "x86_64", work, sample_feeds={"a": x})
     np.savez(work / "operands.npz", a=x, b=w)
     log(f"GEMM {x.shape[0]}x{w.shape[0]}x{w.shape[1]} vs ORT MatMulInteger")
-    return run_worker({"kind": "gemm_pair", "threads": cfg.threads, "library": str(work / fields["library"]),
-                       "operands": str(work / "operands.npz"), "repeats": 10 if cfg.quick else 100,
-                       "gemm_kernel": gemm_kind(TARGETS["x86_64"])}, cfg.work_dir / "runs", "gemm_pair", cfg.timeout)
+    from qgnn_deploy.perf.gemm_probe import gemm_vs_ort
+
+    return gemm_vs_ort(work / fields["library"], work / "operands.npz", cfg.work_dir / "runs", cfg.threads,
+                       10 if cfg.quick else 100, gemm_kind(TARGETS["x86_64"]), timeout=cfg.timeout)
 
 
 def integer_input_twin(graph: Any, feeds: dict[str, np.ndarray]) -> tuple[Any, dict[str, np.ndarray], float]:
@@ -898,7 +899,8 @@ def gemm_line(gp: dict[str, Any]) -> str:
     if "error" in gp:
         return f"GEMM vs ORT MatMulInteger: failed: {gp['error'][:160]}"
     m, k, n = gp["shape"]
-    return (f"GEMM {m}×{k}×{n} (u8 × s8 → s32), same operands, {gp['ours_ms']['n']} interleaved calls: ours "
+    return (f"GEMM {m}×{k}×{n} (u8 × s8 → s32), same operands, {gp['ours_ms']['n']} calls each, each runtime "
+            f"in its own process: ours "
             f"(`{gp.get('gemm_kernel')}`) {gp['ours_ms']['median']:.3f} ms median ({gp['ours_gops_best']:.0f} Gop/s "
             f"best), ORT MatMulInteger {gp['ort_ms']['median']:.3f} ms ({gp['ort_gops_best']:.0f} Gop/s best): "
             f"ORT / ours = **{gp['ort_over_ours_median']:.2f}×** (median), {gp['ort_over_ours_best']:.2f}× (best); "

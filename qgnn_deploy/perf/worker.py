@@ -10,8 +10,7 @@ Kinds:
 * ``ort`` - any ONNX model (``model``) in ONNX Runtime, default session options, fixed threads.
 * ``det_ort`` / ``det_tvm`` - run ``model`` / ``library`` ``runs`` times; sha256 of every output.
 * ``probe`` - peak int8 GEMM (ORT MatMulInteger u8 x s8) and memory bandwidth (NumPy copy).
-* ``gemm_pair`` - one GEMM shape in our TVM GEMM-only ``library`` and in ORT MatMulInteger, interleaved in one
-  process (a ratio that survives a loaded machine).
+(Our GEMM against ORT ``MatMulInteger``: :mod:`.gemm_probe`, one process per runtime.)
 """
 
 from __future__ import annotations
@@ -172,51 +171,7 @@ def run_probe(spec: dict[str, Any]) -> None:
     _finish(spec, result, None)
 
 
-def run_gemm_pair(spec: dict[str, Any]) -> None:
-    """Our GEMM-only TVM library vs ORT MatMulInteger on the same u8 A [M, K] and s8 B [K, N], interleaved."""
-    import tvm
-    from onnx import TensorProto, helper, numpy_helper
-    from tvm import relax
-
-    threads, repeats = int(spec["threads"]), int(spec.get("repeats", 50))
-    with np.load(spec["operands"], allow_pickle=False) as z:
-        a, b = np.ascontiguousarray(z["a"]), np.ascontiguousarray(z["b"])
-    m, k = a.shape
-    n = b.shape[1]
-    node = helper.make_node("MatMulInteger", ["a", "b"], ["y"])
-    g = helper.make_graph([node], "gemm", [helper.make_tensor_value_info("a", TensorProto.UINT8, [m, k])],
-                          [helper.make_tensor_value_info("y", TensorProto.INT32, [m, n])],
-                          initializer=[numpy_helper.from_array(b, "b")])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
-    model.ir_version = 10
-    sess = _ort_session(model.SerializeToString(), threads)  # type: ignore[arg-type]
-    vm = relax.VirtualMachine(tvm.runtime.load_module(spec["library"]), tvm.cpu())
-    at = tvm.runtime.tensor(a)
-    ours = vm["main"](at).numpy()
-    ref = sess.run(None, {"a": a})[0]
-    t_ort: list[float] = []
-    t_ours: list[float] = []
-    for _ in range(3):  # warm-up
-        sess.run(None, {"a": a})
-        vm["main"](at)
-    for _ in range(-(-repeats // 5)):  # interleaved blocks: both see the same machine load; one untimed call
-        t_ort += time_calls(lambda: sess.run(None, {"a": a}), 1, 5)  # first, as ORT's pool spins after a call
-        t_ours += time_calls(lambda: vm["main"](at), 1, 5)
-    ops = 2.0 * m * k * n
-    exact = a.astype(np.int64) @ b.astype(np.int64)  # ORT's AVX2 path (vpmaddubsw) may saturate; ours may not
-    result = {"kind": "gemm_pair", "threads": threads, "shape": [m, k, n], "equal": bool(np.array_equal(ours, ref)),
-              "ours_exact": bool(np.array_equal(ours, exact)), "ort_exact": bool(np.array_equal(ref, exact)),
-              "ort_wrong_elements": int((ref != exact).sum()),
-              "gemm_kernel": spec.get("gemm_kernel"), "ort_ms": latency_stats(t_ort), "ours_ms": latency_stats(t_ours),
-              "ort_gops_best": ops / min(t_ort) / 1e9, "ours_gops_best": ops / min(t_ours) / 1e9,
-              "ort_over_ours_median": float(np.median(t_ort) / np.median(t_ours)),
-              "ort_over_ours_best": min(t_ort) / min(t_ours),
-              "method": "ORT MatMulInteger (u8 x s8 -> s32) vs our TVM GEMM-only library on identical operands, "
-                        f"blocks of 5 calls (after one untimed call), {repeats} each; ratio > 1: ours faster"}
-    _finish(spec, result, None)
-
-
-KINDS = {"pyg": run_pyg, "gemm_pair": run_gemm_pair, "ort": run_ort, "det_ort": run_det, "det_tvm": run_det,
+KINDS = {"pyg": run_pyg, "ort": run_ort, "det_ort": run_det, "det_tvm": run_det,
          "probe": run_probe}
 
 

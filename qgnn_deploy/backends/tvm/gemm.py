@@ -324,6 +324,33 @@ def emit_quant_matmul(ctx: Any, x: relax.Expr, b: relax.Expr, qattrs: dict[str, 
     return out
 
 
+def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any) -> relax.Expr | None:
+    """``requantize(matmul)`` as one x86 GEMM kernel with a requantize epilogue (``fusion.requantize_into_gemm``
+    planned it; ``constants(n)`` is its ``requant_epilogue_constants`` for n columns); None when the operands
+    do not allow it (the caller then emits both nodes)."""
+    q = ctx.graph.producers().get(mm.inputs[0]) if mm.inputs[0] in ctx.quant_fused else None
+    a = ctx.arg(q, 0) if q is not None else ctx.arg(mm, 0)
+    b = ctx.arg(mm, 1)
+    sb = shape_of(b)
+    if len(sb) != 2 or dtype_of(b) != "int8" or (q is None and len(shape_of(a)) != 2):
+        return None
+    k, n = _static(sb[0]), _static(sb[1])
+    if k is None or n is None or k < 4 or n == 0:
+        return None
+    rq = constants(n)
+    if rq is None:
+        return None
+    nb = -(-n // LANES)
+    npad = nb * LANES
+    info = np.iinfo(rq_node.attrs["dtype"])
+    epi = gemm_x86.Epilogue(int(rq_node.attrs["zero_point"]), int(rq_node.attrs.get("qmin", info.min)),
+                            int(rq_node.attrs.get("qmax", info.max)), str(rq_node.attrs["dtype"]), n)
+    bpad = b if npad == n else op.concat([b, relax.const(np.zeros((k, npad - n), np.int8), "int8")], axis=1)
+    rq = np.concatenate([rq, np.zeros((3, npad - n), np.int64)], axis=1)
+    return gemm_x86.emit_matmul_requant(ctx, ctx.options.gemm_kind, a, bpad, k, nb, rq, epi,
+                                        None if q is None else q.attrs)
+
+
 def fusable_quant(weight_shape: tuple[int, ...] | None, attrs: dict[str, Any], gemm_kind: str) -> bool:
     """Whether a ``quantize`` feeding a matmul with this constant weight can run inside the GEMM kernel."""
     if gemm_kind not in ("vnni", *gemm_x86.QUANT_KINDS) or weight_shape is None or len(weight_shape) != 2:

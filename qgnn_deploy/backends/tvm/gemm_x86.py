@@ -169,11 +169,32 @@ def _fill(in_dtype: str, pdt: str, quant: tuple[float, int, int, int] | None) ->
     return vec, one
 
 
+@dataclass(frozen=True)
+class Epilogue:
+    """A ``requantize`` applied to the int32 accumulators before they leave registers (per-column constants in
+    an int64 ``[3, nb*16]`` tensor: multiplier, rounding half ``2**(n-1)`` (0 for n = 0), shift n), then
+    ``+ zero_point``, clip to ``[lo, hi]`` and cast to ``dtype``: the handler's int64 ops, so bit-exact, and
+    the int32 ``[M, N]`` product never goes to memory."""
+
+    zero_point: int
+    lo: int
+    hi: int
+    dtype: str
+    columns: int  # real output columns (<= nb*16): padding columns are never written
+
+    def key(self) -> tuple[Any, ...]:
+        return ("rq", str(self.zero_point).replace("-", "m"), str(self.lo).replace("-", "m"), self.hi, self.dtype,
+                self.columns)
+
+
 def x86_kernel(
-    kind: str, k: int, nb: int, a_dtype: str, quant: tuple[float, int, int, int] | None = None
+    kind: str, k: int, nb: int, a_dtype: str, quant: tuple[float, int, int, int] | None = None,
+    epilogue: Epilogue | None = None,
 ) -> tirx.PrimFunc:
     """The ``kind`` GEMM for A of ``a_dtype`` (or FP32 X quantized to ``a_dtype`` codes when ``quant`` =
-    (scale, zero_point, qmin, qmax)); B is pre-packed as ``[planes, nb, Kp/kstep, 16, kstep]``."""
+    (scale, zero_point, qmin, qmax)); B is pre-packed as ``[planes, nb, Kp/kstep, 16, kstep]``.  With an
+    ``epilogue`` the kernel takes the requantize constants after B and writes ``epilogue.dtype`` codes, only the
+    ``epilogue.columns`` real columns."""
     s = SCHEMES[kind]
     rows, w, kq, nv = s.rows, s.width, s.kstep, LANES // s.width
     kp = _padded_k(k, kq)
@@ -185,6 +206,74 @@ def x86_kernel(
     fill16, fill1 = _fill(in_dtype, pdt, quant)
     k16 = k // 16 * 16
     per_task = rows * PANEL_BLOCKS
+    fused = epilogue is not None
+    ncols = epilogue.columns if fused else nb * LANES
+    odt = epilogue.dtype if fused else "int32"
+    ezp, elo, ehi = (epilogue.zero_point, epilogue.lo, epilogue.hi) if fused else (0, 0, 0)
+
+    def out_value(RQ, acc, col, idx):  # noqa: ANN001, ANN202 - TVMScript expression helper
+        if not fused:
+            return acc[idx]
+        y = T.shift_right(T.Cast("int64", acc[idx]) * RQ[0, col] + RQ[1, col], RQ[2, col]) + T.int64(ezp)
+        return T.Cast(odt, T.min(T.max(y, T.int64(elo)), T.int64(ehi)))
+
+    @T.macro
+    def body(A, Bp, RQ, C, m):  # noqa: ANN001, ANN202 - shared by both signatures
+        for p in T.parallel((m + per_task - 1) // per_task):
+            panel = T.decl_buffer((rows * kp,), pdt, scope="global")
+            acc = T.decl_buffer((rows * LANES,), "int32", scope="global")
+            for b in range(PANEL_BLOCKS):
+                if (p * PANEL_BLOCKS + b) * rows < m:
+                    row0 = (p * PANEL_BLOCKS + b) * rows
+                    for r in range(T.min(m - row0, rows)):
+                        for c16 in range(k // 16):
+                            panel[T.ramp(r * kp + c16 * 16, 1, 16)] = fill16(A, row0 + r, c16 * 16)
+                        for c in range(k - k16):
+                            panel[r * kp + k16 + c] = fill1(A, row0 + r, k16 + c)
+                        for c in range(kp - k):
+                            panel[r * kp + k + c] = T.Cast(pdt, 0)
+                    for j in range(nb):
+                        for r in T.unroll(rows):
+                            acc[T.ramp(r * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
+                        if row0 + rows <= m:
+                            for q in range(nq):
+                                for r in T.unroll(rows):
+                                    for v in T.unroll(nv):
+                                        acc[T.ramp(r * LANES + v * w, 1, w)] = step(
+                                            acc[T.ramp(r * LANES + v * w, 1, w)], panel, r * kp + q * kq, Bp, j, q, v
+                                        )
+                        else:
+                            for r in range(m - row0):
+                                for q in range(nq):
+                                    for v in T.unroll(nv):
+                                        acc[T.ramp(r * LANES + v * w, 1, w)] = step(
+                                            acc[T.ramp(r * LANES + v * w, 1, w)], panel, r * kp + q * kq, Bp, j, q, v
+                                        )
+                        for r in range(T.min(m - row0, rows)):
+                            if ncols % LANES == 0:
+                                for c in T.vectorized(LANES):
+                                    C[row0 + r, j * LANES + c] = out_value(RQ, acc, j * LANES + c, r * LANES + c)
+                            elif j < nb - 1:
+                                for c in T.vectorized(LANES):
+                                    C[row0 + r, j * LANES + c] = out_value(RQ, acc, j * LANES + c, r * LANES + c)
+                            else:  # the epilogue writes only the real columns: no slice kernel after it
+                                for c in T.vectorized(ncols % LANES):
+                                    C[row0 + r, j * LANES + c] = out_value(RQ, acc, j * LANES + c, r * LANES + c)
+
+    if fused:
+
+        @T.prim_func(private=True, s_tir=True)
+        def kernel_rq(a_h: T.handle, bp_h: T.handle, rq_h: T.handle, c_h: T.handle):
+            T.func_attr(_SCHEDULED)
+            m = T.int64()
+            A = T.match_buffer(a_h, (m, k), in_dtype)
+            Bp = T.match_buffer(bp_h, (s.planes, nb, nq, LANES, kq), bdt)
+            RQ = T.match_buffer(rq_h, (3, nb * LANES), "int64")
+            C = T.match_buffer(c_h, (m, ncols), odt)
+            with T.sblock("root"):
+                body(A, Bp, RQ, C, m)
+
+        return kernel_rq
 
     @T.prim_func(private=True, s_tir=True)
     def kernel(a_h: T.handle, bp_h: T.handle, c_h: T.handle):
@@ -194,51 +283,7 @@ def x86_kernel(
         Bp = T.match_buffer(bp_h, (s.planes, nb, nq, LANES, kq), bdt)
         C = T.match_buffer(c_h, (m, nb * LANES), "int32")
         with T.sblock("root"):
-            for p in T.parallel((m + per_task - 1) // per_task):
-                panel = T.decl_buffer((rows * kp,), pdt, scope="global")
-                acc = T.decl_buffer((rows * LANES,), "int32", scope="global")
-                for b in range(PANEL_BLOCKS):
-                    if (p * PANEL_BLOCKS + b) * rows < m:
-                        row0 = (p * PANEL_BLOCKS + b) * rows
-                        for r in range(T.min(m - row0, rows)):
-                            for c16 in range(k // 16):
-                                panel[T.ramp(r * kp + c16 * 16, 1, 16)] = fill16(A, row0 + r, c16 * 16)
-                            for c in range(k - k16):
-                                panel[r * kp + k16 + c] = fill1(A, row0 + r, k16 + c)
-                            for c in range(kp - k):
-                                panel[r * kp + k + c] = T.Cast(pdt, 0)
-                        for j in range(nb):
-                            for r in T.unroll(rows):
-                                acc[T.ramp(r * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
-                            if row0 + rows <= m:
-                                for q in range(nq):
-                                    for r in T.unroll(rows):
-                                        for v in T.unroll(nv):
-                                            acc[T.ramp(r * LANES + v * w, 1, w)] = step(
-                                                acc[T.ramp(r * LANES + v * w, 1, w)],
-                                                panel,
-                                                r * kp + q * kq,
-                                                Bp,
-                                                j,
-                                                q,
-                                                v,
-                                            )
-                            else:
-                                for r in range(m - row0):
-                                    for q in range(nq):
-                                        for v in T.unroll(nv):
-                                            acc[T.ramp(r * LANES + v * w, 1, w)] = step(
-                                                acc[T.ramp(r * LANES + v * w, 1, w)],
-                                                panel,
-                                                r * kp + q * kq,
-                                                Bp,
-                                                j,
-                                                q,
-                                                v,
-                                            )
-                            for r in range(T.min(m - row0, rows)):
-                                for c in T.vectorized(LANES):
-                                    C[row0 + r, j * LANES + c] = acc[r * LANES + c]
+            body(A, Bp, None, C, m)
 
     return kernel
 
@@ -300,6 +345,33 @@ def emit_quant_matmul(
         key, lambda: x86_kernel(kind, k, 1, at, params), [x, pack_b(kind, bpad, k, 1)], [shape_of(x)[0], LANES], "int32"
     )
     return _flip_correction(kind, at, bpad, out)
+
+
+def emit_matmul_requant(
+    ctx: Any, kind: str, a: relax.Expr, bpad: relax.Expr, k: int, nb: int, rq: np.ndarray, epi: Epilogue,
+    qattrs: dict[str, Any] | None = None,
+) -> relax.Expr | None:
+    """``requantize(a @ bpad)`` (or of ``quantize(a) @ bpad`` with ``qattrs``) in one kernel: [M, epi.columns] of
+    ``epi.dtype``; ``rq`` is :func:`.fusion.requant_epilogue_constants` padded to nb*16 columns.  None when
+    the kernel would need the s8 flip correction (u8-operand kinds on s8 A), which must precede the requantize."""
+    at = str(qattrs["dtype"]) if qattrs is not None else dtype_of(a)
+    if at not in ("uint8", "int8") or (at == "int8" and SCHEMES[kind].kstep != 2):
+        return None
+    params = None
+    if qattrs is not None:
+        if kind not in QUANT_KINDS or nb != 1:
+            return None
+        if dtype_of(a) != "float32":
+            a = op.astype(a, "float32")
+        params = (float(qattrs["scale"]), int(qattrs["zero_point"]), int(qattrs["qmin"]), int(qattrs["qmax"]))
+    key = (f"gemm_{kind.replace('-', '_')}{'_quant' if params else ''}", k, nb, at, *(params or ()), *epi.key())
+    return ctx.call_tir(
+        key,
+        lambda: x86_kernel(kind, k, nb, at, params, epi),
+        [a, pack_b(kind, bpad, k, nb), relax.const(np.ascontiguousarray(rq, np.int64), "int64")],
+        [shape_of(a)[0], epi.columns],
+        epi.dtype,
+    )
 
 
 def x86_gemm_kind(features: tuple[str, ...] | set[str]) -> str:

@@ -30,6 +30,7 @@ from qgnn_deploy.ir.interpreter import wider
 from qgnn_deploy.ir.ops import OPS, HandlerTable, steps_search_plan
 
 from . import kernels
+from .fusion import plan_fusion, requant_epilogue_constants
 from .relax_ops import dtype_of, op, scalar, shape_of
 
 Handler = Callable[["BuildContext", Node], relax.Expr]
@@ -62,6 +63,7 @@ class BuildContext:
         self.env: dict[str, relax.Expr] = {}
         self.fused_away: set[str] = set()  # gather_rows outputs folded into a fused scatter kernel
         self.quant_fused: set[str] = set()  # quantize outputs computed inside their matmuls' GEMM kernel
+        self.requant_fused: dict[str, str] = {}  # requantize output -> matmul output it requantizes in-kernel
         self.index_rows: dict[str, tuple[relax.Expr, int]] = {}  # take_row outputs: (2-D int64 source, row)
         # (index vector, rows) -> ([index tensor, flag, rowptr], row)
         self.edge_plans: dict[tuple[str, str], tuple[list[relax.Expr], int]] = {}
@@ -252,6 +254,15 @@ def _clamp(ctx: BuildContext, node: Node) -> relax.Expr:
 
 @handler("requantize")
 def _requantize(ctx: BuildContext, node: Node) -> relax.Expr:
+    if node.outputs[0] in ctx.requant_fused:  # matmul -> requantize: the GEMM requantizes in its epilogue
+        from . import gemm
+
+        mm = ctx.graph.producers()[node.inputs[0]]
+        fused = gemm.emit_matmul_requant(ctx, mm, node, lambda n: requant_epilogue_constants(ctx.graph, node, n))
+        if fused is not None:
+            return fused
+        expr = HANDLERS["matmul"](ctx, mm)  # operands the epilogue cannot take: both kernels after all
+        ctx.env[mm.outputs[0]] = expr if isinstance(expr, relax.Var) else ctx.emit(expr)
     a = node.attrs
     acc = cast(ctx.arg(node, 0), "int64")
     mult, shift, qmin, qmax = (ctx.arg(node, i) for i in range(1, 5))
@@ -549,57 +560,6 @@ def _graph_dim(self: BuildContext, name: str) -> tirx.Var:
 BuildContext.graph_dim = _graph_dim  # type: ignore[attr-defined]
 
 
-def _plan_fusion(graph: Graph, options: BuildOptions) -> set[str]:
-    """gather_rows outputs read only as values of scatter_add/scatter_max: fold them into the scatter."""
-    if not options.fuse_gather_scatter:
-        return set()
-    outputs = {o.name for o in graph.outputs}
-    producers = graph.producers()
-    fused = set()
-    for name, node in producers.items():
-        if node.op != "gather_rows" or name in outputs:
-            continue
-        users = graph.consumers(name)
-        if users and all(u.op in ("scatter_add", "scatter_max") and u.inputs[0] == name and
-                         name not in u.inputs[1:] for u in users):
-            fused.add(name)
-    return fused
-
-
-def _plan_quant_fusion(graph: Graph, options: BuildOptions) -> set[str]:
-    """quantize outputs read only as the A operand of matmuls with a constant int8 weight (b_zero_point 0)
-    on a VNNI target: each such matmul quantizes its A panel itself, so the uint8 copy never exists."""
-    from .gemm import fusable_quant
-
-    if not options.fast_matmul:
-        return set()
-    outputs = {o.name for o in graph.outputs}
-    producers = graph.producers()
-    fused = set()
-    for node in graph.nodes:
-        name = node.outputs[0]
-        if node.op != "quantize" or name in outputs:
-            continue
-        users = graph.consumers(name)
-        ok = bool(users)
-        for u in users:
-            w = u.inputs[1] if u.op == "matmul" and len(u.inputs) > 1 else None
-            if w in graph.initializers:
-                arr = graph.initializers[w]
-                shape = tuple(arr.shape) if arr.dtype == np.int8 else None
-            elif w in producers and producers[w].op == "unpack_int4":
-                shape = tuple(int(s) for s in producers[w].attrs["shape"])
-            else:
-                shape = None
-            attrs = {"dtype": node.attrs["dtype"], "b_zero_point": u.attrs.get("b_zero_point", 0)}
-            if u.op != "matmul" or u.inputs[0] != name or name in u.inputs[1:] or \
-                    not fusable_quant(shape, attrs, options.gemm_kind):
-                ok = False
-        if ok:
-            fused.add(name)
-    return fused
-
-
 def check_supported(graph: Graph) -> None:
     missing = sorted({n.op for n in graph.nodes} - set(HANDLERS))
     if missing:
@@ -627,15 +587,17 @@ def build_module(graph: Graph, options: BuildOptions | None = None) -> tvm.IRMod
     params = [relax.Var(vi.name, relax.TensorType([dim(d) for d in vi.shape], vi.dtype)) for vi in graph.inputs]
     bb = relax.BlockBuilder()
     ctx = BuildContext(graph, bb, options)
-    ctx.fused_away = _plan_fusion(graph, options)
-    ctx.quant_fused = _plan_quant_fusion(graph, options)
+    plan, _ = plan_fusion(graph, options)
+    ctx.fused_away, ctx.quant_fused, ctx.requant_fused = (plan.gather_into_scatter, plan.quantize_into_gemm,
+                                                          plan.requantize_into_gemm)
+    skipped = plan.skipped()
     op.bb = bb
     with bb.function("main", params):
         with bb.dataflow():
             for p, vi in zip(params, graph.inputs):
                 ctx.env[vi.name] = p
             for node in graph.nodes:
-                if node.outputs[0] in ctx.fused_away or node.outputs[0] in ctx.quant_fused:
+                if node.outputs[0] in skipped:  # computed inside a consumer's kernel (fusion.py)
                     continue
                 expr = HANDLERS[node.op](ctx, node)
                 if expr is not None:  # None: deferred until first use (see BuildContext.value)

@@ -1,0 +1,136 @@
+"""The TVM build's fusion passes (``backends/tvm/fusion.py``): each pass alone, then the fused kernels bit-exact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qgnn_deploy.ir.graph import Graph, GraphBuilder
+from qgnn_deploy.ir.interpreter import run
+from qgnn_deploy.ir.testing import op_zoo_graph
+
+tvm = pytest.importorskip("tvm")
+
+from qgnn_deploy.backends.tvm import compile_to_dir, run_library  # noqa: E402
+from qgnn_deploy.backends.tvm.fusion import (  # noqa: E402
+    FusionPlan,
+    fusion_pipeline,
+    gather_into_scatter,
+    plan_fusion,
+    requant_epilogue_constants,
+    requantize_into_gemm,
+)
+from qgnn_deploy.backends.tvm.relax_builder import BuildOptions, build_module  # noqa: E402
+
+
+def gemm_requant_graph(k: int, n: int, a_dtype: str = "uint8", *, fp32_input: bool = False, zp: int = 0,
+                       per_column: bool = True, extra_reader: bool = False, shift: int | None = None,
+                       a_zero_point: int = 0) -> Graph:
+    """A [N, k] @ W [k, n] (int8) -> requantize with per-column (or scalar) multiplier and shift."""
+    rng = np.random.default_rng(k * 31 + n)
+    b = GraphBuilder()
+    if fp32_input:
+        x = b.input("x", "float32", ("N", k))
+        info = np.iinfo(a_dtype)
+        a = b.op("quantize", [x], "xq", scale=0.05, zero_point=0, qmin=int(info.min), qmax=int(info.max),
+                 dtype=a_dtype)
+    else:
+        a = b.input("a", a_dtype, ("N", k))
+    w = b.const("w", rng.integers(-128, 128, size=(k, n)).astype(np.int8))
+    acc = b.op("matmul", [a, w], "acc", a_zero_point=a_zero_point)
+    cols = n if per_column else 1
+    m = b.const("m", rng.integers(1 << 28, 1 << 30, size=(1, cols)).astype(np.int32))
+    sh = b.const("sh", (np.full((1, cols), shift, np.int64) if shift is not None else
+                        rng.integers(30, 40, size=(1, cols))).astype(np.int8))
+    rq = b.op("requantize", [acc, m, sh], "rq", zero_point=zp, qmin=-127, qmax=127, dtype="int8")
+    out = b.op("cast", [rq], "rq32", dtype="int32")
+    if extra_reader:
+        out = b.op("add", [out, acc], "sum")
+    b.output(out, "int32", ("N", n))
+    g = b.graph
+    g.validate()
+    return g
+
+
+def _plan(g: Graph, kind: str = "avx2", **kw: object) -> dict[str, str]:
+    plan = FusionPlan()
+    requantize_into_gemm(g, BuildOptions(gemm_kind=kind, **kw), plan)  # type: ignore[arg-type]
+    return plan.requantize_into_gemm
+
+
+def test_requantize_into_gemm_plan() -> None:
+    """Fused only for a GEMM read by the requantize alone, zero points 0, shifts in [0, 63], x86 non-VNNI."""
+    assert _plan(gemm_requant_graph(40, 16)) == {"rq": "acc"}
+    assert _plan(gemm_requant_graph(40, 7, per_column=False)) == {"rq": "acc"}
+    assert _plan(gemm_requant_graph(40, 16, extra_reader=True)) == {}  # the int32 product has another reader
+    assert _plan(gemm_requant_graph(40, 16, a_zero_point=3)) == {}  # zero-point terms come after the GEMM
+    assert _plan(gemm_requant_graph(40, 16, shift=64)) == {}  # >> 64 is not the handler's shift
+    assert _plan(gemm_requant_graph(3, 16)) == {}  # K < 4: the generic GEMM
+    assert _plan(gemm_requant_graph(40, 16), kind="vnni") == {}
+    assert _plan(gemm_requant_graph(40, 16), kind="sdot") == {}
+    assert _plan(gemm_requant_graph(40, 16), fast_matmul=False) == {}
+
+
+def test_requant_epilogue_constants_match_the_handler() -> None:
+    g = gemm_requant_graph(40, 5)
+    node = next(nd for nd in g.nodes if nd.op == "requantize")
+    rq = requant_epilogue_constants(g, node, 5)
+    assert rq is not None and rq.shape == (3, 5) and rq.dtype == np.int64
+    np.testing.assert_array_equal(rq[0], g.initializers["m"].reshape(-1))
+    np.testing.assert_array_equal(rq[2], g.initializers["sh"].reshape(-1))
+    np.testing.assert_array_equal(rq[1], 1 << (rq[2] - 1))
+
+
+def test_gather_into_scatter_plan_and_pipeline_report() -> None:
+    g = op_zoo_graph()
+    plan = FusionPlan()
+    assert gather_into_scatter(g, BuildOptions(fuse_gather_scatter=False), plan) == [] and not plan.skipped()
+    fused = gather_into_scatter(g, BuildOptions(), plan)
+    assert fused and all(g.producers()[v].op == "gather_rows" for v in fused)
+    plan2, report = plan_fusion(g, BuildOptions(gemm_kind="avx2"))
+    assert list(report) == ["gather_into_scatter", "quantize_into_gemm", "requantize_into_gemm"]
+    assert report["gather_into_scatter"] == fused and plan2.gather_into_scatter == set(fused)
+    plan3 = FusionPlan()
+    assert list(fusion_pipeline(BuildOptions(), plan3, skip=("gather_into_scatter",))(g)) == [
+        "quantize_into_gemm", "requantize_into_gemm"] and not plan3.gather_into_scatter
+
+
+def _kernel_names(g: Graph, kind: str) -> list[str]:
+    mod = build_module(g, BuildOptions(gemm_kind=kind))
+    return sorted(gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc))
+
+
+def test_fused_build_has_one_gemm_kernel_and_no_int32_product() -> None:
+    names = _kernel_names(gemm_requant_graph(40, 16), "avx2")
+    assert len([n for n in names if n.startswith("qgnn_gemm_avx2")]) == 1 and "_rq_" in names[0]
+    fused = str(build_module(gemm_requant_graph(40, 16), BuildOptions(gemm_kind="avx2"))["main"])
+    unfused = str(build_module(gemm_requant_graph(40, 16, extra_reader=True), BuildOptions(gemm_kind="avx2"))["main"])
+    assert "right_shift" in unfused and "right_shift" not in fused  # the Relax requantize is gone
+
+
+@pytest.mark.parametrize("k,n,a_dtype,fp32,per_col,zp", [
+    (1433, 16, "uint8", False, True, 0),  # Cora's first layer
+    (40, 7, "uint8", False, True, 5),  # padded columns, zero point
+    (16, 20, "int8", False, False, -3),  # two column blocks, s8 A (int16-widened: no flip), scalar constants
+    (37, 16, "uint8", True, True, 0),  # quantize fused into the same kernel's panel fill
+])
+def test_fused_gemm_requant_bit_exact(k: int, n: int, a_dtype: str, fp32: bool, per_col: bool, zp: int,
+                                      tmp_path: Path) -> None:
+    g = gemm_requant_graph(k, n, a_dtype, fp32_input=fp32, per_column=per_col, zp=zp)
+    assert _plan(g) == {"rq": "acc"}
+    rng = np.random.default_rng(k)
+    name = g.inputs[0].name
+
+    def feed(rows: int) -> dict[str, np.ndarray]:
+        if fp32:
+            return {name: rng.normal(0.0, 3.0, (rows, k)).astype(np.float32)}
+        info = np.iinfo(a_dtype)
+        return {name: rng.integers(int(info.min), int(info.max) + 1, (rows, k)).astype(a_dtype)}
+
+    fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds=feed(13))
+    lib = tmp_path / fields["library"]
+    for rows in (97, 6, 1):  # off the 6-row register block and the 96-row task
+        f = feed(rows)
+        np.testing.assert_array_equal(run_library(lib, f), run(g, f)["rq32"], err_msg=f"rows={rows}")
