@@ -726,3 +726,25 @@ def test_requantize_f64_runtime_multiplier_bound_from_lut() -> None:
     acc_v[:100] = rng.integers(-2**17, 2**17, (100, 3))
     acc_v[100] = [2**26 - 1, -(2**26) + 1, 0]
     AllValues(b.graph).assert_exact({"acc": acc_v, "deg": rng.integers(0, 12, (300, 1)).astype(np.int32)})
+
+
+def test_div_floor_drops_mod_only_for_nonnegative_numerators() -> None:
+    """floor == trunc for a numerator proven >= 0 (the divisor is positive by contract): plain Div; a numerator
+    that can be negative keeps the exact Mod/Sub/Div form.  Both match the interpreter."""
+    b = GraphBuilder()
+    e = b.input("e", "uint8", ("N", 8))
+    s = b.input("s", "int32", ("N", 8))
+    e32 = b.op("cast", [e], "e32", dtype="int32")
+    tot = b.op("reduce_sum", [e32], "tot", axis=1, keepdims=True)
+    num = b.op("add", [b.op("mul", [e32, b.const("c510", np.array(510, np.int32))], "scaled"), tot], "num")
+    den = b.op("add", [b.op("mul", [tot, b.const("c2", np.array(2, np.int32))], "tot2"),
+                       b.const("c1", np.array(1, np.int32))], "den")
+    b.output(b.op("div_floor", [num, den], "pos"), "int32", ("N", 8))
+    b.output(b.op("div_floor", [s, den], "signed"), "int32", ("N", 8))
+    model = export_onnx(b.graph)
+    mods = [n for n in model.graph.node if n.op_type == "Mod"]
+    assert len(mods) == 1 and mods[0].output[0].startswith("signed")
+    rng = np.random.default_rng(8)
+    ev = rng.integers(0, 256, (300, 8)).astype(np.uint8)
+    ev[:3] = [[0] * 8, [255] * 8, [255] + [0] * 7]
+    AllValues(b.graph).assert_exact({"e": ev, "s": rng.integers(-2**20, 2**20, (300, 8)).astype(np.int32)})

@@ -446,14 +446,41 @@ sub = handler("sub")(_binary("Sub"))
 mul = handler("mul")(_binary("Mul"))
 
 
+def _nonnegative(ctx: EmitContext, name: str, depth: int = 0) -> bool:
+    """True if integer IR value ``name`` is statically >= 0 (unsigned, a non-negative constant or table, or a
+    sum/product/cast/reduce_sum of such values)."""
+    dt = ctx.dtypes[name]
+    if dt.startswith("uint"):
+        return True
+    if ctx.is_const(name):
+        arr = np.asarray(ctx.const_array(name))
+        return not arr.size or bool(arr.min() >= 0)
+    prod = _producer(ctx, name)
+    if prod is None or depth >= 32:
+        return False
+    if prod.op in ("cast", "reduce_sum"):
+        return _nonnegative(ctx, prod.inputs[0], depth + 1)
+    if prod.op in ("add", "mul"):
+        return all(_nonnegative(ctx, i, depth + 1) for i in prod.inputs)
+    if prod.op in ("lut", "lut_steps"):
+        return _nonnegative(ctx, prod.inputs[1 if prod.op == "lut" else 2], depth + 1)
+    return False
+
+
 @handler("div_floor")
 def div_floor(ctx: EmitContext, node: Node) -> None:
-    """Floor division as ``(a - Mod(a, b)) / b``: exact because the numerator is a multiple of b."""
+    """Floor division as ``(a - Mod(a, b)) / b``: exact because the numerator is a multiple of b.
+
+    The divisor is positive by the op's contract, so a numerator proven non-negative (LoRAP's softmax
+    weights) needs only ONNX's truncating Div: two fewer passes, Mod being one of ORT's slower kernels."""
     res = ctx.dtypes[node.outputs[0]]
     cd = compute_dtype(res)
     num, den = ctx.value_as(node.inputs[0], cd), ctx.value_as(node.inputs[1], cd)
-    rem = ctx.emit("Mod", [num, den], hint="rem", fmod=0)
-    exact = ctx.emit("Sub", [num, rem], hint="num_exact")
+    if _nonnegative(ctx, node.inputs[0]):
+        exact = num
+    else:
+        rem = ctx.emit("Mod", [num, den], hint="rem", fmod=0)
+        exact = ctx.emit("Sub", [num, rem], hint="num_exact")
     q = ctx.emit("Div", [exact, den], output=node.outputs[0] if cd == res else None, hint="q")
     if cd != res:
         ctx.narrow_to(q, cd, res, node.outputs[0])
