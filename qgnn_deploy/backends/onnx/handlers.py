@@ -11,9 +11,14 @@ Pattern choices follow ``shared/notes/toolchain.md`` Q1 (ORT 1.31 CPU):
   Gather copies each element with memcpy, ~15x slower);
 * int4 weights are an INT4 initializer followed by Cast(to=INT8), never
   DequantizeLinear -> MatMul, which ORT rewrites into the inexact MatMulNBits;
-* requantize runs in int64/uint64 with an exact floor division by 2**n done as
-  a logical right shift of an offset value (ONNX Div truncates toward zero, and
-  ``(v - Mod(v, d)) / d`` is exact but 4x slower in ORT);
+* requantize runs in float64 (Mul, Add, Floor, Clip: ``_requantize_f64``) when
+  static bounds prove that exact (int32 accumulators, |M| < 2**53, shifts small
+  enough that any rounded product saturates anyway); otherwise in int64/uint64
+  with an exact floor division by 2**n done as a logical right shift of an
+  offset value (ONNX Div truncates toward zero, and ``(v - Mod(v, d)) / d`` is
+  exact but 4x slower in ORT);
+* int8 weights that could saturate MLAS's AVX2 u8 x s8 kernel run u8 x u8
+  (weights + 128): exact, and one GEMM (see ``matmul``);
 * int64 values are never bounded with Clip/Max/Min/ReduceMax: ORT 1.31's CPU
   kernels for those get int64 values just outside the int32 range wrong (e.g.
   ``Clip(4285714437, -1000, 1000)`` returns 4285714437; see ``_clip64``).
