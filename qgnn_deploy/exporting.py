@@ -416,7 +416,8 @@ def render_markdown(report: dict[str, Any], manifest: dict[str, Any]) -> str:
     lines += ["## ONNX Runtime parity", "",
               f"Bit-exact against the reference interpreter on the sample input: **{par['bit_exact']}** "
               f"(threads {', '.join(par['threads'])}; {par['repeats']} runs each).",
-              "int8 weights " + ("split into 7-bit halves, so MatMulInteger is exact on every x86 CPU (VNNI or not)."
+              "int8 weights " + ("that could saturate u8 x s8 run as u8 x u8 (weights + 128), so MatMulInteger is "
+                                 "exact on every x86 CPU (VNNI or not)."
                                  if manifest.get("onnx_int8_saturation_safe") else
                                  "kept whole (--assume-vnni): exact on x86 with VNNI and on arm64 only."), ""]
     lat = report.get("latency_sample") or {}

@@ -88,7 +88,7 @@ def test_report_lists_float_ops_and_kernels(artifact) -> None:
     assert report["float_ops"]["only_at_boundary"] is True
     assert {e["op"] for e in report["float_ops"]["ops"]} == {"quantize", "dequantize"}
     assert report["parity"]["bit_exact"] is True and report["parity"]["threads"] == {"1": True, "2": True}
-    assert report["kernels"]["optimized_ops"]["MatMulInteger"] == 5  # two int8 weights split (saturation-safe)
+    assert report["kernels"]["optimized_ops"]["MatMulInteger"] == 3  # full-range int8 weights run u8 x u8
     assert report["model_size"]["onnx_file_bytes"] == (out / "model.onnx").stat().st_size
     assert report["bit_widths_derived"]["w"] == 4 and report["bit_widths_derived"]["h"] == 8
     assert report["accuracy"]["integer"] == pytest.approx(0.811)

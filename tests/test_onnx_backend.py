@@ -117,18 +117,15 @@ def test_int4_weights_stay_int4_and_exact(zoo: AllValues) -> None:
     assert np.array_equal(got["w"], ref["w"])
 
 
-def test_saturation_safe_weight_split() -> None:
-    """Full-range int8 weights are split into 7-bit halves (no vpmaddubsw saturation on non-VNNI x86)."""
+def test_saturation_safe_weights_use_u8u8() -> None:
+    """Full-range int8 weights against full-range u8 activations go to one u8 x u8 MatMulInteger (weights + 128,
+    zero point + 128): no vpmaddubsw saturation on non-VNNI x86, and one GEMM instead of a 7-bit split."""
     graph = op_zoo_graph()
     safe, fast = export_onnx(graph), export_onnx(graph, saturation_safe=False)
-    count = lambda m: sum(n.op_type == "MatMulInteger" for n in m.graph.node)  # noqa: E731
-    assert (count(safe), count(fast)) == (5, 3)
-    inits = {t.name: onnx.numpy_helper.to_array(t) for t in safe.graph.initializer
-             if t.data_type == onnx.TensorProto.INT8}
-    for node in safe.graph.node:
-        if node.op_type == "MatMulInteger" and node.input[1] in inits:
-            w = inits[node.input[1]]
-            assert w.min() >= -64 and w.max() <= 63, node.input[1]
+    mmi = lambda m: [n for n in m.graph.node if n.op_type == "MatMulInteger"]  # noqa: E731
+    assert (len(mmi(safe)), len(mmi(fast))) == (3, 3)
+    inits = {t.name: t.data_type for t in safe.graph.initializer}
+    assert [inits.get(n.input[1]) for n in mmi(safe)].count(onnx.TensorProto.UINT8) == 2
     feeds = _feeds(graph, "hub")
     want = run(graph, feeds)["y"]
     for model in (safe, fast):
@@ -176,8 +173,8 @@ def test_optimized_model_runs_integer_kernels() -> None:
     graph = op_zoo_graph()
     rep = kernel_report(export_onnx(graph), _feeds(graph, "random"), graph)
     ops = rep["optimized_ops"]
-    # 3 IR matmuls: the int4 one stays single, the two full-range int8 ones are split against saturation
-    assert ops.get("MatMulInteger") == 5
+    # 3 IR matmuls, one MatMulInteger each (full-range int8 weights run u8 x u8 against saturation)
+    assert ops.get("MatMulInteger") == 3
     assert ops.get("ScatterElements", 0) >= 3
     assert "MatMul" not in ops and not rep["inexact_kernels"]
     assert not any("MatMulNBits" in op for op in ops)
@@ -616,3 +613,138 @@ def test_runtime_row_multiplier_after_matmul_loads_in_ort() -> None:
     rng = np.random.default_rng(9)
     AllValues(b.graph).assert_exact({"x": rng.integers(0, 256, (30, 8)).astype(np.uint8),
                                      "r": rng.integers(1, 300, (30, 1)).astype(np.int32)})
+
+
+def _f64_requantize_graph() -> Graph:
+    """Requantizes the float64 path must take, at the limits of its exactness bound (see _requantize_f64)."""
+    b = GraphBuilder()
+    acc = b.input("acc", "int32", ("N", 4))
+    acc_t = b.input("acc_t", "int32", ("N", 4))  # |acc_t| < 2**18: the interpreter needs |acc*M| < 2**62
+    m32 = b.input("m32", "int32", ("N", 1))
+    b.output(b.op("requantize", [acc_t], "ties", multiplier=2**43, shift=44, zero_point=0, dtype="int8"), "int8",
+             ("N", 4))
+    b.output(b.op("requantize", [acc], "m_max", multiplier=2**31 - 1, shift=44, zero_point=0, dtype="int8"), "int8",
+             ("N", 4))
+    b.output(b.op("requantize", [acc], "neg_m", multiplier=-(2**31 - 1), shift=42, zero_point=111, qmin=0, qmax=255,
+                  dtype="uint8"), "uint8", ("N", 4))
+    b.output(b.op("requantize", [acc, b.const("m_ch", np.array([[3, 2**30 + 1, 7, 2**31 - 1]], np.int64)),
+                                 b.const("n_ch", np.array([[1, 35, 0, 36]], np.int64))], "per_channel",
+                  zero_point=-5, qmin=-30000, qmax=30000, dtype="int16"), "int16", ("N", 4))
+    b.output(b.op("requantize", [acc, m32, b.const("n20", np.array([[20]], np.int64))], "runtime_m",
+                  zero_point=3, dtype="int8"), "int8", ("N", 4))
+    b.output(b.op("requantize", [acc], "small", multiplier=1, shift=0, zero_point=0, qmin=-100, qmax=100,
+                  dtype="int8"), "int8", ("N", 4))
+    return b.graph
+
+
+def _f64_requantize_feeds(rows: int = 400) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(5)
+    a = rng.integers(-2**31 + 1, 2**31, (rows, 4)).astype(np.int64)
+    a[:8] = [[-2**31 + 1, 2**31 - 1, -1, 0]] * 8
+    t = rng.integers(-2**18 + 1, 2**18, (rows, 4)).astype(np.int64)
+    t[:64] = (np.arange(-256, 256) * 2 + 1).reshape(64, 8)[:, :4]  # x.5 ties across the int8 range (ties)
+    t[64:96] = (np.arange(-256, 256, 4) * 2 + 1).reshape(32, 4)
+    t[96] = [2**18 - 1, -(2**18) + 1, 0, 1]
+    # acc*M crossing 2**53 (float64 stops being exact there) with M = 2**31 - 1
+    edge = 2**53 // (2**31 - 1)
+    a[72:104, :] = (edge + np.arange(-64, 64)).reshape(32, 4) * np.array([1, -1, 1, -1])
+    # values whose rounded result lands right at the clip bounds: y = acc*M/2**n near 127.5 / -128.5
+    for row, target in enumerate((127.5, -128.5, 126.5, 255.5 - 111, -111.5)):
+        base = int(target * 2**44 / (2**31 - 1))
+        a[104 + 4 * row: 108 + 4 * row, :] = base + np.arange(-8, 8).reshape(4, 4)
+    m32 = rng.integers(-2**31 + 1, 2**31, (rows, 1)).astype(np.int64)
+    m32[:8, 0] = [-2**31 + 1, 2**31 - 1, 1, 0, -1, 2**20, -(2**20), 3]
+    return {"acc": a.astype(np.int32), "acc_t": t.astype(np.int32), "m32": m32.astype(np.int32)}
+
+
+def test_requantize_f64_exact_at_its_bound() -> None:
+    """The float64 requantize matches the interpreter at ties, clip bounds, int32 extremes and where acc*M
+    crosses 2**53; the int64 chain (requantize="int64") too, and "auto" really uses float64 here."""
+    graph = _f64_requantize_graph()
+    feeds = _f64_requantize_feeds()
+    ref = run(graph, feeds)
+    auto, chain = export_onnx(graph), export_onnx(graph, requantize="int64")
+    assert sum(n.op_type == "Floor" for n in auto.graph.node) == 6
+    assert not any(n.op_type == "Floor" for n in chain.graph.node)
+    for model in (auto, chain):
+        for threads in THREADS:
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = threads
+            sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            for name, got in zip([o.name for o in model.graph.output], sess.run(None, feeds)):
+                assert np.array_equal(got, ref[name]), (name, threads)
+
+
+def test_requantize_f64_falls_back_outside_its_bound() -> None:
+    """Shifts above the bound, runtime shifts, per-row bounds, int64 accumulators and runtime int64 multipliers
+    without a static bound keep the exact int64 chain."""
+    b = GraphBuilder()
+    acc = b.input("acc", "int32", ("N", 2))
+    acc64 = b.input("acc64", "int64", ("N", 2))
+    m64 = b.input("m64", "int64", ("N", 1))
+    n = b.input("n", "int64", ("N", 1))
+    lo = b.input("lo", "int64", ("N", 1))
+    hi = b.input("hi", "int64", ("N", 1))
+    outs = [b.op("requantize", [acc], "n45", multiplier=2**30, shift=45, zero_point=0, dtype="int8"),
+            b.op("requantize", [acc, "", n], "rt_shift", multiplier=7, zero_point=0, dtype="int8"),
+            b.op("requantize", [acc, b.const("m1", np.array([[5]], np.int64)), b.const("n1", np.array([[3]])),
+                                lo, hi], "rows", zero_point=0, dtype="int8"),
+            b.op("requantize", [acc64], "wide_acc", multiplier=3, shift=2, zero_point=0, dtype="int8"),
+            b.op("requantize", [acc, m64, b.const("n2", np.array([[4]], np.int64))], "rt_m64", zero_point=0,
+                 dtype="int8")]
+    for o in outs:
+        b.output(o, "int8", ("N", 2))
+    model = export_onnx(b.graph)
+    assert not any(n.op_type == "Floor" for n in model.graph.node)
+    rng = np.random.default_rng(3)
+    rows = 64
+    feeds = {"acc": rng.integers(-2**31, 2**31, (rows, 2)).astype(np.int32),
+             "acc64": rng.integers(-2**40, 2**40, (rows, 2)).astype(np.int64),
+             "m64": rng.integers(1, 2**20, (rows, 1)).astype(np.int64),
+             "n": rng.integers(0, 31, (rows, 1)).astype(np.int64),
+             "lo": rng.integers(-128, 0, (rows, 1)).astype(np.int64),
+             "hi": rng.integers(0, 128, (rows, 1)).astype(np.int64)}
+    AllValues(b.graph).assert_exact(feeds)
+
+
+def test_requantize_f64_runtime_multiplier_bound_from_lut() -> None:
+    """A runtime multiplier built as cast(lut_steps table value) * constant (GCN's per-row edge factor) is proven
+    below 2**53, so the float64 path is used, and stays exact."""
+    b = GraphBuilder()
+    acc = b.input("acc", "int32", ("N", 3))
+    deg = b.input("deg", "int32", ("N", 1))
+    q = b.op("lut_steps", [deg, b.const("t", np.array([2, 5, 9], np.int16)),
+                           b.const("v", np.array([255, 180, 90, 8], np.uint8))], "edge_q")
+    f64 = b.op("cast", [b.op("cast", [q], "edge", dtype="int32")], "edge64", dtype="int64")
+    rowm = b.op("mul", [f64, b.const("M", np.array([[189900700]], np.int32))], "rowm")
+    b.output(b.op("requantize", [acc, rowm, b.const("n", np.array([[44]], np.int8))], "y", zero_point=0,
+                  qmin=-127, qmax=127, dtype="int8"), "int8", ("N", 3))
+    model = export_onnx(b.graph)
+    assert any(n.op_type == "Floor" for n in model.graph.node)
+    rng = np.random.default_rng(4)
+    acc_v = rng.integers(-2**26 + 1, 2**26, (300, 3)).astype(np.int32)  # |acc * rowm| < 2**62 (interpreter)
+    acc_v[:100] = rng.integers(-2**17, 2**17, (100, 3))
+    acc_v[100] = [2**26 - 1, -(2**26) + 1, 0]
+    AllValues(b.graph).assert_exact({"acc": acc_v, "deg": rng.integers(0, 12, (300, 1)).astype(np.int32)})
+
+
+def test_div_floor_drops_mod_only_for_nonnegative_numerators() -> None:
+    """floor == trunc for a numerator proven >= 0 (the divisor is positive by contract): plain Div; a numerator
+    that can be negative keeps the exact Mod/Sub/Div form.  Both match the interpreter."""
+    b = GraphBuilder()
+    e = b.input("e", "uint8", ("N", 8))
+    s = b.input("s", "int32", ("N", 8))
+    e32 = b.op("cast", [e], "e32", dtype="int32")
+    tot = b.op("reduce_sum", [e32], "tot", axis=1, keepdims=True)
+    num = b.op("add", [b.op("mul", [e32, b.const("c510", np.array(510, np.int32))], "scaled"), tot], "num")
+    den = b.op("add", [b.op("mul", [tot, b.const("c2", np.array(2, np.int32))], "tot2"),
+                       b.const("c1", np.array(1, np.int32))], "den")
+    b.output(b.op("div_floor", [num, den], "pos"), "int32", ("N", 8))
+    b.output(b.op("div_floor", [s, den], "signed"), "int32", ("N", 8))
+    model = export_onnx(b.graph)
+    mods = [n for n in model.graph.node if n.op_type == "Mod"]
+    assert len(mods) == 1 and mods[0].output[0].startswith("signed")
+    rng = np.random.default_rng(8)
+    ev = rng.integers(0, 256, (300, 8)).astype(np.uint8)
+    ev[:3] = [[0] * 8, [255] * 8, [255] + [0] * 7]
+    AllValues(b.graph).assert_exact({"e": ev, "s": rng.integers(-2**20, 2**20, (300, 8)).astype(np.int32)})

@@ -33,6 +33,7 @@ ONNX_DTYPE: dict[str, int] = {
     "int32": TensorProto.INT32,
     "int64": TensorProto.INT64,
     "float32": TensorProto.FLOAT,
+    "float64": TensorProto.DOUBLE,
     "uint64": TensorProto.UINT64,
     "bool": TensorProto.BOOL,
 }
@@ -56,11 +57,12 @@ class EmitContext:
     """State shared by the handlers while one IR graph becomes one ONNX graph."""
 
     def __init__(self, graph: Graph, opset: int = DEFAULT_OPSET, saturation_safe: bool = True,
-                 aggregation: str = "scatter") -> None:
+                 aggregation: str = "scatter", requantize: str = "auto") -> None:
         self.graph = graph
         self.opset = opset
         self.saturation_safe = saturation_safe
         self.aggregation = aggregation  # "scatter" or "csr" (see segment.py / docs/aggregation.md)
+        self.requantize = requantize  # "auto" (float64 where a bound proves it exact) or "int64" (see handlers.py)
         self.dtypes = infer_dtypes(graph)
         self.ranks = infer_ranks(graph)
         self.shapes = infer_shapes(graph)
@@ -203,10 +205,12 @@ def _prune(nodes: list[onnx.NodeProto], inits: dict[str, onnx.TensorProto],
 
 
 AGGREGATIONS = ("scatter", "csr")
+REQUANTIZE_MODES = ("auto", "int64")
 
 
 def export_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True, expose_all: bool = False,
-                saturation_safe: bool = True, aggregation: str = "scatter") -> onnx.ModelProto:
+                saturation_safe: bool = True, aggregation: str = "scatter",
+                requantize: str = "auto") -> onnx.ModelProto:
     """Translate an integer graph into an ONNX model with dynamic N/E/G dimensions.
 
     ``expose_all`` also makes every intermediate IR value a graph output (shape
@@ -217,9 +221,14 @@ def export_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True, ex
     ``aggregation="csr"`` adds, for every sum of gathered rows, a run-time branch that uses prefix sums when the
     destinations ascend (``segment.py``); the default keeps the per-column ScatterElements everywhere, which
     measured as fast or faster in ORT 1.31 here (``examples/results/ort_aggregation.md``).
+    ``requantize="auto"`` runs each requantize whose static bounds prove float64 exact (see the handler) in
+    float64, the rest in the exact int64/uint64 shift chain; ``"int64"`` keeps the chain everywhere (A/B).
     """
     if aggregation not in AGGREGATIONS:
         raise QgnnError(f"ONNX export: aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
+    if requantize not in REQUANTIZE_MODES:
+        raise QgnnError(f"ONNX export: requantize must be one of {', '.join(REQUANTIZE_MODES)}, "
+                        f"got {requantize!r}")
     if opset < 18:
         raise QgnnError(f"ONNX export needs opset >= 18 (ScatterElements max/axes-as-input), got {opset}")
     try:
@@ -229,7 +238,7 @@ def export_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True, ex
     missing = sorted({n.op for n in graph.nodes} - set(HANDLERS))
     if missing:
         raise QgnnError(f"ONNX export: no handler for IR op(s) {', '.join(missing)}")
-    ctx = EmitContext(graph, opset, saturation_safe, aggregation)
+    ctx = EmitContext(graph, opset, saturation_safe, aggregation, requantize)
     for node in graph.nodes:
         ctx.current = node
         HANDLERS[node.op](ctx, node)

@@ -11,9 +11,14 @@ Pattern choices follow ``shared/notes/toolchain.md`` Q1 (ORT 1.31 CPU):
   Gather copies each element with memcpy, ~15x slower);
 * int4 weights are an INT4 initializer followed by Cast(to=INT8), never
   DequantizeLinear -> MatMul, which ORT rewrites into the inexact MatMulNBits;
-* requantize runs in int64/uint64 with an exact floor division by 2**n done as
-  a logical right shift of an offset value (ONNX Div truncates toward zero, and
-  ``(v - Mod(v, d)) / d`` is exact but 4x slower in ORT);
+* requantize runs in float64 (Mul, Add, Floor, Clip: ``_requantize_f64``) when
+  static bounds prove that exact (int32 accumulators, |M| < 2**53, shifts small
+  enough that any rounded product saturates anyway); otherwise in int64/uint64
+  with an exact floor division by 2**n done as a logical right shift of an
+  offset value (ONNX Div truncates toward zero, and ``(v - Mod(v, d)) / d`` is
+  exact but 4x slower in ORT);
+* int8 weights that could saturate MLAS's AVX2 u8 x s8 kernel run u8 x u8
+  (weights + 128): exact, and one GEMM (see ``matmul``);
 * int64 values are never bounded with Clip/Max/Min/ReduceMax: ORT 1.31's CPU
   kernels for those get int64 values just outside the int32 range wrong (e.g.
   ``Clip(4285714437, -1000, 1000)`` returns 4285714437; see ``_clip64``).
@@ -380,10 +385,9 @@ def matmul(ctx: EmitContext, node: Node) -> None:
 
     On x86 CPUs without VNNI, MLAS's u8 x s8 kernel (vpmaddubsw) saturates when
     two adjacent u8*s8 products add up beyond int16, i.e. for weights outside
-    [-64, 63].  With ``ctx.saturation_safe`` (the default) such constant weights
-    are split as ``W = 128*A + B`` (A in {-1, 0, 1}, B in [-64, 63]) into two
-    u8 x s8 MatMulIntegers, exact on every CPU; runtime int8 weights go to the
-    (exact, slower) u8 x u8 kernel.
+    [-64, 63] against activations that can exceed 127.  With ``ctx.saturation_safe``
+    (the default) such weights (constant or runtime) go to the u8 x u8 kernel
+    (weights shifted by +128), exact on every CPU.
     """
     a_name, b_name = node.inputs
     out = node.outputs[0]
@@ -402,19 +406,18 @@ def matmul(ctx: EmitContext, node: Node) -> None:
             inputs = [a_val, ctx.as_u8(b_name), azp, ctx.const(b_zp + 128, "uint8", "b_zp")]
             ctx.emit("MatMulInteger", inputs, output=out)
             return
-        # vpmaddubsw adds two adjacent u8*s8 products in int16: only split when that can overflow
+        # vpmaddubsw adds two adjacent u8*s8 products in int16: only leave u8 x s8 when that can overflow
         if rng is not None:
             risky = 2 * _activation_max(ctx, a_name, adt == "int8") * max(-rng[0], rng[1]) > 32767
         if bdt == "int8" and ctx.saturation_safe and rng is not None and risky and (rng[0] < -64 or rng[1] > 63):
-            w = ctx.const_array(b_name).astype(np.int16)
-            hi = np.floor_divide(w + 64, 128)  # in {-1, 0, 1}
-            lo = w - 128 * hi  # in [-64, 63]
-            zpb = [ctx.const(b_zp, "int8", "b_zp")] if b_zp else []
-            acc_hi = ctx.emit("MatMulInteger", [a_val, ctx.const(hi, "int8", f"{b_name}_hi"), azp], hint="acc_hi")
-            acc_lo = ctx.emit("MatMulInteger", [a_val, ctx.const(lo, "int8", f"{b_name}_lo"), azp, *zpb],
-                              hint="acc_lo")
-            scaled = ctx.emit("Mul", [acc_hi, ctx.const(128, "int32", "c128")], hint="acc_hi128")
-            ctx.emit("Add", [scaled, acc_lo], output=out)
+            # W + 128 as uint8 with zero point b_zp + 128: MLAS's u8 x u8 kernel widens to int16 before its
+            # multiply-add, so it cannot saturate.  One GEMM; measured 1.4x (Cora 2708x1433x16) to 2.3x
+            # (10^5x128x16) faster here than the former split W = 128*A + B into two u8 x s8 GEMMs
+            # (examples/results/ort_aggregation.md, section 5).
+            w_u8 = (ctx.const_array(b_name).astype(np.int16) + 128).astype(np.uint8)
+            inputs = [a_val, ctx.const(w_u8, "uint8", f"{b_name}_u8"), azp,
+                      ctx.const(b_zp + 128, "uint8", "b_zp")]
+            ctx.emit("MatMulInteger", inputs, output=out)
             return
         inputs = [a_val, ctx.value(b_name), azp]
         if b_zp:
@@ -448,14 +451,41 @@ sub = handler("sub")(_binary("Sub"))
 mul = handler("mul")(_binary("Mul"))
 
 
+def _nonnegative(ctx: EmitContext, name: str, depth: int = 0) -> bool:
+    """True if integer IR value ``name`` is statically >= 0 (unsigned, a non-negative constant or table, or a
+    sum/product/cast/reduce_sum of such values)."""
+    dt = ctx.dtypes[name]
+    if dt.startswith("uint"):
+        return True
+    if ctx.is_const(name):
+        arr = np.asarray(ctx.const_array(name))
+        return not arr.size or bool(arr.min() >= 0)
+    prod = _producer(ctx, name)
+    if prod is None or depth >= 32:
+        return False
+    if prod.op in ("cast", "reduce_sum"):
+        return _nonnegative(ctx, prod.inputs[0], depth + 1)
+    if prod.op in ("add", "mul"):
+        return all(_nonnegative(ctx, i, depth + 1) for i in prod.inputs)
+    if prod.op in ("lut", "lut_steps"):
+        return _nonnegative(ctx, prod.inputs[1 if prod.op == "lut" else 2], depth + 1)
+    return False
+
+
 @handler("div_floor")
 def div_floor(ctx: EmitContext, node: Node) -> None:
-    """Floor division as ``(a - Mod(a, b)) / b``: exact because the numerator is a multiple of b."""
+    """Floor division as ``(a - Mod(a, b)) / b``: exact because the numerator is a multiple of b.
+
+    The divisor is positive by the op's contract, so a numerator proven non-negative (LoRAP's softmax
+    weights) needs only ONNX's truncating Div: two fewer passes, Mod being one of ORT's slower kernels."""
     res = ctx.dtypes[node.outputs[0]]
     cd = compute_dtype(res)
     num, den = ctx.value_as(node.inputs[0], cd), ctx.value_as(node.inputs[1], cd)
-    rem = ctx.emit("Mod", [num, den], hint="rem", fmod=0)
-    exact = ctx.emit("Sub", [num, rem], hint="num_exact")
+    if _nonnegative(ctx, node.inputs[0]):
+        exact = num
+    else:
+        rem = ctx.emit("Mod", [num, den], hint="rem", fmod=0)
+        exact = ctx.emit("Sub", [num, rem], hint="num_exact")
     q = ctx.emit("Div", [exact, den], output=node.outputs[0] if cd == res else None, hint="q")
     if cd != res:
         ctx.narrow_to(q, cd, res, node.outputs[0])
@@ -483,6 +513,98 @@ def clamp(ctx: EmitContext, node: Node) -> None:
         ctx.narrow_to(v, work, dt, out)
 
 
+_F64_EXACT = 1 << 53  # every integer of magnitude <= 2**53 is a float64
+
+
+def _abs_bound(ctx: EmitContext, name: str, depth: int = 0) -> int | None:
+    """A static bound on ``|value|`` of integer IR value ``name`` (None if unknown).
+
+    From constants, lookup tables, casts and products of bounded values, else the dtype's range
+    (int64/uint64/float values have none): enough to prove a runtime requantize multiplier such as
+    ``edge_factor * M`` below 2**53.
+    """
+    dt = ctx.dtypes[name]
+    if ctx.is_const(name):
+        arr = np.asarray(ctx.const_array(name))
+        return int(np.abs(arr.astype(np.int64)).max()) if arr.size else 0
+    bounds: list[int] = []
+    if dt in _INT32_SAFE or dt == "uint32":
+        bounds.append(max(-int(_info(dt).min), int(_info(dt).max)))
+    prod = _producer(ctx, name)
+    if prod is not None and depth < 32:
+        if prod.op == "cast":
+            b = _abs_bound(ctx, prod.inputs[0], depth + 1)
+        elif prod.op == "mul":
+            ba, bb = (_abs_bound(ctx, i, depth + 1) for i in prod.inputs)
+            b = None if ba is None or bb is None else ba * bb
+        elif prod.op == "lut":
+            b = _abs_bound(ctx, prod.inputs[1], depth + 1)
+        elif prod.op == "lut_steps":
+            b = _abs_bound(ctx, prod.inputs[2], depth + 1)
+        else:
+            b = None
+        if b is not None:
+            bounds.append(b)
+    return min(bounds) if bounds else None
+
+
+def _requantize_f64(ctx: EmitContext, node: Node, ins: list[str]) -> bool:
+    """Requantize in float64 when static bounds prove it exact; False (nothing emitted) otherwise.
+
+    Emits ``Cast(clip(Floor(acc * (M * 2**-n) + (zp + 0.5)), qmin, qmax))``: 5 ops on ``[N, F]`` instead of
+    the int64 chain's ~10 (int64 Mul/Add/BitShift/Sub and the casts between them).  Exact when
+    ``|acc| <= 2**53`` and ``|M| < 2**53`` (so both are float64s), ``n`` constant in [0, 52] and
+    ``2**(52 - n) > max(|qmin|, |qmax|) + |zp| + 2``:
+
+    * ``M * 2**-n`` and ``p * 2**-n`` are exact (power-of-two scaling, no underflow for n <= 62);
+    * if ``|acc*M| <= 2**53`` the product is exact, and so is ``y + zp + 0.5`` unless its magnitude reaches
+      ``2**(53-n)``; float rounding is monotonic, so when the product or the sum is rounded, both the true and
+      the computed value lie beyond ``2**(52-n) - |zp| - 2``, outside ``[qmin, qmax]`` on the same side,
+      and clip to the same bound.  ``Floor(y + 0.5)`` is the interpreter's round-half-up.
+
+    Tests put values at the clip bounds, ties and the int32 extremes (``test_requantize_f64_*``).
+    """
+    a, dtype = node.attrs, node.attrs["dtype"]
+    if ins[3] or ins[4] or ctx.dtypes[ins[0]] not in _INT32_SAFE:
+        return False  # per-row bounds, or an int64 accumulator: keep the int64 chain
+    if ins[2] and not ctx.is_const(ins[2]):
+        return False
+    n = np.asarray(ctx.const_array(ins[2]) if ins[2] else a["shift"]).astype(np.int64)
+    info = _info(dtype)
+    qmin, qmax = int(a.get("qmin", info.min)), int(a.get("qmax", info.max))
+    zp = int(a["zero_point"])
+    if n.size == 0 or n.min() < 0 or n.max() > 52 or info.bits > 32 or qmin < info.min or qmax > info.max:
+        return False
+    if 2 ** (52 - int(n.max())) <= max(abs(qmin), abs(qmax)) + abs(zp) + 2:
+        return False
+    runtime_m = bool(ins[1]) and not ctx.is_const(ins[1])
+    if runtime_m:
+        bound = _abs_bound(ctx, ins[1])
+        if bound is None or bound >= _F64_EXACT:
+            return False
+    else:
+        m = np.asarray(ctx.const_array(ins[1]) if ins[1] else a["multiplier"]).astype(np.int64)
+        if m.size and int(np.abs(m).max()) >= _F64_EXACT:
+            return False
+    pow2 = np.ldexp(1.0, -n).astype(np.float64)  # 2**-n, exact
+    if runtime_m:
+        mult = ctx.emit("Cast", [ctx.value(ins[1])], hint="m_f64", to=TensorProto.DOUBLE)
+        scale = ctx.emit("Mul", [mult, ctx.const(pow2, "float64", "pow2")], hint="m_scaled")
+    else:
+        scale = ctx.const(m.astype(np.float64) * pow2, "float64", "m_scaled")
+    acc = ctx.emit("Cast", [ctx.value(ins[0])], hint="acc_f64", to=TensorProto.DOUBLE)
+    y = ctx.emit("Mul", [acc, scale], hint="scaled")
+    f = ctx.emit("Floor", [ctx.emit("Add", [y, ctx.const(zp + 0.5, "float64", "zp_half")], hint="plus_half")],
+                 hint="floor")
+    clipped = ctx.emit("Clip", [f, ctx.const(qmin, "float64", "lo"), ctx.const(qmax, "float64", "hi")], hint="clip")
+    ctx.emit("Cast", [clipped], output=node.outputs[0], to=ONNX_DTYPE[dtype])
+    if dtype == "int8":
+        ctx.u8_makers[node.outputs[0]] = lambda: ctx.emit(
+            "Cast", [ctx.emit("Add", [clipped, ctx.const(128.0, "float64", "c128")], hint="p128")], hint="u8",
+            to=TensorProto.UINT8)
+    return True
+
+
 _OFFSET = 1 << 62  # makes acc*M + half non-negative: |acc*M| < 2**62 is the interpreter's own precondition
 
 
@@ -498,6 +620,8 @@ def requantize(ctx: EmitContext, node: Node) -> None:
     """
     a, out, dtype = node.attrs, node.outputs[0], node.attrs["dtype"]
     ins = list(node.inputs) + [""] * (5 - len(node.inputs))
+    if ctx.requantize == "auto" and _requantize_f64(ctx, node, ins):
+        return
     info = _info(dtype)
     zp = int(a["zero_point"])
     acc = ctx.value_as(ins[0], "int64")

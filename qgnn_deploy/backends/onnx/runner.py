@@ -188,7 +188,8 @@ def kernel_report(model: str | Path | bytes | onnx.ModelProto, feeds: Mapping[st
                         "total_us": int(statistics.median(totals)) if totals else 0}
     profiled = dict(sorted(profiled.items(), key=lambda kv: -kv[1]["total_us"]))
     # kernels that would break bit-exactness (ORT rewrites int4 DQ->MatMul into MatMulNBits, see toolchain notes)
-    inexact = sorted(op for op in ops if op.split(".")[-1] in ("MatMulNBits", "DynamicQuantizeMatMul"))
+    inexact = sorted(op for op in ops if op.split(".")[-1] in ("MatMulNBits", "DynamicQuantizeMatMul",
+                                                                  "MatMulIntegerToFloat"))
     return {
         "threads": threads,
         "runs": len(windows),
