@@ -92,3 +92,19 @@ def test_cli_refuses_a_bad_targets_file_before_any_work(tmp_path: Path, capsys: 
     assert main(["bench-suite", "--quick", "--targets", str(tmp_path / "missing.toml"),
                  "--out-dir", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_python_api_evaluation_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/python-api.md's evaluation example runs as written (tiny synthetic run) and applies the targets."""
+    text = (REPO / "docs" / "python-api.md").read_text()
+    blocks = [b.split("```")[0] for b in text.split("```python\n")[1:]]
+    block = next(b for b in blocks if "run_evaluation(config)" in b)
+    monkeypatch.chdir(REPO)
+    scope: dict = {"out": tmp_path}
+    exec(compile(block, "python-api.md", "exec"), scope)  # noqa: S102 - our own documentation
+    res = scope["result"]
+    assert {r["row"] for r in res.summary["rows"]} == {"fp32", "qat-int8-none"}
+    assert set(res.summary["targets"]) == {"fp32>=80.5", "int8_within_1.5", "int4_prompt_improves"}
+    assert res.summary["targets"]["int4_prompt_improves"]["met"] is None  # no INT4 rows: not measured
+    assert "Targets: FP32 ≥ 80.5: " in res.markdown and isinstance(scope["fp32"], float)
+    assert (tmp_path / "evaluation" / "runs").is_dir()
