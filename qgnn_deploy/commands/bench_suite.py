@@ -121,6 +121,6 @@ def run(args: argparse.Namespace) -> int:
 
     res = run_suite(cfg, args.name)
     print(render_markdown(res))
-    print(f"wrote {args.out_dir}/{args.name}.json, .md, " + ", ".join(Path(p).name for p in res["plots"]) +
+    print(f"wrote {args.out_dir}/{args.name}.json, .md" + "".join(f", {Path(p).name}" for p in res["plots"]) +
           f" (work dir {work})")
     return 0
