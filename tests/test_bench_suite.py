@@ -11,7 +11,12 @@ import pytest
 from qgnn_deploy.cli import main
 from qgnn_deploy.perf.graphs import random_graph
 from qgnn_deploy.perf.measure import latency_stats, percentile
-from qgnn_deploy.perf.suite import check_targets, growth_exponents, segment_exponents
+from qgnn_deploy.perf.metrics import suite_metrics
+from qgnn_deploy.perf.series import growth_exponents, segment_exponents
+from qgnn_deploy.targets import evaluate_targets, load_targets
+
+REPO = Path(__file__).resolve().parents[1]
+SUITE_TARGETS = REPO / "examples" / "targets" / "bench_suite.toml"
 
 BACKENDS = ("pyg_eager", "pyg_cached", "pyg_compile", "pyg_csr", "torch_sparse_csr", "ort_fp32", "ort_qdq", "ours_ort",
             "ours_tvm", "ours_ort_u8", "ours_tvm_u8")
@@ -20,8 +25,9 @@ BACKENDS = ("pyg_eager", "pyg_cached", "pyg_compile", "pyg_csr", "torch_sparse_c
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("suite")
-    code = main(["bench-suite", "--quick", "--no-compile", "--sizes", "200,1000", "--work-dir", str(out / "work"),
-                 "--out-dir", str(out / "results"), "--name", "quick"])
+    code = main(["bench-suite", "--quick", "--no-compile", "--no-gat", "--sizes", "200,1000", "--work-dir",
+                 str(out / "work"), "--out-dir", str(out / "results"), "--name", "quick",
+                 "--targets", str(SUITE_TARGETS)])
     assert code == 0
     return out / "results", json.loads((out / "results" / "quick.json").read_text())
 
@@ -59,7 +65,7 @@ def test_every_backend_measured_with_the_same_threads(quick_run: tuple[Path, dic
 
 
 def test_ratios_and_targets_computed(quick_run: tuple[Path, dict]) -> None:
-    _, res = quick_run
+    out, res = quick_run
     per = res["ratios"]["per_backend"]
     assert per["pyg_eager"]["speedup_vs_pyg_eager"] == pytest.approx(1.0)
     for key in ("ort_fp32", "ours_ort", "ours_tvm"):
@@ -74,6 +80,9 @@ def test_ratios_and_targets_computed(quick_run: tuple[Path, dict]) -> None:
         assert isinstance(t[key]["met"], bool), key
         assert isinstance(t[key]["value"], float), key  # a slope may be negative on a tiny noisy series
     assert t["1e6_nodes_fit_24GiB"]["met"] is None  # not measured in the quick run
+    assert t["gat_best_vs_pyg_gatconv>=3x"]["met"] is None  # --no-gat: not measured, not guessed
+    assert res["metrics"]["best_vs_fastest_fp32"]["value"] == t["best_vs_fastest_fp32>=3x"]["value"]
+    assert "## Targets" in (out / "quick.md").read_text() and "gat" not in res
 
 
 def test_stronger_fp32_baselines_and_fastest_fp32(quick_run: tuple[Path, dict]) -> None:
@@ -94,7 +103,7 @@ def test_stronger_fp32_baselines_and_fastest_fp32(quick_run: tuple[Path, dict]) 
 
 def test_isa_tier_and_gemm_ratio_reported(quick_run: tuple[Path, dict]) -> None:
     out, res = quick_run
-    from qgnn_deploy.perf.suite import ISA_FLAGS, isa_flags
+    from qgnn_deploy.perf.machine import ISA_FLAGS, isa_flags
 
     flags = res["machine"]["isa_flags"]
     assert set(flags) == set(ISA_FLAGS) and flags == isa_flags(Path("/proc/cpuinfo").read_text())
@@ -108,7 +117,7 @@ def test_isa_tier_and_gemm_ratio_reported(quick_run: tuple[Path, dict]) -> None:
 
 
 def test_isa_flags_parse_linux_spellings() -> None:
-    from qgnn_deploy.perf.suite import isa_flags
+    from qgnn_deploy.perf.machine import isa_flags
 
     x86 = "flags\t\t: fpu sse2 avx2 avx_vnni avx512f\n"
     assert isa_flags(x86) == {"avx2": True, "avx512vnni": False, "avxvnni": True, "dotprod": False, "i8mm": False}
@@ -166,12 +175,19 @@ def test_growth_target_reads_our_fastest_backend_at_the_largest_graph() -> None:
     # ours_tvm: 1 -> 200 ms over 100x edges (slope 1.15); ours_ort: 10 -> 1000 ms (slope 1.0) but slower
     pts = [point(10_000, 100_000, 1.0, 10.0), point(1_000_000, 10_000_000, 200.0, 1000.0)]
     res = {"series": {"points": pts, "growth_exponent_vs_edges": growth_exponents(pts)}}
-    t = check_targets(res)["latency_no_worse_than_linear_in_edges"]
-    assert t["backend"] == "ours_tvm" and t["value"] == pytest.approx(np.log10(200) / 2) and t["met"] is False
+    m = suite_metrics(res)["latency_growth_exponent"]
+    assert m["backend"] == "ours_tvm" and m["value"] == pytest.approx(np.log10(200) / 2)
+    t = evaluate_targets(load_targets(SUITE_TARGETS), {"metrics": suite_metrics(res)})
+    assert t["latency_no_worse_than_linear_in_edges"]["met"] is False
 
 
 def test_series_ort_target_reads_both_baselines_and_peak_rss() -> None:
-    from qgnn_deploy.perf.suite import series_ort_target
+    from qgnn_deploy.perf.metrics import series_ort_metric
+
+    def series_ort_target(pts: list) -> dict:
+        res = {"metrics": {"series_ours_ort_vs_ort_fp32_and_pyg_cached": series_ort_metric(pts)}}
+        return {**series_ort_metric(pts), **evaluate_targets(load_targets(SUITE_TARGETS), res)[
+            "series_ours_ort_vs_ort_fp32_and_pyg_cached"]}
 
     def point(n: int, ours: float, fp32: float, cached: float, rss: tuple[int, int]) -> dict:
         return {"num_nodes": n, "ours_ort": {"latency_ms": {"median": ours}, "peak_rss_bytes": rss[0]},
@@ -220,3 +236,43 @@ def test_gemm_probe_reports_a_failing_side(tmp_path: Path) -> None:
     np.savez(tmp_path / "ops.npz", a=np.zeros((4, 8), np.uint8), b=np.zeros((8, 16), np.int8))
     r = gemm_vs_ort(tmp_path / "missing.so", tmp_path / "ops.npz", tmp_path / "runs", 1, 2, "avx2", sessions=1)
     assert r["kind"] == "gemm_probe" and r["error"].startswith("gemm_ours_0: ")
+
+
+def test_report_without_targets_file_has_no_targets_table(quick_run: tuple[Path, dict]) -> None:
+    """Thresholds are the user's (--targets FILE): without one the report measures and judges nothing."""
+    from qgnn_deploy.perf.report import render_markdown
+
+    _, res = quick_run
+    md = render_markdown({**res, "targets": {}})
+    assert "## Targets" not in md and "| backend | median ms |" in md
+
+
+@pytest.mark.slow
+def test_gat_pair_quick(tmp_path: Path) -> None:
+    """The GAT rows alone (--no-gcn): PyG GATConv eager / CSR adj_t and ours (ORT, TVM, both input contracts),
+    each in its own process, with accuracy columns and the gat target evaluated (several minutes: TVM build)."""
+    code = main(["bench-suite", "--quick", "--no-compile", "--no-gcn", "--gat-heads", "2", "--gat-hidden", "4",
+                 "--work-dir", str(tmp_path / "work"), "--out-dir", str(tmp_path / "res"), "--name", "gat",
+                 "--targets", str(SUITE_TARGETS)])
+    assert code == 0
+    res = json.loads((tmp_path / "res" / "gat.json").read_text())
+    rows = res["gat"]["rows"]
+    assert set(rows) == {"pyg_gat_eager", "pyg_gat_csr", "pyg_gat_compile", "ours_gat_ort", "ours_gat_tvm",
+                         "ours_gat_ort_u8", "ours_gat_tvm_u8"}
+    assert "error" in rows["pyg_gat_compile"]  # --no-compile
+    for key, r in rows.items():
+        if key == "pyg_gat_compile":
+            continue
+        assert "error" not in r, (key, r.get("error"))
+        assert r["latency_ms"]["median"] > 0 and r["peak_rss_bytes"] > 0 and 0.0 <= r["test_acc"] <= 1.0
+        if key.startswith("ours"):
+            assert r["reference_match"] is True and r["threads"] == 2
+    assert rows["pyg_gat_csr"]["max_abs_diff_vs_pyg_gat_eager"] < 1e-3  # the same model on a CSR adj_t
+    assert rows["ours_gat_tvm_u8"]["input_contract"].startswith("uint8")
+    rt = res["gat"]["ratios"]
+    assert rt["best_vs_fastest_pyg"] == pytest.approx(rt["fastest_pyg_ms"] / rt["best_ours_ms"])
+    t = res["targets"]["gat_best_vs_pyg_gatconv>=3x"]
+    assert t["value"] == pytest.approx(rt["best_vs_fastest_pyg"]) and isinstance(t["met"], bool)
+    assert "main" not in res and "rows" not in res  # --no-gcn
+    md = (tmp_path / "res" / "gat.md").read_text()
+    assert "## GAT: PyG GATConv FP32 vs ours" in md and "| PyG GATConv FP32 eager |" in md

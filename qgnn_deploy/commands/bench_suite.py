@@ -1,9 +1,11 @@
 """``qgnn bench-suite``: latency, memory, buffer and size of every route for one model, in one run.
 
-PyG FP32 (eager, cached normalisation, ``torch.compile``), ORT FP32 on the PyG
+PyG FP32 (eager, cached normalisation, ``torch.compile``, CSR), ORT FP32 on the PyG
 export, ORT's own ``quantize_static`` QDQ model, our integer ONNX in ORT and our
-TVM x86-64 library (through ``runtimes/qgnn_bench.py``), then a synthetic size
-series, a roofline note and the issue's targets.  See :mod:`qgnn_deploy.perf.suite`.
+TVM x86-64 library (through ``runtimes/qgnn_bench.py``), the GAT pair (PyG ``GATConv``
+vs ours), then a synthetic size series and a roofline note.  ``--targets FILE`` adds a
+targets table (``examples/targets/bench_suite.toml``).  This command only parses
+arguments: the suite is :func:`qgnn_deploy.perf.suite.run_suite`.
 """
 
 from __future__ import annotations
@@ -44,6 +46,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=200, help="training epochs when no --model is given")
     p.add_argument("--data-root", default=None, help="dataset root (default: $QGNN_DATA_ROOT, else the user cache)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per backend process")
+    p.add_argument("--targets", type=Path, default=None, metavar="FILE",
+                   help="TOML file of targets to check (e.g. examples/targets/bench_suite.toml; default: none)")
+    p.add_argument("--no-gcn", dest="gcn", action="store_false",
+                   help="skip the GCN table, size series and roofline (the GAT rows only)")
+    p.add_argument("--no-gat", dest="gat", action="store_false", help="skip the GAT rows (PyG GATConv vs ours)")
+    p.add_argument("--gat-model", type=Path, default=None,
+                   help="GAT checkpoint for the GAT rows (default: train GAT INT8 QAT+LoRAP)")
+    p.add_argument("--gat-heads", type=int, default=8, help="heads of the trained GAT's hidden layer")
+    p.add_argument("--gat-hidden", type=int, default=8, help="channels per head of the trained GAT")
+    p.add_argument("--gat-epochs", type=int, default=200, help="training epochs of the GAT when no --gat-model")
     p.set_defaults(func=run, _parser=p)
 
 
@@ -80,12 +92,19 @@ def parse_sizes(sizes: list[int] | None, quick: bool) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     from qgnn_deploy.perf.suite import SuiteConfig, run_suite
+    from qgnn_deploy.targets import load_targets
 
     if args.threads < 1:
         raise QgnnError("--threads must be >= 1")
-    for m in (args.model, args.int4_model):
+    for m in (args.model, args.int4_model, args.gat_model):
         if m is not None and not Path(m).is_file():
             raise QgnnError(f"checkpoint {m} not found")
+    if args.targets is not None:
+        load_targets(args.targets)  # a bad targets file fails before any work
+    if not (args.gcn or args.gat):
+        raise QgnnError("--no-gcn with --no-gat leaves nothing to measure")
+    if args.gat_heads < 1 or args.gat_hidden < 1:
+        raise QgnnError("--gat-heads and --gat-hidden must be >= 1")
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="qgnn-bench-suite-"))
     cfg = SuiteConfig(
         out_dir=args.out_dir, work_dir=work, model=args.model, int4_model=args.int4_model, quick=args.quick,
@@ -95,12 +114,13 @@ def run(args: argparse.Namespace) -> int:
         torch_compile=args.torch_compile, tvm=args.tvm, int4=args.int4,
         det_runs=args.det_runs if args.det_runs is not None else (2 if args.quick else 5), epochs=args.epochs,
         data_root=args.data_root, timeout=args.timeout,
-        command=command_line(args),
+        command=command_line(args), targets=args.targets, gcn=args.gcn, gat=args.gat, gat_model=args.gat_model,
+        gat_heads=args.gat_heads, gat_hidden=args.gat_hidden, gat_epochs=args.gat_epochs,
     )
-    from qgnn_deploy.perf.suite import render_markdown
+    from qgnn_deploy.perf.report import render_markdown
 
     res = run_suite(cfg, args.name)
     print(render_markdown(res))
-    print(f"wrote {args.out_dir}/{args.name}.json, .md, " + ", ".join(Path(p).name for p in res["plots"]) +
+    print(f"wrote {args.out_dir}/{args.name}.json, .md" + "".join(f", {Path(p).name}" for p in res["plots"]) +
           f" (work dir {work})")
     return 0

@@ -128,3 +128,59 @@ def quantize_qdq(fp32_path: Path, out_path: Path, feeds: dict[str, np.ndarray]) 
     quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=False)
     return out_path
+
+
+# ------------------------------------------------------------------------------------------------ GAT
+def gat_twin_weights(model: Any) -> dict[str, np.ndarray]:
+    """Per layer ``w{i}`` [H*C, in], ``att{i}`` [2, H, C] (source, destination), ``b{i}``, ``heads{i}``,
+    ``concat{i}`` of a QGNN GAT, with the weights and attention vectors as the quantized model uses them."""
+    import torch
+
+    if model.config.arch != "gat" or model.config.task != "node":
+        raise QgnnError("the GAT rows compare GAT node classifiers only (the PyG twin is GATConv)")
+    out: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        for i, layer in enumerate(model.layers):
+            w = layer.q_weight(layer.lin.weight) if layer.q_weight.spec.enabled else layer.lin.weight
+            att = layer.q_att_w(layer.att) if layer.q_att_w.spec.enabled else layer.att
+            out[f"w{i}"] = w.detach().float().numpy().copy()
+            out[f"att{i}"] = att.detach().float().numpy().copy()
+            out[f"b{i}"] = layer.bias.detach().float().numpy().copy()
+            out[f"heads{i}"] = np.array(layer.heads, np.int64)
+            out[f"concat{i}"] = np.array(layer.concat, np.bool_)
+    return out
+
+
+def build_gat_twin(weights: dict[str, np.ndarray]) -> Any:
+    """A ``torch.nn.Module``: GATConv -> ReLU -> ... -> GATConv (PyG defaults: self-loops added, LeakyReLU
+    slope set to our 51/256) with ``weights`` loaded; takes ``edge_index`` or a sparse ``adj_t``."""
+    import torch
+    from torch_geometric.nn import GATConv
+
+    from qgnn_deploy.models.gat import SLOPE_MULT, SLOPE_SHIFT
+
+    n_layers = len([k for k in weights if k.startswith("w")])
+
+    class PygGAT(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.convs = torch.nn.ModuleList()
+            for i in range(n_layers):
+                heads, concat = int(weights[f"heads{i}"]), bool(weights[f"concat{i}"])
+                hc, in_dim = weights[f"w{i}"].shape
+                conv = GATConv(in_dim, hc // heads, heads=heads, concat=concat,
+                               negative_slope=SLOPE_MULT / 2**SLOPE_SHIFT, dropout=0.0)
+                conv.lin.weight.data.copy_(torch.from_numpy(weights[f"w{i}"]))
+                conv.att_src.data.copy_(torch.from_numpy(weights[f"att{i}"][0:1]))
+                conv.att_dst.data.copy_(torch.from_numpy(weights[f"att{i}"][1:2]))
+                conv.bias.data.copy_(torch.from_numpy(weights[f"b{i}"]))
+                self.convs.append(conv)
+
+        def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+            for i, conv in enumerate(self.convs):
+                if i:
+                    x = torch.relu(x)
+                x = conv(x, edge_index)
+            return x
+
+    return PygGAT().eval()

@@ -7,6 +7,8 @@ as JSON to ``spec["result"]`` (first output saved to ``spec["output"]`` if given
 Kinds:
 * ``pyg`` - the PyG twin (``variant``: ``eager``, ``cached``, ``compile``, or ``csr``: cached norm on a CSR
   ``adj_t`` made once by ``T.ToSparseTensor``) or the hand-written ``sparse_csr`` GCN from ``weights`` (.npz).
+* ``pyg_gat`` - the PyG ``GATConv`` twin (``variant``: ``eager`` on ``edge_index``, ``csr`` on a CSR ``adj_t``
+  made once, ``compile``: ``torch.compile`` of the eager model) from ``weights`` (.npz).
 * ``ort`` - any ONNX model (``model``) in ONNX Runtime, default session options, fixed threads.
 * ``det_ort`` / ``det_tvm`` - run ``model`` / ``library`` ``runs`` times; sha256 of every output.
 * ``probe`` - peak int8 GEMM (ORT MatMulInteger u8 x s8) and memory bandwidth (NumPy copy).
@@ -50,10 +52,15 @@ def run_pyg(spec: dict[str, Any]) -> None:
     with np.load(spec["weights"]) as z:
         weights = {k: z[k] for k in z.files}
     variant = spec["variant"]
-    model = build_twin(weights, cached=variant in ("cached", "compile", "csr"))
+    if spec["kind"] == "pyg_gat":
+        from qgnn_deploy.perf.baselines import build_gat_twin
+
+        model = build_gat_twin(weights)
+    else:
+        model = build_twin(weights, cached=variant in ("cached", "compile", "csr"))
     x = torch.from_numpy(feeds["x"])
     ei = torch.from_numpy(feeds["edge_index"])
-    result: dict[str, Any] = {"kind": "pyg", "variant": variant, "threads": torch.get_num_threads(),
+    result: dict[str, Any] = {"kind": spec["kind"], "variant": variant, "threads": torch.get_num_threads(),
                               "rss_before_load_bytes": rss_before, "torch": torch.__version__}
     fn = model
     t0 = time.perf_counter()
@@ -171,7 +178,7 @@ def run_probe(spec: dict[str, Any]) -> None:
     _finish(spec, result, None)
 
 
-KINDS = {"pyg": run_pyg, "ort": run_ort, "det_ort": run_det, "det_tvm": run_det,
+KINDS = {"pyg": run_pyg, "pyg_gat": run_pyg, "ort": run_ort, "det_ort": run_det, "det_tvm": run_det,
          "probe": run_probe}
 
 

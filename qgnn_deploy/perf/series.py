@@ -1,0 +1,108 @@
+"""Latency and memory against graph size on synthetic graphs, and the growth exponents."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from qgnn_deploy.perf.config import SERIES_KEYS, SuiteConfig
+from qgnn_deploy.perf.graphs import random_graph, save_graph
+from qgnn_deploy.perf.runs import export, log, run_ours, run_worker, train_model
+
+
+def series_stage(cfg: SuiteConfig, res: dict[str, Any], main_art: dict[str, Any]) -> None:
+    """Latency and memory against graph size for PyG FP32 and our backends."""
+    from qgnn_deploy.fold import fold_model
+    from qgnn_deploy.perf.baselines import twin_weights
+    from qgnn_deploy.train.checkpoint import load_checkpoint
+
+    work = cfg.work_dir / "series"
+    work.mkdir(parents=True, exist_ok=True)
+    if cfg.quick:
+        graph, art = main_art["graph"], main_art["artifact"]
+        features = int(main_art["feeds"]["x"].shape[1])
+        weights_npz = cfg.work_dir / "twin_weights.npz"
+        model_path = res["main"]["model"]
+    else:
+        features = cfg.series_features
+        model_path = train_model(cfg, "synthetic", 8, cfg.work_dir / f"synthetic{features}_int8_lorap.pt", 50, features)
+        model, _ = load_checkpoint(model_path)
+        graph = fold_model(model)
+        weights_npz = work / "twin_weights.npz"
+        np.savez(weights_npz, **twin_weights(model))
+        art = work / "artifact"
+        t0 = time.perf_counter()
+        export(graph, "x86_64" if cfg.tvm else "onnx", art, random_graph(cfg.sizes[0], features, cfg.degree))
+        log(f"series artifact ({time.perf_counter() - t0:.0f} s)")
+    from qgnn_deploy.ir.passes import prequantized_copy
+    from qgnn_deploy.perf.baselines import export_twin_onnx
+
+    # the FP32 twin through torch.onnx.export, dynamic N/E: the ORT route a user has without this project
+    with np.load(weights_npz) as z:
+        fp32_onnx = export_twin_onnx({k: z[k] for k in z.files}, work / "pyg_fp32.onnx",
+                                     random_graph(64, features, 4.0))
+    graph_u8 = prequantized_copy(graph)
+    art_u8 = work / "artifact_uint8_input"
+    if cfg.tvm:
+        export(graph_u8, "x86_64", art_u8, random_graph(cfg.sizes[0], features, cfg.degree))
+    points = []
+    for n in cfg.sizes:
+        feeds = random_graph(n, features, cfg.degree, seed=1)
+        path = save_graph(feeds, work / f"graph_{n}.npz")
+        e = int(feeds["edge_index"].shape[1])
+        del feeds
+        reps = max(5, min(cfg.repeats, int(2e7 // max(e, 1))))  # >= 5: a median of 3 is one sample
+        warm = max(1, min(cfg.warmup, 3 if e > 1e6 else cfg.warmup))
+        point: dict[str, Any] = {"num_nodes": n, "num_edges": e, "repeats": reps, "warmup": warm}
+        log(f"series N={n} E={e} ({reps} repeats)")
+        for key in ("pyg_eager",) if cfg.quick else ("pyg_eager", "pyg_cached"):
+            point[key] = run_worker({"kind": "pyg", "variant": key.split("_")[1], "graph": str(path),
+                                     "weights": str(weights_npz), "threads": cfg.threads, "warmup": warm,
+                                     "repeats": reps}, work / "runs", f"{key}_{n}", cfg.timeout)
+        point["ort_fp32"] = run_worker({"kind": "ort", "model": str(fp32_onnx), "graph": str(path),
+                                        "threads": cfg.threads, "warmup": warm, "repeats": reps}, work / "runs",
+                                       f"ort_fp32_{n}", cfg.timeout)
+        point["ours_ort"] = run_ours(art, "onnx", cfg, path, reps, warm)
+        if cfg.tvm:
+            point["ours_tvm"] = run_ours(art, "tvm", cfg, path, reps, warm)
+            # float x in the file: the bench script quantizes it once, outside the timed calls (reported)
+            point["ours_tvm_u8"] = run_ours(art_u8, "tvm", cfg, path, reps, warm)
+            # and with edge_index sorted by destination once (exact; sequential scatter on big graphs)
+            point["ours_tvm_u8_sorted"] = run_ours(art_u8, "tvm", cfg, path, reps, warm, sort_edges=True)
+        points.append(point)
+        path.unlink(missing_ok=True)
+    res["series"] = {"features": features, "degree": cfg.degree, "model": str(model_path), "points": points,
+                     "growth_exponent_vs_edges": growth_exponents(points),
+                     "segment_exponents_vs_edges": segment_exponents(points)}
+    # for the roofline; removed before JSON
+    res["series"]["_graphs"] = {"ours_ort": graph, "ours_tvm": graph, "ours_tvm_u8": graph_u8,
+                                "ours_tvm_u8_sorted": graph_u8}
+
+
+def growth_exponents(points: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Least-squares slope of log(median latency) against log(edges), per backend."""
+    out: dict[str, float | None] = {}
+    for key in SERIES_KEYS:
+        xs, ys = [], []
+        for p in points:
+            m = p.get(key, {}).get("latency_ms", {}).get("median")
+            if m:
+                xs.append(math.log(p["num_edges"]))
+                ys.append(math.log(m))
+        out[key] = float(np.polyfit(xs, ys, 1)[0]) if len(xs) >= 2 and len(set(xs)) >= 2 else None
+    return out
+
+
+def segment_exponents(points: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Slope between consecutive sizes, per backend: shows where per-edge cost jumps (cache -> DRAM)."""
+    out: dict[str, list[float]] = {}
+    for key in SERIES_KEYS:
+        pts = [(p["num_edges"], p[key]["latency_ms"]["median"]) for p in points
+               if p.get(key, {}).get("latency_ms", {}).get("median")]
+        out[key] = [math.log(m1 / m0) / math.log(e1 / e0) for (e0, m0), (e1, m1) in zip(pts, pts[1:]) if e1 != e0]
+    return out
+
+
