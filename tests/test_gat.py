@@ -259,3 +259,19 @@ def test_heads_flag_is_refused_for_other_archs(tmp_path: Path, capsys):
     assert cli_main(["train", "--arch", "gcn", "--heads", "2", "--epochs", "1", "--out", str(out)]) == 2
     assert "--arch gat only" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_train_uses_the_gat_recipe_unless_a_flag_overrides_it(tmp_path: Path):
+    from qgnn_deploy.cli import main as cli_main
+    from qgnn_deploy.models.gat import TRAIN_RECIPE
+    from qgnn_deploy.train.checkpoint import load_checkpoint
+
+    runs = {"gat": ["--arch", "gat"], "gat_flags": ["--arch", "gat", "--dropout", "0.3", "--lr", "0.02"],
+            "gcn": ["--arch", "gcn"]}
+    for name, flags in runs.items():
+        assert cli_main(["train", *flags, "--epochs", "1", "--no-progress", "--out", str(tmp_path / f"{name}.pt")]) == 0
+    got = {name: load_checkpoint(tmp_path / f"{name}.pt") for name in runs}
+    assert got["gat"][0].config.dropout == TRAIN_RECIPE["dropout"]
+    assert got["gat"][1]["extra"]["lr"] == TRAIN_RECIPE["lr"]
+    assert got["gat_flags"][0].config.dropout == 0.3 and got["gat_flags"][1]["extra"]["lr"] == 0.02
+    assert got["gcn"][0].config.dropout == 0.5 and got["gcn"][1]["extra"]["lr"] == 0.01
