@@ -71,27 +71,29 @@ def _concat(fc: FoldContext, values: list[str], hint: str) -> str:
 def _head(
     fc: FoldContext,
     layer: QGATConv,
-    x: QTensor,
+    h: QTensor,
     g: GraphValues,
     k: int,
     hint: str,
-    w_int: np.ndarray,
-    w_scale: np.ndarray,
     att_int: np.ndarray,
     att_scale: float,
     exp_lut_args: tuple,
 ) -> tuple[str, float, float]:
-    """One head: (int32 ``agg_k`` [N, C] on the grid ``s_h / ATT_DEN``, its bound, ``s_h``)."""
+    """One head of the messages ``h`` [N, H*C] of every head: (int32 ``agg_k`` [N, C] on the grid ``s_h / ATT_DEN``,
+    its bound, ``s_h``).
+
+    The head's column block is never sliced out (the IR has no slice op): its logits are ``h`` times the attention
+    vector zero-padded to ``H*C`` rows, and its centred messages ``h_k - zp`` are ``h`` times a 0/1 selection
+    matrix (a matmul with ``a_zero_point``), both exact in int32.
+    """
     b = fc.b
     c = layer.channels
-    bits_w = int(layer.q_weight.spec.bits)
+    width = c * layer.heads
     cols = slice(k * c, (k + 1) * c)
-    wk = fc.int_matrix(f"{hint}_w", w_int[:, cols], bits_w)
-    h_acc = fc.matmul(x, wk, w_int[:, cols], w_scale[cols] if w_scale.size > 1 else w_scale, f"{hint}_lin")
-    h = fc.requant_to(h_acc, layer.q_message, f"{hint}_message")
     sides = []
     for side, label in enumerate(("src", "dst")):
-        col = att_int[side, k].reshape(c, 1)
+        col = np.zeros((width, 1), np.int8)
+        col[cols, 0] = att_int[side, k]
         a_val = fc.int_matrix(f"{hint}_att_{label}", col, int(layer.q_att_w.spec.bits))
         acc = fc.matmul(h, a_val, col, np.asarray(att_scale), f"{hint}_logit_{label}_acc")
         z = fc.requant_to(acc, layer.q_att, f"{hint}_logit_{label}")
@@ -125,7 +127,13 @@ def _head(
 
     a_edge = alpha(e_edge, t_edge, "alpha_edge")
     a_self = alpha(e_self, tot, "alpha_self")
-    hc = fc.centered_int32(h, f"{hint}_message")
+    if layer.heads == 1:
+        hc = fc.centered_int32(h, f"{hint}_message")
+    else:
+        select = np.zeros((width, c), np.int8)
+        select[cols, :] = np.eye(c, dtype=np.int8)
+        hc = b.op("matmul", [h.value, b.const(f"{hint}_select", select)], f"{hint}_message_centered",
+                  a_zero_point=int(h.zero_point))
     msgs = b.op("mul", [b.op("gather_rows", [hc, g.src], f"{hint}_gather"), a_edge], f"{hint}_weighted")
     agg = b.op(
         "add",
@@ -166,11 +174,12 @@ def fold_gat(
     fc.check_bound(f"{name}_exp_sum", tot_bound)
     fc.check_bound(f"{name}_alpha_num", 2.0 * ATT_DEN * EXP_ONE + tot_bound)
     fc.check_bound(f"{name}_alpha_den", 2.0 * tot_bound)
+    # one GEMM for every head (the input is read and, at the model boundary, quantized once), one requantize
+    w_val = fc.int_matrix(f"{name}_w", w_int, int(layer.q_weight.spec.bits))
+    h = fc.requant_to(fc.matmul(x, w_val, w_int, w_scale, f"{name}_lin"), layer.q_message, f"{name}_message")
     aggs, bound, s_h = [], 0.0, 1.0
     for k in range(layer.heads):
-        agg, bound, s_h = _head(
-            fc, layer, x, g, k, f"{name}_h{k}", w_int, w_scale, att_int, att_scale, (stored, f"{name}_exp_table")
-        )
+        agg, bound, s_h = _head(fc, layer, h, g, k, f"{name}_h{k}", att_int, att_scale, (stored, f"{name}_exp_table"))
         aggs.append(agg)
     grid = np.asarray(s_h / ATT_DEN, np.float64)
     if layer.concat:
