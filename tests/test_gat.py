@@ -104,12 +104,17 @@ def test_fold_averaged_heads_and_prompts(synthetic, prompt):
     _assert_parity(parity_report(model, graph, _feeds(synthetic), synthetic))
 
 
-def test_many_heads_chain_concat(synthetic):
-    """More heads than one IR concat takes (8 inputs): the concat is chained."""
-    model = _train(synthetic, epochs=2, heads=10, hidden=2)
-    graph = fold_model(model, max_in_degree=255)
-    assert graph.op_counts()["concat"] >= 2
-    _assert_parity(parity_report(model, graph, _feeds(synthetic), synthetic))
+def test_many_heads_fold_as_one_attention(synthetic):
+    """Concatenated heads (10 of them) fold into one GEMM, one [E, H] softmax and one aggregation: no concat, and
+    the op count does not grow with the number of heads."""
+    counts = {}
+    for heads in (3, 10):
+        model = _train(synthetic, epochs=2, heads=heads, hidden=2)
+        graph = fold_model(model, max_in_degree=255)
+        counts[heads] = graph.op_counts()
+        _assert_parity(parity_report(model, graph, _feeds(synthetic), synthetic))
+    assert "concat" not in counts[10] and counts[10] == counts[3]
+    assert counts[10]["scatter_max"] == 2  # one segment max per layer
 
 
 def test_fold_awkward_graphs_interpreter_and_onnx_runtime(synthetic):
