@@ -81,7 +81,7 @@ def time_artifact(art: Path, threads: int, warmup: int, repeats: int) -> dict:
             raise SystemExit(f"gat_speed: {' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
         rep = json.loads(out.read_text())
     return {"median_ms": rep["latency_ms"]["median"], "bit_exact": rep["reference"].get("match"),
-            "integer_input": bool(rep["input"].get("quantized_once"))}
+            "integer_input": "x_q" in json.loads((art / "manifest.json").read_text())["input_order"]}
 
 
 def time_pyg(graph: str, dims: dict, threads: int, warmup: int, repeats: int) -> dict:
