@@ -59,7 +59,7 @@ def pyg_worker(graph: str, in_dim: int, hidden: int, heads: int, classes: int, t
             return self.conv2(torch.nn.functional.elu(self.conv1(x, ei)), ei)
 
     model = GAT().eval()
-    times = []
+    times: list[float] = []
     with torch.inference_mode():
         for _ in range(warmup):
             model(x, ei)
@@ -67,7 +67,7 @@ def pyg_worker(graph: str, in_dim: int, hidden: int, heads: int, classes: int, t
             t0 = time.perf_counter()
             model(x, ei)
             times.append(time.perf_counter() - t0)
-    return {"median_ms": 1e3 * statistics.median(times), "threads": torch.get_num_threads(),
+    return {"median_ms": 1e3 * statistics.median(times), "min_ms": 1e3 * min(times), "threads": torch.get_num_threads(),
             "torch": torch.__version__}
 
 
@@ -80,7 +80,8 @@ def time_artifact(art: Path, threads: int, warmup: int, repeats: int) -> dict:
         if proc.returncode != 0:
             raise SystemExit(f"gat_speed: {' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
         rep = json.loads(out.read_text())
-    return {"median_ms": rep["latency_ms"]["median"], "bit_exact": rep["reference"].get("match"),
+    lat = rep["latency_ms"]
+    return {"median_ms": lat["median"], "min_ms": lat["min"], "bit_exact": rep["reference"].get("match"),
             "integer_input": "x_q" in json.loads((art / "manifest.json").read_text())["input_order"]}
 
 
@@ -122,29 +123,34 @@ def main(argv: list[str] | None = None) -> int:
         classes = int(next(iter(z.values())).shape[-1])
     dims = {"in_dim": in_dim, "hidden": args.hidden, "heads": args.heads, "classes": classes}
     runs: dict[str, list[float]] = {"pyg": []}
+    best: dict[str, float] = {}
     facts: dict[str, dict] = {}
     for _ in range(args.rounds):
         r = time_pyg(graph, dims, args.threads, args.warmup, args.repeats)
         runs["pyg"].append(r["median_ms"])
+        best["pyg"] = min(best.get("pyg", float("inf")), r["min_ms"])
         facts["pyg"] = r
         for a in arts:
             r = time_artifact(a, args.threads, args.warmup, args.repeats)
             runs.setdefault(str(a), []).append(r["median_ms"])
+            best[str(a)] = min(best.get(str(a), float("inf")), r["min_ms"])
             facts[str(a)] = r
     load = open("/proc/loadavg").read().split()[:3]
     pyg = statistics.median(runs["pyg"])
     print(f"Cora GAT ({dims}), {args.threads} threads, {args.rounds} interleaved rounds, load average {load}")
-    print("| side | median ms (per-round medians) | PyG / side | bit-exact vs reference |")
-    print("|---|---|---|---|")
+    print("| side | median ms (per-round medians) | PyG / side | fastest call ms | PyG / side (fastest) | bit-exact |")
+    print("|---|---|---|---|---|---|")
     print(f"| PyG GATConv FP32 eager (torch {facts['pyg']['torch']}) | {pyg:.2f} "
-          f"({', '.join(f'{t:.2f}' for t in runs['pyg'])}) | 1.00 | - |")
+          f"({', '.join(f'{t:.2f}' for t in runs['pyg'])}) | 1.00 | {best['pyg']:.2f} | 1.00 | - |")
     for a in arts:
         med = statistics.median(runs[str(a)])
         kind = "integer input" if facts[str(a)]["integer_input"] else "float input"
         print(f"| ours TVM x86-64, {kind} ({a.name}) | {med:.2f} ({', '.join(f'{t:.2f}' for t in runs[str(a)])}) "
-              f"| {pyg / med:.2f} | {facts[str(a)]['bit_exact']} |")
+              f"| {pyg / med:.2f} | {best[str(a)]:.2f} | {best['pyg'] / best[str(a)]:.2f} "
+              f"| {facts[str(a)]['bit_exact']} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"dims": dims, "load": load, "runs": runs, "facts": facts}, indent=1))
+        doc = {"dims": dims, "load": load, "runs": runs, "best": best, "facts": facts}
+        Path(args.json).write_text(json.dumps(doc, indent=1))
     return 0
 
 
