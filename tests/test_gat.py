@@ -104,12 +104,17 @@ def test_fold_averaged_heads_and_prompts(synthetic, prompt):
     _assert_parity(parity_report(model, graph, _feeds(synthetic), synthetic))
 
 
-def test_many_heads_chain_concat(synthetic):
-    """More heads than one IR concat takes (8 inputs): the concat is chained."""
-    model = _train(synthetic, epochs=2, heads=10, hidden=2)
-    graph = fold_model(model, max_in_degree=255)
-    assert graph.op_counts()["concat"] >= 2
-    _assert_parity(parity_report(model, graph, _feeds(synthetic), synthetic))
+def test_many_heads_fold_as_one_attention(synthetic):
+    """Concatenated heads (10 of them) fold into one GEMM, one [E, H] softmax and one aggregation: no concat, and
+    the op count does not grow with the number of heads."""
+    counts = {}
+    for heads in (3, 10):
+        model = _train(synthetic, epochs=2, heads=heads, hidden=2)
+        graph = fold_model(model, max_in_degree=255)
+        counts[heads] = graph.op_counts()
+        _assert_parity(parity_report(model, graph, _feeds(synthetic), synthetic))
+    assert "concat" not in counts[10] and counts[10] == counts[3]
+    assert counts[10]["scatter_max"] == 2  # one segment max per layer
 
 
 def test_fold_awkward_graphs_interpreter_and_onnx_runtime(synthetic):
@@ -259,3 +264,19 @@ def test_heads_flag_is_refused_for_other_archs(tmp_path: Path, capsys):
     assert cli_main(["train", "--arch", "gcn", "--heads", "2", "--epochs", "1", "--out", str(out)]) == 2
     assert "--arch gat only" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_train_uses_the_gat_recipe_unless_a_flag_overrides_it(tmp_path: Path):
+    from qgnn_deploy.cli import main as cli_main
+    from qgnn_deploy.models.gat import TRAIN_RECIPE
+    from qgnn_deploy.train.checkpoint import load_checkpoint
+
+    runs = {"gat": ["--arch", "gat"], "gat_flags": ["--arch", "gat", "--dropout", "0.3", "--lr", "0.02"],
+            "gcn": ["--arch", "gcn"]}
+    for name, flags in runs.items():
+        assert cli_main(["train", *flags, "--epochs", "1", "--no-progress", "--out", str(tmp_path / f"{name}.pt")]) == 0
+    got = {name: load_checkpoint(tmp_path / f"{name}.pt") for name in runs}
+    assert got["gat"][0].config.dropout == TRAIN_RECIPE["dropout"]
+    assert got["gat"][1]["extra"]["lr"] == TRAIN_RECIPE["lr"]
+    assert got["gat_flags"][0].config.dropout == 0.3 and got["gat_flags"][1]["extra"]["lr"] == 0.02
+    assert got["gcn"][0].config.dropout == 0.5 and got["gcn"][1]["extra"]["lr"] == 0.01

@@ -32,7 +32,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=int, default=2, help="number of GNN layers")
     p.add_argument("--heads", type=int, default=1, help="GAT: attention heads of the hidden layers (concatenated)")
     p.add_argument("--out-heads", type=int, default=1, help="GAT: attention heads of the last layer (averaged)")
-    p.add_argument("--dropout", type=float, default=0.5, help="dropout probability during training")
+    p.add_argument("--dropout", type=float, default=None,
+                   help="dropout probability during training (default 0.5; --arch gat: 0.6, models.gat.TRAIN_RECIPE)")
     p.add_argument("--lorap", action="store_true", help="add LoRAP prompts after every aggregation")
     p.add_argument("--lorap-k", type=int, default=8, help="number of prompts k")
     p.add_argument("--lorap-rank", type=int, default=4, help="rank r of the prompt basis")
@@ -44,7 +45,20 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help='JSON options for the QAT framework, e.g. {"penalty": 0.1}')
 
 
+def arch_defaults(args: argparse.Namespace) -> None:
+    """Fill ``--dropout`` / ``--lr`` left unset with the architecture's recipe (GAT trains with its own)."""
+    recipe = {"dropout": 0.5, "lr": 0.01}
+    if args.arch == "gat":
+        from qgnn_deploy.models.gat import TRAIN_RECIPE
+
+        recipe.update({k: TRAIN_RECIPE[k] for k in recipe})
+    for key, value in recipe.items():
+        if getattr(args, key, 0) is None:
+            setattr(args, key, value)
+
+
 def config_from_args(args: argparse.Namespace, ds) -> ModelConfig:
+    arch_defaults(args)
     bits = default_bits(32 if args.framework == "fp32" else args.bits)
     try:
         if args.bits_json:
@@ -97,7 +111,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_parser(sub, "train", __doc__)
     add_model_arguments(p)
     p.add_argument("--epochs", type=int, default=200, help="training epochs (the best validation epoch is kept)")
-    p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
+    p.add_argument("--lr", type=float, default=None,
+                   help="Adam learning rate (default 0.01; --arch gat: 0.005, models.gat.TRAIN_RECIPE)")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="Adam weight decay")
     p.add_argument("--seed", type=int, default=0, help="random seed (training is deterministic per seed)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
@@ -147,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     if args.bits not in (2, 3, 4, 5, 6, 7, 8, 32):
         raise QgnnError(f"--bits must be 2..8 or 32, got {args.bits}")
     ds = load_dataset(args.dataset, args.data_root, split_seed=args.split_seed)
-    config = config_from_args(args, ds)
+    config = config_from_args(args, ds)  # also fills --lr / --dropout from the architecture's recipe
     init_state = None
     if args.init:
         init_model, _ = load_checkpoint(args.init)

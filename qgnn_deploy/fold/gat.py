@@ -1,17 +1,20 @@
 """Fold handler for :class:`~qgnn_deploy.models.gat.QGATConv`: graph attention as integer IR ops.
 
-Mirrors ``models/gat.py`` term by term, one head at a time (the IR has no slicing op, so every head is its own
-column block: its weight slice, logits, segment softmax and weighted sum), using existing ops only:
+Mirrors ``models/gat.py`` term by term with every head at once (concatenated heads; averaged heads go one head
+at a time), using existing ops only (the IR has no slice op: head blocks are read through constant matmuls):
 
-* ``h_k``: ``matmul`` + ``requantize`` (int8); logits ``p_k, q_k``: ``matmul`` with the int8 attention vector
-  column + ``requantize`` onto the shared logit quantizer (int8 [N, 1]);
+* ``h``: one ``matmul`` + ``requantize`` for all heads (int8 [N, H*C]); logits ``p, q``: ``matmul`` with the
+  int8 attention vectors as zero-padded block columns [H*C, H] + ``requantize`` onto the shared logit quantizer
+  (int8 [N, H]);
 * LeakyReLU: ``clamp(z, 0, .) + requantize(clamp(z, ., 0), M=51, n=8)`` (fixed-point multiply/shift);
 * segment softmax: ``r = L_edge - gather(L_self, dst)``, ``m = clamp(scatter_max(r, dst), 0, .)`` (the self
   loop's ``r`` is 0, so ``m`` is the max over the edges and the self loop relative to the self loop),
   ``e = lut(r - m)`` (``lut`` or ``lut_steps``), ``tot = scatter_add(e, dst) + e_self``,
   ``alpha = div_floor(2 D e + tot, 2 tot)``;
-* ``agg_k = scatter_add(alpha * gather(h_k, src), dst) + alpha_self * h_k`` (int32, bound checked here), then
-  per head ``requantize`` + ``concat`` (concat heads) or ``add`` + one ``requantize`` (averaged heads);
+* ``agg = scatter_add(alpha' * gather(h, src), dst) + alpha_self' * h`` (int32 [N, H*C], bound checked here)
+  with ``alpha'`` each head's coefficient repeated over its ``C`` columns (byte-split uint8 matmuls with 0/1
+  blocks), then one ``requantize`` (concat heads); averaged heads: per head (``h_k`` through a 0/1 selection
+  matmul), ``add`` + one ``requantize``;
 * LoRAP and bias exactly as GCN's (``fold/prompts.py:emit_lorap``).
 """
 
@@ -33,7 +36,6 @@ from qgnn_deploy.models.gat import (
     logit_range,
 )
 
-CONCAT_MAX = 8  # the IR's concat takes at most 8 inputs
 BIG = 2**30  # an open clamp end for int32 values that fold bounds far below it
 
 
@@ -56,44 +58,52 @@ def _leaky(fc: FoldContext, z: str, hint: str) -> str:
     return b.op("add", [pos, neg], hint)
 
 
-def _concat(fc: FoldContext, values: list[str], hint: str) -> str:
-    """``concat`` along columns, chained when there are more parts than one op takes."""
-    while len(values) > 1:
-        parts = [values[i : i + CONCAT_MAX] for i in range(0, len(values), CONCAT_MAX)]
-        values = [
-            fc.b.op("concat", p, f"{hint}_{j}" if len(parts) > 1 else hint, axis=1) if len(p) > 1 else p[0]
-            for j, p in enumerate(parts)
-        ]
-        hint = f"{hint}_n"
-    return values[0]
+def _expand_heads(fc: FoldContext, alpha: str, heads: int, c: int, hint: str) -> str:
+    """int32 ``alpha`` [R, H] in ``[0, ATT_DEN]`` repeated ``c`` times per head -> [R, H*C], exactly.
+
+    No IR op repeats columns, but a matmul with a 0/1 matrix does for uint8 operands: ``alpha`` is split into
+    its low and high bytes (``ATT_DEN / 256 = 128`` fits uint8), each expanded by ``[H, H*C]`` ones-blocks.
+    """
+    b = fc.b
+    rep = np.kron(np.eye(heads, dtype=np.int8), np.ones((1, c), np.int8))
+    rep_v = b.const(f"{hint}_repeat", rep)
+    hi = b.op("div_floor", [alpha, fc.scalar(256)], f"{hint}_hi")
+    lo = b.op("sub", [alpha, b.op("mul", [hi, fc.scalar(256)], f"{hint}_hi256")], f"{hint}_lo")
+    parts = [b.op("matmul", [b.op("cast", [v, ], f"{hint}_{w}_u8", dtype="uint8"), rep_v], f"{hint}_{w}_rep",
+                  a_zero_point=0) for v, w in ((lo, "lo"), (hi, "hi"))]
+    return b.op("add", [parts[0], b.op("mul", [parts[1], fc.scalar(256)], f"{hint}_hi_rep256")], f"{hint}_rep")
 
 
-def _head(
+def _attend(
     fc: FoldContext,
     layer: QGATConv,
-    x: QTensor,
+    h: QTensor,
     g: GraphValues,
-    k: int,
+    ks: list[int],
     hint: str,
-    w_int: np.ndarray,
-    w_scale: np.ndarray,
     att_int: np.ndarray,
     att_scale: float,
     exp_lut_args: tuple,
 ) -> tuple[str, float, float]:
-    """One head: (int32 ``agg_k`` [N, C] on the grid ``s_h / ATT_DEN``, its bound, ``s_h``)."""
+    """Heads ``ks`` (one head, or all of them) of the messages ``h`` [N, H*C]: (int32 ``agg`` [N, len(ks)*C] on
+    the grid ``s_h / ATT_DEN``, its bound, ``s_h``).
+
+    Column blocks are never sliced out (the IR has no slice op): the logits of head ``k`` are ``h`` times its
+    attention vector zero-padded to ``H*C`` rows, so all heads' logits are one matmul and the segment softmax runs
+    on ``[E, len(ks)]`` at once. All heads: ``h`` is aggregated whole with each head's ``alpha`` repeated over
+    its ``C`` columns (:func:`_expand_heads`); one head of several: its centred messages ``h_k - zp`` are ``h``
+    times a 0/1 selection matrix (a matmul with ``a_zero_point``). Everything is exact in int32.
+    """
     b = fc.b
-    c = layer.channels
-    bits_w = int(layer.q_weight.spec.bits)
-    cols = slice(k * c, (k + 1) * c)
-    wk = fc.int_matrix(f"{hint}_w", w_int[:, cols], bits_w)
-    h_acc = fc.matmul(x, wk, w_int[:, cols], w_scale[cols] if w_scale.size > 1 else w_scale, f"{hint}_lin")
-    h = fc.requant_to(h_acc, layer.q_message, f"{hint}_message")
+    c, heads = layer.channels, layer.heads
+    width = c * heads
     sides = []
     for side, label in enumerate(("src", "dst")):
-        col = att_int[side, k].reshape(c, 1)
-        a_val = fc.int_matrix(f"{hint}_att_{label}", col, int(layer.q_att_w.spec.bits))
-        acc = fc.matmul(h, a_val, col, np.asarray(att_scale), f"{hint}_logit_{label}_acc")
+        cols = np.zeros((width, len(ks)), np.int8)
+        for j, k in enumerate(ks):
+            cols[k * c : (k + 1) * c, j] = att_int[side, k]
+        a_val = fc.int_matrix(f"{hint}_att_{label}", cols, int(layer.q_att_w.spec.bits))
+        acc = fc.matmul(h, a_val, cols, np.asarray(att_scale), f"{hint}_logit_{label}_acc")
         z = fc.requant_to(acc, layer.q_att, f"{hint}_logit_{label}")
         sides.append(b.op("cast", [z.value], f"{hint}_logit_{label}_i32", dtype="int32"))
     p, q = sides
@@ -125,7 +135,17 @@ def _head(
 
     a_edge = alpha(e_edge, t_edge, "alpha_edge")
     a_self = alpha(e_self, tot, "alpha_self")
-    hc = fc.centered_int32(h, f"{hint}_message")
+    if len(ks) == heads:
+        hc = fc.centered_int32(h, f"{hint}_message")
+        if heads > 1:
+            a_edge = _expand_heads(fc, a_edge, heads, c, f"{hint}_alpha_edge")
+            a_self = _expand_heads(fc, a_self, heads, c, f"{hint}_alpha_self")
+    else:
+        (k,) = ks
+        select = np.zeros((width, c), np.int8)
+        select[k * c : (k + 1) * c, :] = np.eye(c, dtype=np.int8)
+        hc = b.op("matmul", [h.value, b.const(f"{hint}_select", select)], f"{hint}_message_centered",
+                  a_zero_point=int(h.zero_point))
     msgs = b.op("mul", [b.op("gather_rows", [hc, g.src], f"{hint}_gather"), a_edge], f"{hint}_weighted")
     agg = b.op(
         "add",
@@ -166,30 +186,23 @@ def fold_gat(
     fc.check_bound(f"{name}_exp_sum", tot_bound)
     fc.check_bound(f"{name}_alpha_num", 2.0 * ATT_DEN * EXP_ONE + tot_bound)
     fc.check_bound(f"{name}_alpha_den", 2.0 * tot_bound)
-    aggs, bound, s_h = [], 0.0, 1.0
+    # one GEMM for every head (the input is read and, at the model boundary, quantized once), one requantize
+    w_val = fc.int_matrix(f"{name}_w", w_int, int(layer.q_weight.spec.bits))
+    h = fc.requant_to(fc.matmul(x, w_val, w_int, w_scale, f"{name}_lin"), layer.q_message, f"{name}_message")
+    exp_args = (stored, f"{name}_exp_table")
+    if layer.concat or layer.heads == 1:  # every head at once: [E, H] softmax, one [N, H*C] aggregation
+        agg, bound, s_h = _attend(fc, layer, h, g, list(range(layer.heads)), name, att_int, att_scale, exp_args)
+        a = fc.requant_to(Acc(agg, np.asarray(s_h / ATT_DEN, np.float64), bound), layer.q_aggregate,
+                          f"{name}_aggregate")
+        return prompted_output(fc, layer, a, name)
+    aggs, bound, s_h = [], 0.0, 1.0  # averaged heads: per head, summed before one requantize
     for k in range(layer.heads):
-        agg, bound, s_h = _head(
-            fc, layer, x, g, k, f"{name}_h{k}", w_int, w_scale, att_int, att_scale, (stored, f"{name}_exp_table")
-        )
+        agg, bound, s_h = _attend(fc, layer, h, g, [k], f"{name}_h{k}", att_int, att_scale, exp_args)
         aggs.append(agg)
     grid = np.asarray(s_h / ATT_DEN, np.float64)
-    if layer.concat:
-        parts = [
-            fc.requant_to(Acc(v, grid, bound), layer.q_aggregate, f"{name}_h{k}_aggregate") for k, v in enumerate(aggs)
-        ]
-        a0 = parts[0]
-        a = QTensor(
-            _concat(fc, [t.value for t in parts], f"{name}_aggregate"),
-            a0.scale,
-            a0.zero_point,
-            a0.qmin,
-            a0.qmax,
-            a0.dtype,
-        )
-    else:
-        total = aggs[0]
-        for k, v in enumerate(aggs[1:], start=1):
-            total = b.op("add", [total, v], f"{name}_head_sum{k}")
-        fc.check_bound(f"{name}_head_sum", bound * layer.heads)
-        a = fc.requant_to(Acc(total, grid / layer.heads, bound * layer.heads), layer.q_aggregate, f"{name}_aggregate")
+    total = aggs[0]
+    for k, v in enumerate(aggs[1:], start=1):
+        total = b.op("add", [total, v], f"{name}_head_sum{k}")
+    fc.check_bound(f"{name}_head_sum", bound * layer.heads)
+    a = fc.requant_to(Acc(total, grid / layer.heads, bound * layer.heads), layer.q_aggregate, f"{name}_aggregate")
     return prompted_output(fc, layer, a, name)
