@@ -2,7 +2,7 @@
 
 The twin has the trained model's (fake-quantized) weights and biases and the same
 layer shapes, without quantizers or LoRAP prompts: it is the FP32 model a user
-would deploy with PyG today.  Only GCN is supported (the suite benchmarks GCN).
+would deploy with PyG today (GCN and GAT twins).
 """
 
 from __future__ import annotations
@@ -30,23 +30,14 @@ def twin_weights(model: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def build_twin(weights: dict[str, np.ndarray], cached: bool = False) -> Any:
-    """A ``torch.nn.Module``: GCNConv -> ReLU -> ... -> GCNConv with ``weights`` loaded."""
+def _relu_stack(convs: list[Any]) -> Any:
+    """``conv -> ReLU -> ... -> conv`` in eval mode: the layer order of both twins (and of our models)."""
     import torch
-    from torch_geometric.nn import GCNConv
 
-    n_layers = len([k for k in weights if k.startswith("w")])
-
-    class PygGCN(torch.nn.Module):
+    class ReluStack(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.convs = torch.nn.ModuleList()
-            for i in range(n_layers):
-                out_dim, in_dim = weights[f"w{i}"].shape
-                conv = GCNConv(in_dim, out_dim, cached=cached)
-                conv.lin.weight.data.copy_(torch.from_numpy(weights[f"w{i}"]))
-                conv.bias.data.copy_(torch.from_numpy(weights[f"b{i}"]))
-                self.convs.append(conv)
+            self.convs = torch.nn.ModuleList(convs)
 
         def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
             for i, conv in enumerate(self.convs):
@@ -55,7 +46,24 @@ def build_twin(weights: dict[str, np.ndarray], cached: bool = False) -> Any:
                 x = conv(x, edge_index)
             return x
 
-    return PygGCN().eval()
+    return ReluStack().eval()
+
+
+def build_twin(weights: dict[str, np.ndarray], cached: bool = False) -> Any:
+    """A ``torch.nn.Module``: GCNConv -> ReLU -> ... -> GCNConv with ``weights`` loaded."""
+    import torch
+    from torch_geometric.nn import GCNConv
+
+    n_layers = len([k for k in weights if k.startswith("w")])
+
+    convs = []
+    for i in range(n_layers):
+        out_dim, in_dim = weights[f"w{i}"].shape
+        conv = GCNConv(in_dim, out_dim, cached=cached)
+        conv.lin.weight.data.copy_(torch.from_numpy(weights[f"w{i}"]))
+        conv.bias.data.copy_(torch.from_numpy(weights[f"b{i}"]))
+        convs.append(conv)
+    return _relu_stack(convs)
 
 
 def csr_adj_t(x: Any, edge_index: Any) -> Any:
@@ -161,26 +169,15 @@ def build_gat_twin(weights: dict[str, np.ndarray]) -> Any:
 
     n_layers = len([k for k in weights if k.startswith("w")])
 
-    class PygGAT(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.convs = torch.nn.ModuleList()
-            for i in range(n_layers):
-                heads, concat = int(weights[f"heads{i}"]), bool(weights[f"concat{i}"])
-                hc, in_dim = weights[f"w{i}"].shape
-                conv = GATConv(in_dim, hc // heads, heads=heads, concat=concat,
-                               negative_slope=SLOPE_MULT / 2**SLOPE_SHIFT, dropout=0.0)
-                conv.lin.weight.data.copy_(torch.from_numpy(weights[f"w{i}"]))
-                conv.att_src.data.copy_(torch.from_numpy(weights[f"att{i}"][0:1]))
-                conv.att_dst.data.copy_(torch.from_numpy(weights[f"att{i}"][1:2]))
-                conv.bias.data.copy_(torch.from_numpy(weights[f"b{i}"]))
-                self.convs.append(conv)
-
-        def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-            for i, conv in enumerate(self.convs):
-                if i:
-                    x = torch.relu(x)
-                x = conv(x, edge_index)
-            return x
-
-    return PygGAT().eval()
+    convs = []
+    for i in range(n_layers):
+        heads, concat = int(weights[f"heads{i}"]), bool(weights[f"concat{i}"])
+        hc, in_dim = weights[f"w{i}"].shape
+        conv = GATConv(in_dim, hc // heads, heads=heads, concat=concat,
+                       negative_slope=SLOPE_MULT / 2**SLOPE_SHIFT, dropout=0.0)
+        conv.lin.weight.data.copy_(torch.from_numpy(weights[f"w{i}"]))
+        conv.att_src.data.copy_(torch.from_numpy(weights[f"att{i}"][0:1]))
+        conv.att_dst.data.copy_(torch.from_numpy(weights[f"att{i}"][1:2]))
+        conv.bias.data.copy_(torch.from_numpy(weights[f"b{i}"]))
+        convs.append(conv)
+    return _relu_stack(convs)
