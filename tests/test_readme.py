@@ -27,7 +27,7 @@ def test_readme_python_example_runs() -> None:
 
 
 def test_readme_is_short_and_its_relative_links_exist() -> None:
-    assert len(README.encode()) < 13_000, "README.md grew past ~12 KB: move details to docs/"
+    assert len(README.encode()) < 12_288, "README.md grew past 12 KiB: move details to docs/"
     docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     for doc in docs:
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
