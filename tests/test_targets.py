@@ -108,3 +108,18 @@ def test_python_api_evaluation_block(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert res.summary["targets"]["int4_prompt_improves"]["met"] is None  # no INT4 rows: not measured
     assert "Targets: FP32 ≥ 80.5: " in res.markdown and isinstance(scope["fp32"], float)
     assert (tmp_path / "evaluation" / "runs").is_dir()
+
+
+def test_ours_ort_vs_ort_fp32_takes_the_slower_input_contract() -> None:
+    """Issue 12 asks for both input contracts: the metric is the smaller of the two speed-ups."""
+    from qgnn_deploy.perf.metrics import suite_metrics
+
+    def row(ms: float) -> dict:
+        return {"latency_ms": {"median": ms}}
+
+    res = {"rows": {"ort_fp32": row(6.0), "ours_ort": row(8.0), "ours_ort_u8": row(3.0), "pyg_eager": {}},
+           "ratios": {}}
+    m = suite_metrics(res)["ours_ort_vs_ort_fp32"]
+    assert m["per_input"] == {"_fp32": 0.75, "_u8": 2.0} and m["value"] == 0.75
+    res["rows"]["ours_ort"] = {"error": "failed"}  # a failed row is not measured, not a speed-up
+    assert suite_metrics(res)["ours_ort_vs_ort_fp32"]["per_input"] == {"_u8": 2.0}
