@@ -236,6 +236,18 @@ def fmt_bytes(n: float | None) -> str:
     return str(n)
 
 
+def status_bytes(key: str) -> int | None:
+    """A ``/proc/self/status`` entry (``VmHWM``, ``VmRSS``) in bytes, or None (not Linux, or no such key)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 # ---------------------------------------------------------------------------------- not vendored
 BEGIN_MARK = "# BEGIN VENDORED qgnn_deploy/validation.py (python3 -m qgnn_deploy.validation --vendor FILE)"
 END_MARK = "# END VENDORED qgnn_deploy/validation.py"

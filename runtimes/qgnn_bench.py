@@ -251,6 +251,18 @@ def fmt_bytes(n: float | None) -> str:
             return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+def status_bytes(key: str) -> int | None:
+    """A ``/proc/self/status`` entry (``VmHWM``, ``VmRSS``) in bytes, or None (not Linux, or no such key)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 # END VENDORED qgnn_deploy/validation.py
 
 FORMAT = "qgnn-artifact"
@@ -594,19 +606,8 @@ class TvmRunner:
 # ----------------------------------------------------------------------------- measuring
 
 
-def read_status_bytes(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def peak_rss_bytes() -> tuple[int | None, str]:
-    hwm = read_status_bytes("VmHWM")
+    hwm = status_bytes("VmHWM")
     if hwm is not None:
         return hwm, "VmHWM (/proc/self/status)"
     try:
@@ -885,10 +886,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
 
     backend, model = choose_backend(root, manifest, args.backend, args.remote)
     emulated, evidence = detect_emulation()
-    rss_before_import = read_status_bytes("VmRSS")
+    rss_before_import = status_bytes("VmRSS")
     if backend == "tvm":
         import_tvm()
-    rss_before_load = read_status_bytes("VmRSS")
+    rss_before_load = status_bytes("VmRSS")
     t_load = time.perf_counter()
     runner: Any = (TvmRunner(model, threads, names, outs, args.remote) if backend == "tvm"
                    else OrtRunner(model, threads, names, outs))

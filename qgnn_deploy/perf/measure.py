@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from qgnn_deploy.validation import latency_stats, percentile
+from qgnn_deploy.validation import latency_stats, percentile, status_bytes
 
 __all__ = ["THREAD_VARS", "pin_threads", "status_bytes", "peak_rss_bytes", "percentile", "latency_stats", "time_calls",
            "load_average"]
@@ -20,18 +20,6 @@ def pin_threads(threads: int) -> None:
     """Fix every runtime's thread pool size (call before importing torch / ORT / TVM)."""
     for var in THREAD_VARS:
         os.environ[var] = str(threads)
-
-
-def status_bytes(key: str) -> int | None:
-    """A ``/proc/self/status`` entry (``VmHWM``, ``VmRSS``) in bytes, or None."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def peak_rss_bytes() -> int:
