@@ -148,9 +148,18 @@ except QgnnError as exc:
 """
 
 
-def _spawn(out: Path, *prefix: str) -> subprocess.Popen[str]:
+# The same export, stalled inside the staging directory (the report renderer never returns), so a test can kill
+# it there deterministically: an ONNX-only export stages its files within milliseconds, too short to catch.
+_EXPORT_STALLED = _EXPORT.replace(
+    "from qgnn_deploy.exporting import export_graph",
+    "from qgnn_deploy import exporting\nfrom qgnn_deploy.exporting import export_graph\n"
+    "exporting.render_markdown = lambda *a, **k: time.sleep(600)",
+)
+
+
+def _spawn(out: Path, *prefix: str, script: str = _EXPORT) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [*prefix, sys.executable, "-c", _EXPORT, str(out)],
+        [*prefix, sys.executable, "-c", script, str(out)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -206,7 +215,7 @@ def test_lock_held_by_another_process(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_killed_export_leftovers_cleaned_by_next_export(tmp_path: Path) -> None:
     """kill -9 while the staging directory exists; the next export removes it (and the stale lock file)."""
     out = tmp_path / "out"
-    proc = _spawn(out)
+    proc = _spawn(out, script=_EXPORT_STALLED)
     deadline = time.time() + 120
     while time.time() < deadline and not any(".out.partial-" in p.name for p in tmp_path.iterdir()):
         time.sleep(0.01)
