@@ -280,3 +280,19 @@ def test_train_uses_the_gat_recipe_unless_a_flag_overrides_it(tmp_path: Path):
     assert got["gat"][1]["extra"]["lr"] == TRAIN_RECIPE["lr"]
     assert got["gat_flags"][0].config.dropout == 0.3 and got["gat_flags"][1]["extra"]["lr"] == 0.02
     assert got["gcn"][0].config.dropout == 0.5 and got["gcn"][1]["extra"]["lr"] == 0.01
+
+
+def test_evaluate_fills_the_same_recipe_as_train():
+    """`qgnn evaluate --arch gat` trains with the GAT recipe too (one rule, commands.train.arch_defaults)."""
+    from qgnn_deploy.cli import build_parser
+    from qgnn_deploy.commands.evaluate import config_from_args
+    from qgnn_deploy.models.gat import TRAIN_RECIPE
+
+    def config(*flags: str):
+        return config_from_args(build_parser("evaluate").parse_args(["evaluate", *flags]))
+
+    gat, gcn, given = config("--arch", "gat"), config("--arch", "gcn"), config("--arch", "gat", "--lr", "0.02")
+    assert (gat.lr, gat.dropout) == (TRAIN_RECIPE["lr"], TRAIN_RECIPE["dropout"])
+    assert (gcn.lr, gcn.dropout) == (0.01, 0.5)
+    assert (given.lr, given.dropout) == (0.02, TRAIN_RECIPE["dropout"])
+

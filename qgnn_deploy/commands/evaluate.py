@@ -46,10 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_list_argument(p, "--seeds", item=int, default=[0, 1, 2], metavar="SEED", help="training seeds per row")
     p.add_argument("--epochs", type=int, default=100, help="training epochs per run")
     p.add_argument("--patience", type=int, default=30, help="stop after this many epochs without a better val")
-    p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
+    p.add_argument("--lr", type=float, default=None,
+                   help="Adam learning rate (default 0.01; --arch gat: 0.005, models.gat.TRAIN_RECIPE)")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="Adam weight decay")
     p.add_argument("--hidden", type=int, default=16, help="hidden width")
-    p.add_argument("--dropout", type=float, default=0.5, help="dropout probability during training")
+    p.add_argument("--dropout", type=float, default=None,
+                   help="dropout probability during training (default 0.5; --arch gat: 0.6, models.gat.TRAIN_RECIPE)")
     p.add_argument("--framework-options", default=None, help='JSON {framework: {option: value}}')
     p.add_argument("--lorap-k", type=int, default=8, help="LoRAP: number of prompts k")
     p.add_argument("--lorap-rank", type=int, default=4, help="LoRAP: rank r of the prompt basis")
@@ -74,7 +76,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> EvaluationConfig:
-    """The :class:`EvaluationConfig` of parsed ``qgnn evaluate`` flags."""
+    """The :class:`EvaluationConfig` of parsed ``qgnn evaluate`` flags (unset --lr/--dropout: the arch's recipe,
+    exactly as ``qgnn train`` fills them)."""
+    from qgnn_deploy.commands.train import arch_defaults
+
+    arch_defaults(args)
     try:
         fw_opts = json.loads(args.framework_options) if args.framework_options else {}
     except json.JSONDecodeError as exc:
