@@ -15,6 +15,12 @@ import numpy as np
 from qgnn_deploy.errors import QgnnError
 
 
+def _as_used(quantizer: Any, tensor: Any) -> np.ndarray:
+    """``tensor`` as the quantized model multiplies with it (fake-quantized when its quantizer is on)."""
+    t = quantizer(tensor) if quantizer.spec.enabled else tensor
+    return t.detach().float().numpy().copy()
+
+
 def twin_weights(model: Any) -> dict[str, np.ndarray]:
     """``w{i}`` [out, in] and ``b{i}`` of every layer of a QGNN GCN, as the quantized model uses them."""
     import torch
@@ -24,8 +30,7 @@ def twin_weights(model: Any) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     with torch.no_grad():
         for i, layer in enumerate(model.layers):
-            w = layer.q_weight(layer.lin.weight) if layer.q_weight.spec.enabled else layer.lin.weight
-            out[f"w{i}"] = w.detach().float().numpy().copy()
+            out[f"w{i}"] = _as_used(layer.q_weight, layer.lin.weight)
             out[f"b{i}"] = layer.bias.detach().float().numpy().copy()
     return out
 
@@ -149,10 +154,8 @@ def gat_twin_weights(model: Any) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     with torch.no_grad():
         for i, layer in enumerate(model.layers):
-            w = layer.q_weight(layer.lin.weight) if layer.q_weight.spec.enabled else layer.lin.weight
-            att = layer.q_att_w(layer.att) if layer.q_att_w.spec.enabled else layer.att
-            out[f"w{i}"] = w.detach().float().numpy().copy()
-            out[f"att{i}"] = att.detach().float().numpy().copy()
+            out[f"w{i}"] = _as_used(layer.q_weight, layer.lin.weight)
+            out[f"att{i}"] = _as_used(layer.q_att_w, layer.att)
             out[f"b{i}"] = layer.bias.detach().float().numpy().copy()
             out[f"heads{i}"] = np.array(layer.heads, np.int64)
             out[f"concat{i}"] = np.array(layer.concat, np.bool_)
