@@ -748,3 +748,98 @@ def test_div_floor_drops_mod_only_for_nonnegative_numerators() -> None:
     ev = rng.integers(0, 256, (300, 8)).astype(np.uint8)
     ev[:3] = [[0] * 8, [255] * 8, [255] + [0] * 7]
     AllValues(b.graph).assert_exact({"e": ev, "s": rng.integers(-2**20, 2**20, (300, 8)).astype(np.int32)})
+
+
+def test_lut_int32_index_path_exact_at_extremes() -> None:
+    """A constant 1-D table looked up by an int8/int16/int32 index clips in int32 (clip(idx, -off, T-1-off) + off,
+    nothing can overflow): no int64 Where chain, and exact at the dtype extremes and around both table ends."""
+    b = GraphBuilder()
+    outs = []
+    for dt, off, tab in [("int8", 152, np.arange(153, dtype=np.uint8)), ("int16", -7, np.arange(40, dtype=np.int8)),
+                         ("int32", 29, np.arange(30, dtype=np.uint8) * 8), ("int32", 0, np.arange(5, dtype=np.int32)),
+                         ("int32", -(2**29), np.arange(-3, 9, dtype=np.int16))]:
+        i = b.input(f"i_{dt}_{len(outs)}", dt, ("N", 3))
+        outs.append(b.op("lut", [i, b.const(f"tab{len(outs)}", tab)], f"lut{len(outs)}", offset=off))
+    b.output(outs[0], "uint8", ("N", 3))
+    model = export_onnx(b.graph)
+    assert not any(n.op_type in ("Where", "Less", "Greater") for n in model.graph.node)
+    rng = np.random.default_rng(5)
+    feeds = {}
+    for v in b.graph.inputs:
+        info = np.iinfo(v.dtype)
+        probes = np.array([info.min, info.max, 0, -1, 1, -152, -153, -151, 7, 6, 8, 46, 47, -29, -30, 2**29,
+                           2**29 + 11, 2**29 + 12, -(2**29)], np.int64)
+        probes = probes[(probes >= info.min) & (probes <= info.max)]
+        vals = np.concatenate([probes, rng.integers(info.min, int(info.max) + 1, 300 - probes.size)])
+        feeds[v.name] = vals.reshape(100, 3).astype(v.dtype)
+    AllValues(b.graph).assert_exact(feeds)
+
+
+def test_casts_of_a_float64_requantize_read_the_float64() -> None:
+    """cast(requantize) to int32/int64/int16 is one Cast from the clipped float64 (not int8 -> int32), exact."""
+    b = GraphBuilder()
+    acc = b.input("acc", "int32", ("N", 4))
+    q = b.op("requantize", [acc], "q", multiplier=1082462131, shift=36, zero_point=3, qmin=-127, qmax=127,
+             dtype="int8")
+    outs = [b.op("cast", [q], "q32", dtype="int32"), b.op("cast", [q], "q64", dtype="int64"),
+            b.op("cast", [q], "q16", dtype="int16"), b.op("mul", [q, b.const("k", np.array(3, np.int32))], "m")]
+    b.output(outs[0], "int32", ("N", 4))
+    for o, dt in zip(outs[1:], ("int64", "int16", "int32")):
+        b.output(o, dt, ("N", 4))
+    model = export_onnx(b.graph)
+    clip = next(n.output[0] for n in model.graph.node if n.op_type == "Clip")
+    assert {n.output[0] for n in model.graph.node if n.op_type == "Cast" and n.input[0] == clip} >= {"q32", "q64",
+                                                                                                    "q16"}
+    rng = np.random.default_rng(6)
+    a = rng.integers(-2**31, 2**31, (400, 4)).astype(np.int32)
+    a[:100] = rng.integers(-2**10, 2**10, (100, 4))  # ties and in-range values (acc * M * 2**-36)
+    a[100] = [2**31 - 1, -(2**31), 0, 1]
+    ref = run(b.graph, {"acc": a})
+    for threads in THREADS:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        for name, got in zip([o.name for o in model.graph.output], sess.run(None, {"acc": a})):
+            assert got.dtype == ref[name].dtype and np.array_equal(got, ref[name]), (name, threads)
+    AllValues(b.graph).assert_exact({"acc": a})
+
+
+def _self_loop_graph(width: int, extra_reader: bool = False) -> Graph:
+    b = GraphBuilder()
+    x = b.input("x", "int8", ("N", width))
+    ei = b.input("edge_index", "int64", (2, "E"))
+    src, dst = b.op("take_row", [ei], "src", index=0), b.op("take_row", [ei], "dst", index=1)
+    t = b.op("mul", [b.op("cast", [x], "x32", dtype="int32"), b.const("f", np.array(257, np.int32))], "t")
+    s = b.op("scatter_add", [b.op("gather_rows", [t, src], "g"), dst, x], "s")
+    y = b.op("add", [t, s], "y")
+    b.output(y, "int32", ("N", width))
+    if extra_reader:
+        b.output(b.op("reduce_sum", [s], "s_sum", axis=1, keepdims=True), "int32", ("N", 1))
+    return b.graph
+
+
+@pytest.mark.parametrize("width", [1, 7, 16])
+def test_self_loop_add_starts_the_column_scatters(width: int) -> None:
+    """``T + scatter_add(T[src], dst)`` (GCN's self loop): each column's ScatterElements starts from T's column, no
+    Add; exact and deterministic on awkward edges (isolated nodes, hubs, duplicates, no edges) at 1 and 2 threads.
+    A second reader of the bare sum keeps the separate Add."""
+    graph = _self_loop_graph(width)
+    model = export_onnx(graph)
+    ops = [n.op_type for n in model.graph.node]
+    assert "Add" not in ops and ops.count("ScatterElements") == width
+    assert "Add" in [n.op_type for n in export_onnx(_self_loop_graph(width, extra_reader=True)).graph.node]
+    sessions = []
+    for threads in THREADS:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        sessions.append(ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]))
+    rng = np.random.default_rng(width)
+    cases = [ei for _, ei in awkward_graphs(width).values()]
+    for ei in cases + [np.zeros((2, 0), np.int64)]:
+        n = int(ei.max()) + 3 if ei.size else 5
+        feeds = {"x": rng.integers(-128, 128, (n, width)).astype(np.int8), "edge_index": ei}
+        want = run(graph, feeds)["y"]
+        for sess in sessions:
+            for _ in range(REPEATS):
+                assert np.array_equal(sess.run(None, feeds)[0], want)
+    AllValues(_self_loop_graph(width, extra_reader=True)).assert_exact(feeds)

@@ -25,6 +25,7 @@ from qgnn_deploy.ir.ops import HandlerTable
 DEFAULT_OPSET = 21
 PRODUCER = "qgnn-deploy"
 
+INTEGER_DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
 ONNX_DTYPE: dict[str, int] = {
     "uint8": TensorProto.UINT8,
     "int8": TensorProto.INT8,
@@ -77,6 +78,12 @@ class EmitContext:
         # value -> callable emitting a uint8 copy shifted by +128 (int8 activations feeding MatMulInteger)
         self.u8_makers: dict[str, Callable[[], str]] = {}
         self._u8_cache: dict[str, str] = {}
+        # value -> an ONNX float64 value holding exactly the same integers (a float64 requantize before its final
+        # Cast): casts of the value to any integer dtype read it instead of going through the narrow dtype
+        self.exact_sources: dict[str, str] = {}
+        # IR outputs another handler already emitted (a fused epilogue): their own handler emits nothing
+        self.fused_outputs: set[str] = set()
+        self.allow_fusion = True  # False when every IR value must stay observable (expose_all)
         self.current: Node | None = None
 
     # ----------------------------------------------------------------- naming
@@ -129,7 +136,12 @@ class EmitContext:
             return self.value(name)
         key = (name, dtype)
         if key not in self._cast_cache:
-            if self.is_const(name):
+            if name in self.exact_sources and dtype in INTEGER_DTYPES:
+                saved, self.current = self.current, None
+                self._cast_cache[key] = self.emit("Cast", [self.exact_sources[name]], hint=f"{name}_as_{dtype}",
+                                                  to=ONNX_DTYPE[dtype])
+                self.current = saved
+            elif self.is_const(name):
                 self._cast_cache[key] = self.const(self.const_array(name), dtype, hint=f"{name}_{dtype}")
             else:
                 saved, self.current = self.current, None
@@ -239,7 +251,10 @@ def export_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True, ex
     if missing:
         raise QgnnError(f"ONNX export: no handler for IR op(s) {', '.join(missing)}")
     ctx = EmitContext(graph, opset, saturation_safe, aggregation, requantize)
+    ctx.allow_fusion = not expose_all
     for node in graph.nodes:
+        if node.outputs[0] in ctx.fused_outputs:
+            continue
         ctx.current = node
         HANDLERS[node.op](ctx, node)
     ctx.current = None

@@ -31,7 +31,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from qgnn_deploy.backends.onnx import segment
-from qgnn_deploy.backends.onnx.exporter import ONNX_DTYPE, EmitContext, compute_dtype, handler
+from qgnn_deploy.backends.onnx.exporter import INTEGER_DTYPES, ONNX_DTYPE, EmitContext, compute_dtype, handler
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.ir.graph import Node
 from qgnn_deploy.ir.ops import steps_search_plan
@@ -145,7 +145,7 @@ def _edge_columns(ctx: EmitContext, values: str, width: int) -> list[str]:
 
 
 def _scatter(ctx: EmitContext, values: str, idx: str, rows: str, reduction: str, fill: int,
-             output: str | None = None) -> str:
+             output: str | None = None, init_table: str | None = None) -> str:
     """int32 ``out[rows, ...]`` filled with ``fill`` then ``out[idx[e]] (reduction)= values[e]``.
 
     ORT 1.31's ScatterElements is single-threaded and per element, and its cost
@@ -158,6 +158,9 @@ def _scatter(ctx: EmitContext, values: str, idx: str, rows: str, reduction: str,
     ScatterElements is exact and deterministic at any thread count; ScatterND is
     ~10x faster but loses updates when ORT parallelises it (seen here at 2
     threads for E >= 200k), so it is not used.
+
+    ``init_table`` (int32 ``[rows, H]``, per-column path only): start each column from that table's column
+    instead of ``fill``, i.e. return ``init_table + scatter`` without a separate Add (GCN's self loop).
     """
     trailing = _static_trailing(ctx, values)
     if trailing is None:
@@ -170,8 +173,12 @@ def _scatter(ctx: EmitContext, values: str, idx: str, rows: str, reduction: str,
     width = int(np.prod(trailing))
     if width > _MAX_COLUMNS:
         return _flat_scatter(ctx, values, idx, rows, trailing, reduction, fill, output)
-    init = _filled(ctx, rows, fill, "int32")
-    cols = [ctx.emit("ScatterElements", [init, ctx.value(idx), c], hint=f"scatter{k}", axis=0, reduction=reduction)
+    if init_table is not None:
+        inits = _columns(ctx, init_table, width, "col")
+    else:
+        inits = [_filled(ctx, rows, fill, "int32")] * width
+    cols = [ctx.emit("ScatterElements", [inits[k], ctx.value(idx), c], hint=f"scatter{k}", axis=0,
+                     reduction=reduction)
             for k, c in enumerate(_edge_columns(ctx, values, width))]
     stacked = ctx.emit("Concat", cols, hint="stacked", axis=0) if width > 1 else cols[0]
     by_col = ctx.emit("Reshape", [stacked, ctx.emit("Concat", [ctx.const([width], "int64", "width1"), rows],
@@ -493,7 +500,12 @@ def div_floor(ctx: EmitContext, node: Node) -> None:
 
 @handler("cast")
 def cast(ctx: EmitContext, node: Node) -> None:
-    """Plain Cast (the interpreter guarantees the value fits)."""
+    """Plain Cast (the interpreter guarantees the value fits); a value a float64 requantize produced is cast from
+    that float64 (one Cast instead of two)."""
+    src = ctx.exact_sources.get(node.inputs[0])
+    if src is not None and node.attrs["dtype"] in INTEGER_DTYPES:
+        ctx.emit("Cast", [src], output=node.outputs[0], to=ONNX_DTYPE[node.attrs["dtype"]])
+        return
     ctx.narrow_to(ctx.value(node.inputs[0]), ctx.dtypes[node.inputs[0]], node.attrs["dtype"], node.outputs[0])
 
 
@@ -598,6 +610,7 @@ def _requantize_f64(ctx: EmitContext, node: Node, ins: list[str]) -> bool:
                  hint="floor")
     clipped = ctx.emit("Clip", [f, ctx.const(qmin, "float64", "lo"), ctx.const(qmax, "float64", "hi")], hint="clip")
     ctx.emit("Cast", [clipped], output=node.outputs[0], to=ONNX_DTYPE[dtype])
+    ctx.exact_sources[node.outputs[0]] = clipped
     if dtype == "int8":
         ctx.u8_makers[node.outputs[0]] = lambda: ctx.emit(
             "Cast", [ctx.emit("Add", [clipped, ctx.const(128.0, "float64", "c128")], hint="p128")], hint="u8",
@@ -701,6 +714,30 @@ def gather_rows(ctx: EmitContext, node: Node) -> None:
     ctx.emit("Gather", [ctx.value(node.inputs[0]), ctx.value(node.inputs[1])], output=node.outputs[0], axis=0)
 
 
+def _self_loop_add(ctx: EmitContext, node: Node) -> Node | None:
+    """The ``add`` that is the only reader of scatter_add ``node``'s output and adds back the very table the
+    scatter's values were gathered from (``T + scatter_add(T[src], dst)``: GCN's self loop), when the per-column
+    scatter can start from ``T``'s columns instead (same int32 shape, nothing else needs the bare sum)."""
+    out = node.outputs[0]
+    prod = _producer(ctx, node.inputs[0])
+    if not ctx.allow_fusion or prod is None or prod.op != "gather_rows" or ctx.ranks[prod.inputs[1]] != 1:
+        return None
+    table = prod.inputs[0]
+    readers = ctx.graph.consumers(out)
+    if len(readers) != 1 or readers[0].op != "add" or sorted(readers[0].inputs) != sorted([out, table]) \
+            or table == out or any(o.name == out for o in ctx.graph.outputs):
+        return None
+    add = readers[0]
+    trailing = _static_trailing(ctx, table)
+    same = ctx.shapes[table] == ctx.shapes[out] and isinstance(ctx.shapes[out][0], (int, str))
+    if not same or trailing is None or len(trailing) != 1 or trailing[0] > _MAX_COLUMNS \
+            or ctx.ranks[node.inputs[1]] != 1:
+        return None
+    if not all(ctx.dtypes[v] == "int32" for v in (table, out, add.outputs[0])):
+        return None
+    return add
+
+
 @handler("scatter_add")
 def scatter_add(ctx: EmitContext, node: Node) -> None:
     """ScatterElements(reduction=add) into int32 zeros (per column, see ``_scatter``); with ``aggregation="csr"``
@@ -712,6 +749,11 @@ def scatter_add(ctx: EmitContext, node: Node) -> None:
     trailing = _static_trailing(ctx, values)
     fused = prod is not None and prod.op == "gather_rows" and ctx.ranks[prod.inputs[1]] == 1
     if ctx.aggregation != "csr" or not fused or trailing is None or ctx.ranks[idx] != 1:
+        self_add = _self_loop_add(ctx, node)
+        if self_add is not None:
+            _scatter(ctx, values, idx, rows, "add", 0, output=self_add.outputs[0], init_table=prod.inputs[0])
+            ctx.fused_outputs.add(self_add.outputs[0])
+            return
         _scatter(ctx, values, idx, rows, "add", 0, output=node.outputs[0])
         return
     table, src = prod.inputs  # type: ignore[union-attr]
@@ -747,6 +789,19 @@ def lut(ctx: EmitContext, node: Node) -> None:
     """Gather on the table at ``clip(idx + offset, 0, T-1)`` (index arithmetic in int64)."""
     idx, table = node.inputs
     offset = int(node.attrs["offset"])
+    if ctx.is_const(table) and ctx.ranks[table] == 1 and ctx.ranks[idx] >= 1 and ctx.dtypes[idx] in _INT32_SAFE:
+        # int32 index arithmetic: clip(idx + off, 0, T-1) = clip(idx, -off, T-1-off) + off, so nothing can overflow;
+        # one int32 Clip and Add instead of the int64 Cast/Add/Less/Where/Greater/Where chain
+        size = int(ctx.const_array(table).shape[0])
+        if max(abs(offset), size) < 2**30:
+            pos = ctx.emit("Clip", [ctx.value_as(idx, "int32"), ctx.const(-offset, "int32", "lo"),
+                                    ctx.const(size - 1 - offset, "int32", "hi")], hint="idx_clip")
+            if offset:
+                pos = ctx.emit("Add", [pos, ctx.const(offset, "int32", "offset")], hint="pos")
+            flat = ctx.emit("Reshape", [pos, ctx.const([-1], "int64", "flat")], hint="pos_flat")
+            got = ctx.emit("GatherElements", [ctx.value(table), flat], hint="looked_up", axis=0)
+            ctx.emit("Reshape", [got, ctx.shape(idx)], output=node.outputs[0])
+            return
     pos = ctx.value_as(idx, "int64")
     if offset:
         pos = ctx.emit("Add", [pos, ctx.const(offset, "int64", "offset")], hint="pos")
@@ -804,6 +859,15 @@ def lut_steps(ctx: EmitContext, node: Node) -> None:
     flat_shape = ctx.const([-1], "int64", "flat")
     if t[-1] - t[0] + 2 <= _DENSE_SPAN:
         dense = _steps_dense_table(ctx, thresholds, values, t)
+        if ctx.dtypes[idx] in _INT32_SAFE and -(2**30) < t[0] and t[-1] < 2**30:
+            # int32 Clip (exact; ORT's int64 Clip is not), then the subtraction stays in [0, span)
+            pos = ctx.emit("Clip", [ctx.value_as(idx, "int32"), ctx.const(int(t[0]) - 1, "int32", "t_lo"),
+                                    ctx.const(int(t[-1]), "int32", "t_hi")], hint="idx_clip")
+            pos = ctx.emit("Sub", [pos, ctx.const(int(t[0]) - 1, "int32", "t_base")], hint="pos")
+            got = ctx.emit("GatherElements", [dense, ctx.emit("Reshape", [pos, flat_shape], hint="pos_flat")],
+                           hint="looked_up", axis=0)
+            ctx.emit("Reshape", [got, ctx.shape(idx)], output=node.outputs[0])
+            return
         pos = _clip64(ctx, ctx.value_as(idx, "int64"), ctx.const(int(t[0]) - 1, "int64", "t_lo"),
                       ctx.const(int(t[-1]), "int64", "t_hi"))
         pos = ctx.emit("Sub", [pos, ctx.const(int(t[0]) - 1, "int64", "t_base")], hint="pos")
