@@ -776,20 +776,26 @@ def test_lut_int32_index_path_exact_at_extremes() -> None:
 
 
 def test_casts_of_a_float64_requantize_read_the_float64() -> None:
-    """cast(requantize) to int32/int64/int16 is one Cast from the clipped float64 (not int8 -> int32), exact."""
+    """cast(requantize) to int32/int64/int16 (and dequantize's float32) is one Cast from the clipped float64 (not
+    int8 -> int32), and reduce_max of it runs on that float64 (no int8 copy left in the model); exact."""
     b = GraphBuilder()
     acc = b.input("acc", "int32", ("N", 4))
     q = b.op("requantize", [acc], "q", multiplier=1082462131, shift=36, zero_point=3, qmin=-127, qmax=127,
              dtype="int8")
     outs = [b.op("cast", [q], "q32", dtype="int32"), b.op("cast", [q], "q64", dtype="int64"),
-            b.op("cast", [q], "q16", dtype="int16"), b.op("mul", [q, b.const("k", np.array(3, np.int32))], "m")]
+            b.op("cast", [q], "q16", dtype="int16"), b.op("mul", [q, b.const("k", np.array(3, np.int32))], "m"),
+            b.op("dequantize", [q], "deq", scale=0.125, zero_point=-3),
+            b.op("sub", [b.op("cast", [q], "q32b", dtype="int32"),
+                         b.op("cast", [b.op("reduce_max", [q], "qmax", axis=1, keepdims=True)], "qmax32",
+                              dtype="int32")], "shifted")]
     b.output(outs[0], "int32", ("N", 4))
-    for o, dt in zip(outs[1:], ("int64", "int16", "int32")):
+    for o, dt in zip(outs[1:], ("int64", "int16", "int32", "float32", "int32")):
         b.output(o, dt, ("N", 4))
     model = export_onnx(b.graph)
     clip = next(n.output[0] for n in model.graph.node if n.op_type == "Clip")
     assert {n.output[0] for n in model.graph.node if n.op_type == "Cast" and n.input[0] == clip} >= {"q32", "q64",
                                                                                                     "q16"}
+    assert "q" not in {o for n in model.graph.node for o in n.output}  # no int8 copy: nothing reads it
     rng = np.random.default_rng(6)
     a = rng.integers(-2**31, 2**31, (400, 4)).astype(np.int32)
     a[:100] = rng.integers(-2**10, 2**10, (100, 4))  # ties and in-range values (acc * M * 2**-36)

@@ -25,7 +25,6 @@ from qgnn_deploy.ir.ops import HandlerTable
 DEFAULT_OPSET = 21
 PRODUCER = "qgnn-deploy"
 
-INTEGER_DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
 ONNX_DTYPE: dict[str, int] = {
     "uint8": TensorProto.UINT8,
     "int8": TensorProto.INT8,
@@ -79,7 +78,7 @@ class EmitContext:
         self.u8_makers: dict[str, Callable[[], str]] = {}
         self._u8_cache: dict[str, str] = {}
         # value -> an ONNX float64 value holding exactly the same integers (a float64 requantize before its final
-        # Cast): casts of the value to any integer dtype read it instead of going through the narrow dtype
+        # Cast): casts of the value to another dtype read it instead of going through the narrow dtype
         self.exact_sources: dict[str, str] = {}
         # IR outputs another handler already emitted (a fused epilogue): their own handler emits nothing
         self.fused_outputs: set[str] = set()
@@ -136,7 +135,9 @@ class EmitContext:
             return self.value(name)
         key = (name, dtype)
         if key not in self._cast_cache:
-            if name in self.exact_sources and dtype in INTEGER_DTYPES:
+            if name in self.exact_sources and dtype == "float64":
+                self._cast_cache[key] = self.exact_sources[name]
+            elif name in self.exact_sources:
                 saved, self.current = self.current, None
                 self._cast_cache[key] = self.emit("Cast", [self.exact_sources[name]], hint=f"{name}_as_{dtype}",
                                                   to=ONNX_DTYPE[dtype])

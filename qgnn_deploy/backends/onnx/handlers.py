@@ -31,7 +31,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from qgnn_deploy.backends.onnx import segment
-from qgnn_deploy.backends.onnx.exporter import INTEGER_DTYPES, ONNX_DTYPE, EmitContext, compute_dtype, handler
+from qgnn_deploy.backends.onnx.exporter import ONNX_DTYPE, EmitContext, compute_dtype, handler
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.ir.graph import Node
 from qgnn_deploy.ir.ops import steps_search_plan
@@ -503,7 +503,7 @@ def cast(ctx: EmitContext, node: Node) -> None:
     """Plain Cast (the interpreter guarantees the value fits); a value a float64 requantize produced is cast from
     that float64 (one Cast instead of two)."""
     src = ctx.exact_sources.get(node.inputs[0])
-    if src is not None and node.attrs["dtype"] in INTEGER_DTYPES:
+    if src is not None:
         ctx.emit("Cast", [src], output=node.outputs[0], to=ONNX_DTYPE[node.attrs["dtype"]])
         return
     ctx.narrow_to(ctx.value(node.inputs[0]), ctx.dtypes[node.inputs[0]], node.attrs["dtype"], node.outputs[0])
@@ -897,7 +897,8 @@ def _axes(ctx: EmitContext, node: Node) -> tuple[str, int]:
 
 @handler("reduce_max")
 def reduce_max(ctx: EmitContext, node: Node) -> None:
-    """ReduceMax in the input dtype (int16 via int32)."""
+    """ReduceMax in the input dtype (int16 via int32); over a float64 requantize's float64 when it has one (its
+    casts then read the float64 max, and the narrow copy of the input is dropped if nothing else reads it)."""
     src, out = node.inputs[0], node.outputs[0]
     dt = ctx.dtypes[src]
     axes, keep = _axes(ctx, node)
@@ -907,6 +908,11 @@ def reduce_max(ctx: EmitContext, node: Node) -> None:
         if not keep:
             v = ctx.emit("Squeeze", [v, axes], hint="squeezed")
         ctx.emit("Identity", [v], output=out)
+        return
+    if src in ctx.exact_sources:  # the max of a float64 requantize's integers, kept as float64 for its casts
+        m = ctx.emit("ReduceMax", [ctx.exact_sources[src], axes], hint="max_f64", keepdims=keep)
+        ctx.exact_sources[out] = m
+        ctx.emit("Cast", [m], output=out, to=ONNX_DTYPE[dt])
         return
     work = dt if dt in ("uint8", "int8", "int32") else "int32"
     v = ctx.emit("ReduceMax", [ctx.value_as(src, work), axes], output=out if work == dt else None, keepdims=keep)
