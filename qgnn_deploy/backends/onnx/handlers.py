@@ -108,14 +108,15 @@ def _columns(ctx: EmitContext, table: str, width: int, hint: str) -> list[str]:
         if ctx.ranks[table] != 2:
             t = ctx.emit("Reshape", [t, ctx.const([0, width], "int64", "as2d")], hint=f"{table}_2d")
         t = ctx.emit("Transpose", [t], hint=f"{table}_{hint}T", perm=[1, 0])
+        # the flat [H*R] vector split into H pieces of R (sizes given at run time, so R = 0 works too): one Reshape
+        # instead of one per column
+        t = ctx.emit("Reshape", [t, ctx.const([-1], "int64", "flat")], hint=f"{table}_{hint}flat")
         if width == 1:
-            parts = [t]
+            ctx.memo[key] = [t]
         else:
-            first = ctx.emit("Split", [t], hint=f"{table}_{hint}", n_outputs=width, axis=0, num_outputs=width)
-            parts = [first, *ctx.nodes[-1].output[1:]]
-        flat = ctx.const([-1], "int64", "flat")
-        ctx.memo[key] = [ctx.emit("Reshape", [c, flat], hint=f"{table}_{hint}{k}")  # type: ignore[assignment]
-                         for k, c in enumerate(parts)]
+            sizes = ctx.emit("Expand", [ctx.rows(table), ctx.const([width], "int64", "width1")], hint="col_sizes")
+            first = ctx.emit("Split", [t, sizes], hint=f"{table}_{hint}", n_outputs=width, axis=0)
+            ctx.memo[key] = [first, *ctx.nodes[-1].output[1:]]  # type: ignore[assignment]
         ctx.current = saved
     return ctx.memo[key]  # type: ignore[return-value]
 
