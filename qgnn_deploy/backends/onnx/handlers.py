@@ -561,6 +561,31 @@ def _abs_bound(ctx: EmitContext, name: str, depth: int = 0) -> int | None:
     return min(bounds) if bounds else None
 
 
+def _runtime_scale_f64(ctx: EmitContext, m: str, pow2: np.ndarray) -> str:
+    """float64 ``m * 2**-n`` for a runtime multiplier ``m`` already proven ``|m| < 2**53``.
+
+    When ``m = mul(v, c)`` with ``c`` constant (GCN's ``cast(edge_factor) * M``) this is ``Cast(v) * (c * 2**-n)``
+    with integer casts in front of ``v`` looked through: 2 ops on ``[N, 1]`` instead of 4 (Cast to int64, Mul,
+    Cast to float64, Mul), and the same float64: ``c * 2**-n`` is exact, ``|v| <= |m|`` (or ``c = 0``) so
+    ``Cast(v)`` is exact, and ``|v * c| < 2**53`` so the product is exactly ``m * 2**-n``.
+    """
+    prod = _producer(ctx, m)
+    if prod is not None and prod.op == "mul" and sum(ctx.is_const(i) for i in prod.inputs) == 1:
+        v, c = prod.inputs if ctx.is_const(prod.inputs[1]) else prod.inputs[::-1]
+        carr = np.asarray(ctx.const_array(c)).astype(np.int64)
+        if carr.size and int(np.abs(carr).max()) < _F64_EXACT:
+            cast = _producer(ctx, v)
+            while cast is not None and cast.op == "cast" and ctx.dtypes[cast.inputs[0]] in _INT_DTYPES:
+                v, cast = cast.inputs[0], _producer(ctx, cast.inputs[0])
+            return ctx.emit("Mul", [ctx.value_as(v, "float64"), ctx.const(carr.astype(np.float64) * pow2, "float64",
+                                                                          "m_scaled_c")], hint="m_scaled")
+    mult = ctx.emit("Cast", [ctx.value(m)], hint="m_f64", to=TensorProto.DOUBLE)
+    return ctx.emit("Mul", [mult, ctx.const(pow2, "float64", "pow2")], hint="m_scaled")
+
+
+_INT_DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
+
+
 def _requantize_f64(ctx: EmitContext, node: Node, ins: list[str]) -> bool:
     """Requantize in float64 when static bounds prove it exact; False (nothing emitted) otherwise.
 
@@ -601,8 +626,7 @@ def _requantize_f64(ctx: EmitContext, node: Node, ins: list[str]) -> bool:
             return False
     pow2 = np.ldexp(1.0, -n).astype(np.float64)  # 2**-n, exact
     if runtime_m:
-        mult = ctx.emit("Cast", [ctx.value(ins[1])], hint="m_f64", to=TensorProto.DOUBLE)
-        scale = ctx.emit("Mul", [mult, ctx.const(pow2, "float64", "pow2")], hint="m_scaled")
+        scale = _runtime_scale_f64(ctx, ins[1], pow2)
     else:
         scale = ctx.const(m.astype(np.float64) * pow2, "float64", "m_scaled")
     acc = ctx.emit("Cast", [ctx.value(ins[0])], hint="acc_f64", to=TensorProto.DOUBLE)
