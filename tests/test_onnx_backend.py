@@ -754,7 +754,8 @@ def test_div_floor_drops_mod_only_for_nonnegative_numerators() -> None:
 
 def test_lut_int32_index_path_exact_at_extremes() -> None:
     """A constant 1-D table looked up by an int8/int16/int32 index clips in int32 (clip(idx, -off, T-1-off) + off,
-    nothing can overflow): no int64 Where chain, and exact at the dtype extremes and around both table ends."""
+    nothing can overflow; for 0 < off <= T a rotated table read with negative indices replaces the + off): no int64
+    Where chain, and exact at the dtype extremes and around both table ends."""
     b = GraphBuilder()
     outs = []
     for dt, off, tab in [("int8", 152, np.arange(153, dtype=np.uint8)), ("int16", -7, np.arange(40, dtype=np.int8)),
@@ -762,9 +763,11 @@ def test_lut_int32_index_path_exact_at_extremes() -> None:
                          ("int32", -(2**29), np.arange(-3, 9, dtype=np.int16))]:
         i = b.input(f"i_{dt}_{len(outs)}", dt, ("N", 3))
         outs.append(b.op("lut", [i, b.const(f"tab{len(outs)}", tab)], f"lut{len(outs)}", offset=off))
-    b.output(outs[0], "uint8", ("N", 3))
+        b.output(outs[-1], str(tab.dtype), ("N", 3))
     model = export_onnx(b.graph)
     assert not any(n.op_type in ("Where", "Less", "Greater") for n in model.graph.node)
+    # offsets in (0, T] read a rotated table with negative indices (no Add); -7 and -2**29 keep the Add
+    assert sum(n.op_type == "Add" for n in model.graph.node) == 2
     rng = np.random.default_rng(5)
     feeds = {}
     for v in b.graph.inputs:

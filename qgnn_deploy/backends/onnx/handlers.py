@@ -816,15 +816,21 @@ def lut(ctx: EmitContext, node: Node) -> None:
     offset = int(node.attrs["offset"])
     if ctx.is_const(table) and ctx.ranks[table] == 1 and ctx.ranks[idx] >= 1 and ctx.dtypes[idx] in _INT32_SAFE:
         # int32 index arithmetic: clip(idx + off, 0, T-1) = clip(idx, -off, T-1-off) + off, so nothing can overflow;
-        # one int32 Clip and Add instead of the int64 Cast/Add/Less/Where/Greater/Where chain
+        # one int32 Clip (and an Add unless the table can be rotated) instead of the int64
+        # Cast/Add/Less/Where/Greater/Where chain
         size = int(ctx.const_array(table).shape[0])
         if max(abs(offset), size) < 2**30:
             pos = ctx.emit("Clip", [ctx.value_as(idx, "int32"), ctx.const(-offset, "int32", "lo"),
                                     ctx.const(size - 1 - offset, "int32", "hi")], hint="idx_clip")
-            if offset:
+            tab = ctx.value(table)
+            if 0 < offset <= size:
+                # GatherElements counts negative indices from the end: with the table rotated left by `offset`,
+                # index j in [-offset, T-1-offset] reads rotated[j mod T] = table[j + offset], so no Add
+                tab = ctx.const(np.roll(ctx.const_array(table), -offset), ctx.dtypes[table], "rotated")
+            elif offset:
                 pos = ctx.emit("Add", [pos, ctx.const(offset, "int32", "offset")], hint="pos")
             flat = ctx.emit("Reshape", [pos, ctx.const([-1], "int64", "flat")], hint="pos_flat")
-            got = ctx.emit("GatherElements", [ctx.value(table), flat], hint="looked_up", axis=0)
+            got = ctx.emit("GatherElements", [tab, flat], hint="looked_up", axis=0)
             ctx.emit("Reshape", [got, ctx.shape(idx)], output=node.outputs[0])
             return
     pos = ctx.value_as(idx, "int64")
