@@ -10,7 +10,7 @@ kernels.  The passes compose with :class:`qgnn_deploy.ir.passes.Sequential` like
 * ``quantize_into_gemm``: a boundary ``quantize`` read only as the A operand of GEMMs with a constant int8
   weight: each GEMM quantizes its A panel itself, the uint8 copy never exists;
 * ``requantize_into_gemm``: a ``requantize`` whose int32 input is a GEMM read by nothing else: the GEMM
-  requantizes its accumulators in registers (:class:`.gemm_x86.Epilogue`), no int32 ``[N, H]`` round trip
+  requantizes its accumulators in registers (:class:`.gemm_skeleton.Epilogue`), no int32 ``[N, H]`` round trip
   and one kernel launch fewer.  The builder falls back to the two kernels when the operand dtypes turn out
   not to allow it (see :func:`requant_epilogue_constants`).
 """

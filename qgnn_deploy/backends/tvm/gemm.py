@@ -1,23 +1,13 @@
-"""Hand-scheduled int8 GEMM kernels: ``C[M,N] (int32) = A[M,K] (u8) x B[K,N] (s8)``, zero points excluded.
+"""int8 matmuls of the TVM backend: which GEMM kernel a ``matmul`` gets, B's packing, and two kernel families.
 
-Why hand-written: the stock CPU pipeline emits a serial scalar triple loop for
-``matmul`` (~30 ms for Cora's 2708x1433x16), and meta-schedule needs static
-shapes.  These kernels keep M (the node count) symbolic and use the CPU's
-dot-product instruction directly:
+The kernels are instances of the one register-blocked skeleton (:mod:`.gemm_skeleton`, which states their
+contract and schedule); each family is a :class:`.gemm_skeleton.Scheme` and a step function:
 
-* x86 with AVX-512 VNNI: ``vpdpbusd`` (u8 x s8; s8 activations are flipped with ``a ^ 0x80`` = a + 128 and
-  ``128 * colsum(B)`` subtracted, 4-term dot products into 16 int32 lanes; LLVM >= 21
-  types its operands as <64 x i8>, so TVM's bundled ``dot_16x4_vnni`` intrinsic no longer verifies);
-* AArch64 with ``+dotprod``: ``sdot`` (s8 x s8); u8 activations are flipped to s8 with
-  ``a ^ 0x80`` (= a - 128) in-register and ``128 * colsum(B)`` is added back (exact);
-* x86 without AVX-512 VNNI: AVX-VNNI, AVX2, AVX-512BW and SSE2 kernels in :mod:`.gemm_x86`;
-* otherwise: a 4-row register-blocked loop vectorised over 16 output columns.
-
-B (a constant in every folded model) is repacked by Relax ops that are
-constant-folded at compile time into ``[N/16, K/4, 16, 4]``, so one 64-byte
-load feeds one instruction.  Rows are processed 4 at a time (8 with VNNI:
-independent accumulator chains hide the instruction latency) and row blocks run in
-parallel: deterministic, since every output element has one owner.
+* x86 with AVX-512 VNNI: ``vpdpbusd`` (:func:`_vnni_step`), 8-row blocks, A read in place
+  (:func:`vnni_kernel`), or quantized from FP32 into a per-task panel when a ``quantize`` is fused
+  (:func:`vnni_quant_kernel`);
+* x86 below AVX-512 VNNI: :mod:`.gemm_x86`; AArch64: :mod:`.gemm_arm`;
+* otherwise, and for K < 4: the portable kernel (:func:`_generic_step`), 4-row blocks vectorised by LLVM.
 """
 
 from __future__ import annotations
@@ -29,67 +19,61 @@ from tvm import relax, tirx
 from tvm.script import tirx as T
 
 from . import gemm_x86
-from .gemm_common import _SCHEDULED, ACC_SCOPE, FLIP, LANES, ROWS  # noqa: F401  (re-exported)
-from .relax_ops import dtype_of, op, scalar, shape_of
+from .gemm_arm import ARM_KINDS, emit_arm_matmul
+from .gemm_skeleton import (
+    FLIP,
+    LANES,
+    ROWS,
+    Epilogue,
+    Scheme,
+    Step,
+    add_colsum,
+    drop_padding,
+    gemm_kernel,
+    pad_columns,
+    split_b,
+)
+from .relax_ops import dtype_of, op, shape_of
 
 VNNI_ROWS = 8  # x86: 8 independent vpdpbusd chains hide its latency (4 left the 2708x1433 GEMM ~15% slower)
 PANEL_BLOCKS = 16  # row blocks per parallel task of the fused quantize GEMM (one panel workspace per task)
+VNNI = Scheme("vnni", LANES, VNNI_ROWS, 4, panel=False, k_tail="int32")  # 16 lanes: one zmm per row
+GENERIC = Scheme("generic", LANES, ROWS, 1, panel=False)
+
+
+def _vnni_step(a_dtype: str) -> Step:
+    """AVX-512 VNNI ``vpdpbusd`` (u8 x s8 4-term dot products into 16 int32 lanes): A's 4 bytes of the K step are
+    broadcast to the 64-byte operand (s8 A flipped to a + 128 with ``a ^ 0x80``; the caller subtracts
+    ``128 * colsum(B)``), B is packed ``[nb, K/4, 16, 4]``.  LLVM >= 21 types the operands as <64 x i8>, so TVM's
+    bundled ``dot_16x4_vnni`` intrinsic no longer verifies: the LLVM intrinsic is called directly."""
+    mask = FLIP if a_dtype == "int8" else 0
+
+    def step(acc: Any, a: Any, off: Any, bp: Any, j: Any, q: Any, v: int) -> Any:
+        return T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+            acc,
+            T.reinterpret(T.broadcast(T.bitwise_xor(T.reinterpret(
+                a.vload([off], a_dtype + "x4"), dtype="int32"), T.int32(mask)), LANES), dtype="int8x64"),
+            bp.vload([j, q, 0, 0], "int8x64"),
+            dtype="int32x16")
+
+    return step
+
+
+def _generic_step(a_dtype: str) -> Step:
+    """Portable: one A code broadcast times 16 s8 of B (unpacked ``[K, nb*16]``), widened to int32 lanes; LLVM
+    picks the instructions (any ISA, u8 or s8 A)."""
+
+    def step(acc: Any, a: Any, off: Any, b: Any, j: Any, q: Any, v: int) -> Any:
+        return acc + T.broadcast(T.Cast("int32", a[off]), LANES) * T.Cast(
+            "int32x16", b.vload([q, j * LANES], "int8x16"))
+
+    return step
 
 
 def vnni_kernel(k: int, nb: int, a_dtype: str = "uint8") -> tirx.PrimFunc:
-    """x86 ``vpdpbusd`` (needs u8 A: s8 A is flipped to a + 128); C is [M, nb*16].
-
-    A's K % 4 tail is multiplied exactly with the padded rows ``Bt``.
-    """
-    k4, kbase = k // 4, 4 * (k // 4)
-    kt = max(k - kbase, 1)
-    mask = FLIP if a_dtype == "int8" else 0
-
-    @T.prim_func(private=True, s_tir=True)
-    def kernel(a_h: T.handle, bp_h: T.handle, bt_h: T.handle, c_h: T.handle):
-        T.func_attr(_SCHEDULED)
-        m = T.int64()
-        A = T.match_buffer(a_h, (m, k), a_dtype)
-        Bp = T.match_buffer(bp_h, (nb, k4, LANES, 4), "int8")
-        Bt = T.match_buffer(bt_h, (kt, nb * LANES), "int8")
-        C = T.match_buffer(c_h, (m, nb * LANES), "int32")
-        with T.sblock("root"):
-            for mb in T.parallel((m + VNNI_ROWS - 1) // VNNI_ROWS):
-                for j in range(nb):
-                    acc = T.decl_buffer((VNNI_ROWS * LANES,), "int32", scope=ACC_SCOPE)
-                    for r in T.unroll(VNNI_ROWS):
-                        acc[T.ramp(r * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
-                    if mb * VNNI_ROWS + VNNI_ROWS <= m:
-                        for q in range(k4):
-                            for r in T.unroll(VNNI_ROWS):
-                                acc[T.ramp(r * LANES, 1, LANES)] = T.call_llvm_pure_intrin(
-                                    T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                                    acc[T.ramp(r * LANES, 1, LANES)],
-                                    T.reinterpret(T.broadcast(T.bitwise_xor(T.reinterpret(
-                                        A.vload([mb * VNNI_ROWS + r, q * 4], a_dtype + "x4"), dtype="int32"),
-                                        T.int32(mask)), LANES), dtype="int8x64"),
-                                    Bp.vload([j, q, 0, 0], "int8x64"),
-                                    dtype="int32x16")
-                    else:
-                        for r in range(m - mb * VNNI_ROWS):
-                            for q in range(k4):
-                                acc[T.ramp(r * LANES, 1, LANES)] = T.call_llvm_pure_intrin(
-                                    T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                                    acc[T.ramp(r * LANES, 1, LANES)],
-                                    T.reinterpret(T.broadcast(T.bitwise_xor(T.reinterpret(
-                                        A.vload([mb * VNNI_ROWS + r, q * 4], a_dtype + "x4"), dtype="int32"),
-                                        T.int32(mask)), LANES), dtype="int8x64"),
-                                    Bp.vload([j, q, 0, 0], "int8x64"),
-                                    dtype="int32x16")
-                    for r in range(T.min(m - mb * VNNI_ROWS, VNNI_ROWS)):
-                        for t in range(k - kbase):
-                            for c in T.vectorized(LANES):
-                                acc[r * LANES + c] = acc[r * LANES + c] + T.Cast(
-                                    "int32", A[mb * VNNI_ROWS + r, kbase + t]) * T.Cast("int32", Bt[t, j * LANES + c])
-                        for c in T.vectorized(LANES):
-                            C[mb * VNNI_ROWS + r, j * LANES + c] = acc[r * LANES + c]
-
-    return kernel
+    """x86 ``vpdpbusd`` GEMM, 8-row blocks read from A in place; C is [M, nb*16]; the K % 4 tail is exact."""
+    return gemm_kernel(VNNI, _vnni_step(a_dtype), k, nb, a_dtype, (nb, k // 4, LANES, 4))
 
 
 def vnni_quant_kernel(k: int, a_dtype: str, scale: float, zero_point: int, qmin: int, qmax: int) -> tirx.PrimFunc:
@@ -101,149 +85,14 @@ def vnni_quant_kernel(k: int, a_dtype: str, scale: float, zero_point: int, qmin:
     there while it sits in L1: the uint8 copy of A never goes to memory.  (Quantizing 4 columns right
     before each ``vpdpbusd`` instead makes LLVM split the divide into 4-lane pieces: 10x slower.)
     """
-    k4, kbase = k // 4, 4 * (k // 4)
-    kt = max(k - kbase, 1)
-    mask = FLIP if a_dtype == "int8" else 0
-    scale32 = float(np.float32(scale))  # the float32 constant the quantize handler divides by
-    zp, lo, hi = float(zero_point), float(qmin), float(qmax)
-
-    @T.prim_func(private=True, s_tir=True)
-    def kernel(x_h: T.handle, bp_h: T.handle, bt_h: T.handle, c_h: T.handle):
-        T.func_attr(_SCHEDULED)
-        m = T.int64()
-        X = T.match_buffer(x_h, (m, k), "float32")
-        Bp = T.match_buffer(bp_h, (1, k4, LANES, 4), "int8")
-        Bt = T.match_buffer(bt_h, (kt, LANES), "int8")
-        C = T.match_buffer(c_h, (m, LANES), "int32")
-        with T.sblock("root"):
-            for p in T.parallel((m + VNNI_ROWS * PANEL_BLOCKS - 1) // (VNNI_ROWS * PANEL_BLOCKS)):
-                panel = T.decl_buffer((VNNI_ROWS * k,), a_dtype, scope="global")
-                acc = T.decl_buffer((VNNI_ROWS * LANES,), "int32", scope=ACC_SCOPE)
-                for b in range(PANEL_BLOCKS):
-                    if (p * PANEL_BLOCKS + b) * VNNI_ROWS < m:
-                        row0 = (p * PANEL_BLOCKS + b) * VNNI_ROWS
-                        for r in range(T.min(m - row0, VNNI_ROWS)):
-                            for c16 in range(k // 16):  # explicit 16-lane vectors (TIR scalarizes nearbyint)
-                                panel[T.ramp(r * k + c16 * 16, 1, 16)] = T.Cast(a_dtype + "x16", T.min(T.max(
-                                    T.nearbyint(X.vload([row0 + r, c16 * 16], "float32x16")
-                                                / T.broadcast(T.float32(scale32), 16))
-                                    + T.broadcast(T.float32(zp), 16), T.broadcast(T.float32(lo), 16)),
-                                    T.broadcast(T.float32(hi), 16)))
-                            for c in range(k - k // 16 * 16):
-                                panel[r * k + k // 16 * 16 + c] = T.Cast(a_dtype, T.min(T.max(
-                                    T.nearbyint(X[row0 + r, k // 16 * 16 + c] / T.float32(scale32))
-                                    + T.float32(zp), T.float32(lo)), T.float32(hi)))
-                        for r in T.unroll(VNNI_ROWS):
-                            acc[T.ramp(r * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
-                        if row0 + VNNI_ROWS <= m:
-                            for q in range(k4):
-                                for r in T.unroll(VNNI_ROWS):
-                                    acc[T.ramp(r * LANES, 1, LANES)] = T.call_llvm_pure_intrin(
-                                        T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                                        acc[T.ramp(r * LANES, 1, LANES)],
-                                        T.reinterpret(T.broadcast(T.bitwise_xor(T.reinterpret(
-                                            panel.vload([r * k + q * 4], a_dtype + "x4"), dtype="int32"),
-                                            T.int32(mask)), LANES), dtype="int8x64"),
-                                        Bp.vload([0, q, 0, 0], "int8x64"),
-                                        dtype="int32x16")
-                        else:
-                            for r in range(m - row0):
-                                for q in range(k4):
-                                    acc[T.ramp(r * LANES, 1, LANES)] = T.call_llvm_pure_intrin(
-                                        T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                                        acc[T.ramp(r * LANES, 1, LANES)],
-                                        T.reinterpret(T.broadcast(T.bitwise_xor(T.reinterpret(
-                                            panel.vload([r * k + q * 4], a_dtype + "x4"), dtype="int32"),
-                                            T.int32(mask)), LANES), dtype="int8x64"),
-                                        Bp.vload([0, q, 0, 0], "int8x64"),
-                                        dtype="int32x16")
-                        for r in range(T.min(m - row0, VNNI_ROWS)):
-                            for t in range(k - kbase):
-                                for c in T.vectorized(LANES):
-                                    acc[r * LANES + c] = acc[r * LANES + c] + T.Cast(
-                                        "int32", panel[r * k + kbase + t]) * T.Cast("int32", Bt[t, c])
-                            for c in T.vectorized(LANES):
-                                C[row0 + r, c] = acc[r * LANES + c]
-
-    return kernel
-
-
-def sdot_kernel(k: int, nb: int, a_dtype: str = "uint8") -> tirx.PrimFunc:
-    """AArch64 ``sdot`` (needs s8 A: u8 A is flipped to a - 128) over 4*(K//4) columns; the K % 4 tail is exact."""
-    k4, kbase = k // 4, 4 * (k // 4)
-    kt = max(k - kbase, 1)
-    mask = FLIP if a_dtype == "uint8" else 0
-
-    @T.prim_func(private=True, s_tir=True)
-    def kernel(a_h: T.handle, bp_h: T.handle, bt_h: T.handle, c_h: T.handle):
-        T.func_attr(_SCHEDULED)
-        m = T.int64()
-        A = T.match_buffer(a_h, (m, k), a_dtype)
-        Bp = T.match_buffer(bp_h, (nb, k4, LANES, 4), "int8")
-        Bt = T.match_buffer(bt_h, (kt, nb * LANES), "int8")
-        C = T.match_buffer(c_h, (m, nb * LANES), "int32")
-        with T.sblock("root"):
-            for mb in T.parallel((m + ROWS - 1) // ROWS):
-                for j in range(nb):
-                    acc = T.decl_buffer((ROWS * LANES,), "int32", scope=ACC_SCOPE)
-                    for r in T.unroll(ROWS):
-                        acc[T.ramp(r * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
-                    for r in range(T.min(m - mb * ROWS, ROWS)):
-                        for q in range(k4):
-                            for s in T.unroll(4):
-                                acc[T.ramp(r * LANES + s * 4, 1, 4)] = T.call_llvm_pure_intrin(
-                                    T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
-                                    acc[T.ramp(r * LANES + s * 4, 1, 4)],
-                                    T.reinterpret(T.broadcast(
-                                        T.bitwise_xor(T.reinterpret(A.vload([mb * ROWS + r, q * 4], a_dtype + "x4"),
-                                                                    dtype="int32"), T.int32(mask)), 4),
-                                        dtype="int8x16"),
-                                    Bp.vload([j, q, s * 4, 0], "int8x16"),
-                                    dtype="int32x4")
-                        for t in range(k - kbase):
-                            for c in T.vectorized(LANES):
-                                acc[r * LANES + c] = acc[r * LANES + c] + T.Cast(
-                                    "int32", A[mb * ROWS + r, kbase + t]) * T.Cast("int32", Bt[t, j * LANES + c])
-                        for c in T.vectorized(LANES):
-                            C[mb * ROWS + r, j * LANES + c] = acc[r * LANES + c]
-
-    return kernel
+    fill = gemm_x86._fill("float32", a_dtype, (scale, zero_point, qmin, qmax))
+    return gemm_kernel(VNNI, _vnni_step(a_dtype), k, 1, a_dtype, (1, k // 4, LANES, 4), fill=fill,
+                       in_dtype="float32", panel_blocks=PANEL_BLOCKS)
 
 
 def generic_kernel(k: int, nb: int, a_dtype: str) -> tirx.PrimFunc:
     """Portable: 4-row blocks, 16 int32 accumulators per row vectorised by LLVM (any ISA, u8 or s8 A)."""
-
-    @T.prim_func(private=True, s_tir=True)
-    def kernel(a_h: T.handle, b_h: T.handle, c_h: T.handle):
-        T.func_attr(_SCHEDULED)
-        m = T.int64()
-        A = T.match_buffer(a_h, (m, k), a_dtype)
-        B = T.match_buffer(b_h, (k, nb * LANES), "int8")
-        C = T.match_buffer(c_h, (m, nb * LANES), "int32")
-        with T.sblock("root"):
-            for mb in T.parallel((m + ROWS - 1) // ROWS):
-                for j in range(nb):
-                    acc = T.decl_buffer((ROWS * LANES,), "int32", scope=ACC_SCOPE)
-                    for r in T.unroll(ROWS):
-                        for c in T.vectorized(LANES):
-                            acc[r * LANES + c] = 0
-                    if mb * ROWS + ROWS <= m:
-                        for q in range(k):
-                            for r in T.unroll(ROWS):
-                                for c in T.vectorized(LANES):
-                                    acc[r * LANES + c] = acc[r * LANES + c] + T.Cast(
-                                        "int32", A[mb * ROWS + r, q]) * T.Cast("int32", B[q, j * LANES + c])
-                    else:
-                        for r in range(m - mb * ROWS):
-                            for q in range(k):
-                                for c in T.vectorized(LANES):
-                                    acc[r * LANES + c] = acc[r * LANES + c] + T.Cast(
-                                        "int32", A[mb * ROWS + r, q]) * T.Cast("int32", B[q, j * LANES + c])
-                    for r in range(T.min(m - mb * ROWS, ROWS)):
-                        for c in T.vectorized(LANES):
-                            C[mb * ROWS + r, j * LANES + c] = acc[r * LANES + c]
-
-    return kernel
+    return gemm_kernel(GENERIC, _generic_step(a_dtype), k, nb, a_dtype, (k, nb * LANES))
 
 
 def _static(v: Any) -> int | None:
@@ -258,58 +107,34 @@ def emit_matmul(ctx: Any, a: relax.Expr, b: relax.Expr) -> relax.Expr | None:
     k, n = _static(sb[0]), _static(sb[1])
     if k is None or n is None or k == 0 or n == 0:
         return None
-    if ctx.options.gemm_kind in ("neon", "sdot", "i8mm") and k >= 4:  # AArch64 kernels: gemm_arm.py
-        from .gemm_arm import emit_arm_matmul
-
+    if ctx.options.gemm_kind in ARM_KINDS and k >= 4:  # AArch64 kernels: gemm_arm.py
         return emit_arm_matmul(ctx, ctx.options.gemm_kind, a, b, k, n)
     m = sa[0]
-    nb = -(-n // LANES)
-    npad = nb * LANES
-    bpad = b if npad == n else op.concat([b, relax.const(np.zeros((k, npad - n), np.int8), "int8")], axis=1)
-    k4, kbase = k // 4, 4 * (k // 4)
+    bpad, nb = pad_columns(b, k, n)
     at = dtype_of(a)
-    kind = ctx.options.gemm_kind if k4 > 0 else "generic"
+    kind = ctx.options.gemm_kind if k >= 4 else "generic"
     if kind in gemm_x86.KINDS:  # x86 below AVX-512 VNNI (K padded inside, no K // 4 restriction)
         out = gemm_x86.emit_matmul(ctx, kind, a, bpad, k, nb)
-    elif kind in ("vnni", "sdot"):
-        bmain = op.strided_slice(bpad, axes=[0], begin=[0], end=[kbase])
-        bp = op.permute_dims(op.reshape(bmain, [k4, 4, nb, LANES]), [2, 0, 3, 1])  # [nb, k4, 16, 4]
-        if kbase < k:
-            bt = op.strided_slice(bpad, axes=[0], begin=[kbase], end=[k])
-        else:
-            bt = relax.const(np.zeros((1, npad), np.int8), "int8")
-        make = vnni_kernel if kind == "vnni" else sdot_kernel
-        out = ctx.call_tir((f"gemm_{kind}", k, nb, at), lambda: make(k, nb, at), [a, bp, bt], [m, npad], "int32")
-        flipped = (kind == "vnni") == (at == "int8")  # the kernel computed sum (a -/+ 128) b on [0, kbase)
-        if flipped:
-            colsum = op.sum(op.astype(bmain, "int32"), axis=[0], keepdims=True)  # constant-folded
-            # vnni on s8 computed (a + 128): subtract; sdot on u8 computed (a - 128): add back.
-            corr = scalar(-128 if kind == "vnni" else 128, "int32")
-            out = op.add(out, op.multiply(colsum, corr))
-    else:
-        out = ctx.call_tir(("gemm_generic", k, nb, at), lambda: generic_kernel(k, nb, at), [a, bpad], [m, npad],
+    elif kind == "vnni":
+        bmain, bp, bt = split_b(bpad, k, nb, 4, 4)
+        out = ctx.call_tir(("gemm_vnni", k, nb, at), lambda: vnni_kernel(k, nb, at), [a, bp, bt], [m, nb * LANES],
                            "int32")
-    if npad != n:
-        out = op.strided_slice(out, axes=[1], begin=[0], end=[n])
-    return out
+        if at == "int8":  # the kernel computed sum (a + 128) b on [0, kbase)
+            out = add_colsum(out, bmain, -128)
+    else:
+        out = ctx.call_tir(("gemm_generic", k, nb, at), lambda: generic_kernel(k, nb, at), [a, bpad],
+                           [m, nb * LANES], "int32")
+    return drop_padding(out, n)
 
 
 def emit_quant_matmul(ctx: Any, x: relax.Expr, b: relax.Expr, qattrs: dict[str, Any]) -> relax.Expr:
-    """``quantize(x) @ b`` in int32 with the quantize fused into the VNNI kernel (see :func:`fusable_quant`)."""
+    """``quantize(x) @ b`` in int32 with the quantize fused into the GEMM kernel (see :func:`fusable_quant`)."""
     k, n = (int(d) for d in (_static(v) for v in shape_of(b)))
     at = str(qattrs["dtype"])
+    bpad, _ = pad_columns(b, k, n)
     if ctx.options.gemm_kind in gemm_x86.QUANT_KINDS:
-        bpad = b if n == LANES else op.concat([b, relax.const(np.zeros((k, LANES - n), np.int8), "int8")], axis=1)
-        out = gemm_x86.emit_quant_matmul(ctx, ctx.options.gemm_kind, x, bpad, k, qattrs)
-        return out if n == LANES else op.strided_slice(out, axes=[1], begin=[0], end=[n])
-    k4, kbase = k // 4, 4 * (k // 4)
-    bpad = b if n == LANES else op.concat([b, relax.const(np.zeros((k, LANES - n), np.int8), "int8")], axis=1)
-    bmain = op.strided_slice(bpad, axes=[0], begin=[0], end=[kbase])
-    bp = op.permute_dims(op.reshape(bmain, [k4, 4, 1, LANES]), [2, 0, 3, 1])  # [1, k4, 16, 4]
-    if kbase < k:
-        bt = op.strided_slice(bpad, axes=[0], begin=[kbase], end=[k])
-    else:
-        bt = relax.const(np.zeros((1, LANES), np.int8), "int8")
+        return drop_padding(gemm_x86.emit_quant_matmul(ctx, ctx.options.gemm_kind, x, bpad, k, qattrs), n)
+    bmain, bp, bt = split_b(bpad, k, 1, 4, 4)
     if dtype_of(x) != "float32":
         x = op.astype(x, "float32")
     params = (float(qattrs["scale"]), int(qattrs["zero_point"]), int(qattrs["qmin"]), int(qattrs["qmax"]))
@@ -317,11 +142,8 @@ def emit_quant_matmul(ctx: Any, x: relax.Expr, b: relax.Expr, qattrs: dict[str, 
     out = ctx.call_tir(key, lambda: vnni_quant_kernel(k, at, *params), [x, bp, bt], [shape_of(x)[0], LANES],
                        "int32")
     if at == "int8":  # the kernel computed sum (a + 128) b on [0, kbase)
-        colsum = op.sum(op.astype(bmain, "int32"), axis=[0], keepdims=True)
-        out = op.add(out, op.multiply(colsum, scalar(-128, "int32")))
-    if n != LANES:
-        out = op.strided_slice(out, axes=[1], begin=[0], end=[n])
-    return out
+        out = add_colsum(out, bmain, -128)
+    return drop_padding(out, n)
 
 
 def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any) -> relax.Expr | None:
@@ -340,13 +162,11 @@ def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any) -> rela
     rq = constants(n)
     if rq is None:
         return None
-    nb = -(-n // LANES)
-    npad = nb * LANES
     info = np.iinfo(rq_node.attrs["dtype"])
-    epi = gemm_x86.Epilogue(int(rq_node.attrs["zero_point"]), int(rq_node.attrs.get("qmin", info.min)),
-                            int(rq_node.attrs.get("qmax", info.max)), str(rq_node.attrs["dtype"]), n)
-    bpad = b if npad == n else op.concat([b, relax.const(np.zeros((k, npad - n), np.int8), "int8")], axis=1)
-    rq = np.concatenate([rq, np.zeros((3, npad - n), np.int64)], axis=1)
+    epi = Epilogue(int(rq_node.attrs["zero_point"]), int(rq_node.attrs.get("qmin", info.min)),
+                   int(rq_node.attrs.get("qmax", info.max)), str(rq_node.attrs["dtype"]), n)
+    bpad, nb = pad_columns(b, k, n)
+    rq = np.concatenate([rq, np.zeros((3, nb * LANES - n), np.int64)], axis=1)
     return gemm_x86.emit_matmul_requant(ctx, ctx.options.gemm_kind, a, bpad, k, nb, rq, epi,
                                         None if q is None else q.attrs)
 

@@ -1,7 +1,7 @@
 """x86 int8 GEMM kernels below AVX-512 VNNI: ``C[M,N] (int32) = A[M,K] (u8/s8) x B[K,N] (s8)``, exact.
 
-Same contract as :func:`.gemm.vnni_kernel` (zero points excluded, N padded to 16, M symbolic, row blocks
-run in parallel, every output element has one owner), one kernel family per ISA tier:
+Instances of the GEMM skeleton (:mod:`.gemm_skeleton`: contract and schedule), one :class:`Scheme` per ISA
+tier, the instructions in :func:`_step`:
 
 * ``avx2`` / ``sse2`` / ``avx512bw`` ("madd16"): A and B widened to int16 and multiplied with ``vpmaddwd``
   (two int16 products summed into an int32 lane: exact for any u8/s8 input).  One kernel, three vector widths
@@ -23,34 +23,16 @@ the activations never goes to memory (:func:`emit_quant_matmul`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from tvm import relax, tirx
 from tvm.script import tirx as T
 
+from .gemm_skeleton import FLIP, LANES, Epilogue, Scheme, gemm_kernel
 from .relax_ops import dtype_of, op, scalar, shape_of
 
-LANES = 16  # int32 outputs per column block (as in gemm.py)
 PANEL_BLOCKS = 16  # row blocks per parallel task: one panel workspace (a heap allocation) per task
-_SCHEDULED = {"tir.noalias": True, "tirx.is_scheduled": True}
-FLIP = -2139062144  # 0x80808080 as int32: xor flips the sign bit of 4 packed bytes (a + 128 for s8)
-
-
-@dataclass(frozen=True)
-class Scheme:
-    """One kernel variant: its vector width (int32 lanes), rows per register block and K step."""
-
-    kind: str
-    width: int
-    rows: int
-    kstep: int
-    planes: int = 1  # packed copies of B (ubsw: low and high halves)
-
-    @property
-    def panel_dtype(self) -> str:
-        return "int16" if self.kstep == 2 else ""  # dpbusd/ubsw panels keep A's own dtype
 
 
 # Register budget (16 ymm/xmm, 32 zmm): rows * 16/width accumulators + 16/width B vectors + one broadcast.
@@ -169,24 +151,6 @@ def _fill(in_dtype: str, pdt: str, quant: tuple[float, int, int, int] | None) ->
     return vec, one
 
 
-@dataclass(frozen=True)
-class Epilogue:
-    """A ``requantize`` applied to the int32 accumulators before they leave registers (per-column constants in
-    an int64 ``[3, nb*16]`` tensor: multiplier, rounding half ``2**(n-1)`` (0 for n = 0), shift n), then
-    ``+ zero_point``, clip to ``[lo, hi]`` and cast to ``dtype``: the handler's int64 ops, so bit-exact, and
-    the int32 ``[M, N]`` product never goes to memory."""
-
-    zero_point: int
-    lo: int
-    hi: int
-    dtype: str
-    columns: int  # real output columns (<= nb*16): padding columns are never written
-
-    def key(self) -> tuple[Any, ...]:
-        return ("rq", str(self.zero_point).replace("-", "m"), str(self.lo).replace("-", "m"), self.hi, self.dtype,
-                self.columns)
-
-
 def x86_kernel(
     kind: str, k: int, nb: int, a_dtype: str, quant: tuple[float, int, int, int] | None = None,
     epilogue: Epilogue | None = None,
@@ -196,96 +160,13 @@ def x86_kernel(
     ``epilogue`` the kernel takes the requantize constants after B and writes ``epilogue.dtype`` codes, only the
     ``epilogue.columns`` real columns."""
     s = SCHEMES[kind]
-    rows, w, kq, nv = s.rows, s.width, s.kstep, LANES // s.width
-    kp = _padded_k(k, kq)
-    nq = kp // kq
+    kq = s.kstep
     pdt = s.panel_dtype or a_dtype
-    bdt = "int16" if kq == 2 else "int8"
     in_dtype = "float32" if quant is not None else a_dtype
-    step = _step(s, a_dtype)
-    fill16, fill1 = _fill(in_dtype, pdt, quant)
-    k16 = k // 16 * 16
-    per_task = rows * PANEL_BLOCKS
-    fused = epilogue is not None
-    ncols = epilogue.columns if fused else nb * LANES
-    odt = epilogue.dtype if fused else "int32"
-    ezp, elo, ehi = (epilogue.zero_point, epilogue.lo, epilogue.hi) if fused else (0, 0, 0)
-
-    def out_value(RQ, acc, col, idx):  # noqa: ANN001, ANN202 - TVMScript expression helper
-        if not fused:
-            return acc[idx]
-        y = T.shift_right(T.Cast("int64", acc[idx]) * RQ[0, col] + RQ[1, col], RQ[2, col]) + T.int64(ezp)
-        return T.Cast(odt, T.min(T.max(y, T.int64(elo)), T.int64(ehi)))
-
-    @T.macro
-    def body(A, Bp, RQ, C, m):  # noqa: ANN001, ANN202 - shared by both signatures
-        for p in T.parallel((m + per_task - 1) // per_task):
-            panel = T.decl_buffer((rows * kp,), pdt, scope="global")
-            acc = T.decl_buffer((rows * LANES,), "int32", scope="global")
-            for b in range(PANEL_BLOCKS):
-                if (p * PANEL_BLOCKS + b) * rows < m:
-                    row0 = (p * PANEL_BLOCKS + b) * rows
-                    for r in range(T.min(m - row0, rows)):
-                        for c16 in range(k // 16):
-                            panel[T.ramp(r * kp + c16 * 16, 1, 16)] = fill16(A, row0 + r, c16 * 16)
-                        for c in range(k - k16):
-                            panel[r * kp + k16 + c] = fill1(A, row0 + r, k16 + c)
-                        for c in range(kp - k):
-                            panel[r * kp + k + c] = T.Cast(pdt, 0)
-                    for j in range(nb):
-                        for r in T.unroll(rows):
-                            acc[T.ramp(r * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
-                        if row0 + rows <= m:
-                            for q in range(nq):
-                                for r in T.unroll(rows):
-                                    for v in T.unroll(nv):
-                                        acc[T.ramp(r * LANES + v * w, 1, w)] = step(
-                                            acc[T.ramp(r * LANES + v * w, 1, w)], panel, r * kp + q * kq, Bp, j, q, v
-                                        )
-                        else:
-                            for r in range(m - row0):
-                                for q in range(nq):
-                                    for v in T.unroll(nv):
-                                        acc[T.ramp(r * LANES + v * w, 1, w)] = step(
-                                            acc[T.ramp(r * LANES + v * w, 1, w)], panel, r * kp + q * kq, Bp, j, q, v
-                                        )
-                        for r in range(T.min(m - row0, rows)):
-                            if ncols % LANES == 0:
-                                for c in T.vectorized(LANES):
-                                    C[row0 + r, j * LANES + c] = out_value(RQ, acc, j * LANES + c, r * LANES + c)
-                            elif j < nb - 1:
-                                for c in T.vectorized(LANES):
-                                    C[row0 + r, j * LANES + c] = out_value(RQ, acc, j * LANES + c, r * LANES + c)
-                            else:  # the epilogue writes only the real columns: no slice kernel after it
-                                for c in T.vectorized(ncols % LANES):
-                                    C[row0 + r, j * LANES + c] = out_value(RQ, acc, j * LANES + c, r * LANES + c)
-
-    if fused:
-
-        @T.prim_func(private=True, s_tir=True)
-        def kernel_rq(a_h: T.handle, bp_h: T.handle, rq_h: T.handle, c_h: T.handle):
-            T.func_attr(_SCHEDULED)
-            m = T.int64()
-            A = T.match_buffer(a_h, (m, k), in_dtype)
-            Bp = T.match_buffer(bp_h, (s.planes, nb, nq, LANES, kq), bdt)
-            RQ = T.match_buffer(rq_h, (3, nb * LANES), "int64")
-            C = T.match_buffer(c_h, (m, ncols), odt)
-            with T.sblock("root"):
-                body(A, Bp, RQ, C, m)
-
-        return kernel_rq
-
-    @T.prim_func(private=True, s_tir=True)
-    def kernel(a_h: T.handle, bp_h: T.handle, c_h: T.handle):
-        T.func_attr(_SCHEDULED)
-        m = T.int64()
-        A = T.match_buffer(a_h, (m, k), in_dtype)
-        Bp = T.match_buffer(bp_h, (s.planes, nb, nq, LANES, kq), bdt)
-        C = T.match_buffer(c_h, (m, nb * LANES), "int32")
-        with T.sblock("root"):
-            body(A, Bp, None, C, m)
-
-    return kernel
+    b_shape = (s.planes, nb, _padded_k(k, kq) // kq, LANES, kq)
+    return gemm_kernel(s, _step(s, a_dtype), k, nb, a_dtype, b_shape, "int16" if kq == 2 else "int8",
+                       fill=_fill(in_dtype, pdt, quant), in_dtype=in_dtype, epilogue=epilogue,
+                       panel_blocks=PANEL_BLOCKS)
 
 
 def pack_b(kind: str, bpad: relax.Expr, k: int, nb: int) -> relax.Expr:

@@ -187,8 +187,8 @@ def allowed_variants(preset_name: str) -> list[str]:
 
 def variant_kernel(variant: str, k: int, nb: int):  # noqa: ANN201 - a tirx.PrimFunc
     """The u8-A GEMM PrimFunc of a kernel variant (what ``emit_matmul`` instantiates for that preset)."""
-    from .gemm import generic_kernel, sdot_kernel
-    from .gemm_arm import i8mm_kernel, neon_kernel, sdot_rows_kernel
+    from .gemm import generic_kernel
+    from .gemm_arm import i8mm_kernel, neon_kernel, sdot_kernel, sdot_rows_kernel
 
     makers = {
         "generic": lambda: generic_kernel(k, nb, "uint8"),

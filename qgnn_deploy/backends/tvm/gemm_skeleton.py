@@ -1,0 +1,312 @@
+"""The one int8 GEMM skeleton every ISA's kernel is built from: ``C[M,N] (int32) = A[M,K] (u8/s8) x B[K,N] (s8)``.
+
+Contract (all kernels): zero points excluded, M (the node count) symbolic, N padded to a multiple of 16 by the
+caller, B a constant packed by constant-folded Relax ops, exact for any u8/s8 input.  Why hand-written: the
+stock CPU pipeline emits a serial scalar triple loop for ``matmul`` (~30 ms for Cora's 2708x1433x16) and
+meta-schedule needs static shapes.
+
+The schedule is the same on every ISA; what differs is described by a :class:`Scheme` and a step function.
+
+* **Register block**: ``rows`` rows of A x 16 output columns (:data:`LANES` int32 accumulators per row, in a
+  constant-size buffer that LLVM promotes to registers), for each 16-column block ``j`` of C.  Row blocks run in
+  parallel (deterministic: every output element has one owner).
+* **K loop**: for each K step ``q`` (``kstep`` columns of A), for each row (or row group) of the block and each
+  ``width``-lane vector ``v`` of its accumulators, one call of the ISA's step function:
+  ``step(acc, a, off, Bp, j, q, v) -> acc'``, where ``acc`` is the ``width``-lane accumulator vector, ``a`` the
+  row's A (a 1-D panel buffer, or a row view of A: either is read as ``a.vload([off], dtype)`` / ``a[off]``) and
+  ``off`` the index of K step ``q`` in it.  Steps that cover ``group`` > 1 rows at once (I8MM's 2x2 blocks) get a
+  tuple of ``group`` row views.  The step function holds the ISA's instructions and the packed-B layout it reads.
+* **A source**: read in place, one parallel task per row block (``panel=False``); or copied (widened, or
+  quantized from FP32 with the ``quantize`` handler's float32 ops) into a per-task panel of ``panel_blocks``
+  row blocks that stays in L1 (``panel=True``, or any kernel with a fused ``quantize``).
+* **Tail rows** (M % rows): ``"split"``: full blocks take the unrolled loop above, the last block runs its rows
+  one after another; ``"clamp"``: the last block reads a clamped (valid) row for the missing rows and never
+  stores them, so there is one loop.
+* **K tail** (K % kstep): ``"pad"``: the caller pads B with zero rows (and the panel with zero columns) to a
+  multiple of kstep, so there is none; ``"int32"``: the last K % kstep columns are multiplied exactly in int32
+  with the unpacked rows ``Bt`` (an extra kernel argument).
+* **Epilogue**: the accumulators are stored as int32, or requantized in registers (:class:`Epilogue`).
+
+B's packing is Relax ops on the constant weight, folded at compile time: :func:`pad_columns` (N to a
+multiple of 16), :func:`split_b` (``[nb, K/depth, 16, depth]`` plus the int32 K tail rows) and, for kernels
+that flip A's sign bit to fit their instruction's operand type, :func:`add_colsum` (the exact correction).
+
+A new ISA is a step function and a :class:`Scheme` entry in its family module (:mod:`.gemm` for AVX-512 VNNI
+and the portable kernel, :mod:`.gemm_x86` for x86 below VNNI, :mod:`.gemm_arm` for AArch64).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tvm import relax, tirx
+from tvm.script import tirx as T
+
+from .relax_ops import op, scalar
+
+_SCHEDULED = {"tir.noalias": True, "tirx.is_scheduled": True}
+ROWS = 4  # rows per register block (NEON / generic kernels)
+LANES = 16  # int32 outputs per block (one zmm, or four NEON q registers)
+PANEL_BLOCKS = 16  # row blocks per parallel task of a panel kernel (one panel workspace per task)
+# Accumulator scope: a "global" decl_buffer of constant size inside the parallel body lowers to a stack
+# alloca that LLVM promotes to registers; "local" became a TVMBackendAllocWorkspace call per row block
+# (a heap round trip per 4 rows) whose stores LLVM could not drop: one 64-byte store per vpdpbusd.
+ACC_SCOPE = "global"
+FLIP = -2139062144  # 0x80808080 as int32: xor flips the sign bit of 4 packed bytes (a +/- 128)
+
+Step = Callable[..., Any]  # step(acc, a, off, Bp, j, q, v) -> acc (see the module docstring)
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One kernel variant: its vector width (int32 lanes a step updates), rows per register block, K step,
+    and how it reads A and handles the tails (see the module docstring)."""
+
+    kind: str
+    width: int
+    rows: int
+    kstep: int
+    planes: int = 1  # packed copies of B (ubsw: low and high halves)
+    panel: bool = True  # A always goes through a per-task panel (else only when a quantize is fused)
+    k_tail: str = "pad"  # "pad" or "int32"
+    row_tail: str = "split"  # "split" or "clamp"
+    group: int = 1  # rows one step covers (its accumulator vector holds group x width/group outputs)
+
+    @property
+    def panel_dtype(self) -> str:
+        return "int16" if self.kstep == 2 else ""  # dpbusd/ubsw panels keep A's own dtype
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """A ``requantize`` applied to the int32 accumulators before they leave registers (per-column constants in
+    an int64 ``[3, nb*16]`` tensor: multiplier, rounding half ``2**(n-1)`` (0 for n = 0), shift n), then
+    ``+ zero_point``, clip to ``[lo, hi]`` and cast to ``dtype``: the handler's int64 ops, so bit-exact, and
+    the int32 ``[M, N]`` product never goes to memory."""
+
+    zero_point: int
+    lo: int
+    hi: int
+    dtype: str
+    columns: int  # real output columns (<= nb*16): padding columns are never written
+
+    def key(self) -> tuple[Any, ...]:
+        return ("rq", str(self.zero_point).replace("-", "m"), str(self.lo).replace("-", "m"), self.hi, self.dtype,
+                self.columns)
+
+
+class RowView:
+    """Row ``row`` of a 2-D buffer, read like a 1-D panel (``vload([i], dtype)``, ``[i]``): step functions
+    take either."""
+
+    def __init__(self, buf: Any, row: Any) -> None:
+        self.buf, self.row = buf, row
+
+    def vload(self, idx: list[Any], dtype: str) -> Any:
+        return self.buf.vload([self.row, idx[0]], dtype)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.buf[self.row, i]
+
+
+def gemm_kernel(
+    s: Scheme, step: Step, k: int, nb: int, a_dtype: str, b_shape: tuple[int, ...], b_dtype: str = "int8", *,
+    fill: tuple[Any, Any] | None = None, in_dtype: str | None = None, epilogue: Epilogue | None = None,
+    panel_blocks: int = PANEL_BLOCKS,
+) -> tirx.PrimFunc:
+    """The ``s`` GEMM over ``k`` columns of A (``a_dtype`` codes) and ``nb`` 16-column blocks of packed B
+    (``b_shape`` of ``b_dtype``, read only by ``step``).
+
+    ``fill`` = (16-lane, scalar) panel fill expressions ``f(X, row, col)`` and ``in_dtype`` the input's dtype
+    (default ``a_dtype``): a panel kernel widens or quantizes A with them.  Signature: ``(A, Bp, C)``, with
+    ``Bt`` (``k_tail == "int32"``) or the requantize constants (``epilogue``) after ``Bp``.  With an
+    ``epilogue`` C holds ``epilogue.dtype`` codes, only the ``epilogue.columns`` real columns.
+    """
+    rows, w, kq = s.rows, s.width, s.kstep
+    nv = LANES * s.group // w  # accumulator vectors per row group
+    glanes = s.group * LANES  # accumulators per row group
+    in_dtype = in_dtype or a_dtype
+    use_panel = s.panel or in_dtype != a_dtype
+    int32_tail = s.k_tail == "int32"
+    kbase = k // kq * kq if int32_tail else k
+    kpanel = k if int32_tail else -(-k // kq) * kq  # the panel's row stride (K padded to the step)
+    nq = kbase // kq if int32_tail else kpanel // kq
+    pdt = s.panel_dtype or a_dtype
+    fill16, fill1 = fill if fill is not None else (None, None)
+    k16 = k // 16 * 16
+    per_task = rows * panel_blocks
+    fused = epilogue is not None
+    ncols = epilogue.columns if fused else nb * LANES
+    odt = epilogue.dtype if fused else "int32"
+    ezp, elo, ehi = (epilogue.zero_point, epilogue.lo, epilogue.hi) if fused else (0, 0, 0)
+    if int32_tail and fused:
+        raise ValueError("a requantize epilogue needs a padded K (no int32 K tail)")
+    if s.group > 1 and (use_panel or s.row_tail != "clamp"):
+        raise ValueError("steps over row groups read A in place with the clamp row tail")
+    extra = (max(k - kbase, 1), nb * LANES, "int8") if int32_tail else (3, nb * LANES, "int64") if fused else None
+    cloop = T.vectorized if s.group == 1 else T.unroll  # over the 16 columns of one row's accumulators
+
+    def idx(r, c):  # noqa: ANN001, ANN202 - accumulator element of (row r, column c) of the block
+        if s.group == 1:
+            return r * LANES + c
+        cw = w // s.group
+        return (r // s.group) * glanes + (c // cw) * w + (r % s.group) * cw + c % cw
+
+    def operand(src, row0, g, m):  # noqa: ANN001, ANN202 - the step's A for row group g (row views or the panel)
+        if use_panel:
+            return src
+        if s.row_tail != "clamp":
+            return RowView(src, row0 + g)
+        if s.group == 1:
+            return RowView(src, T.min(row0 + g, m - 1))
+        return tuple(RowView(src, T.min(row0 + s.group * g + i if i else row0 + s.group * g, m - 1))
+                     for i in range(s.group))  # the same expressions as written out by hand: identical TIR
+
+    def offset(g, q):  # noqa: ANN001, ANN202 - index of K step q in the step's A
+        return g * kpanel + q * kq if use_panel else q * kq
+
+    def a_at(src, row0, r, col):  # noqa: ANN001, ANN202 - one A code for the int32 K tail
+        return src[r * kpanel + col] if use_panel else src[row0 + r, col]
+
+    def out_value(RQ, acc, col, i):  # noqa: ANN001, ANN202 - TVMScript expression helper
+        if not fused:
+            return acc[i]
+        y = T.shift_right(T.Cast("int64", acc[i]) * RQ[0, col] + RQ[1, col], RQ[2, col]) + T.int64(ezp)
+        return T.Cast(odt, T.min(T.max(y, T.int64(elo)), T.int64(ehi)))
+
+    @T.macro
+    def finish(src, row0, r, j, acc, X, C):  # noqa: ANN001, ANN202 - K tail and store of row r
+        if int32_tail:
+            for t in range(k - kbase):
+                for c in cloop(LANES):
+                    acc[idx(r, c)] = acc[idx(r, c)] + T.Cast("int32", a_at(src, row0, r, kbase + t)) * T.Cast(
+                        "int32", X[t, j * LANES + c])
+        if ncols % LANES == 0:
+            for c in cloop(LANES):
+                C[row0 + r, j * LANES + c] = out_value(X, acc, j * LANES + c, idx(r, c))
+        elif j < nb - 1:
+            for c in cloop(LANES):
+                C[row0 + r, j * LANES + c] = out_value(X, acc, j * LANES + c, idx(r, c))
+        else:  # the epilogue writes only the real columns: no slice kernel after it
+            for c in cloop(ncols % LANES):
+                C[row0 + r, j * LANES + c] = out_value(X, acc, j * LANES + c, idx(r, c))
+
+    @T.macro
+    def block(src, row0, j, acc, Bp, X, C, m):  # noqa: ANN001, ANN202 - one register block: rows x 16 columns
+        for r in T.unroll(rows):
+            acc[T.ramp(r * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
+        if s.row_tail == "clamp":
+            for q in range(nq):
+                for g in T.unroll(rows // s.group):
+                    for v in T.unroll(nv):
+                        acc[T.ramp(g * glanes + v * w, 1, w)] = step(
+                            acc[T.ramp(g * glanes + v * w, 1, w)], operand(src, row0, g, m), offset(g, q),
+                            Bp, j, q, v)
+            for r in T.unroll(rows):
+                if row0 + r < m:
+                    finish(src, row0, r, j, acc, X, C)
+        else:
+            if row0 + rows <= m:
+                for q in range(nq):
+                    for r in T.unroll(rows):
+                        for v in T.unroll(nv):
+                            acc[T.ramp(r * LANES + v * w, 1, w)] = step(
+                                acc[T.ramp(r * LANES + v * w, 1, w)], operand(src, row0, r, m), offset(r, q), Bp, j, q,
+                                v)
+            else:
+                for r in range(m - row0):
+                    for q in range(nq):
+                        for v in T.unroll(nv):
+                            acc[T.ramp(r * LANES + v * w, 1, w)] = step(
+                                acc[T.ramp(r * LANES + v * w, 1, w)], operand(src, row0, r, m), offset(r, q), Bp, j, q,
+                                v)
+            for r in range(T.min(m - row0, rows)):
+                finish(src, row0, r, j, acc, X, C)
+
+    @T.macro
+    def body(A, Bp, X, C, m):  # noqa: ANN001, ANN202 - shared by both signatures
+        if use_panel:
+            for p in T.parallel((m + per_task - 1) // per_task):
+                panel = T.decl_buffer((rows * kpanel,), pdt, scope="global")
+                acc = T.decl_buffer((rows * LANES,), "int32", scope=ACC_SCOPE)
+                for b in range(panel_blocks):
+                    if (p * panel_blocks + b) * rows < m:
+                        row0 = (p * panel_blocks + b) * rows
+                        for r in range(T.min(m - row0, rows)):
+                            for c16 in range(k // 16):
+                                panel[T.ramp(r * kpanel + c16 * 16, 1, 16)] = fill16(A, row0 + r, c16 * 16)
+                            for c in range(k - k16):
+                                panel[r * kpanel + k16 + c] = fill1(A, row0 + r, k16 + c)
+                            for c in range(kpanel - k):
+                                panel[r * kpanel + k + c] = T.Cast(pdt, 0)
+                        for j in range(nb):
+                            block(panel, row0, j, acc, Bp, X, C, m)
+        else:
+            for mb in T.parallel((m + rows - 1) // rows):
+                for j in range(nb):
+                    acc = T.decl_buffer((rows * LANES,), "int32", scope=ACC_SCOPE)
+                    block(A, mb * rows, j, acc, Bp, X, C, m)
+
+    if extra is not None:
+
+        @T.prim_func(private=True, s_tir=True)
+        def kernel_x(a_h: T.handle, bp_h: T.handle, x_h: T.handle, c_h: T.handle):
+            T.func_attr(_SCHEDULED)
+            m = T.int64()
+            A = T.match_buffer(a_h, (m, k), in_dtype)
+            Bp = T.match_buffer(bp_h, b_shape, b_dtype)
+            X = T.match_buffer(x_h, extra[:2], extra[2])
+            C = T.match_buffer(c_h, (m, ncols), odt)
+            with T.sblock("root"):
+                body(A, Bp, X, C, m)
+
+        return kernel_x
+
+    @T.prim_func(private=True, s_tir=True)
+    def kernel(a_h: T.handle, bp_h: T.handle, c_h: T.handle):
+        T.func_attr(_SCHEDULED)
+        m = T.int64()
+        A = T.match_buffer(a_h, (m, k), in_dtype)
+        Bp = T.match_buffer(bp_h, b_shape, b_dtype)
+        C = T.match_buffer(c_h, (m, nb * LANES), "int32")
+        with T.sblock("root"):
+            body(A, Bp, None, C, m)
+
+    return kernel
+
+
+def pad_columns(b: relax.Expr, k: int, n: int) -> tuple[relax.Expr, int]:
+    """B [K, N] int8 with zero columns up to a multiple of 16, and the number of 16-column blocks."""
+    nb = -(-n // LANES)
+    npad = nb * LANES
+    return (b if npad == n else op.concat([b, relax.const(np.zeros((k, npad - n), np.int8), "int8")], axis=1)), nb
+
+
+def drop_padding(out: relax.Expr, n: int) -> relax.Expr:
+    """C [M, nb*16] -> its first ``n`` columns."""
+    npad = -(-n // LANES) * LANES
+    return out if npad == n else op.strided_slice(out, axes=[1], begin=[0], end=[n])
+
+
+def split_b(bpad: relax.Expr, k: int, nb: int, kstep: int, depth: int) -> tuple[relax.Expr, relax.Expr, relax.Expr]:
+    """(Bmain, Bp, Bt) of an ``"int32"`` K-tail kernel: Bmain = B's first ``K // kstep * kstep`` rows, Bp = Bmain
+    packed ``[nb, rows/depth, 16, depth]`` (``depth`` consecutive k of one column are adjacent), Bt = the K tail
+    rows (one zero row when there is no tail)."""
+    kbase = k // kstep * kstep
+    bmain = op.strided_slice(bpad, axes=[0], begin=[0], end=[kbase])
+    bp = op.permute_dims(op.reshape(bmain, [kbase // depth, depth, nb, LANES]), [2, 0, 3, 1])
+    if kbase < k:
+        bt = op.strided_slice(bpad, axes=[0], begin=[kbase], end=[k])
+    else:
+        bt = relax.const(np.zeros((1, nb * LANES), np.int8), "int8")
+    return bmain, bp, bt
+
+
+def add_colsum(out: relax.Expr, bmain: relax.Expr, factor: int) -> relax.Expr:
+    """``out + factor * colsum(Bmain)``: a kernel that multiplied ``a ^ 0x80`` (= a + 128 for s8, a - 128 for u8)
+    over Bmain's rows computed ``A @ Bmain + 128 * colsum`` or ``- 128 * colsum``; factor -128 or 128 undoes it."""
+    colsum = op.sum(op.astype(bmain, "int32"), axis=[0], keepdims=True)  # constant-folded
+    return op.add(out, op.multiply(colsum, scalar(factor, "int32")))
