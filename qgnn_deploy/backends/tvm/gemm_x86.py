@@ -168,6 +168,7 @@ def _ubsw_step(w: int, a_dtype: str, mask: int, plane: int) -> Any:
 
 # ---------------------------------------------------------------- avx2-pair: pair-bounded vpmaddubsw + residual
 PAIR_BOUND = 128  # |sum of the positive (negative) parts| of a K pair: 255 * 128 = 32640 fits int16
+PAIR_RESIDUAL_MAX = 0.25  # residual quads / K quads above which avx2-pair falls back to avx2 (madd16)
 
 
 def _pair_excess(p: np.ndarray) -> np.ndarray:
@@ -454,18 +455,24 @@ def pack_b(kind: str, bpad: relax.Expr, k: int, nb: int) -> relax.Expr:
     return packed(op.astype(bpad, "int16") if s.kstep == 2 else bpad)
 
 
+def pair_plan(value: np.ndarray | None) -> tuple[np.ndarray, int] | None:
+    """:func:`pair_pack` of a constant weight [K, nb*16] when ``avx2-pair`` should run it, else None: not a
+    constant, or residual quads over ``PAIR_RESIDUAL_MAX`` of the K quads (then the residual pass costs more
+    than ``vpmaddubsw`` saves over ``vpmaddwd``; see ``examples/results/isa_x86_avx2.md``)."""
+    if value is None:
+        return None
+    packed, r = pair_pack(value.astype(np.int8))
+    return (packed, r) if r <= PAIR_RESIDUAL_MAX * packed.shape[2] else None
+
+
 def _packed(kind: str, bpad: relax.Expr, k: int, nb: int) -> tuple[str, relax.Expr, int]:
-    """(kind, packed B, residual quads): ``avx2-pair`` packs the constant weight with :func:`pair_pack` and
-    falls back to ``avx2`` (madd16) when the weight is not a constant or its residual exceeds a quarter of the
-    K quads (then the residual pass costs more than vpmaddubsw saves over vpmaddwd, see the results file)."""
+    """(kind, packed B, residual quads): ``avx2-pair`` falls back to ``avx2`` (madd16) per :func:`pair_plan`."""
     if kind != "avx2-pair":
         return kind, pack_b(kind, bpad, k, nb), 0
-    value = _const_value(bpad)
-    if value is not None:
-        packed, r = pair_pack(value.astype(np.int8))
-        if 4 * r <= packed.shape[2]:
-            return kind, relax.const(packed, "int8"), r
-    return "avx2", pack_b("avx2", bpad, k, nb), 0
+    plan = pair_plan(_const_value(bpad))
+    if plan is None:
+        return "avx2", pack_b("avx2", bpad, k, nb), 0
+    return kind, relax.const(plan[0], "int8"), plan[1]
 
 
 def _flip_correction(kind: str, a_dtype: str, bpad: relax.Expr, out: relax.Expr) -> relax.Expr:
@@ -548,5 +555,5 @@ def x86_gemm_kind(features: tuple[str, ...] | set[str]) -> str:
     if "avx512bw" in f:
         return "avx512bw"
     if "avx2" in f:
-        return "avx2"
+        return "avx2-pair"  # falls back to "avx2" per GEMM when the weight's residual is too large (_packed)
     return "sse2"  # SSE2 is part of the x86-64 baseline
