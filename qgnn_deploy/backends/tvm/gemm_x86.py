@@ -7,6 +7,12 @@ run in parallel, every output element has one owner), one kernel family per ISA 
   (two int16 products summed into an int32 lane: exact for any u8/s8 input).  One kernel, three vector widths
   (ymm / xmm / zmm).  A is widened once per row block into an int16 panel (``vpmovzxbw``), so the inner loop is
   one ``vpbroadcastd`` from the panel, 16/W ``vpmaddwd`` and ``vpaddd`` per row and K pair;
+* ``avx2-pair`` (the AVX2 default): ``vpmaddubsw`` (u8 A x s8 B pairs into int16) then ``vpmaddwd`` by ones,
+  exact because the weights are repacked at compile time so that every K pair and column keeps the sums of
+  its positive and of its negative parts <= 128 (255 * 128 fits int16): K permuted inside 16-row chunks (the
+  panel fill applies the same ``vpshufb`` to A) and the excess clamped into a sparse residual plane run per
+  row block after the main loop (:func:`pair_pack`).  No A widening, int8 B; falls back to ``avx2`` for a
+  weight whose residual is too large (:func:`pair_plan`);
 * ``avx2-ubsw``: the other exact AVX2 scheme, kept for the measurement in ``examples/results/isa_x86_avx2.md``:
   ``vpmaddubsw`` saturates int16 (255*127*2 > 32767), so B is split at compile time into 6-bit low halves
   ``b & 63`` (255*63*2 = 32130 fits) and high parts ``b >> 6`` in [-2, 1]; each half goes through
