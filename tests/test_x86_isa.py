@@ -26,7 +26,7 @@ X86_PRESETS = ["x86_64", "x86_64-generic", "x86-64-v2", "x86-64-v3", "x86-64-v3-
 EXPECTED = {
     "x86_64-generic": ("sse2", r"\bpmaddwd\b", "xmm", 8),  # 2 rows x 4 xmm accumulators
     "x86-64-v2": ("sse2", r"\bpmaddwd\b", "xmm", 8),
-    "x86-64-v3": ("avx2-pair", r"\bvpmaddubsw\b", "ymm", 12),  # 6 rows x 2 ymm (w1 / w3 are pair-friendly)
+    "x86-64-v3": ("avx2-pair", r"\bvpmaddubsw\b", "ymm", 10),  # 5 rows x 2 ymm (w1 / w3 are pair-friendly)
     "x86-64-v3-vnni": ("avxvnni", r"\{vex\} vpdpbusd\b", "ymm", 12),  # VEX (AVX-VNNI), not EVEX
     "x86-64-v4": ("avx512bw", r"\bvpmaddwd\b", "zmm", 8),  # 8 rows x 1 zmm
     "x86-64-v4-vnni": ("vnni", r"\bvpdpbusd\b", "zmm", 8),

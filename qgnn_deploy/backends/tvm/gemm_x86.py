@@ -67,8 +67,9 @@ SCHEMES: dict[str, Scheme] = {
     "avx512bw": Scheme("avx512bw", 16, 8, 2),  # 8 accumulators + 1 B + 1 (of 32 zmm)
     "avx2-ubsw": Scheme("avx2-ubsw", 8, 4, 4, planes=2),
     "avxvnni": Scheme("avxvnni", 8, 6, 4),  # 12 independent vpdpbusd chains hide its 4-5 cycle latency
-    # planes: pair-bounded main weights, the fill's byte shuffles, residual weights, residual quad indices
-    "avx2-pair": Scheme("avx2-pair", 8, 6, 4, planes=4),
+    # planes: pair-bounded main weights, the fill's byte shuffles, residual weights, residual quad indices.
+    # 10 accumulators + 2 B + broadcast + product + ones = 15 ymm (6 rows spill one accumulator: ~4% slower)
+    "avx2-pair": Scheme("avx2-pair", 8, 5, 4, planes=4),
 }
 KINDS = tuple(SCHEMES)
 QUANT_KINDS = ("avx2", "sse2", "avx512bw", "avxvnni", "avx2-pair")  # fused quantize supported (N <= 16)
