@@ -60,7 +60,7 @@ def test_pair_pack_is_exact_and_bounded(k: int, n: int, uniform: bool) -> None:
 
 
 def test_pair_choice_from_the_weights() -> None:
-    """QAT-like weights (Cora's first layer: 2 residual quads of 359) keep avx2-pair; uniform int8 weights, whose
+    """QAT-like weights (Cora's first layer: 4 residual quads of 359) keep avx2-pair; uniform int8 weights, whose
     residual would cost more than vpmaddubsw saves, fall back to the int16 kernel."""
     qat = _weights(1433, 16, 0, False)
     plan = gemm_x86.pair_plan(qat)

@@ -192,9 +192,9 @@ def _chunk_perm(w16: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     def cost(pm: np.ndarray) -> int:
         return int((_pair_excess(w16[pm].reshape(8, 2, -1)) > 0).any(-1).sum())
 
-    best = cost(perm)
+    best, stall = cost(perm), 0
     for _ in range(200):
-        if best == 0:
+        if best == 0 or stall >= 100:  # done, or no gain in 100 tries: stop (compile time of large weights)
             break
         i, j = rng.choice(16, 2, replace=False)
         if i // 2 == j // 2:
@@ -202,6 +202,7 @@ def _chunk_perm(w16: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         cand = perm.copy()
         cand[i], cand[j] = cand[j], cand[i]
         c = cost(cand)
+        stall = 0 if c < best else stall + 1
         if c <= best:
             perm, best = cand, c
     bad = (_pair_excess(w16[perm].reshape(8, 2, -1)) > 0).any(-1)
@@ -209,14 +210,15 @@ def _chunk_perm(w16: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return perm.reshape(8, 2)[order].reshape(16)
 
 
-def pair_pack(b: np.ndarray) -> tuple[np.ndarray, int]:
+def pair_pack(b: np.ndarray, max_resid: float | None = None) -> tuple[np.ndarray | None, int]:
     """B [K, nb*16] int8 -> (``[4, nb, Kp/4, 16, 4]`` int8, R) for the ``avx2-pair`` kernel, R residual quads.
 
     Plane 0: B with K permuted inside each 16-row chunk (the panel fill applies the same byte shuffle to A,
     whose masks are plane 1 [0, c, 0:4, 0:4]) and every (pair, column) clamped to the pair bound, so one
     ``vpmaddubsw`` on u8 A is exact.  The excess (itself within the bound: at most 2 * 127 - 128) goes to
     plane 2, one quad per entry r < R, whose quad index is plane 3 [j, r, 0, 0:4] (int32); unused entries
-    are zero weights at quad 0.  b == main + residual exactly."""
+    are zero weights at quad 0.  b == main + residual exactly.  With ``max_resid`` (a fraction of the K quads)
+    the search stops as soon as a column block needs more residual quads: (None, R so far)."""
     k, n = b.shape
     nb, kp = n // LANES, _padded_k(k, 4)
     nq, chunks = kp // 4, k // 16
@@ -224,8 +226,15 @@ def pair_pack(b: np.ndarray) -> tuple[np.ndarray, int]:
     perm = np.arange(kp)
     wide = np.zeros((kp, n), np.int64)
     wide[:k] = b
+    limit = None if max_resid is None else max_resid * nq
+    quads = np.zeros(nb, np.int64)  # residual quads so far per column block
     for c in range(chunks):
         perm[16 * c:16 * c + 16] = 16 * c + _chunk_perm(wide[16 * c:16 * c + 16], rng)
+        if limit is not None:
+            bad = _pair_excess(wide[perm[16 * c:16 * c + 16]].reshape(4, 2, 2, n)) > 0  # [quad, pair, column]
+            quads += bad.reshape(4, 2, nb, LANES).any(axis=(1, 3)).sum(0)
+            if quads.max() > limit:
+                return None, int(quads.max())
     bp = wide[perm].reshape(nq, 2, 2, n)  # quad, pair, member, column
     pos, neg = np.maximum(bp, 0), np.maximum(-bp, 0)
     main = bp.copy()
@@ -468,8 +477,8 @@ def pair_plan(value: np.ndarray | None) -> tuple[np.ndarray, int] | None:
     than ``vpmaddubsw`` saves over ``vpmaddwd``; see ``examples/results/isa_x86_avx2.md``)."""
     if value is None:
         return None
-    packed, r = pair_pack(value.astype(np.int8))
-    return (packed, r) if r <= PAIR_RESIDUAL_MAX * packed.shape[2] else None
+    packed, r = pair_pack(value.astype(np.int8), PAIR_RESIDUAL_MAX)
+    return (packed, r) if packed is not None and r <= PAIR_RESIDUAL_MAX * packed.shape[2] else None
 
 
 def _packed(kind: str, bpad: relax.Expr, k: int, nb: int) -> tuple[str, relax.Expr, int]:
@@ -531,6 +540,8 @@ def emit_matmul_requant(
     ``epi.dtype``; ``rq`` is :func:`.fusion.requant_epilogue_constants` padded to nb*16 columns.  None when
     the kernel would need the s8 flip correction (u8-operand kinds on s8 A), which must precede the requantize."""
     at = str(qattrs["dtype"]) if qattrs is not None else dtype_of(a)
+    if kind == "avx2-pair" and at == "int8" and pair_plan(_const_value(bpad)) is None:
+        kind = "avx2"  # the fallback takes s8 A without a flip correction: the epilogue can stay fused
     if at not in ("uint8", "int8") or (at == "int8" and SCHEMES[kind].kstep != 2):
         return None
     params = None
