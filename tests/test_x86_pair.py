@@ -66,6 +66,8 @@ def test_pair_choice_from_the_weights() -> None:
     plan = gemm_x86.pair_plan(qat)
     assert plan is not None and plan[1] <= gemm_x86.PAIR_RESIDUAL_MAX * 359
     assert gemm_x86.pair_plan(_weights(1433, 16, 0, True)) is None
+    packed, r = pair_pack(_weights(1433, 16, 0, True), gemm_x86.PAIR_RESIDUAL_MAX)  # stops early: over the limit
+    assert packed is None and r > gemm_x86.PAIR_RESIDUAL_MAX * 359
     assert gemm_x86.pair_plan(None) is None  # a weight that is not a constant
 
 
