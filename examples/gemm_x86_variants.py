@@ -6,7 +6,9 @@ Each variant is built as a GEMM-only TVM library for the host (``x86_64`` preset
 ``BuildOptions.gemm_kind``); all libraries and ORT are called round-robin in one process (blocks of 5 timed
 calls after one untimed call: ORT's threads spin after a call) so that a loaded machine slows them alike;
 the table reports best and median per call and the ratio to ORT.
-The A operand is Cora-like (90% zeros, the rest uniform u8); B is uniform s8.  Our outputs are checked
+The A operand is Cora-like (90% zeros, the rest uniform u8); B is uniform s8, or normal (sigma 30, clipped:
+QAT-like, what ``avx2-pair`` is for; with uniform B it falls back to ``avx2``), or ``--operands NPZ`` (arrays
+``a`` u8 [M, K] and ``b`` s8 [K, N], e.g. Cora's quantized features and first-layer weight).  Our outputs are checked
 against int64 NumPy; ORT's are counted (its AVX2 path saturates).
 """
 
@@ -46,7 +48,9 @@ def main() -> None:
     ap.add_argument("--shape", default="2708,1433,16", help="M,K,N")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=50)
-    ap.add_argument("--kinds", default="avx2,avx2-ubsw,sse2,generic")
+    ap.add_argument("--kinds", default="avx2-pair,avx2,avx2-ubsw,sse2,generic")
+    ap.add_argument("--weights", choices=("uniform", "normal"), default="uniform")
+    ap.add_argument("--operands", help="NPZ with a (u8 [M, K]) and b (s8 [K, N]); overrides --shape/--weights")
     args = ap.parse_args()
     if os.environ.get("TVM_NUM_THREADS") != str(args.threads):  # the pool reads it at start-up
         os.execve(sys.executable, [sys.executable, *sys.argv], dict(os.environ, TVM_NUM_THREADS=str(args.threads)))
@@ -60,7 +64,14 @@ def main() -> None:
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (m, k), dtype=np.uint8)
     a[rng.random(a.shape) < 0.9] = 0
-    w = rng.integers(-128, 128, (k, n), dtype=np.int8)
+    if args.weights == "uniform":
+        w = rng.integers(-128, 128, (k, n), dtype=np.int8)
+    else:
+        w = np.clip(rng.normal(0.0, 30.0, (k, n)).round(), -128, 127).astype(np.int8)
+    if args.operands:
+        with np.load(args.operands) as z:
+            a, w = np.ascontiguousarray(z["a"]), np.ascontiguousarray(z["b"])
+        (m, k), n = a.shape, w.shape[1]
     g = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "gemm",
                           [helper.make_tensor_value_info("a", TensorProto.UINT8, [m, k])],
                           [helper.make_tensor_value_info("y", TensorProto.INT32, [m, n])],
@@ -74,9 +85,15 @@ def main() -> None:
     ort_wrong = int((sess.run(None, {"a": a})[0] != exact).sum())  # MLAS's AVX2 path saturates vpmaddubsw
     at = tvm.runtime.tensor(a)
     calls = {"ORT MatMulInteger": lambda: sess.run(None, {"a": a})}
+    from qgnn_deploy.backends.tvm.gemm_x86 import LANES, pair_plan
+
+    wpad = np.pad(w, ((0, 0), (0, -n % LANES)))
     for kind in args.kinds.split(","):
         vm = build(kind, k, n, w)
         assert np.array_equal(vm["main"](at).numpy(), exact), kind
+        if kind == "avx2-pair":
+            plan = pair_plan(wpad)
+            kind = f"avx2-pair ({plan[1]} residual quads)" if plan else "avx2-pair (fell back to avx2)"
         calls[kind] = lambda vm=vm: vm["main"](at)
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(args.rounds):

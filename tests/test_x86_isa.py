@@ -26,12 +26,13 @@ X86_PRESETS = ["x86_64", "x86_64-generic", "x86-64-v2", "x86-64-v3", "x86-64-v3-
 EXPECTED = {
     "x86_64-generic": ("sse2", r"\bpmaddwd\b", "xmm", 8),  # 2 rows x 4 xmm accumulators
     "x86-64-v2": ("sse2", r"\bpmaddwd\b", "xmm", 8),
-    "x86-64-v3": ("avx2", r"\bvpmaddwd\b", "ymm", 12),  # 6 rows x 2 ymm
+    "x86-64-v3": ("avx2-pair", r"\bvpmaddubsw\b", "ymm", 10),  # 5 rows x 2 ymm (w1 / w3 are pair-friendly)
     "x86-64-v3-vnni": ("avxvnni", r"\{vex\} vpdpbusd\b", "ymm", 12),  # VEX (AVX-VNNI), not EVEX
     "x86-64-v4": ("avx512bw", r"\bvpmaddwd\b", "zmm", 8),  # 8 rows x 1 zmm
     "x86-64-v4-vnni": ("vnni", r"\bvpdpbusd\b", "zmm", 8),
 }
 KIND_EXPECTED = {kind: rest for kind, *rest in EXPECTED.values()}
+KIND_EXPECTED["avx2"] = (r"\bvpmaddwd\b", "ymm", 12)  # forced, or avx2-pair's fallback for uniform weights
 
 
 def _host_cpu_flags() -> set[str]:
@@ -53,20 +54,23 @@ def _runs_here(preset: str) -> bool:
 
 def gemm_graph(seed: int = 0) -> Graph:
     """FP32 x -> quantize -> matmul (K=41, N=16: the fused-quantize kernel), an s8 matmul with zero points on its
-    requantized result (K=16) and a second quantize -> u8 matmul with N=20 (two column blocks, odd K, unfused)."""
+    requantized result (K=16, uniform weights with extremes) and a second quantize -> u8 matmul with N=20 (two
+    column blocks, odd K, unfused).  w1 and w3 are QAT-like (x86-64-v3 runs them with ``avx2-pair``, w3 with
+    residual quads), w2 is uniform (``avx2-pair`` falls back to ``avx2`` for it)."""
     rng = np.random.default_rng(seed)
     b = GraphBuilder()
     x = b.input("x", "float32", ("N", 41))
     xq = b.op("quantize", [x], "xq", scale=0.05, zero_point=128, qmin=0, qmax=255, dtype="uint8")
-    acc = b.op(
-        "matmul", [xq, b.const("w1", rng.integers(-128, 128, (41, 16)).astype(np.int8))], "acc", a_zero_point=128
-    )
+    w1 = np.clip(rng.normal(0.0, 30.0, (41, 16)).round(), -128, 127).astype(np.int8)
+    acc = b.op("matmul", [xq, b.const("w1", w1)], "acc", a_zero_point=128)
     h = b.op("requantize", [acc], "h", multiplier=1 << 20, shift=30, zero_point=-3, qmin=-128, qmax=127, dtype="int8")
     w2 = rng.integers(-128, 128, (16, 20)).astype(np.int8)
     w2[0] = -128  # extremes: 255 * -128 pairs would saturate a plain vpmaddubsw
     h2 = b.op("matmul", [h, b.const("w2", w2)], "h2", a_zero_point=-3)
     xq2 = b.op("quantize", [x], "xq2", scale=0.1, zero_point=0, qmin=0, qmax=255, dtype="uint8")
-    wide = b.op("matmul", [xq2, b.const("w3", rng.integers(-128, 128, (41, 20)).astype(np.int8))], "wide")
+    w3 = np.clip(rng.normal(0.0, 20.0, (41, 20)).round(), -128, 127).astype(np.int8)  # QAT-like: avx2-pair
+    w3[32:34, 5], w3[38:40, 17] = 120, -128  # pairs over the bound in the unpermuted K tail: residual quads
+    wide = b.op("matmul", [xq2, b.const("w3", w3)], "wide")
     out = b.op("concat", [h2, wide], "out", axis=1)
     b.output(out, "int32", ("N", 40))
     g = b.graph
@@ -219,7 +223,7 @@ def test_presets_declare_the_features_llvm_sees() -> None:
 def test_target_table_names_each_x86_kernel() -> None:
     table = target_table_markdown()
     for name, kernel in (
-        ("x86-64-v3", "AVX2 (`vpmaddwd` ymm)"),
+        ("x86-64-v3", "AVX2 (`vpmaddubsw` ymm, pair-bounded weights; else `vpmaddwd` ymm)"),
         ("x86-64-v3-vnni", "AVX-VNNI (`vpdpbusd` ymm)"),
         ("x86-64-v4", "AVX-512BW (`vpmaddwd` zmm)"),
         ("x86-64-v4-vnni", "AVX-512 VNNI"),
@@ -235,5 +239,5 @@ def test_host_detection_prefers_avx_vnni() -> None:
     assert x86_gemm_kind(("avx2", "avxvnni")) == "avxvnni"
     assert x86_gemm_kind(("avx2", "avx512bw", "avxvnni", "avx512vnni")) == "vnni"
     assert x86_gemm_kind(("avx2", "avx512f", "avx512bw")) == "avx512bw"
-    assert x86_gemm_kind(("avx2",)) == "avx2"
+    assert x86_gemm_kind(("avx2",)) == "avx2-pair"
     assert x86_gemm_kind(()) == "sse2"

@@ -85,7 +85,7 @@ def vnni_quant_kernel(k: int, a_dtype: str, scale: float, zero_point: int, qmin:
     there while it sits in L1: the uint8 copy of A never goes to memory.  (Quantizing 4 columns right
     before each ``vpdpbusd`` instead makes LLVM split the divide into 4-lane pieces: 10x slower.)
     """
-    fill = gemm_x86._fill("float32", a_dtype, (scale, zero_point, qmin, qmax))
+    fill = gemm_x86.panel_fill(VNNI, "float32", a_dtype, (scale, zero_point, qmin, qmax))
     return gemm_kernel(VNNI, _vnni_step(a_dtype), k, 1, a_dtype, (1, k // 4, LANES, 4), fill=fill,
                        in_dtype="float32", panel_blocks=PANEL_BLOCKS)
 

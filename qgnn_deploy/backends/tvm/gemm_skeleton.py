@@ -98,6 +98,17 @@ class Epilogue:
                 self.columns)
 
 
+@dataclass(frozen=True)
+class Residual:
+    """``count`` extra K steps per register block, run after the main K loop while the rows are in L1
+    (``avx2-pair``: the sparse excess of its clamped weights).  ``k_step(Bp, j, e)`` reads which K step of A
+    residual ``e`` of column block ``j`` multiplies; ``step`` has the main step's signature (``q`` is ``e``)."""
+
+    count: int
+    step: Step
+    k_step: Callable[[Any, Any, Any], Any]
+
+
 class RowView:
     """Row ``row`` of a 2-D buffer, read like a 1-D panel (``vload([i], dtype)``, ``[i]``): step functions
     take either."""
@@ -115,12 +126,13 @@ class RowView:
 def gemm_kernel(
     s: Scheme, step: Step, k: int, nb: int, a_dtype: str, b_shape: tuple[int, ...], b_dtype: str = "int8", *,
     fill: tuple[Any, Any] | None = None, in_dtype: str | None = None, epilogue: Epilogue | None = None,
-    panel_blocks: int = PANEL_BLOCKS,
+    panel_blocks: int = PANEL_BLOCKS, residual: Residual | None = None,
 ) -> tirx.PrimFunc:
     """The ``s`` GEMM over ``k`` columns of A (``a_dtype`` codes) and ``nb`` 16-column blocks of packed B
     (``b_shape`` of ``b_dtype``, read only by ``step``).
 
-    ``fill`` = (16-lane, scalar) panel fill expressions ``f(X, row, col)`` and ``in_dtype`` the input's dtype
+    ``fill`` = (16-lane, scalar) panel fill expressions ``f16(X, row, col, Bp, chunk)`` (it may read packed B:
+    ``avx2-pair``'s byte shuffle of 16-column chunk ``chunk``), ``f1(X, row, col)``, and ``in_dtype`` the input's dtype
     (default ``a_dtype``): a panel kernel widens or quantizes A with them.  Signature: ``(A, Bp, C)``, with
     ``Bt`` (``k_tail == "int32"``) or the requantize constants (``epilogue``) after ``Bp``.  With an
     ``epilogue`` C holds ``epilogue.dtype`` codes, only the ``epilogue.columns`` real columns.
@@ -144,6 +156,10 @@ def gemm_kernel(
     ezp, elo, ehi = (epilogue.zero_point, epilogue.lo, epilogue.hi) if fused else (0, 0, 0)
     if int32_tail and fused:
         raise ValueError("a requantize epilogue needs a padded K (no int32 K tail)")
+    rcount = residual.count if residual is not None else 0
+    has_residual = rcount > 0  # a Python bool: TVMScript drops the branch when False
+    if rcount and (s.row_tail != "split" or s.group > 1):
+        raise ValueError("residual K steps need the split row tail and one row per step")
     if s.group > 1 and (use_panel or s.row_tail != "clamp"):
         raise ValueError("steps over row groups read A in place with the clamp row tail")
     extra = (max(k - kbase, 1), nb * LANES, "int8") if int32_tail else (3, nb * LANES, "int64") if fused else None
@@ -216,6 +232,14 @@ def gemm_kernel(
                             acc[T.ramp(r * LANES + v * w, 1, w)] = step(
                                 acc[T.ramp(r * LANES + v * w, 1, w)], operand(src, row0, r, m), offset(r, q), Bp, j, q,
                                 v)
+                if has_residual:
+                    for e in range(rcount):
+                        qi = residual.k_step(Bp, j, e)
+                        for r in T.unroll(rows):
+                            for v in T.unroll(nv):
+                                acc[T.ramp(r * LANES + v * w, 1, w)] = residual.step(
+                                    acc[T.ramp(r * LANES + v * w, 1, w)], operand(src, row0, r, m), offset(r, qi), Bp,
+                                    j, e, v)
             else:
                 for r in range(m - row0):
                     for q in range(nq):
@@ -223,6 +247,13 @@ def gemm_kernel(
                             acc[T.ramp(r * LANES + v * w, 1, w)] = step(
                                 acc[T.ramp(r * LANES + v * w, 1, w)], operand(src, row0, r, m), offset(r, q), Bp, j, q,
                                 v)
+                    if has_residual:
+                        for e in range(rcount):
+                            qi = residual.k_step(Bp, j, e)
+                            for v in T.unroll(nv):
+                                acc[T.ramp(r * LANES + v * w, 1, w)] = residual.step(
+                                    acc[T.ramp(r * LANES + v * w, 1, w)], operand(src, row0, r, m), offset(r, qi), Bp,
+                                    j, e, v)
             for r in range(T.min(m - row0, rows)):
                 finish(src, row0, r, j, acc, X, C)
 
@@ -237,7 +268,7 @@ def gemm_kernel(
                         row0 = (p * panel_blocks + b) * rows
                         for r in range(T.min(m - row0, rows)):
                             for c16 in range(k // 16):
-                                panel[T.ramp(r * kpanel + c16 * 16, 1, 16)] = fill16(A, row0 + r, c16 * 16)
+                                panel[T.ramp(r * kpanel + c16 * 16, 1, 16)] = fill16(A, row0 + r, c16 * 16, Bp, c16)
                             for c in range(k - k16):
                                 panel[r * kpanel + k16 + c] = fill1(A, row0 + r, k16 + c)
                             for c in range(kpanel - k):

@@ -7,6 +7,12 @@ tier, the instructions in :func:`_step`:
   (two int16 products summed into an int32 lane: exact for any u8/s8 input).  One kernel, three vector widths
   (ymm / xmm / zmm).  A is widened once per row block into an int16 panel (``vpmovzxbw``), so the inner loop is
   one ``vpbroadcastd`` from the panel, 16/W ``vpmaddwd`` and ``vpaddd`` per row and K pair;
+* ``avx2-pair`` (the AVX2 default): ``vpmaddubsw`` (u8 A x s8 B pairs into int16) then ``vpmaddwd`` by ones,
+  exact because the weights are repacked at compile time so that every K pair and column keeps the sums of
+  its positive and of its negative parts <= 128 (255 * 128 fits int16): K permuted inside 16-row chunks (the
+  panel fill applies the same ``vpshufb`` to A) and the excess clamped into a sparse residual plane run per
+  row block after the main loop (:func:`pair_pack`).  No A widening, int8 B; falls back to ``avx2`` for a
+  weight whose residual is too large (:func:`pair_plan`);
 * ``avx2-ubsw``: the other exact AVX2 scheme, kept for the measurement in ``examples/results/isa_x86_avx2.md``:
   ``vpmaddubsw`` saturates int16 (255*127*2 > 32767), so B is split at compile time into 6-bit low halves
   ``b & 63`` (255*63*2 = 32130 fits) and high parts ``b >> 6`` in [-2, 1]; each half goes through
@@ -26,10 +32,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import tvm
 from tvm import relax, tirx
 from tvm.script import tirx as T
 
-from .gemm_skeleton import FLIP, LANES, Epilogue, Scheme, gemm_kernel
+from .gemm_skeleton import FLIP, LANES, Epilogue, Residual, Scheme, gemm_kernel
 from .relax_ops import dtype_of, op, scalar, shape_of
 
 PANEL_BLOCKS = 16  # row blocks per parallel task: one panel workspace (a heap allocation) per task
@@ -42,12 +49,16 @@ SCHEMES: dict[str, Scheme] = {
     "avx512bw": Scheme("avx512bw", 16, 8, 2),  # 8 accumulators + 1 B + 1 (of 32 zmm)
     "avx2-ubsw": Scheme("avx2-ubsw", 8, 4, 4, planes=2),
     "avxvnni": Scheme("avxvnni", 8, 6, 4),  # 12 independent vpdpbusd chains hide its 4-5 cycle latency
+    # planes: pair-bounded main weights, the fill's byte shuffles, residual weights, residual quad indices.
+    # 10 accumulators + 2 B + broadcast + product + ones = 15 ymm (6 rows spill one accumulator: ~4% slower)
+    "avx2-pair": Scheme("avx2-pair", 8, 5, 4, planes=4),
 }
 KINDS = tuple(SCHEMES)
-QUANT_KINDS = ("avx2", "sse2", "avx512bw", "avxvnni")  # fused quantize supported (N <= 16)
+QUANT_KINDS = ("avx2", "sse2", "avx512bw", "avxvnni", "avx2-pair")  # fused quantize supported (N <= 16)
 _MADD = {4: "llvm.x86.sse2.pmadd.wd", 8: "llvm.x86.avx2.pmadd.wd", 16: "llvm.x86.avx512.pmaddw.d.512"}
 _UBSW = "llvm.x86.avx2.pmadd.ub.sw"
 _DPBUSD256 = "llvm.x86.avx512.vpdpbusd.256"  # LLVM emits the VEX form ({vex} vpdpbusd) under +avxvnni
+_PSHUFB = "llvm.x86.ssse3.pshuf.b.128"
 
 
 def _padded_k(k: int, kstep: int) -> int:
@@ -77,6 +88,8 @@ def _step(s: Scheme, a_dtype: str) -> Any:
             )
 
         return step
+    if s.kind == "avx2-pair":
+        return _ubsw_step(w, a_dtype, mask, 0)
     if s.kind == "avx2-ubsw":
         ones, sixty_four = T.broadcast(T.int16(1), 2 * w), T.broadcast(T.int16(64), 2 * w)
 
@@ -121,6 +134,142 @@ def _step(s: Scheme, a_dtype: str) -> Any:
     return step
 
 
+def _ubsw_step(w: int, a_dtype: str, mask: int, plane: int) -> Any:
+    """One ``vpmaddubsw`` of the broadcast A quad with B plane ``plane``, then ``vpmaddwd`` by ones into int32:
+    exact when every (pair, column) of that plane keeps 255 * (sum of its positive / negative parts) in int16."""
+    ones = T.broadcast(T.int16(1), 2 * w)
+
+    def step(acc: Any, panel: Any, off: Any, bp: Any, j: Any, q: Any, v: int) -> Any:
+        a4 = T.reinterpret(
+            T.broadcast(
+                T.bitwise_xor(T.reinterpret(panel.vload([off], a_dtype + "x4"), dtype="int32"), T.int32(mask)), w
+            ),
+            dtype=f"int8x{4 * w}",
+        )
+        lo = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id(_UBSW), a4, bp.vload([plane, j, q, v * w, 0], f"int8x{4 * w}"),
+            dtype=f"int16x{2 * w}",
+        )
+        return acc + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_MADD[w]), lo, ones, dtype=f"int32x{w}")
+
+    return step
+
+
+# ---------------------------------------------------------------- avx2-pair: pair-bounded vpmaddubsw + residual
+PAIR_BOUND = 128  # |sum of the positive (negative) parts| of a K pair: 255 * 128 = 32640 fits int16
+PAIR_RESIDUAL_MAX = 0.25  # residual quads / K quads above which avx2-pair falls back to avx2 (madd16)
+
+
+def _pair_excess(p: np.ndarray) -> np.ndarray:
+    """p [..., 2, N] (int): how far each (pair, column) exceeds the bound on either sign (0 when exact)."""
+    pos, neg = np.maximum(p, 0).sum(-2), np.maximum(-p, 0).sum(-2)
+    return np.maximum(pos - PAIR_BOUND, 0) + np.maximum(neg - PAIR_BOUND, 0)
+
+
+def _chunk_perm(w16: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A permutation of 16 K rows (w16 [16, N]) that makes few adjacent pairs violate the bound, and puts the
+    violating pairs together in as few quads as possible (local search over pair swaps; deterministic)."""
+    perm = np.arange(16)
+
+    def cost(pm: np.ndarray) -> int:
+        return int((_pair_excess(w16[pm].reshape(8, 2, -1)) > 0).any(-1).sum())
+
+    best, stall = cost(perm), 0
+    for _ in range(200):
+        if best == 0 or stall >= 100:  # done, or no gain in 100 tries: stop (compile time of large weights)
+            break
+        i, j = rng.choice(16, 2, replace=False)
+        if i // 2 == j // 2:
+            continue
+        cand = perm.copy()
+        cand[i], cand[j] = cand[j], cand[i]
+        c = cost(cand)
+        stall = 0 if c < best else stall + 1
+        if c <= best:
+            perm, best = cand, c
+    bad = (_pair_excess(w16[perm].reshape(8, 2, -1)) > 0).any(-1)
+    order = np.concatenate([np.flatnonzero(bad), np.flatnonzero(~bad)])  # violating pairs first: shared quads
+    return perm.reshape(8, 2)[order].reshape(16)
+
+
+def pair_pack(b: np.ndarray, max_resid: float | None = None) -> tuple[np.ndarray | None, int]:
+    """B [K, nb*16] int8 -> (``[4, nb, Kp/4, 16, 4]`` int8, R) for the ``avx2-pair`` kernel, R residual quads.
+
+    Plane 0: B with K permuted inside each 16-row chunk (the panel fill applies the same byte shuffle to A,
+    whose masks are plane 1 [0, c, 0:4, 0:4]) and every (pair, column) clamped to the pair bound, so one
+    ``vpmaddubsw`` on u8 A is exact.  The excess (itself within the bound: at most 2 * 127 - 128) goes to
+    plane 2, one quad per entry r < R, whose quad index is plane 3 [j, r, 0, 0:4] (int32); unused entries
+    are zero weights at quad 0.  b == main + residual exactly.  With ``max_resid`` (a fraction of the K quads)
+    the search stops as soon as a column block needs more residual quads: (None, R so far)."""
+    k, n = b.shape
+    nb, kp = n // LANES, _padded_k(k, 4)
+    nq, chunks = kp // 4, k // 16
+    rng = np.random.default_rng(0)
+    perm = np.arange(kp)
+    wide = np.zeros((kp, n), np.int64)
+    wide[:k] = b
+    limit = None if max_resid is None else max_resid * nq
+    quads = np.zeros(nb, np.int64)  # residual quads so far per column block
+    for c in range(chunks):
+        perm[16 * c:16 * c + 16] = 16 * c + _chunk_perm(wide[16 * c:16 * c + 16], rng)
+        if limit is not None:
+            bad = _pair_excess(wide[perm[16 * c:16 * c + 16]].reshape(4, 2, 2, n)) > 0  # [quad, pair, column]
+            quads += bad.reshape(4, 2, nb, LANES).any(axis=(1, 3)).sum(0)
+            if quads.max() > limit:
+                return None, int(quads.max())
+    bp = wide[perm].reshape(nq, 2, 2, n)  # quad, pair, member, column
+    pos, neg = np.maximum(bp, 0), np.maximum(-bp, 0)
+    main = bp.copy()
+    for part, sign in ((pos, 1), (neg, -1)):
+        excess = np.maximum(part.sum(2) - PAIR_BOUND, 0)  # [nq, 2, n]
+        take0 = np.minimum(part[:, :, 0], excess)  # excess taken from the first member, the rest from the second
+        main[:, :, 0] -= sign * take0
+        main[:, :, 1] -= sign * (excess - take0)
+    resid = bp - main
+    assert not _pair_excess(main.reshape(-1, 2, n)).any()
+    assert not _pair_excess(resid.reshape(-1, 2, n)).any()
+    out = np.zeros((4, nb, nq, LANES, 4), np.int8)
+    out[0] = main.reshape(nq, 4, nb, LANES).transpose(2, 0, 3, 1)
+    for c in range(chunks):
+        out[1, 0, c, :4] = (perm[16 * c:16 * c + 16] - 16 * c).reshape(4, 4)
+    rq = resid.reshape(nq, 4, nb, LANES).transpose(2, 0, 3, 1)  # [nb, nq, 16, 4]
+    used = [np.flatnonzero(rq[j].any(axis=(1, 2))) for j in range(nb)]
+    r = max((len(u) for u in used), default=0)
+    for j, u in enumerate(used):
+        out[2, j, :len(u)] = rq[j, u]
+        out[3, j, :len(u), 0] = np.asarray(u, "<i4").view(np.int8).reshape(-1, 4)
+    return out, r
+
+
+def _const_value(e: relax.Expr) -> np.ndarray | None:
+    """The value of a constant weight expression (a constant, or a concat of constants), else None."""
+    if isinstance(e, tvm.ir.expr.Constant):
+        return e.value.numpy()
+    if isinstance(e, relax.Call) and getattr(e.op, "name", "") == "relax.concat" and isinstance(e.args[0], relax.Tuple):
+        parts = [_const_value(x) for x in e.args[0].fields]
+        if all(p is not None for p in parts):
+            return np.concatenate(parts, axis=int(e.attrs.axis))
+    return None
+
+
+def panel_fill(s: Scheme, in_dtype: str, pdt: str, quant: tuple[float, int, int, int] | None) -> tuple[Any, Any]:
+    """The skeleton's (16-wide, scalar) panel fill for ``s`` (:func:`_fill`); ``avx2-pair``'s 16-wide fill also
+    applies chunk ``c16``'s byte shuffle (plane 1 of packed B), so A pairs up as B was permuted."""
+    fill16, fill1 = _fill(in_dtype, pdt, quant)
+    if s.kind != "avx2-pair":
+        return (lambda x, i, c, bp, c16: fill16(x, i, c)), fill1
+
+    def fill(x: Any, i: Any, c: Any, bp: Any, c16: Any) -> Any:
+        v = fill16(x, i, c)
+        return T.reinterpret(
+            T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(_PSHUFB), T.reinterpret(v, dtype="int8x16"),
+                bp.vload([1, 0, c16, 0, 0], "int8x16"), dtype="int8x16"),
+            dtype=pdt + "x16")
+
+    return fill, fill1
+
+
 def _fill(in_dtype: str, pdt: str, quant: tuple[float, int, int, int] | None) -> tuple[Any, Any]:
     """(16-wide, scalar) panel fill expressions: widen/copy A, or quantize X with the handler's float32 ops."""
     if quant is None:
@@ -153,20 +302,26 @@ def _fill(in_dtype: str, pdt: str, quant: tuple[float, int, int, int] | None) ->
 
 def x86_kernel(
     kind: str, k: int, nb: int, a_dtype: str, quant: tuple[float, int, int, int] | None = None,
-    epilogue: Epilogue | None = None,
+    epilogue: Epilogue | None = None, resid: int = 0,
 ) -> tirx.PrimFunc:
     """The ``kind`` GEMM for A of ``a_dtype`` (or FP32 X quantized to ``a_dtype`` codes when ``quant`` =
     (scale, zero_point, qmin, qmax)); B is pre-packed as ``[planes, nb, Kp/kstep, 16, kstep]``.  With an
     ``epilogue`` the kernel takes the requantize constants after B and writes ``epilogue.dtype`` codes, only the
-    ``epilogue.columns`` real columns."""
+    ``epilogue.columns`` real columns.  ``resid``: residual quads per column block (``avx2-pair``, see
+    :func:`pair_pack`), applied per row block after the main K loop while the panel is in L1."""
     s = SCHEMES[kind]
     kq = s.kstep
     pdt = s.panel_dtype or a_dtype
     in_dtype = "float32" if quant is not None else a_dtype
     b_shape = (s.planes, nb, _padded_k(k, kq) // kq, LANES, kq)
+    residual = None
+    if resid:  # plane 2: the residual weights, plane 3 [j, e, 0, 0:4]: the int32 index of residual quad e
+        residual = Residual(resid, _ubsw_step(s.width, a_dtype, FLIP if a_dtype == "int8" else 0, 2),
+                            lambda bp, j, e: T.Cast("int64", T.reinterpret(bp.vload([3, j, e, 0, 0], "int8x4"),
+                                                                           dtype="int32")))
     return gemm_kernel(s, _step(s, a_dtype), k, nb, a_dtype, b_shape, "int16" if kq == 2 else "int8",
-                       fill=_fill(in_dtype, pdt, quant), in_dtype=in_dtype, epilogue=epilogue,
-                       panel_blocks=PANEL_BLOCKS)
+                       fill=panel_fill(s, in_dtype, pdt, quant), in_dtype=in_dtype, epilogue=epilogue,
+                       panel_blocks=PANEL_BLOCKS, residual=residual)
 
 
 def pack_b(kind: str, bpad: relax.Expr, k: int, nb: int) -> relax.Expr:
@@ -188,6 +343,26 @@ def pack_b(kind: str, bpad: relax.Expr, k: int, nb: int) -> relax.Expr:
     return packed(op.astype(bpad, "int16") if s.kstep == 2 else bpad)
 
 
+def pair_plan(value: np.ndarray | None) -> tuple[np.ndarray, int] | None:
+    """:func:`pair_pack` of a constant weight [K, nb*16] when ``avx2-pair`` should run it, else None: not a
+    constant, or residual quads over ``PAIR_RESIDUAL_MAX`` of the K quads (then the residual pass costs more
+    than ``vpmaddubsw`` saves over ``vpmaddwd``; see ``examples/results/isa_x86_avx2.md``)."""
+    if value is None:
+        return None
+    packed, r = pair_pack(value.astype(np.int8), PAIR_RESIDUAL_MAX)
+    return (packed, r) if packed is not None and r <= PAIR_RESIDUAL_MAX * packed.shape[2] else None
+
+
+def _packed(kind: str, bpad: relax.Expr, k: int, nb: int) -> tuple[str, relax.Expr, int]:
+    """(kind, packed B, residual quads): ``avx2-pair`` falls back to ``avx2`` (madd16) per :func:`pair_plan`."""
+    if kind != "avx2-pair":
+        return kind, pack_b(kind, bpad, k, nb), 0
+    plan = pair_plan(_const_value(bpad))
+    if plan is None:
+        return "avx2", pack_b("avx2", bpad, k, nb), 0
+    return kind, relax.const(plan[0], "int8"), plan[1]
+
+
 def _flip_correction(kind: str, a_dtype: str, bpad: relax.Expr, out: relax.Expr) -> relax.Expr:
     """u8-operand kernels computed sum (a + 128) b for s8 A: subtract 128 * colsum(B) (a constant)."""
 
@@ -201,10 +376,10 @@ def emit_matmul(ctx: Any, kind: str, a: relax.Expr, bpad: relax.Expr, k: int, nb
     """``a @ bpad`` (N already padded to nb*16) in int32 with the ``kind`` kernel; [M, nb*16]."""
 
     at = dtype_of(a)
-    bp = pack_b(kind, bpad, k, nb)
+    kind, bp, r = _packed(kind, bpad, k, nb)
     out = ctx.call_tir(
-        (f"gemm_{kind.replace('-', '_')}", k, nb, at),
-        lambda: x86_kernel(kind, k, nb, at),
+        (f"gemm_{kind.replace('-', '_')}", k, nb, at, *((f"r{r}",) if r else ())),
+        lambda: x86_kernel(kind, k, nb, at, resid=r),
         [a, bp],
         [shape_of(a)[0], nb * LANES],
         "int32",
@@ -221,9 +396,10 @@ def emit_quant_matmul(
     if dtype_of(x) != "float32":
         x = op.astype(x, "float32")
     params = (float(qattrs["scale"]), int(qattrs["zero_point"]), int(qattrs["qmin"]), int(qattrs["qmax"]))
-    key = (f"gemm_{kind}_quant", k, at, *params)
+    kind, bp, r = _packed(kind, bpad, k, 1)
+    key = (f"gemm_{kind.replace('-', '_')}_quant", k, at, *params, *((f"r{r}",) if r else ()))
     out = ctx.call_tir(
-        key, lambda: x86_kernel(kind, k, 1, at, params), [x, pack_b(kind, bpad, k, 1)], [shape_of(x)[0], LANES], "int32"
+        key, lambda: x86_kernel(kind, k, 1, at, params, resid=r), [x, bp], [shape_of(x)[0], LANES], "int32"
     )
     return _flip_correction(kind, at, bpad, out)
 
@@ -236,6 +412,8 @@ def emit_matmul_requant(
     ``epi.dtype``; ``rq`` is :func:`.fusion.requant_epilogue_constants` padded to nb*16 columns.  None when
     the kernel would need the s8 flip correction (u8-operand kinds on s8 A), which must precede the requantize."""
     at = str(qattrs["dtype"]) if qattrs is not None else dtype_of(a)
+    if kind == "avx2-pair" and at == "int8" and pair_plan(_const_value(bpad)) is None:
+        kind = "avx2"  # the fallback takes s8 A without a flip correction: the epilogue can stay fused
     if at not in ("uint8", "int8") or (at == "int8" and SCHEMES[kind].kstep != 2):
         return None
     params = None
@@ -245,11 +423,13 @@ def emit_matmul_requant(
         if dtype_of(a) != "float32":
             a = op.astype(a, "float32")
         params = (float(qattrs["scale"]), int(qattrs["zero_point"]), int(qattrs["qmin"]), int(qattrs["qmax"]))
-    key = (f"gemm_{kind.replace('-', '_')}{'_quant' if params else ''}", k, nb, at, *(params or ()), *epi.key())
+    kind, bp, r = _packed(kind, bpad, k, nb)
+    key = (f"gemm_{kind.replace('-', '_')}{'_quant' if params else ''}", k, nb, at, *(params or ()), *epi.key(),
+           *((f"r{r}",) if r else ()))
     return ctx.call_tir(
         key,
-        lambda: x86_kernel(kind, k, nb, at, params, epi),
-        [a, pack_b(kind, bpad, k, nb), relax.const(np.ascontiguousarray(rq, np.int64), "int64")],
+        lambda: x86_kernel(kind, k, nb, at, params, epi, resid=r),
+        [a, bp, relax.const(np.ascontiguousarray(rq, np.int64), "int64")],
         [shape_of(a)[0], epi.columns],
         epi.dtype,
     )
@@ -265,5 +445,5 @@ def x86_gemm_kind(features: tuple[str, ...] | set[str]) -> str:
     if "avx512bw" in f:
         return "avx512bw"
     if "avx2" in f:
-        return "avx2"
+        return "avx2-pair"  # falls back to "avx2" per GEMM when the weight's residual is too large (_packed)
     return "sse2"  # SSE2 is part of the x86-64 baseline

@@ -216,6 +216,7 @@ def resolve_target(spec: str) -> TargetPreset:
 
 X86_GEMM_NAMES = {"vnni": "AVX-512 VNNI (`vpdpbusd` zmm)", "avxvnni": "AVX-VNNI (`vpdpbusd` ymm)",
                   "avx512bw": "AVX-512BW (`vpmaddwd` zmm)", "avx2": "AVX2 (`vpmaddwd` ymm)",
+                  "avx2-pair": "AVX2 (`vpmaddubsw` ymm, pair-bounded weights; else `vpmaddwd` ymm)",
                   "sse2": "SSE2 (`pmaddwd` xmm)"}
 
 
