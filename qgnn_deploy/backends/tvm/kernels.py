@@ -20,6 +20,8 @@ destination row it will touch.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
@@ -27,6 +29,7 @@ from tvm.script import tirx as T
 _SCHEDULED = {"tir.noalias": True, "tirx.is_scheduled": True}
 CHUNK = 1024  # edges per ownership block (the owned-edge list lives on each thread's stack)
 PREFETCH = 48  # edges between a row's prefetch and its use (48 measured better than 16 at 10^6 nodes: DRAM latency)
+SERIAL_WORK = 1 << 15  # rows x width + edges below which a kernel runs on the calling thread (see schedules.py)
 LINE = 64  # cache line bytes: rows that do not tile a line get a second prefetch for their last element
 
 
@@ -58,6 +61,48 @@ def edge_plan(parts: int, row: int = 0) -> tirx.PrimFunc:
     """
     r = int(row)
 
+    def plan(pp: int, loop: Any) -> Any:  # the body split into ``pp`` parts, run by ``loop`` (parallel or serial)
+        @T.macro
+        def body(Idx, Flag, RowPtr, e, n1):  # noqa: ANN001, ANN202
+            ok = T.alloc_buffer((pp,), "int32")
+            for p in loop(pp):
+                ok[p] = 1
+                for kk in T.serial((p + 1) * e // pp - p * e // pp):
+                    k = p * e // pp + kk
+                    ok[p] = ok[p] & T.Cast("int32", Idx[r, k] >= 0) & T.Cast("int32", Idx[r, k] < n1 - 1) \
+                        & T.Cast("int32", Idx[r, T.max(k - 1, T.int64(0))] <= Idx[r, k])
+            Flag[0] = 1
+            for p in range(pp):
+                Flag[0] = Flag[0] & ok[p]
+            if Flag[0] != 0:
+                for p in loop(pp):
+                    for ii in T.serial((p + 1) * n1 // pp - p * n1 // pp):
+                        RowPtr[p * n1 // pp + ii] = e
+                for p in loop(pp):
+                    for kk in T.serial((p + 1) * e // pp - p * e // pp):
+                        k = (p + 1) * e // pp - 1 - kk
+                        # rows that began before this part's range belong to an earlier part: write a scratch slot
+                        # (rowptr[n], reset below) instead of branching
+                        RowPtr[T.if_then_else(
+                            T.Or(p * e // pp == 0, Idx[r, k] > Idx[r, T.max(p * e // pp - 1, T.int64(0))]),
+                            Idx[r, k], n1 - 1)] = k
+                RowPtr[n1 - 1] = e
+                for ii in T.serial(n1 - 1):
+                    RowPtr[n1 - 2 - ii] = T.min(RowPtr[n1 - 2 - ii], RowPtr[n1 - 1 - ii])
+
+        return body
+
+    serial, parallel = plan(1, T.serial), plan(parts, T.parallel)
+
+    @T.macro
+    def dispatch(Idx, Flag, RowPtr, e, n1):  # noqa: ANN001, ANN202 - serial when the work is small
+        if e + n1 < SERIAL_WORK:
+            serial(Idx, Flag, RowPtr, e, n1)
+        else:
+            parallel(Idx, Flag, RowPtr, e, n1)
+
+    run = serial if parts == 1 else dispatch
+
     @T.prim_func(private=True, s_tir=True)
     def kernel(idx_h: T.handle, flag_h: T.handle, rowptr_h: T.handle):
         T.func_attr(_SCHEDULED)
@@ -66,31 +111,7 @@ def edge_plan(parts: int, row: int = 0) -> tirx.PrimFunc:
         Flag = T.match_buffer(flag_h, (1,), "int32")
         RowPtr = T.match_buffer(rowptr_h, (n1,), "int64")
         with T.sblock("root"):
-            ok = T.alloc_buffer((parts,), "int32")
-            for p in T.parallel(parts):
-                ok[p] = 1
-                for kk in T.serial((p + 1) * e // parts - p * e // parts):
-                    k = p * e // parts + kk
-                    ok[p] = ok[p] & T.Cast("int32", Idx[r, k] >= 0) & T.Cast("int32", Idx[r, k] < n1 - 1) \
-                        & T.Cast("int32", Idx[r, T.max(k - 1, T.int64(0))] <= Idx[r, k])
-            Flag[0] = 1
-            for p in range(parts):
-                Flag[0] = Flag[0] & ok[p]
-            if Flag[0] != 0:
-                for p in T.parallel(parts):
-                    for ii in T.serial((p + 1) * n1 // parts - p * n1 // parts):
-                        RowPtr[p * n1 // parts + ii] = e
-                for p in T.parallel(parts):
-                    for kk in T.serial((p + 1) * e // parts - p * e // parts):
-                        k = (p + 1) * e // parts - 1 - kk
-                        # rows that began before this part's range belong to an earlier part: write a scratch slot
-                        # (rowptr[n], reset below) instead of branching
-                        RowPtr[T.if_then_else(
-                            T.Or(p * e // parts == 0, Idx[r, k] > Idx[r, T.max(p * e // parts - 1, T.int64(0))]),
-                            Idx[r, k], n1 - 1)] = k
-                RowPtr[n1 - 1] = e
-                for ii in T.serial(n1 - 1):
-                    RowPtr[n1 - 2 - ii] = T.min(RowPtr[n1 - 2 - ii], RowPtr[n1 - 1 - ii])
+            run(Idx, Flag, RowPtr, e, n1)
 
     return kernel
 
@@ -160,46 +181,61 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
             for c in T.vectorized(h):
                 Out[D[dr, k], c] = Out[D[dr, k], c] + message(X, C, S, k, c)
 
-    @T.macro
-    def edge_loop(X, C, S, D, Out, Flag, RowPtr, n, e):  # noqa: ANN001, ANN202 - shared by every signature
-        if is_max:
-            seen = T.alloc_buffer((n,), "int8")
-        for p in T.parallel(parts):
-            if Flag[0] != 0:
-                # CSR order: each output row sums its own run of edges in registers and is written once
-                acc = T.decl_buffer((h,), "int32", scope="local")
-                for ii in T.serial((p + 1) * n // parts - p * n // parts):  # zero-based: see edge_plan
-                    i = p * n // parts + ii
-                    if counting:  # a row's edge count is its run length
-                        Out[i, 0] = T.Cast("int32", RowPtr[i + 1] - RowPtr[i])
-                    else:
-                        for c in T.vectorized(h):
-                            acc[c] = T.int32(-2147483648) if is_max else T.int32(0)
-                        for k in T.serial(RowPtr[i], RowPtr[i + 1]):
-                            prefetch_source(X, C, S, T.min(k + pf, e - 1))
+    def make_edge_loop(parts: int, loop: Any) -> Any:  # the row split into ``parts``, run by ``loop``
+        @T.macro
+        def edge_loop(X, C, S, D, Out, Flag, RowPtr, n, e):  # noqa: ANN001, ANN202 - every signature
+            if is_max:
+                seen = T.alloc_buffer((n,), "int8")
+            for p in loop(parts):
+                if Flag[0] != 0:
+                    # CSR order: each output row sums its own run of edges in registers and is written once
+                    acc = T.decl_buffer((h,), "int32", scope="local")
+                    for ii in T.serial((p + 1) * n // parts - p * n // parts):  # zero-based: see edge_plan
+                        i = p * n // parts + ii
+                        if counting:  # a row's edge count is its run length
+                            Out[i, 0] = T.Cast("int32", RowPtr[i + 1] - RowPtr[i])
+                        else:
                             for c in T.vectorized(h):
-                                acc[c] = T.max(acc[c], message(X, C, S, k, c)) if is_max else \
-                                    acc[c] + message(X, C, S, k, c)
+                                acc[c] = T.int32(-2147483648) if is_max else T.int32(0)
+                            for k in T.serial(RowPtr[i], RowPtr[i + 1]):
+                                prefetch_source(X, C, S, T.min(k + pf, e - 1))
+                                for c in T.vectorized(h):
+                                    acc[c] = T.max(acc[c], message(X, C, S, k, c)) if is_max else \
+                                        acc[c] + message(X, C, S, k, c)
+                            for c in T.vectorized(h):
+                                Out[i, c] = T.if_then_else(RowPtr[i + 1] > RowPtr[i], acc[c], 0) if is_max else acc[c]
+                else:
+                    for i in T.serial(p * n // parts, (p + 1) * n // parts):
+                        if is_max:
+                            seen[i] = T.int8(0)
                         for c in T.vectorized(h):
-                            Out[i, c] = T.if_then_else(RowPtr[i + 1] > RowPtr[i], acc[c], 0) if is_max else acc[c]
-            else:
-                for i in T.serial(p * n // parts, (p + 1) * n // parts):
-                    if is_max:
-                        seen[i] = T.int8(0)
-                    for c in T.vectorized(h):
-                        Out[i, c] = 0
-                if (p + 1) * n // parts > p * n // parts:
-                    sel = T.decl_buffer((chunk,), "int32", scope="global")  # owned edges of the block
-                    cnt = T.decl_buffer((1,), "int32", scope="global")
-                    for b in range((e + chunk - 1) // chunk):
-                        cnt[0] = 0
-                        for k in range(T.min(T.int64(chunk), e - b * chunk)):
-                            sel[cnt[0]] = T.Cast("int32", k)
-                            cnt[0] = cnt[0] + T.Cast("int32", T.Cast("uint64", D[dr, b * chunk + k] - p * n // parts)
-                                                     < T.Cast("uint64", (p + 1) * n // parts - p * n // parts))
-                        for q in range(cnt[0]):
-                            apply(X, C, S, D, Out, seen if is_max else None, b * chunk + T.Cast("int64", sel[q]),
-                                  b * chunk + T.Cast("int64", sel[T.min(q + pf, cnt[0] - 1)]))
+                            Out[i, c] = 0
+                    if (p + 1) * n // parts > p * n // parts:
+                        sel = T.decl_buffer((chunk,), "int32", scope="global")  # owned edges of the block
+                        cnt = T.decl_buffer((1,), "int32", scope="global")
+                        for b in range((e + chunk - 1) // chunk):
+                            cnt[0] = 0
+                            for k in range(T.min(T.int64(chunk), e - b * chunk)):
+                                sel[cnt[0]] = T.Cast("int32", k)
+                                lo, hi = p * n // parts, (p + 1) * n // parts
+                                cnt[0] = cnt[0] + T.Cast("int32", T.Cast("uint64", D[dr, b * chunk + k] - lo)
+                                                         < T.Cast("uint64", hi - lo))
+                            for q in range(cnt[0]):
+                                apply(X, C, S, D, Out, seen if is_max else None, b * chunk + T.Cast("int64", sel[q]),
+                                      b * chunk + T.Cast("int64", sel[T.min(q + pf, cnt[0] - 1)]))
+
+        return edge_loop
+
+    serial_loop, parallel_loop = make_edge_loop(1, T.serial), make_edge_loop(parts, T.parallel)
+
+    @T.macro
+    def dispatch(X, C, S, D, Out, Flag, RowPtr, n, e):  # noqa: ANN001, ANN202 - serial when the work is small
+        if n * h + e < SERIAL_WORK:
+            serial_loop(X, C, S, D, Out, Flag, RowPtr, n, e)
+        else:
+            parallel_loop(X, C, S, D, Out, Flag, RowPtr, n, e)
+
+    edge_loop = serial_loop if parts == 1 else dispatch
 
     if scaled:
         @T.prim_func(private=True, s_tir=True)
@@ -271,6 +307,31 @@ def lut_steps(k: int, first: int, top: int, idx_dtype: str, cmp: str, value_dtyp
     The index is an ``[n, w]`` view (``w`` static), as fold's ``[N, 1]`` degrees come, so no reshape is needed."""
     rounds = max(int(top).bit_length() - 1, 0)
 
+    @T.macro
+    def rows(Idx, Probe, Values, Out, lo, hi):  # noqa: ANN001, ANN202 - rows [lo, hi)
+        pos = T.decl_buffer((1,), "int64", scope="local")
+        for i in T.serial(lo, hi):
+            for c0 in range(w):
+                pos[0] = T.Select(T.Cast(cmp, Idx[i, c0]) >= Probe[first], T.int64(first), T.int64(0))
+                for r in range(rounds):
+                    c = pos[0] + T.shift_right(T.int64(top), T.Cast("int64", r) + T.int64(1))
+                    pos[0] = T.Select(T.Cast(cmp, Idx[i, c0]) >= Probe[c], c, pos[0])
+                Out[i, c0] = Values[pos[0]]
+
+    @T.macro
+    def dispatch(Idx, Probe, Values, Out, n):  # noqa: ANN001, ANN202 - serial when the work is small
+        if n * w * (rounds + 1) < SERIAL_WORK:
+            rows(Idx, Probe, Values, Out, 0, n)
+        else:
+            for p in T.parallel(parts):
+                rows(Idx, Probe, Values, Out, p * n // parts, (p + 1) * n // parts)
+
+    @T.macro
+    def serial(Idx, Probe, Values, Out, n):  # noqa: ANN001, ANN202
+        rows(Idx, Probe, Values, Out, 0, n)
+
+    run = serial if parts == 1 else dispatch
+
     @T.prim_func(private=True, s_tir=True)
     def kernel(idx_h: T.handle, probe_h: T.handle, values_h: T.handle, out_h: T.handle):
         T.func_attr(_SCHEDULED)
@@ -280,15 +341,7 @@ def lut_steps(k: int, first: int, top: int, idx_dtype: str, cmp: str, value_dtyp
         Values = T.match_buffer(values_h, (k + 1,), value_dtype)
         Out = T.match_buffer(out_h, (n, w), value_dtype)
         with T.sblock("root"):
-            for p in T.parallel(parts):
-                pos = T.decl_buffer((1,), "int64", scope="local")
-                for i in T.serial(p * n // parts, (p + 1) * n // parts):
-                    for c0 in range(w):
-                        pos[0] = T.Select(T.Cast(cmp, Idx[i, c0]) >= Probe[first], T.int64(first), T.int64(0))
-                        for r in range(rounds):
-                            c = pos[0] + T.shift_right(T.int64(top), T.Cast("int64", r) + T.int64(1))
-                            pos[0] = T.Select(T.Cast(cmp, Idx[i, c0]) >= Probe[c], c, pos[0])
-                        Out[i, c0] = Values[pos[0]]
+            run(Idx, Probe, Values, Out, n)
 
     return kernel
 
@@ -299,6 +352,27 @@ def lut_steps_dense(k: int, base: int, span: int, idx_dtype: str, thr_dtype: str
     every ``r < span``, the thresholds ``<= base + r`` (marks + prefix sum over ``span`` int32s, serial and a few
     microseconds for a degree table), then each element reads ``values[count[clip(idx, base, base + span - 1)
     - base]]``: the per-element cost of ``lut`` while the library stores only the steps."""
+
+    @T.macro
+    def rows(Idx, Values, Out, count, lo, hi):  # noqa: ANN001, ANN202 - rows [lo, hi)
+        for i in T.serial(lo, hi):
+            for c in range(w):
+                Out[i, c] = Values[count[T.max(T.min(T.Cast("int64", Idx[i, c]), T.int64(base + span - 1)),
+                                               T.int64(base)) - T.int64(base)]]
+
+    @T.macro
+    def dispatch(Idx, Values, Out, count, n):  # noqa: ANN001, ANN202 - serial when the work is small
+        if n * w < SERIAL_WORK:
+            rows(Idx, Values, Out, count, 0, n)
+        else:
+            for p in T.parallel(parts):
+                rows(Idx, Values, Out, count, p * n // parts, (p + 1) * n // parts)
+
+    @T.macro
+    def serial(Idx, Values, Out, count, n):  # noqa: ANN001, ANN202
+        rows(Idx, Values, Out, count, 0, n)
+
+    run = serial if parts == 1 else dispatch
 
     @T.prim_func(private=True, s_tir=True)
     def kernel(idx_h: T.handle, thr_h: T.handle, values_h: T.handle, out_h: T.handle):
@@ -316,10 +390,6 @@ def lut_steps_dense(k: int, base: int, span: int, idx_dtype: str, thr_dtype: str
                 count[T.Cast("int64", Thr[j]) - T.int64(base)] = count[T.Cast("int64", Thr[j]) - T.int64(base)] + 1
             for r in range(1, span):
                 count[r] = count[r] + count[r - 1]
-            for p in T.parallel(parts):
-                for i in T.serial(p * n // parts, (p + 1) * n // parts):
-                    for c in range(w):
-                        Out[i, c] = Values[count[T.max(T.min(T.Cast("int64", Idx[i, c]), T.int64(base + span - 1)),
-                                                       T.int64(base)) - T.int64(base)]]
+            run(Idx, Values, Out, count, n)
 
     return kernel
