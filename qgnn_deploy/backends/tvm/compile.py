@@ -43,7 +43,7 @@ def _symbolic_sizes(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, 
     return sizes
 
 
-def pipeline(preset: TargetPreset, database: Any = None) -> Any:
+def pipeline(preset: TargetPreset, database: Any = None, serial_work: int | None = None) -> Any:
     """Relax pipeline: the CPU default plus default schedules for everything we did not hand-write."""
     import tvm
     from tvm import relax
@@ -63,7 +63,7 @@ def pipeline(preset: TargetPreset, database: Any = None) -> Any:
             with tuning_target(preset), database:
                 mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
         with target:
-            passes = [default_schedule_pass(preset)]
+            passes = [default_schedule_pass(preset, serial_work)]
             passes += cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
             return tvm.transform.Sequential(passes)(mod)
 
@@ -118,17 +118,20 @@ def lut_take_is_injective() -> Any:
 
 
 def build(graph: Graph, preset: TargetPreset, *, static_dims: dict[str, int] | None = None,
-          database: Any = None, fast: bool = True) -> Any:
-    """Relax module -> ``relax.Executable`` for ``preset`` (not yet linked)."""
+          database: Any = None, fast: bool = True, serial_work: int | None = None) -> Any:
+    """Relax module -> ``relax.Executable`` for ``preset`` (not yet linked).  ``serial_work``: kernels with
+    less work than this run on the calling thread (default ``kernels.SERIAL_WORK``; 0: every kernel parallel)."""
     import tvm
 
     from .relax_builder import build_module
 
     opts = build_options(preset, static_dims, fast)
+    if serial_work is not None:
+        opts.serial_work = int(serial_work)
     mod = build_module(graph, opts)
     if not fast:
         return tvm.compile(mod, target=preset.tvm())
-    return tvm.compile(mod, target=preset.tvm(), relax_pipeline=pipeline(preset, database))
+    return tvm.compile(mod, target=preset.tvm(), relax_pipeline=pipeline(preset, database, opts.serial_work))
 
 
 def build_options(preset: TargetPreset, static_dims: dict[str, int] | None = None, fast: bool = True) -> Any:

@@ -45,7 +45,7 @@ def _prefetch_w(ptr):  # noqa: ANN001, ANN202
     return T.call_intrin("", "tirx.prefetch", ptr, 1, 3, 1)
 
 
-def edge_plan(parts: int, row: int = 0) -> tirx.PrimFunc:
+def edge_plan(parts: int, row: int = 0, *, serial_work: int = SERIAL_WORK) -> tirx.PrimFunc:
     """One parallel pass over row ``row`` of a [R, E] index tensor: ``flag[0] = 1`` when it is ascending with
     every index in ``[0, n)``, and then ``rowptr[i]`` = first edge whose index is ``>= i`` (``rowptr[n] = E``):
     the CSR row pointers of an edge list sorted by destination (``qgnn_bench.py --sort-edges``, or any
@@ -96,7 +96,7 @@ def edge_plan(parts: int, row: int = 0) -> tirx.PrimFunc:
 
     @T.macro
     def dispatch(Idx, Flag, RowPtr, e, n1):  # noqa: ANN001, ANN202 - serial when the work is small
-        if e + n1 < SERIAL_WORK:
+        if e + n1 < serial_work:
             serial(Idx, Flag, RowPtr, e, n1)
         else:
             parallel(Idx, Flag, RowPtr, e, n1)
@@ -117,7 +117,8 @@ def edge_plan(parts: int, row: int = 0) -> tirx.PrimFunc:
 
 
 def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_row: int = 0,
-                src_row: int | None = None, zero_point: int = 0, coef_dtype: str | None = None) -> tirx.PrimFunc:
+                src_row: int | None = None, zero_point: int = 0, coef_dtype: str | None = None, *,
+                serial_work: int = SERIAL_WORK) -> tirx.PrimFunc:
     """``out[i] = reduce_{e : dst[e] = i} m(e)`` over rows of width ``h``; ``reduce`` is "add" or "max"
     (rows with no edge are 0).
 
@@ -230,7 +231,7 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
 
     @T.macro
     def dispatch(X, C, S, D, Out, Flag, RowPtr, n, e):  # noqa: ANN001, ANN202 - serial when the work is small
-        if n * h + e < SERIAL_WORK:
+        if n * h + e < serial_work:
             serial_loop(X, C, S, D, Out, Flag, RowPtr, n, e)
         else:
             parallel_loop(X, C, S, D, Out, Flag, RowPtr, n, e)
@@ -293,13 +294,13 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
     return kernel
 
 
-def degree(parts: int, row: int = 0) -> tirx.PrimFunc:
+def degree(parts: int, row: int = 0, *, serial_work: int = SERIAL_WORK) -> tirx.PrimFunc:
     """Occurrences of each index in row ``row`` of a [R, E] tensor: ``out[i, 0] = #{e : idx[row, e] == i}``."""
-    return edge_reduce(1, None, parts, "add", dst_row=row)
+    return edge_reduce(1, None, parts, "add", dst_row=row, serial_work=serial_work)
 
 
 def lut_steps(k: int, first: int, top: int, idx_dtype: str, cmp: str, value_dtype: str, parts: int,
-              w: int = 1) -> tirx.PrimFunc:
+              w: int = 1, *, serial_work: int = SERIAL_WORK) -> tirx.PrimFunc:
     """``out[i] = values[#{j : idx[i] >= t[j]}]`` for ``k >= 1`` sorted thresholds, as the branchless binary search
     of :func:`qgnn_deploy.ir.ops.steps_search_plan` (``first``, then strides ``top/2 .. 1``) over
     ``probe[c] = t[c - 1]``: O(log K) compares per element, no ``[N, K]`` intermediate.  A loop, not elementwise
@@ -320,7 +321,7 @@ def lut_steps(k: int, first: int, top: int, idx_dtype: str, cmp: str, value_dtyp
 
     @T.macro
     def dispatch(Idx, Probe, Values, Out, n):  # noqa: ANN001, ANN202 - serial when the work is small
-        if n * w * (rounds + 1) < SERIAL_WORK:
+        if n * w * (rounds + 1) < serial_work:
             rows(Idx, Probe, Values, Out, 0, n)
         else:
             for p in T.parallel(parts):
@@ -347,7 +348,7 @@ def lut_steps(k: int, first: int, top: int, idx_dtype: str, cmp: str, value_dtyp
 
 
 def lut_steps_dense(k: int, base: int, span: int, idx_dtype: str, thr_dtype: str, value_dtype: str,
-                    parts: int, w: int = 1) -> tirx.PrimFunc:
+                    parts: int, w: int = 1, *, serial_work: int = SERIAL_WORK) -> tirx.PrimFunc:
     """``lut_steps`` for thresholds spanning ``span - 1`` indices from ``base + 1``: each call first counts, for
     every ``r < span``, the thresholds ``<= base + r`` (marks + prefix sum over ``span`` int32s, serial and a few
     microseconds for a degree table), then each element reads ``values[count[clip(idx, base, base + span - 1)
@@ -362,7 +363,7 @@ def lut_steps_dense(k: int, base: int, span: int, idx_dtype: str, thr_dtype: str
 
     @T.macro
     def dispatch(Idx, Values, Out, count, n):  # noqa: ANN001, ANN202 - serial when the work is small
-        if n * w < SERIAL_WORK:
+        if n * w < serial_work:
             rows(Idx, Values, Out, count, 0, n)
         else:
             for p in T.parallel(parts):

@@ -147,6 +147,6 @@ def serial_when_small(par: tirx.PrimFunc, ser: tirx.PrimFunc, threshold: int) ->
     return tirx.transform.ConvertSSA()(tvm.IRModule({"main": par.with_body(realize)}))["main"]
 
 
-def default_schedule_pass(preset: Any) -> Any:
+def default_schedule_pass(preset: Any, serial_work: int | None = None) -> Any:
     """``ApplyDefaultSchedule`` with our CPU rule (runs under the target context)."""
-    return ApplyDefaultSchedule(CPUParallelFallback())
+    return ApplyDefaultSchedule(CPUParallelFallback(serial_work))
