@@ -16,6 +16,7 @@ tvm = pytest.importorskip("tvm")
 from qgnn_deploy.backends.tvm import compile_to_dir, run_library  # noqa: E402
 from qgnn_deploy.backends.tvm.fusion import (  # noqa: E402
     FusionPlan,
+    add_into_lut_steps,
     fusion_pipeline,
     gather_into_scatter,
     plan_fusion,
@@ -90,11 +91,11 @@ def test_gather_into_scatter_plan_and_pipeline_report() -> None:
     fused = gather_into_scatter(g, BuildOptions(), plan)
     assert fused and all(g.producers()[v].op == "gather_rows" for v in fused)
     plan2, report = plan_fusion(g, BuildOptions(gemm_kind="avx2"))
-    assert list(report) == ["gather_into_scatter", "quantize_into_gemm", "requantize_into_gemm"]
+    assert list(report) == ["gather_into_scatter", "quantize_into_gemm", "requantize_into_gemm", "add_into_lut_steps"]
     assert report["gather_into_scatter"] == fused and plan2.gather_into_scatter == set(fused)
     plan3 = FusionPlan()
     assert list(fusion_pipeline(BuildOptions(), plan3, skip=("gather_into_scatter",))(g)) == [
-        "quantize_into_gemm", "requantize_into_gemm"] and not plan3.gather_into_scatter
+        "quantize_into_gemm", "requantize_into_gemm", "add_into_lut_steps"] and not plan3.gather_into_scatter
 
 
 def _kernel_names(g: Graph, kind: str) -> list[str]:
@@ -134,3 +135,58 @@ def test_fused_gemm_requant_bit_exact(k: int, n: int, a_dtype: str, fp32: bool, 
     for rows in (97, 6, 1):  # off the 6-row register block and the 96-row task
         f = feed(rows)
         np.testing.assert_array_equal(run_library(lib, f), run(g, f)["rq32"], err_msg=f"rows={rows}")
+
+
+def lut_offset_graph(c: int, span: int, x_dtype: str = "int32", c_dtype: str = "int32", *,
+                     extra_reader: bool = False, table_input: bool = False) -> Graph:
+    """``lut_steps(x + c)`` twice (two layers' degree factors) over thresholds spanning ``span`` indices."""
+    b = GraphBuilder()
+    x = b.input("x", x_dtype, ("N", 1))
+    s = b.op("add", [x, b.const("c", np.array([c], c_dtype))], "xc")
+    t = np.array([-span // 2, -3, 0, 1, 5, span // 2], np.int32)
+    thr = b.input("t", "int32", (6,)) if table_input else b.const("t", t)
+    vals = b.const("v", np.array([9, -2, 4, 0, 7, -5, 3], np.int16))
+    y0 = b.op("lut_steps", [s, thr, vals], "y0")
+    y1 = b.op("lut_steps", [s, thr, vals], "y1")
+    y = b.op("add", [y0, y1], "y")
+    if extra_reader:
+        y = b.op("add", [y, s], "y2")
+    b.output(y, "int32" if extra_reader else "int16", ("N", 1))
+    g = b.graph
+    g.validate()
+    return g
+
+
+def test_add_into_lut_steps_plan() -> None:
+    """Fused when every reader of ``x + c`` is a lut_steps index (c a one-element integer constant)."""
+    def plan(g: Graph) -> dict[str, tuple[str, int]]:
+        p = FusionPlan()
+        add_into_lut_steps(g, BuildOptions(), p)
+        return p.add_into_lut_steps
+
+    assert plan(lut_offset_graph(1, 40)) == {"xc": ("x", 1)}
+    assert plan(lut_offset_graph(-7, 40, "int16", "int16")) == {"xc": ("x", -7)}
+    assert plan(lut_offset_graph(1, 40, extra_reader=True)) == {}  # x + c has another reader
+    assert plan(lut_offset_graph(1, 40, table_input=True)) == {}  # thresholds not constant
+    g = lut_offset_graph(1, 40)
+    assert "xc" in plan_fusion(g, BuildOptions())[0].skipped()
+
+
+@pytest.mark.parametrize("c,span,x_dtype,c_dtype", [
+    (1, 40, "int32", "int32"),  # GCN's degree + 1, dense count table
+    (-40000, 40, "int32", "int32"),  # shifted thresholds leave int16
+    (3, 1 << 20, "int32", "int32"),  # the binary search
+    (-(1 << 31) + 5, 1 << 20, "int64", "int64"),  # thresholds shifted beyond int32: int64 compares
+    (2, 40, "int16", "int8"),  # narrow index
+])
+def test_add_into_lut_steps_bit_exact(c: int, span: int, x_dtype: str, c_dtype: str, tmp_path: Path) -> None:
+    g = lut_offset_graph(c, span, x_dtype, c_dtype)
+    main = str(build_module(g, BuildOptions())["main"])
+    assert main.count("R.add(") == 1 and main.count("qgnn_lut_steps") == 2, main  # y0 + y1 only; one table
+    assert main.count("ir.GenericConst\"][0]") == 2, main
+    t = np.array([-span // 2, -3, 0, 1, 5, span // 2], np.int64)
+    info = np.iinfo(x_dtype)
+    xs = np.concatenate([t - c + d for d in (-1, 0, 1)] + [[info.min - min(c, 0), info.max - max(c, 0), 0]])
+    feeds = {"x": np.clip(xs, info.min, info.max).astype(x_dtype).reshape(-1, 1)}
+    fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds=feeds)
+    np.testing.assert_array_equal(run_library(tmp_path / fields["library"], feeds), run(g, feeds)["y"])

@@ -65,6 +65,8 @@ class BuildContext:
         self.fused_away: set[str] = set()  # gather_rows outputs folded into a fused scatter kernel
         self.quant_fused: set[str] = set()  # quantize outputs computed inside their matmuls' GEMM kernel
         self.requant_fused: dict[str, str] = {}  # requantize output -> matmul output it requantizes in-kernel
+        self.lut_offsets: dict[str, tuple[str, int]] = {}  # add output x + c -> (x, c), read by lut_steps only
+        self.shifted_tables: dict[tuple[Any, ...], relax.Expr] = {}  # (thresholds, -c[, cmp]) -> (probe of) t - c
         self.index_rows: dict[str, tuple[relax.Expr, int]] = {}  # take_row outputs: (2-D int64 source, row)
         # (index vector, rows) -> ([index tensor, flag, rowptr], row)
         self.edge_plans: dict[tuple[str, str], tuple[list[relax.Expr], int]] = {}
@@ -488,8 +490,18 @@ def _lut_steps(ctx: BuildContext, node: Node) -> relax.Expr:
     thresholds, values = ctx.const_value(node, 1), ctx.const_value(node, 2)
     if thresholds is None or values is None:
         raise QgnnError(f"TVM backend: lut_steps {node.name!r} needs constant thresholds and values")
-    idx, table = ctx.arg(node, 0), ctx.arg(node, 2)
+    table, thr = ctx.arg(node, 2), ctx.arg(node, 1)
     t = np.asarray(thresholds).astype(np.int64)
+    if node.inputs[0] in ctx.lut_offsets:  # lut(x + c) = lut over x with thresholds t - c (fusion.add_into_lut_steps)
+        src, c = ctx.lut_offsets[node.inputs[0]]
+        idx, t = ctx.value(src, node), t - c
+        tdt = next(d for d in ("int16", "int32", "int64") if t.size == 0 or
+                   np.iinfo(d).min <= t.min() and t.max() <= np.iinfo(d).max)
+        thresholds = t.astype(tdt)
+        key = (node.inputs[1], -c)  # one constant per table and offset, so CSE still merges equal lookups
+        thr = ctx.shifted_tables.setdefault(key, relax.const(thresholds, tdt))
+    else:
+        idx = ctx.arg(node, 0)
     if t.size == 0:
         return op.take(table, op.zeros_like(idx, dtype="int64"), axis=0)
     k = int(t.size)
@@ -503,13 +515,15 @@ def _lut_steps(ctx: BuildContext, node: Node) -> relax.Expr:
         base, span, tdt = int(t[0]) - 1, int(t[-1] - t[0] + 2), str(thresholds.dtype)
         out = ctx.call_tir(("lut_steps_dense", k, str(base).replace("-", "m"), span, idt, tdt, vdt, pp, w, sw),
                            lambda: kernels.lut_steps_dense(k, base, span, idt, tdt, vdt, pp, w, serial_work=sw),
-                           [flat, ctx.arg(node, 1), table], [rows, w], vdt)
+                           [flat, thr, table], [rows, w], vdt)
         return out if len(shape) == 2 else op.reshape(out, shape)
     narrow = ("int8", "uint8", "int16", "uint16", "int32")
     cmp = "int32" if dtype_of(idx) in narrow and str(thresholds.dtype) in narrow else "int64"
     first, strides = steps_search_plan(k)
     top = 2 * strides[0] if strides else 1
-    probe = relax.const(np.concatenate([t[:1], t]).astype(cmp), cmp)  # probe[c] = t[c - 1]; probe[0] unread
+    probe = ctx.shifted_tables.setdefault(  # probe[c] = t[c - 1]; probe[0] unread.  One per table: CSE merges
+        (node.inputs[1], int(t[0] - np.asarray(ctx.const_value(node, 1)).astype(np.int64)[0]), cmp),
+        relax.const(np.concatenate([t[:1], t]).astype(cmp), cmp))
     out = ctx.call_tir(("lut_steps", k, first, top, idt, cmp, vdt, pp, w, sw),
                        lambda: kernels.lut_steps(k, first, top, idt, cmp, vdt, pp, w, serial_work=sw),
                        [flat, probe, table], [rows, w], vdt)
@@ -595,6 +609,7 @@ def build_module(graph: Graph, options: BuildOptions | None = None) -> tvm.IRMod
     plan, _ = plan_fusion(graph, options)
     ctx.fused_away, ctx.quant_fused, ctx.requant_fused = (plan.gather_into_scatter, plan.quantize_into_gemm,
                                                           plan.requantize_into_gemm)
+    ctx.lut_offsets = plan.add_into_lut_steps
     skipped = plan.skipped()
     op.bb = bb
     with bb.function("main", params):
