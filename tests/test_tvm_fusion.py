@@ -190,3 +190,52 @@ def test_add_into_lut_steps_bit_exact(c: int, span: int, x_dtype: str, c_dtype: 
     feeds = {"x": np.clip(xs, info.min, info.max).astype(x_dtype).reshape(-1, 1)}
     fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds=feeds)
     np.testing.assert_array_equal(run_library(tmp_path / fields["library"], feeds), run(g, feeds)["y"])
+
+
+def shared_cast_graph() -> Graph:
+    """cast(lut(x)) read on both sides of a hand-written kernel, once more widened: GCN's per-node edge factor
+    (both layers' messages and requantize multipliers read it, with the GEMM and the edge kernel between)."""
+    b = GraphBuilder()
+    x = b.input("x", "int32", ("N", 1))
+    h = b.input("h", "int8", ("N", 4))
+    q = b.op("lut_steps", [x, b.const("t", np.array([1, 3, 8], np.int16)),
+                           b.const("v", np.array([200, 90, 7, 1], np.uint8))], "q")
+    q32 = b.op("cast", [q], "q32", dtype="int32")
+    q64 = b.op("cast", [q32], "q64", dtype="int64")
+    m = b.op("mul", [q64, b.const("m", np.array([[123456789]], np.int64))], "m")
+    s = b.const("s", np.array([[30]], np.int8))
+    h32 = b.op("cast", [h], "h32", dtype="int32")
+    y1 = b.op("requantize", [b.op("mul", [h32, q32], "a1"), m, s], "y1", zero_point=0, qmin=-127, qmax=127,
+              dtype="int8")
+    r = b.op("lut_steps", [y1, b.const("t2", np.array([-50, 0, 50], np.int16)),  # a hand-written kernel between
+                           b.const("v2", np.array([-90, -5, 5, 90], np.int16))], "r")
+    r32 = b.op("cast", [r], "r32", dtype="int32")
+    y = b.op("requantize", [b.op("mul", [r32, q32], "a2"), m, s], "y", zero_point=0, qmin=-127, qmax=127,
+             dtype="int8")
+    b.output(y, "int8", ("N", 4))
+    g = b.graph
+    g.validate()
+    return g
+
+
+def test_rematerialize_casts_alone_and_bit_exact(tmp_path: Path) -> None:
+    """The shared casts get a copy per reader, so no kernel is a bare cast; the library stays exact."""
+    from tvm import relax
+
+    from qgnn_deploy.backends.tvm.compile import legalize_passes, rematerialize_casts
+    from qgnn_deploy.backends.tvm.targets import resolve_target
+
+    g = shared_cast_graph()
+    mod = relax.transform.CanonicalizeBindings()(build_module(g, BuildOptions()))
+    before = str(mod["main"]).count("R.astype(")
+    after = str(rematerialize_casts()(mod)["main"]).count("R.astype(")
+    assert after > before  # q32 and q64 read on both sides of the second lookup: copied per reader
+    target = resolve_target("x86_64").tvm()
+    with target:
+        fused = tvm.transform.Sequential(legalize_passes(target))(build_module(g, BuildOptions()))
+    kernels = [gv.name_hint for gv, f in fused.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert not [k for k in kernels if k.startswith("cast")], kernels  # each cast fused into its reader
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.integers(-2, 12, (57, 1)).astype(np.int32), "h": rng.integers(-128, 128, (57, 4)).astype(np.int8)}
+    fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds=feeds)
+    np.testing.assert_array_equal(run_library(tmp_path / fields["library"], feeds), run(g, feeds)["y"])
