@@ -5,7 +5,8 @@ nest with a temporary buffer per op.  This rule inlines the chain into one
 loop nest, parallelises the fused spatial loops and leaves the innermost
 static loop to LLVM's vectoriser.  It works on symbolic shapes, so untuned
 dynamic-shape libraries get it too.  Kernels we wrote by hand (and tuned ones)
-carry ``tirx.is_scheduled`` and are skipped.
+carry ``tirx.is_scheduled`` and are skipped.  Each scheduled kernel also keeps a serial copy of its nest
+for calls whose work is below ``kernels.SERIAL_WORK`` (:func:`serial_when_small`).
 """
 
 from __future__ import annotations
