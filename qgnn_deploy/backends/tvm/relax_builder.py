@@ -103,9 +103,9 @@ class BuildContext:
         return self.bb.emit(expr)
 
     def kernel(self, key: tuple[Any, ...], make: Callable[[], tirx.PrimFunc]) -> relax.GlobalVar:
-        """Add a TIR kernel once per specialisation ``key``."""
+        """Add a TIR kernel once per specialisation ``key`` (the default ``serial_work`` is left out of the name)."""
         if key not in self._kernels:
-            name = "qgnn_" + "_".join(str(k) for k in key)
+            name = "qgnn_" + "_".join(str(k) for k in key if not isinstance(k, _SerialWork) or k != kernels.SERIAL_WORK)
             self._kernels[key] = self.bb.add_func(make(), name)
         return self._kernels[key]
 
@@ -113,6 +113,13 @@ class BuildContext:
                  shape: list[Any], dtype: str) -> relax.Expr:
         gv = self.kernel(key, make)
         return self.emit(relax.call_tir(gv, args, out_ty=relax.TensorType(shape, dtype)))
+
+
+class _SerialWork(int):
+    """``serial_work`` inside a kernel key (named only when it is not the default)."""
+
+    def __str__(self) -> str:
+        return f"sw{int(self)}"
 
 
 def static_int(v: Any) -> int | None:
@@ -414,9 +421,9 @@ def _edge_plan(ctx: BuildContext, node: Node, i: int, n: Any) -> tuple[list[rela
     key = (node.inputs[i], str(n))
     if key not in ctx.edge_plans:
         tensor, row = _index_row(ctx, node, i)
-        sw = ctx.options.serial_work
+        sw = _SerialWork(ctx.options.serial_work)
         gv = ctx.kernel(("edge_plan", ctx.options.parts, row, sw),
-                        lambda: kernels.edge_plan(ctx.options.parts, row, serial_work=sw))
+                        lambda: kernels.edge_plan(ctx.options.parts, row, serial_work=int(sw)))
         plan = ctx.emit(relax.call_tir(gv, [tensor], out_ty=[relax.TensorType([1], "int32"),
                                                                 relax.TensorType([n + 1], "int64")]))
         ctx.edge_plans[key] = ([tensor, ctx.emit(relax.TupleGetItem(plan, 0)),
@@ -429,14 +436,14 @@ def _scatter(kind: str) -> Handler:
         ref = ctx.arg(node, 2)
         n = shape_of(ref)[0]
         dst_plan, dr = _edge_plan(ctx, node, 1, n)
-        pp, sw = ctx.options.parts, ctx.options.serial_work
+        pp, sw = ctx.options.parts, _SerialWork(ctx.options.serial_work)
         gather = _fused_gather(ctx, node)
         factored = _factored_message(ctx, gather.inputs[0]) if gather is not None else None
         if gather is None:
             v, tail, hh = _rows_2d(ctx.arg(node, 0))
             dt = dtype_of(v)
             out = ctx.call_tir((f"scatter_{kind}", hh, dt, pp, dr, sw),
-                               lambda: kernels.edge_reduce(hh, dt, pp, kind, dr, serial_work=sw), [v, *dst_plan],
+                               lambda: kernels.edge_reduce(hh, dt, pp, kind, dr, serial_work=int(sw)), [v, *dst_plan],
                                [n, hh], "int32")
             return _restore(ctx, out, n, tail)
         src, sr = _index_row(ctx, gather, 1)
@@ -449,8 +456,8 @@ def _scatter(kind: str) -> Handler:
         dt, cdt = dtype_of(x), None if coef is None else dtype_of(coef)
         key = (f"gather_scatter_{kind}", hh, dt, pp, sr, dr, sw) + (() if factored is None else (zp, cdt or "none"))
         args = [x] + ([] if coef is None else [coef]) + [src, *dst_plan]
-        out = ctx.call_tir(key, lambda: kernels.edge_reduce(hh, dt, pp, kind, dr, sr, zp, cdt, serial_work=sw), args,
-                           [n, hh], "int32")
+        out = ctx.call_tir(key, lambda: kernels.edge_reduce(hh, dt, pp, kind, dr, sr, zp, cdt, serial_work=int(sw)),
+                           args, [n, hh], "int32")
         return _restore(ctx, out, n, tail)
 
     return h
@@ -464,8 +471,8 @@ HANDLERS["scatter_max"] = _scatter("max")
 def _degree(ctx: BuildContext, node: Node) -> relax.Expr:
     n = shape_of(ctx.arg(node, 1))[0]
     plan, row = _edge_plan(ctx, node, 0, n)
-    pp, sw = ctx.options.parts, ctx.options.serial_work
-    return ctx.call_tir(("degree", pp, row, sw), lambda: kernels.degree(pp, row, serial_work=sw), plan, [n, 1],
+    pp, sw = ctx.options.parts, _SerialWork(ctx.options.serial_work)
+    return ctx.call_tir(("degree", pp, row, sw), lambda: kernels.degree(pp, row, serial_work=int(sw)), plan, [n, 1],
                         "int32")
 
 
@@ -510,11 +517,11 @@ def _lut_steps(ctx: BuildContext, node: Node) -> relax.Expr:
     flat = idx if w is not None else op.reshape(idx, [-1, 1])  # fold's [N, 1] degrees go in as they are
     w = w or 1
     rows = shape_of(flat)[0]
-    idt, vdt, pp, sw = dtype_of(idx), dtype_of(table), ctx.options.parts, ctx.options.serial_work
+    idt, vdt, pp, sw = dtype_of(idx), dtype_of(table), ctx.options.parts, _SerialWork(ctx.options.serial_work)
     if t[-1] - t[0] + 2 <= DENSE_STEPS_SPAN:  # every table fold emits: the lookup's own cost, see the kernel
         base, span, tdt = int(t[0]) - 1, int(t[-1] - t[0] + 2), str(thresholds.dtype)
         out = ctx.call_tir(("lut_steps_dense", k, str(base).replace("-", "m"), span, idt, tdt, vdt, pp, w, sw),
-                           lambda: kernels.lut_steps_dense(k, base, span, idt, tdt, vdt, pp, w, serial_work=sw),
+                           lambda: kernels.lut_steps_dense(k, base, span, idt, tdt, vdt, pp, w, serial_work=int(sw)),
                            [flat, thr, table], [rows, w], vdt)
         return out if len(shape) == 2 else op.reshape(out, shape)
     narrow = ("int8", "uint8", "int16", "uint16", "int32")
@@ -525,7 +532,7 @@ def _lut_steps(ctx: BuildContext, node: Node) -> relax.Expr:
         (node.inputs[1], int(t[0] - np.asarray(ctx.const_value(node, 1)).astype(np.int64)[0]), cmp),
         relax.const(np.concatenate([t[:1], t]).astype(cmp), cmp))
     out = ctx.call_tir(("lut_steps", k, first, top, idt, cmp, vdt, pp, w, sw),
-                       lambda: kernels.lut_steps(k, first, top, idt, cmp, vdt, pp, w, serial_work=sw),
+                       lambda: kernels.lut_steps(k, first, top, idt, cmp, vdt, pp, w, serial_work=int(sw)),
                        [flat, probe, table], [rows, w], vdt)
     return out if len(shape) == 2 else op.reshape(out, shape)
 
@@ -560,11 +567,11 @@ def _pool_sum(ctx: BuildContext, node: Node) -> relax.Expr:
     g = ctx.graph_dim("G")
     ctx.bb.match_cast(shp, relax.ShapeType([g]))
     dt = dtype_of(v)
-    pp, sw = ctx.options.parts, ctx.options.serial_work
+    pp, sw = ctx.options.parts, _SerialWork(ctx.options.serial_work)
     # sum pooling is a scatter-add of node rows into graph rows: the same kernel, G output rows
     plan, row = _edge_plan(ctx, node, 1, g)
     out = ctx.call_tir(("scatter_add", hh, dt, pp, row, sw),
-                       lambda: kernels.edge_reduce(hh, dt, pp, "add", row, serial_work=sw), [v, *plan], [g, hh],
+                       lambda: kernels.edge_reduce(hh, dt, pp, "add", row, serial_work=int(sw)), [v, *plan], [g, hh],
                        "int32")
     return _restore(ctx, out, g, tail)
 
