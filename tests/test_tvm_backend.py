@@ -135,6 +135,25 @@ def test_bit_exact_on_awkward_graphs_one_library(graph_name: str, x86_libs: dict
         np.testing.assert_array_equal(got, ref, err_msg=f"{graph_name}/{case}")
 
 
+def test_parallel_branches_bit_exact() -> None:
+    """The awkward graphs are small, so the libraries above run every kernel's serial branch (below
+    ``kernels.SERIAL_WORK``); built with ``serial_work=0`` every kernel takes its parallel branch: also exact."""
+    from tvm import relax
+
+    from qgnn_deploy.backends.tvm.compile import build
+    from qgnn_deploy.backends.tvm.targets import resolve_target
+
+    lut_graph, lut_feeds = lut_steps_graph("int32")
+    graphs = [(name, GRAPHS[name]()) for name in GRAPHS] + [("lut_steps", lut_graph)]
+    for name, g in graphs:
+        vm = relax.VirtualMachine(build(g, resolve_target("x86_64"), serial_work=0), tvm.cpu())
+        cases = {"lut": lut_feeds} if name == "lut_steps" else \
+            {c: _feeds(name, x, ei) for c, (x, ei) in awkward_graphs(g.inputs[0].shape[1]).items()}
+        for case, feeds in cases.items():
+            got = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(feeds[vi.name])) for vi in g.inputs]).numpy()
+            np.testing.assert_array_equal(got, run(g, feeds)[g.outputs[0].name], err_msg=f"{name}/{case}")
+
+
 @pytest.mark.parametrize("idx_dtype", ["int64", "int32", "uint8"])
 def test_lut_steps_every_k_and_index_dtype(idx_dtype: str, tmp_path: Path) -> None:
     """K = 0..9 and 33 with duplicate thresholds, indices at the dtype's extremes and on/next to every threshold."""
@@ -428,19 +447,21 @@ _EDGE_KERNELS = [("add", 16, "int32", 0, None, True), ("add", 7, "int32", 0, Non
                  ("max", 5, "int8", 0, None, False)]
 
 
-@pytest.mark.parametrize("parts", [1, 2, 3])
-def test_graph_kernels_exact_across_blocks_and_parts(parts: int) -> None:
+@pytest.mark.parametrize(("parts", "serial_work"), [(1, 0), (2, 0), (3, 0), (2, 1 << 30)])
+def test_graph_kernels_exact_across_blocks_and_parts(parts: int, serial_work: int) -> None:
     """Every edge-kernel form (gathered or per-edge, scaled by a per-node coefficient, add or max) and degree
     equal NumPy for every part count, reading src/dst as rows of one [2, E] tensor, on the scan path and (edges
-    sorted by destination) the CSR path; edge_plan flags exactly the ascending, in-range cases."""
+    sorted by destination) the CSR path; edge_plan flags exactly the ascending, in-range cases.  serial_work 0:
+    the parts run in parallel; 2^30: the small-work branch (one part on the calling thread)."""
     from qgnn_deploy.backends.tvm import kernels
 
     rng = np.random.default_rng(parts)
-    deg = _graph_kernel(kernels.degree(parts, row=1))
-    plan = _graph_kernel(kernels.edge_plan(parts, row=1))
+    sw = {"serial_work": serial_work}
+    deg = _graph_kernel(kernels.degree(parts, row=1, **sw))
+    plan = _graph_kernel(kernels.edge_plan(parts, row=1, **sw))
     built = {spec: _graph_kernel(kernels.edge_reduce(spec[1], spec[2], parts, spec[0], dst_row=1,
                                                      src_row=0 if spec[5] else None, zero_point=spec[3],
-                                                     coef_dtype=spec[4]))
+                                                     coef_dtype=spec[4], **sw))
              for spec in _EDGE_KERNELS}
     cases = _kernel_edge_cases(rng)
     for case, (n, src, dst) in list(cases.items()):  # and each again with destinations ascending

@@ -16,6 +16,7 @@ tvm = pytest.importorskip("tvm")
 from qgnn_deploy.backends.tvm import compile_to_dir, run_library  # noqa: E402
 from qgnn_deploy.backends.tvm.fusion import (  # noqa: E402
     FusionPlan,
+    add_into_lut_steps,
     fusion_pipeline,
     gather_into_scatter,
     plan_fusion,
@@ -90,11 +91,11 @@ def test_gather_into_scatter_plan_and_pipeline_report() -> None:
     fused = gather_into_scatter(g, BuildOptions(), plan)
     assert fused and all(g.producers()[v].op == "gather_rows" for v in fused)
     plan2, report = plan_fusion(g, BuildOptions(gemm_kind="avx2"))
-    assert list(report) == ["gather_into_scatter", "quantize_into_gemm", "requantize_into_gemm"]
+    assert list(report) == ["gather_into_scatter", "quantize_into_gemm", "requantize_into_gemm", "add_into_lut_steps"]
     assert report["gather_into_scatter"] == fused and plan2.gather_into_scatter == set(fused)
     plan3 = FusionPlan()
     assert list(fusion_pipeline(BuildOptions(), plan3, skip=("gather_into_scatter",))(g)) == [
-        "quantize_into_gemm", "requantize_into_gemm"] and not plan3.gather_into_scatter
+        "quantize_into_gemm", "requantize_into_gemm", "add_into_lut_steps"] and not plan3.gather_into_scatter
 
 
 def _kernel_names(g: Graph, kind: str) -> list[str]:
@@ -134,3 +135,107 @@ def test_fused_gemm_requant_bit_exact(k: int, n: int, a_dtype: str, fp32: bool, 
     for rows in (97, 6, 1):  # off the 6-row register block and the 96-row task
         f = feed(rows)
         np.testing.assert_array_equal(run_library(lib, f), run(g, f)["rq32"], err_msg=f"rows={rows}")
+
+
+def lut_offset_graph(c: int, span: int, x_dtype: str = "int32", c_dtype: str = "int32", *,
+                     extra_reader: bool = False, table_input: bool = False) -> Graph:
+    """``lut_steps(x + c)`` twice (two layers' degree factors) over thresholds spanning ``span`` indices."""
+    b = GraphBuilder()
+    x = b.input("x", x_dtype, ("N", 1))
+    s = b.op("add", [x, b.const("c", np.array([c], c_dtype))], "xc")
+    t = np.array([-span // 2, -3, 0, 1, 5, span // 2], np.int32)
+    thr = b.input("t", "int32", (6,)) if table_input else b.const("t", t)
+    vals = b.const("v", np.array([9, -2, 4, 0, 7, -5, 3], np.int16))
+    y0 = b.op("lut_steps", [s, thr, vals], "y0")
+    y1 = b.op("lut_steps", [s, thr, vals], "y1")
+    y = b.op("add", [y0, y1], "y")
+    if extra_reader:
+        y = b.op("add", [y, s], "y2")
+    b.output(y, "int32" if extra_reader else "int16", ("N", 1))
+    g = b.graph
+    g.validate()
+    return g
+
+
+def test_add_into_lut_steps_plan() -> None:
+    """Fused when every reader of ``x + c`` is a lut_steps index (c a one-element integer constant)."""
+    def plan(g: Graph) -> dict[str, tuple[str, int]]:
+        p = FusionPlan()
+        add_into_lut_steps(g, BuildOptions(), p)
+        return p.add_into_lut_steps
+
+    assert plan(lut_offset_graph(1, 40)) == {"xc": ("x", 1)}
+    assert plan(lut_offset_graph(-7, 40, "int16", "int16")) == {"xc": ("x", -7)}
+    assert plan(lut_offset_graph(1, 40, extra_reader=True)) == {}  # x + c has another reader
+    assert plan(lut_offset_graph(1, 40, table_input=True)) == {}  # thresholds not constant
+    g = lut_offset_graph(1, 40)
+    assert "xc" in plan_fusion(g, BuildOptions())[0].skipped()
+
+
+@pytest.mark.parametrize("c,span,x_dtype,c_dtype", [
+    (1, 40, "int32", "int32"),  # GCN's degree + 1, dense count table
+    (-40000, 40, "int32", "int32"),  # shifted thresholds leave int16
+    (3, 1 << 20, "int32", "int32"),  # the binary search
+    (-(1 << 31) + 5, 1 << 20, "int64", "int64"),  # thresholds shifted beyond int32: int64 compares
+    (2, 40, "int16", "int8"),  # narrow index
+])
+def test_add_into_lut_steps_bit_exact(c: int, span: int, x_dtype: str, c_dtype: str, tmp_path: Path) -> None:
+    g = lut_offset_graph(c, span, x_dtype, c_dtype)
+    main = str(build_module(g, BuildOptions())["main"])
+    assert main.count("R.add(") == 1 and main.count("qgnn_lut_steps") == 2, main  # y0 + y1 only; one table
+    assert main.count("ir.GenericConst\"][0]") == 2, main
+    t = np.array([-span // 2, -3, 0, 1, 5, span // 2], np.int64)
+    info = np.iinfo(x_dtype)
+    xs = np.concatenate([t - c + d for d in (-1, 0, 1)] + [[info.min - min(c, 0), info.max - max(c, 0), 0]])
+    feeds = {"x": np.clip(xs, info.min, info.max).astype(x_dtype).reshape(-1, 1)}
+    fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds=feeds)
+    np.testing.assert_array_equal(run_library(tmp_path / fields["library"], feeds), run(g, feeds)["y"])
+
+
+def shared_cast_graph() -> Graph:
+    """cast(lut(x)) read on both sides of a hand-written kernel, once more widened: GCN's per-node edge factor
+    (both layers' messages and requantize multipliers read it, with the GEMM and the edge kernel between)."""
+    b = GraphBuilder()
+    x = b.input("x", "int32", ("N", 1))
+    h = b.input("h", "int8", ("N", 4))
+    q = b.op("lut_steps", [x, b.const("t", np.array([1, 3, 8], np.int16)),
+                           b.const("v", np.array([200, 90, 7, 1], np.uint8))], "q")
+    q32 = b.op("cast", [q], "q32", dtype="int32")
+    q64 = b.op("cast", [q32], "q64", dtype="int64")
+    m = b.op("mul", [q64, b.const("m", np.array([[123456789]], np.int64))], "m")
+    s = b.const("s", np.array([[30]], np.int8))
+    h32 = b.op("cast", [h], "h32", dtype="int32")
+    y1 = b.op("requantize", [b.op("mul", [h32, q32], "a1"), m, s], "y1", zero_point=0, qmin=-127, qmax=127,
+              dtype="int8")
+    r = b.op("lut_steps", [y1, b.const("t2", np.array([-50, 0, 50], np.int16)),  # a hand-written kernel between
+                           b.const("v2", np.array([-90, -5, 5, 90], np.int16))], "r")
+    r32 = b.op("cast", [r], "r32", dtype="int32")
+    y = b.op("requantize", [b.op("mul", [r32, q32], "a2"), m, s], "y", zero_point=0, qmin=-127, qmax=127,
+             dtype="int8")
+    b.output(y, "int8", ("N", 4))
+    g = b.graph
+    g.validate()
+    return g
+
+
+def test_rematerialize_casts_alone_and_bit_exact(tmp_path: Path) -> None:
+    """The shared casts get a copy per reader, so no kernel is a bare cast; the library stays exact."""
+    from tvm import relax
+
+    from qgnn_deploy.backends.tvm.compile import legalize_passes, rematerialize_casts
+    from qgnn_deploy.backends.tvm.targets import resolve_target
+
+    g = shared_cast_graph()
+    mod = relax.transform.CanonicalizeBindings()(build_module(g, BuildOptions()))
+    before = str(mod["main"]).count("R.astype(")
+    after = str(rematerialize_casts()(mod)["main"]).count("R.astype(")
+    assert after > before  # q32 and q64 read on both sides of the second lookup: copied per reader
+    target = resolve_target("x86_64").tvm()
+    with target:
+        fused = tvm.transform.Sequential(legalize_passes(target))(build_module(g, BuildOptions()))
+    kernels = [gv.name_hint for gv, f in fused.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert not [k for k in kernels if k.startswith("cast")], kernels  # each cast fused into its reader
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.integers(-2, 12, (57, 1)).astype(np.int32), "h": rng.integers(-128, 128, (57, 4)).astype(np.int8)}
+    fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds=feeds)
+    np.testing.assert_array_equal(run_library(tmp_path / fields["library"], feeds), run(g, feeds)["y"])

@@ -43,7 +43,7 @@ def _symbolic_sizes(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, 
     return sizes
 
 
-def pipeline(preset: TargetPreset, database: Any = None) -> Any:
+def pipeline(preset: TargetPreset, database: Any = None, serial_work: int | None = None) -> Any:
     """Relax pipeline: the CPU default plus default schedules for everything we did not hand-write."""
     import tvm
     from tvm import relax
@@ -63,7 +63,7 @@ def pipeline(preset: TargetPreset, database: Any = None) -> Any:
             with tuning_target(preset), database:
                 mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
         with target:
-            passes = [default_schedule_pass(preset)]
+            passes = [default_schedule_pass(preset, serial_work)]
             passes += cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
             return tvm.transform.Sequential(passes)(mod)
 
@@ -81,7 +81,10 @@ def legalize_passes(target: Any) -> list[Any]:
         if p.info.name == "AnnotateTIROpPattern":
             legalize.append(lut_take_is_injective())
     # Folded graphs repeat small subgraphs (each layer recomputes deg + 1 and its LUT lookup): CSE first.
-    return [relax.transform.EliminateCommonSubexpr()] + cpu.library_dispatch_passes(target) + legalize
+    # ... and then cheap casts shared by several readers are copied to each reader (rematerialize_casts)
+    # (CanonicalizeBindings: CSE leaves `a = b` aliases, which would count as readers)
+    return [relax.transform.EliminateCommonSubexpr(), relax.transform.CanonicalizeBindings(), rematerialize_casts()] \
+        + cpu.library_dispatch_passes(target) + legalize
 
 
 def legalized_module(graph: Graph, preset: TargetPreset, static_dims: dict[str, int]) -> Any:
@@ -118,17 +121,20 @@ def lut_take_is_injective() -> Any:
 
 
 def build(graph: Graph, preset: TargetPreset, *, static_dims: dict[str, int] | None = None,
-          database: Any = None, fast: bool = True) -> Any:
-    """Relax module -> ``relax.Executable`` for ``preset`` (not yet linked)."""
+          database: Any = None, fast: bool = True, serial_work: int | None = None) -> Any:
+    """Relax module -> ``relax.Executable`` for ``preset`` (not yet linked).  ``serial_work``: kernels with
+    less work than this run on the calling thread (default ``kernels.SERIAL_WORK``; 0: every kernel parallel)."""
     import tvm
 
     from .relax_builder import build_module
 
     opts = build_options(preset, static_dims, fast)
+    if serial_work is not None:
+        opts.serial_work = int(serial_work)
     mod = build_module(graph, opts)
     if not fast:
         return tvm.compile(mod, target=preset.tvm())
-    return tvm.compile(mod, target=preset.tvm(), relax_pipeline=pipeline(preset, database))
+    return tvm.compile(mod, target=preset.tvm(), relax_pipeline=pipeline(preset, database, opts.serial_work))
 
 
 def build_options(preset: TargetPreset, static_dims: dict[str, int] | None = None, fast: bool = True) -> Any:
@@ -339,3 +345,64 @@ def copy_tuning_db(src: Path, dst: Path) -> None:
     """Keep a reused database next to the artifact so the artifact stays self-contained."""
     if src.resolve() != dst.resolve():
         shutil.copytree(src, dst, dirs_exist_ok=True)
+
+
+def rematerialize_casts() -> Any:
+    """Give every reader of a shared ``astype`` its own copy, so FuseOps folds each copy into its reader.
+
+    Folded graphs share cheap casts between layers (GCN's per-node edge factor ``cast(lut(deg))`` feeds both
+    layers' requantize multipliers, once as int32 and once more widened to int64).  FuseOps never fuses a
+    producer with several readers, so each such cast was a kernel launch of its own writing an [N, 1] tensor
+    its readers then load.  Copies are made only when every reader is a high-level Relax op (legalized into a
+    fusable kernel later), never a hand-written ``call_tir``, and only inside dataflow blocks: the result is
+    the same cast, computed where it is read.
+    """
+    import tvm
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class _Remat(relax.PyExprMutator):
+        def __init__(self, mod: tvm.IRModule) -> None:
+            super().__init__(mod)
+            self.shared: dict[Any, Any] = {}  # cast var -> its (already visited) value, emitted at each use
+
+        def visit_dataflow_block_(self, block: relax.DataflowBlock) -> Any:
+            users = relax.analysis.udchain(block)
+            values = {b.var: b.value for b in block.bindings if isinstance(b, relax.VarBinding)}
+            for b in block.bindings:
+                if isinstance(b, relax.VarBinding) and _is_cast(b.value) and isinstance(b.var, relax.DataflowVar) \
+                        and len(users.get(b.var, [])) > 1 and all(
+                            u in values and isinstance(values[u], relax.Call) and not _is_call_tir(values[u])
+                            for u in users[b.var]):
+                    self.shared[b.var] = None
+            return super().visit_dataflow_block_(block)
+
+        def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+            if binding.var in self.shared:
+                self.shared[binding.var] = binding.value  # emitted at each use instead (visit_dataflow_var_)
+                return
+            super().visit_var_binding_(binding)
+
+        def visit_dataflow_var_(self, var: relax.DataflowVar) -> Any:
+            if var in self.shared and self.shared[var] is not None:
+                value = self.shared[var]
+                return self.builder_.emit(relax.Call(value.op, [self.visit_expr(a) for a in value.args], value.attrs,
+                                                     value.ty_args))
+            return super().visit_dataflow_var_(var)
+
+    def _is_cast(e: Any) -> bool:
+        return isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op) and e.op.name == "relax.astype" and \
+            len(e.args) == 1
+
+    def _is_call_tir(e: Any) -> bool:
+        return isinstance(e.op, tvm.ir.Op) and e.op.name.startswith("relax.call_tir")
+
+    @tvm.transform.module_pass(opt_level=0, name="QgnnRematerializeCasts")
+    def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+        for gv, func in mod.functions.items():
+            if isinstance(func, relax.Function):
+                out[gv] = _Remat(mod).visit_expr(func)
+        return out
+
+    return _pass

@@ -12,7 +12,10 @@ kernels.  The passes compose with :class:`qgnn_deploy.ir.passes.Sequential` like
 * ``requantize_into_gemm``: a ``requantize`` whose int32 input is a GEMM read by nothing else: the GEMM
   requantizes its accumulators in registers (:class:`.gemm_skeleton.Epilogue`), no int32 ``[N, H]`` round trip
   and one kernel launch fewer.  The builder falls back to the two kernels when the operand dtypes turn out
-  not to allow it (see :func:`requant_epilogue_constants`).
+  not to allow it (see :func:`requant_epilogue_constants`);
+* ``add_into_lut_steps``: ``x + c`` (``c`` a constant integer scalar) read only as the index of ``lut_steps``
+  lookups (GCN's ``degree + 1``): the lookups take ``x`` and thresholds ``t - c`` (``x + c >= t`` iff
+  ``x >= t - c``: the IR's ``add`` never wraps), one elementwise kernel fewer.
 """
 
 from __future__ import annotations
@@ -35,10 +38,12 @@ class FusionPlan:
     gather_into_scatter: set[str] = field(default_factory=set)  # gather_rows outputs
     quantize_into_gemm: set[str] = field(default_factory=set)  # quantize outputs
     requantize_into_gemm: dict[str, str] = field(default_factory=dict)  # requantize output -> its matmul's output
+    add_into_lut_steps: dict[str, tuple[str, int]] = field(default_factory=dict)  # add output -> (x, c)
 
     def skipped(self) -> set[str]:
         """Values whose own kernel is not emitted (their consumer's kernel computes them)."""
-        return self.gather_into_scatter | self.quantize_into_gemm | set(self.requantize_into_gemm.values())
+        return self.gather_into_scatter | self.quantize_into_gemm | set(self.requantize_into_gemm.values()) | \
+            set(self.add_into_lut_steps)
 
 
 def _weight_shape(graph: Graph, name: str) -> tuple[int, ...] | None:
@@ -149,7 +154,28 @@ def requantize_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) 
     return sorted(plan.requantize_into_gemm)
 
 
-PASSES = (gather_into_scatter, quantize_into_gemm, requantize_into_gemm)
+def add_into_lut_steps(graph: Graph, options: BuildOptions, plan: FusionPlan) -> list[str]:
+    """add nodes ``x + c`` (``c`` a constant integer of one element, ``x`` not constant) whose every reader is a
+    ``lut_steps`` reading it as the index only (with constant thresholds): the lookups shift their thresholds."""
+    outputs = {o.name for o in graph.outputs}
+    for node in graph.nodes:
+        name = node.outputs[0]
+        if node.op != "add" or name in outputs or len(node.inputs) != 2:
+            continue
+        consts = [i for i, v in enumerate(node.inputs) if v in graph.initializers]
+        if len(consts) != 1:
+            continue
+        c = np.asarray(graph.initializers[node.inputs[consts[0]]])
+        if c.size != 1 or c.ndim > 1 or not np.issubdtype(c.dtype, np.integer):
+            continue
+        users = graph.consumers(name)
+        if users and all(u.op == "lut_steps" and u.inputs[0] == name and name not in u.inputs[1:] and
+                         all(v in graph.initializers for v in u.inputs[1:3]) for u in users):
+            plan.add_into_lut_steps[name] = (node.inputs[1 - consts[0]], int(c.reshape(())))
+    return sorted(plan.add_into_lut_steps)
+
+
+PASSES = (gather_into_scatter, quantize_into_gemm, requantize_into_gemm, add_into_lut_steps)
 
 
 def fusion_pipeline(options: BuildOptions, plan: FusionPlan, skip: tuple[str, ...] = ()) -> Sequential:

@@ -16,9 +16,18 @@ a branch-free pass (one unsigned compare per edge, no data-dependent branch to m
 block's edges this part owns in a small stack buffer, then a second loop applies exactly those edges, in
 edge order, with software prefetches ``PREFETCH`` listed edges ahead for the row it reads and the
 destination row it will touch.
+
+Small work runs on the calling thread: every kernel holds a serial copy of its loop nest (one part) and takes it
+when its work (rows x width + edges) is below ``serial_work`` (default :data:`SERIAL_WORK`, checked once per
+call).  A parallel loop costs a thread-pool wake-up and barrier of a few microseconds; most of a Cora-sized
+graph's kernels do less work than that saves (measured under load on 2 AVX2 cores: an [N, 1] cast at N = 2708
+takes 6.1 us parallel vs 1.6 us serial, min of 200; serial costs 0.2-0.9 ns per unit of work, so the break-even
+2 x launch / cost-per-unit is ~1e4-5e4; 10^5-node graphs stay parallel).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from tvm import tirx
@@ -27,6 +36,7 @@ from tvm.script import tirx as T
 _SCHEDULED = {"tir.noalias": True, "tirx.is_scheduled": True}
 CHUNK = 1024  # edges per ownership block (the owned-edge list lives on each thread's stack)
 PREFETCH = 48  # edges between a row's prefetch and its use (48 measured better than 16 at 10^6 nodes: DRAM latency)
+SERIAL_WORK = 1 << 15  # work (rows x width + edges) below which a kernel runs serially (module docstring)
 LINE = 64  # cache line bytes: rows that do not tile a line get a second prefetch for their last element
 
 
@@ -42,7 +52,7 @@ def _prefetch_w(ptr):  # noqa: ANN001, ANN202
     return T.call_intrin("", "tirx.prefetch", ptr, 1, 3, 1)
 
 
-def edge_plan(parts: int, row: int = 0) -> tirx.PrimFunc:
+def edge_plan(parts: int, row: int = 0, *, serial_work: int = SERIAL_WORK) -> tirx.PrimFunc:
     """One parallel pass over row ``row`` of a [R, E] index tensor: ``flag[0] = 1`` when it is ascending with
     every index in ``[0, n)``, and then ``rowptr[i]`` = first edge whose index is ``>= i`` (``rowptr[n] = E``):
     the CSR row pointers of an edge list sorted by destination (``qgnn_bench.py --sort-edges``, or any
@@ -58,6 +68,48 @@ def edge_plan(parts: int, row: int = 0) -> tirx.PrimFunc:
     """
     r = int(row)
 
+    def plan(pp: int, loop: Any) -> Any:  # the body split into ``pp`` parts, run by ``loop`` (parallel or serial)
+        @T.macro
+        def body(Idx, Flag, RowPtr, e, n1):  # noqa: ANN001, ANN202
+            ok = T.alloc_buffer((pp,), "int32")
+            for p in loop(pp):
+                ok[p] = 1
+                for kk in T.serial((p + 1) * e // pp - p * e // pp):
+                    k = p * e // pp + kk
+                    ok[p] = ok[p] & T.Cast("int32", Idx[r, k] >= 0) & T.Cast("int32", Idx[r, k] < n1 - 1) \
+                        & T.Cast("int32", Idx[r, T.max(k - 1, T.int64(0))] <= Idx[r, k])
+            Flag[0] = 1
+            for p in range(pp):
+                Flag[0] = Flag[0] & ok[p]
+            if Flag[0] != 0:
+                for p in loop(pp):
+                    for ii in T.serial((p + 1) * n1 // pp - p * n1 // pp):
+                        RowPtr[p * n1 // pp + ii] = e
+                for p in loop(pp):
+                    for kk in T.serial((p + 1) * e // pp - p * e // pp):
+                        k = (p + 1) * e // pp - 1 - kk
+                        # rows that began before this part's range belong to an earlier part: write a scratch slot
+                        # (rowptr[n], reset below) instead of branching
+                        RowPtr[T.if_then_else(
+                            T.Or(p * e // pp == 0, Idx[r, k] > Idx[r, T.max(p * e // pp - 1, T.int64(0))]),
+                            Idx[r, k], n1 - 1)] = k
+                RowPtr[n1 - 1] = e
+                for ii in T.serial(n1 - 1):
+                    RowPtr[n1 - 2 - ii] = T.min(RowPtr[n1 - 2 - ii], RowPtr[n1 - 1 - ii])
+
+        return body
+
+    serial, parallel = plan(1, T.serial), plan(parts, T.parallel)
+
+    @T.macro
+    def dispatch(Idx, Flag, RowPtr, e, n1):  # noqa: ANN001, ANN202 - serial when the work is small
+        if e + n1 < serial_work:
+            serial(Idx, Flag, RowPtr, e, n1)
+        else:
+            parallel(Idx, Flag, RowPtr, e, n1)
+
+    run = serial if parts == 1 else dispatch
+
     @T.prim_func(private=True, s_tir=True)
     def kernel(idx_h: T.handle, flag_h: T.handle, rowptr_h: T.handle):
         T.func_attr(_SCHEDULED)
@@ -66,37 +118,14 @@ def edge_plan(parts: int, row: int = 0) -> tirx.PrimFunc:
         Flag = T.match_buffer(flag_h, (1,), "int32")
         RowPtr = T.match_buffer(rowptr_h, (n1,), "int64")
         with T.sblock("root"):
-            ok = T.alloc_buffer((parts,), "int32")
-            for p in T.parallel(parts):
-                ok[p] = 1
-                for kk in T.serial((p + 1) * e // parts - p * e // parts):
-                    k = p * e // parts + kk
-                    ok[p] = ok[p] & T.Cast("int32", Idx[r, k] >= 0) & T.Cast("int32", Idx[r, k] < n1 - 1) \
-                        & T.Cast("int32", Idx[r, T.max(k - 1, T.int64(0))] <= Idx[r, k])
-            Flag[0] = 1
-            for p in range(parts):
-                Flag[0] = Flag[0] & ok[p]
-            if Flag[0] != 0:
-                for p in T.parallel(parts):
-                    for ii in T.serial((p + 1) * n1 // parts - p * n1 // parts):
-                        RowPtr[p * n1 // parts + ii] = e
-                for p in T.parallel(parts):
-                    for kk in T.serial((p + 1) * e // parts - p * e // parts):
-                        k = (p + 1) * e // parts - 1 - kk
-                        # rows that began before this part's range belong to an earlier part: write a scratch slot
-                        # (rowptr[n], reset below) instead of branching
-                        RowPtr[T.if_then_else(
-                            T.Or(p * e // parts == 0, Idx[r, k] > Idx[r, T.max(p * e // parts - 1, T.int64(0))]),
-                            Idx[r, k], n1 - 1)] = k
-                RowPtr[n1 - 1] = e
-                for ii in T.serial(n1 - 1):
-                    RowPtr[n1 - 2 - ii] = T.min(RowPtr[n1 - 2 - ii], RowPtr[n1 - 1 - ii])
+            run(Idx, Flag, RowPtr, e, n1)
 
     return kernel
 
 
 def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_row: int = 0,
-                src_row: int | None = None, zero_point: int = 0, coef_dtype: str | None = None) -> tirx.PrimFunc:
+                src_row: int | None = None, zero_point: int = 0, coef_dtype: str | None = None, *,
+                serial_work: int = SERIAL_WORK) -> tirx.PrimFunc:
     """``out[i] = reduce_{e : dst[e] = i} m(e)`` over rows of width ``h``; ``reduce`` is "add" or "max"
     (rows with no edge are 0).
 
@@ -160,46 +189,61 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
             for c in T.vectorized(h):
                 Out[D[dr, k], c] = Out[D[dr, k], c] + message(X, C, S, k, c)
 
-    @T.macro
-    def edge_loop(X, C, S, D, Out, Flag, RowPtr, n, e):  # noqa: ANN001, ANN202 - shared by every signature
-        if is_max:
-            seen = T.alloc_buffer((n,), "int8")
-        for p in T.parallel(parts):
-            if Flag[0] != 0:
-                # CSR order: each output row sums its own run of edges in registers and is written once
-                acc = T.decl_buffer((h,), "int32", scope="local")
-                for ii in T.serial((p + 1) * n // parts - p * n // parts):  # zero-based: see edge_plan
-                    i = p * n // parts + ii
-                    if counting:  # a row's edge count is its run length
-                        Out[i, 0] = T.Cast("int32", RowPtr[i + 1] - RowPtr[i])
-                    else:
-                        for c in T.vectorized(h):
-                            acc[c] = T.int32(-2147483648) if is_max else T.int32(0)
-                        for k in T.serial(RowPtr[i], RowPtr[i + 1]):
-                            prefetch_source(X, C, S, T.min(k + pf, e - 1))
+    def make_edge_loop(parts: int, loop: Any) -> Any:  # the row split into ``parts``, run by ``loop``
+        @T.macro
+        def edge_loop(X, C, S, D, Out, Flag, RowPtr, n, e):  # noqa: ANN001, ANN202 - every signature
+            if is_max:
+                seen = T.alloc_buffer((n,), "int8")
+            for p in loop(parts):
+                if Flag[0] != 0:
+                    # CSR order: each output row sums its own run of edges in registers and is written once
+                    acc = T.decl_buffer((h,), "int32", scope="local")
+                    for ii in T.serial((p + 1) * n // parts - p * n // parts):  # zero-based: see edge_plan
+                        i = p * n // parts + ii
+                        if counting:  # a row's edge count is its run length
+                            Out[i, 0] = T.Cast("int32", RowPtr[i + 1] - RowPtr[i])
+                        else:
                             for c in T.vectorized(h):
-                                acc[c] = T.max(acc[c], message(X, C, S, k, c)) if is_max else \
-                                    acc[c] + message(X, C, S, k, c)
+                                acc[c] = T.int32(-2147483648) if is_max else T.int32(0)
+                            for k in T.serial(RowPtr[i], RowPtr[i + 1]):
+                                prefetch_source(X, C, S, T.min(k + pf, e - 1))
+                                for c in T.vectorized(h):
+                                    acc[c] = T.max(acc[c], message(X, C, S, k, c)) if is_max else \
+                                        acc[c] + message(X, C, S, k, c)
+                            for c in T.vectorized(h):
+                                Out[i, c] = T.if_then_else(RowPtr[i + 1] > RowPtr[i], acc[c], 0) if is_max else acc[c]
+                else:
+                    for i in T.serial(p * n // parts, (p + 1) * n // parts):
+                        if is_max:
+                            seen[i] = T.int8(0)
                         for c in T.vectorized(h):
-                            Out[i, c] = T.if_then_else(RowPtr[i + 1] > RowPtr[i], acc[c], 0) if is_max else acc[c]
-            else:
-                for i in T.serial(p * n // parts, (p + 1) * n // parts):
-                    if is_max:
-                        seen[i] = T.int8(0)
-                    for c in T.vectorized(h):
-                        Out[i, c] = 0
-                if (p + 1) * n // parts > p * n // parts:
-                    sel = T.decl_buffer((chunk,), "int32", scope="global")  # owned edges of the block
-                    cnt = T.decl_buffer((1,), "int32", scope="global")
-                    for b in range((e + chunk - 1) // chunk):
-                        cnt[0] = 0
-                        for k in range(T.min(T.int64(chunk), e - b * chunk)):
-                            sel[cnt[0]] = T.Cast("int32", k)
-                            cnt[0] = cnt[0] + T.Cast("int32", T.Cast("uint64", D[dr, b * chunk + k] - p * n // parts)
-                                                     < T.Cast("uint64", (p + 1) * n // parts - p * n // parts))
-                        for q in range(cnt[0]):
-                            apply(X, C, S, D, Out, seen if is_max else None, b * chunk + T.Cast("int64", sel[q]),
-                                  b * chunk + T.Cast("int64", sel[T.min(q + pf, cnt[0] - 1)]))
+                            Out[i, c] = 0
+                    if (p + 1) * n // parts > p * n // parts:
+                        sel = T.decl_buffer((chunk,), "int32", scope="global")  # owned edges of the block
+                        cnt = T.decl_buffer((1,), "int32", scope="global")
+                        for b in range((e + chunk - 1) // chunk):
+                            cnt[0] = 0
+                            for k in range(T.min(T.int64(chunk), e - b * chunk)):
+                                sel[cnt[0]] = T.Cast("int32", k)
+                                lo, hi = p * n // parts, (p + 1) * n // parts
+                                cnt[0] = cnt[0] + T.Cast("int32", T.Cast("uint64", D[dr, b * chunk + k] - lo)
+                                                         < T.Cast("uint64", hi - lo))
+                            for q in range(cnt[0]):
+                                apply(X, C, S, D, Out, seen if is_max else None, b * chunk + T.Cast("int64", sel[q]),
+                                      b * chunk + T.Cast("int64", sel[T.min(q + pf, cnt[0] - 1)]))
+
+        return edge_loop
+
+    serial_loop, parallel_loop = make_edge_loop(1, T.serial), make_edge_loop(parts, T.parallel)
+
+    @T.macro
+    def dispatch(X, C, S, D, Out, Flag, RowPtr, n, e):  # noqa: ANN001, ANN202 - serial when the work is small
+        if n * h + e < serial_work:
+            serial_loop(X, C, S, D, Out, Flag, RowPtr, n, e)
+        else:
+            parallel_loop(X, C, S, D, Out, Flag, RowPtr, n, e)
+
+    edge_loop = serial_loop if parts == 1 else dispatch
 
     if scaled:
         @T.prim_func(private=True, s_tir=True)
@@ -257,19 +301,44 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
     return kernel
 
 
-def degree(parts: int, row: int = 0) -> tirx.PrimFunc:
+def degree(parts: int, row: int = 0, *, serial_work: int = SERIAL_WORK) -> tirx.PrimFunc:
     """Occurrences of each index in row ``row`` of a [R, E] tensor: ``out[i, 0] = #{e : idx[row, e] == i}``."""
-    return edge_reduce(1, None, parts, "add", dst_row=row)
+    return edge_reduce(1, None, parts, "add", dst_row=row, serial_work=serial_work)
 
 
 def lut_steps(k: int, first: int, top: int, idx_dtype: str, cmp: str, value_dtype: str, parts: int,
-              w: int = 1) -> tirx.PrimFunc:
+              w: int = 1, *, serial_work: int = SERIAL_WORK) -> tirx.PrimFunc:
     """``out[i] = values[#{j : idx[i] >= t[j]}]`` for ``k >= 1`` sorted thresholds, as the branchless binary search
     of :func:`qgnn_deploy.ir.ops.steps_search_plan` (``first``, then strides ``top/2 .. 1``) over
     ``probe[c] = t[c - 1]``: O(log K) compares per element, no ``[N, K]`` intermediate.  A loop, not elementwise
     Relax ops: fused, each round's ``pos`` would be inlined three times into the next (3^rounds terms).
     The index is an ``[n, w]`` view (``w`` static), as fold's ``[N, 1]`` degrees come, so no reshape is needed."""
     rounds = max(int(top).bit_length() - 1, 0)
+
+    @T.macro
+    def rows(Idx, Probe, Values, Out, lo, hi):  # noqa: ANN001, ANN202 - rows [lo, hi)
+        pos = T.decl_buffer((1,), "int64", scope="local")
+        for i in T.serial(lo, hi):
+            for c0 in range(w):
+                pos[0] = T.Select(T.Cast(cmp, Idx[i, c0]) >= Probe[first], T.int64(first), T.int64(0))
+                for r in range(rounds):
+                    c = pos[0] + T.shift_right(T.int64(top), T.Cast("int64", r) + T.int64(1))
+                    pos[0] = T.Select(T.Cast(cmp, Idx[i, c0]) >= Probe[c], c, pos[0])
+                Out[i, c0] = Values[pos[0]]
+
+    @T.macro
+    def dispatch(Idx, Probe, Values, Out, n):  # noqa: ANN001, ANN202 - serial when the work is small
+        if n * w * (rounds + 1) < serial_work:
+            rows(Idx, Probe, Values, Out, 0, n)
+        else:
+            for p in T.parallel(parts):
+                rows(Idx, Probe, Values, Out, p * n // parts, (p + 1) * n // parts)
+
+    @T.macro
+    def serial(Idx, Probe, Values, Out, n):  # noqa: ANN001, ANN202
+        rows(Idx, Probe, Values, Out, 0, n)
+
+    run = serial if parts == 1 else dispatch
 
     @T.prim_func(private=True, s_tir=True)
     def kernel(idx_h: T.handle, probe_h: T.handle, values_h: T.handle, out_h: T.handle):
@@ -280,25 +349,38 @@ def lut_steps(k: int, first: int, top: int, idx_dtype: str, cmp: str, value_dtyp
         Values = T.match_buffer(values_h, (k + 1,), value_dtype)
         Out = T.match_buffer(out_h, (n, w), value_dtype)
         with T.sblock("root"):
-            for p in T.parallel(parts):
-                pos = T.decl_buffer((1,), "int64", scope="local")
-                for i in T.serial(p * n // parts, (p + 1) * n // parts):
-                    for c0 in range(w):
-                        pos[0] = T.Select(T.Cast(cmp, Idx[i, c0]) >= Probe[first], T.int64(first), T.int64(0))
-                        for r in range(rounds):
-                            c = pos[0] + T.shift_right(T.int64(top), T.Cast("int64", r) + T.int64(1))
-                            pos[0] = T.Select(T.Cast(cmp, Idx[i, c0]) >= Probe[c], c, pos[0])
-                        Out[i, c0] = Values[pos[0]]
+            run(Idx, Probe, Values, Out, n)
 
     return kernel
 
 
 def lut_steps_dense(k: int, base: int, span: int, idx_dtype: str, thr_dtype: str, value_dtype: str,
-                    parts: int, w: int = 1) -> tirx.PrimFunc:
+                    parts: int, w: int = 1, *, serial_work: int = SERIAL_WORK) -> tirx.PrimFunc:
     """``lut_steps`` for thresholds spanning ``span - 1`` indices from ``base + 1``: each call first counts, for
     every ``r < span``, the thresholds ``<= base + r`` (marks + prefix sum over ``span`` int32s, serial and a few
     microseconds for a degree table), then each element reads ``values[count[clip(idx, base, base + span - 1)
     - base]]``: the per-element cost of ``lut`` while the library stores only the steps."""
+
+    @T.macro
+    def rows(Idx, Values, Out, count, lo, hi):  # noqa: ANN001, ANN202 - rows [lo, hi)
+        for i in T.serial(lo, hi):
+            for c in range(w):
+                Out[i, c] = Values[count[T.max(T.min(T.Cast("int64", Idx[i, c]), T.int64(base + span - 1)),
+                                               T.int64(base)) - T.int64(base)]]
+
+    @T.macro
+    def dispatch(Idx, Values, Out, count, n):  # noqa: ANN001, ANN202 - serial when the work is small
+        if n * w < serial_work:
+            rows(Idx, Values, Out, count, 0, n)
+        else:
+            for p in T.parallel(parts):
+                rows(Idx, Values, Out, count, p * n // parts, (p + 1) * n // parts)
+
+    @T.macro
+    def serial(Idx, Values, Out, count, n):  # noqa: ANN001, ANN202
+        rows(Idx, Values, Out, count, 0, n)
+
+    run = serial if parts == 1 else dispatch
 
     @T.prim_func(private=True, s_tir=True)
     def kernel(idx_h: T.handle, thr_h: T.handle, values_h: T.handle, out_h: T.handle):
@@ -316,10 +398,6 @@ def lut_steps_dense(k: int, base: int, span: int, idx_dtype: str, thr_dtype: str
                 count[T.Cast("int64", Thr[j]) - T.int64(base)] = count[T.Cast("int64", Thr[j]) - T.int64(base)] + 1
             for r in range(1, span):
                 count[r] = count[r] + count[r - 1]
-            for p in T.parallel(parts):
-                for i in T.serial(p * n // parts, (p + 1) * n // parts):
-                    for c in range(w):
-                        Out[i, c] = Values[count[T.max(T.min(T.Cast("int64", Idx[i, c]), T.int64(base + span - 1)),
-                                                       T.int64(base)) - T.int64(base)]]
+            run(Idx, Values, Out, count, n)
 
     return kernel

@@ -51,6 +51,7 @@ class BuildOptions:
     parts: int = 1  # row ranges the graph kernels split their output into (= target cores)
     gemm_kind: str = "generic"  # "vnni" (AVX-512 VNNI), gemm_x86.KINDS, "sdot" (AArch64 dotprod) or "generic"
     static_dims: dict[str, int] = field(default_factory=dict)  # e.g. {"N": 2708, "E": 13264} for tuned builds
+    serial_work: int = kernels.SERIAL_WORK  # kernels with less work than this run on the calling thread (0: never)
 
 
 class BuildContext:
@@ -64,6 +65,8 @@ class BuildContext:
         self.fused_away: set[str] = set()  # gather_rows outputs folded into a fused scatter kernel
         self.quant_fused: set[str] = set()  # quantize outputs computed inside their matmuls' GEMM kernel
         self.requant_fused: dict[str, str] = {}  # requantize output -> matmul output it requantizes in-kernel
+        self.lut_offsets: dict[str, tuple[str, int]] = {}  # add output x + c -> (x, c), read by lut_steps only
+        self.shifted_tables: dict[tuple[Any, ...], relax.Expr] = {}  # (thresholds, -c[, cmp]) -> (probe of) t - c
         self.index_rows: dict[str, tuple[relax.Expr, int]] = {}  # take_row outputs: (2-D int64 source, row)
         # (index vector, rows) -> ([index tensor, flag, rowptr], row)
         self.edge_plans: dict[tuple[str, str], tuple[list[relax.Expr], int]] = {}
@@ -100,9 +103,9 @@ class BuildContext:
         return self.bb.emit(expr)
 
     def kernel(self, key: tuple[Any, ...], make: Callable[[], tirx.PrimFunc]) -> relax.GlobalVar:
-        """Add a TIR kernel once per specialisation ``key``."""
+        """Add a TIR kernel once per specialisation ``key`` (the default ``serial_work`` is left out of the name)."""
         if key not in self._kernels:
-            name = "qgnn_" + "_".join(str(k) for k in key)
+            name = "qgnn_" + "_".join(str(k) for k in key if not isinstance(k, _SerialWork) or k != kernels.SERIAL_WORK)
             self._kernels[key] = self.bb.add_func(make(), name)
         return self._kernels[key]
 
@@ -110,6 +113,13 @@ class BuildContext:
                  shape: list[Any], dtype: str) -> relax.Expr:
         gv = self.kernel(key, make)
         return self.emit(relax.call_tir(gv, args, out_ty=relax.TensorType(shape, dtype)))
+
+
+class _SerialWork(int):
+    """``serial_work`` inside a kernel key (named only when it is not the default)."""
+
+    def __str__(self) -> str:
+        return f"sw{int(self)}"
 
 
 def static_int(v: Any) -> int | None:
@@ -411,7 +421,9 @@ def _edge_plan(ctx: BuildContext, node: Node, i: int, n: Any) -> tuple[list[rela
     key = (node.inputs[i], str(n))
     if key not in ctx.edge_plans:
         tensor, row = _index_row(ctx, node, i)
-        gv = ctx.kernel(("edge_plan", ctx.options.parts, row), lambda: kernels.edge_plan(ctx.options.parts, row))
+        sw = _SerialWork(ctx.options.serial_work)
+        gv = ctx.kernel(("edge_plan", ctx.options.parts, row, sw),
+                        lambda: kernels.edge_plan(ctx.options.parts, row, serial_work=int(sw)))
         plan = ctx.emit(relax.call_tir(gv, [tensor], out_ty=[relax.TensorType([1], "int32"),
                                                                 relax.TensorType([n + 1], "int64")]))
         ctx.edge_plans[key] = ([tensor, ctx.emit(relax.TupleGetItem(plan, 0)),
@@ -424,15 +436,15 @@ def _scatter(kind: str) -> Handler:
         ref = ctx.arg(node, 2)
         n = shape_of(ref)[0]
         dst_plan, dr = _edge_plan(ctx, node, 1, n)
-        pp = ctx.options.parts
+        pp, sw = ctx.options.parts, _SerialWork(ctx.options.serial_work)
         gather = _fused_gather(ctx, node)
         factored = _factored_message(ctx, gather.inputs[0]) if gather is not None else None
         if gather is None:
             v, tail, hh = _rows_2d(ctx.arg(node, 0))
             dt = dtype_of(v)
-            out = ctx.call_tir((f"scatter_{kind}", hh, dt, pp, dr),
-                               lambda: kernels.edge_reduce(hh, dt, pp, kind, dr), [v, *dst_plan], [n, hh],
-                               "int32")
+            out = ctx.call_tir((f"scatter_{kind}", hh, dt, pp, dr, sw),
+                               lambda: kernels.edge_reduce(hh, dt, pp, kind, dr, serial_work=int(sw)), [v, *dst_plan],
+                               [n, hh], "int32")
             return _restore(ctx, out, n, tail)
         src, sr = _index_row(ctx, gather, 1)
         if factored is None:
@@ -442,10 +454,10 @@ def _scatter(kind: str) -> Handler:
             (x, zp, coef), hh = factored, static_int(shape_of(factored[0])[1])
             tail = [hh]
         dt, cdt = dtype_of(x), None if coef is None else dtype_of(coef)
-        key = (f"gather_scatter_{kind}", hh, dt, pp, sr, dr) + (() if factored is None else (zp, cdt or "none"))
+        key = (f"gather_scatter_{kind}", hh, dt, pp, sr, dr, sw) + (() if factored is None else (zp, cdt or "none"))
         args = [x] + ([] if coef is None else [coef]) + [src, *dst_plan]
-        out = ctx.call_tir(key, lambda: kernels.edge_reduce(hh, dt, pp, kind, dr, sr, zp, cdt), args, [n, hh],
-                           "int32")
+        out = ctx.call_tir(key, lambda: kernels.edge_reduce(hh, dt, pp, kind, dr, sr, zp, cdt, serial_work=int(sw)),
+                           args, [n, hh], "int32")
         return _restore(ctx, out, n, tail)
 
     return h
@@ -459,8 +471,9 @@ HANDLERS["scatter_max"] = _scatter("max")
 def _degree(ctx: BuildContext, node: Node) -> relax.Expr:
     n = shape_of(ctx.arg(node, 1))[0]
     plan, row = _edge_plan(ctx, node, 0, n)
-    pp = ctx.options.parts
-    return ctx.call_tir(("degree", pp, row), lambda: kernels.degree(pp, row), plan, [n, 1], "int32")
+    pp, sw = ctx.options.parts, _SerialWork(ctx.options.serial_work)
+    return ctx.call_tir(("degree", pp, row, sw), lambda: kernels.degree(pp, row, serial_work=int(sw)), plan, [n, 1],
+                        "int32")
 
 
 @handler("lut")
@@ -484,8 +497,18 @@ def _lut_steps(ctx: BuildContext, node: Node) -> relax.Expr:
     thresholds, values = ctx.const_value(node, 1), ctx.const_value(node, 2)
     if thresholds is None or values is None:
         raise QgnnError(f"TVM backend: lut_steps {node.name!r} needs constant thresholds and values")
-    idx, table = ctx.arg(node, 0), ctx.arg(node, 2)
+    table, thr = ctx.arg(node, 2), ctx.arg(node, 1)
     t = np.asarray(thresholds).astype(np.int64)
+    if node.inputs[0] in ctx.lut_offsets:  # lut(x + c) = lut over x with thresholds t - c (fusion.add_into_lut_steps)
+        src, c = ctx.lut_offsets[node.inputs[0]]
+        idx, t = ctx.value(src, node), t - c
+        tdt = next(d for d in ("int16", "int32", "int64") if t.size == 0 or
+                   np.iinfo(d).min <= t.min() and t.max() <= np.iinfo(d).max)
+        thresholds = t.astype(tdt)
+        key = (node.inputs[1], -c)  # one constant per table and offset, so CSE still merges equal lookups
+        thr = ctx.shifted_tables.setdefault(key, relax.const(thresholds, tdt))
+    else:
+        idx = ctx.arg(node, 0)
     if t.size == 0:
         return op.take(table, op.zeros_like(idx, dtype="int64"), axis=0)
     k = int(t.size)
@@ -494,21 +517,23 @@ def _lut_steps(ctx: BuildContext, node: Node) -> relax.Expr:
     flat = idx if w is not None else op.reshape(idx, [-1, 1])  # fold's [N, 1] degrees go in as they are
     w = w or 1
     rows = shape_of(flat)[0]
-    idt, vdt, pp = dtype_of(idx), dtype_of(table), ctx.options.parts
+    idt, vdt, pp, sw = dtype_of(idx), dtype_of(table), ctx.options.parts, _SerialWork(ctx.options.serial_work)
     if t[-1] - t[0] + 2 <= DENSE_STEPS_SPAN:  # every table fold emits: the lookup's own cost, see the kernel
         base, span, tdt = int(t[0]) - 1, int(t[-1] - t[0] + 2), str(thresholds.dtype)
-        out = ctx.call_tir(("lut_steps_dense", k, str(base).replace("-", "m"), span, idt, tdt, vdt, pp, w),
-                           lambda: kernels.lut_steps_dense(k, base, span, idt, tdt, vdt, pp, w),
-                           [flat, ctx.arg(node, 1), table], [rows, w], vdt)
+        out = ctx.call_tir(("lut_steps_dense", k, str(base).replace("-", "m"), span, idt, tdt, vdt, pp, w, sw),
+                           lambda: kernels.lut_steps_dense(k, base, span, idt, tdt, vdt, pp, w, serial_work=int(sw)),
+                           [flat, thr, table], [rows, w], vdt)
         return out if len(shape) == 2 else op.reshape(out, shape)
     narrow = ("int8", "uint8", "int16", "uint16", "int32")
     cmp = "int32" if dtype_of(idx) in narrow and str(thresholds.dtype) in narrow else "int64"
     first, strides = steps_search_plan(k)
     top = 2 * strides[0] if strides else 1
-    probe = relax.const(np.concatenate([t[:1], t]).astype(cmp), cmp)  # probe[c] = t[c - 1]; probe[0] unread
-    out = ctx.call_tir(("lut_steps", k, first, top, idt, cmp, vdt, pp, w),
-                       lambda: kernels.lut_steps(k, first, top, idt, cmp, vdt, pp, w), [flat, probe, table],
-                       [rows, w], vdt)
+    probe = ctx.shifted_tables.setdefault(  # probe[c] = t[c - 1]; probe[0] unread.  One per table: CSE merges
+        (node.inputs[1], int(t[0] - np.asarray(ctx.const_value(node, 1)).astype(np.int64)[0]), cmp),
+        relax.const(np.concatenate([t[:1], t]).astype(cmp), cmp))
+    out = ctx.call_tir(("lut_steps", k, first, top, idt, cmp, vdt, pp, w, sw),
+                       lambda: kernels.lut_steps(k, first, top, idt, cmp, vdt, pp, w, serial_work=int(sw)),
+                       [flat, probe, table], [rows, w], vdt)
     return out if len(shape) == 2 else op.reshape(out, shape)
 
 
@@ -542,11 +567,12 @@ def _pool_sum(ctx: BuildContext, node: Node) -> relax.Expr:
     g = ctx.graph_dim("G")
     ctx.bb.match_cast(shp, relax.ShapeType([g]))
     dt = dtype_of(v)
-    pp = ctx.options.parts
+    pp, sw = ctx.options.parts, _SerialWork(ctx.options.serial_work)
     # sum pooling is a scatter-add of node rows into graph rows: the same kernel, G output rows
     plan, row = _edge_plan(ctx, node, 1, g)
-    out = ctx.call_tir(("scatter_add", hh, dt, pp, row), lambda: kernels.edge_reduce(hh, dt, pp, "add", row),
-                       [v, *plan], [g, hh], "int32")
+    out = ctx.call_tir(("scatter_add", hh, dt, pp, row, sw),
+                       lambda: kernels.edge_reduce(hh, dt, pp, "add", row, serial_work=int(sw)), [v, *plan], [g, hh],
+                       "int32")
     return _restore(ctx, out, g, tail)
 
 
@@ -590,6 +616,7 @@ def build_module(graph: Graph, options: BuildOptions | None = None) -> tvm.IRMod
     plan, _ = plan_fusion(graph, options)
     ctx.fused_away, ctx.quant_fused, ctx.requant_fused = (plan.gather_into_scatter, plan.quantize_into_gemm,
                                                           plan.requantize_into_gemm)
+    ctx.lut_offsets = plan.add_into_lut_steps
     skipped = plan.skipped()
     op.bb = bb
     with bb.function("main", params):
