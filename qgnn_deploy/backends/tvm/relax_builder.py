@@ -532,6 +532,13 @@ def _concat(ctx: BuildContext, node: Node) -> relax.Expr:
     return op.concat(xs, axis=int(node.attrs.get("axis", -1)))
 
 
+@handler("repeat_cols")
+def _repeat_cols(ctx: BuildContext, node: Node) -> relax.Expr:
+    """``x[:, k]`` repeated ``C`` times in place: an injective op Relax fuses into its consumer (the per-head
+    coefficient times the messages); the GAT aggregation reads it inside the edge kernel instead (fusion.py)."""
+    return op.repeat(ctx.arg(node, 0), int(node.attrs["repeats"]), axis=1)
+
+
 @handler("pool_sum")
 def _pool_sum(ctx: BuildContext, node: Node) -> relax.Expr:
     values, batch = ctx.arg(node, 0), ctx.arg(node, 1)
