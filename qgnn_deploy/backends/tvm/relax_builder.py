@@ -64,6 +64,7 @@ class BuildContext:
         self.fused_away: set[str] = set()  # gather_rows outputs folded into a fused scatter kernel
         self.quant_fused: set[str] = set()  # quantize outputs computed inside their matmuls' GEMM kernel
         self.requant_fused: dict[str, str] = {}  # requantize output -> matmul output it requantizes in-kernel
+        self.attend_fused: dict[str, Any] = {}  # value -> fusion.Attend: computed by one edge_attend kernel
         self.index_rows: dict[str, tuple[relax.Expr, int]] = {}  # take_row outputs: (2-D int64 source, row)
         # (index vector, rows) -> ([index tensor, flag, rowptr], row)
         self.edge_plans: dict[tuple[str, str], tuple[list[relax.Expr], int]] = {}
@@ -451,7 +452,46 @@ def _scatter(kind: str) -> Handler:
     return h
 
 
-HANDLERS["scatter_add"] = _scatter("add")
+def _attend(ctx: BuildContext, node: Node) -> relax.Expr:
+    """GAT's attention-weighted sum (``fusion.attention_into_scatter``) as one edge kernel; ``node`` is the
+    scatter_add, or the add of it and the self term."""
+    fused = ctx.attend_fused[node.outputs[0]]
+    producers = ctx.graph.producers()
+    scatter, gather = producers[fused.scatter], producers[fused.gather]
+    n = shape_of(ctx.arg(scatter, 2))[0]
+    dst_plan, dr = _edge_plan(ctx, scatter, 1, n)
+    src, sr = _index_row(ctx, gather, 1)
+    centered = _centered_source(ctx, gather.inputs[0])
+    x, zp = centered if centered is not None and len(shape_of(centered[0])) == 2 else (ctx.arg(gather, 0), 0)
+
+    def coefficient(name: str) -> relax.Expr:
+        narrow = _narrow_source(ctx, name)
+        return narrow if narrow is not None and len(shape_of(narrow)) == 2 else ctx.value(name, node)
+
+    alpha = coefficient(fused.alpha)
+    heads, c = static_int(shape_of(alpha)[1]), fused.c
+    a_self = None if fused.self_alpha is None else coefficient(fused.self_alpha)
+    dt, adt, pp = dtype_of(x), dtype_of(alpha), ctx.options.parts
+    sdt = None if a_self is None else dtype_of(a_self)
+    return ctx.call_tir(("attend", heads, c, dt, adt, sdt or "noself", zp, pp, sr, dr),
+                        lambda: kernels.edge_attend(heads, c, dt, pp, dr, sr, zp, adt, sdt),
+                        [x, alpha, *([] if a_self is None else [a_self]), src, *dst_plan], [n, heads * c], "int32")
+
+
+_scatter_add = _scatter("add")
+_add = HANDLERS["add"]
+
+
+@handler("scatter_add")
+def _scatter_add_or_attend(ctx: BuildContext, node: Node) -> relax.Expr:
+    return _attend(ctx, node) if node.outputs[0] in ctx.attend_fused else _scatter_add(ctx, node)
+
+
+@handler("add")
+def _add_or_attend(ctx: BuildContext, node: Node) -> relax.Expr:
+    return _attend(ctx, node) if node.outputs[0] in ctx.attend_fused else _add(ctx, node)
+
+
 HANDLERS["scatter_max"] = _scatter("max")
 
 
@@ -597,6 +637,7 @@ def build_module(graph: Graph, options: BuildOptions | None = None) -> tvm.IRMod
     plan, _ = plan_fusion(graph, options)
     ctx.fused_away, ctx.quant_fused, ctx.requant_fused = (plan.gather_into_scatter, plan.quantize_into_gemm,
                                                           plan.requantize_into_gemm)
+    ctx.attend_fused = plan.attention_into_scatter
     skipped = plan.skipped()
     op.bb = bb
     with bb.function("main", params):
