@@ -140,10 +140,11 @@ def test_fused_gemm_requant_bit_exact(k: int, n: int, a_dtype: str, fp32: bool, 
 
 
 def attention_graph(heads: int, c: int, *, self_term: bool = True, column: bool = False, zp: int = 3,
-                    extra_reader: bool = False) -> Graph:
+                    extra_reader: bool = False, requant: bool = False) -> Graph:
     """GAT's aggregation shape: ``scatter_add(gather(x - zp, src) * repeat_cols(alpha, c), dst)
     [+ (x - zp) * repeat_cols(alpha_self, c)]`` with per-edge alpha from the endpoints' scores (``column``: one
-    head's ``[E, 1]`` coefficient, no repeat_cols); ``extra_reader``: the product is also read elsewhere."""
+    head's ``[E, 1]`` coefficient, no repeat_cols); ``extra_reader``: the product is also read elsewhere;
+    ``requant``: the sum is requantized to int8 (per-column multipliers, zero point 2)."""
     rng = np.random.default_rng(heads * 10 + c)
     b = GraphBuilder()
     w = heads * c
@@ -167,7 +168,11 @@ def attention_graph(heads: int, c: int, *, self_term: bool = True, column: bool 
         agg = b.op("add", [agg, b.op("mul", [hc, coef_s], "msgs_self")], "agg")
     if extra_reader:
         agg = b.op("add", [agg, b.op("reduce_sum", [msgs], "msgs_sum", axis=0, keepdims=True)], "agg_x")
-    b.output(agg, "int32", ("N", w))
+    if requant:
+        m = b.const("agg_m", rng.integers(1 << 20, 1 << 24, (1, w)).astype(np.int32))
+        agg = b.op("requantize", [agg, m, b.const("agg_s", np.full((1, w), 33, np.int8))], "agg_q", zero_point=2,
+                   qmin=-100, qmax=127, dtype="int8")
+    b.output(agg, "int8" if requant else "int32", ("N", w))
     g = b.graph
     g.meta.update({"task": "node", "max_in_degree": 1 << 12})
     g.validate()
@@ -185,27 +190,31 @@ def test_attention_into_scatter_plan() -> None:
     plan = FusionPlan()
     attention_into_scatter(attention_graph(1, 5, column=True), BuildOptions(), plan)
     assert plan.attention_into_scatter["agg"] == Attend("agg_e", "h_src", "a_edge", 5, "a_self")
+    plan = FusionPlan()
+    assert attention_into_scatter(attention_graph(4, 3, requant=True), BuildOptions(), plan) == ["agg_q"]
+    assert plan.attention_into_scatter["agg_q"] == Attend("agg_e", "h_src", "a_edge", 3, "a_self", "agg_q")
+    assert "agg" in plan.attention_skipped
     for g, opts in ((attention_graph(2, 4, extra_reader=True), BuildOptions()),  # the product is needed anyway
                     (attention_graph(2, 4), BuildOptions(fuse_gather_scatter=False))):
         plan = FusionPlan()
         assert attention_into_scatter(g, opts, plan) == [] and not plan.attention_skipped
 
 
-@pytest.mark.parametrize("heads,c,self_term,column", [(4, 3, True, False), (2, 8, False, False),
-                                                      (1, 5, True, True)])
-def test_attention_kernel_bit_exact(heads: int, c: int, self_term: bool, column: bool, tmp_path: Path) -> None:
+@pytest.mark.parametrize("heads,c,self_term,column,requant", [(4, 3, True, False, False), (2, 8, False, False, True),
+                                                              (1, 5, True, True, False), (8, 8, True, False, True)])
+def test_attention_kernel_bit_exact(heads: int, c: int, self_term: bool, column: bool, requant: bool,
+                                    tmp_path: Path) -> None:
     """One ``edge_attend`` kernel replaces the gather/mul/scatter (and the self term), bit-exact on the awkward
     graphs: unsorted (owned-edge blocks) and CSR-ordered destinations, isolated nodes, a hub, empty graphs."""
-    g = attention_graph(heads, c, self_term=self_term, column=column)
+    g = attention_graph(heads, c, self_term=self_term, column=column, requant=requant)
     names = _kernel_names(g, "avx2")
     assert any(n.startswith("qgnn_attend") for n in names) and not any("scatter_add" in n for n in names)
     main = str(build_module(g, BuildOptions(gemm_kind="avx2"))["main"])
-    assert "repeat" not in main
+    assert "repeat" not in main and "right_shift" not in main  # no requantize outside the kernel either
     cases = awkward_graphs(heads * c, seed=5)
     fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds={"x": cases["random"][0],
                                                                  "edge_index": cases["random"][1]})
     lib = tmp_path / fields["library"]
     for name, (x, ei) in cases.items():
         feeds = {"x": x * 20, "edge_index": ei}
-        np.testing.assert_array_equal(run_library(lib, feeds), run(g, feeds)["agg" if self_term else "agg_e"],
-                                      err_msg=name)
+        np.testing.assert_array_equal(run_library(lib, feeds), run(g, feeds)[g.outputs[0].name], err_msg=name)

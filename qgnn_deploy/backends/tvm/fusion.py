@@ -39,6 +39,7 @@ class Attend:
     alpha: str  # per-edge coefficient [E, heads]
     c: int  # columns per head
     self_alpha: str | None = None  # per-node coefficient [N, heads] of the self term x * repeat_cols(self_alpha)
+    requantize: str | None = None  # the requantize node (sole reader of the sum) the kernel applies on the way out
 
 
 @dataclass
@@ -214,12 +215,22 @@ def _self_term(graph: Graph, scatter: Node, x: str, width: Any, outputs: set[str
     return add.outputs[0], found[0]
 
 
+def _requant_reader(graph: Graph, value: str, width: int, outputs: set[str]) -> str | None:
+    """The requantize node that is the only reader of ``value``, when its constants fit an epilogue."""
+    users = graph.consumers(value)
+    if value in outputs or len(users) != 1 or users[0].op != "requantize" or users[0].inputs[0] != value or \
+            value in users[0].inputs[1:] or requant_epilogue_constants(graph, users[0], width) is None:
+        return None
+    return users[0].outputs[0]
+
+
 def attention_into_scatter(graph: Graph, options: BuildOptions, plan: FusionPlan) -> list[str]:
     """``scatter_add(mul(gather_rows(x, src), a), dst)`` with a per-edge, per-head coefficient ``a``: either
     ``repeat_cols(alpha [E, H], C)`` against ``x [N, H*C]`` or an ``[E, 1]`` column (one head): one edge kernel
     (:func:`.kernels.edge_attend`) reads ``x``'s rows and ``alpha`` per edge, so the ``[E, H*C]`` message,
     coefficient and product tensors are never built (GAT's attention-weighted aggregation).  When the sum's only
-    user adds the self term ``x * repeat_cols(alpha_self [N, H], C)``, the kernel starts each row from it."""
+    user adds the self term ``x * repeat_cols(alpha_self [N, H], C)``, the kernel starts each row from it; when
+    the result's only reader is a requantize with per-column constants, the kernel writes its narrow output."""
     if not options.fuse_gather_scatter:
         return []
     from qgnn_deploy.ir.infer import infer_ranks, infer_shapes
@@ -250,7 +261,11 @@ def attention_into_scatter(graph: Graph, options: BuildOptions, plan: FusionPlan
             alpha, c = found
             self_term = _self_term(graph, node, x, width, outputs, shapes, skip)
             key, self_alpha = self_term if self_term is not None else (node.outputs[0], None)
-            plan.attention_into_scatter[key] = Attend(node.outputs[0], gather.outputs[0], alpha, c, self_alpha)
+            rq = _requant_reader(graph, key, width, outputs)
+            if rq is not None:
+                skip.add(key)
+                key = rq
+            plan.attention_into_scatter[key] = Attend(node.outputs[0], gather.outputs[0], alpha, c, self_alpha, rq)
             plan.attention_skipped |= skip
             break
     return sorted(plan.attention_into_scatter)

@@ -470,12 +470,23 @@ def _attend(ctx: BuildContext, node: Node) -> relax.Expr:
 
     alpha = coefficient(fused.alpha)
     heads, c = static_int(shape_of(alpha)[1]), fused.c
+    width = heads * c
     a_self = None if fused.self_alpha is None else coefficient(fused.self_alpha)
     dt, adt, pp = dtype_of(x), dtype_of(alpha), ctx.options.parts
     sdt = None if a_self is None else dtype_of(a_self)
-    return ctx.call_tir(("attend", heads, c, dt, adt, sdt or "noself", zp, pp, sr, dr),
-                        lambda: kernels.edge_attend(heads, c, dt, pp, dr, sr, zp, adt, sdt),
-                        [x, alpha, *([] if a_self is None else [a_self]), src, *dst_plan], [n, heads * c], "int32")
+    requant, rq_consts = None, np.zeros((3, width), np.int64)
+    if fused.requantize is not None:
+        rq = producers[fused.requantize]
+        info = np.iinfo(rq.attrs["dtype"])
+        requant = (int(rq.attrs["zero_point"]), int(rq.attrs.get("qmin", info.min)),
+                   int(rq.attrs.get("qmax", info.max)), str(rq.attrs["dtype"]))
+        rq_consts = requant_epilogue_constants(ctx.graph, rq, width)
+    unused = relax.const(np.zeros((1, heads), np.int32), "int32")
+    key = ("attend", heads, c, dt, adt, sdt or "noself", zp, pp, sr, dr,
+           "x".join(str(v).replace("-", "m") for v in requant) if requant else "i32")
+    return ctx.call_tir(key, lambda: kernels.edge_attend(heads, c, dt, pp, dr, sr, zp, adt, sdt, requant),
+                        [x, alpha, unused if a_self is None else a_self, src, *dst_plan,
+                         relax.const(rq_consts, "int64")], [n, width], requant[3] if requant else "int32")
 
 
 _scatter_add = _scatter("add")
@@ -490,6 +501,14 @@ def _scatter_add_or_attend(ctx: BuildContext, node: Node) -> relax.Expr:
 @handler("add")
 def _add_or_attend(ctx: BuildContext, node: Node) -> relax.Expr:
     return _attend(ctx, node) if node.outputs[0] in ctx.attend_fused else _add(ctx, node)
+
+
+_requantize_plain = HANDLERS["requantize"]
+
+
+@handler("requantize")
+def _requantize_or_attend(ctx: BuildContext, node: Node) -> relax.Expr:
+    return _attend(ctx, node) if node.outputs[0] in ctx.attend_fused else _requantize_plain(ctx, node)
 
 
 HANDLERS["scatter_max"] = _scatter("max")
