@@ -9,14 +9,16 @@ import pytest
 
 from qgnn_deploy.ir.graph import Graph, GraphBuilder
 from qgnn_deploy.ir.interpreter import run
-from qgnn_deploy.ir.testing import op_zoo_graph
+from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph
 
 tvm = pytest.importorskip("tvm")
 
 from qgnn_deploy.backends.tvm import compile_to_dir, run_library  # noqa: E402
 from qgnn_deploy.backends.tvm.fusion import (  # noqa: E402
+    Attend,
     FusionPlan,
     add_into_lut_steps,
+    attention_into_scatter,
     fusion_pipeline,
     gather_into_scatter,
     plan_fusion,
@@ -91,7 +93,8 @@ def test_gather_into_scatter_plan_and_pipeline_report() -> None:
     fused = gather_into_scatter(g, BuildOptions(), plan)
     assert fused and all(g.producers()[v].op == "gather_rows" for v in fused)
     plan2, report = plan_fusion(g, BuildOptions(gemm_kind="avx2"))
-    assert list(report) == ["gather_into_scatter", "quantize_into_gemm", "requantize_into_gemm", "add_into_lut_steps"]
+    assert list(report) == ["gather_into_scatter", "quantize_into_gemm", "requantize_into_gemm",
+                            "add_into_lut_steps", "attention_into_scatter"]
     assert report["gather_into_scatter"] == fused and plan2.gather_into_scatter == set(fused)
     plan3 = FusionPlan()
     assert list(fusion_pipeline(BuildOptions(), plan3, skip=("gather_into_scatter",))(g)) == [
@@ -239,3 +242,84 @@ def test_rematerialize_casts_alone_and_bit_exact(tmp_path: Path) -> None:
     feeds = {"x": rng.integers(-2, 12, (57, 1)).astype(np.int32), "h": rng.integers(-128, 128, (57, 4)).astype(np.int8)}
     fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds=feeds)
     np.testing.assert_array_equal(run_library(tmp_path / fields["library"], feeds), run(g, feeds)["y"])
+
+
+def attention_graph(heads: int, c: int, *, self_term: bool = True, column: bool = False, zp: int = 3,
+                    extra_reader: bool = False, requant: bool = False) -> Graph:
+    """GAT's aggregation shape: ``scatter_add(gather(x - zp, src) * repeat_cols(alpha, c), dst)
+    [+ (x - zp) * repeat_cols(alpha_self, c)]`` with per-edge alpha from the endpoints' scores (``column``: one
+    head's ``[E, 1]`` coefficient, no repeat_cols); ``extra_reader``: the product is also read elsewhere;
+    ``requant``: the sum is requantized to int8 (per-column multipliers, zero point 2)."""
+    rng = np.random.default_rng(heads * 10 + c)
+    b = GraphBuilder()
+    w = heads * c
+    xf = b.input("x", "float32", ("N", w))
+    ei = b.input("edge_index", "int64", (2, "E"))
+    src = b.op("take_row", [ei], "src", index=0)
+    dst = b.op("take_row", [ei], "dst", index=1)
+    x = b.op("quantize", [xf], "xq", scale=0.05, zero_point=0, qmin=-127, qmax=127, dtype="int8")
+    score = b.op("matmul", [x, b.const("w_att", rng.integers(-20, 20, (w, heads)).astype(np.int8))], "score")
+    score = b.op("clamp", [score], "score_c", lo=-300, hi=300)
+    a_edge = b.op("add", [b.op("gather_rows", [score, src], "s_src"), b.op("gather_rows", [score, dst], "s_dst")],
+                  "a_sum")
+    a_edge = b.op("clamp", [a_edge], "a_edge", lo=0, hi=600)
+    hc = b.op("sub", [b.op("cast", [x], "x32", dtype="int32"), b.const("zp", np.array(zp, np.int32))], "hc")
+    coef = a_edge if column else b.op("repeat_cols", [a_edge], "a_edge_rep", repeats=c)
+    msgs = b.op("mul", [b.op("gather_rows", [hc, src], "h_src"), coef], "msgs")
+    agg = b.op("scatter_add", [msgs, dst, xf], "agg_e")
+    if self_term:
+        a_self = b.op("clamp", [score], "a_self", lo=0, hi=600)
+        coef_s = a_self if column else b.op("repeat_cols", [a_self], "a_self_rep", repeats=c)
+        agg = b.op("add", [agg, b.op("mul", [hc, coef_s], "msgs_self")], "agg")
+    if extra_reader:
+        agg = b.op("add", [agg, b.op("reduce_sum", [msgs], "msgs_sum", axis=0, keepdims=True)], "agg_x")
+    if requant:
+        m = b.const("agg_m", rng.integers(1 << 20, 1 << 24, (1, w)).astype(np.int32))
+        agg = b.op("requantize", [agg, m, b.const("agg_s", np.full((1, w), 33, np.int8))], "agg_q", zero_point=2,
+                   qmin=-100, qmax=127, dtype="int8")
+    b.output(agg, "int8" if requant else "int32", ("N", w))
+    g = b.graph
+    g.meta.update({"task": "node", "max_in_degree": 1 << 12})
+    g.validate()
+    return g
+
+
+def test_attention_into_scatter_plan() -> None:
+    plan = FusionPlan()
+    assert attention_into_scatter(attention_graph(4, 3), BuildOptions(), plan) == ["agg"]
+    assert plan.attention_into_scatter["agg"] == Attend("agg_e", "h_src", "a_edge", 3, "a_self")
+    assert {"msgs", "h_src", "a_edge_rep", "msgs_self", "a_self_rep", "agg_e"} == plan.attention_skipped
+    plan = FusionPlan()
+    assert attention_into_scatter(attention_graph(2, 4, self_term=False), BuildOptions(), plan) == ["agg_e"]
+    assert plan.attention_into_scatter["agg_e"].self_alpha is None
+    plan = FusionPlan()
+    attention_into_scatter(attention_graph(1, 5, column=True), BuildOptions(), plan)
+    assert plan.attention_into_scatter["agg"] == Attend("agg_e", "h_src", "a_edge", 5, "a_self")
+    plan = FusionPlan()
+    assert attention_into_scatter(attention_graph(4, 3, requant=True), BuildOptions(), plan) == ["agg_q"]
+    assert plan.attention_into_scatter["agg_q"] == Attend("agg_e", "h_src", "a_edge", 3, "a_self", "agg_q")
+    assert "agg" in plan.attention_skipped
+    for g, opts in ((attention_graph(2, 4, extra_reader=True), BuildOptions()),  # the product is needed anyway
+                    (attention_graph(2, 4), BuildOptions(fuse_gather_scatter=False))):
+        plan = FusionPlan()
+        assert attention_into_scatter(g, opts, plan) == [] and not plan.attention_skipped
+
+
+@pytest.mark.parametrize("heads,c,self_term,column,requant", [(4, 3, True, False, False), (2, 8, False, False, True),
+                                                              (1, 5, True, True, False), (8, 8, True, False, True)])
+def test_attention_kernel_bit_exact(heads: int, c: int, self_term: bool, column: bool, requant: bool,
+                                    tmp_path: Path) -> None:
+    """One ``edge_attend`` kernel replaces the gather/mul/scatter (and the self term), bit-exact on the awkward
+    graphs: unsorted (owned-edge blocks) and CSR-ordered destinations, isolated nodes, a hub, empty graphs."""
+    g = attention_graph(heads, c, self_term=self_term, column=column, requant=requant)
+    names = _kernel_names(g, "avx2")
+    assert any(n.startswith("qgnn_attend") for n in names) and not any("scatter_add" in n for n in names)
+    main = str(build_module(g, BuildOptions(gemm_kind="avx2"))["main"])
+    assert "repeat" not in main and "right_shift" not in main  # no requantize outside the kernel either
+    cases = awkward_graphs(heads * c, seed=5)
+    fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds={"x": cases["random"][0],
+                                                                 "edge_index": cases["random"][1]})
+    lib = tmp_path / fields["library"]
+    for name, (x, ei) in cases.items():
+        feeds = {"x": x * 20, "edge_index": ei}
+        np.testing.assert_array_equal(run_library(lib, feeds), run(g, feeds)[g.outputs[0].name], err_msg=name)

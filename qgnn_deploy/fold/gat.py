@@ -1,7 +1,7 @@
 """Fold handler for :class:`~qgnn_deploy.models.gat.QGATConv`: graph attention as integer IR ops.
 
 Mirrors ``models/gat.py`` term by term with every head at once (concatenated heads; averaged heads go one head
-at a time), using existing ops only (the IR has no slice op: head blocks are read through constant matmuls):
+at a time; the IR has no slice op: head blocks are read through constant matmuls):
 
 * ``h``: one ``matmul`` + ``requantize`` for all heads (int8 [N, H*C]); logits ``p, q``: ``matmul`` with the
   int8 attention vectors as zero-padded block columns [H*C, H] + ``requantize`` onto the shared logit quantizer
@@ -12,9 +12,9 @@ at a time), using existing ops only (the IR has no slice op: head blocks are rea
   ``e = lut(r - m)`` (``lut`` or ``lut_steps``), ``tot = scatter_add(e, dst) + e_self``,
   ``alpha = div_floor(2 D e + tot, 2 tot)``;
 * ``agg = scatter_add(alpha' * gather(h, src), dst) + alpha_self' * h`` (int32 [N, H*C], bound checked here)
-  with ``alpha'`` each head's coefficient repeated over its ``C`` columns (byte-split uint8 matmuls with 0/1
-  blocks), then one ``requantize`` (concat heads); averaged heads: per head (``h_k`` through a 0/1 selection
-  matmul), ``add`` + one ``requantize``;
+  with ``alpha' = repeat_cols(alpha, C)`` each head's coefficient over its ``C`` columns (the TVM backend reads
+  ``alpha`` [E, H] inside one edge kernel: ``fusion.attention_into_scatter``), then one ``requantize`` (concat
+  heads); averaged heads: per head (``h_k`` through a 0/1 selection matmul), ``add`` + one ``requantize``;
 * LoRAP and bias exactly as GCN's (``fold/prompts.py:emit_lorap``).
 """
 
@@ -58,22 +58,6 @@ def _leaky(fc: FoldContext, z: str, hint: str) -> str:
     return b.op("add", [pos, neg], hint)
 
 
-def _expand_heads(fc: FoldContext, alpha: str, heads: int, c: int, hint: str) -> str:
-    """int32 ``alpha`` [R, H] in ``[0, ATT_DEN]`` repeated ``c`` times per head -> [R, H*C], exactly.
-
-    No IR op repeats columns, but a matmul with a 0/1 matrix does for uint8 operands: ``alpha`` is split into
-    its low and high bytes (``ATT_DEN / 256 = 128`` fits uint8), each expanded by ``[H, H*C]`` ones-blocks.
-    """
-    b = fc.b
-    rep = np.kron(np.eye(heads, dtype=np.int8), np.ones((1, c), np.int8))
-    rep_v = b.const(f"{hint}_repeat", rep)
-    hi = b.op("div_floor", [alpha, fc.scalar(256)], f"{hint}_hi")
-    lo = b.op("sub", [alpha, b.op("mul", [hi, fc.scalar(256)], f"{hint}_hi256")], f"{hint}_lo")
-    parts = [b.op("matmul", [b.op("cast", [v, ], f"{hint}_{w}_u8", dtype="uint8"), rep_v], f"{hint}_{w}_rep",
-                  a_zero_point=0) for v, w in ((lo, "lo"), (hi, "hi"))]
-    return b.op("add", [parts[0], b.op("mul", [parts[1], fc.scalar(256)], f"{hint}_hi_rep256")], f"{hint}_rep")
-
-
 def _attend(
     fc: FoldContext,
     layer: QGATConv,
@@ -91,7 +75,7 @@ def _attend(
     Column blocks are never sliced out (the IR has no slice op): the logits of head ``k`` are ``h`` times its
     attention vector zero-padded to ``H*C`` rows, so all heads' logits are one matmul and the segment softmax runs
     on ``[E, len(ks)]`` at once. All heads: ``h`` is aggregated whole with each head's ``alpha`` repeated over
-    its ``C`` columns (:func:`_expand_heads`); one head of several: its centred messages ``h_k - zp`` are ``h``
+    its ``C`` columns (``repeat_cols``); one head of several: its centred messages ``h_k - zp`` are ``h``
     times a 0/1 selection matrix (a matmul with ``a_zero_point``). Everything is exact in int32.
     """
     b = fc.b
@@ -138,8 +122,8 @@ def _attend(
     if len(ks) == heads:
         hc = fc.centered_int32(h, f"{hint}_message")
         if heads > 1:
-            a_edge = _expand_heads(fc, a_edge, heads, c, f"{hint}_alpha_edge")
-            a_self = _expand_heads(fc, a_self, heads, c, f"{hint}_alpha_self")
+            a_edge = b.op("repeat_cols", [a_edge], f"{hint}_alpha_edge_rep", repeats=c)
+            a_self = b.op("repeat_cols", [a_self], f"{hint}_alpha_self_rep", repeats=c)
     else:
         (k,) = ks
         select = np.zeros((width, c), np.int8)

@@ -222,6 +222,14 @@ def _reduce_sum(xs, a):
     return narrow(s, "int32" if _WIDTH[str(xs[0].dtype)] <= 4 else "int64", "reduce_sum")
 
 
+@kernel("repeat_cols")
+def _repeat_cols(xs, a):
+    c = int(a["repeats"])
+    if c < 1 or xs[0].ndim != 2:
+        raise ValueError(f"repeat_cols: needs a 2-D input and repeats >= 1, got shape {xs[0].shape}, repeats {c}")
+    return np.repeat(xs[0], c, axis=1)
+
+
 @kernel("concat")
 def _concat(xs, a):
     if len({str(x.dtype) for x in xs}) != 1:

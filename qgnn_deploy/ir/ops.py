@@ -128,6 +128,11 @@ def _requantize_shape(ins: Sequence[Shape], a: Attrs) -> Shape:
     return broadcast(*[s for s in ins if s])  # absent optional inputs have the empty shape
 
 
+def _repeat_cols_shape(ins: Sequence[Shape], a: Attrs) -> Shape:
+    h = ins[0][-1]
+    return ins[0][:-1] + ((h * int(a["repeats"]) if isinstance(h, int) else None),)
+
+
 def _concat_shape(ins: Sequence[Shape], a: Attrs) -> Shape:
     axis = int(a.get("axis", -1)) % len(ins[0])
     dims = [s[axis] for s in ins]
@@ -205,6 +210,9 @@ _SPECS = [
     OpSpec("reduce_max", 1, 1, "max over attr axis, keepdims", **_REDUCE),
     OpSpec("reduce_sum", 1, 1, "sum over attr axis, keepdims (int32 result must not overflow)", dtype=_sum_dtype,
            **_REDUCE),
+    OpSpec("repeat_cols", 1, 1, "x[R,H] -> x[R,H*C], C = attr repeats >= 1: each column repeated C times in place "
+           "(out[:, k*C + c] = x[:, k]; a per-head coefficient over its head's C feature columns)",
+           required_attrs=("repeats",), shape=_repeat_cols_shape),
     OpSpec("concat", 2, 8, "concatenate along attr axis (same dtype)", shape=_concat_shape),
     OpSpec("pool_sum", 2, 2, "values[N,H] int32, batch[N] i64 -> int32 [G,H], G = max(batch) + 1",
            dtype=_fixed("int32"), shape=lambda ins, a: ("G",) + ins[0][1:]),

@@ -125,6 +125,12 @@ def op_zoo_graph(features: int = 12, hidden: int = 8, prompts: int = 4, seed: in
     agg255 = b.op("mul", [b.op("cast", [aggq], "agg32", dtype="int32"), b.const("c255", np.array(255, np.int32))],
                   "agg_x255")
     pre = b.op("add", [agg255, pacc], "prompted")
+    # per-head weights: alpha [N, prompts] repeated over hidden // prompts columns (GAT's coefficient expansion)
+    if hidden % prompts == 0:
+        heads = b.op("repeat_cols", [b.op("cast", [alpha], "alpha_i32", dtype="int32")], "alpha_heads",
+                     repeats=hidden // prompts)
+        pre = b.op("add", [pre, b.op("mul", [heads, b.op("cast", [aggq], "agg32b", dtype="int32")], "agg_heads")],
+                   "prompted_heads")
     mx = b.op("scatter_max", [b.op("gather_rows", [h32, src], "h_src"), dst, x], "agg_max")
     mx = b.op("add", [mx, step_lookups(b, deg)], "agg_max_stepped")
     mx = b.op("clamp", [mx, ], "agg_max_relu", lo=0, hi=127)

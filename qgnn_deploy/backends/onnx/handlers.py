@@ -471,7 +471,7 @@ def _nonnegative(ctx: EmitContext, name: str, depth: int = 0) -> bool:
     prod = _producer(ctx, name)
     if prod is None or depth >= 32:
         return False
-    if prod.op in ("cast", "reduce_sum"):
+    if prod.op in ("cast", "reduce_sum", "repeat_cols"):
         return _nonnegative(ctx, prod.inputs[0], depth + 1)
     if prod.op in ("add", "mul"):
         return all(_nonnegative(ctx, i, depth + 1) for i in prod.inputs)
@@ -545,7 +545,7 @@ def _abs_bound(ctx: EmitContext, name: str, depth: int = 0) -> int | None:
         bounds.append(max(-int(_info(dt).min), int(_info(dt).max)))
     prod = _producer(ctx, name)
     if prod is not None and depth < 32:
-        if prod.op == "cast":
+        if prod.op in ("cast", "repeat_cols"):
             b = _abs_bound(ctx, prod.inputs[0], depth + 1)
         elif prod.op == "mul":
             ba, bb = (_abs_bound(ctx, i, depth + 1) for i in prod.inputs)
@@ -964,6 +964,17 @@ def concat(ctx: EmitContext, node: Node) -> None:
     """Concat along the IR axis (inputs share one dtype)."""
     ctx.emit("Concat", [ctx.value(i) for i in node.inputs], output=node.outputs[0],
              axis=int(node.attrs.get("axis", -1)))
+
+
+@handler("repeat_cols")
+def repeat_cols(ctx: EmitContext, node: Node) -> None:
+    """``Unsqueeze`` to [R, H, 1], ``Expand`` to [R, H, C], ``Reshape`` to ``Shape(x) * [1, C]``: pure data movement
+    in the input dtype (exact; the target shape is computed, so R = 0 and any H work)."""
+    x, c = ctx.value(node.inputs[0]), int(node.attrs["repeats"])
+    col = ctx.emit("Unsqueeze", [x, ctx.const([2], "int64", "axes")], hint="rep_unsq")
+    wide = ctx.emit("Expand", [col, ctx.const([1, 1, c], "int64", "rep_shape")], hint="rep_expand")
+    shape = ctx.emit("Mul", [ctx.shape(node.inputs[0]), ctx.const([1, c], "int64", "rep_factor")], hint="rep_to")
+    ctx.emit("Reshape", [wide, shape], output=node.outputs[0])
 
 
 @handler("pool_sum")

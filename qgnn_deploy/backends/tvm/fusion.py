@@ -16,6 +16,8 @@ kernels.  The passes compose with :class:`qgnn_deploy.ir.passes.Sequential` like
 * ``add_into_lut_steps``: ``x + c`` (``c`` a constant integer scalar) read only as the index of ``lut_steps``
   lookups (GCN's ``degree + 1``): the lookups take ``x`` and thresholds ``t - c`` (``x + c >= t`` iff
   ``x >= t - c``: the IR's ``add`` never wraps), one elementwise kernel fewer.
+* ``attention_into_scatter``: GAT's ``scatter_add(gather(x, src) * repeat_cols(alpha, C), dst)``: one edge kernel
+  reading ``alpha[e, head]`` per edge, no ``[E, H*C]`` tensor.
 """
 
 from __future__ import annotations
@@ -31,6 +33,18 @@ from qgnn_deploy.ir.passes import GraphPass, Sequential
 BuildOptions = Any  # relax_builder.BuildOptions (not imported: relax_builder imports this module)
 
 
+@dataclass(frozen=True)
+class Attend:
+    """One GAT aggregation computed by :func:`.kernels.edge_attend` (see :func:`attention_into_scatter`)."""
+
+    scatter: str  # the scatter_add node's output
+    gather: str  # gather_rows(x, src) output
+    alpha: str  # per-edge coefficient [E, heads]
+    c: int  # columns per head
+    self_alpha: str | None = None  # per-node coefficient [N, heads] of the self term x * repeat_cols(self_alpha)
+    requantize: str | None = None  # the requantize node (sole reader of the sum) the kernel applies on the way out
+
+
 @dataclass
 class FusionPlan:
     """Values computed inside another kernel (filled by the passes of :func:`fusion_pipeline`)."""
@@ -39,11 +53,14 @@ class FusionPlan:
     quantize_into_gemm: set[str] = field(default_factory=set)  # quantize outputs
     requantize_into_gemm: dict[str, str] = field(default_factory=dict)  # requantize output -> its matmul's output
     add_into_lut_steps: dict[str, tuple[str, int]] = field(default_factory=dict)  # add output -> (x, c)
+    # value the edge kernel computes (the scatter_add, or the add of it and the self term) -> its parts
+    attention_into_scatter: dict[str, Attend] = field(default_factory=dict)
+    attention_skipped: set[str] = field(default_factory=set)  # the mul / gather_rows / repeat_cols it absorbs
 
     def skipped(self) -> set[str]:
         """Values whose own kernel is not emitted (their consumer's kernel computes them)."""
         return self.gather_into_scatter | self.quantize_into_gemm | set(self.requantize_into_gemm.values()) | \
-            set(self.add_into_lut_steps)
+            set(self.add_into_lut_steps) | self.attention_skipped
 
 
 def _weight_shape(graph: Graph, name: str) -> tuple[int, ...] | None:
@@ -175,7 +192,111 @@ def add_into_lut_steps(graph: Graph, options: BuildOptions, plan: FusionPlan) ->
     return sorted(plan.add_into_lut_steps)
 
 
-PASSES = (gather_into_scatter, quantize_into_gemm, requantize_into_gemm, add_into_lut_steps)
+def _sole_user(graph: Graph, name: str, user: Node, outputs: set[str]) -> bool:
+    return name not in outputs and [u.name for u in graph.consumers(name)] == [user.name]
+
+
+def _head_coefficient(graph: Graph, coef: str, rows: Any, width: Any, user: Node, outputs: set[str],
+                      shapes: dict, skip: set[str]) -> tuple[str, int] | None:
+    """``(alpha, C)`` when ``coef`` (a mul operand against ``x [., width]``) is ``repeat_cols(alpha [rows, H], C)``
+    with ``H * C = width`` or an ``[rows, 1]`` column (one head, ``C = width``); adds a sole-use repeat to ``skip``."""
+    rep = graph.producers().get(coef)
+    if rep is not None and rep.op == "repeat_cols":
+        alpha, c = rep.inputs[0], int(rep.attrs["repeats"])
+        if _sole_user(graph, coef, user, outputs):
+            skip.add(coef)
+    else:
+        alpha, c = coef, width
+        cs = shapes[coef]
+        if len(cs) != 2 or cs[1] != 1:
+            return None
+    a_shape = shapes[alpha]
+    if not isinstance(width, int) or not isinstance(c, int) or c < 1 or len(a_shape) != 2 or \
+            not isinstance(a_shape[1], int) or a_shape[1] * c != width or a_shape[0] is None or a_shape[0] != rows:
+        return None
+    return alpha, c
+
+
+def _self_term(graph: Graph, scatter: Node, x: str, width: Any, outputs: set[str], shapes: dict,
+               skip: set[str]) -> tuple[str, str] | None:
+    """``(add output, self alpha)`` when the scatter's only user is ``add(scatter, x * repeat_cols(a_self, C))``."""
+    users = graph.consumers(scatter.outputs[0])
+    if len(users) != 1 or users[0].op != "add" or scatter.outputs[0] in outputs:
+        return None
+    add = users[0]
+    other = [i for i in add.inputs if i != scatter.outputs[0]]
+    mul = graph.producers().get(other[0]) if len(other) == 1 else None
+    if mul is None or mul.op != "mul" or x not in mul.inputs or len(set(mul.inputs)) != 2 or \
+            not _sole_user(graph, mul.outputs[0], add, outputs):
+        return None
+    n_dim = shapes[scatter.inputs[2]][0]
+    if shapes[x][0] != n_dim or n_dim is None:
+        return None
+    mine: set[str] = set()
+    found = _head_coefficient(graph, [i for i in mul.inputs if i != x][0], n_dim, width, mul, outputs, shapes, mine)
+    if found is None:
+        return None
+    skip |= mine | {mul.outputs[0], scatter.outputs[0]}
+    return add.outputs[0], found[0]
+
+
+def _requant_reader(graph: Graph, value: str, width: int, outputs: set[str]) -> str | None:
+    """The requantize node that is the only reader of ``value``, when its constants fit an epilogue."""
+    users = graph.consumers(value)
+    if value in outputs or len(users) != 1 or users[0].op != "requantize" or users[0].inputs[0] != value or \
+            value in users[0].inputs[1:] or requant_epilogue_constants(graph, users[0], width) is None:
+        return None
+    return users[0].outputs[0]
+
+
+def attention_into_scatter(graph: Graph, options: BuildOptions, plan: FusionPlan) -> list[str]:
+    """``scatter_add(mul(gather_rows(x, src), a), dst)`` with a per-edge, per-head coefficient ``a``: either
+    ``repeat_cols(alpha [E, H], C)`` against ``x [N, H*C]`` or an ``[E, 1]`` column (one head): one edge kernel
+    (:func:`.kernels.edge_attend`) reads ``x``'s rows and ``alpha`` per edge, so the ``[E, H*C]`` message,
+    coefficient and product tensors are never built (GAT's attention-weighted aggregation).  When the sum's only
+    user adds the self term ``x * repeat_cols(alpha_self [N, H], C)``, the kernel starts each row from it; when
+    the result's only reader is a requantize with per-column constants, the kernel writes its narrow output."""
+    if not options.fuse_gather_scatter:
+        return []
+    from qgnn_deploy.ir.infer import infer_ranks, infer_shapes
+
+    outputs = {o.name for o in graph.outputs}
+    producers = graph.producers()
+    shapes, ranks = infer_shapes(graph), infer_ranks(graph)
+    for node in graph.nodes:
+        if node.op != "scatter_add" or node.inputs[0] in outputs or ranks[node.inputs[1]] != 1:
+            continue
+        mul = producers.get(node.inputs[0])
+        if mul is None or mul.op != "mul" or len(set(mul.inputs)) != 2 or \
+                not _sole_user(graph, mul.outputs[0], node, outputs):
+            continue
+        for gi in (0, 1):
+            gather = producers.get(mul.inputs[gi])
+            if gather is None or gather.op != "gather_rows" or ranks[gather.inputs[1]] != 1 or \
+                    not _sole_user(graph, gather.outputs[0], mul, outputs):
+                continue
+            x = gather.inputs[0]
+            xs = shapes[x]
+            width = xs[1] if len(xs) == 2 else None
+            skip = {mul.outputs[0], gather.outputs[0]}
+            found = _head_coefficient(graph, mul.inputs[1 - gi], shapes[gather.inputs[1]][0], width, mul, outputs,
+                                      shapes, skip)
+            if found is None:
+                continue
+            alpha, c = found
+            self_term = _self_term(graph, node, x, width, outputs, shapes, skip)
+            key, self_alpha = self_term if self_term is not None else (node.outputs[0], None)
+            rq = _requant_reader(graph, key, width, outputs)
+            if rq is not None:
+                skip.add(key)
+                key = rq
+            plan.attention_into_scatter[key] = Attend(node.outputs[0], gather.outputs[0], alpha, c, self_alpha, rq)
+            plan.attention_skipped |= skip
+            break
+    return sorted(plan.attention_into_scatter)
+
+
+PASSES = (gather_into_scatter, quantize_into_gemm, requantize_into_gemm, add_into_lut_steps, attention_into_scatter)
 
 
 def fusion_pipeline(options: BuildOptions, plan: FusionPlan, skip: tuple[str, ...] = ()) -> Sequential:

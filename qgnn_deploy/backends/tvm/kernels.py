@@ -401,3 +401,125 @@ def lut_steps_dense(k: int, base: int, span: int, idx_dtype: str, thr_dtype: str
             run(Idx, Values, Out, count, n)
 
     return kernel
+
+
+def edge_attend(heads: int, c: int, dtype: str, parts: int, dst_row: int, src_row: int, zero_point: int,
+                coef_dtype: str, self_dtype: str | None = None,
+                requant: tuple[int, int, int, str] | None = None) -> tirx.PrimFunc:
+    """Attention-weighted neighbour sum: ``out[i, k*c + j] = sum_{e : dst[e] = i} (x[src[e], k*c + j] - zp)
+    * a[e, k]`` for ``heads`` heads of ``c`` columns (``kernel(X, A, S, D, Flag, RowPtr, Out)``); with
+    ``self_dtype`` each row starts from its self term ``(x[i, k*c + j] - zp) * a_self[i, k]``; with
+    ``requant = (zero_point, qmin, qmax, dtype)`` the int32 sums are requantized on the way out by
+    ``Rq[3, heads*c]`` int64 (multiplier, rounding half, shift per column, as
+    :func:`.fusion.requant_epilogue_constants` gives them).  One signature,
+    ``kernel(X, A, A_self, S, D, Flag, RowPtr, Rq, Out)``: ``A_self`` and ``Rq`` are not read when unused.
+
+    GAT's ``scatter_add(gather(h, src) * repeat_cols(alpha, c), dst) [+ h * repeat_cols(alpha_self, c)]`` in
+    one edge loop: the random reads hit the narrow message rows, the per-edge, per-head coefficient
+    ``a[E, heads]`` is read once per edge and broadcast over its head's columns in registers, so neither the
+    ``[E, heads*c]`` coefficients nor the messages are materialised.  Same ownership scheme as
+    :func:`edge_reduce` (CSR runs when :func:`edge_plan` flags the destinations ascending, else owned-edge
+    blocks), so it is deterministic, and the int32 sums are the interpreter's (integer addition in any order;
+    fold bounds them).
+    """
+    chunk, pf = CHUNK, PREFETCH
+    h = heads * c
+    zp = int(zero_point)
+    sr, dr = int(src_row), int(dst_row)
+    with_self = self_dtype is not None
+    two_x = _straddles(h, np.dtype(dtype).itemsize)
+    two_o = _straddles(h, 4)
+    rq_zp, rq_lo, rq_hi, out_dtype = requant if requant is not None else (0, 0, 0, "int32")
+
+    def centered(X, row, hd, j):  # noqa: ANN001, ANN202 - TVMScript expression helpers
+        v = T.Cast("int32", X[row, hd * c + j])
+        return v - T.int32(zp) if zp else v
+
+    def message(X, A, S, k, hd, j):  # noqa: ANN001, ANN202
+        return centered(X, S[sr, k], hd, j) * T.Cast("int32", A[k, hd])
+
+    def start(X, A_self, i, hd, j):  # noqa: ANN001, ANN202 - a row's initial value
+        return centered(X, i, hd, j) * T.Cast("int32", A_self[i, hd]) if with_self else T.int32(0)
+
+    def finish(Rq, v, q):  # noqa: ANN001, ANN202 - the requantize handler's arithmetic, in int64
+        if requant is None:
+            return v
+        y = T.shift_right(T.Cast("int64", v) * Rq[0, q] + Rq[1, q], Rq[2, q]) + T.int64(rq_zp)
+        return T.Cast(out_dtype, T.max(T.min(y, T.int64(rq_hi)), T.int64(rq_lo)))
+
+    @T.macro
+    def prefetch_source(X, S, ahead):  # noqa: ANN001, ANN202
+        T.evaluate(_prefetch(T.address_of(X[S[sr, ahead], 0])))
+        if two_x:
+            T.evaluate(_prefetch(T.address_of(X[S[sr, ahead], h - 1])))
+
+    @T.macro
+    def body(X, A, A_self, S, D, Out, Sums, Rq, Flag, RowPtr, n, e):  # noqa: ANN001, ANN202
+        # Sums: where the owned-edge fallback accumulates (Out itself unless requantized on the way out)
+        for p in T.parallel(parts):
+            if Flag[0] != 0:
+                acc = T.decl_buffer((h,), "int32", scope="local")
+                for ii in T.serial((p + 1) * n // parts - p * n // parts):  # zero-based: see edge_plan
+                    i = p * n // parts + ii
+                    for hd in T.unroll(heads):
+                        for j in T.vectorized(c):
+                            acc[hd * c + j] = start(X, A_self, i, hd, j)
+                    for k in T.serial(RowPtr[i], RowPtr[i + 1]):
+                        prefetch_source(X, S, T.min(k + pf, e - 1))
+                        for hd in T.unroll(heads):
+                            for j in T.vectorized(c):
+                                acc[hd * c + j] = acc[hd * c + j] + message(X, A, S, k, hd, j)
+                    for q in T.vectorized(h):
+                        Out[i, q] = finish(Rq, acc[q], q)
+            else:
+                for i in T.serial(p * n // parts, (p + 1) * n // parts):
+                    for hd in T.unroll(heads):
+                        for j in T.vectorized(c):
+                            Sums[i, hd * c + j] = start(X, A_self, i, hd, j)
+                if (p + 1) * n // parts > p * n // parts:
+                    sel = T.decl_buffer((chunk,), "int32", scope="global")  # owned edges of the block
+                    cnt = T.decl_buffer((1,), "int32", scope="global")
+                    for b in range((e + chunk - 1) // chunk):
+                        cnt[0] = 0
+                        for k in range(T.min(T.int64(chunk), e - b * chunk)):
+                            sel[cnt[0]] = T.Cast("int32", k)
+                            cnt[0] = cnt[0] + T.Cast("int32", T.Cast("uint64", D[dr, b * chunk + k] - p * n // parts)
+                                                     < T.Cast("uint64", (p + 1) * n // parts - p * n // parts))
+                        for qq in range(cnt[0]):
+                            k = b * chunk + T.Cast("int64", sel[qq])
+                            ahead = b * chunk + T.Cast("int64", sel[T.min(qq + pf, cnt[0] - 1)])
+                            prefetch_source(X, S, ahead)
+                            T.evaluate(_prefetch_w(T.address_of(Sums[D[dr, ahead], 0])))
+                            if two_o:
+                                T.evaluate(_prefetch_w(T.address_of(Sums[D[dr, ahead], h - 1])))
+                            for hd in T.unroll(heads):
+                                for j in T.vectorized(c):
+                                    Sums[D[dr, k], hd * c + j] = Sums[D[dr, k], hd * c + j] + \
+                                        message(X, A, S, k, hd, j)
+                if requant is not None:
+                    for i in T.serial(p * n // parts, (p + 1) * n // parts):
+                        for q in T.vectorized(h):
+                            Out[i, q] = finish(Rq, Sums[i, q], q)
+
+    @T.prim_func(private=True, s_tir=True)
+    def kernel(x_h: T.handle, a_h: T.handle, as_h: T.handle, src_h: T.handle, dst_h: T.handle,
+               flag_h: T.handle, rowptr_h: T.handle, rq_h: T.handle, out_h: T.handle):
+        T.func_attr(_SCHEDULED)
+        n_in, e, n, rs, rd, n_s = T.int64(), T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
+        X = T.match_buffer(x_h, (n_in, h), dtype)
+        A = T.match_buffer(a_h, (e, heads), coef_dtype)
+        A_self = T.match_buffer(as_h, (n_s, heads), self_dtype or "int32")  # n_s = n (unread without self_dtype)
+        S = T.match_buffer(src_h, (rs, e), "int64")
+        D = T.match_buffer(dst_h, (rd, e), "int64")
+        Out = T.match_buffer(out_h, (n, h), out_dtype)
+        Flag = T.match_buffer(flag_h, (1,), "int32")
+        RowPtr = T.match_buffer(rowptr_h, (n + 1,), "int64")
+        Rq = T.match_buffer(rq_h, (3, h), "int64")
+        with T.sblock("root"):
+            if requant is not None:
+                sums = T.alloc_buffer((n, h), "int32")
+                body(X, A, A_self, S, D, Out, sums, Rq, Flag, RowPtr, n, e)
+            else:
+                body(X, A, A_self, S, D, Out, Out, Rq, Flag, RowPtr, n, e)
+
+    return kernel

@@ -67,6 +67,7 @@ class BuildContext:
         self.requant_fused: dict[str, str] = {}  # requantize output -> matmul output it requantizes in-kernel
         self.lut_offsets: dict[str, tuple[str, int]] = {}  # add output x + c -> (x, c), read by lut_steps only
         self.shifted_tables: dict[tuple[Any, ...], relax.Expr] = {}  # (thresholds, -c[, cmp]) -> (probe of) t - c
+        self.attend_fused: dict[str, Any] = {}  # value -> fusion.Attend: computed by one edge_attend kernel
         self.index_rows: dict[str, tuple[relax.Expr, int]] = {}  # take_row outputs: (2-D int64 source, row)
         # (index vector, rows) -> ([index tensor, flag, rowptr], row)
         self.edge_plans: dict[tuple[str, str], tuple[list[relax.Expr], int]] = {}
@@ -463,7 +464,65 @@ def _scatter(kind: str) -> Handler:
     return h
 
 
-HANDLERS["scatter_add"] = _scatter("add")
+def _attend(ctx: BuildContext, node: Node) -> relax.Expr:
+    """GAT's attention-weighted sum (``fusion.attention_into_scatter``) as one edge kernel; ``node`` is the
+    scatter_add, or the add of it and the self term."""
+    fused = ctx.attend_fused[node.outputs[0]]
+    producers = ctx.graph.producers()
+    scatter, gather = producers[fused.scatter], producers[fused.gather]
+    n = shape_of(ctx.arg(scatter, 2))[0]
+    dst_plan, dr = _edge_plan(ctx, scatter, 1, n)
+    src, sr = _index_row(ctx, gather, 1)
+    centered = _centered_source(ctx, gather.inputs[0])
+    x, zp = centered if centered is not None and len(shape_of(centered[0])) == 2 else (ctx.arg(gather, 0), 0)
+
+    def coefficient(name: str) -> relax.Expr:
+        narrow = _narrow_source(ctx, name)
+        return narrow if narrow is not None and len(shape_of(narrow)) == 2 else ctx.value(name, node)
+
+    alpha = coefficient(fused.alpha)
+    heads, c = static_int(shape_of(alpha)[1]), fused.c
+    width = heads * c
+    a_self = None if fused.self_alpha is None else coefficient(fused.self_alpha)
+    dt, adt, pp = dtype_of(x), dtype_of(alpha), ctx.options.parts
+    sdt = None if a_self is None else dtype_of(a_self)
+    requant, rq_consts = None, np.zeros((3, width), np.int64)
+    if fused.requantize is not None:
+        rq = producers[fused.requantize]
+        info = np.iinfo(rq.attrs["dtype"])
+        requant = (int(rq.attrs["zero_point"]), int(rq.attrs.get("qmin", info.min)),
+                   int(rq.attrs.get("qmax", info.max)), str(rq.attrs["dtype"]))
+        rq_consts = requant_epilogue_constants(ctx.graph, rq, width)
+    unused = relax.const(np.zeros((1, heads), np.int32), "int32")
+    key = ("attend", heads, c, dt, adt, sdt or "noself", zp, pp, sr, dr,
+           "x".join(str(v).replace("-", "m") for v in requant) if requant else "i32")
+    return ctx.call_tir(key, lambda: kernels.edge_attend(heads, c, dt, pp, dr, sr, zp, adt, sdt, requant),
+                        [x, alpha, unused if a_self is None else a_self, src, *dst_plan,
+                         relax.const(rq_consts, "int64")], [n, width], requant[3] if requant else "int32")
+
+
+_scatter_add = _scatter("add")
+_add = HANDLERS["add"]
+
+
+@handler("scatter_add")
+def _scatter_add_or_attend(ctx: BuildContext, node: Node) -> relax.Expr:
+    return _attend(ctx, node) if node.outputs[0] in ctx.attend_fused else _scatter_add(ctx, node)
+
+
+@handler("add")
+def _add_or_attend(ctx: BuildContext, node: Node) -> relax.Expr:
+    return _attend(ctx, node) if node.outputs[0] in ctx.attend_fused else _add(ctx, node)
+
+
+_requantize_plain = HANDLERS["requantize"]
+
+
+@handler("requantize")
+def _requantize_or_attend(ctx: BuildContext, node: Node) -> relax.Expr:
+    return _attend(ctx, node) if node.outputs[0] in ctx.attend_fused else _requantize_plain(ctx, node)
+
+
 HANDLERS["scatter_max"] = _scatter("max")
 
 
@@ -557,6 +616,13 @@ def _concat(ctx: BuildContext, node: Node) -> relax.Expr:
     return op.concat(xs, axis=int(node.attrs.get("axis", -1)))
 
 
+@handler("repeat_cols")
+def _repeat_cols(ctx: BuildContext, node: Node) -> relax.Expr:
+    """``x[:, k]`` repeated ``C`` times in place: an injective op Relax fuses into its consumer (the per-head
+    coefficient times the messages); the GAT aggregation reads it inside the edge kernel instead (fusion.py)."""
+    return op.repeat(ctx.arg(node, 0), int(node.attrs["repeats"]), axis=1)
+
+
 @handler("pool_sum")
 def _pool_sum(ctx: BuildContext, node: Node) -> relax.Expr:
     values, batch = ctx.arg(node, 0), ctx.arg(node, 1)
@@ -617,6 +683,7 @@ def build_module(graph: Graph, options: BuildOptions | None = None) -> tvm.IRMod
     ctx.fused_away, ctx.quant_fused, ctx.requant_fused = (plan.gather_into_scatter, plan.quantize_into_gemm,
                                                           plan.requantize_into_gemm)
     ctx.lut_offsets = plan.add_into_lut_steps
+    ctx.attend_fused = plan.attention_into_scatter
     skipped = plan.skipped()
     op.bb = bb
     with bb.function("main", params):
