@@ -98,7 +98,8 @@ def test_gather_into_scatter_plan_and_pipeline_report() -> None:
     assert report["gather_into_scatter"] == fused and plan2.gather_into_scatter == set(fused)
     plan3 = FusionPlan()
     assert list(fusion_pipeline(BuildOptions(), plan3, skip=("gather_into_scatter",))(g)) == [
-        "quantize_into_gemm", "requantize_into_gemm", "add_into_lut_steps"] and not plan3.gather_into_scatter
+        "quantize_into_gemm", "requantize_into_gemm", "add_into_lut_steps",
+        "attention_into_scatter"] and not plan3.gather_into_scatter
 
 
 def _kernel_names(g: Graph, kind: str) -> list[str]:
