@@ -20,9 +20,11 @@ destination row it will touch.
 Small work runs on the calling thread: every kernel holds a serial copy of its loop nest (one part) and takes it
 when its work (rows x width + edges) is below ``serial_work`` (default :data:`SERIAL_WORK`, checked once per
 call).  A parallel loop costs a thread-pool wake-up and barrier of a few microseconds; most of a Cora-sized
-graph's kernels do less work than that saves (measured under load on 2 AVX2 cores: an [N, 1] cast at N = 2708
-takes 6.1 us parallel vs 1.6 us serial, min of 200; serial costs 0.2-0.9 ns per unit of work, so the break-even
-2 x launch / cost-per-unit is ~1e4-5e4; 10^5-node graphs stay parallel).
+graph's [N, 1] kernels do less work than that saves (an [N, 1] cast at N = 2708: 6.1 us parallel vs 1.6 us
+serial, min of 200, under load on 2 AVX2 cores).  The threshold was measured idle on the whole Cora graph (AMD
+EPYC, AVX2, 2 threads, 6 alternating processes per setting): 2^15 was ~15% slower than always-parallel, because
+the width-7 edge kernel (work ~3.2e4) costs ~2 ns per unit serially (63 us vs 19 us parallel); 2048-8192 were
+within noise of always-parallel.  4096 keeps the [N, 1] kernels (and anything under ~8 us serial) on the caller.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from tvm.script import tirx as T
 _SCHEDULED = {"tir.noalias": True, "tirx.is_scheduled": True}
 CHUNK = 1024  # edges per ownership block (the owned-edge list lives on each thread's stack)
 PREFETCH = 48  # edges between a row's prefetch and its use (48 measured better than 16 at 10^6 nodes: DRAM latency)
-SERIAL_WORK = 1 << 15  # work (rows x width + edges) below which a kernel runs serially (module docstring)
+SERIAL_WORK = 4096  # work (rows x width + edges) below which a kernel runs serially (module docstring)
 LINE = 64  # cache line bytes: rows that do not tile a line get a second prefetch for their last element
 
 
