@@ -65,6 +65,23 @@ def _padded_k(k: int, kstep: int) -> int:
     return -(-k // kstep) * kstep
 
 
+def _a_quad(panel: Any, off: Any, a_dtype: str, mask: int, w: int) -> Any:
+    """4 A codes at panel offset ``off`` (s8 flipped to u8 by ``mask``) broadcast to ``w`` int32 lanes, as bytes."""
+    return T.reinterpret(
+        T.broadcast(T.bitwise_xor(T.reinterpret(panel.vload([off], a_dtype + "x4"), dtype="int32"), T.int32(mask)), w),
+        dtype=f"int8x{4 * w}",
+    )
+
+
+def _ubsw_madd(a4: Any, bp: Any, plane: int, j: Any, q: Any, v: int, w: int, mult: Any) -> Any:
+    """``vpmaddubsw`` of the A quad with B plane ``plane`` (int16 pair sums), then ``vpmaddwd`` by ``mult``."""
+    pairs = T.call_llvm_pure_intrin(
+        T.llvm_lookup_intrinsic_id(_UBSW), a4, bp.vload([plane, j, q, v * w, 0], f"int8x{4 * w}"),
+        dtype=f"int16x{2 * w}",
+    )
+    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_MADD[w]), pairs, mult, dtype=f"int32x{w}")
+
+
 def _step(s: Scheme, a_dtype: str) -> Any:
     """``step(acc, panel, off, Bp, j, q, v)``: acc (int32 x width) after K step ``q`` for column vector ``v``;
     ``off`` is the panel offset of this row's K step."""
@@ -73,16 +90,10 @@ def _step(s: Scheme, a_dtype: str) -> Any:
     if s.kind == "avxvnni":
 
         def step(acc: Any, panel: Any, off: Any, bp: Any, j: Any, q: Any, v: int) -> Any:
-            a4 = T.reinterpret(
-                T.broadcast(
-                    T.bitwise_xor(T.reinterpret(panel.vload([off], a_dtype + "x4"), dtype="int32"), T.int32(mask)), w
-                ),
-                dtype=f"int8x{4 * w}",
-            )
             return T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id(_DPBUSD256),
                 acc,
-                a4,
+                _a_quad(panel, off, a_dtype, mask, w),
                 bp.vload([0, j, q, v * w, 0], f"int8x{4 * w}"),
                 dtype=f"int32x{w}",
             )
@@ -94,29 +105,8 @@ def _step(s: Scheme, a_dtype: str) -> Any:
         ones, sixty_four = T.broadcast(T.int16(1), 2 * w), T.broadcast(T.int16(64), 2 * w)
 
         def step(acc: Any, panel: Any, off: Any, bp: Any, j: Any, q: Any, v: int) -> Any:
-            a4 = T.reinterpret(
-                T.broadcast(
-                    T.bitwise_xor(T.reinterpret(panel.vload([off], a_dtype + "x4"), dtype="int32"), T.int32(mask)), w
-                ),
-                dtype=f"int8x{4 * w}",
-            )
-            lo = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(_UBSW),
-                a4,
-                bp.vload([0, j, q, v * w, 0], f"int8x{4 * w}"),
-                dtype=f"int16x{2 * w}",
-            )
-            hi = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(_UBSW),
-                a4,
-                bp.vload([1, j, q, v * w, 0], f"int8x{4 * w}"),
-                dtype=f"int16x{2 * w}",
-            )
-            return (
-                acc
-                + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_MADD[w]), lo, ones, dtype=f"int32x{w}")
-                + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_MADD[w]), hi, sixty_four, dtype=f"int32x{w}")
-            )
+            a4 = _a_quad(panel, off, a_dtype, mask, w)
+            return acc + _ubsw_madd(a4, bp, 0, j, q, v, w, ones) + _ubsw_madd(a4, bp, 1, j, q, v, w, sixty_four)
 
         return step
 
@@ -140,17 +130,7 @@ def _ubsw_step(w: int, a_dtype: str, mask: int, plane: int) -> Any:
     ones = T.broadcast(T.int16(1), 2 * w)
 
     def step(acc: Any, panel: Any, off: Any, bp: Any, j: Any, q: Any, v: int) -> Any:
-        a4 = T.reinterpret(
-            T.broadcast(
-                T.bitwise_xor(T.reinterpret(panel.vload([off], a_dtype + "x4"), dtype="int32"), T.int32(mask)), w
-            ),
-            dtype=f"int8x{4 * w}",
-        )
-        lo = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id(_UBSW), a4, bp.vload([plane, j, q, v * w, 0], f"int8x{4 * w}"),
-            dtype=f"int16x{2 * w}",
-        )
-        return acc + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_MADD[w]), lo, ones, dtype=f"int32x{w}")
+        return acc + _ubsw_madd(_a_quad(panel, off, a_dtype, mask, w), bp, plane, j, q, v, w, ones)
 
     return step
 
