@@ -308,6 +308,25 @@ def degree(parts: int, row: int = 0, *, serial_work: int = SERIAL_WORK) -> tirx.
     return edge_reduce(1, None, parts, "add", dst_row=row, serial_work=serial_work)
 
 
+def _over_rows(rows: Any, parts: int, small: Any) -> Any:
+    """A macro ``run(n, *bufs)`` calling ``rows(*bufs, lo, hi)`` over rows ``[0, n)``: on the calling thread when
+    ``parts == 1`` or ``small(n)`` holds at run time, else as ``parts`` parallel row ranges."""
+
+    @T.macro
+    def serial(n, *bufs):  # noqa: ANN001, ANN002, ANN202
+        rows(*bufs, 0, n)
+
+    @T.macro
+    def dispatch(n, *bufs):  # noqa: ANN001, ANN002, ANN202 - serial when the work is small
+        if small(n):
+            rows(*bufs, 0, n)
+        else:
+            for p in T.parallel(parts):
+                rows(*bufs, p * n // parts, (p + 1) * n // parts)
+
+    return serial if parts == 1 else dispatch
+
+
 def lut_steps(k: int, first: int, top: int, idx_dtype: str, cmp: str, value_dtype: str, parts: int,
               w: int = 1, *, serial_work: int = SERIAL_WORK) -> tirx.PrimFunc:
     """``out[i] = values[#{j : idx[i] >= t[j]}]`` for ``k >= 1`` sorted thresholds, as the branchless binary search
@@ -328,19 +347,7 @@ def lut_steps(k: int, first: int, top: int, idx_dtype: str, cmp: str, value_dtyp
                     pos[0] = T.Select(T.Cast(cmp, Idx[i, c0]) >= Probe[c], c, pos[0])
                 Out[i, c0] = Values[pos[0]]
 
-    @T.macro
-    def dispatch(Idx, Probe, Values, Out, n):  # noqa: ANN001, ANN202 - serial when the work is small
-        if n * w * (rounds + 1) < serial_work:
-            rows(Idx, Probe, Values, Out, 0, n)
-        else:
-            for p in T.parallel(parts):
-                rows(Idx, Probe, Values, Out, p * n // parts, (p + 1) * n // parts)
-
-    @T.macro
-    def serial(Idx, Probe, Values, Out, n):  # noqa: ANN001, ANN202
-        rows(Idx, Probe, Values, Out, 0, n)
-
-    run = serial if parts == 1 else dispatch
+    run = _over_rows(rows, parts, lambda n: n * w * (rounds + 1) < serial_work)
 
     @T.prim_func(private=True, s_tir=True)
     def kernel(idx_h: T.handle, probe_h: T.handle, values_h: T.handle, out_h: T.handle):
@@ -351,7 +358,7 @@ def lut_steps(k: int, first: int, top: int, idx_dtype: str, cmp: str, value_dtyp
         Values = T.match_buffer(values_h, (k + 1,), value_dtype)
         Out = T.match_buffer(out_h, (n, w), value_dtype)
         with T.sblock("root"):
-            run(Idx, Probe, Values, Out, n)
+            run(n, Idx, Probe, Values, Out)
 
     return kernel
 
@@ -370,19 +377,7 @@ def lut_steps_dense(k: int, base: int, span: int, idx_dtype: str, thr_dtype: str
                 Out[i, c] = Values[count[T.max(T.min(T.Cast("int64", Idx[i, c]), T.int64(base + span - 1)),
                                                T.int64(base)) - T.int64(base)]]
 
-    @T.macro
-    def dispatch(Idx, Values, Out, count, n):  # noqa: ANN001, ANN202 - serial when the work is small
-        if n * w < serial_work:
-            rows(Idx, Values, Out, count, 0, n)
-        else:
-            for p in T.parallel(parts):
-                rows(Idx, Values, Out, count, p * n // parts, (p + 1) * n // parts)
-
-    @T.macro
-    def serial(Idx, Values, Out, count, n):  # noqa: ANN001, ANN202
-        rows(Idx, Values, Out, count, 0, n)
-
-    run = serial if parts == 1 else dispatch
+    run = _over_rows(rows, parts, lambda n: n * w < serial_work)
 
     @T.prim_func(private=True, s_tir=True)
     def kernel(idx_h: T.handle, thr_h: T.handle, values_h: T.handle, out_h: T.handle):
@@ -400,7 +395,7 @@ def lut_steps_dense(k: int, base: int, span: int, idx_dtype: str, thr_dtype: str
                 count[T.Cast("int64", Thr[j]) - T.int64(base)] = count[T.Cast("int64", Thr[j]) - T.int64(base)] + 1
             for r in range(1, span):
                 count[r] = count[r] + count[r - 1]
-            run(Idx, Values, Out, count, n)
+            run(n, Idx, Values, Out, count)
 
     return kernel
 
