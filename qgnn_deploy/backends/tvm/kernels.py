@@ -54,6 +54,31 @@ def _prefetch_w(ptr):  # noqa: ANN001, ANN202
     return T.call_intrin("", "tirx.prefetch", ptr, 1, 3, 1)
 
 
+def _owned_edges(chunk: int, pf: int, visit: Any) -> Any:
+    """The owned-edge fallback for unsorted edges: a macro ``owned(D, dr, e, lo, hi, *args)`` that walks the edge
+    list in blocks of ``chunk``, lists (branch-free: one unsigned compare per edge) the edges whose destination
+    ``D[dr, k]`` lies in rows ``[lo, hi)``, then calls ``visit(*args, k, ahead)`` for each of them in edge order,
+    ``ahead`` being the listed edge ``pf`` places later (to prefetch for)."""
+
+    @T.macro
+    def owned(D, dr, e, row_lo, row_hi, *args):  # noqa: ANN001, ANN002, ANN202
+        if row_hi > row_lo:
+            sel = T.decl_buffer((chunk,), "int32", scope="global")  # owned edges of the block
+            cnt = T.decl_buffer((1,), "int32", scope="global")
+            for b in range((e + chunk - 1) // chunk):
+                cnt[0] = 0
+                for k in range(T.min(T.int64(chunk), e - b * chunk)):
+                    sel[cnt[0]] = T.Cast("int32", k)
+                    lo, hi = row_lo, row_hi
+                    cnt[0] = cnt[0] + T.Cast("int32", T.Cast("uint64", D[dr, b * chunk + k] - lo)
+                                             < T.Cast("uint64", hi - lo))
+                for q in range(cnt[0]):
+                    visit(*args, b * chunk + T.Cast("int64", sel[q]),
+                          b * chunk + T.Cast("int64", sel[T.min(q + pf, cnt[0] - 1)]))
+
+    return owned
+
+
 def edge_plan(parts: int, row: int = 0, *, serial_work: int = SERIAL_WORK) -> tirx.PrimFunc:
     """One parallel pass over row ``row`` of a [R, E] index tensor: ``flag[0] = 1`` when it is ascending with
     every index in ``[0, n)``, and then ``rowptr[i]`` = first edge whose index is ``>= i`` (``rowptr[n] = E``):
@@ -191,6 +216,8 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
             for c in T.vectorized(h):
                 Out[D[dr, k], c] = Out[D[dr, k], c] + message(X, C, S, k, c)
 
+    owned = _owned_edges(chunk, pf, apply)
+
     def make_edge_loop(parts: int, loop: Any) -> Any:  # the row split into ``parts``, run by ``loop``
         @T.macro
         def edge_loop(X, C, S, D, Out, Flag, RowPtr, n, e):  # noqa: ANN001, ANN202 - every signature
@@ -220,19 +247,7 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
                             seen[i] = T.int8(0)
                         for c in T.vectorized(h):
                             Out[i, c] = 0
-                    if (p + 1) * n // parts > p * n // parts:
-                        sel = T.decl_buffer((chunk,), "int32", scope="global")  # owned edges of the block
-                        cnt = T.decl_buffer((1,), "int32", scope="global")
-                        for b in range((e + chunk - 1) // chunk):
-                            cnt[0] = 0
-                            for k in range(T.min(T.int64(chunk), e - b * chunk)):
-                                sel[cnt[0]] = T.Cast("int32", k)
-                                lo, hi = p * n // parts, (p + 1) * n // parts
-                                cnt[0] = cnt[0] + T.Cast("int32", T.Cast("uint64", D[dr, b * chunk + k] - lo)
-                                                         < T.Cast("uint64", hi - lo))
-                            for q in range(cnt[0]):
-                                apply(X, C, S, D, Out, seen if is_max else None, b * chunk + T.Cast("int64", sel[q]),
-                                      b * chunk + T.Cast("int64", sel[T.min(q + pf, cnt[0] - 1)]))
+                    owned(D, dr, e, p * n // parts, (p + 1) * n // parts, X, C, S, D, Out, seen if is_max else None)
 
         return edge_loop
 
@@ -451,6 +466,18 @@ def edge_attend(heads: int, c: int, dtype: str, parts: int, dst_row: int, src_ro
             T.evaluate(_prefetch(T.address_of(X[S[sr, ahead], h - 1])))
 
     @T.macro
+    def apply(X, A, S, D, Sums, k, ahead):  # noqa: ANN001, ANN202 - edge k, prefetching for edge `ahead`
+        prefetch_source(X, S, ahead)
+        T.evaluate(_prefetch_w(T.address_of(Sums[D[dr, ahead], 0])))
+        if two_o:
+            T.evaluate(_prefetch_w(T.address_of(Sums[D[dr, ahead], h - 1])))
+        for hd in T.unroll(heads):
+            for j in T.vectorized(c):
+                Sums[D[dr, k], hd * c + j] = Sums[D[dr, k], hd * c + j] + message(X, A, S, k, hd, j)
+
+    owned = _owned_edges(chunk, pf, apply)
+
+    @T.macro
     def body(X, A, A_self, S, D, Out, Sums, Rq, Flag, RowPtr, n, e):  # noqa: ANN001, ANN202
         # Sums: where the owned-edge fallback accumulates (Out itself unless requantized on the way out)
         for p in T.parallel(parts):
@@ -473,26 +500,7 @@ def edge_attend(heads: int, c: int, dtype: str, parts: int, dst_row: int, src_ro
                     for hd in T.unroll(heads):
                         for j in T.vectorized(c):
                             Sums[i, hd * c + j] = start(X, A_self, i, hd, j)
-                if (p + 1) * n // parts > p * n // parts:
-                    sel = T.decl_buffer((chunk,), "int32", scope="global")  # owned edges of the block
-                    cnt = T.decl_buffer((1,), "int32", scope="global")
-                    for b in range((e + chunk - 1) // chunk):
-                        cnt[0] = 0
-                        for k in range(T.min(T.int64(chunk), e - b * chunk)):
-                            sel[cnt[0]] = T.Cast("int32", k)
-                            cnt[0] = cnt[0] + T.Cast("int32", T.Cast("uint64", D[dr, b * chunk + k] - p * n // parts)
-                                                     < T.Cast("uint64", (p + 1) * n // parts - p * n // parts))
-                        for qq in range(cnt[0]):
-                            k = b * chunk + T.Cast("int64", sel[qq])
-                            ahead = b * chunk + T.Cast("int64", sel[T.min(qq + pf, cnt[0] - 1)])
-                            prefetch_source(X, S, ahead)
-                            T.evaluate(_prefetch_w(T.address_of(Sums[D[dr, ahead], 0])))
-                            if two_o:
-                                T.evaluate(_prefetch_w(T.address_of(Sums[D[dr, ahead], h - 1])))
-                            for hd in T.unroll(heads):
-                                for j in T.vectorized(c):
-                                    Sums[D[dr, k], hd * c + j] = Sums[D[dr, k], hd * c + j] + \
-                                        message(X, A, S, k, hd, j)
+                owned(D, dr, e, p * n // parts, (p + 1) * n // parts, X, A, S, D, Sums)
                 if requant is not None:
                     for i in T.serial(p * n // parts, (p + 1) * n // parts):
                         for q in T.vectorized(h):
