@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
+from cora_ab import _session as sess  # this folder is on sys.path when the script runs
 from onnx import TensorProto as TP
 from onnx import helper as oh
 from onnx import numpy_helper as nh
@@ -55,18 +55,6 @@ def model(kind):
     m.ir_version = 10
     onnx.checker.check_model(m, full_check=True)
     return m.SerializeToString()
-
-
-def sess(b, th, prof=None):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = th
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    if prof:
-        so.enable_profiling = True
-        so.profile_file_prefix = prof
-    return ort.InferenceSession(b, so, providers=["CPUExecutionProvider"])
 
 
 x = np.load(sys.argv[3])["x"]
