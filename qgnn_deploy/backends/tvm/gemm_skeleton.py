@@ -210,6 +210,18 @@ def gemm_kernel(
             for c in cloop(ncols % LANES):
                 C[row0 + r, j * LANES + c] = out_value(X, acc, j * LANES + c, idx(r, c))
 
+    def row_steps(fn: Step) -> Any:  # one row's accumulator vectors through ``fn`` at K step ``kidx`` (index ``q``)
+        @T.macro
+        def steps(src, row0, r, j, acc, Bp, m, kidx, q):  # noqa: ANN001, ANN202
+            for v in T.unroll(nv):
+                acc[T.ramp(r * LANES + v * w, 1, w)] = fn(
+                    acc[T.ramp(r * LANES + v * w, 1, w)], operand(src, row0, r, m), offset(r, kidx), Bp, j, q, v)
+
+        return steps
+
+    main_steps = row_steps(step)
+    residual_steps = row_steps(residual.step if residual is not None else step)
+
     @T.macro
     def block(src, row0, j, acc, Bp, X, C, m):  # noqa: ANN001, ANN202 - one register block: rows x 16 columns
         for r in T.unroll(rows):
@@ -228,32 +240,20 @@ def gemm_kernel(
             if row0 + rows <= m:
                 for q in range(nq):
                     for r in T.unroll(rows):
-                        for v in T.unroll(nv):
-                            acc[T.ramp(r * LANES + v * w, 1, w)] = step(
-                                acc[T.ramp(r * LANES + v * w, 1, w)], operand(src, row0, r, m), offset(r, q), Bp, j, q,
-                                v)
+                        main_steps(src, row0, r, j, acc, Bp, m, q, q)
                 if has_residual:
                     for e in range(rcount):
                         qi = residual.k_step(Bp, j, e)
                         for r in T.unroll(rows):
-                            for v in T.unroll(nv):
-                                acc[T.ramp(r * LANES + v * w, 1, w)] = residual.step(
-                                    acc[T.ramp(r * LANES + v * w, 1, w)], operand(src, row0, r, m), offset(r, qi), Bp,
-                                    j, e, v)
+                            residual_steps(src, row0, r, j, acc, Bp, m, qi, e)
             else:
                 for r in range(m - row0):
                     for q in range(nq):
-                        for v in T.unroll(nv):
-                            acc[T.ramp(r * LANES + v * w, 1, w)] = step(
-                                acc[T.ramp(r * LANES + v * w, 1, w)], operand(src, row0, r, m), offset(r, q), Bp, j, q,
-                                v)
+                        main_steps(src, row0, r, j, acc, Bp, m, q, q)
                     if has_residual:
                         for e in range(rcount):
                             qi = residual.k_step(Bp, j, e)
-                            for v in T.unroll(nv):
-                                acc[T.ramp(r * LANES + v * w, 1, w)] = residual.step(
-                                    acc[T.ramp(r * LANES + v * w, 1, w)], operand(src, row0, r, m), offset(r, qi), Bp,
-                                    j, e, v)
+                            residual_steps(src, row0, r, j, acc, Bp, m, qi, e)
             for r in range(T.min(m - row0, rows)):
                 finish(src, row0, r, j, acc, X, C)
 
