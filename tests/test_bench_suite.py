@@ -121,6 +121,8 @@ def test_isa_flags_parse_linux_spellings() -> None:
 
     x86 = "flags\t\t: fpu sse2 avx2 avx_vnni avx512f\n"
     assert isa_flags(x86) == {"avx2": True, "avx512vnni": False, "avxvnni": True, "dotprod": False, "i8mm": False}
+    zen5 = "flags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16 avx_vnni\n"  # Linux writes avx512_vnni
+    assert isa_flags(zen5) == {"avx2": True, "avx512vnni": True, "avxvnni": True, "dotprod": False, "i8mm": False}
     arm = "Features\t: fp asimd asimddp i8mm\n"
     assert isa_flags(arm) == {"avx2": False, "avx512vnni": False, "avxvnni": False, "dotprod": True, "i8mm": True}
 

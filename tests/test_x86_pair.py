@@ -65,6 +65,7 @@ def test_pair_choice_from_the_weights() -> None:
     qat = _weights(1433, 16, 0, False)
     plan = gemm_x86.pair_plan(qat)
     assert plan is not None and plan[1] <= gemm_x86.PAIR_RESIDUAL_MAX * 359
+    assert gemm_x86.pair_plan(qat.copy())[0] is plan[0]  # the search runs once per weight (cached by its bytes)
     assert gemm_x86.pair_plan(_weights(1433, 16, 0, True)) is None
     packed, r = pair_pack(_weights(1433, 16, 0, True), gemm_x86.PAIR_RESIDUAL_MAX)  # stops early: over the limit
     assert packed is None and r > gemm_x86.PAIR_RESIDUAL_MAX * 359
@@ -132,5 +133,14 @@ def test_pair_kernel_fused_quantize_and_requantize(tmp_path: Path, monkeypatch: 
     feeds = {"x": rng.normal(0.0, 6.0, (103, 37)).astype(np.float32)}
     feeds["x"][:3] = 100.0  # all-255 codes
     fields = compile_to_dir(g, "x86-64-v3", tmp_path, sample_feeds=feeds)
-    assert fields["kernels"]["gemm"] == "avx2-pair"
+    assert fields["kernels"]["gemm"] == fields["kernels"]["gemm_used"][0] == "avx2-pair"
     np.testing.assert_array_equal(run_library(tmp_path / fields["library"], feeds), run(g, feeds)["y"])
+
+
+def test_manifest_names_the_gemm_kernels_a_build_used() -> None:
+    """``kernels.gemm_used`` comes from the emitted kernel names: a fallback GEMM shows as its own kind."""
+    from qgnn_deploy.backends.tvm.compile import gemm_kinds_used
+
+    names = ["qgnn_gemm_avx2_pair_1433_1_uint8_r4", "qgnn_gemm_avx2_16_1_uint8", "qgnn_edge_reduce_7",
+             "qgnn_gemm_avxvnni_quant_37_uint8", "qgnn_gemm_vnni_16_1_int8", "qgnn_gemm_sdot4_16_1_int8"]
+    assert gemm_kinds_used(names) == ["avx2", "avx2-pair", "avxvnni", "sdot", "vnni"]

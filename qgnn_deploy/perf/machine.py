@@ -16,7 +16,7 @@ def isa_flags(cpuinfo: str) -> dict[str, bool]:
     for line in cpuinfo.splitlines():
         if line.startswith(("flags", "Features")):
             flags |= set(line.split(":", 1)[-1].split())
-    alias = {"avxvnni": "avx_vnni", "dotprod": "asimddp"}  # the kernel's names -> Linux's
+    alias = {"avx512vnni": "avx512_vnni", "avxvnni": "avx_vnni", "dotprod": "asimddp"}  # our names -> Linux's
     return {f: f in flags or alias.get(f, f) in flags for f in ISA_FLAGS}
 
 

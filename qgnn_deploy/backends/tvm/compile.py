@@ -121,9 +121,11 @@ def lut_take_is_injective() -> Any:
 
 
 def build(graph: Graph, preset: TargetPreset, *, static_dims: dict[str, int] | None = None,
-          database: Any = None, fast: bool = True, serial_work: int | None = None) -> Any:
+          database: Any = None, fast: bool = True, serial_work: int | None = None,
+          kernels_used: list[str] | None = None) -> Any:
     """Relax module -> ``relax.Executable`` for ``preset`` (not yet linked).  ``serial_work``: kernels with
-    less work than this run on the calling thread (default ``kernels.SERIAL_WORK``; 0: every kernel parallel)."""
+    less work than this run on the calling thread (default ``kernels.SERIAL_WORK``; 0: every kernel parallel).
+    ``kernels_used``, when given, receives the names of the TIR kernels the module calls."""
     import tvm
 
     from .relax_builder import build_module
@@ -132,9 +134,27 @@ def build(graph: Graph, preset: TargetPreset, *, static_dims: dict[str, int] | N
     if serial_work is not None:
         opts.serial_work = int(serial_work)
     mod = build_module(graph, opts)
+    if kernels_used is not None:
+        kernels_used.extend(sorted(gv.name_hint for gv in mod.get_global_vars() if gv.name_hint.startswith("qgnn_")))
     if not fast:
         return tvm.compile(mod, target=preset.tvm())
     return tvm.compile(mod, target=preset.tvm(), relax_pipeline=pipeline(preset, database, opts.serial_work))
+
+
+def gemm_kinds_used(kernel_names: list[str]) -> list[str]:
+    """The GEMM kernel families a build emitted (``avx2-pair`` falls back to ``avx2`` per weight), from the
+    names of its ``qgnn_gemm_<kind>_...`` kernels."""
+    from .gemm_arm import ARM_KINDS
+    from .gemm_x86 import KINDS as X86_KINDS
+
+    kinds = sorted({*X86_KINDS, *ARM_KINDS, "vnni", "generic"}, key=len, reverse=True)  # longest prefix wins
+    used: set[str] = set()
+    for name in kernel_names:
+        for kind in kinds:
+            if name.startswith(f"qgnn_gemm_{kind.replace('-', '_')}"):
+                used.add(kind)
+                break
+    return sorted(used)
 
 
 def build_options(preset: TargetPreset, static_dims: dict[str, int] | None = None, fast: bool = True) -> Any:
@@ -240,7 +260,8 @@ def compile_to_dir(graph: Graph, target_spec: str, out_dir: Path, *, sample_feed
         if tuning_db is not None:
             copy_tuning_db(db_dir, out_dir / TUNING_DIRNAME)
         tuning_info["database"] = TUNING_DIRNAME
-    ex = build(graph, preset, static_dims=static_dims, database=database)
+    kernel_names: list[str] = []
+    ex = build(graph, preset, static_dims=static_dims, database=database, kernels_used=kernel_names)
     lib_name = f"model_{preset.name}.so"
     tmp = out_dir / (lib_name + ".tmp.so")
     # -s: no debug info / static symbol table (halves the file; TVM only needs the dynamic symbols).
@@ -259,7 +280,7 @@ def compile_to_dir(graph: Graph, target_spec: str, out_dir: Path, *, sample_feed
         "tuned": database is not None,
         "static_shapes": static_dims,
         "build_seconds": round(build_s, 2),
-        "kernels": {"gemm": gemm_kind(preset),
+        "kernels": {"gemm": gemm_kind(preset), "gemm_used": gemm_kinds_used(kernel_names),
                     "aggregation": "fused gather+scatter, edge order (deterministic)"},
     }
     if tuning_info:

@@ -29,6 +29,7 @@ the activations never goes to memory (:func:`emit_quant_matmul`).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -326,11 +327,22 @@ def pack_b(kind: str, bpad: relax.Expr, k: int, nb: int) -> relax.Expr:
 def pair_plan(value: np.ndarray | None) -> tuple[np.ndarray, int] | None:
     """:func:`pair_pack` of a constant weight [K, nb*16] when ``avx2-pair`` should run it, else None: not a
     constant, or residual quads over ``PAIR_RESIDUAL_MAX`` of the K quads (then the residual pass costs more
-    than ``vpmaddubsw`` saves over ``vpmaddwd``; see ``examples/results/isa_x86_avx2.md``)."""
+    than ``vpmaddubsw`` saves over ``vpmaddwd``; see ``examples/results/isa_x86_avx2.md``).  The K-permutation
+    search is costly (~3 s for a 4096x256 weight) and asked twice per GEMM (fallback choice, then packing):
+    cached by the weight's bytes."""
     if value is None:
         return None
-    packed, r = pair_pack(value.astype(np.int8), PAIR_RESIDUAL_MAX)
-    return (packed, r) if packed is not None and r <= PAIR_RESIDUAL_MAX * packed.shape[2] else None
+    w = np.ascontiguousarray(value, dtype=np.int8)
+    return _pair_plan_of(w.shape, w.tobytes(), PAIR_RESIDUAL_MAX)
+
+
+@functools.lru_cache(maxsize=8)
+def _pair_plan_of(shape: tuple[int, ...], data: bytes, limit: float) -> tuple[np.ndarray, int] | None:
+    packed, r = pair_pack(np.frombuffer(data, np.int8).reshape(shape), limit)
+    if packed is None or r > limit * packed.shape[2]:
+        return None
+    packed.setflags(write=False)  # shared by every caller of the cache
+    return packed, r
 
 
 def _packed(kind: str, bpad: relax.Expr, k: int, nb: int) -> tuple[str, relax.Expr, int]:
