@@ -202,7 +202,8 @@ def export_graph(graph: Graph, target: str, out_dir: str | Path, **kwargs: Any) 
 
 def _export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feeds: dict, source: dict | None = None,
                   report_extra: dict | None = None, tune_trials: int = 0, force: bool = True,
-                  saturation_safe: bool = True, manifest_extra: dict | None = None) -> dict:
+                  saturation_safe: bool = True, manifest_extra: dict | None = None,
+                  check_emulated: bool = False) -> dict:
     """Write the artifact for ``graph`` and ``target`` into ``out_dir`` atomically; returns the manifest.
 
     ``sample_feeds`` is a representative input (it becomes ``sample_input.npz``,
@@ -214,12 +215,16 @@ def _export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feed
     trades exactness on non-VNNI x86 CPUs for one MatMulInteger per int8 weight
     (see :func:`qgnn_deploy.backends.onnx.export_onnx`).  ``manifest_extra`` entries are recorded in
     the manifest (e.g. ``allow_mismatch`` when the user exported a graph that fails fold parity).
+    ``check_emulated``: run a cross-compiled aarch64 library once under qemu-user on the sample (through the
+    on-device benchmark script, as on a board) and write the artifact only when it is bit-exact.
     """
     from qgnn_deploy.backends.onnx import OnnxRunner, export_onnx, kernel_report
     from qgnn_deploy.backends.onnx.runner import validate_feeds
 
     out_dir = Path(out_dir)
     preset = check_target(target)
+    if check_emulated:
+        require_emulation(preset)
     if out_dir.exists() and not force:
         raise QgnnError(f"{out_dir} already exists (pass --force to replace it)")
     try:
@@ -326,10 +331,34 @@ def _export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feed
                 if path.is_file() and rel not in roles:
                     roles[rel] = "tvm_library" if path.suffix == ".so" else \
                         ("tuning" if rel.startswith("tuning/") else "other")
+        if check_emulated:  # the complete staged artifact, exactly as it would be copied to a board
+            write_manifest(tmp, jsonable(manifest), roles)
+            report["compiled"]["tvm_bit_exact_on_sample"] = _check_under_qemu(tmp)
+            report["compiled"]["bit_exact_checked_on"] = "qemu-user (aarch64 emulated, runtimes/qgnn_bench.py)"
         (tmp / "report.json").write_text(json.dumps(jsonable(report), indent=2, sort_keys=False))
         (tmp / "report.md").write_text(render_markdown(report, manifest))
         doc = write_manifest(tmp, jsonable(manifest), roles)
     return doc
+
+
+def require_emulation(preset: Any) -> None:
+    """``check_emulated`` needs an aarch64 library and the qemu sysroot: refuse before any work."""
+    from qgnn_deploy import arm64
+
+    if preset is None or not preset.is_aarch64:
+        raise QgnnError("--check-emulated applies to aarch64 targets only (x86-64 libraries are checked natively)")
+    arm64.require_a64_python()
+
+
+def _check_under_qemu(artifact: Path) -> bool:
+    """Run the staged artifact's library once under qemu-user; True, or a one-line error when it differs."""
+    from qgnn_deploy import arm64
+
+    rep = arm64.run_bench(artifact, emulate_a64=True, backend="tvm", threads=2, warmup=0, repeats=1)
+    if not (rep.get("reference") or {}).get("match"):
+        raise QgnnError("the aarch64 library's output under qemu-user differs from the reference interpreter on the "
+                        "sample input; no artifact written")
+    return True
 
 
 def _compile(graph: Graph, target: str, tmp: Path, feeds: dict, tune_trials: int, old_tuning: Path,
@@ -398,8 +427,10 @@ def render_markdown(report: dict[str, Any], manifest: dict[str, Any]) -> str:
                   f"- Target: `{json.dumps(comp.get('target'))}`",
                   f"- TVM planned buffers: {comp.get('tvm_buffer_bytes')}",
                   "- Bit-exact vs the interpreter on the sample: " +
-                  ("not run here (cross-compiled; check on the device with qgnn_bench)" if exact is None else
-                   f"**{exact}**"), ""]
+                  ("not run here (cross-compiled; check on the device with qgnn_bench, or export with "
+                   "--check-emulated)" if exact is None else
+                   f"**{exact}**" + (f" (run under {comp['bit_exact_checked_on']})"
+                                     if comp.get("bit_exact_checked_on") else "")), ""]
     fo = report["float_ops"]
     lines += ["## Float operations", "",
               "Only at the boundary." if fo["only_at_boundary"] else

@@ -5,7 +5,9 @@ Built with the project's exporter, exactly as ``qgnn-export`` writes them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +18,21 @@ from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph
 FEATURES = 12
 
 
-def build_artifact(out: Path, target: str = "x86_64", graph: Graph | None = None, integer_input: bool = False) -> Path:
+class BuiltOnDemand(dict):
+    """A module fixture's libraries, each built the first time a test asks for it: a test deselected into the
+    slow run (one preset of many) then costs the default run nothing."""
+
+    def __init__(self, build: Callable[[str], Any]) -> None:
+        super().__init__()
+        self._build = build
+
+    def __missing__(self, key: str) -> Any:
+        self[key] = value = self._build(key)
+        return value
+
+
+def build_artifact(out: Path, target: str = "x86_64", graph: Graph | None = None, integer_input: bool = False,
+                   check_emulated: bool = False) -> Path:
     """Export ``graph`` (default: :func:`op_zoo_graph`, every IR op) for ``target`` into ``out``.
 
     Goes through the real exporter (:func:`qgnn_deploy.exporting.export_graph`): ONNX model, TVM
@@ -30,7 +46,7 @@ def build_artifact(out: Path, target: str = "x86_64", graph: Graph | None = None
     if integer_input:
         prequantize_input(g)
     x, ei = awkward_graphs(FEATURES)["random"]
-    export_graph(g, target, out, sample_feeds={"x": x, "edge_index": ei})
+    export_graph(g, target, out, sample_feeds={"x": x, "edge_index": ei}, check_emulated=check_emulated)
     return out
 
 

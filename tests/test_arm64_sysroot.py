@@ -26,6 +26,7 @@ print(json.dumps({"machine": platform.machine(), "python": platform.python_versi
 """
 
 
+@pytest.mark.slow  # default-run budget (CI ~20 min on 2 cores): `bash export/run.sh test-all` runs it
 @pytest.mark.arm64
 def test_sysroot_python_is_aarch64_and_imports_tvm(a64_sysroot: Path) -> None:  # noqa: F811
     assert arm64.a64_python_available()
@@ -108,6 +109,7 @@ np.savez(out, **res)
 """
 
 
+@pytest.mark.slow  # default-run budget (CI ~20 min on 2 cores): `bash export/run.sh test-all` runs it
 @pytest.mark.arm64
 def test_aarch64_library_bit_exact_vs_x86_tvm_ort_and_interpreter(a64_sysroot: Path,  # noqa: F811
                                                                    tmp_path: Path) -> None:

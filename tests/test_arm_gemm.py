@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bench_artifacts import run_libraries_under_qemu
+from bench_artifacts import BuiltOnDemand, run_libraries_under_qemu
 
 from qgnn_deploy.ir.graph import Graph, GraphBuilder
 from qgnn_deploy.ir.interpreter import run
@@ -71,16 +71,21 @@ def _feeds(rows: int) -> dict[str, np.ndarray]:
 def arm_libs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     if shutil.which("aarch64-linux-gnu-g++") is None or shutil.which("aarch64-linux-gnu-objdump") is None:
         pytest.skip("aarch64 cross toolchain not installed (apt-get install g++-aarch64-linux-gnu)")
-    out = {}
-    for preset, kind in PRESETS.items():
+
+    def build(preset: str) -> Path:
         d = tmp_path_factory.mktemp(f"arm_gemm_{preset}")
         fields = compile_to_dir(two_gemm_graph(), preset, d, sample_feeds=_feeds(6))
-        assert fields["kernels"]["gemm"] == kind
-        out[preset] = d / fields["library"]
-    return out
+        assert fields["kernels"]["gemm"] == PRESETS[preset] and PRESETS[preset] in fields["kernels"]["gemm_used"]
+        return d / fields["library"]
+
+    return BuiltOnDemand(build)
 
 
-@pytest.mark.parametrize("preset", list(PRESETS))
+DEFAULT_RUN_PRESETS = ("cortex-a53", "neoverse-v1")  # NEON widening and I8MM; the rest (same kernels) run in -m slow
+
+
+@pytest.mark.parametrize("preset", [p if p in DEFAULT_RUN_PRESETS else pytest.param(p, marks=pytest.mark.slow)
+                                    for p in PRESETS])
 def test_gemm_inner_loops_use_the_intended_instructions(arm_libs: dict[str, Path], preset: str) -> None:
     """The K = 37 GEMMs' inner loops, read back from the aarch64 library with objdump, multiply with the intended
     instructions only (the K = 6 GEMM has no k loop: its row-block loop also holds the int32 K-tail code)."""
@@ -130,6 +135,7 @@ def test_mca_cli_bad_out_dir(tmp_path: Path) -> None:
     assert proc.returncode == 2 and proc.stderr.startswith("qgnn: error: --out") and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # default-run budget (CI ~20 min on 2 cores): `bash export/run.sh test-all` runs it
 @pytest.mark.arm64
 def test_arm_gemm_kernels_bit_exact_under_qemu(arm_libs: dict[str, Path], tmp_path: Path) -> None:
     """Every ARM kernel variant (NEON widening, SDOT, I8MM) equals the interpreter, run under qemu-user

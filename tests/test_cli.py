@@ -104,6 +104,15 @@ def test_os_errors_are_one_line_exit_2(tmp_path: Path, capsys) -> None:
     assert err.startswith("qgnn: error: ") and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_check_emulated_refuses_an_x86_target_before_any_work(tmp_path: Path, capsys) -> None:
+    """``--check-emulated`` is for aarch64 libraries: one line, exit 2, nothing written, before the fold."""
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"not read: the target is refused first")
+    code = cli.main(["export", str(model), "--target", "x86_64", "--check-emulated", "--out", str(tmp_path / "art")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "aarch64 targets only" in err and not (tmp_path / "art").exists()
+
+
 def test_verbose_shows_the_traceback_and_bugs_keep_theirs(tmp_path: Path, monkeypatch) -> None:
     from qgnn_deploy.errors import QgnnError
 

@@ -156,6 +156,7 @@ def small_gat(synthetic):
     return fold_model(model, max_in_degree=255)
 
 
+@pytest.mark.slow  # default-run budget (CI ~20 min on 2 cores): `bash export/run.sh test-all` runs it
 def test_tvm_x86_bit_exact_on_awkward_graphs(small_gat, synthetic, tmp_path: Path):
     from qgnn_deploy.backends.tvm import compile_to_dir, run_library
 

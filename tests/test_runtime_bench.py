@@ -14,7 +14,7 @@ import pytest
 from bench_artifacts import a64_sysroot, build_artifact  # noqa: F401  (a64_sysroot is a fixture)
 
 from qgnn_deploy import arm64
-from qgnn_deploy.artifact import write_manifest
+from qgnn_deploy.artifact import load_manifest, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "runtimes" / "qgnn_bench.py"
@@ -234,6 +234,7 @@ def test_reference_mismatch_exits_1_and_reports(x86_art: Path, tmp_path: Path) -
     assert "MISMATCH" in proc.stdout
 
 
+@pytest.mark.slow  # default-run budget (CI ~20 min on 2 cores): `bash export/run.sh test-all` runs it
 def test_remote_rpc_on_localhost(x86_art: Path, tmp_path: Path) -> None:
     """--remote through a TVM RPC server on 127.0.0.1 (the same code path drives a board)."""
     import socket
@@ -308,7 +309,7 @@ def test_remote_rpc_to_emulated_aarch64_server(arm_art: Path, tmp_path: Path) ->
 
 @pytest.mark.arm64
 @pytest.mark.usefixtures("a64_sysroot")
-@pytest.mark.parametrize("backend", ["tvm", "onnx"])
+@pytest.mark.parametrize("backend", [pytest.param("tvm", marks=pytest.mark.slow), "onnx"])
 def test_bench_under_qemu_is_labelled_emulated(arm_art: Path, tmp_path: Path, backend: str) -> None:
     js, md = tmp_path / "r.json", tmp_path / "r.md"
     proc = arm64.run_a64_python([BENCH, arm_art, "--backend", backend, "--threads", 2, "--warmup", 1,
@@ -386,3 +387,15 @@ def test_device_copies_agree_with_the_package() -> None:
     info = q.prequantize_features(arrays, {"input_quant": graph.meta["input_quant"]})
     assert info["to"] == "x_q" and "x" not in arrays
     assert arrays["x_q"].dtype == want.dtype and np.array_equal(arrays["x_q"], want)
+
+
+@pytest.mark.arm64
+def test_export_checks_the_aarch64_library_under_qemu(a64_sysroot: Path, tmp_path: Path) -> None:  # noqa: F811
+    """``export_graph(check_emulated=True)`` (``qgnn-export --check-emulated``) runs the staged artifact's aarch64
+    library under qemu-user through the benchmark script and records the check in the (still verifying) report."""
+    art = build_artifact(tmp_path / "art", "arm64", check_emulated=True)
+    manifest = load_manifest(art)  # the report was rewritten after the check: checksums still hold
+    compiled = json.loads((art / "report.json").read_text())["compiled"]
+    assert compiled["tvm_bit_exact_on_sample"] is True and "qemu-user" in compiled["bit_exact_checked_on"]
+    assert "**True** (run under qemu-user" in (art / "report.md").read_text()
+    assert manifest["target"]["name"] == "arm64" and manifest["target"]["cross_compiled"] is True

@@ -153,6 +153,7 @@ def synthetic():
     return make_synthetic_nodes()
 
 
+@pytest.mark.slow  # default-run budget (CI ~20 min on 2 cores): `bash export/run.sh test-all` runs it
 def test_minibatch_accuracy_within_two_points_of_full_batch(synthetic):
     full = train(_config(synthetic), synthetic, TrainSettings(epochs=30, progress=False))
     mini = train(

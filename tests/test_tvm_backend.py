@@ -135,6 +135,7 @@ def test_bit_exact_on_awkward_graphs_one_library(graph_name: str, x86_libs: dict
         np.testing.assert_array_equal(got, ref, err_msg=f"{graph_name}/{case}")
 
 
+@pytest.mark.slow  # default-run budget (CI ~20 min on 2 cores): `bash export/run.sh test-all` runs it
 def test_parallel_branches_bit_exact() -> None:
     """The awkward graphs are small, so the libraries above run every kernel's serial branch (below
     ``kernels.SERIAL_WORK``); built with ``serial_work=0`` every kernel takes its parallel branch: also exact."""

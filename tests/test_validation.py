@@ -285,6 +285,7 @@ def test_parity_fuzz_interpreter_ort_tvm(art: Path) -> None:
     assert mismatches == []
 
 
+@pytest.mark.slow  # default-run budget (CI ~20 min on 2 cores): `bash export/run.sh test-all` runs it
 @pytest.mark.arm64
 def test_parity_fuzz_arm64_under_qemu(tmp_path: Path) -> None:
     """A few fuzz graphs through the aarch64 library under qemu-user, via the device script (reference compared)."""

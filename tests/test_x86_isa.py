@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_artifacts import BuiltOnDemand
 
 from qgnn_deploy.ir.graph import Graph, GraphBuilder
 from qgnn_deploy.ir.interpreter import run
@@ -87,12 +88,17 @@ def _feeds(n: int, seed: int = 1) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def x86_gemm_libs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict]]:
-    out = {}
-    for name in X86_PRESETS:
+
+    def build(name: str) -> tuple[Path, dict]:
         d = tmp_path_factory.mktemp(name.replace("-", "_"))
         fields = compile_to_dir(gemm_graph(), name, d, sample_feeds=_feeds(67))
-        out[name] = (d / fields["library"], fields)
-    return out
+        return d / fields["library"], fields
+
+    return BuiltOnDemand(build)
+
+
+# the host and the AVX2 tier (avx2-pair) in the default run; every other preset's build in -m slow
+TIERS = [p if p in ("x86_64", "x86-64-v3") else pytest.param(p, marks=pytest.mark.slow) for p in X86_PRESETS]
 
 
 def inner_loops(disassembly: str) -> list[list[str]]:
@@ -132,7 +138,7 @@ def _objdump(lib: Path) -> str:
     ).stdout
 
 
-@pytest.mark.parametrize("preset", X86_PRESETS)
+@pytest.mark.parametrize("preset", TIERS)
 def test_gemm_inner_loop_uses_the_tier_instructions(preset: str, x86_gemm_libs: dict) -> None:
     lib, fields = x86_gemm_libs[preset]
     kind = fields["kernels"]["gemm"]
@@ -150,7 +156,7 @@ def test_gemm_inner_loop_uses_the_tier_instructions(preset: str, x86_gemm_libs: 
     assert not any(re.search(pattern, t) and any(f"%{o}" in t for o in others) for t in best), preset
 
 
-@pytest.mark.parametrize("preset", X86_PRESETS)
+@pytest.mark.parametrize("preset", TIERS)
 def test_runnable_tiers_bit_exact(preset: str, x86_gemm_libs: dict) -> None:
     if not _runs_here(preset):
         pytest.skip(f"this CPU cannot run {preset} (checked by disassembly only)")
@@ -161,7 +167,7 @@ def test_runnable_tiers_bit_exact(preset: str, x86_gemm_libs: dict) -> None:
         np.testing.assert_array_equal(run_library(lib, feeds), run(g, feeds)["out"], err_msg=f"{preset} N={n}")
 
 
-@pytest.mark.parametrize("preset", ["x86-64-v2", "x86-64-v3"])
+@pytest.mark.parametrize("preset", [pytest.param("x86-64-v2", marks=pytest.mark.slow), "x86-64-v3"])
 def test_op_zoo_bit_exact_per_tier(preset: str, tmp_path: Path) -> None:
     """The whole op zoo (u8 and s8 GEMM operands, fused quantize at K >= 16) on the awkward graphs."""
     if not _runs_here(preset):

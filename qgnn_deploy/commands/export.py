@@ -37,6 +37,10 @@ def register(subparsers: Any) -> None:
                    help="the artifact takes the node features already quantized (x_q, uint8 for a per-tensor input "
                         "quantizer; scale and zero point in manifest.json) instead of FP32 x: quantize the features "
                         "once per dataset, not on every call (4x smaller input buffer, no float op in the model)")
+    p.add_argument("--check-emulated", action="store_true",
+                   help="aarch64 targets: run the cross-compiled library once under qemu-user on the sample input "
+                        "and write the artifact only if it is bit-exact (needs the sysroot of "
+                        "export/make_a64_sysroot.sh; emulated, so no timing)")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="export even when the folded integer graph disagrees with the checkpoint's fake-quant model "
                         "beyond the documented tolerance (docs/security.md); recorded in manifest.json")
@@ -106,7 +110,11 @@ def run(args: argparse.Namespace) -> int:
         raise QgnnError(f"checkpoint {model} not found")
     if args.tune < 0:
         raise QgnnError("--tune must be >= 0")
-    check_target(args.target)  # fail fast, before the (slow) fold
+    preset = check_target(args.target)  # fail fast, before the (slow) fold
+    if args.check_emulated:
+        from qgnn_deploy.exporting import require_emulation
+
+        require_emulation(preset)
     if Path(args.out).exists() and not args.force:
         raise QgnnError(f"{args.out} already exists (pass --force to replace it)")
     sample = load_sample(args.sample_graph) if args.sample_graph else None
@@ -141,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
     manifest = export_graph(result.graph, args.target, args.out, sample_feeds=feeds,
                             source={"path": str(model), "sha256": result.checkpoint_sha256},
                             report_extra=report_extra, tune_trials=args.tune, force=args.force,
-                            saturation_safe=not args.assume_vnni, manifest_extra=manifest_extra)
+                            saturation_safe=not args.assume_vnni, manifest_extra=manifest_extra,
+                            check_emulated=args.check_emulated)
     files = manifest.get("files", {})
     print(f"wrote {args.out} (target {manifest['target']}): " + ", ".join(
         f"{name} {entry['bytes']} B" for name, entry in files.items() if entry.get("role") in ("onnx", "tvm_library")))
@@ -154,4 +163,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  test {what}: " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
     print(f"  parameters {manifest['model_bytes']} B, peak buffers {manifest['buffer_bytes']} B on the sample, "
           f"max in-degree {manifest['max_in_degree']}, ORT bit-exact vs interpreter on the sample: yes")
+    if args.check_emulated:
+        print("  TVM aarch64 library bit-exact vs interpreter on the sample under qemu-user (emulated): yes")
     return 0
