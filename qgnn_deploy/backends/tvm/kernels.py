@@ -37,6 +37,9 @@ from tvm.script import tirx as T
 
 _SCHEDULED = {"tir.noalias": True, "tirx.is_scheduled": True}
 CHUNK = 1024  # edges per ownership block (the owned-edge list lives on each thread's stack)
+# rows per bucket of edge_plan's two-pass scatter: 2^16 (a bucket's col window ~3 MB at degree 11) took 24% less
+# CPU time than one random store per edge (2 threads; 6-10% at 1 thread); 2^10 and 2^14 took more (many streams)
+BUCKET_BITS = 16
 PREFETCH = 48  # edges between a row's prefetch and its use (48 measured better than 16 at 10^6 nodes: DRAM latency)
 SERIAL_WORK = 4096  # work (rows x width + edges) below which a kernel runs serially (module docstring)
 LINE = 64  # cache line bytes: rows that do not tile a line get a second prefetch for their last element
@@ -79,8 +82,8 @@ def _owned_edges(chunk: int, pf: int, visit: Any) -> Any:
     return owned
 
 
-def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *,
-              serial_work: int = SERIAL_WORK) -> tirx.PrimFunc:
+def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_work: int = SERIAL_WORK,
+              bucket_bits: int | None = None) -> tirx.PrimFunc:
     """One parallel pass over row ``row`` of a [R, E] index tensor: ``flag[0] = 1`` when it is ascending with
     every index in ``[0, n)``, and then ``rowptr[i]`` = first edge whose index is ``>= i`` (``rowptr[n] = E``):
     the CSR row pointers of an edge list sorted by destination (``qgnn_bench.py --sort-edges``, or any
@@ -91,9 +94,9 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *,
     every kernel of the plan: ``parts`` histograms of contiguous edge ranges, an exclusive prefix sum over rows
     (``rowptr``; edges whose index lies outside ``[0, n)`` are left out, as every kernel skips them), then
     (``src_row`` given: ``kernel(Idx, Flag, RowPtr, Col)``) a stable scatter of ``Idx[src_row, k]`` into int32
-    ``col``, each part placing the edges into its own rows: each row's sources in edge order, the same array at
-    any part count.  Kernels that can read ``col`` take the CSR path for any edge order; the others fall back to
-    scanning the destinations.
+    ``col`` in two passes through an [E, 2] staging buffer (by bucket of ``2^bucket_bits`` rows, then by row):
+    each row's sources in edge order, the same array at any part count.  Kernels that can read ``col`` take the
+    CSR path for any edge order; the others fall back to scanning the destinations.
 
     The sorted check and row pointers are branch-free (a data-dependent branch per edge costs more than the
     memory traffic here): the check is an AND-reduction; the row pointers are written in reverse edge order,
@@ -105,20 +108,16 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *,
     r = int(row)
     with_col = src_row is not None
     sr = int(src_row or 0)
-    pf = PREFETCH
+    bits = BUCKET_BITS if bucket_bits is None else int(bucket_bits)
+
+    def buckets(n1):  # noqa: ANN001, ANN202 - buckets of 2^bits rows covering rows [0, n1 - 1)
+        return (n1 + (1 << bits) - 2) >> bits
+
+    def first_row(q, pp, n1):  # noqa: ANN001, ANN202 - first row of part q's buckets (clipped to n1 - 1)
+        return T.min((q * buckets(n1) // pp) << bits, n1 - 1)
 
     def slot(Idx, k, n):  # noqa: ANN001, ANN202 - edge k's histogram slot: its row, or n when out of range
         return T.if_then_else(T.Cast("uint64", Idx[r, k]) < T.Cast("uint64", n), Idx[r, k], n)
-
-    @T.macro
-    def place(Idx, Col, cur, k, ahead):  # noqa: ANN001, ANN202 - edge k into its row's next col slot
-        # prefetch the slot edge `ahead` will (about) fill: the random col writes miss the caches (-20% CPU time at
-        # 10^6 nodes, 1 thread); the histogram's counters stay cached and are not prefetched
-        T.evaluate(_prefetch_w(T.address_of(Col[T.Cast("int64", cur[0, Idx[r, ahead]])])))
-        Col[cur[0, Idx[r, k]]] = T.Cast("int32", Idx[sr, k])
-        cur[0, Idx[r, k]] = cur[0, Idx[r, k]] + 1
-
-    owned = _owned_edges(CHUNK, pf, place)
 
     def plan(pp: int, loop: Any) -> Any:  # the body split into ``pp`` parts, run by ``loop`` (parallel or serial)
         @T.macro
@@ -132,6 +131,17 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *,
                 for kk in T.serial((p + 1) * e // pp - p * e // pp):
                     k = p * e // pp + kk
                     cur[p, slot(Idx, k, n)] = cur[p, slot(Idx, k, n)] + 1
+            if with_col:  # each part's offset inside each bucket of 2^bits rows (earlier parts' edges first)
+                bcur = T.alloc_buffer((pp, buckets(n1)), "int32")
+                for q in loop(pp):
+                    for bb in T.serial((q + 1) * buckets(n1) // pp - q * buckets(n1) // pp):
+                        b = q * buckets(n1) // pp + bb
+                        acc = T.decl_buffer((1,), "int32", scope="local")
+                        acc[0] = 0
+                        for p in range(pp):
+                            bcur[p, b] = acc[0]
+                            for ii in T.serial(T.min((b + 1) << bits, n) - (b << bits)):
+                                acc[0] = acc[0] + cur[p, (b << bits) + ii]
             for q in loop(pp):  # rows in pp contiguous blocks: each block's edge count
                 total[q + 1] = 0
                 for ii in T.serial((q + 1) * n // pp - q * n // pp):
@@ -153,11 +163,25 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *,
                         run[0] = run[0] + cur[p, i]
             RowPtr[n] = T.Cast("int64", total[pp])
             if with_col:
-                # each part places the edges into its own rows, in edge order (the edge kernels' owned-edge scan):
-                # parts placing edge ranges instead share col's cache lines in every row's run (+40% CPU time at
-                # 10^6 nodes, 2 threads, under load)
+                # (1) each part appends its edges' (dst, src) to its slice of their bucket (edge order kept), a
+                # few sequential write streams; (2) each part places its buckets' sources through the row cursors:
+                # the col stores stay inside one bucket's window instead of landing anywhere in col
+                tmp = T.alloc_buffer((e, 2), "int32")
+                for p in loop(pp):
+                    for kk in T.serial((p + 1) * e // pp - p * e // pp):
+                        k = p * e // pp + kk
+                        d = Idx[r, k]
+                        if T.Cast("uint64", d) < T.Cast("uint64", n):
+                            at = RowPtr[(d >> bits) << bits] + T.Cast("int64", bcur[p, d >> bits])
+                            tmp[at, 0] = T.Cast("int32", d)
+                            tmp[at, 1] = T.Cast("int32", Idx[sr, k])
+                            bcur[p, d >> bits] = bcur[p, d >> bits] + 1
                 for q in loop(pp):
-                    owned(Idx, r, e, q * n // pp, (q + 1) * n // pp, Idx, Col, cur)
+                    lo = RowPtr[first_row(q, pp, n1)]
+                    for jj in T.serial(RowPtr[first_row(q + 1, pp, n1)] - lo):
+                        dd = tmp[lo + jj, 0]
+                        Col[cur[0, dd]] = tmp[lo + jj, 1]
+                        cur[0, dd] = cur[0, dd] + 1
 
         @T.macro
         def body(Idx, Flag, RowPtr, Col, e, n1):  # noqa: ANN001, ANN202
