@@ -4,7 +4,7 @@ The bench-suite's series model (GCN INT8 QAT+LoRAP, 128 features, trained on a 6
 epochs: ``perf.runs.train_model``), folded, its uint8-input variant compiled for x86_64 (dynamic N/E), run on
 ``perf.graphs.random_graph(N, 128, 10.0, seed=1)`` with edges as given and sorted by destination once.
 Usage: ``TVM_NUM_THREADS=2 PYTHONPATH=$PWD python examples/results/tvm_1e6_scripts/profile_1e6.py WORK [N]``
-(WORK caches the checkpoint, the library and the graph).
+(WORK keeps the checkpoint and the library).
 """
 
 import os
