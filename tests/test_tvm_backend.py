@@ -440,29 +440,33 @@ def _edge_reduce_reference(kind: str, n: int, dst: np.ndarray, msg: np.ndarray) 
     return np.where(ref == low, 0, ref)
 
 
-# (reduce, H, x dtype, zero point, coefficient dtype, gathered): aligned, 28-byte and narrow rows
-_EDGE_KERNELS = [("add", 16, "int32", 0, None, True), ("add", 7, "int32", 0, None, True),
-                 ("add", 5, "int8", 0, None, True), ("add", 16, "int8", 0, "uint8", True),
-                 ("add", 7, "int8", 0, "int32", True), ("add", 6, "uint8", 3, None, True),
-                 ("add", 7, "int32", 0, None, False), ("max", 7, "int32", 0, None, True),
-                 ("max", 5, "int8", 0, None, False)]
+# (reduce, H, x dtype, zero point, coefficient dtype, gathered, csr_col): aligned, 28-byte and narrow rows
+_EDGE_KERNELS = [("add", 16, "int32", 0, None, True, False), ("add", 7, "int32", 0, None, True, True),
+                 ("add", 5, "int8", 0, None, True, False), ("add", 16, "int8", 0, "uint8", True, True),
+                 ("add", 7, "int8", 0, "int32", True, False),
+                 ("add", 6, "uint8", 3, None, True, True), ("add", 7, "int32", 0, None, False, False),
+                 ("max", 7, "int32", 0, None, True, False), ("max", 7, "int8", 0, None, True, True),
+                 ("max", 5, "int8", 0, None, False, False)]
 
 
 @pytest.mark.parametrize(("parts", "serial_work"), [(1, 0), (2, 0), (3, 0), (2, 1 << 30)])
 def test_graph_kernels_exact_across_blocks_and_parts(parts: int, serial_work: int) -> None:
     """Every edge-kernel form (gathered or per-edge, scaled by a per-node coefficient, add or max) and degree
     equal NumPy for every part count, reading src/dst as rows of one [2, E] tensor, on the scan path and (edges
-    sorted by destination) the CSR path; edge_plan flags exactly the ascending, in-range cases.  serial_work 0:
-    the parts run in parallel; 2^30: the small-work branch (one part on the calling thread)."""
+    sorted by destination) the CSR path, and (csr_col) the CSR path over the plan's counting sort for any order;
+    edge_plan flags exactly the ascending, in-range cases, and its row pointers and col are a stable sort's for
+    every part count.  serial_work 0: the parts run in parallel; 2^30: the small-work branch (one part on the
+    calling thread)."""
     from qgnn_deploy.backends.tvm import kernels
 
     rng = np.random.default_rng(parts)
     sw = {"serial_work": serial_work}
     deg = _graph_kernel(kernels.degree(parts, row=1, **sw))
-    plan = _graph_kernel(kernels.edge_plan(parts, row=1, **sw))
+    # buckets of 4 rows: the counting sort's two-pass scatter spans many buckets on these small graphs
+    plan = _graph_kernel(kernels.edge_plan(parts, row=1, src_row=0, bucket_bits=None if parts == 1 else 2, **sw))
     built = {spec: _graph_kernel(kernels.edge_reduce(spec[1], spec[2], parts, spec[0], dst_row=1,
                                                      src_row=0 if spec[5] else None, zero_point=spec[3],
-                                                     coef_dtype=spec[4], **sw))
+                                                     coef_dtype=spec[4], csr_col=spec[6], **sw))
              for spec in _EDGE_KERNELS}
     cases = _kernel_edge_cases(rng)
     for case, (n, src, dst) in list(cases.items()):  # and each again with destinations ascending
@@ -472,16 +476,21 @@ def test_graph_kernels_exact_across_blocks_and_parts(parts: int, serial_work: in
         ei = tvm.runtime.tensor(np.ascontiguousarray(np.stack([src, dst])))
         flag = tvm.runtime.tensor(np.full(1, -9, np.int32))
         rowptr = tvm.runtime.tensor(np.full(n + 1, -9, np.int64))
-        plan(ei, flag, rowptr)
-        ascending = bool(np.all(np.diff(dst) >= 0)) and bool(np.all((dst >= 0) & (dst < n)))
+        col = tvm.runtime.tensor(np.full(len(dst), -9, np.int32))
+        plan(ei, flag, rowptr, col)
+        keep = (dst >= 0) & (dst < n)
+        ascending = bool(np.all(np.diff(dst) >= 0)) and bool(np.all(keep))
         assert flag.numpy()[0] == int(ascending), case
-        if ascending:  # CSR row pointers
-            np.testing.assert_array_equal(rowptr.numpy(), np.searchsorted(dst, np.arange(n + 1)), err_msg=case)
+        order = np.argsort(dst[keep], kind="stable")  # CSR row pointers: sorted input's, else the counting sort's
+        np.testing.assert_array_equal(rowptr.numpy(), np.searchsorted(dst[keep][order], np.arange(n + 1)),
+                                      err_msg=case)
+        if not ascending:
+            np.testing.assert_array_equal(col.numpy()[:keep.sum()], src[keep][order], err_msg=case)
         out = tvm.runtime.tensor(np.full((n, 1), -9, np.int32))
         deg(ei, flag, rowptr, out)
         np.testing.assert_array_equal(out.numpy()[:, 0], np.bincount(dst[(dst >= 0) & (dst < n)], minlength=n),
                                       err_msg=case)
-        for (kind, h, dt, zp, cdt, gathered), f in built.items():
+        for (kind, h, dt, zp, cdt, gathered, csr), f in built.items():
             info = np.iinfo(dt)
             x = rng.integers(max(info.min, -5000), min(info.max, 5000), size=(n if gathered else len(dst), h),
                              endpoint=True).astype(dt)
@@ -493,9 +502,12 @@ def test_graph_kernels_exact_across_blocks_and_parts(parts: int, serial_work: in
                 args.append(tvm.runtime.tensor(coef))
             msg = msg[src] if gathered else msg
             out = tvm.runtime.tensor(np.full((n, h), -9, np.int32))
-            f(*args, *([ei, ei] if gathered else [ei]), flag, rowptr, out)
+            unread = tvm.runtime.tensor(np.zeros(1, np.int32))
+            f(*args, *([ei, ei] if gathered else [ei]), flag, rowptr, *([col if csr else unread] if gathered else []),
+              out)
             np.testing.assert_array_equal(out.numpy(), _edge_reduce_reference(kind, n, dst, msg).astype(np.int32),
-                                          err_msg=f"{case} {kind} H={h} {dt} zp={zp} coef={cdt} gathered={gathered}")
+                                          err_msg=f"{case} {kind} H={h} {dt} zp={zp} coef={cdt} gathered={gathered} "
+                                                  f"csr_col={csr}")
 
 
 def test_factored_messages_reach_the_narrow_kernel() -> None:
@@ -506,10 +518,12 @@ def test_factored_messages_reach_the_narrow_kernel() -> None:
     mod = build_module(message_graph(), BuildOptions(parts=2))
     names = sorted(gv.name_hint for gv in mod.functions if "scatter" in gv.name_hint)
     # he_scalar (a [1, 1] factor is not per node) and the int32 cast of an int64 product keep int32 rows
-    assert names == ["qgnn_gather_scatter_add_6_int32_2_0_1",
-                     "qgnn_gather_scatter_add_6_int8_2_0_1_0_uint8",  # GCN, coefficient on either side
-                     "qgnn_gather_scatter_add_6_uint8_2_0_1_7_none",  # GIN's x - zp
-                     "qgnn_gather_scatter_max_6_int8_2_0_1_0_uint8"], names
+    # _csr: the edge plan counting-sorts src for unsorted edges, so these walk CSR runs for any edge order
+    assert names == ["qgnn_gather_scatter_add_6_int32_2_0_1_csr",
+                     "qgnn_gather_scatter_add_6_int8_2_0_1_0_uint8_csr",  # GCN, coefficient on either side
+                     "qgnn_gather_scatter_add_6_uint8_2_0_1_7_none_csr",  # GIN's x - zp
+                     "qgnn_gather_scatter_max_6_int8_2_0_1_0_uint8_csr"], names
+    assert [gv.name_hint for gv in mod.functions if "edge_plan" in gv.name_hint] == ["qgnn_edge_plan_2_1_col0"]
     text = mod["main"].script()
     assert "strided_slice" not in text
 

@@ -245,6 +245,27 @@ def test_rematerialize_casts_alone_and_bit_exact(tmp_path: Path) -> None:
     np.testing.assert_array_equal(run_library(tmp_path / fields["library"], feeds), run(g, feeds)["y"])
 
 
+def test_narrowing_casts_stay_with_their_producer(tmp_path: Path) -> None:
+    """LoRAP's score: requantize's int8 result read by a reduce_max and a subtract.  Its narrowing cast is not
+    copied to the readers (each would load the int64 intermediate): the int8 tensor is written once, exactly."""
+    from tvm import relax
+
+    from qgnn_deploy.backends.tvm.compile import rematerialize_casts
+
+    b = GraphBuilder()
+    x = b.input("x", "int32", ("N", 8))
+    sc = b.op("requantize", [x], "sc", multiplier=1 << 20, shift=24, zero_point=0, qmin=-127, qmax=127, dtype="int8")
+    mx = b.op("reduce_max", [sc], "mx", axis=1, keepdims=True)
+    d = b.op("sub", [b.op("cast", [sc], "sc32", dtype="int32"), b.op("cast", [mx], "mx32", dtype="int32")], "d")
+    b.output(d, "int32", ("N", 8))
+    g = b.graph
+    mod = relax.transform.CanonicalizeBindings()(build_module(g, BuildOptions()))
+    assert str(rematerialize_casts()(mod)["main"]).count("R.astype(") == str(mod["main"]).count("R.astype(")
+    feeds = {"x": np.random.default_rng(1).integers(-(2**31), 2**31 - 1, (300, 8)).astype(np.int32)}
+    fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds=feeds)
+    np.testing.assert_array_equal(run_library(tmp_path / fields["library"], feeds), run(g, feeds)["d"])
+
+
 def attention_graph(heads: int, c: int, *, self_term: bool = True, column: bool = False, zp: int = 3,
                     extra_reader: bool = False, requant: bool = False) -> Graph:
     """GAT's aggregation shape: ``scatter_add(gather(x - zp, src) * repeat_cols(alpha, c), dst)

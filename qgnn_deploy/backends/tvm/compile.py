@@ -381,6 +381,8 @@ def rematerialize_casts() -> Any:
     import tvm
     from tvm import relax
 
+    from .relax_ops import dtype_of
+
     @relax.expr_functor.mutator
     class _Remat(relax.PyExprMutator):
         def __init__(self, mod: tvm.IRModule) -> None:
@@ -412,8 +414,16 @@ def rematerialize_casts() -> Any:
             return super().visit_dataflow_var_(var)
 
     def _is_cast(e: Any) -> bool:
-        return isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op) and e.op.name == "relax.astype" and \
-            len(e.args) == 1
+        """A widening (or same-width) ``astype``: a narrowing one stays with its producer, so the narrow tensor
+        is what is written (LoRAP's int8 scores feed a max and a subtract: copied, each reader loaded the
+        int64 requantize intermediate instead, 8x the bytes)."""
+        if not (isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op) and e.op.name == "relax.astype"
+                and len(e.args) == 1):
+            return False
+        try:
+            return np.dtype(dtype_of(e)).itemsize >= np.dtype(dtype_of(e.args[0])).itemsize
+        except (AttributeError, TypeError):  # an operand without a tensor type: leave it alone
+            return False
 
     def _is_call_tir(e: Any) -> bool:
         return isinstance(e.op, tvm.ir.Op) and e.op.name.startswith("relax.call_tir")

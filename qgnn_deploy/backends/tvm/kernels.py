@@ -37,6 +37,9 @@ from tvm.script import tirx as T
 
 _SCHEDULED = {"tir.noalias": True, "tirx.is_scheduled": True}
 CHUNK = 1024  # edges per ownership block (the owned-edge list lives on each thread's stack)
+# rows per bucket of edge_plan's two-pass scatter: 2^16 (a bucket's col window ~3 MB at degree 11) took 24% less
+# CPU time than one random store per edge (2 threads; 6-10% at 1 thread); 2^10 and 2^14 took more (many streams)
+BUCKET_BITS = 16
 PREFETCH = 48  # edges between a row's prefetch and its use (48 measured better than 16 at 10^6 nodes: DRAM latency)
 SERIAL_WORK = 4096  # work (rows x width + edges) below which a kernel runs serially (module docstring)
 LINE = 64  # cache line bytes: rows that do not tile a line get a second prefetch for their last element
@@ -79,25 +82,109 @@ def _owned_edges(chunk: int, pf: int, visit: Any) -> Any:
     return owned
 
 
-def edge_plan(parts: int, row: int = 0, *, serial_work: int = SERIAL_WORK) -> tirx.PrimFunc:
+def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_work: int = SERIAL_WORK,
+              bucket_bits: int | None = None) -> tirx.PrimFunc:
     """One parallel pass over row ``row`` of a [R, E] index tensor: ``flag[0] = 1`` when it is ascending with
     every index in ``[0, n)``, and then ``rowptr[i]`` = first edge whose index is ``>= i`` (``rowptr[n] = E``):
     the CSR row pointers of an edge list sorted by destination (``qgnn_bench.py --sort-edges``, or any
     CSR-ordered list).  With the flag set, the edge kernels walk each output row's own run of edges and
-    never read the destination vector; otherwise they fall back to scanning it.
+    never read the destination vector.
 
-    Every step is branch-free (a data-dependent branch per edge costs more than the memory traffic here):
-    the check is an AND-reduction; the row pointers are written in reverse edge order, ``rowptr[dst[k]] = k``,
-    so each row keeps its first edge (a row that began in an earlier part's range is left to that part, so no
-    two parts write one row), and a reverse min-scan gives rows without edges the next row's start.
-    Loops are zero-based with the offset added in the body: TVM 0.27 drops a loop's start from the bounds of
-    loops nested in it when it normalises them.
+    Otherwise (``flag[0] = 0``) the edges are put in CSR order by a counting sort, once per call and shared by
+    every kernel of the plan: ``parts`` histograms of contiguous edge ranges, an exclusive prefix sum over rows
+    (``rowptr``; edges whose index lies outside ``[0, n)`` are left out, as every kernel skips them), then
+    (``src_row`` given: ``kernel(Idx, Flag, RowPtr, Col)``) a stable scatter of ``Idx[src_row, k]`` into int32
+    ``col`` in two passes through an [E, 2] staging buffer (by bucket of ``2^bucket_bits`` rows, then by row):
+    each row's sources in edge order, the same array at any part count.  Kernels that can read ``col`` take the
+    CSR path for any edge order; the others fall back to scanning the destinations.
+
+    The sorted check and row pointers are branch-free (a data-dependent branch per edge costs more than the
+    memory traffic here): the check is an AND-reduction; the row pointers are written in reverse edge order,
+    ``rowptr[dst[k]] = k``, so each row keeps its first edge (a row that began in an earlier part's range is
+    left to that part, so no two parts write one row), and a reverse min-scan gives rows without edges the next
+    row's start.  Loops are zero-based with the offset added in the body: TVM 0.27 drops a loop's start from
+    the bounds of loops nested in it when it normalises them.
     """
     r = int(row)
+    with_col = src_row is not None
+    sr = int(src_row or 0)
+    bits = BUCKET_BITS if bucket_bits is None else int(bucket_bits)
+
+    def buckets(n1):  # noqa: ANN001, ANN202 - buckets of 2^bits rows covering rows [0, n1 - 1)
+        return (n1 + (1 << bits) - 2) >> bits
+
+    def first_row(q, pp, n1):  # noqa: ANN001, ANN202 - first row of part q's buckets (clipped to n1 - 1)
+        return T.min((q * buckets(n1) // pp) << bits, n1 - 1)
+
+    def slot(Idx, k, n):  # noqa: ANN001, ANN202 - edge k's histogram slot: its row, or n when out of range
+        return T.if_then_else(T.Cast("uint64", Idx[r, k]) < T.Cast("uint64", n), Idx[r, k], n)
 
     def plan(pp: int, loop: Any) -> Any:  # the body split into ``pp`` parts, run by ``loop`` (parallel or serial)
         @T.macro
-        def body(Idx, Flag, RowPtr, e, n1):  # noqa: ANN001, ANN202
+        def counting_sort(Idx, RowPtr, Col, e, n1):  # noqa: ANN001, ANN202 - unsorted: rowptr (and col) by counts
+            n = n1 - 1
+            cur = T.alloc_buffer((pp, n1), "int32")  # per part: its edge count per row; then row 0: the cursors
+            total = T.alloc_buffer((pp + 1,), "int32")  # edges into each block of rows, then the blocks' starts
+            for p in loop(pp):
+                for ii in T.serial(n1):
+                    cur[p, ii] = 0
+                for kk in T.serial((p + 1) * e // pp - p * e // pp):
+                    k = p * e // pp + kk
+                    cur[p, slot(Idx, k, n)] = cur[p, slot(Idx, k, n)] + 1
+            if with_col:  # each part's offset inside each bucket of 2^bits rows (earlier parts' edges first)
+                bcur = T.alloc_buffer((pp, buckets(n1)), "int32")
+                for q in loop(pp):
+                    for bb in T.serial((q + 1) * buckets(n1) // pp - q * buckets(n1) // pp):
+                        b = q * buckets(n1) // pp + bb
+                        acc = T.decl_buffer((1,), "int32", scope="local")
+                        acc[0] = 0
+                        for p in range(pp):
+                            bcur[p, b] = acc[0]
+                            for ii in T.serial(T.min((b + 1) << bits, n) - (b << bits)):
+                                acc[0] = acc[0] + cur[p, (b << bits) + ii]
+            for q in loop(pp):  # rows in pp contiguous blocks: each block's edge count
+                total[q + 1] = 0
+                for ii in T.serial((q + 1) * n // pp - q * n // pp):
+                    for p in range(pp):
+                        total[q + 1] = total[q + 1] + cur[p, q * n // pp + ii]
+            total[0] = 0
+            for q in range(pp):
+                total[q + 1] = total[q + 1] + total[q]
+            for q in loop(pp):  # exclusive prefix sum inside each block, from the block's start
+                run = T.decl_buffer((1,), "int32", scope="local")
+                run[0] = total[q]
+                for ii in T.serial((q + 1) * n // pp - q * n // pp):
+                    i = q * n // pp + ii
+                    RowPtr[i] = T.Cast("int64", run[0])
+                    c0 = cur[0, i]
+                    cur[0, i] = run[0]  # row i's cursor
+                    run[0] = run[0] + c0
+                    for p in range(1, pp):
+                        run[0] = run[0] + cur[p, i]
+            RowPtr[n] = T.Cast("int64", total[pp])
+            if with_col:
+                # (1) each part appends its edges' (dst, src) to its slice of their bucket (edge order kept), a
+                # few sequential write streams; (2) each part places its buckets' sources through the row cursors:
+                # the col stores stay inside one bucket's window instead of landing anywhere in col
+                tmp = T.alloc_buffer((e, 2), "int32")
+                for p in loop(pp):
+                    for kk in T.serial((p + 1) * e // pp - p * e // pp):
+                        k = p * e // pp + kk
+                        d = Idx[r, k]
+                        if T.Cast("uint64", d) < T.Cast("uint64", n):
+                            at = RowPtr[(d >> bits) << bits] + T.Cast("int64", bcur[p, d >> bits])
+                            tmp[at, 0] = T.Cast("int32", d)
+                            tmp[at, 1] = T.Cast("int32", Idx[sr, k])
+                            bcur[p, d >> bits] = bcur[p, d >> bits] + 1
+                for q in loop(pp):
+                    lo = RowPtr[first_row(q, pp, n1)]
+                    for jj in T.serial(RowPtr[first_row(q + 1, pp, n1)] - lo):
+                        dd = tmp[lo + jj, 0]
+                        Col[cur[0, dd]] = tmp[lo + jj, 1]
+                        cur[0, dd] = cur[0, dd] + 1
+
+        @T.macro
+        def body(Idx, Flag, RowPtr, Col, e, n1):  # noqa: ANN001, ANN202
             ok = T.alloc_buffer((pp,), "int32")
             for p in loop(pp):
                 ok[p] = 1
@@ -123,36 +210,50 @@ def edge_plan(parts: int, row: int = 0, *, serial_work: int = SERIAL_WORK) -> ti
                 RowPtr[n1 - 1] = e
                 for ii in T.serial(n1 - 1):
                     RowPtr[n1 - 2 - ii] = T.min(RowPtr[n1 - 2 - ii], RowPtr[n1 - 1 - ii])
+            else:
+                counting_sort(Idx, RowPtr, Col, e, n1)
 
         return body
 
     serial, parallel = plan(1, T.serial), plan(parts, T.parallel)
 
     @T.macro
-    def dispatch(Idx, Flag, RowPtr, e, n1):  # noqa: ANN001, ANN202 - serial when the work is small
+    def dispatch(Idx, Flag, RowPtr, Col, e, n1):  # noqa: ANN001, ANN202 - serial when the work is small
         if e + n1 < serial_work:
-            serial(Idx, Flag, RowPtr, e, n1)
+            serial(Idx, Flag, RowPtr, Col, e, n1)
         else:
-            parallel(Idx, Flag, RowPtr, e, n1)
+            parallel(Idx, Flag, RowPtr, Col, e, n1)
 
     run = serial if parts == 1 else dispatch
 
-    @T.prim_func(private=True, s_tir=True)
-    def kernel(idx_h: T.handle, flag_h: T.handle, rowptr_h: T.handle):
-        T.func_attr(_SCHEDULED)
-        e, rows, n1 = T.int64(), T.int64(), T.int64()
-        Idx = T.match_buffer(idx_h, (rows, e), "int64")
-        Flag = T.match_buffer(flag_h, (1,), "int32")
-        RowPtr = T.match_buffer(rowptr_h, (n1,), "int64")
-        with T.sblock("root"):
-            run(Idx, Flag, RowPtr, e, n1)
+    if with_col:
+        @T.prim_func(private=True, s_tir=True)
+        def kernel(idx_h: T.handle, flag_h: T.handle, rowptr_h: T.handle, col_h: T.handle):
+            T.func_attr(_SCHEDULED)
+            e, rows, n1 = T.int64(), T.int64(), T.int64()
+            Idx = T.match_buffer(idx_h, (rows, e), "int64")
+            Flag = T.match_buffer(flag_h, (1,), "int32")
+            RowPtr = T.match_buffer(rowptr_h, (n1,), "int64")
+            Col = T.match_buffer(col_h, (e,), "int32")
+            with T.sblock("root"):
+                run(Idx, Flag, RowPtr, Col, e, n1)
+    else:
+        @T.prim_func(private=True, s_tir=True)
+        def kernel(idx_h: T.handle, flag_h: T.handle, rowptr_h: T.handle):
+            T.func_attr(_SCHEDULED)
+            e, rows, n1 = T.int64(), T.int64(), T.int64()
+            Idx = T.match_buffer(idx_h, (rows, e), "int64")
+            Flag = T.match_buffer(flag_h, (1,), "int32")
+            RowPtr = T.match_buffer(rowptr_h, (n1,), "int64")
+            with T.sblock("root"):
+                run(Idx, Flag, RowPtr, None, e, n1)
 
     return kernel
 
 
 def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_row: int = 0,
-                src_row: int | None = None, zero_point: int = 0, coef_dtype: str | None = None, *,
-                serial_work: int = SERIAL_WORK) -> tirx.PrimFunc:
+                src_row: int | None = None, zero_point: int = 0, coef_dtype: str | None = None,
+                csr_col: bool = False, *, serial_work: int = SERIAL_WORK) -> tirx.PrimFunc:
     """``out[i] = reduce_{e : dst[e] = i} m(e)`` over rows of width ``h``; ``reduce`` is "add" or "max"
     (rows with no edge are 0).
 
@@ -163,14 +264,18 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
     are a narrow tensor times a per-node factor (a GCN's ``int8 h * Q(deg^-1/2)``): the random reads hit
     the narrow rows, a quarter of the bytes, and the product is formed in registers, bit for bit the
     same int32 value.  ``dtype`` None counts edges (``m(e) = 1``, ``kernel(Idx, Out)``: see :func:`degree`).
-    Every form also takes the flag and row pointers of :func:`edge_plan` (after the index inputs).
+    Every form also takes the flag and row pointers of :func:`edge_plan` (after the index inputs); with
+    ``csr_col`` a gathered form also takes the plan's ``col`` (built for this ``src_row``) after them and walks
+    the CSR runs for unsorted edges too, reading each run's sources from ``col``; the other forms scan the
+    destinations when the edges are not sorted (counting reads only the row pointers, valid in both cases).
     """
     chunk, pf = CHUNK, PREFETCH
     counting = dtype is None
     gathered = src_row is not None
     scaled = coef_dtype is not None
     is_max = reduce == "max"
-    if reduce not in ("add", "max") or (scaled and not gathered) or (counting and (gathered or h != 1)):
+    if reduce not in ("add", "max") or (scaled and not gathered) or (counting and (gathered or h != 1)) \
+            or (csr_col and not gathered):
         raise ValueError(f"edge_reduce: unsupported combination reduce={reduce!r}, dtype={dtype}, "
                          f"gathered={gathered}, scaled={scaled}, h={h}")
     zp = int(zero_point)
@@ -178,8 +283,10 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
     two_x = not counting and _straddles(h, np.dtype(dtype).itemsize)
     two_o = _straddles(h, 4)
 
-    def row(S, k):  # noqa: ANN001, ANN202 - TVMScript expression helpers
-        return S[sr, k] if gathered else k
+    def row(S, k):  # noqa: ANN001, ANN202 - TVMScript expression helpers; S: the [R, E] tensor or ``col``
+        if not gathered:
+            return k
+        return S[k] if len(S.shape) == 1 else S[sr, k]
 
     def message(X, C, S, k, c):  # noqa: ANN001, ANN202
         if counting:
@@ -197,6 +304,21 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
             T.evaluate(_prefetch(T.address_of(X[row(S, ahead), h - 1])))
         if scaled:
             T.evaluate(_prefetch(T.address_of(C[row(S, ahead), 0])))
+
+    @T.macro
+    def csr_row(X, C, S, Out, RowPtr, acc, i, e):  # noqa: ANN001, ANN202 - row i from its run of edges
+        if counting:  # a row's edge count is its run length
+            Out[i, 0] = T.Cast("int32", RowPtr[i + 1] - RowPtr[i])
+        else:
+            for c in T.vectorized(h):
+                acc[c] = T.int32(-2147483648) if is_max else T.int32(0)
+            for k in T.serial(RowPtr[i], RowPtr[i + 1]):
+                prefetch_source(X, C, S, T.min(k + pf, e - 1))
+                for c in T.vectorized(h):
+                    acc[c] = T.max(acc[c], message(X, C, S, k, c)) if is_max else \
+                        acc[c] + message(X, C, S, k, c)
+            for c in T.vectorized(h):
+                Out[i, c] = T.if_then_else(RowPtr[i + 1] > RowPtr[i], acc[c], 0) if is_max else acc[c]
 
     @T.macro
     def apply(X, C, S, D, Out, seen, k, ahead):  # noqa: ANN001, ANN202 - edge k, prefetching for edge `ahead`
@@ -220,27 +342,21 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
 
     def make_edge_loop(parts: int, loop: Any) -> Any:  # the row split into ``parts``, run by ``loop``
         @T.macro
-        def edge_loop(X, C, S, D, Out, Flag, RowPtr, n, e):  # noqa: ANN001, ANN202 - every signature
-            if is_max:
+        def edge_loop(X, C, S, D, Out, Flag, RowPtr, Col, n, e):  # noqa: ANN001, ANN202 - every signature
+            if is_max and not csr_col:
                 seen = T.alloc_buffer((n,), "int8")
             for p in loop(parts):
-                if Flag[0] != 0:
-                    # CSR order: each output row sums its own run of edges in registers and is written once
-                    acc = T.decl_buffer((h,), "int32", scope="local")
+                # CSR order: each output row sums its own run of edges in registers and is written once
+                acc = T.decl_buffer((h,), "int32", scope="local")
+                if counting:
                     for ii in T.serial((p + 1) * n // parts - p * n // parts):  # zero-based: see edge_plan
-                        i = p * n // parts + ii
-                        if counting:  # a row's edge count is its run length
-                            Out[i, 0] = T.Cast("int32", RowPtr[i + 1] - RowPtr[i])
-                        else:
-                            for c in T.vectorized(h):
-                                acc[c] = T.int32(-2147483648) if is_max else T.int32(0)
-                            for k in T.serial(RowPtr[i], RowPtr[i + 1]):
-                                prefetch_source(X, C, S, T.min(k + pf, e - 1))
-                                for c in T.vectorized(h):
-                                    acc[c] = T.max(acc[c], message(X, C, S, k, c)) if is_max else \
-                                        acc[c] + message(X, C, S, k, c)
-                            for c in T.vectorized(h):
-                                Out[i, c] = T.if_then_else(RowPtr[i + 1] > RowPtr[i], acc[c], 0) if is_max else acc[c]
+                        csr_row(X, C, S, Out, RowPtr, acc, p * n // parts + ii, e)
+                elif Flag[0] != 0:
+                    for ii in T.serial((p + 1) * n // parts - p * n // parts):
+                        csr_row(X, C, S, Out, RowPtr, acc, p * n // parts + ii, e)
+                elif csr_col:  # unsorted: the runs of the plan's counting sort, sources from col
+                    for ii in T.serial((p + 1) * n // parts - p * n // parts):
+                        csr_row(X, C, Col, Out, RowPtr, acc, p * n // parts + ii, e)
                 else:
                     for i in T.serial(p * n // parts, (p + 1) * n // parts):
                         if is_max:
@@ -254,20 +370,20 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
     serial_loop, parallel_loop = make_edge_loop(1, T.serial), make_edge_loop(parts, T.parallel)
 
     @T.macro
-    def dispatch(X, C, S, D, Out, Flag, RowPtr, n, e):  # noqa: ANN001, ANN202 - serial when the work is small
+    def dispatch(X, C, S, D, Out, Flag, RowPtr, Col, n, e):  # noqa: ANN001, ANN202 - serial when the work is small
         if n * h + e < serial_work:
-            serial_loop(X, C, S, D, Out, Flag, RowPtr, n, e)
+            serial_loop(X, C, S, D, Out, Flag, RowPtr, Col, n, e)
         else:
-            parallel_loop(X, C, S, D, Out, Flag, RowPtr, n, e)
+            parallel_loop(X, C, S, D, Out, Flag, RowPtr, Col, n, e)
 
     edge_loop = serial_loop if parts == 1 else dispatch
 
     if scaled:
         @T.prim_func(private=True, s_tir=True)
         def kernel(x_h: T.handle, c_h: T.handle, src_h: T.handle, dst_h: T.handle, flag_h: T.handle,
-                   rowptr_h: T.handle, out_h: T.handle):
+                   rowptr_h: T.handle, col_h: T.handle, out_h: T.handle):
             T.func_attr(_SCHEDULED)
-            n_in, e, n, rs, rd = T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
+            n_in, e, n, rs, rd, ncol = T.int64(), T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
             X = T.match_buffer(x_h, (n_in, h), dtype)
             C = T.match_buffer(c_h, (n_in, 1), coef_dtype)
             S = T.match_buffer(src_h, (rs, e), "int64")
@@ -275,22 +391,24 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
             Out = T.match_buffer(out_h, (n, h), "int32")
             Flag = T.match_buffer(flag_h, (1,), "int32")
             RowPtr = T.match_buffer(rowptr_h, (n + 1,), "int64")
+            Col = T.match_buffer(col_h, (ncol,), "int32")  # ncol = E with csr_col, else unread
             with T.sblock("root"):
-                edge_loop(X, C, S, D, Out, Flag, RowPtr, n, e)
+                edge_loop(X, C, S, D, Out, Flag, RowPtr, Col, n, e)
     elif gathered:
         @T.prim_func(private=True, s_tir=True)
         def kernel(x_h: T.handle, src_h: T.handle, dst_h: T.handle, flag_h: T.handle, rowptr_h: T.handle,
-                   out_h: T.handle):
+                   col_h: T.handle, out_h: T.handle):
             T.func_attr(_SCHEDULED)
-            n_in, e, n, rs, rd = T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
+            n_in, e, n, rs, rd, ncol = T.int64(), T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
             X = T.match_buffer(x_h, (n_in, h), dtype)
             S = T.match_buffer(src_h, (rs, e), "int64")
             D = T.match_buffer(dst_h, (rd, e), "int64")
             Out = T.match_buffer(out_h, (n, h), "int32")
             Flag = T.match_buffer(flag_h, (1,), "int32")
             RowPtr = T.match_buffer(rowptr_h, (n + 1,), "int64")
+            Col = T.match_buffer(col_h, (ncol,), "int32")
             with T.sblock("root"):
-                edge_loop(X, None, S, D, Out, Flag, RowPtr, n, e)
+                edge_loop(X, None, S, D, Out, Flag, RowPtr, Col, n, e)
     elif not counting:
         @T.prim_func(private=True, s_tir=True)
         def kernel(v_h: T.handle, idx_h: T.handle, flag_h: T.handle, rowptr_h: T.handle, out_h: T.handle):
@@ -302,7 +420,7 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
             Flag = T.match_buffer(flag_h, (1,), "int32")
             RowPtr = T.match_buffer(rowptr_h, (n + 1,), "int64")
             with T.sblock("root"):
-                edge_loop(V, None, None, D, Out, Flag, RowPtr, n, e)
+                edge_loop(V, None, None, D, Out, Flag, RowPtr, None, n, e)
     else:
         @T.prim_func(private=True, s_tir=True)
         def kernel(idx_h: T.handle, flag_h: T.handle, rowptr_h: T.handle, out_h: T.handle):
@@ -313,7 +431,7 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
             Flag = T.match_buffer(flag_h, (1,), "int32")
             RowPtr = T.match_buffer(rowptr_h, (n + 1,), "int64")
             with T.sblock("root"):
-                edge_loop(None, None, None, D, Out, Flag, RowPtr, n, e)
+                edge_loop(None, None, None, D, Out, Flag, RowPtr, None, n, e)
 
     return kernel
 

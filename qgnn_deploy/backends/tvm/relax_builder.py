@@ -71,6 +71,8 @@ class BuildContext:
         self.index_rows: dict[str, tuple[relax.Expr, int]] = {}  # take_row outputs: (2-D int64 source, row)
         # (index vector, rows) -> ([index tensor, flag, rowptr], row)
         self.edge_plans: dict[tuple[str, str], tuple[list[relax.Expr], int]] = {}
+        # (index vector, rows) -> (col, source row): the plan's counting-sorted sources (kernels.edge_plan)
+        self.edge_cols: dict[tuple[str, str], tuple[relax.Expr, int]] = {}
         self.deferred: dict[str, Callable[[], relax.Expr]] = {}  # emitted on first use (a row copy few need)
         self._kernels: dict[tuple[Any, ...], relax.GlobalVar] = {}
         self._counter = 0
@@ -416,19 +418,44 @@ def _index_row(ctx: BuildContext, node: Node, i: int) -> tuple[relax.Expr, int]:
     return ctx.emit(op.reshape(idx, [1, shape_of(idx)[0]])), 0
 
 
+def _plan_source_row(ctx: BuildContext, dst: str) -> int | None:
+    """The row of the index tensor ``dst`` is a row of that a gathered scatter into ``dst`` reads its sources
+    from (``x[src]`` with ``src``, ``dst`` rows of one ``edge_index``), if any: the plan then counting-sorts
+    those sources into CSR order for unsorted edges (``kernels.edge_plan``)."""
+    producers = ctx.graph.producers()
+    take = producers.get(dst)
+    if take is None or take.op != "take_row" or dst not in ctx.index_rows:
+        return None
+    attended = {f.scatter for f in ctx.attend_fused.values()}  # edge_attend keeps its own unsorted path
+    for node in ctx.graph.nodes:
+        if node.op not in ("scatter_add", "scatter_max") or node.inputs[1] != dst or node.outputs[0] in attended:
+            continue
+        gather = _fused_gather(ctx, node)
+        src = producers.get(gather.inputs[1]) if gather is not None else None
+        if src is not None and src.op == "take_row" and src.inputs[0] == take.inputs[0]:
+            return int(src.attrs["index"])
+    return None
+
+
 def _edge_plan(ctx: BuildContext, node: Node, i: int, n: Any) -> tuple[list[relax.Expr], int]:
     """([index tensor, ascending flag, CSR row pointers], row) for index input ``i`` scattering into ``n`` rows
-    (``kernels.edge_plan``: one pass per index vector and row count per call, shared by every kernel)."""
+    (``kernels.edge_plan``: one pass per index vector and row count per call, shared by every kernel; for
+    unsorted edges it also counting-sorts the gathered sources, kept in ``ctx.edge_cols``)."""
     key = (node.inputs[i], str(n))
     if key not in ctx.edge_plans:
         tensor, row = _index_row(ctx, node, i)
         sw = _SerialWork(ctx.options.serial_work)
-        gv = ctx.kernel(("edge_plan", ctx.options.parts, row, sw),
-                        lambda: kernels.edge_plan(ctx.options.parts, row, serial_work=int(sw)))
+        sr = _plan_source_row(ctx, node.inputs[i])
+        gv = ctx.kernel(("edge_plan", ctx.options.parts, row, sw) + (() if sr is None else (f"col{sr}",)),
+                        lambda: kernels.edge_plan(ctx.options.parts, row, sr, serial_work=int(sw)))
+        e = shape_of(tensor)[1]
         plan = ctx.emit(relax.call_tir(gv, [tensor], out_ty=[relax.TensorType([1], "int32"),
-                                                                relax.TensorType([n + 1], "int64")]))
+                                                                relax.TensorType([n + 1], "int64")]
+                                       + ([] if sr is None else [relax.TensorType([e], "int32")])))
         ctx.edge_plans[key] = ([tensor, ctx.emit(relax.TupleGetItem(plan, 0)),
                                 ctx.emit(relax.TupleGetItem(plan, 1))], row)
+        if sr is not None:
+            ctx.edge_cols[key] = (ctx.emit(relax.TupleGetItem(plan, 2)), sr)
     return ctx.edge_plans[key]
 
 
@@ -448,6 +475,10 @@ def _scatter(kind: str) -> Handler:
                                [n, hh], "int32")
             return _restore(ctx, out, n, tail)
         src, sr = _index_row(ctx, gather, 1)
+        col, col_row = ctx.edge_cols.get((node.inputs[1], str(n)), (None, None))
+        csr = col is not None and col_row == sr and src.same_as(dst_plan[0])
+        if not csr:  # the kernel's col argument, unread
+            col = relax.const(np.zeros(1, np.int32), "int32")
         if factored is None:
             x, tail, hh = _rows_2d(ctx.arg(gather, 0))
             zp, coef = 0, None
@@ -455,10 +486,11 @@ def _scatter(kind: str) -> Handler:
             (x, zp, coef), hh = factored, static_int(shape_of(factored[0])[1])
             tail = [hh]
         dt, cdt = dtype_of(x), None if coef is None else dtype_of(coef)
-        key = (f"gather_scatter_{kind}", hh, dt, pp, sr, dr, sw) + (() if factored is None else (zp, cdt or "none"))
-        args = [x] + ([] if coef is None else [coef]) + [src, *dst_plan]
-        out = ctx.call_tir(key, lambda: kernels.edge_reduce(hh, dt, pp, kind, dr, sr, zp, cdt, serial_work=int(sw)),
-                           args, [n, hh], "int32")
+        key = (f"gather_scatter_{kind}", hh, dt, pp, sr, dr, sw) + (() if factored is None else (zp, cdt or "none")) \
+            + (("csr",) if csr else ())
+        args = [x] + ([] if coef is None else [coef]) + [src, *dst_plan, col]
+        out = ctx.call_tir(key, lambda: kernels.edge_reduce(hh, dt, pp, kind, dr, sr, zp, cdt, csr,
+                                                            serial_work=int(sw)), args, [n, hh], "int32")
         return _restore(ctx, out, n, tail)
 
     return h
