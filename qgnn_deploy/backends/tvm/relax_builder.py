@@ -322,7 +322,9 @@ def _take_row(ctx: BuildContext, node: Node) -> relax.Expr:
 
 @handler("gather_rows")
 def _gather_rows(ctx: BuildContext, node: Node) -> relax.Expr:
-    return op.take(ctx.arg(node, 0), ctx.arg(node, 1), axis=0)
+    # "clip", not TOPI's default "fast": an index the runners' input checks missed cannot read out of bounds
+    # (and the build prints no "Fast mode segfaults" warning per gather)
+    return op.take(ctx.arg(node, 0), ctx.arg(node, 1), axis=0, mode="clip")
 
 
 def _rows_2d(e: relax.Expr) -> tuple[relax.Expr, list[Any], int]:
@@ -570,10 +572,8 @@ def _degree(ctx: BuildContext, node: Node) -> relax.Expr:
 @handler("lut")
 def _lut(ctx: BuildContext, node: Node) -> relax.Expr:
     idx, table = ctx.arg(node, 0), ctx.arg(node, 1)
-    t = static_int(shape_of(table)[0])
     pos = op.add(cast(idx, "int64"), scalar(int(node.attrs["offset"]), "int64"))
-    pos = op.minimum(op.maximum(pos, scalar(0, "int64")), scalar(t - 1, "int64"))
-    return op.take(table, pos, axis=0)
+    return op.take(table, pos, axis=0, mode="clip")  # the IR's lut clamps the position into the table
 
 
 DENSE_STEPS_SPAN = 1 << 16  # thresholds spanning at most this many indices: a count table built per call
@@ -601,7 +601,7 @@ def _lut_steps(ctx: BuildContext, node: Node) -> relax.Expr:
     else:
         idx = ctx.arg(node, 0)
     if t.size == 0:
-        return op.take(table, op.zeros_like(idx, dtype="int64"), axis=0)
+        return op.take(table, op.zeros_like(idx, dtype="int64"), axis=0, mode="clip")
     k = int(t.size)
     shape = shape_of(idx)
     w = static_int(shape[1]) if len(shape) == 2 else None
