@@ -121,7 +121,7 @@ def test_saturation_safe_weights_use_u8u8() -> None:
     """Full-range int8 weights against full-range u8 activations go to one u8 x u8 MatMulInteger (weights + 128,
     zero point + 128): no vpmaddubsw saturation on non-VNNI x86, and one GEMM instead of a 7-bit split."""
     graph = op_zoo_graph()
-    safe, fast = export_onnx(graph), export_onnx(graph, saturation_safe=False)
+    safe, fast = export_onnx(graph, int8_gemm="u8u8"), export_onnx(graph, saturation_safe=False)
     mmi = lambda m: [n for n in m.graph.node if n.op_type == "MatMulInteger"]  # noqa: E731
     assert (len(mmi(safe)), len(mmi(fast))) == (3, 3)
     inits = {t.name: t.data_type for t in safe.graph.initializer}
@@ -130,6 +130,63 @@ def test_saturation_safe_weights_use_u8u8() -> None:
     want = run(graph, feeds)["y"]
     for model in (safe, fast):
         assert np.array_equal(OnnxRunner(model, graph).run(feeds)["y"], want)
+
+
+def test_split_gemm_halves_are_7bit_and_exact() -> None:
+    """``int8_gemm="split"``: full-range constant weights become ``[Wa | Wb]`` with every entry in [-64, 64] (two
+    adjacent u8 x s8 products cannot leave int16 on any CPU), one MatMulInteger per weight, summed exactly."""
+    b = GraphBuilder()
+    x = b.input("x", "float32", ("N", 21))
+    xq = b.op("quantize", [x], "xq", scale=1.0, zero_point=0, qmin=0, qmax=255, dtype="uint8")
+    w = np.tile(np.array([[-128, 127, -65, 64, 0, -1]], np.int8), (21, 1))
+    w[::2] = w[::2, ::-1]
+    b.output(b.op("matmul", [xq, b.const("w", w)], "y"), "int32", ("N", 6))
+    model = export_onnx(b.graph, int8_gemm="split")
+    mmi = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert len(mmi) == 1 and inits[mmi[0].input[1]].dtype == np.int8
+    halves = inits[mmi[0].input[1]].astype(np.int16)
+    assert halves.shape == (21, 12) and np.abs(halves).max() <= 64
+    assert np.array_equal(halves[:, :6] + halves[:, 6:], w)
+    feeds = {"x": np.array([[255.0] * 21, [0.0] * 21, [255.0, 0.0] * 10 + [17.0], [128.0] * 21], np.float32)}
+    want = run(b.graph, feeds)["y"]
+    assert want.min() < -2**15 < 2**15 < want.max()  # sums a saturating int16 pair would get wrong
+    for threads in THREADS:
+        assert np.array_equal(OnnxRunner(model, b.graph, threads=threads).run(feeds)["y"], want)
+    zoo = op_zoo_graph()
+    zoo_feeds = _feeds(zoo, "hub")
+    assert np.array_equal(OnnxRunner(export_onnx(zoo, int8_gemm="split"), zoo).run(zoo_feeds)["y"],
+                          run(zoo, zoo_feeds)["y"])
+
+
+def test_host_int8_gemm_reads_cpu_flags(tmp_path) -> None:
+    """The ``auto`` GEMM form follows the exporting CPU: split with AVX-512 VNNI or AVX-VNNI, else u8 x u8."""
+    from qgnn_deploy.backends.onnx.exporter import host_int8_gemm
+
+    cases = {"fma avx2 avx512f avx512_vnni": "split", "avx2 avx_vnni": "split", "avx2 fma": "u8u8"}
+    for flags, want in cases.items():
+        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert host_int8_gemm(str(tmp_path / "cpuinfo")) == want
+    assert host_int8_gemm(str(tmp_path / "absent")) == "u8u8"
+    with pytest.raises(QgnnError, match="int8_gemm"):
+        export_onnx(op_zoo_graph(), int8_gemm="fast")
+
+
+def test_constants_take_the_broadcast_rank() -> None:
+    """Scalar constants against ``[N, 1]`` operands are stored as ``[1, 1]`` (ORT's broadcaster then runs one loop,
+    not one per row); values unchanged, so ORT still equals the interpreter."""
+    b = GraphBuilder()
+    x = b.input("x", "int32", ("N", 1))
+    y = b.op("mul", [b.op("add", [x, b.const("one", np.array(1, np.int32))], "x1"),
+                     b.const("two", np.array(2, np.int32))], "y")
+    b.output(y, "int32", ("N", 1))
+    model = export_onnx(b.graph)
+    inits = {t.name: list(t.dims) for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type in ("Add", "Mul"):
+            assert [inits[i] for i in n.input if i in inits] == [[1, 1]], n
+    feeds = {"x": np.arange(-5, 6, dtype=np.int32).reshape(-1, 1)}
+    assert np.array_equal(OnnxRunner(model, b.graph).run(feeds)["y"], run(b.graph, feeds)["y"])
 
 
 def test_no_split_when_activations_are_7bit() -> None:
@@ -664,8 +721,10 @@ def test_requantize_f64_exact_at_its_bound() -> None:
     feeds = _f64_requantize_feeds()
     ref = run(graph, feeds)
     auto, chain = export_onnx(graph), export_onnx(graph, requantize="int64")
-    assert sum(n.op_type == "Floor" for n in auto.graph.node) == 6
-    assert not any(n.op_type == "Floor" for n in chain.graph.node)
+    to_f64 = lambda m: sum(n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.DOUBLE  # noqa: E731
+                           for n in m.graph.node)
+    assert (to_f64(auto), to_f64(chain)) == (7, 0)  # 6 accumulators and runtime_m's multiplier
+    assert sum(n.op_type == "Floor" for n in auto.graph.node) < 6  # truncating Casts of lifted values instead
     for model in (auto, chain):
         for threads in THREADS:
             so = ort.SessionOptions()
@@ -781,8 +840,9 @@ def test_lut_int32_index_path_exact_at_extremes() -> None:
 
 
 def test_casts_of_a_float64_requantize_read_the_float64() -> None:
-    """cast(requantize) to int32/int64/int16 (and dequantize's float32) is one Cast from the clipped float64 (not
-    int8 -> int32), and reduce_max of it runs on that float64 (no int8 copy left in the model); exact."""
+    """cast(requantize) to int32/int64/int16 (and dequantize's float32) reads the requantize's int32 result (the
+    truncated lifted float64 minus the lift), not an int8 copy, and reduce_max of it runs on that int32 (no int8
+    copy left in the model); exact."""
     b = GraphBuilder()
     acc = b.input("acc", "int32", ("N", 4))
     q = b.op("requantize", [acc], "q", multiplier=1082462131, shift=36, zero_point=3, qmin=-127, qmax=127,
@@ -798,8 +858,10 @@ def test_casts_of_a_float64_requantize_read_the_float64() -> None:
         b.output(o, dt, ("N", 4))
     model = export_onnx(b.graph)
     clip = next(n.output[0] for n in model.graph.node if n.op_type == "Clip")
-    assert {n.output[0] for n in model.graph.node if n.op_type == "Cast" and n.input[0] == clip} >= {"q32", "q64",
-                                                                                                    "q16"}
+    lifted = next(n.output[0] for n in model.graph.node if n.op_type == "Cast" and n.input[0] == clip)
+    q32 = next(n.output[0] for n in model.graph.node if n.op_type == "Sub" and n.input[0] == lifted)
+    assert {n.output[0] for n in model.graph.node if n.input and n.input[0] == q32} >= {"q32", "q64", "q16"}
+    assert not any(n.op_type == "Floor" for n in model.graph.node)
     assert "q" not in {o for n in model.graph.node for o in n.output}  # no int8 copy: nothing reads it
     rng = np.random.default_rng(6)
     a = rng.integers(-2**31, 2**31, (400, 4)).astype(np.int32)

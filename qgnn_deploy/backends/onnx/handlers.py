@@ -18,7 +18,10 @@ Pattern choices follow ``shared/notes/toolchain.md`` Q1 (ORT 1.31 CPU):
   offset value (ONNX Div truncates toward zero, and ``(v - Mod(v, d)) / d`` is
   exact but 4x slower in ORT);
 * int8 weights that could saturate MLAS's AVX2 u8 x s8 kernel run u8 x u8
-  (weights + 128): exact, and one GEMM (see ``matmul``);
+  (weights + 128), or, exported for a VNNI CPU, as two 7-bit halves in one
+  u8 x s8 GEMM: exact either way (see ``matmul``, ``_split_gemm``);
+* constant operands of broadcasting ops get the other operand's rank
+  (``exporter.match_constant_ranks``: ORT's broadcaster is ~20x faster then);
 * int64 values are never bounded with Clip/Max/Min/ReduceMax: ORT 1.31's CPU
   kernels for those get int64 values just outside the int32 range wrong (e.g.
   ``Clip(4285714437, -1000, 1000)`` returns 4285714437; see ``_clip64``).
@@ -387,6 +390,25 @@ def _activation_max(ctx: EmitContext, name: str, as_u8: bool) -> int:
     return int(min(255, int(hi) + (128 if as_u8 else 0)))
 
 
+def _split_gemm(ctx: EmitContext, a_val: str, azp: str, b_name: str, out: str) -> None:
+    """``A @ W`` as one u8 x s8 MatMulInteger over ``[Wa | Wb]`` (``Wa = clip(W, -64, 64)``, ``Wb = W - Wa``), then
+    ``Ya + Yb``.
+
+    Both halves lie in [-64, 64], so two adjacent u8 x s8 products stay within int16 (255 * 128 = 32640) and
+    vpmaddubsw cannot saturate: exact on every CPU.  Where MLAS's u8 x s8 kernel is VNNI (``vpdpbusd``) it runs
+    the 2H columns faster than the u8 x u8 kernel (widened to int16) runs H: Cora's 2708x1433x16 layer measured
+    1.7x faster here (Zen 5), plus ~20 us for the Split and Add (``ort_aggregation.md``, section 7).  Each half
+    sums at most 255 * 64 * K in magnitude, so the caller keeps it for K with that below 2**31.
+    """
+    w = ctx.const_array(b_name).astype(np.int16)
+    wa = np.clip(w, -64, 64)
+    both = ctx.const(np.concatenate([wa, w - wa], axis=1), "int8", f"{b_name}_halves")
+    y = ctx.emit("MatMulInteger", [a_val, both, azp], hint="halves_acc")
+    sizes = ctx.const([w.shape[1], w.shape[1]], "int64", "halves")
+    ya = ctx.emit("Split", [y, sizes], hint="half", n_outputs=2, axis=-1)
+    ctx.emit("Add", [ya, ctx.nodes[-1].output[1]], output=out)
+
+
 @handler("matmul")
 def matmul(ctx: EmitContext, node: Node) -> None:
     """MatMulInteger on u8 activations x s8 weights with zero-point inputs; int32 MatMul otherwise.
@@ -417,7 +439,12 @@ def matmul(ctx: EmitContext, node: Node) -> None:
         # vpmaddubsw adds two adjacent u8*s8 products in int16: only leave u8 x s8 when that can overflow
         if rng is not None:
             risky = 2 * _activation_max(ctx, a_name, adt == "int8") * max(-rng[0], rng[1]) > 32767
-        if bdt == "int8" and ctx.saturation_safe and rng is not None and risky and (rng[0] < -64 or rng[1] > 63):
+        unsafe = bdt == "int8" and ctx.saturation_safe and rng is not None and risky and (rng[0] < -64 or rng[1] > 63)
+        if unsafe and ctx.int8_gemm == "split" and not b_zp and ctx.ranks[b_name] == 2 \
+                and 255 * 64 * ctx.const_array(b_name).shape[0] < 2**31:
+            _split_gemm(ctx, a_val, azp, b_name, out)
+            return
+        if unsafe:
             # W + 128 as uint8 with zero point b_zp + 128: MLAS's u8 x u8 kernel widens to int16 before its
             # multiply-add, so it cannot saturate.  One GEMM; measured 1.4x (Cora 2708x1433x16) to 2.3x
             # (10^5x128x16) faster here than the former split W = 128*A + B into two u8 x s8 GEMMs
@@ -502,10 +529,10 @@ def div_floor(ctx: EmitContext, node: Node) -> None:
 @handler("cast")
 def cast(ctx: EmitContext, node: Node) -> None:
     """Plain Cast (the interpreter guarantees the value fits); a value a float64 requantize produced is cast from
-    that float64 (one Cast instead of two)."""
-    src = ctx.exact_sources.get(node.inputs[0])
-    if src is not None:
-        ctx.emit("Cast", [src], output=node.outputs[0], to=ONNX_DTYPE[node.attrs["dtype"]])
+    its wider exact source (one Cast, or none, instead of two)."""
+    if node.inputs[0] in ctx.exact_sources:
+        src, src_dt = ctx.exact_sources[node.inputs[0]]
+        ctx.narrow_to(src, src_dt, node.attrs["dtype"], node.outputs[0])
         return
     ctx.narrow_to(ctx.value(node.inputs[0]), ctx.dtypes[node.inputs[0]], node.attrs["dtype"], node.outputs[0])
 
@@ -631,13 +658,33 @@ def _requantize_f64(ctx: EmitContext, node: Node, ins: list[str]) -> bool:
         scale = ctx.const(m.astype(np.float64) * pow2, "float64", "m_scaled")
     acc = ctx.emit("Cast", [ctx.value(ins[0])], hint="acc_f64", to=TensorProto.DOUBLE)
     y = ctx.emit("Mul", [acc, scale], hint="scaled")
+    out = node.outputs[0]
+    lift = 0 if qmin >= 0 else (128 if dtype == "int8" else -qmin)
+    if 2 ** (52 - int(n.max())) > max(abs(qmin), abs(qmax)) + abs(zp) + lift + 2 and qmax + lift < 2**31:
+        # no Floor (ORT's float64 Floor is a scalar loop, ~0.5 ns per element): clip y + zp + 0.5 + lift to
+        # [qmin + lift, qmax + lift] >= 0, where Cast's truncation is the floor (floor(clip(u)) = clip(floor(u))
+        # for integer bounds); the lift comes off in int32, and an int8 result lifted by 128 is its uint8 copy
+        t = ctx.emit("Clip", [ctx.emit("Add", [y, ctx.const(zp + 0.5 + lift, "float64", "zp_half")],
+                                       hint="plus_half"),
+                              ctx.const(qmin + lift, "float64", "lo"), ctx.const(qmax + lift, "float64", "hi")],
+                     hint="clip")
+        if not lift:
+            ctx.emit("Cast", [t], output=out, to=ONNX_DTYPE[dtype])
+            return True
+        v32 = ctx.emit("Sub", [ctx.emit("Cast", [t], hint="lifted", to=TensorProto.INT32),
+                               ctx.const(lift, "int32", "lift")], hint="q32")
+        ctx.narrow_to(v32, "int32", dtype, out)
+        ctx.exact_sources[out] = (v32, "int32")
+        if lift == 128:
+            ctx.u8_makers[out] = lambda: ctx.emit("Cast", [t], hint="u8", to=TensorProto.UINT8)
+        return True
     f = ctx.emit("Floor", [ctx.emit("Add", [y, ctx.const(zp + 0.5, "float64", "zp_half")], hint="plus_half")],
                  hint="floor")
     clipped = ctx.emit("Clip", [f, ctx.const(qmin, "float64", "lo"), ctx.const(qmax, "float64", "hi")], hint="clip")
-    ctx.emit("Cast", [clipped], output=node.outputs[0], to=ONNX_DTYPE[dtype])
-    ctx.exact_sources[node.outputs[0]] = clipped
+    ctx.emit("Cast", [clipped], output=out, to=ONNX_DTYPE[dtype])
+    ctx.exact_sources[out] = (clipped, "float64")
     if dtype == "int8":
-        ctx.u8_makers[node.outputs[0]] = lambda: ctx.emit(
+        ctx.u8_makers[out] = lambda: ctx.emit(
             "Cast", [ctx.emit("Add", [clipped, ctx.const(128.0, "float64", "c128")], hint="p128")], hint="u8",
             to=TensorProto.UINT8)
     return True
@@ -940,10 +987,11 @@ def reduce_max(ctx: EmitContext, node: Node) -> None:
             v = ctx.emit("Squeeze", [v, axes], hint="squeezed")
         ctx.emit("Identity", [v], output=out)
         return
-    if src in ctx.exact_sources:  # the max of a float64 requantize's integers, kept as float64 for its casts
-        m = ctx.emit("ReduceMax", [ctx.exact_sources[src], axes], hint="max_f64", keepdims=keep)
-        ctx.exact_sources[out] = m
-        ctx.emit("Cast", [m], output=out, to=ONNX_DTYPE[dt])
+    if src in ctx.exact_sources:  # the max of a requantize's wider integers, kept wide for its casts
+        wide, wide_dt = ctx.exact_sources[src]
+        m = ctx.emit("ReduceMax", [wide, axes], hint="max_wide", keepdims=keep)
+        ctx.exact_sources[out] = (m, wide_dt)
+        ctx.narrow_to(m, wide_dt, dt, out)
         return
     work = dt if dt in ("uint8", "int8", "int32") else "int32"
     v = ctx.emit("ReduceMax", [ctx.value_as(src, work), axes], output=out if work == dt else None, keepdims=keep)
