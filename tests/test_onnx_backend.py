@@ -132,13 +132,22 @@ def test_saturation_safe_weights_use_u8u8() -> None:
         assert np.array_equal(OnnxRunner(model, graph).run(feeds)["y"], want)
 
 
+def _short_split_graph() -> Graph:
+    b = GraphBuilder()
+    xq = b.op("quantize", [b.input("x", "float32", ("N", 63))], "xq", scale=1.0, zero_point=0, qmin=0, qmax=255,
+              dtype="uint8")
+    b.output(b.op("matmul", [xq, b.const("w", np.full((63, 2), -128, np.int8))], "y"), "int32", ("N", 2))
+    return b.graph
+
+
 def test_split_gemm_halves_are_7bit_and_exact() -> None:
     """``int8_gemm="split"``: full-range constant weights become ``[Wa | Wb]`` with every entry in [-64, 64] (two
-    adjacent u8 x s8 products cannot leave int16 on any CPU), one MatMulInteger per weight, summed exactly."""
+    adjacent u8 x s8 products cannot leave int16 on any CPU), one MatMulInteger per weight, summed exactly; shorter
+    GEMMs (K < 64) keep u8 x u8."""
     b = GraphBuilder()
-    x = b.input("x", "float32", ("N", 21))
+    x = b.input("x", "float32", ("N", 65))
     xq = b.op("quantize", [x], "xq", scale=1.0, zero_point=0, qmin=0, qmax=255, dtype="uint8")
-    w = np.tile(np.array([[-128, 127, -65, 64, 0, -1]], np.int8), (21, 1))
+    w = np.tile(np.array([[-128, 127, -65, 64, 0, -1]], np.int8), (65, 1))
     w[::2] = w[::2, ::-1]
     b.output(b.op("matmul", [xq, b.const("w", w)], "y"), "int32", ("N", 6))
     model = export_onnx(b.graph, int8_gemm="split")
@@ -146,13 +155,15 @@ def test_split_gemm_halves_are_7bit_and_exact() -> None:
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     assert len(mmi) == 1 and inits[mmi[0].input[1]].dtype == np.int8
     halves = inits[mmi[0].input[1]].astype(np.int16)
-    assert halves.shape == (21, 12) and np.abs(halves).max() <= 64
+    assert halves.shape == (65, 12) and np.abs(halves).max() <= 64
     assert np.array_equal(halves[:, :6] + halves[:, 6:], w)
-    feeds = {"x": np.array([[255.0] * 21, [0.0] * 21, [255.0, 0.0] * 10 + [17.0], [128.0] * 21], np.float32)}
+    feeds = {"x": np.array([[255.0] * 65, [0.0] * 65, [255.0, 0.0] * 32 + [17.0], [128.0] * 65], np.float32)}
     want = run(b.graph, feeds)["y"]
     assert want.min() < -2**15 < 2**15 < want.max()  # sums a saturating int16 pair would get wrong
     for threads in THREADS:
         assert np.array_equal(OnnxRunner(model, b.graph, threads=threads).run(feeds)["y"], want)
+    short = export_onnx(_short_split_graph(), int8_gemm="split")
+    assert not any(n.op_type == "Split" for n in short.graph.node)
     zoo = op_zoo_graph()
     zoo_feeds = _feeds(zoo, "hub")
     assert np.array_equal(OnnxRunner(export_onnx(zoo, int8_gemm="split"), zoo).run(zoo_feeds)["y"],
@@ -709,6 +720,10 @@ def _f64_requantize_feeds(rows: int = 400) -> dict[str, np.ndarray]:
     for row, target in enumerate((127.5, -128.5, 126.5, 255.5 - 111, -111.5)):
         base = int(target * 2**44 / (2**31 - 1))
         a[104 + 4 * row: 108 + 4 * row, :] = base + np.arange(-8, 8).reshape(4, 4)
+    # per_channel ties: acc * 3 / 2 = k + 0.5 (column 0) and acc * (2**30 + 1) / 2**35 near k + 0.5 (column 1),
+    # positive and negative, inside the int16 clip range
+    a[124:188, 0] = np.arange(-63, 65, 2) * 2 - 1
+    a[124:188, 1] = (np.arange(-32, 32) * 2 + 1) * 2**4
     m32 = rng.integers(-2**31 + 1, 2**31, (rows, 1)).astype(np.int64)
     m32[:8, 0] = [-2**31 + 1, 2**31 - 1, 1, 0, -1, 2**20, -(2**20), 3]
     return {"acc": a.astype(np.int32), "acc_t": t.astype(np.int32), "m32": m32.astype(np.int32)}
@@ -725,6 +740,7 @@ def test_requantize_f64_exact_at_its_bound() -> None:
                            for n in m.graph.node)
     assert (to_f64(auto), to_f64(chain)) == (7, 0)  # 6 accumulators and runtime_m's multiplier
     assert sum(n.op_type == "Floor" for n in auto.graph.node) < 6  # truncating Casts of lifted values instead
+    assert sum(n.op_type == "MatMul" for n in auto.graph.node) == 1  # per_channel: acc @ diag(M * 2**-n)
     for model in (auto, chain):
         for threads in THREADS:
             so = ort.SessionOptions()
