@@ -225,6 +225,26 @@ _BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Mod", "Pow", "Max", "Min
                            "BitwiseXor", "Where"})
 
 
+def _inferred_dims(model: onnx.ModelProto) -> dict[str, tuple[int, list[int | str | None]]]:
+    """ONNX shape inference: value name -> (element type, dims as ints, symbols or None)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    out: dict[str, tuple[int, list[int | str | None]]] = {}
+    for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        t = v.type.tensor_type
+        if t.HasField("shape"):
+            out[v.name] = (t.elem_type, [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                                         for d in t.shape.dim])
+    return out
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    used |= {i for n in graph.node for i in subgraph_inputs(n)}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
 def match_constant_ranks(model: onnx.ModelProto) -> int:
     """Reshape each constant operand of a broadcasting node to the node's output rank (``[] -> [1, 1]``).
 
@@ -234,17 +254,14 @@ def match_constant_ranks(model: onnx.ModelProto) -> int:
     broadcasts to the same result), so the model stays exact.  Returns the number of operands reshaped.
     """
     graph = model.graph
-    inferred = onnx.shape_inference.infer_shapes(model)
-    ranks = {v.name: len(v.type.tensor_type.shape.dim)
-             for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
-             if v.type.tensor_type.HasField("shape")}
+    dims = _inferred_dims(model)
     inits = {t.name: t for t in graph.initializer}
     made: dict[tuple[str, int], str] = {}
     changed = 0
     for node in graph.node:
-        if node.op_type not in _BROADCASTING or node.output[0] not in ranks:
+        if node.op_type not in _BROADCASTING or node.output[0] not in dims:
             continue
-        want = ranks[node.output[0]]
+        want = len(dims[node.output[0]][1])
         for k, name in enumerate(node.input):
             if name not in inits or len(inits[name].dims) >= want:
                 continue
@@ -256,11 +273,7 @@ def match_constant_ranks(model: onnx.ModelProto) -> int:
                 made[(name, want)] = new
             node.input[k] = made[(name, want)]
             changed += 1
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-    used |= {i for n in graph.node for i in subgraph_inputs(n)}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    _drop_unused_initializers(graph)
     return changed
 
 
