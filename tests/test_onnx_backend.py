@@ -856,6 +856,29 @@ def test_lut_int32_index_path_exact_at_extremes() -> None:
     AllValues(b.graph).assert_exact(feeds)
 
 
+def test_row_sum_broadcasts_run_full_width() -> None:
+    """LoRAP's ``(510 * e + S) // (2 * S)`` with ``S`` the row sum of uint8 ``e``: ``S`` and ``2 * S`` reach the
+    ``[N, 8]`` ops as a MatMulInteger with ones (every column the row sum), not as ``[N, 1]`` broadcasts; exact."""
+    b = GraphBuilder()
+    e8 = b.input("e8", "uint8", ("N", 8))
+    e = b.op("cast", [e8], "e", dtype="int32")
+    s = b.op("reduce_sum", [e], "s", axis=1, keepdims=True)
+    num = b.op("add", [b.op("mul", [e, b.const("k510", np.array(510, np.int32))], "e510"), s], "num")
+    den = b.op("mul", [s, b.const("k2", np.array(2, np.int32))], "den")
+    b.output(b.op("div_floor", [num, den], "alpha"), "int32", ("N", 8))
+    b.output(b.op("sub", [e, s], "minus_s"), "int32", ("N", 8))
+    model = export_onnx(b.graph)
+    assert any(n.op_type == "MatMulInteger" for n in model.graph.node)
+    assert not any(n.op_type == "ReduceSum" for n in model.graph.node)
+    rng = np.random.default_rng(12)
+    x = rng.integers(0, 256, (300, 8)).astype(np.uint8)
+    x[:4] = [[255] * 8, [1] + [0] * 7, [0] * 7 + [255], [128, 127, 0, 1, 2, 3, 254, 255]]
+    ref = run(b.graph, {"e8": x})
+    for threads in THREADS:
+        got = OnnxRunner(model, b.graph, threads=threads).run({"e8": x})
+        assert all(np.array_equal(got[k], ref[k]) for k in ("alpha", "minus_s")), threads
+
+
 def test_casts_of_a_float64_requantize_read_the_float64() -> None:
     """cast(requantize) to int32/int64/int16 (and dequantize's float32) reads the requantize's int32 result (the
     truncated lifted float64 minus the lift), not an int8 copy, and reduce_max of it runs on that int32 (no int8
