@@ -493,7 +493,8 @@ def matmul(ctx: EmitContext, node: Node) -> None:
 def _row_wide(ctx: EmitContext, name: str, width: int) -> str | None:
     """int32 ``[R, width]`` with every column equal to the ``[R, 1]`` IR value ``name``, where it comes cheap: a
     row sum of uint8 values as ``MatMulInteger(u8, ones[width, width])`` (each column sums the row; parallel,
-    exact: at most 255 * width, and 255 + 255 per int16 pair), or a constant times/plus/minus such a value.
+    exact: at most 255 * width, and 255 + 255 per int16 pair), a constant times/plus/minus such a value, or any
+    value below 2**24 in magnitude through a float32 ``MatMul(x, ones[1, width])`` (``x * 1.0``: exact).
 
     Why: ORT 1.31 runs ``[R, H] op [R, 1]`` with one inner call per row (~22 us on Cora's 2708 rows); with the
     operand already ``[R, H]`` the op is one loop (~4 us for Add), and the MatMulInteger replaces the ReduceSum.
@@ -523,6 +524,12 @@ def _row_wide(ctx: EmitContext, name: str, width: int) -> str | None:
                 c = ctx.value_as(a if ca else b, "int32")
                 wide = ctx.emit({"mul": "Mul", "add": "Add", "sub": "Sub"}[prod.op], [c, inner] if ca else [inner, c],
                                 hint=f"{name}_wide")
+        bound = _abs_bound(ctx, name)
+        if wide is None and bound is not None and bound < 2**24:
+            # any float32-exact value: Cast, K = 1 float32 MatMul with ones (x * 1.0, exact), Cast back
+            f = ctx.emit("Cast", [ctx.value_as(name, "int32")], hint=f"{name}_f32", to=TensorProto.FLOAT)
+            f = ctx.emit("MatMul", [f, ctx.const(np.ones((1, width)), "float32", "ones_row")], hint=f"{name}_wide_f")
+            wide = ctx.emit("Cast", [f], hint=f"{name}_wide", to=TensorProto.INT32)
     ctx.memo[key] = wide  # type: ignore[assignment]
     return wide
 
@@ -761,10 +768,14 @@ def _requantize_f64(ctx: EmitContext, node: Node, ins: list[str]) -> bool:
         y = _scale_f64(ctx, acc, ins[0], m.astype(np.float64) * pow2)
     out = node.outputs[0]
     lift = 0 if qmin >= 0 else (128 if dtype == "int8" else -qmin)
-    if 2 ** (52 - int(n.max())) > max(abs(qmin), abs(qmax)) + abs(zp) + lift + 2 and qmax + lift < 2**31:
-        # no Floor (ORT's float64 Floor is a scalar loop, ~0.5 ns per element): clip y + zp + 0.5 + lift to
-        # [qmin + lift, qmax + lift] >= 0, where Cast's truncation is the floor (floor(clip(u)) = clip(floor(u))
-        # for integer bounds); the lift comes off in int32, and an int8 result lifted by 128 is its uint8 copy
+    if 2 ** (53 - max(int(n.max()), 1)) > qmax + 2 * lift + abs(zp) + 1 and qmax + lift < 2**31:
+        # no Floor (ORT's float64 Floor is a scalar loop, ~0.5 ns per element): clip u = y + c, c = zp + 0.5 + lift,
+        # to [lo, hi] = [qmin + lift, qmax + lift] >= 0, where Cast's truncation is the floor (floor(clip(u)) =
+        # clip(floor(u)) for integer bounds); the lift comes off in int32, and an int8 result lifted by 128 is its
+        # uint8 copy.  Exact: with e = 53 - max(n, 1), y and u are multiples of 2**-max(n, 1), so they are exact
+        # while |acc * M| < 2**53 and |u| < 2**e; otherwise (rounding is monotonic and +-2**e is a float64) the
+        # computed and the true value are both >= 2**e - |c| > hi or both <= -2**e + |c| < lo, i.e. clip to the
+        # same bound, by the condition 2**e > hi + |c|
         t = ctx.emit("Clip", [ctx.emit("Add", [y, ctx.const(zp + 0.5 + lift, "float64", "zp_half")],
                                        hint="plus_half"),
                               ctx.const(qmin + lift, "float64", "lo"), ctx.const(qmax + lift, "float64", "hi")],
