@@ -10,6 +10,7 @@ int32/int64 and narrows at the end, which is exact for every valid input.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.ir.graph import Graph, Node
 from qgnn_deploy.ir.infer import infer_dtypes, infer_ranks, infer_shapes
 from qgnn_deploy.ir.ops import HandlerTable
+from qgnn_deploy.ir.passes import merge_common_subexpressions
 
 DEFAULT_OPSET = 21
 PRODUCER = "qgnn-deploy"
@@ -331,6 +333,9 @@ def export_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True, ex
     missing = sorted({n.op for n in graph.nodes} - set(HANDLERS))
     if missing:
         raise QgnnError(f"ONNX export: no handler for IR op(s) {', '.join(missing)}")
+    if not expose_all:  # every IR value stays observable with expose_all, so only then are repeats kept
+        graph = copy.deepcopy(graph)
+        merge_common_subexpressions(graph)
     ctx = EmitContext(graph, opset, saturation_safe, aggregation, requantize, int8_gemm)
     ctx.allow_fusion = not expose_all
     for node in graph.nodes:
