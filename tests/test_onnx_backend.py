@@ -597,7 +597,7 @@ def test_column_scatter_extreme_values_and_pruned_gather() -> None:
     ei_in = b.input("edge_index", "int64", (2, "E"))
     src, dst = b.op("take_row", [ei_in], "src", index=0), b.op("take_row", [ei_in], "dst", index=1)
     b.output(b.op("scatter_add", [b.op("gather_rows", [x, src], "g"), dst, x], "s"), "int32", ("N", 16))
-    model = export_onnx(b.graph)
+    model = export_onnx(b.graph, aggregation="scatter")
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("Gather") == 2 and ops.count("GatherElements") == 16 and ops.count("ScatterElements") == 16
     assert not any(o == "g" for n in model.graph.node for o in n.output)  # only take_row's two Gathers remain
@@ -945,10 +945,11 @@ def test_self_loop_add_starts_the_column_scatters(width: int) -> None:
     Add; exact and deterministic on awkward edges (isolated nodes, hubs, duplicates, no edges) at 1 and 2 threads.
     A second reader of the bare sum keeps the separate Add."""
     graph = _self_loop_graph(width)
-    model = export_onnx(graph)
+    model = export_onnx(graph, aggregation="scatter")
     ops = [n.op_type for n in model.graph.node]
     assert "Add" not in ops and ops.count("ScatterElements") == width
-    assert "Add" in [n.op_type for n in export_onnx(_self_loop_graph(width, extra_reader=True)).graph.node]
+    assert "Add" in [n.op_type for n in export_onnx(_self_loop_graph(width, extra_reader=True),
+                                                    aggregation="scatter").graph.node]
     sessions = []
     for threads in THREADS:
         so = ort.SessionOptions()

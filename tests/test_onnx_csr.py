@@ -94,8 +94,9 @@ def test_prefix_sums_beyond_int32_stay_exact() -> None:
 
 def test_csr_branch_structure_and_default() -> None:
     graph = _gather_sum_graph(16, "int8")
-    default = export_onnx(graph)
-    assert not any(n.op_type == "If" for n in default.graph.node)
+    scatter = export_onnx(graph, aggregation="scatter")
+    assert not any(n.op_type == "If" for n in scatter.graph.node)
+    assert sum(n.op_type == "If" for n in export_onnx(graph).graph.node) == 1  # the default is "csr" (y only)
     model = export_onnx(graph, aggregation="csr", expose_all=True)
     onnx.checker.check_model(model, full_check=True)
     ifs = [n for n in model.graph.node if n.op_type == "If"]
@@ -107,6 +108,28 @@ def test_csr_branch_structure_and_default() -> None:
     # row pointers and the padded source index are built once, outside the branches
     top = [n.op_type for n in model.graph.node]
     assert top.count("CumSum") == 1
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_csr_branch_bounded_by_edge_count(monkeypatch: pytest.MonkeyPatch, extra: int) -> None:
+    """Sorted edges take the CSR branch only while ``E * H <= CSR_MAX_ELEMENTS`` (its int64 ``[E + 1, H]``
+    buffers bounded); at the bound and one edge above it both branches are exact at 1 and 2 threads."""
+    from qgnn_deploy.backends.onnx import segment
+
+    width, edges = 7, 40
+    monkeypatch.setattr(segment, "CSR_MAX_ELEMENTS", width * edges)
+    graph = _gather_sum_graph(width, "int16")
+    model = export_onnx(graph)
+    caps = [t for t in model.graph.initializer if t.name.startswith("csr_max_edges")]
+    assert [onnx.numpy_helper.to_array(t).tolist() for t in caps] == [[edges]]
+    names, sessions = _sessions(graph)
+    rng = np.random.default_rng(extra)
+    n = 12
+    ei = sort_edges_by_destination(rng.integers(0, n, (2, edges + extra)).astype(np.int64))
+    ei[:, :3] = [[0, 0, 0], [0, 0, 0]]  # duplicates, a self loop
+    ei = sort_edges_by_destination(ei)
+    xv = rng.integers(-32768, 32768, (n, width)).astype(np.int16)
+    _assert_exact(graph, names, sessions, {"x": xv, "edge_index": ei})
 
 
 def test_sort_helper_and_bad_option() -> None:

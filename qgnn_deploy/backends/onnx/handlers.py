@@ -941,7 +941,7 @@ def scatter_add(ctx: EmitContext, node: Node) -> None:
         _scatter(ctx, values, idx, rows, "add", 0, output=node.outputs[0])
         return
     table, src = prod.inputs  # type: ignore[union-attr]
-    cond = segment.destinations_sorted(ctx, idx)
+    cond = segment.csr_condition(ctx, idx, int(np.prod(trailing)))
     pointers = segment.row_pointers(ctx, _degree_vector(ctx, idx, ref))
     padded = segment.padded_source(ctx, table, src)
     csr = segment.emit_branch(ctx, f"{node.outputs[0]}_csr",
