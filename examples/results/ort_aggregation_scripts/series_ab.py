@@ -3,9 +3,11 @@
     python series_ab.py export CKPT OUTDIR TAG        # fold CKPT, write OUTDIR/TAG.onnx with this PYTHONPATH's exporter
     python series_ab.py run OUTDIR N REPS A.onnx B.onnx  # random_graph(N, F, 10, seed=1): A and B equal (and equal
                                                         # the interpreter when N <= 10^5) at 1 and 2 threads, then
-                                                        # interleaved 1-thread CPU ms (min / median)
-    python series_ab.py rss OUTDIR N MODEL.onnx       # one model in this process: 2-thread wall ms of 3 runs and
-                                                        # peak RSS (VmHWM), for 10^6 nodes
+                                                        # interleaved 1-thread CPU ms (min / median;
+                                                        # AB_THREADS=2: 2-thread wall ms)
+    python series_ab.py rss OUTDIR N MODEL.onnx [sorted]  # one model in this process: 2-thread wall ms of 3 runs
+                                                        # and peak RSS (VmHWM), for 10^6 nodes; ``sorted``: edges
+                                                        # sorted by destination first
 """
 
 from __future__ import annotations
@@ -66,33 +68,41 @@ def run(out: Path, n: int, reps: int, models: list[str]) -> None:
             assert np.array_equal(got, outs[models[0]]), (m, th)
     print(f"N={n} E={feeds['edge_index'].shape[1]}: {len(models)} models equal at 1 and 2 threads"
           + (" and equal the interpreter" if want is not None else ""))
-    one = {m: sessions[(m, 1)] for m in models}
+    threads = int(os.environ.get("AB_THREADS", "1"))
+    one = {m: sessions[(m, threads)] for m in models}
     del sessions
+    clock = time.process_time if threads == 1 else time.perf_counter
     times: dict[str, list[float]] = {m: [] for m in models}
     load0 = os.getloadavg()[0]
     for _ in range(reps):
         for m, s in one.items():
-            t0 = time.process_time()
+            t0 = clock()
             s.run(None, feeds)
-            times[m].append((time.process_time() - t0) * 1e3)
-    print(f"{reps} interleaved runs, 1 thread, CPU ms, load {load0:.1f} -> {os.getloadavg()[0]:.1f}")
+            times[m].append((clock() - t0) * 1e3)
+    print(f"{reps} interleaved runs, {threads} thread(s), {'CPU' if threads == 1 else 'wall'} ms, "
+          f"load {load0:.1f} -> {os.getloadavg()[0]:.1f}")
     for m in models:
         print(f"| {Path(m).stem} | {min(times[m]):.1f} | {np.median(times[m]):.1f} |")
 
 
-def rss(out: Path, n: int, model: str) -> None:
+def rss(out: Path, n: int, model: str, by_destination: bool) -> None:
     features = onnx.load(model).graph.input[0].type.tensor_type.shape.dim[1].dim_value
     feeds = _graph(out, n, features)
+    if by_destination:
+        from qgnn_deploy.backends.onnx.segment import sort_edges_by_destination
+
+        feeds["edge_index"] = sort_edges_by_destination(feeds["edge_index"])
     s = _session(model, 2)
     walls = []
     for _ in range(3):
         t0 = time.perf_counter()
         y = s.run(None, feeds)[0]
         walls.append((time.perf_counter() - t0) * 1e3)
-    np.save(out / f"{Path(model).stem}_{n}.npy", y)
+    np.save(out / f"{Path(model).stem}_{n}{'_sorted' if by_destination else ''}.npy", y)
     hwm = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
                if line.startswith("VmHWM"))
-    print(f"| {Path(model).stem} | N={n} | 2-thread wall ms {', '.join(f'{w:.0f}' for w in walls)} | "
+    tag = f"N={n}{' sorted' if by_destination else ''}"
+    print(f"| {Path(model).stem} | {tag} | 2-thread wall ms {', '.join(f'{w:.0f}' for w in walls)} | "
           f"peak RSS {hwm / 1024:.0f} MiB | load {os.getloadavg()[0]:.1f} |")
 
 
@@ -103,4 +113,4 @@ if __name__ == "__main__":
     elif cmd == "run":
         run(out, int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:])
     else:
-        rss(out, int(sys.argv[3]), sys.argv[4])
+        rss(out, int(sys.argv[3]), sys.argv[4], sys.argv[5:] == ["sorted"])
