@@ -5,6 +5,8 @@
                                                         # the interpreter when N <= 10^5) at 1 and 2 threads, then
                                                         # interleaved 1-thread CPU ms (min / median;
                                                         # AB_THREADS=2: 2-thread wall ms)
+    python series_ab.py crossover OUTDIR THREADS N[,N...]  # aggregation="scatter" vs "csr" exported from OUTDIR/ir,
+                                                        # on destination-sorted random_graph(N, 128, 10, seed=1)
     python series_ab.py rss OUTDIR N MODEL.onnx [sorted]  # one model in this process: 2-thread wall ms of 3 runs
                                                         # and peak RSS (VmHWM), for 10^6 nodes; ``sorted``: edges
                                                         # sorted by destination first
@@ -19,21 +21,47 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
-
-
-def _session(path: str, threads: int) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+from cora_ab import _session  # this folder is on sys.path when the script runs
 
 
 def _graph(out: Path, n: int, features: int) -> dict[str, np.ndarray]:
     from qgnn_deploy.perf.graphs import random_graph
 
     return random_graph(n, features, 10.0, seed=1)
+
+
+def _timed(sessions: dict, feeds: dict[str, np.ndarray], reps: int, threads: int) -> dict:
+    """Interleaved runs: 1 thread in CPU ms (process_time), more in wall ms."""
+    clock = time.process_time if threads == 1 else time.perf_counter
+    times: dict = {k: [] for k in sessions}
+    for _ in range(reps):
+        for k, s in sessions.items():
+            t0 = clock()
+            s.run(None, feeds)
+            times[k].append((clock() - t0) * 1e3)
+    return times
+
+
+def crossover(out: Path, threads: int, sizes: list[int]) -> None:
+    """CSR branch vs column scatter on destination-sorted graphs (exported from OUTDIR/ir here), equal outputs."""
+    from qgnn_deploy.backends.onnx import export_onnx, save_onnx
+    from qgnn_deploy.backends.onnx.segment import sort_edges_by_destination
+    from qgnn_deploy.ir.graph import Graph
+
+    graph = Graph.load(str(out / "ir"))
+    for agg in ("scatter", "csr"):
+        save_onnx(export_onnx(graph, aggregation=agg), str(out / f"agg_{agg}.onnx"))
+    print(f"| N | E | threads | runs | load | scatter {'CPU' if threads == 1 else 'wall'} ms min / median | csr |")
+    for n in sizes:
+        feeds = _graph(out, n, 128)
+        feeds["edge_index"] = sort_edges_by_destination(feeds["edge_index"])
+        sessions = {agg: _session(str(out / f"agg_{agg}.onnx"), threads) for agg in ("scatter", "csr")}
+        outs = [s.run(None, feeds)[0] for s in sessions.values()]
+        assert np.array_equal(outs[0], outs[1])
+        reps = max(5, int(3e6 // feeds["edge_index"].shape[1]))
+        times = _timed(sessions, feeds, reps, threads)
+        print(f"| {n} | {feeds['edge_index'].shape[1]} | {threads} | {reps} | {os.getloadavg()[0]:.1f} | "
+              + " | ".join(f"{min(v):.2f} / {np.median(v):.2f}" for v in times.values()) + " |")
 
 
 def export(ckpt: str, out: Path, tag: str) -> None:
@@ -71,14 +99,8 @@ def run(out: Path, n: int, reps: int, models: list[str]) -> None:
     threads = int(os.environ.get("AB_THREADS", "1"))
     one = {m: sessions[(m, threads)] for m in models}
     del sessions
-    clock = time.process_time if threads == 1 else time.perf_counter
-    times: dict[str, list[float]] = {m: [] for m in models}
     load0 = os.getloadavg()[0]
-    for _ in range(reps):
-        for m, s in one.items():
-            t0 = clock()
-            s.run(None, feeds)
-            times[m].append((clock() - t0) * 1e3)
+    times = _timed(one, feeds, reps, threads)
     print(f"{reps} interleaved runs, {threads} thread(s), {'CPU' if threads == 1 else 'wall'} ms, "
           f"load {load0:.1f} -> {os.getloadavg()[0]:.1f}")
     for m in models:
@@ -112,5 +134,7 @@ if __name__ == "__main__":
         export(sys.argv[2], out, sys.argv[4])
     elif cmd == "run":
         run(out, int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:])
+    elif cmd == "crossover":
+        crossover(out, int(sys.argv[3]), [int(v) for v in sys.argv[4].split(",")])
     else:
         rss(out, int(sys.argv[3]), sys.argv[4], sys.argv[5:] == ["sorted"])
