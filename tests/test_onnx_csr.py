@@ -132,6 +132,27 @@ def test_csr_branch_bounded_by_edge_count(monkeypatch: pytest.MonkeyPatch, extra
     _assert_exact(graph, names, sessions, {"x": xv, "edge_index": ei})
 
 
+def test_degree_shared_across_references_of_equal_rows() -> None:
+    """GCN's ``degree(dst, x)`` and ``scatter_add(..., dst, in_degree)`` (refs with the same row dimension N) share
+    one degree ScatterElements, which the CSR row pointers read; exact on sorted and unsorted edges."""
+    b = GraphBuilder()
+    x = b.input("x", "int16", ("N", 3))
+    ei = b.input("edge_index", "int64", (2, "E"))
+    src, dst = b.op("take_row", [ei], "src", index=0), b.op("take_row", [ei], "dst", index=1)
+    deg = b.op("degree", [dst, x], "deg")
+    x32 = b.op("cast", [x], "x32", dtype="int32")
+    s = b.op("scatter_add", [b.op("gather_rows", [x32, src], "g"), dst, deg], "s")
+    b.output(b.op("add", [s, b.op("mul", [x32, deg], "xd")], "y"), "int32", ("N", 3))
+    model = export_onnx(b.graph)
+    assert sum(n.op_type == "ScatterElements" for n in model.graph.node) == 1
+    names, sessions = _sessions(b.graph)
+    rng = np.random.default_rng(9)
+    for xv, e in awkward_graphs(3).values():
+        xv = rng.integers(-32768, 32768, xv.shape).astype(np.int16)
+        for edges in (e, sort_edges_by_destination(e)):
+            _assert_exact(b.graph, names, sessions, {"x": xv, "edge_index": edges})
+
+
 def test_sort_helper_and_bad_option() -> None:
     ei = np.array([[5, 1, 2, 0], [3, 0, 3, 1]], np.int64)
     got = sort_edges_by_destination(ei)
