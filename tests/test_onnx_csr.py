@@ -102,9 +102,16 @@ def test_csr_branch_structure_and_default() -> None:
     ifs = [n for n in model.graph.node if n.op_type == "If"]
     assert len(ifs) == 2  # the two sums of gathered rows; scatter_max and degree stay top-level
     for node in ifs:
-        branches = {a.name: [n.op_type for n in a.g.node] for a in node.attribute}
-        assert "CumSum" in branches["then_branch"] and "ScatterElements" not in branches["then_branch"]
-        assert "ScatterElements" in branches["else_branch"]
+        branches = {a.name: a.g for a in node.attribute}
+        ops = {k: [n.op_type for n in g.node] for k, g in branches.items()}
+        assert "CumSum" in ops["then_branch"] and "ScatterElements" not in ops["then_branch"]
+        if "If" in ops["else_branch"]:  # a bounded table: int32 CSR first, then int64 CSR or the scatter
+            inner = {a.name: [n.op_type for n in a.g.node]
+                     for a in next(n for n in branches["else_branch"].node if n.op_type == "If").attribute}
+            assert "CumSum" in inner["then_branch"] and "ScatterElements" in inner["else_branch"]
+            assert "Cast" not in ops["then_branch"]  # int32 all the way
+        else:
+            assert "ScatterElements" in ops["else_branch"]
     # row pointers and the padded source index are built once, outside the branches
     top = [n.op_type for n in model.graph.node]
     assert top.count("CumSum") == 1
@@ -130,6 +137,27 @@ def test_csr_branch_bounded_by_edge_count(monkeypatch: pytest.MonkeyPatch, extra
     ei = sort_edges_by_destination(ei)
     xv = rng.integers(-32768, 32768, (n, width)).astype(np.int16)
     _assert_exact(graph, names, sessions, {"x": xv, "edge_index": ei})
+
+
+@pytest.mark.parametrize("edges", [3, 4])
+def test_int32_prefix_sums_only_below_their_bound(edges: int) -> None:
+    """A table bounded by 2**29 (int16 * 2**14) sums in int32 for E <= 3 ((2**31 - 1) // 2**29), in int64 above:
+    sorted edges at the extremes are exact on both sides of the bound, at 1 and 2 threads."""
+    b = GraphBuilder()
+    x = b.input("x", "int16", ("N", 2))
+    ei = b.input("edge_index", "int64", (2, "E"))
+    src, dst = b.op("take_row", [ei], "src", index=0), b.op("take_row", [ei], "dst", index=1)
+    t = b.op("mul", [b.op("cast", [x], "x32", dtype="int32"), b.const("k", np.array(2**14, np.int32))], "t")
+    b.output(b.op("scatter_add", [b.op("gather_rows", [t, src], "g"), dst, x], "s"), "int32", ("N", 2))
+    model = export_onnx(b.graph)
+    caps = [onnx.numpy_helper.to_array(t).tolist() for t in model.graph.initializer
+            if t.name.startswith("csr32_max_edges")]
+    assert caps == [[3]]
+    names, sessions = _sessions(b.graph)
+    xv = np.array([[-32768, 32767], [-32768, 32767], [32767, -32768], [1, -1]], np.int16)
+    for target in (0, 3):  # all edges into one node: prefix sums reach 3 or 4 * 2**29 in magnitude
+        ei_v = np.stack([np.arange(edges) % 3, np.full(edges, target)]).astype(np.int64)
+        _assert_exact(b.graph, names, sessions, {"x": xv, "edge_index": ei_v})
 
 
 def test_degree_shared_across_references_of_equal_rows() -> None:
