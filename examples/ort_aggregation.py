@@ -3,7 +3,7 @@
     python examples/ort_aggregation.py --checkpoint cora.pt                       # Cora (the checkpoint's graph)
     python examples/ort_aggregation.py --checkpoint syn128.pt --nodes 100000      # synthetic graph, degree 10
 
-Exports the folded model with ``aggregation="scatter"`` (default) and ``"csr"``, runs each on the edges as given
+Exports the folded model with ``aggregation="scatter"`` and ``"csr"`` (default), runs each on the edges as given
 and sorted by destination, interleaved so load drift hits every variant alike, and prints a markdown table:
 median CPU time of a 1-thread session (``time.process_time``: less sensitive to other jobs than wall time),
 median wall time at ``--threads``, and the ORT profiler's top kernels (sorted edges).  Every output is

@@ -285,6 +285,7 @@ def _export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feed
         "source_checkpoint_sha256": checkpoint_sha,
         "source": source or None,
         "onnx_int8_saturation_safe": saturation_safe,
+        "onnx_int8_gemm": next((p.value for p in model.metadata_props if p.key == "qgnn.onnx_int8_gemm"), None),
         "onnx_opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
         "tool_versions": _tool_versions(with_tvm=preset is not None),
         **{k: v for k, v in (manifest_extra or {}).items()},
@@ -447,8 +448,10 @@ def render_markdown(report: dict[str, Any], manifest: dict[str, Any]) -> str:
     lines += ["## ONNX Runtime parity", "",
               f"Bit-exact against the reference interpreter on the sample input: **{par['bit_exact']}** "
               f"(threads {', '.join(par['threads'])}; {par['repeats']} runs each).",
-              "int8 weights " + ("that could saturate u8 x s8 run as u8 x u8 (weights + 128), so MatMulInteger is "
-                                 "exact on every x86 CPU (VNNI or not)."
+              "int8 weights " + (("that could saturate u8 x s8 run as two 7-bit halves in one u8 x s8 GEMM "
+                                  "(the exporting CPU has VNNI)" if manifest.get("onnx_int8_gemm") == "split" else
+                                  "that could saturate u8 x s8 run as u8 x u8 (weights + 128)")
+                                 + ", so MatMulInteger is exact on every x86 CPU (VNNI or not)."
                                  if manifest.get("onnx_int8_saturation_safe") else
                                  "kept whole (--assume-vnni): exact on x86 with VNNI and on arm64 only."), ""]
     lat = report.get("latency_sample") or {}

@@ -8,7 +8,12 @@ import pytest
 from qgnn_deploy.ir import run
 from qgnn_deploy.ir.analysis import buffer_report
 from qgnn_deploy.ir.graph import GraphBuilder
-from qgnn_deploy.ir.passes import prequantize_input, prequantized_copy, quantize_input_feeds
+from qgnn_deploy.ir.passes import (
+    merge_common_subexpressions,
+    prequantize_input,
+    prequantized_copy,
+    quantize_input_feeds,
+)
 from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph, pooled_zoo_graph
 
 
@@ -57,3 +62,27 @@ def test_prequantize_input_refuses_what_it_cannot_move() -> None:
     b.output(row, "float32", (4,))
     with pytest.raises(ValueError, match=r"feeds \['take_row'\] as data"):
         prequantize_input(b.graph)
+
+
+def test_merge_common_subexpressions_drops_repeats_only() -> None:
+    """A node repeating an earlier one (op, inputs, attributes) goes, chains of repeats too; a different attribute,
+    a graph output and the interpreter's values stay."""
+    b = GraphBuilder()
+    x = b.input("x", "int32", ("N", 4))
+    one = b.const("one", np.array(1, np.int32))
+    a1, a2 = b.op("add", [x, one], "a1"), b.op("add", [x, one], "a2")
+    m1 = b.op("reduce_max", [a1], "m1", axis=1, keepdims=True)
+    m2 = b.op("reduce_max", [a2], "m2", axis=1, keepdims=True)  # a repeat once a2 reads as a1
+    s1 = b.op("reduce_sum", [a2], "s1", axis=1, keepdims=True)
+    s0 = b.op("reduce_sum", [a2], "s0", axis=0, keepdims=True)  # another axis: kept
+    b.output(b.op("add", [m1, m2], "mm"), "int32", ("N", 1))
+    b.output(b.op("add", [s1, b.op("reduce_sum", [a1], "s2", axis=1, keepdims=True)], "ss"), "int32", ("N", 1))
+    b.output(s0, "int32", (1, 4))
+    b.output(b.op("add", [x, one], "a3"), "int32", ("N", 4))  # a graph output: kept
+    feeds = {"x": np.arange(-12, 12, dtype=np.int32).reshape(6, 4)}
+    want = run(b.graph, feeds)
+    assert merge_common_subexpressions(b.graph) == 3  # a2, m2, s2
+    assert [n.outputs[0] for n in b.graph.nodes] == ["a1", "m1", "s1", "s0", "mm", "ss", "a3"]
+    b.graph.validate()
+    got = run(b.graph, feeds)
+    assert all(np.array_equal(got[k], want[k]) for k in want)

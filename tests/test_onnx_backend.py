@@ -121,7 +121,7 @@ def test_saturation_safe_weights_use_u8u8() -> None:
     """Full-range int8 weights against full-range u8 activations go to one u8 x u8 MatMulInteger (weights + 128,
     zero point + 128): no vpmaddubsw saturation on non-VNNI x86, and one GEMM instead of a 7-bit split."""
     graph = op_zoo_graph()
-    safe, fast = export_onnx(graph), export_onnx(graph, saturation_safe=False)
+    safe, fast = export_onnx(graph, int8_gemm="u8u8"), export_onnx(graph, saturation_safe=False)
     mmi = lambda m: [n for n in m.graph.node if n.op_type == "MatMulInteger"]  # noqa: E731
     assert (len(mmi(safe)), len(mmi(fast))) == (3, 3)
     inits = {t.name: t.data_type for t in safe.graph.initializer}
@@ -130,6 +130,74 @@ def test_saturation_safe_weights_use_u8u8() -> None:
     want = run(graph, feeds)["y"]
     for model in (safe, fast):
         assert np.array_equal(OnnxRunner(model, graph).run(feeds)["y"], want)
+
+
+def _short_split_graph() -> Graph:
+    b = GraphBuilder()
+    xq = b.op("quantize", [b.input("x", "float32", ("N", 63))], "xq", scale=1.0, zero_point=0, qmin=0, qmax=255,
+              dtype="uint8")
+    b.output(b.op("matmul", [xq, b.const("w", np.full((63, 2), -128, np.int8))], "y"), "int32", ("N", 2))
+    return b.graph
+
+
+def test_split_gemm_halves_are_7bit_and_exact() -> None:
+    """``int8_gemm="split"``: full-range constant weights become ``[Wa | Wb]`` with every entry in [-64, 64] (two
+    adjacent u8 x s8 products cannot leave int16 on any CPU), one MatMulInteger per weight, summed exactly; shorter
+    GEMMs (K < 64) keep u8 x u8."""
+    b = GraphBuilder()
+    x = b.input("x", "float32", ("N", 65))
+    xq = b.op("quantize", [x], "xq", scale=1.0, zero_point=0, qmin=0, qmax=255, dtype="uint8")
+    w = np.tile(np.array([[-128, 127, -65, 64, 0, -1]], np.int8), (65, 1))
+    w[::2] = w[::2, ::-1]
+    b.output(b.op("matmul", [xq, b.const("w", w)], "y"), "int32", ("N", 6))
+    model = export_onnx(b.graph, int8_gemm="split")
+    mmi = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert len(mmi) == 1 and inits[mmi[0].input[1]].dtype == np.int8
+    halves = inits[mmi[0].input[1]].astype(np.int16)
+    assert halves.shape == (65, 12) and np.abs(halves).max() <= 64
+    assert np.array_equal(halves[:, :6] + halves[:, 6:], w)
+    feeds = {"x": np.array([[255.0] * 65, [0.0] * 65, [255.0, 0.0] * 32 + [17.0], [128.0] * 65], np.float32)}
+    want = run(b.graph, feeds)["y"]
+    assert want.min() < -2**15 < 2**15 < want.max()  # sums a saturating int16 pair would get wrong
+    for threads in THREADS:
+        assert np.array_equal(OnnxRunner(model, b.graph, threads=threads).run(feeds)["y"], want)
+    short = export_onnx(_short_split_graph(), int8_gemm="split")
+    assert not any(n.op_type == "Split" for n in short.graph.node)
+    zoo = op_zoo_graph()
+    zoo_feeds = _feeds(zoo, "hub")
+    assert np.array_equal(OnnxRunner(export_onnx(zoo, int8_gemm="split"), zoo).run(zoo_feeds)["y"],
+                          run(zoo, zoo_feeds)["y"])
+
+
+def test_host_int8_gemm_reads_cpu_flags(tmp_path) -> None:
+    """The ``auto`` GEMM form follows the exporting CPU: split with AVX-512 VNNI or AVX-VNNI, else u8 x u8."""
+    from qgnn_deploy.backends.onnx.exporter import host_int8_gemm
+
+    cases = {"fma avx2 avx512f avx512_vnni": "split", "avx2 avx_vnni": "split", "avx2 fma": "u8u8"}
+    for flags, want in cases.items():
+        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert host_int8_gemm(str(tmp_path / "cpuinfo")) == want
+    assert host_int8_gemm(str(tmp_path / "absent")) == "u8u8"
+    with pytest.raises(QgnnError, match="int8_gemm"):
+        export_onnx(op_zoo_graph(), int8_gemm="fast")
+
+
+def test_constants_take_the_broadcast_rank() -> None:
+    """Scalar constants against ``[N, 1]`` operands are stored as ``[1, 1]`` (ORT's broadcaster then runs one loop,
+    not one per row); values unchanged, so ORT still equals the interpreter."""
+    b = GraphBuilder()
+    x = b.input("x", "int32", ("N", 1))
+    y = b.op("mul", [b.op("add", [x, b.const("one", np.array(1, np.int32))], "x1"),
+                     b.const("two", np.array(2, np.int32))], "y")
+    b.output(y, "int32", ("N", 1))
+    model = export_onnx(b.graph)
+    inits = {t.name: list(t.dims) for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type in ("Add", "Mul"):
+            assert [inits[i] for i in n.input if i in inits] == [[1, 1]], n
+    feeds = {"x": np.arange(-5, 6, dtype=np.int32).reshape(-1, 1)}
+    assert np.array_equal(OnnxRunner(model, b.graph).run(feeds)["y"], run(b.graph, feeds)["y"])
 
 
 def test_no_split_when_activations_are_7bit() -> None:
@@ -176,8 +244,14 @@ def test_optimized_model_runs_integer_kernels() -> None:
     # 3 IR matmuls, one MatMulInteger each (full-range int8 weights run u8 x u8 against saturation)
     assert ops.get("MatMulInteger") == 3
     assert ops.get("ScatterElements", 0) >= 3
-    assert "MatMul" not in ops and not rep["inexact_kernels"]
+    assert not rep["inexact_kernels"]
     assert not any("MatMulNBits" in op for op in ops)
+    # float MatMuls only as exact helpers: x @ ones[1, H] (a row broadcast) or acc @ diag(scale)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in export_onnx(graph).graph.initializer}
+    for node in export_onnx(graph).graph.node:
+        if node.op_type == "MatMul":
+            b = inits[node.input[1]]
+            assert (b.shape[0] == 1 and np.all(b == 1)) or np.array_equal(b, np.diag(np.diag(b))), node.name
     assert "MatMulInteger" in rep["profiled"] and rep["providers"] == ["CPUExecutionProvider"]
     # every MatMulInteger gets uint8 activations (MLAS u8s8 is ~10x faster than s8s8)
     model = export_onnx(graph)
@@ -523,7 +597,7 @@ def test_column_scatter_extreme_values_and_pruned_gather() -> None:
     ei_in = b.input("edge_index", "int64", (2, "E"))
     src, dst = b.op("take_row", [ei_in], "src", index=0), b.op("take_row", [ei_in], "dst", index=1)
     b.output(b.op("scatter_add", [b.op("gather_rows", [x, src], "g"), dst, x], "s"), "int32", ("N", 16))
-    model = export_onnx(b.graph)
+    model = export_onnx(b.graph, aggregation="scatter")
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("Gather") == 2 and ops.count("GatherElements") == 16 and ops.count("ScatterElements") == 16
     assert not any(o == "g" for n in model.graph.node for o in n.output)  # only take_row's two Gathers remain
@@ -652,6 +726,10 @@ def _f64_requantize_feeds(rows: int = 400) -> dict[str, np.ndarray]:
     for row, target in enumerate((127.5, -128.5, 126.5, 255.5 - 111, -111.5)):
         base = int(target * 2**44 / (2**31 - 1))
         a[104 + 4 * row: 108 + 4 * row, :] = base + np.arange(-8, 8).reshape(4, 4)
+    # per_channel ties: acc * 3 / 2 = k + 0.5 (column 0) and acc * (2**30 + 1) / 2**35 near k + 0.5 (column 1),
+    # positive and negative, inside the int16 clip range
+    a[124:188, 0] = np.arange(-63, 65, 2) * 2 - 1
+    a[124:188, 1] = (np.arange(-32, 32) * 2 + 1) * 2**4
     m32 = rng.integers(-2**31 + 1, 2**31, (rows, 1)).astype(np.int64)
     m32[:8, 0] = [-2**31 + 1, 2**31 - 1, 1, 0, -1, 2**20, -(2**20), 3]
     return {"acc": a.astype(np.int32), "acc_t": t.astype(np.int32), "m32": m32.astype(np.int32)}
@@ -664,8 +742,12 @@ def test_requantize_f64_exact_at_its_bound() -> None:
     feeds = _f64_requantize_feeds()
     ref = run(graph, feeds)
     auto, chain = export_onnx(graph), export_onnx(graph, requantize="int64")
-    assert sum(n.op_type == "Floor" for n in auto.graph.node) == 6
-    assert not any(n.op_type == "Floor" for n in chain.graph.node)
+    to_f64 = lambda m: sum(n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.DOUBLE  # noqa: E731
+                           for n in m.graph.node)
+    assert (to_f64(auto), to_f64(chain)) == (7, 0)  # 6 accumulators and runtime_m's multiplier
+    assert sum(n.op_type == "Floor" for n in auto.graph.node) < 6  # truncating Casts of lifted values instead
+    diag = [n for n in auto.graph.node if n.op_type == "MatMul" and "m_diag" in n.input[1]]
+    assert len(diag) == 1  # per_channel: acc @ diag(M * 2**-n)
     for model in (auto, chain):
         for threads in THREADS:
             so = ort.SessionOptions()
@@ -720,7 +802,9 @@ def test_requantize_f64_runtime_multiplier_bound_from_lut() -> None:
     b.output(b.op("requantize", [acc, rowm, b.const("n", np.array([[44]], np.int8))], "y", zero_point=0,
                   qmin=-127, qmax=127, dtype="int8"), "int8", ("N", 3))
     model = export_onnx(b.graph)
-    assert any(n.op_type == "Floor" for n in model.graph.node)
+    # float64 path, lifted by 128 (2**9 > 127 + 2 * 128 + 1): a truncating Cast instead of Floor
+    assert any(n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.DOUBLE for n in model.graph.node)
+    assert not any(n.op_type == "Floor" for n in model.graph.node)
     # the scale is Cast(edge_q) * (M * 2**-44): the int64 product and its casts are not in the model
     assert not {"rowm", "edge64"} & {o for n in model.graph.node for o in n.output}
     rng = np.random.default_rng(4)
@@ -780,9 +864,33 @@ def test_lut_int32_index_path_exact_at_extremes() -> None:
     AllValues(b.graph).assert_exact(feeds)
 
 
+def test_row_sum_broadcasts_run_full_width() -> None:
+    """LoRAP's ``(510 * e + S) // (2 * S)`` with ``S`` the row sum of uint8 ``e``: ``S`` and ``2 * S`` reach the
+    ``[N, 8]`` ops as a MatMulInteger with ones (every column the row sum), not as ``[N, 1]`` broadcasts; exact."""
+    b = GraphBuilder()
+    e8 = b.input("e8", "uint8", ("N", 8))
+    e = b.op("cast", [e8], "e", dtype="int32")
+    s = b.op("reduce_sum", [e], "s", axis=1, keepdims=True)
+    num = b.op("add", [b.op("mul", [e, b.const("k510", np.array(510, np.int32))], "e510"), s], "num")
+    den = b.op("mul", [s, b.const("k2", np.array(2, np.int32))], "den")
+    b.output(b.op("div_floor", [num, den], "alpha"), "int32", ("N", 8))
+    b.output(b.op("sub", [e, s], "minus_s"), "int32", ("N", 8))
+    model = export_onnx(b.graph)
+    assert any(n.op_type == "MatMulInteger" for n in model.graph.node)
+    assert not any(n.op_type == "ReduceSum" for n in model.graph.node)
+    rng = np.random.default_rng(12)
+    x = rng.integers(0, 256, (300, 8)).astype(np.uint8)
+    x[:4] = [[255] * 8, [1] + [0] * 7, [0] * 7 + [255], [128, 127, 0, 1, 2, 3, 254, 255]]
+    ref = run(b.graph, {"e8": x})
+    for threads in THREADS:
+        got = OnnxRunner(model, b.graph, threads=threads).run({"e8": x})
+        assert all(np.array_equal(got[k], ref[k]) for k in ("alpha", "minus_s")), threads
+
+
 def test_casts_of_a_float64_requantize_read_the_float64() -> None:
-    """cast(requantize) to int32/int64/int16 (and dequantize's float32) is one Cast from the clipped float64 (not
-    int8 -> int32), and reduce_max of it runs on that float64 (no int8 copy left in the model); exact."""
+    """cast(requantize) to int32/int64/int16 (and dequantize's float32) reads the requantize's int32 result (the
+    truncated lifted float64 minus the lift), not an int8 copy, and reduce_max of it runs on that int32 (no int8
+    copy left in the model); exact."""
     b = GraphBuilder()
     acc = b.input("acc", "int32", ("N", 4))
     q = b.op("requantize", [acc], "q", multiplier=1082462131, shift=36, zero_point=3, qmin=-127, qmax=127,
@@ -798,8 +906,10 @@ def test_casts_of_a_float64_requantize_read_the_float64() -> None:
         b.output(o, dt, ("N", 4))
     model = export_onnx(b.graph)
     clip = next(n.output[0] for n in model.graph.node if n.op_type == "Clip")
-    assert {n.output[0] for n in model.graph.node if n.op_type == "Cast" and n.input[0] == clip} >= {"q32", "q64",
-                                                                                                    "q16"}
+    lifted = next(n.output[0] for n in model.graph.node if n.op_type == "Cast" and n.input[0] == clip)
+    q32 = next(n.output[0] for n in model.graph.node if n.op_type == "Sub" and n.input[0] == lifted)
+    assert {n.output[0] for n in model.graph.node if n.input and n.input[0] == q32} >= {"q32", "q64", "q16"}
+    assert not any(n.op_type == "Floor" for n in model.graph.node)
     assert "q" not in {o for n in model.graph.node for o in n.output}  # no int8 copy: nothing reads it
     rng = np.random.default_rng(6)
     a = rng.integers(-2**31, 2**31, (400, 4)).astype(np.int32)
@@ -835,10 +945,11 @@ def test_self_loop_add_starts_the_column_scatters(width: int) -> None:
     Add; exact and deterministic on awkward edges (isolated nodes, hubs, duplicates, no edges) at 1 and 2 threads.
     A second reader of the bare sum keeps the separate Add."""
     graph = _self_loop_graph(width)
-    model = export_onnx(graph)
+    model = export_onnx(graph, aggregation="scatter")
     ops = [n.op_type for n in model.graph.node]
     assert "Add" not in ops and ops.count("ScatterElements") == width
-    assert "Add" in [n.op_type for n in export_onnx(_self_loop_graph(width, extra_reader=True)).graph.node]
+    assert "Add" in [n.op_type for n in export_onnx(_self_loop_graph(width, extra_reader=True),
+                                                    aggregation="scatter").graph.node]
     sessions = []
     for threads in THREADS:
         so = ort.SessionOptions()

@@ -94,19 +94,91 @@ def test_prefix_sums_beyond_int32_stay_exact() -> None:
 
 def test_csr_branch_structure_and_default() -> None:
     graph = _gather_sum_graph(16, "int8")
-    default = export_onnx(graph)
-    assert not any(n.op_type == "If" for n in default.graph.node)
+    scatter = export_onnx(graph, aggregation="scatter")
+    assert not any(n.op_type == "If" for n in scatter.graph.node)
+    assert sum(n.op_type == "If" for n in export_onnx(graph).graph.node) == 1  # the default is "csr" (y only)
     model = export_onnx(graph, aggregation="csr", expose_all=True)
     onnx.checker.check_model(model, full_check=True)
     ifs = [n for n in model.graph.node if n.op_type == "If"]
     assert len(ifs) == 2  # the two sums of gathered rows; scatter_max and degree stay top-level
     for node in ifs:
-        branches = {a.name: [n.op_type for n in a.g.node] for a in node.attribute}
-        assert "CumSum" in branches["then_branch"] and "ScatterElements" not in branches["then_branch"]
-        assert "ScatterElements" in branches["else_branch"]
+        branches = {a.name: a.g for a in node.attribute}
+        ops = {k: [n.op_type for n in g.node] for k, g in branches.items()}
+        assert "CumSum" in ops["then_branch"] and "ScatterElements" not in ops["then_branch"]
+        if "If" in ops["else_branch"]:  # a bounded table: int32 CSR first, then int64 CSR or the scatter
+            inner = {a.name: [n.op_type for n in a.g.node]
+                     for a in next(n for n in branches["else_branch"].node if n.op_type == "If").attribute}
+            assert "CumSum" in inner["then_branch"] and "ScatterElements" in inner["else_branch"]
+            assert "Cast" not in ops["then_branch"]  # int32 all the way
+        else:
+            assert "ScatterElements" in ops["else_branch"]
     # row pointers and the padded source index are built once, outside the branches
     top = [n.op_type for n in model.graph.node]
     assert top.count("CumSum") == 1
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_csr_branch_bounded_by_edge_count(monkeypatch: pytest.MonkeyPatch, extra: int) -> None:
+    """Sorted edges take the CSR branch only while ``E * H <= CSR_MAX_ELEMENTS`` (its int64 ``[E + 1, H]``
+    buffers bounded); at the bound and one edge above it both branches are exact at 1 and 2 threads."""
+    from qgnn_deploy.backends.onnx import segment
+
+    width, edges = 7, 40
+    monkeypatch.setattr(segment, "CSR_MAX_ELEMENTS", width * edges)
+    graph = _gather_sum_graph(width, "int16")
+    model = export_onnx(graph)
+    caps = [t for t in model.graph.initializer if t.name.startswith("csr_max_edges")]
+    assert [onnx.numpy_helper.to_array(t).tolist() for t in caps] == [[edges]]
+    names, sessions = _sessions(graph)
+    rng = np.random.default_rng(extra)
+    n = 12
+    ei = sort_edges_by_destination(rng.integers(0, n, (2, edges + extra)).astype(np.int64))
+    ei[:, :3] = [[0, 0, 0], [0, 0, 0]]  # duplicates, a self loop
+    ei = sort_edges_by_destination(ei)
+    xv = rng.integers(-32768, 32768, (n, width)).astype(np.int16)
+    _assert_exact(graph, names, sessions, {"x": xv, "edge_index": ei})
+
+
+@pytest.mark.parametrize("edges", [3, 4])
+def test_int32_prefix_sums_only_below_their_bound(edges: int) -> None:
+    """A table bounded by 2**29 (int16 * 2**14) sums in int32 for E <= 3 ((2**31 - 1) // 2**29), in int64 above:
+    sorted edges at the extremes are exact on both sides of the bound, at 1 and 2 threads."""
+    b = GraphBuilder()
+    x = b.input("x", "int16", ("N", 2))
+    ei = b.input("edge_index", "int64", (2, "E"))
+    src, dst = b.op("take_row", [ei], "src", index=0), b.op("take_row", [ei], "dst", index=1)
+    t = b.op("mul", [b.op("cast", [x], "x32", dtype="int32"), b.const("k", np.array(2**14, np.int32))], "t")
+    b.output(b.op("scatter_add", [b.op("gather_rows", [t, src], "g"), dst, x], "s"), "int32", ("N", 2))
+    model = export_onnx(b.graph)
+    caps = [onnx.numpy_helper.to_array(t).tolist() for t in model.graph.initializer
+            if t.name.startswith("csr32_max_edges")]
+    assert caps == [[3]]
+    names, sessions = _sessions(b.graph)
+    xv = np.array([[-32768, 32767], [-32768, 32767], [32767, -32768], [1, -1]], np.int16)
+    for target in (0, 3):  # all edges into one node: prefix sums reach 3 or 4 * 2**29 in magnitude
+        ei_v = np.stack([np.arange(edges) % 3, np.full(edges, target)]).astype(np.int64)
+        _assert_exact(b.graph, names, sessions, {"x": xv, "edge_index": ei_v})
+
+
+def test_degree_shared_across_references_of_equal_rows() -> None:
+    """GCN's ``degree(dst, x)`` and ``scatter_add(..., dst, in_degree)`` (refs with the same row dimension N) share
+    one degree ScatterElements, which the CSR row pointers read; exact on sorted and unsorted edges."""
+    b = GraphBuilder()
+    x = b.input("x", "int16", ("N", 3))
+    ei = b.input("edge_index", "int64", (2, "E"))
+    src, dst = b.op("take_row", [ei], "src", index=0), b.op("take_row", [ei], "dst", index=1)
+    deg = b.op("degree", [dst, x], "deg")
+    x32 = b.op("cast", [x], "x32", dtype="int32")
+    s = b.op("scatter_add", [b.op("gather_rows", [x32, src], "g"), dst, deg], "s")
+    b.output(b.op("add", [s, b.op("mul", [x32, deg], "xd")], "y"), "int32", ("N", 3))
+    model = export_onnx(b.graph)
+    assert sum(n.op_type == "ScatterElements" for n in model.graph.node) == 1
+    names, sessions = _sessions(b.graph)
+    rng = np.random.default_rng(9)
+    for xv, e in awkward_graphs(3).values():
+        xv = rng.integers(-32768, 32768, xv.shape).astype(np.int16)
+        for edges in (e, sort_edges_by_destination(e)):
+            _assert_exact(b.graph, names, sessions, {"x": xv, "edge_index": edges})
 
 
 def test_sort_helper_and_bad_option() -> None:

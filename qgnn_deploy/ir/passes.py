@@ -49,6 +49,43 @@ def dedupe_initializers(graph: Graph, consumers: tuple[str, ...] | None = None) 
     return len(rename)
 
 
+def _attr_key(value: Any) -> Any:
+    """A hashable, type-preserving stand-in for an attribute value (arrays by dtype, shape and bytes)."""
+    if isinstance(value, np.ndarray):
+        return ("ndarray", str(value.dtype), value.shape, value.tobytes())
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_attr_key(v) for v in value))
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted((k, _attr_key(v)) for k, v in value.items())))
+    return (type(value).__name__, value)
+
+
+def merge_common_subexpressions(graph: Graph) -> int:
+    """Drop every node that repeats an earlier one (same op, inputs and attributes); later readers use the earlier
+    node's outputs.  Returns how many nodes were dropped.
+
+    IR ops are pure, so the values are unchanged.  Why: fold emits per-layer copies of shared work (GCN's
+    ``in_degree + 1`` and its edge-factor lookup in every layer), which a backend would otherwise compute once
+    per layer.  Nodes producing a graph output are kept.
+    """
+    outputs = {v.name for v in graph.outputs}
+    rename: dict[str, str] = {}
+    seen: dict[tuple[Any, ...], Any] = {}
+    kept = []
+    before = len(graph.nodes)
+    for node in graph.nodes:
+        node.inputs = [rename.get(i, i) for i in node.inputs]
+        key = (node.op, tuple(node.inputs), _attr_key(node.attrs), len(node.outputs))
+        first = seen.get(key)
+        if first is not None and not outputs & set(node.outputs):
+            rename.update(zip(node.outputs, first.outputs))
+            continue
+        seen.setdefault(key, node)
+        kept.append(node)
+    graph.nodes = kept
+    return before - len(kept)
+
+
 # Ops that read an input only for its first dimension (the node count N), and at which position.
 REFERENCE_OPS = {"degree": 1, "scatter_add": 2, "scatter_max": 2}
 

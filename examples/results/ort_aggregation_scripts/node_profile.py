@@ -1,6 +1,7 @@
 """ORT profiler breakdown of ONNX models, robust under load (issue 12).
 
     python node_profile.py THREADS RUNS SAMPLE.npz[,SAMPLE2.npz] MODEL.onnx...
+    NODE_LIST=10 python node_profile.py ...   # also every node whose minimum is >= 10 us, in run order (section 7)
 
 For each model: the sum over nodes of each node's minimum kernel time across RUNS runs (a load-robust stand-in for
 an idle run), per op type, and at THREADS > 1 which op types ran a parallel section (ORT's
@@ -71,6 +72,9 @@ def profile(path: str, feeds: dict[str, np.ndarray], threads: int, runs: int) ->
           f"{sum(mins.values()) / 1e3:.2f} ms over {len(mins)} nodes")
     print("   " + ", ".join(f"{k} {v / 1e3:.2f} ms/{count[k]}" + (f" ({par_ops[k]} parallel)" if threads > 1 else "")
                             for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])))
+    floor = os.environ.get("NODE_LIST")
+    for n in [n for n in times if floor is not None and mins[n] >= int(floor)]:
+        print(f"   {mins[n]:6d} us  {op_of[n]:16s} {n}{'  (parallel)' if par[n] else ''}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ int32/int64 and narrows at the end, which is exact for every valid input.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.ir.graph import Graph, Node
 from qgnn_deploy.ir.infer import infer_dtypes, infer_ranks, infer_shapes
 from qgnn_deploy.ir.ops import HandlerTable
+from qgnn_deploy.ir.passes import merge_common_subexpressions
 
 DEFAULT_OPSET = 21
 PRODUCER = "qgnn-deploy"
@@ -57,11 +59,12 @@ class EmitContext:
     """State shared by the handlers while one IR graph becomes one ONNX graph."""
 
     def __init__(self, graph: Graph, opset: int = DEFAULT_OPSET, saturation_safe: bool = True,
-                 aggregation: str = "scatter", requantize: str = "auto") -> None:
+                 aggregation: str = "csr", requantize: str = "auto", int8_gemm: str = "u8u8") -> None:
         self.graph = graph
         self.opset = opset
         self.saturation_safe = saturation_safe
-        self.aggregation = aggregation  # "scatter" or "csr" (see segment.py / docs/aggregation.md)
+        self.int8_gemm = int8_gemm  # "u8u8" or "split": the exact form of a saturating int8 GEMM (see matmul)
+        self.aggregation = aggregation  # "csr" or "scatter" (see segment.py / docs/aggregation.md)
         self.requantize = requantize  # "auto" (float64 where a bound proves it exact) or "int64" (see handlers.py)
         self.dtypes = infer_dtypes(graph)
         self.ranks = infer_ranks(graph)
@@ -77,9 +80,10 @@ class EmitContext:
         # value -> callable emitting a uint8 copy shifted by +128 (int8 activations feeding MatMulInteger)
         self.u8_makers: dict[str, Callable[[], str]] = {}
         self._u8_cache: dict[str, str] = {}
-        # value -> an ONNX float64 value holding exactly the same integers (a float64 requantize before its final
-        # Cast): casts of the value to another dtype read it instead of going through the narrow dtype
-        self.exact_sources: dict[str, str] = {}
+        # value -> (ONNX value, its dtype) holding exactly the same integers in a wider dtype (a float64 requantize's
+        # int32 result before its final Cast): casts of the value to another dtype read it instead of going
+        # through the narrow dtype
+        self.exact_sources: dict[str, tuple[str, str]] = {}
         # IR outputs another handler already emitted (a fused epilogue): their own handler emits nothing
         self.fused_outputs: set[str] = set()
         self.allow_fusion = True  # False when every IR value must stay observable (expose_all)
@@ -135,11 +139,11 @@ class EmitContext:
             return self.value(name)
         key = (name, dtype)
         if key not in self._cast_cache:
-            if name in self.exact_sources and dtype == "float64":
-                self._cast_cache[key] = self.exact_sources[name]
+            if name in self.exact_sources and self.exact_sources[name][1] == dtype:
+                self._cast_cache[key] = self.exact_sources[name][0]
             elif name in self.exact_sources:
                 saved, self.current = self.current, None
-                self._cast_cache[key] = self.emit("Cast", [self.exact_sources[name]], hint=f"{name}_as_{dtype}",
+                self._cast_cache[key] = self.emit("Cast", [self.exact_sources[name][0]], hint=f"{name}_as_{dtype}",
                                                   to=ONNX_DTYPE[dtype])
                 self.current = saved
             elif self.is_const(name):
@@ -217,13 +221,83 @@ def _prune(nodes: list[onnx.NodeProto], inits: dict[str, onnx.TensorProto],
     return keep, {k: v for k, v in inits.items() if k in needed}
 
 
+# elementwise ops whose inputs broadcast numpy-style (ONNX opset >= 7)
+_BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Mod", "Pow", "Max", "Min", "Equal", "Less", "LessOrEqual",
+                           "Greater", "GreaterOrEqual", "And", "Or", "Xor", "BitShift", "BitwiseAnd", "BitwiseOr",
+                           "BitwiseXor", "Where"})
+
+
+def _inferred_dims(model: onnx.ModelProto) -> dict[str, tuple[int, list[int | str | None]]]:
+    """ONNX shape inference: value name -> (element type, dims as ints, symbols or None)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    out: dict[str, tuple[int, list[int | str | None]]] = {}
+    for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        t = v.type.tensor_type
+        if t.HasField("shape"):
+            out[v.name] = (t.elem_type, [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                                         for d in t.shape.dim])
+    return out
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    used |= {i for n in graph.node for i in subgraph_inputs(n)}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
+def match_constant_ranks(model: onnx.ModelProto) -> int:
+    """Reshape each constant operand of a broadcasting node to the node's output rank (``[] -> [1, 1]``).
+
+    Why: ORT 1.31's CPU broadcaster merges dimensions only when the inputs have the same rank; ``[N, 1] + []``
+    runs one inner call per row (~19 us for N = 2708), ``[N, 1] + [1, 1]`` one call (~1 us)
+    (``examples/results/ort_aggregation.md``, section 7).  Values are unchanged (a reshape of a constant that
+    broadcasts to the same result), so the model stays exact.  Returns the number of operands reshaped.
+    """
+    graph = model.graph
+    dims = _inferred_dims(model)
+    inits = {t.name: t for t in graph.initializer}
+    made: dict[tuple[str, int], str] = {}
+    changed = 0
+    for node in graph.node:
+        if node.op_type not in _BROADCASTING or node.output[0] not in dims:
+            continue
+        want = len(dims[node.output[0]][1])
+        for k, name in enumerate(node.input):
+            if name not in inits or len(inits[name].dims) >= want:
+                continue
+            if (name, want) not in made:
+                arr = numpy_helper.to_array(inits[name])
+                new = f"{name}__rank{want}"
+                graph.initializer.append(numpy_helper.from_array(arr.reshape((1,) * (want - arr.ndim) + arr.shape),
+                                                                 new))
+                made[(name, want)] = new
+            node.input[k] = made[(name, want)]
+            changed += 1
+    _drop_unused_initializers(graph)
+    return changed
+
+
 AGGREGATIONS = ("scatter", "csr")
 REQUANTIZE_MODES = ("auto", "int64")
+INT8_GEMMS = ("auto", "u8u8", "split")
+
+
+def host_int8_gemm(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """``"split"`` on an x86 host whose CPU has AVX-512 VNNI or AVX-VNNI (MLAS runs u8 x s8 there with
+    ``vpdpbusd``, twice as fast as its u8 x u8 kernel), else ``"u8u8"`` (AVX2-only x86, arm64, unknown)."""
+    try:
+        with open(cpuinfo) as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+    except OSError:
+        return "u8u8"
+    return "split" if {"avx512_vnni", "avx_vnni"} & set(flags) else "u8u8"
 
 
 def export_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True, expose_all: bool = False,
-                saturation_safe: bool = True, aggregation: str = "scatter",
-                requantize: str = "auto") -> onnx.ModelProto:
+                saturation_safe: bool = True, aggregation: str = "csr",
+                requantize: str = "auto", int8_gemm: str = "auto") -> onnx.ModelProto:
     """Translate an integer graph into an ONNX model with dynamic N/E/G dimensions.
 
     ``expose_all`` also makes every intermediate IR value a graph output (shape
@@ -231,17 +305,26 @@ def export_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True, ex
     ``saturation_safe=False`` keeps full-range int8 weights in one u8 x s8
     MatMulInteger: faster, but exact only on CPUs whose int8 dot product does
     not saturate (x86 with VNNI, arm64); see the matmul handler.
-    ``aggregation="csr"`` adds, for every sum of gathered rows, a run-time branch that uses prefix sums when the
-    destinations ascend (``segment.py``); the default keeps the per-column ScatterElements everywhere, which
-    measured as fast or faster in ORT 1.31 here (``examples/results/ort_aggregation.md``).
+    ``aggregation="csr"`` (the default) adds, for every sum of gathered rows, a run-time branch that uses prefix
+    sums when the destinations ascend and ``E * H`` is at most ``segment.CSR_MAX_ELEMENTS`` (``segment.py``),
+    else the per-column ScatterElements; ``"scatter"`` keeps the ScatterElements everywhere.  CSR measured
+    1.3-1.5x faster on sorted input from Cora to 10^5 nodes (``examples/results/ort_aggregation.md``, section 7).
     ``requantize="auto"`` runs each requantize whose static bounds prove float64 exact (see the handler) in
     float64, the rest in the exact int64/uint64 shift chain; ``"int64"`` keeps the chain everywhere (A/B).
+    ``int8_gemm`` picks how a saturation-safe GEMM with full-range constant int8 weights runs, both exact on every
+    CPU: ``"u8u8"`` (weights + 128, MLAS's widening u8 x u8 kernel) or ``"split"`` (two 7-bit halves in one
+    u8 x s8 GEMM, faster where that kernel is VNNI); ``"auto"`` asks :func:`host_int8_gemm` (the exporting
+    host's CPU, which the model is usually deployed or benchmarked on).  Exactness never depends on the choice.
     """
     if aggregation not in AGGREGATIONS:
         raise QgnnError(f"ONNX export: aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
     if requantize not in REQUANTIZE_MODES:
         raise QgnnError(f"ONNX export: requantize must be one of {', '.join(REQUANTIZE_MODES)}, "
                         f"got {requantize!r}")
+    if int8_gemm not in INT8_GEMMS:
+        raise QgnnError(f"ONNX export: int8_gemm must be one of {', '.join(INT8_GEMMS)}, got {int8_gemm!r}")
+    if int8_gemm == "auto":
+        int8_gemm = host_int8_gemm()
     if opset < 18:
         raise QgnnError(f"ONNX export needs opset >= 18 (ScatterElements max/axes-as-input), got {opset}")
     try:
@@ -251,7 +334,10 @@ def export_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True, ex
     missing = sorted({n.op for n in graph.nodes} - set(HANDLERS))
     if missing:
         raise QgnnError(f"ONNX export: no handler for IR op(s) {', '.join(missing)}")
-    ctx = EmitContext(graph, opset, saturation_safe, aggregation, requantize)
+    if not expose_all:  # every IR value stays observable with expose_all, so only then are repeats kept
+        graph = copy.deepcopy(graph)
+        merge_common_subexpressions(graph)
+    ctx = EmitContext(graph, opset, saturation_safe, aggregation, requantize, int8_gemm)
     ctx.allow_fusion = not expose_all
     for node in graph.nodes:
         if node.outputs[0] in ctx.fused_outputs:
@@ -285,7 +371,9 @@ def export_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True, ex
 
     model.producer_version = __version__
     model.ir_version = min(model.ir_version, 10)
+    match_constant_ranks(model)
     meta = {k: v for k, v in graph.meta.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+    meta["onnx_int8_gemm"] = int8_gemm
     helper.set_model_props(model, {f"qgnn.{k}": str(v) for k, v in meta.items()})
     if check:
         try:

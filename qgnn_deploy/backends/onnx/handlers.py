@@ -18,7 +18,10 @@ Pattern choices follow ``shared/notes/toolchain.md`` Q1 (ORT 1.31 CPU):
   offset value (ONNX Div truncates toward zero, and ``(v - Mod(v, d)) / d`` is
   exact but 4x slower in ORT);
 * int8 weights that could saturate MLAS's AVX2 u8 x s8 kernel run u8 x u8
-  (weights + 128): exact, and one GEMM (see ``matmul``);
+  (weights + 128), or, exported for a VNNI CPU, as two 7-bit halves in one
+  u8 x s8 GEMM: exact either way (see ``matmul``, ``_split_gemm``);
+* constant operands of broadcasting ops get the other operand's rank
+  (``exporter.match_constant_ranks``: ORT's broadcaster is ~20x faster then);
 * int64 values are never bounded with Clip/Max/Min/ReduceMax: ORT 1.31's CPU
   kernels for those get int64 values just outside the int32 range wrong (e.g.
   ``Clip(4285714437, -1000, 1000)`` returns 4285714437; see ``_clip64``).
@@ -99,22 +102,41 @@ def _producer(ctx: EmitContext, name: str) -> Node | None:
     return ctx.memo[key]  # type: ignore[return-value]
 
 
+def _row_scaled_transposed(ctx: EmitContext, table: str, width: int) -> str | None:
+    """int32 ``table.T`` when ``table = mul(a[R, H], r[R, 1])`` in int32 (GCN's message times its source's edge
+    factor): ``Transpose(a) * r.T`` runs ORT's broadcast as H inner loops of R, not R loops of H (~25 -> ~10 us on
+    Cora), and the transpose the columns need anyway moves onto ``a``.  Same int32 products; None otherwise."""
+    prod = _producer(ctx, table)
+    if prod is None or prod.op != "mul" or ctx.dtypes[table] != "int32" or ctx.ranks[table] != 2:
+        return None
+    for a, r in (prod.inputs, prod.inputs[::-1]):
+        if ctx.ranks[a] == 2 and ctx.ranks[r] == 2 and ctx.shapes[r][1] == 1 and ctx.shapes[a][1] == width \
+                and ctx.shapes[a][0] == ctx.shapes[r][0] == ctx.shapes[table][0] and not ctx.is_const(r):
+            at = ctx.emit("Transpose", [ctx.value_as(a, "int32")], hint=f"{a}_T", perm=[1, 0])
+            rt = ctx.emit("Reshape", [ctx.value_as(r, "int32"), ctx.const([1, -1], "int64", "as_row")], hint=f"{r}_T")
+            return ctx.emit("Mul", [at, rt], hint=f"{table}_T")
+    return None
+
+
 def _columns(ctx: EmitContext, table: str, width: int, hint: str) -> list[str]:
     """The ``width`` columns of int32 ``table[R, ...]`` as contiguous 1-D ``[R]`` tensors (a transpose + a split)."""
     key = ("columns", table, width)
     if key not in ctx.memo:
         saved, ctx.current = ctx.current, None  # shared between handlers: name it after the table
-        t = ctx.value_as(table, "int32")
-        if ctx.ranks[table] != 2:
-            t = ctx.emit("Reshape", [t, ctx.const([0, width], "int64", "as2d")], hint=f"{table}_2d")
-        t = ctx.emit("Transpose", [t], hint=f"{table}_{hint}T", perm=[1, 0])
+        t = _row_scaled_transposed(ctx, table, width)
+        if t is None:
+            t = ctx.value_as(table, "int32")
+            if ctx.ranks[table] != 2:
+                t = ctx.emit("Reshape", [t, ctx.const([0, width], "int64", "as2d")], hint=f"{table}_2d")
+            t = ctx.emit("Transpose", [t], hint=f"{table}_{hint}T", perm=[1, 0])
+        rows = ctx.shape(t, 1, 2)  # R, read off the [H, R] transpose (the table itself may never be built)
         # the flat [H*R] vector split into H pieces of R (sizes given at run time, so R = 0 works too): one Reshape
         # instead of one per column
         t = ctx.emit("Reshape", [t, ctx.const([-1], "int64", "flat")], hint=f"{table}_{hint}flat")
         if width == 1:
             ctx.memo[key] = [t]
         else:
-            sizes = ctx.emit("Expand", [ctx.rows(table), ctx.const([width], "int64", "width1")], hint="col_sizes")
+            sizes = ctx.emit("Expand", [rows, ctx.const([width], "int64", "width1")], hint="col_sizes")
             first = ctx.emit("Split", [t, sizes], hint=f"{table}_{hint}", n_outputs=width, axis=0)
             ctx.memo[key] = [first, *ctx.nodes[-1].output[1:]]  # type: ignore[assignment]
         ctx.current = saved
@@ -224,8 +246,14 @@ def _filled(ctx: EmitContext, shape: str, fill: int, dtype: str) -> str:
 
 
 def _degree_vector(ctx: EmitContext, idx: str, ref: str) -> str:
-    """int32 ``[N]`` count of each index (shared by degree and the scatter_max fix-up)."""
-    key = ("degree", idx, ref)
+    """int32 ``[N]`` count of each index (shared by degree, the scatter_max fix-up and the CSR row pointers).
+
+    Keyed by ``ref``'s first dimension when that is a number or a graph input's named dimension (equal names are
+    equal sizes by the input contract), so ``degree(dst, x)`` and ``scatter_add(..., dst, in_degree)`` share one
+    ScatterElements."""
+    first = ctx.shapes[ref][0]
+    named = {d for v in ctx.graph.inputs for d in v.shape if isinstance(d, str)}
+    key = ("degree", idx, first if isinstance(first, int) or first in named else ref)
     if key not in ctx.memo:
         zeros = _filled(ctx, ctx.rows(ref), 0, "int32")
         ones = _filled(ctx, ctx.shape(idx), 1, "int32")
@@ -387,6 +415,29 @@ def _activation_max(ctx: EmitContext, name: str, as_u8: bool) -> int:
     return int(min(255, int(hi) + (128 if as_u8 else 0)))
 
 
+_SPLIT_MIN_K = 64  # shorter GEMMs cost less than the halves' combine (~15 us on Cora's 2708 rows)
+
+
+def _split_gemm(ctx: EmitContext, a_val: str, azp: str, b_name: str, out: str) -> None:
+    """``A @ W`` as one u8 x s8 MatMulInteger over ``[Wa | Wb]`` (``Wa = clip(W, -64, 64)``, ``Wb = W - Wa``), then
+    ``Ya + Yb``.
+
+    Both halves lie in [-64, 64], so two adjacent u8 x s8 products stay within int16 (255 * 128 = 32640) and
+    vpmaddubsw cannot saturate: exact on every CPU.  Where MLAS's u8 x s8 kernel is VNNI (``vpdpbusd``) it runs
+    the 2H columns faster than the u8 x u8 kernel (widened to int16) runs H: Cora's 2708x1433x16 layer measured
+    1.7x faster here (Zen 5), plus ~20 us for the Split and Add (``ort_aggregation.md``, section 7).  Each half
+    sums at most 255 * 64 * K in magnitude, so the caller keeps it for K with that below 2**31.
+    """
+    w = ctx.const_array(b_name).astype(np.int16)
+    wa = np.clip(w, -64, 64)
+    both = ctx.const(np.concatenate([wa, w - wa], axis=1), "int8", f"{b_name}_halves")
+    y = ctx.emit("MatMulInteger", [a_val, both, azp], hint="halves_acc")
+    sizes = ctx.const([w.shape[1], w.shape[1]], "int64", "halves")
+    ya = ctx.emit("Split", [y, sizes], hint="half", n_outputs=2, axis=-1)
+    ctx.emit("Add", [ya, ctx.nodes[-1].output[1]], output=out)
+
+
+
 @handler("matmul")
 def matmul(ctx: EmitContext, node: Node) -> None:
     """MatMulInteger on u8 activations x s8 weights with zero-point inputs; int32 MatMul otherwise.
@@ -417,7 +468,12 @@ def matmul(ctx: EmitContext, node: Node) -> None:
         # vpmaddubsw adds two adjacent u8*s8 products in int16: only leave u8 x s8 when that can overflow
         if rng is not None:
             risky = 2 * _activation_max(ctx, a_name, adt == "int8") * max(-rng[0], rng[1]) > 32767
-        if bdt == "int8" and ctx.saturation_safe and rng is not None and risky and (rng[0] < -64 or rng[1] > 63):
+        unsafe = bdt == "int8" and ctx.saturation_safe and rng is not None and risky and (rng[0] < -64 or rng[1] > 63)
+        if unsafe and ctx.int8_gemm == "split" and not b_zp and ctx.ranks[b_name] == 2 \
+                and _SPLIT_MIN_K <= ctx.const_array(b_name).shape[0] < 2**31 // (255 * 64):
+            _split_gemm(ctx, a_val, azp, b_name, out)
+            return
+        if unsafe:
             # W + 128 as uint8 with zero point b_zp + 128: MLAS's u8 x u8 kernel widens to int16 before its
             # multiply-add, so it cannot saturate.  One GEMM; measured 1.4x (Cora 2708x1433x16) to 2.3x
             # (10^5x128x16) faster here than the former split W = 128*A + B into two u8 x s8 GEMMs
@@ -440,13 +496,70 @@ def matmul(ctx: EmitContext, node: Node) -> None:
     ctx.emit("MatMul", [lhs, rhs], output=out)
 
 
+def _row_wide(ctx: EmitContext, name: str, width: int) -> str | None:
+    """int32 ``[R, width]`` with every column equal to the ``[R, 1]`` IR value ``name``, where it comes cheap: a
+    row sum of uint8 values as ``MatMulInteger(u8, ones[width, width])`` (each column sums the row; parallel,
+    exact: at most 255 * width, and 255 + 255 per int16 pair), a constant times/plus/minus such a value, or any
+    value below 2**24 in magnitude through a float32 ``MatMul(x, ones[1, width])`` (``x * 1.0``: exact).
+
+    Why: ORT 1.31 runs ``[R, H] op [R, 1]`` with one inner call per row (~22 us on Cora's 2708 rows); with the
+    operand already ``[R, H]`` the op is one loop (~4 us for Add), and the MatMulInteger replaces the ReduceSum.
+    LoRAP's softmax divides and adds its row sum: ``alpha = (510 * e + S) // (2 * S)``.  None otherwise.
+    """
+    key = ("row_wide", name, width)
+    if key in ctx.memo:
+        return ctx.memo[key]  # type: ignore[return-value]
+    wide = None
+    prod = _producer(ctx, name)
+    if prod is not None and ctx.dtypes[name] == "int32" and ctx.ranks[name] == 2 and ctx.shapes[name][1] == 1:
+        if prod.op == "reduce_sum" and int(prod.attrs.get("axis", -1)) in (1, -1) and prod.attrs.get("keepdims", True) \
+                and ctx.ranks[prod.inputs[0]] == 2 and _static_trailing(ctx, prod.inputs[0]) == (width,):
+            src = prod.inputs[0]
+            cast = _producer(ctx, src)
+            u8 = src if ctx.dtypes[src] == "uint8" else (
+                cast.inputs[0] if cast is not None and cast.op == "cast" and ctx.dtypes[cast.inputs[0]] == "uint8"
+                else None)
+            if u8 is not None:
+                wide = ctx.emit("MatMulInteger", [ctx.value(u8), ctx.const(np.ones((width, width)), "int8", "ones_sq")],
+                                hint=f"{name}_wide")
+        elif prod.op in ("mul", "add", "sub") and len(prod.inputs) == 2:
+            a, b = prod.inputs
+            ca, cb = ctx.is_const(a) and ctx.const_array(a).size == 1, ctx.is_const(b) and ctx.const_array(b).size == 1
+            inner = _row_wide(ctx, b if ca else a, width) if ca != cb else None
+            if inner is not None:
+                c = ctx.value_as(a if ca else b, "int32")
+                wide = ctx.emit({"mul": "Mul", "add": "Add", "sub": "Sub"}[prod.op], [c, inner] if ca else [inner, c],
+                                hint=f"{name}_wide")
+        bound = _abs_bound(ctx, name)
+        if wide is None and bound is not None and bound < 2**24:
+            # any float32-exact value: Cast, K = 1 float32 MatMul with ones (x * 1.0, exact), Cast back
+            f = ctx.emit("Cast", [ctx.value_as(name, "int32")], hint=f"{name}_f32", to=TensorProto.FLOAT)
+            f = ctx.emit("MatMul", [f, ctx.const(np.ones((1, width)), "float32", "ones_row")], hint=f"{name}_wide_f")
+            wide = ctx.emit("Cast", [f], hint=f"{name}_wide", to=TensorProto.INT32)
+    ctx.memo[key] = wide  # type: ignore[assignment]
+    return wide
+
+
+def _wide_operands(ctx: EmitContext, node: Node, cd: str) -> list[str]:
+    """The ONNX operands of binary ``node`` in ``cd``, a ``[R, 1]`` one replaced by its :func:`_row_wide` copy when
+    the result is ``[R, H]``."""
+    vals = [ctx.value_as(i, cd) for i in node.inputs]
+    out = ctx.shapes[node.outputs[0]]
+    if cd != "int32" or ctx.ranks[node.outputs[0]] != 2 or not isinstance(out[1], int) or out[1] < 2:
+        return vals
+    for k, name in enumerate(node.inputs):
+        if ctx.ranks[name] == 2 and ctx.shapes[name] == (out[0], 1):
+            wide = _row_wide(ctx, name, out[1])
+            if wide is not None:
+                vals[k] = wide
+    return vals
+
+
 def _binary(onnx_op: str):
     def emit(ctx: EmitContext, node: Node) -> None:
-        a_name, b_name = node.inputs
         res = ctx.dtypes[node.outputs[0]]
         cd = compute_dtype(res)
-        v = ctx.emit(onnx_op, [ctx.value_as(a_name, cd), ctx.value_as(b_name, cd)],
-                     output=node.outputs[0] if cd == res else None)
+        v = ctx.emit(onnx_op, _wide_operands(ctx, node, cd), output=node.outputs[0] if cd == res else None)
         if cd != res:
             ctx.narrow_to(v, cd, res, node.outputs[0])
 
@@ -488,7 +601,7 @@ def div_floor(ctx: EmitContext, node: Node) -> None:
     weights) needs only ONNX's truncating Div: two fewer passes, Mod being one of ORT's slower kernels."""
     res = ctx.dtypes[node.outputs[0]]
     cd = compute_dtype(res)
-    num, den = ctx.value_as(node.inputs[0], cd), ctx.value_as(node.inputs[1], cd)
+    num, den = _wide_operands(ctx, node, cd)
     if _nonnegative(ctx, node.inputs[0]):
         exact = num
     else:
@@ -502,10 +615,10 @@ def div_floor(ctx: EmitContext, node: Node) -> None:
 @handler("cast")
 def cast(ctx: EmitContext, node: Node) -> None:
     """Plain Cast (the interpreter guarantees the value fits); a value a float64 requantize produced is cast from
-    that float64 (one Cast instead of two)."""
-    src = ctx.exact_sources.get(node.inputs[0])
-    if src is not None:
-        ctx.emit("Cast", [src], output=node.outputs[0], to=ONNX_DTYPE[node.attrs["dtype"]])
+    its wider exact source (one Cast, or none, instead of two)."""
+    if node.inputs[0] in ctx.exact_sources:
+        src, src_dt = ctx.exact_sources[node.inputs[0]]
+        ctx.narrow_to(src, src_dt, node.attrs["dtype"], node.outputs[0])
         return
     ctx.narrow_to(ctx.value(node.inputs[0]), ctx.dtypes[node.inputs[0]], node.attrs["dtype"], node.outputs[0])
 
@@ -559,6 +672,34 @@ def _abs_bound(ctx: EmitContext, name: str, depth: int = 0) -> int | None:
         if b is not None:
             bounds.append(b)
     return min(bounds) if bounds else None
+
+
+def _scale_f64(ctx: EmitContext, acc: str, acc_ir: str, scale: np.ndarray) -> str:
+    """``acc * scale`` in float64 for a constant ``scale``; a per-column ``[1, H]`` scale as ``MatMul(acc,
+    diag(scale))``.
+
+    Why: ORT 1.31 broadcasts ``[N, H] * [1, H]`` with one inner call per row (~27 us for Cora's 2708 x 16), while
+    its float64 MatMul is one parallel GEMM (~15 us at 1 thread).  Same values: each output is
+    ``acc[c] * scale[c]`` (one correctly rounded product, or one fused multiply-add onto an exact zero) plus
+    exact zeros ``acc[k] * 0``, so the float64 requantize's proof is unchanged.
+    """
+    trailing = _static_trailing(ctx, acc_ir)
+    if scale.size > 1 and np.all(scale == scale.flat[0]):
+        scale = scale.reshape(-1)[:1].reshape(())
+    if scale.size > 1 and ctx.ranks[acc_ir] == 2 and trailing is not None and scale.shape == (1, trailing[0]):
+        return ctx.emit("MatMul", [acc, ctx.const(np.diag(scale[0]), "float64", "m_diag")], hint="scaled")
+    return ctx.emit("Mul", [acc, ctx.const(scale, "float64", "m_scaled")], hint="scaled")
+
+
+def _row_widened(ctx: EmitContext, scale: str, scale_ir: str, acc_ir: str) -> str:
+    """A float64 per-row ``[R, 1]`` scale as ``[R, H]`` (``MatMul(scale, ones[1, H])``) when ``acc_ir`` is
+    ``[R, H]``: ORT 1.31 broadcasts ``[R, H] * [R, 1]`` with one inner call per row (~25 us on Cora's 2708 rows),
+    a K = 1 float64 MatMul plus a same-shape Mul take ~10 us.  ``x * 1.0`` is exact, so the product is the same."""
+    trailing = _static_trailing(ctx, acc_ir)
+    if ctx.ranks[acc_ir] != 2 or trailing is None or trailing[0] < 2 or ctx.ranks[scale_ir] != 2 \
+            or ctx.shapes[scale_ir][1] != 1:
+        return scale
+    return ctx.emit("MatMul", [scale, ctx.const(np.ones((1, trailing[0])), "float64", "ones_row")], hint="scale_wide")
 
 
 def _runtime_scale_f64(ctx: EmitContext, m: str, pow2: np.ndarray) -> str:
@@ -625,19 +766,43 @@ def _requantize_f64(ctx: EmitContext, node: Node, ins: list[str]) -> bool:
         if m.size and int(np.abs(m).max()) >= _F64_EXACT:
             return False
     pow2 = np.ldexp(1.0, -n).astype(np.float64)  # 2**-n, exact
-    if runtime_m:
-        scale = _runtime_scale_f64(ctx, ins[1], pow2)
-    else:
-        scale = ctx.const(m.astype(np.float64) * pow2, "float64", "m_scaled")
     acc = ctx.emit("Cast", [ctx.value(ins[0])], hint="acc_f64", to=TensorProto.DOUBLE)
-    y = ctx.emit("Mul", [acc, scale], hint="scaled")
+    if runtime_m:
+        y = ctx.emit("Mul", [acc, _row_widened(ctx, _runtime_scale_f64(ctx, ins[1], pow2), ins[1], ins[0])],
+                     hint="scaled")
+    else:
+        y = _scale_f64(ctx, acc, ins[0], m.astype(np.float64) * pow2)
+    out = node.outputs[0]
+    lift = 0 if qmin >= 0 else (128 if dtype == "int8" else -qmin)
+    if 2 ** (53 - max(int(n.max()), 1)) > qmax + 2 * lift + abs(zp) + 1 and qmax + lift < 2**31:
+        # no Floor (ORT's float64 Floor is a scalar loop, ~0.5 ns per element): clip u = y + c, c = zp + 0.5 + lift,
+        # to [lo, hi] = [qmin + lift, qmax + lift] >= 0, where Cast's truncation is the floor (floor(clip(u)) =
+        # clip(floor(u)) for integer bounds); the lift comes off in int32, and an int8 result lifted by 128 is its
+        # uint8 copy.  Exact: with e = 53 - max(n, 1), y and u are multiples of 2**-max(n, 1), so they are exact
+        # while |acc * M| < 2**53 and |u| < 2**e; otherwise (rounding is monotonic and +-2**e is a float64) the
+        # computed and the true value are both >= 2**e - |c| > hi or both <= -2**e + |c| < lo, i.e. clip to the
+        # same bound, by the condition 2**e > hi + |c|
+        t = ctx.emit("Clip", [ctx.emit("Add", [y, ctx.const(zp + 0.5 + lift, "float64", "zp_half")],
+                                       hint="plus_half"),
+                              ctx.const(qmin + lift, "float64", "lo"), ctx.const(qmax + lift, "float64", "hi")],
+                     hint="clip")
+        if not lift:
+            ctx.emit("Cast", [t], output=out, to=ONNX_DTYPE[dtype])
+            return True
+        v32 = ctx.emit("Sub", [ctx.emit("Cast", [t], hint="lifted", to=TensorProto.INT32),
+                               ctx.const(lift, "int32", "lift")], hint="q32")
+        ctx.narrow_to(v32, "int32", dtype, out)
+        ctx.exact_sources[out] = (v32, "int32")
+        if lift == 128:
+            ctx.u8_makers[out] = lambda: ctx.emit("Cast", [t], hint="u8", to=TensorProto.UINT8)
+        return True
     f = ctx.emit("Floor", [ctx.emit("Add", [y, ctx.const(zp + 0.5, "float64", "zp_half")], hint="plus_half")],
                  hint="floor")
     clipped = ctx.emit("Clip", [f, ctx.const(qmin, "float64", "lo"), ctx.const(qmax, "float64", "hi")], hint="clip")
-    ctx.emit("Cast", [clipped], output=node.outputs[0], to=ONNX_DTYPE[dtype])
-    ctx.exact_sources[node.outputs[0]] = clipped
+    ctx.emit("Cast", [clipped], output=out, to=ONNX_DTYPE[dtype])
+    ctx.exact_sources[out] = (clipped, "float64")
     if dtype == "int8":
-        ctx.u8_makers[node.outputs[0]] = lambda: ctx.emit(
+        ctx.u8_makers[out] = lambda: ctx.emit(
             "Cast", [ctx.emit("Add", [clipped, ctx.const(128.0, "float64", "c128")], hint="p128")], hint="u8",
             to=TensorProto.UINT8)
     return True
@@ -782,14 +947,28 @@ def scatter_add(ctx: EmitContext, node: Node) -> None:
         _scatter(ctx, values, idx, rows, "add", 0, output=node.outputs[0])
         return
     table, src = prod.inputs  # type: ignore[union-attr]
-    cond = segment.destinations_sorted(ctx, idx)
+    cond = segment.csr_condition(ctx, idx, int(np.prod(trailing)))
     pointers = segment.row_pointers(ctx, _degree_vector(ctx, idx, ref))
     padded = segment.padded_source(ctx, table, src)
-    csr = segment.emit_branch(ctx, f"{node.outputs[0]}_csr",
-                              lambda: segment.csr_gathered_sum(ctx, table, padded, pointers, rows, trailing))
-    scatter = segment.emit_branch(ctx, f"{node.outputs[0]}_scatter",
-                                  lambda: _scatter(ctx, values, idx, rows, "add", 0))
-    ctx.emit("If", [cond], output=node.outputs[0], then_branch=csr, else_branch=scatter)
+    out = node.outputs[0]
+
+    def csr_or_scatter(output: str | None = None) -> str:
+        csr = segment.emit_branch(ctx, f"{out}_csr",
+                                  lambda: segment.csr_gathered_sum(ctx, table, padded, pointers, rows, trailing))
+        scatter = segment.emit_branch(ctx, f"{out}_scatter", lambda: _scatter(ctx, values, idx, rows, "add", 0))
+        return ctx.emit("If", [cond], output=output, hint="csr_or_scatter", then_branch=csr, else_branch=scatter)
+
+    bound = _abs_bound(ctx, table)
+    if not bound or (2**31 - 1) // bound < 1:
+        csr_or_scatter(out)
+        return
+    # every int32 prefix sum is at most E * bound in magnitude: below 2**31 the whole branch runs in int32 (half
+    # the bytes; ORT's int32 CumSum ~2x faster than int64), exact without any overflow
+    csr32 = segment.emit_branch(ctx, f"{out}_csr32", lambda: segment.csr_gathered_sum(
+        ctx, table, padded, pointers, rows, trailing, wide="int32"))
+    rest = segment.emit_branch(ctx, f"{out}_csr64_or_scatter", csr_or_scatter)
+    ctx.emit("If", [segment.csr32_condition(ctx, idx, cond, (2**31 - 1) // bound)], output=out,
+             then_branch=csr32, else_branch=rest)
 
 
 @handler("scatter_max")
@@ -940,10 +1119,11 @@ def reduce_max(ctx: EmitContext, node: Node) -> None:
             v = ctx.emit("Squeeze", [v, axes], hint="squeezed")
         ctx.emit("Identity", [v], output=out)
         return
-    if src in ctx.exact_sources:  # the max of a float64 requantize's integers, kept as float64 for its casts
-        m = ctx.emit("ReduceMax", [ctx.exact_sources[src], axes], hint="max_f64", keepdims=keep)
-        ctx.exact_sources[out] = m
-        ctx.emit("Cast", [m], output=out, to=ONNX_DTYPE[dt])
+    if src in ctx.exact_sources:  # the max of a requantize's wider integers, kept wide for its casts
+        wide, wide_dt = ctx.exact_sources[src]
+        m = ctx.emit("ReduceMax", [wide, axes], hint="max_wide", keepdims=keep)
+        ctx.exact_sources[out] = (m, wide_dt)
+        ctx.narrow_to(m, wide_dt, dt, out)
         return
     work = dt if dt in ("uint8", "int8", "int32") else "int32"
     v = ctx.emit("ReduceMax", [ctx.value_as(src, work), axes], output=out if work == dt else None, keepdims=keep)
