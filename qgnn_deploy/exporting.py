@@ -240,7 +240,7 @@ def _export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feed
     except (IROverflowError, IndexError, ValueError, TypeError, ZeroDivisionError) as exc:
         raise QgnnError(f"the reference interpreter rejects the sample input: {exc}") from None
 
-    model = export_onnx(graph, saturation_safe=saturation_safe)
+    model = export_onnx(graph, saturation_safe=saturation_safe, int8_gemm=onnx_int8_gemm(preset))
     onnx_bytes = model.SerializeToString()
     parity: dict[str, Any] = {"threads": {}, "repeats": PARITY_REPEATS}
     all_exact = True
@@ -340,6 +340,17 @@ def _export_graph(graph: Graph, target: str, out_dir: str | Path, *, sample_feed
         (tmp / "report.md").write_text(render_markdown(report, manifest))
         doc = write_manifest(tmp, jsonable(manifest), roles)
     return doc
+
+
+def onnx_int8_gemm(preset: Any) -> str:
+    """How the artifact's ONNX model runs full-range int8 GEMMs (both forms exact everywhere): for a compiled
+    target, the form that is faster on that target's CPU (``split`` u8 x s8 halves where MLAS has VNNI,
+    ``u8u8`` on AVX2-only x86 and on arm64); for ``onnx`` alone, the exporting host's (``"auto"``)."""
+    if preset is None:
+        return "auto"
+    if preset.is_aarch64:
+        return "u8u8"
+    return "split" if {"avx512vnni", "avxvnni"} & set(preset.features) else "u8u8"
 
 
 def require_emulation(preset: Any) -> None:
@@ -449,7 +460,7 @@ def render_markdown(report: dict[str, Any], manifest: dict[str, Any]) -> str:
               f"Bit-exact against the reference interpreter on the sample input: **{par['bit_exact']}** "
               f"(threads {', '.join(par['threads'])}; {par['repeats']} runs each).",
               "int8 weights " + (("that could saturate u8 x s8 run as two 7-bit halves in one u8 x s8 GEMM "
-                                  "(the exporting CPU has VNNI)" if manifest.get("onnx_int8_gemm") == "split" else
+                                  "(faster where MLAS has VNNI)" if manifest.get("onnx_int8_gemm") == "split" else
                                   "that could saturate u8 x s8 run as u8 x u8 (weights + 128)")
                                  + ", so MatMulInteger is exact on every x86 CPU (VNNI or not)."
                                  if manifest.get("onnx_int8_saturation_safe") else

@@ -179,6 +179,17 @@ def test_host_int8_gemm_reads_cpu_flags(tmp_path) -> None:
         (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
         assert host_int8_gemm(str(tmp_path / "cpuinfo")) == want
     assert host_int8_gemm(str(tmp_path / "absent")) == "u8u8"
+
+
+def test_artifact_int8_gemm_follows_the_target_not_the_exporting_host() -> None:
+    """An artifact for a compiled target gets the GEMM form that is fast on that target's CPU."""
+    from qgnn_deploy.backends.tvm import resolve_target
+    from qgnn_deploy.exporting import onnx_int8_gemm
+
+    assert onnx_int8_gemm(None) == "auto"  # --target onnx: the exporting host
+    assert onnx_int8_gemm(resolve_target("arm64")) == onnx_int8_gemm(resolve_target("x86-64-v3")) == "u8u8"
+    for vnni in ("x86-64-v4-vnni", "x86-64-v3-vnni"):
+        assert onnx_int8_gemm(resolve_target(vnni)) == "split"
     with pytest.raises(QgnnError, match="int8_gemm"):
         export_onnx(op_zoo_graph(), int8_gemm="fast")
 
