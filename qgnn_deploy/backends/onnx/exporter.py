@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -287,12 +288,13 @@ INT8_GEMMS = ("auto", "u8u8", "split")
 def host_int8_gemm(cpuinfo: str = "/proc/cpuinfo") -> str:
     """``"split"`` on an x86 host whose CPU has AVX-512 VNNI or AVX-VNNI (MLAS runs u8 x s8 there with
     ``vpdpbusd``, twice as fast as its u8 x u8 kernel), else ``"u8u8"`` (AVX2-only x86, arm64, unknown)."""
+    from qgnn_deploy.perf.machine import isa_flags
+
     try:
-        with open(cpuinfo) as fh:
-            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+        flags = isa_flags(Path(cpuinfo).read_text())
     except OSError:
         return "u8u8"
-    return "split" if {"avx512_vnni", "avx_vnni"} & set(flags) else "u8u8"
+    return "split" if flags["avx512vnni"] or flags["avxvnni"] else "u8u8"
 
 
 def export_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True, expose_all: bool = False,

@@ -437,7 +437,6 @@ def _split_gemm(ctx: EmitContext, a_val: str, azp: str, b_name: str, out: str) -
     ctx.emit("Add", [ya, ctx.nodes[-1].output[1]], output=out)
 
 
-
 @handler("matmul")
 def matmul(ctx: EmitContext, node: Node) -> None:
     """MatMulInteger on u8 activations x s8 weights with zero-point inputs; int32 MatMul otherwise.
@@ -530,8 +529,8 @@ def _row_wide(ctx: EmitContext, name: str, width: int) -> str | None:
                 c = ctx.value_as(a if ca else b, "int32")
                 wide = ctx.emit({"mul": "Mul", "add": "Add", "sub": "Sub"}[prod.op], [c, inner] if ca else [inner, c],
                                 hint=f"{name}_wide")
-        bound = _abs_bound(ctx, name)
-        if wide is None and bound is not None and bound < 2**24:
+        bound = _abs_bound(ctx, name) if wide is None else None
+        if bound is not None and bound < 2**24:
             # any float32-exact value: Cast, K = 1 float32 MatMul with ones (x * 1.0, exact), Cast back
             f = ctx.emit("Cast", [ctx.value_as(name, "int32")], hint=f"{name}_f32", to=TensorProto.FLOAT)
             f = ctx.emit("MatMul", [f, ctx.const(np.ones((1, width)), "float32", "ones_row")], hint=f"{name}_wide_f")

@@ -71,29 +71,27 @@ CSR_MAX_ELEMENTS = 1 << 25
 (10^5-node series graph: 1.1M x 16 = 17.6M, CSR 1.3x faster than the scatter on Zen 5); bigger sums scatter."""
 
 
-def csr_condition(ctx: EmitContext, idx: str, width: int) -> str:
-    """bool ``[1]``: the destinations ascend and ``E * width <= CSR_MAX_ELEMENTS`` (bounded branch memory)."""
-    key = ("csr_condition", idx, width)
+def _and_edges_at_most(ctx: EmitContext, idx: str, cond: str, max_edges: int, name: str) -> str:
+    """bool ``[1]``: ``cond`` and ``E <= max_edges`` (E the length of ``idx``), built once per arguments."""
+    key = ("edges_at_most", idx, cond, max_edges)
     if key not in ctx.memo:
         saved, ctx.current = ctx.current, None
-        small = ctx.emit("LessOrEqual", [ctx.shape(idx), ctx.const([CSR_MAX_ELEMENTS // max(width, 1)], "int64",
-                                                                   "csr_max_edges")], hint=f"{idx}_csr_small")
-        ctx.memo[key] = ctx.emit("And", [destinations_sorted(ctx, idx), small], hint=f"{idx}_csr")
+        small = ctx.emit("LessOrEqual", [ctx.shape(idx), ctx.const([max_edges], "int64", f"{name}_max_edges")],
+                         hint=f"{idx}_{name}_small")
+        ctx.memo[key] = ctx.emit("And", [cond, small], hint=f"{idx}_{name}")
         ctx.current = saved
     return ctx.memo[key]
+
+
+def csr_condition(ctx: EmitContext, idx: str, width: int) -> str:
+    """bool ``[1]``: the destinations ascend and ``E * width <= CSR_MAX_ELEMENTS`` (bounded branch memory)."""
+    return _and_edges_at_most(ctx, idx, destinations_sorted(ctx, idx), CSR_MAX_ELEMENTS // max(width, 1), "csr")
 
 
 def csr32_condition(ctx: EmitContext, idx: str, cond: str, max_edges: int) -> str:
     """bool ``[1]``: ``cond`` (:func:`csr_condition`) and ``E <= max_edges``, where ``max_edges * bound < 2**31``
     for a static bound on the summed values, so int32 prefix sums cannot overflow."""
-    key = ("csr32_condition", idx, cond, max_edges)
-    if key not in ctx.memo:
-        saved, ctx.current = ctx.current, None
-        small = ctx.emit("LessOrEqual", [ctx.shape(idx), ctx.const([max_edges], "int64", "csr32_max_edges")],
-                         hint=f"{idx}_csr32_small")
-        ctx.memo[key] = ctx.emit("And", [cond, small], hint=f"{idx}_csr32")
-        ctx.current = saved
-    return ctx.memo[key]
+    return _and_edges_at_most(ctx, idx, cond, max_edges, "csr32")
 
 
 def row_pointers(ctx: EmitContext, degree: str) -> tuple[str, str]:
