@@ -155,6 +155,27 @@ def test_parallel_branches_bit_exact() -> None:
             np.testing.assert_array_equal(got, run(g, feeds)[g.outputs[0].name], err_msg=f"{name}/{case}")
 
 
+def test_gather_rows_clamps_an_index_the_input_checks_missed() -> None:
+    """The library alone (no runner's input validation in front): ``gather_rows`` is a clip-mode take, so an
+    out-of-range index reads the nearest row instead of memory past the table; in-range rows are exact."""
+    from tvm import relax
+
+    from qgnn_deploy.backends.tvm.compile import build_options, pipeline
+    from qgnn_deploy.backends.tvm.relax_builder import build_module
+
+    b = GraphBuilder()
+    x = b.input("x", "int8", ("N", 4))
+    idx = b.input("idx", "int64", ("E",))
+    b.output(b.op("gather_rows", [x, idx], "g"), "int8", ("E", 4))
+    preset = resolve_target("x86_64")
+    vm = relax.VirtualMachine(tvm.compile(build_module(b.graph, build_options(preset)), target=preset.tvm(),
+                                          relax_pipeline=pipeline(preset)), tvm.cpu())
+    table = np.arange(20, dtype=np.int8).reshape(5, 4)
+    got = vm["main"](tvm.runtime.tensor(table), tvm.runtime.tensor(np.array([3, 0, 1 << 40, -7], np.int64))).numpy()
+    np.testing.assert_array_equal(got[:2], run(b.graph, {"x": table, "idx": np.array([3, 0])})["g"])
+    np.testing.assert_array_equal(got[2:], table[[4, 0]])
+
+
 @pytest.mark.parametrize("idx_dtype", ["int64", "int32", "uint8"])
 def test_lut_steps_every_k_and_index_dtype(idx_dtype: str, tmp_path: Path) -> None:
     """K = 0..9 and 33 with duplicate thresholds, indices at the dtype's extremes and on/next to every threshold."""
