@@ -22,12 +22,20 @@ BACKENDS = ("pyg_eager", "pyg_cached", "pyg_compile", "pyg_csr", "torch_sparse_c
             "ours_tvm", "ours_ort_u8", "ours_tvm_u8")
 
 
+def _portable_preset() -> str:
+    """The quick run builds the AVX2 psABI level where the CPU has it: the portable route a user ships, on every
+    CI machine (host detection is covered by the TVM backend tests)."""
+    from qgnn_deploy.backends.tvm.targets import TARGETS, runs_on_host
+
+    return "x86-64-v3" if runs_on_host(TARGETS["x86-64-v3"]) else "x86_64"
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("suite")
     code = main(["bench-suite", "--quick", "--no-compile", "--no-gat", "--sizes", "200,1000", "--work-dir",
                  str(out / "work"), "--out-dir", str(out / "results"), "--name", "quick",
-                 "--targets", str(SUITE_TARGETS)])
+                 "--targets", str(SUITE_TARGETS), "--tvm-target", _portable_preset()])
     assert code == 0
     return out / "results", json.loads((out / "results" / "quick.json").read_text())
 
@@ -114,6 +122,38 @@ def test_isa_tier_and_gemm_ratio_reported(quick_run: tuple[Path, dict]) -> None:
     assert gp["ours_exact"] is True and gp["ort_over_ours_median"] > 0 and gp["ours_ms"]["n"] == 10
     assert gp["gemm_kernel"] == res["machine"]["gemm_kernel"]
     assert "ORT / ours = **" in md
+    preset = res["machine"]["tvm_target"]
+    assert preset == _portable_preset() == res["config"]["tvm_target"]
+    if preset != "x86_64":
+        from qgnn_deploy.backends.tvm.compile import gemm_kind
+        from qgnn_deploy.backends.tvm.targets import TARGETS
+
+        assert res["machine"]["gemm_kernel"] == gemm_kind(TARGETS[preset]) and "avx2" in res["machine"]["gemm_kernel"]
+        assert f"TVM rows built for the portable preset `{preset}`" in md
+        manifest = json.loads((Path(res["config"]["work_dir"]) / "artifact_int8_uint8_input" / "manifest.json")
+                              .read_text())
+        assert manifest["target"]["name"] == preset
+
+
+@pytest.mark.parametrize(("preset", "message"), [
+    ("cortex-a53", "time an aarch64 library on the device"), ("pentium", "unknown preset 'pentium'")])
+def test_tvm_target_that_cannot_run_here_is_one_line_exit_2(preset: str, message: str, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench-suite", "--quick", "--tvm-target", preset, "--out-dir", str(tmp_path / "out"),
+                 "--work-dir", str(tmp_path / "work")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+
+
+def test_runs_on_host_reads_the_presets_features() -> None:
+    from qgnn_deploy.backends.tvm.targets import TARGETS, runs_on_host
+
+    host = set(TARGETS["x86_64"].features)
+    assert runs_on_host(TARGETS["x86_64"]) and runs_on_host(TARGETS["x86_64-generic"])
+    assert not runs_on_host(TARGETS["neoverse-v1"])
+    for name in ("x86-64-v3", "x86-64-v4-vnni"):
+        assert runs_on_host(TARGETS[name]) == set(TARGETS[name].features).issubset(host), name
 
 
 def test_isa_flags_parse_linux_spellings() -> None:

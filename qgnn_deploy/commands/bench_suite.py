@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per backend process")
     p.add_argument("--targets", type=Path, default=None, metavar="FILE",
                    help="TOML file of targets to check (e.g. examples/targets/bench_suite.toml; default: none)")
+    p.add_argument("--tvm-target", default="x86_64", metavar="PRESET",
+                   help="x86 preset the TVM rows are built for (default: x86_64, this host's CPU); a portable "
+                   "preset such as x86-64-v3 times that tier's kernels here, on a CPU that must support it")
     p.add_argument("--no-gcn", dest="gcn", action="store_false",
                    help="skip the GCN table, size series and roofline (the GAT rows only)")
     p.add_argument("--no-gat", dest="gat", action="store_false", help="skip the GAT rows (PyG GATConv vs ours)")
@@ -90,6 +93,21 @@ def parse_sizes(sizes: list[int] | None, quick: bool) -> list[int]:
     return sorted(sizes)
 
 
+def _check_tvm_target(name: str) -> None:
+    """The suite times every library on this host: ``name`` must be a preset whose code this CPU can run."""
+    from qgnn_deploy.backends.tvm.targets import TARGETS, runs_on_host
+
+    if name not in TARGETS.names():
+        raise QgnnError(f"--tvm-target: unknown preset {name!r}; valid: {', '.join(TARGETS.names())}")
+    preset = TARGETS[name]
+    if preset.is_aarch64:
+        raise QgnnError(f"--tvm-target {name}: the suite times libraries on this host; time an aarch64 library "
+                        "on the device with runtimes/qgnn_bench.py")
+    if not runs_on_host(preset):
+        missing = sorted(set(preset.features) - set(TARGETS["x86_64"].features))
+        raise QgnnError(f"--tvm-target {name}: this CPU lacks {', '.join(missing)}, so it cannot run that build")
+
+
 def run(args: argparse.Namespace) -> int:
     from qgnn_deploy.perf.suite import SuiteConfig, run_suite
     from qgnn_deploy.targets import load_targets
@@ -105,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         raise QgnnError("--no-gcn with --no-gat leaves nothing to measure")
     if args.gat_heads < 1 or args.gat_hidden < 1:
         raise QgnnError("--gat-heads and --gat-hidden must be >= 1")
+    if args.tvm:
+        _check_tvm_target(args.tvm_target)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="qgnn-bench-suite-"))
     cfg = SuiteConfig(
         out_dir=args.out_dir, work_dir=work, model=args.model, int4_model=args.int4_model, quick=args.quick,
@@ -115,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         det_runs=args.det_runs if args.det_runs is not None else (2 if args.quick else 5), epochs=args.epochs,
         data_root=args.data_root, timeout=args.timeout,
         command=command_line(args), targets=args.targets, gcn=args.gcn, gat=args.gat, gat_model=args.gat_model,
-        gat_heads=args.gat_heads, gat_hidden=args.gat_hidden, gat_epochs=args.gat_epochs,
+        gat_heads=args.gat_heads, gat_hidden=args.gat_hidden, gat_epochs=args.gat_epochs, tvm_target=args.tvm_target,
     )
     from qgnn_deploy.perf.report import render_markdown
 

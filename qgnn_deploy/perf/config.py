@@ -55,4 +55,5 @@ class SuiteConfig:
     gat_heads: int = 8
     gat_hidden: int = 8
     gat_epochs: int = 200
+    tvm_target: str = "x86_64"  # the preset the TVM rows are built for (must run on this host)
 

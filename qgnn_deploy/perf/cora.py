@@ -40,7 +40,7 @@ def cora_stage(cfg: SuiteConfig, res: dict[str, Any]) -> dict[str, Any]:
             "checkpoint_metrics": fold.payload.get("metrics")}
     res["main"] = main
 
-    target = "x86_64" if cfg.tvm else "onnx"
+    target = cfg.tvm_target if cfg.tvm else "onnx"
     graph_u8, feeds_u8, main["input_quantize_once_ms"] = integer_input_twin(fold.graph, feeds)
     graphs = {"fp32_input": (fold.graph, feeds), "uint8_input": (graph_u8, feeds_u8)}
     arts: dict[str, Path] = {}

@@ -93,7 +93,7 @@ def gat_stage(cfg: SuiteConfig, res: dict[str, Any]) -> None:
     feeds = {k: np.ascontiguousarray(v) for k, v in fold.sample_feeds.items()}
     graph_npz = save_graph(feeds, work / "graph.npz")
     graph_u8, feeds_u8, quant_ms = integer_input_twin(fold.graph, feeds)
-    target = "x86_64" if cfg.tvm else "onnx"
+    target = cfg.tvm_target if cfg.tvm else "onnx"
     arts: dict[str, Path] = {}
     graphs = {"fp32_input": (fold.graph, feeds), "uint8_input": (graph_u8, feeds_u8)}
     for kind, (g, f) in graphs.items():

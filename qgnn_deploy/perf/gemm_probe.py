@@ -170,11 +170,11 @@ def gemm_stage(cfg: SuiteConfig, graph: Any, feeds_u8: dict[str, np.ndarray]) ->
     b.output(b.op("matmul", [a, b.const("w", w)], "y"), "int32", ("N", int(w.shape[1])))
     work = cfg.work_dir / "gemm"
     work.mkdir(parents=True, exist_ok=True)
-    fields = compile_to_dir(b.graph, "x86_64", work, sample_feeds={"a": x})
+    fields = compile_to_dir(b.graph, cfg.tvm_target, work, sample_feeds={"a": x})
     np.savez(work / "operands.npz", a=x, b=w)
     log(f"GEMM {x.shape[0]}x{w.shape[0]}x{w.shape[1]} vs ORT MatMulInteger")
     return gemm_vs_ort(work / fields["library"], work / "operands.npz", cfg.work_dir / "runs", cfg.threads,
-                       10 if cfg.quick else 100, gemm_kind(TARGETS["x86_64"]), timeout=cfg.timeout)
+                       10 if cfg.quick else 100, gemm_kind(TARGETS[cfg.tvm_target]), timeout=cfg.timeout)
 
 
 if __name__ == "__main__":

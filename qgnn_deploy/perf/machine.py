@@ -20,7 +20,8 @@ def isa_flags(cpuinfo: str) -> dict[str, bool]:
     return {f: f in flags or alias.get(f, f) in flags for f in ISA_FLAGS}
 
 
-def machine() -> dict[str, Any]:
+def machine(tvm_target: str = "x86_64") -> dict[str, Any]:
+    """This host, plus the int8 GEMM kernel our TVM rows get when built for ``tvm_target``."""
     cpu = platform.processor() or ""
     text = ""
     try:
@@ -37,11 +38,11 @@ def machine() -> dict[str, Any]:
             from qgnn_deploy.backends.tvm.compile import gemm_kind
             from qgnn_deploy.backends.tvm.targets import TARGETS
 
-            kernel = gemm_kind(TARGETS["x86_64"])
+            kernel = gemm_kind(TARGETS[tvm_target])
         except Exception:  # noqa: BLE001 - TVM missing: the report still names the CPU
             kernel = None
     return {"cpu": cpu, "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "isa_flags": isa_flags(text), "gemm_kernel": kernel}
+            "isa_flags": isa_flags(text), "gemm_kernel": kernel, "tvm_target": tvm_target}
 
 
 def versions() -> dict[str, str]:

@@ -197,7 +197,11 @@ def plot(res: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
 def isa_line(machine: dict[str, Any]) -> str:
     flags = machine.get("isa_flags") or {}
     tier = ", ".join(f"{f} {'yes' if v else 'no'}" for f, v in flags.items()) or "unknown"
-    return f"ISA tier: {tier}; our int8 GEMM kernel on this host: `{machine.get('gemm_kernel') or '—'}`."
+    kernel = f"`{machine.get('gemm_kernel') or '—'}`"
+    preset = machine.get("tvm_target", "x86_64")
+    where = ("our int8 GEMM kernel on this host: " + kernel if preset == "x86_64" else
+             f"TVM rows built for the portable preset `{preset}` (int8 GEMM kernel {kernel}), not for this host's CPU")
+    return f"ISA tier: {tier}; {where}."
 
 
 def gemm_line(gp: dict[str, Any]) -> str:

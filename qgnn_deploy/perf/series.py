@@ -35,7 +35,7 @@ def series_stage(cfg: SuiteConfig, res: dict[str, Any], main_art: dict[str, Any]
         np.savez(weights_npz, **twin_weights(model))
         art = work / "artifact"
         t0 = time.perf_counter()
-        export(graph, "x86_64" if cfg.tvm else "onnx", art, random_graph(cfg.sizes[0], features, cfg.degree))
+        export(graph, cfg.tvm_target if cfg.tvm else "onnx", art, random_graph(cfg.sizes[0], features, cfg.degree))
         log(f"series artifact ({time.perf_counter() - t0:.0f} s)")
     from qgnn_deploy.ir.passes import prequantized_copy
     from qgnn_deploy.perf.baselines import export_twin_onnx
@@ -47,7 +47,7 @@ def series_stage(cfg: SuiteConfig, res: dict[str, Any], main_art: dict[str, Any]
     graph_u8 = prequantized_copy(graph)
     art_u8 = work / "artifact_uint8_input"
     if cfg.tvm:
-        export(graph_u8, "x86_64", art_u8, random_graph(cfg.sizes[0], features, cfg.degree))
+        export(graph_u8, cfg.tvm_target, art_u8, random_graph(cfg.sizes[0], features, cfg.degree))
     points = []
     for n in cfg.sizes:
         feeds = random_graph(n, features, cfg.degree, seed=1)

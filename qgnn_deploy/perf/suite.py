@@ -51,7 +51,8 @@ def run_suite(cfg: SuiteConfig, stem: str = "bench_suite") -> dict[str, Any]:
     cfg.work_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     res: dict[str, Any] = {"command": cfg.command, "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-                           "load_average": {"start": load_average()}, "machine": machine(), "versions": versions(),
+                           "load_average": {"start": load_average()}, "machine": machine(cfg.tvm_target),
+                           "versions": versions(),
                            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}}
     main_art = cora_stage(cfg, res) if cfg.gcn else None
     if cfg.gat:

@@ -176,6 +176,16 @@ class _Targets(dict):
 TARGETS: _Targets = _Targets(_STATIC)
 
 
+def runs_on_host(preset: TargetPreset) -> bool:
+    """Whether a library built for ``preset`` can run on this machine: x86-64, and every CPU feature the preset
+    assumes is one this host's CPU has (as LLVM reports them, the names the presets use)."""
+    import platform
+
+    if preset.is_aarch64 or platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    return set(preset.features) <= set(TARGETS["x86_64"].features)
+
+
 def preset_names() -> list[str]:
     return TARGETS.names()
 
