@@ -182,7 +182,8 @@ def test_series_and_roofline(quick_run: tuple[Path, dict]) -> None:
     pts = res["series"]["points"]
     assert [p["num_nodes"] for p in pts] == [200, 1000]
     for p in pts:
-        for key in ("pyg_eager", "ort_fp32", "ours_ort", "ours_tvm", "ours_tvm_u8", "ours_tvm_u8_sorted"):
+        for key in ("pyg_eager", "ort_fp32", "ours_ort", "ours_ort_sorted", "ours_tvm", "ours_tvm_u8",
+                    "ours_tvm_u8_sorted"):
             assert p[key]["latency_ms"]["median"] > 0 and p[key]["peak_rss_bytes"] > 0
     slopes = res["series"]["growth_exponent_vs_edges"]
     assert all(isinstance(slopes[k], float) for k in ("pyg_eager", "ort_fp32", "ours_ort", "ours_tvm"))
@@ -243,6 +244,16 @@ def test_series_ort_target_reads_both_baselines_and_peak_rss() -> None:
     assert t["value"] == pytest.approx(1.6) and t["met"] is False  # faster, but peaks above PyG at 10^6
     pts[-1]["ours_ort"]["peak_rss_bytes"] = 1
     assert series_ort_target(pts)["met"] is True
+    # the sorted-edges contract counts where it is the faster ORT row; its own RSS is then the one checked
+    pts[1]["ours_ort"]["latency_ms"]["median"] = 100.0
+    pts[1]["ours_ort_sorted"] = {"latency_ms": {"median": 40.0}}
+    pts[-1]["ours_ort_sorted"] = {"latency_ms": {"median": 400.0}, "peak_rss_bytes": 5}
+    t = series_ort_target(pts)
+    assert t["row_per_size"] == {"100000": "ours_ort_sorted", "1000000": "ours_ort_sorted"}
+    assert t["per_row"]["ours_ort"]["100000"] == pytest.approx(0.8) and t["value"] == pytest.approx(2.0)
+    assert t["peak_rss_at_largest"] == {"ours_ort_sorted": 5, "pyg_cached": 2} and t["met"] is False
+    pts[1]["pyg_cached_sorted"] = {"latency_ms": {"median": 50.0}}  # the baselines get the sorted edges too
+    assert series_ort_target(pts)["per_size"]["100000"] == pytest.approx(1.25)
 
 
 def test_gemm_probe_exact_where_ort_saturates(tmp_path: Path) -> None:

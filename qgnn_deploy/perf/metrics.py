@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qgnn_deploy.perf.config import OURS, SERIES_KEYS
+from qgnn_deploy.perf.config import OURS, SERIES_KEYS, SERIES_ORT_BASELINES, SERIES_ORT_ROWS
 
 
 def suite_metrics(res: dict[str, Any]) -> dict[str, Any]:
@@ -71,18 +71,33 @@ def suite_metrics(res: dict[str, Any]) -> dict[str, Any]:
 
 
 def series_ort_metric(points: list[dict[str, Any]]) -> dict[str, Any]:
-    """At >= 10^5 nodes: the smallest speed-up of ours_ort over the faster of ORT FP32 and PyG cached
-    (``value``), and whether ours_ort peaks below PyG cached at the largest (>= 10^6-node) graph."""
+    """At >= 10^5 nodes: the smallest speed-up of our faster ORT row over the fastest of ORT FP32 and PyG cached
+    (edges as given or sorted once: :data:`SERIES_ORT_BASELINES`) (``value``), and whether that row peaks below
+    PyG cached at the largest (>= 10^6-node) graph.
+
+    Our ORT rows are the two input contracts of the same ONNX file (:data:`SERIES_ORT_ROWS`): edges as given,
+    and sorted by destination once on the host (the CSR branch's contract, checked inside the model).
+    ``per_row`` keeps each contract's speed-ups, so a report can say which one met the target.
+    """
     def med(p: dict[str, Any], k: str) -> float | None:
         return (p.get(k) or {}).get("latency_ms", {}).get("median")
 
     speedups: dict[str, float] = {}
+    per_row: dict[str, dict[str, float]] = {k: {} for k in SERIES_ORT_ROWS}
+    chosen: dict[str, str] = {}
     for p in points:
-        ours, base = med(p, "ours_ort"), [m for k in ("ort_fp32", "pyg_cached") if (m := med(p, k))]
-        if p["num_nodes"] >= 100_000 and ours and base:
-            speedups[str(p["num_nodes"])] = min(base) / ours
+        base = [m for k in SERIES_ORT_BASELINES if (m := med(p, k))]
+        ours = {k: m for k in SERIES_ORT_ROWS if (m := med(p, k))}
+        if p["num_nodes"] < 100_000 or not ours or not base:
+            continue
+        for k, m in ours.items():
+            per_row[k][str(p["num_nodes"])] = min(base) / m
+        chosen[str(p["num_nodes"])] = best = min(ours, key=ours.get)  # type: ignore[arg-type]
+        speedups[str(p["num_nodes"])] = min(base) / ours[best]
     big = [p for p in points if p["num_nodes"] >= 1_000_000]
-    rss = {k: (big[-1].get(k) or {}).get("peak_rss_bytes") for k in ("ours_ort", "pyg_cached")} if big else {}
-    rss_ok = None if not rss or None in rss.values() else rss["ours_ort"] < rss["pyg_cached"]
-    return {"value": min(speedups.values()) if speedups else None, "per_size": speedups,
-            "peak_rss_at_largest": rss, "peak_rss_below_pyg_cached": rss_ok}
+    row = chosen.get(str(big[-1]["num_nodes"]), "ours_ort") if big else "ours_ort"
+    rss = {k: (big[-1].get(k) or {}).get("peak_rss_bytes") for k in (row, "pyg_cached")} if big else {}
+    rss_ok = None if not rss or None in rss.values() else rss[row] < rss["pyg_cached"]
+    return {"value": min(speedups.values()) if speedups else None, "per_size": speedups, "row_per_size": chosen,
+            "per_row": {k: v for k, v in per_row.items() if v}, "peak_rss_at_largest": rss,
+            "peak_rss_below_pyg_cached": rss_ok}
