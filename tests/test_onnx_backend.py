@@ -617,9 +617,9 @@ def test_column_scatter_extreme_values_and_pruned_gather() -> None:
 
 def test_wide_scatter_keeps_flat_fallback_exact() -> None:
     """Widths above the per-column limit use one flat ScatterElements; still exact."""
-    from qgnn_deploy.backends.onnx import handlers
+    from qgnn_deploy.backends.onnx.handlers import aggregate
 
-    width = handlers._MAX_COLUMNS + 1
+    width = aggregate._MAX_COLUMNS + 1
     b = GraphBuilder()
     v = b.input("v", "int32", ("E", width))
     idx = b.input("idx", "int64", ("E",))
