@@ -66,7 +66,7 @@ class EmitContext:
         self.saturation_safe = saturation_safe
         self.int8_gemm = int8_gemm  # "u8u8" or "split": the exact form of a saturating int8 GEMM (see matmul)
         self.aggregation = aggregation  # "csr" or "scatter" (see segment.py / docs/aggregation.md)
-        self.requantize = requantize  # "auto" (float64 where a bound proves it exact) or "int64" (see handlers/requantize.py)
+        self.requantize = requantize  # "auto" (float64 where a bound proves it exact), "int64": handlers/requantize.py
         self.dtypes = infer_dtypes(graph)
         self.ranks = infer_ranks(graph)
         self.shapes = infer_shapes(graph)
