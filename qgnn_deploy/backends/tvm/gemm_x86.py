@@ -223,7 +223,14 @@ def pair_pack(b: np.ndarray, max_resid: float | None = None) -> tuple[np.ndarray
 
 
 def _const_value(e: relax.Expr) -> np.ndarray | None:
-    """The value of a constant weight expression (a constant, or a concat of constants), else None."""
+    """The value of a constant weight expression (a constant, or a concat of constants), else None.
+
+    Operands built with :data:`.relax_ops.op` are variables bound in the active BlockBuilder (e.g. the weight
+    with zero columns appended by ``pad_columns``): their bindings are looked through."""
+    if isinstance(e, relax.Var):
+        bb = relax.BlockBuilder.current()
+        bound = bb.lookup_binding(e) if bb is not None else None
+        return None if bound is None else _const_value(bound)
     if isinstance(e, tvm.ir.expr.Constant):
         return e.value.numpy()
     if isinstance(e, relax.Call) and getattr(e.op, "name", "") == "relax.concat" and isinstance(e.args[0], relax.Tuple):
@@ -404,8 +411,10 @@ def emit_matmul_requant(
     ``epi.dtype``; ``rq`` is :func:`.fusion.requant_epilogue_constants` padded to nb*16 columns.  None when
     the kernel would need the s8 flip correction (u8-operand kinds on s8 A), which must precede the requantize."""
     at = str(qattrs["dtype"]) if qattrs is not None else dtype_of(a)
-    if kind == "avx2-pair" and at == "int8" and pair_plan(_const_value(bpad)) is None:
-        kind = "avx2"  # the fallback takes s8 A without a flip correction: the epilogue can stay fused
+    if kind == "avx2-pair" and at == "int8":
+        # the pair kernel needs s8 A's flip correction before a requantize; madd16 takes s8 A as it is, so the
+        # epilogue stays fused (measured: Cora's fused 16 -> 8 madd16 GEMM beats pair GEMM + requantize kernel)
+        kind = "avx2"
     if at not in ("uint8", "int8") or (at == "int8" and SCHEMES[kind].kstep != 2):
         return None
     params = None
