@@ -107,7 +107,6 @@ class Residual:
     count: int
     step: Step
     k_step: Callable[[Any, Any, Any], Any]
-    a_step: int = 0  # A columns per unit of ``k_step`` (0: the scheme's K step)
 
 
 class RowView:
@@ -128,7 +127,6 @@ def gemm_kernel(
     s: Scheme, step: Step, k: int, nb: int, a_dtype: str, b_shape: tuple[int, ...], b_dtype: str = "int8", *,
     fill: tuple[Any, Any] | None = None, in_dtype: str | None = None, epilogue: Epilogue | None = None,
     panel_blocks: int = PANEL_BLOCKS, residual: Residual | None = None,
-    acc_init: Callable[[Any, Any], Any] | None = None,
 ) -> tirx.PrimFunc:
     """The ``s`` GEMM over ``k`` columns of A (``a_dtype`` codes) and ``nb`` 16-column blocks of packed B
     (``b_shape`` of ``b_dtype``, read only by ``step``).
@@ -137,8 +135,7 @@ def gemm_kernel(
     ``avx2-pair``'s byte shuffle of 16-column chunk ``chunk``), ``f1(X, row, col)``, and ``in_dtype`` the input's dtype
     (default ``a_dtype``): a panel kernel widens or quantizes A with them.  Signature: ``(A, Bp, C)``, with
     ``Bt`` (``k_tail == "int32"``) or the requantize constants (``epilogue``) after ``Bp``.  With an
-    ``epilogue`` C holds ``epilogue.dtype`` codes, only the ``epilogue.columns`` real columns.  ``acc_init(Bp, j)``:
-    the 16 int32 accumulators' start value for column block ``j`` (default zero; ``avx2-oct``'s bias correction).
+    ``epilogue`` C holds ``epilogue.dtype`` codes, only the ``epilogue.columns`` real columns.
     """
     rows, w, kq = s.rows, s.width, s.kstep
     nv = LANES * s.group // w  # accumulator vectors per row group
@@ -184,11 +181,8 @@ def gemm_kernel(
         return tuple(RowView(src, T.min(row0 + s.group * g + i if i else row0 + s.group * g, m - 1))
                      for i in range(s.group))  # the same expressions as written out by hand: identical TIR
 
-    def offset(g, q, unit=kq):  # noqa: ANN001, ANN202 - index of K step q (of ``unit`` columns) in the step's A
-        return g * kpanel + q * unit if use_panel else q * unit
-
-    def init_value(Bp, j):  # noqa: ANN001, ANN202 - the accumulators' start value
-        return acc_init(Bp, j) if acc_init is not None else T.broadcast(T.int32(0), LANES)
+    def offset(g, q):  # noqa: ANN001, ANN202 - index of K step q in the step's A
+        return g * kpanel + q * kq if use_panel else q * kq
 
     def a_at(src, row0, r, col):  # noqa: ANN001, ANN202 - one A code for the int32 K tail
         return src[r * kpanel + col] if use_panel else src[row0 + r, col]
@@ -216,24 +210,22 @@ def gemm_kernel(
             for c in cloop(ncols % LANES):
                 C[row0 + r, j * LANES + c] = out_value(X, acc, j * LANES + c, idx(r, c))
 
-    def row_steps(fn: Step, unit: int) -> Any:  # one row's accumulators through ``fn`` at K step ``kidx`` (index ``q``)
+    def row_steps(fn: Step) -> Any:  # one row's accumulator vectors through ``fn`` at K step ``kidx`` (index ``q``)
         @T.macro
         def steps(src, row0, r, j, acc, Bp, m, kidx, q):  # noqa: ANN001, ANN202
             for v in T.unroll(nv):
                 acc[T.ramp(r * LANES + v * w, 1, w)] = fn(
-                    acc[T.ramp(r * LANES + v * w, 1, w)], operand(src, row0, r, m), offset(r, kidx, unit), Bp, j, q,
-                    v)
+                    acc[T.ramp(r * LANES + v * w, 1, w)], operand(src, row0, r, m), offset(r, kidx), Bp, j, q, v)
 
         return steps
 
-    main_steps = row_steps(step, kq)
-    residual_steps = row_steps(residual.step if residual is not None else step,
-                               (residual.a_step or kq) if residual is not None else kq)
+    main_steps = row_steps(step)
+    residual_steps = row_steps(residual.step if residual is not None else step)
 
     @T.macro
     def block(src, row0, j, acc, Bp, X, C, m):  # noqa: ANN001, ANN202 - one register block: rows x 16 columns
         for r in T.unroll(rows):
-            acc[T.ramp(r * LANES, 1, LANES)] = init_value(Bp, j)
+            acc[T.ramp(r * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
         if s.row_tail == "clamp":
             for q in range(nq):
                 for g in T.unroll(rows // s.group):

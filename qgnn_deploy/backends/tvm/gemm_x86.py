@@ -53,11 +53,9 @@ SCHEMES: dict[str, Scheme] = {
     # planes: pair-bounded main weights, the fill's byte shuffles, residual weights, residual quad indices.
     # 10 accumulators + 2 B + broadcast + product + ones = 15 ymm (6 rows spill one accumulator: ~4% slower)
     "avx2-pair": Scheme("avx2-pair", 8, 5, 4, planes=4),
-    # avx2-pair's planes + one of int16 lane biases (and the int32 correction); K step = an oct of 2 quads
-    "avx2-oct": Scheme("avx2-oct", 8, 5, 8, planes=5),
 }
 KINDS = tuple(SCHEMES)
-QUANT_KINDS = ("avx2", "sse2", "avx512bw", "avxvnni", "avx2-pair", "avx2-oct")  # fused quantize supported (N <= 16)
+QUANT_KINDS = ("avx2", "sse2", "avx512bw", "avxvnni", "avx2-pair")  # fused quantize supported (N <= 16)
 _MADD = {4: "llvm.x86.sse2.pmadd.wd", 8: "llvm.x86.avx2.pmadd.wd", 16: "llvm.x86.avx512.pmaddw.d.512"}
 _UBSW = "llvm.x86.avx2.pmadd.ub.sw"
 _DPBUSD256 = "llvm.x86.avx512.vpdpbusd.256"  # LLVM emits the VEX form ({vex} vpdpbusd) under +avxvnni
@@ -76,14 +74,12 @@ def _a_quad(panel: Any, off: Any, a_dtype: str, mask: int, w: int) -> Any:
     )
 
 
-def _ubsw(a4: Any, b: Any, w: int) -> Any:
-    """``vpmaddubsw``: u8 A quad x s8 B bytes, adjacent products summed into int16 (saturating)."""
-    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_UBSW), a4, b, dtype=f"int16x{2 * w}")
-
-
 def _ubsw_madd(a4: Any, bp: Any, plane: int, j: Any, q: Any, v: int, w: int, mult: Any) -> Any:
     """``vpmaddubsw`` of the A quad with B plane ``plane`` (int16 pair sums), then ``vpmaddwd`` by ``mult``."""
-    pairs = _ubsw(a4, bp.vload([plane, j, q, v * w, 0], f"int8x{4 * w}"), w)
+    pairs = T.call_llvm_pure_intrin(
+        T.llvm_lookup_intrinsic_id(_UBSW), a4, bp.vload([plane, j, q, v * w, 0], f"int8x{4 * w}"),
+        dtype=f"int16x{2 * w}",
+    )
     return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_MADD[w]), pairs, mult, dtype=f"int32x{w}")
 
 
@@ -106,8 +102,6 @@ def _step(s: Scheme, a_dtype: str) -> Any:
         return step
     if s.kind == "avx2-pair":
         return _ubsw_step(w, a_dtype, mask, 0)
-    if s.kind == "avx2-oct":
-        return _oct_step(w, a_dtype, mask)
     if s.kind == "avx2-ubsw":
         ones, sixty_four = T.broadcast(T.int16(1), 2 * w), T.broadcast(T.int16(64), 2 * w)
 
@@ -142,34 +136,6 @@ def _ubsw_step(w: int, a_dtype: str, mask: int, plane: int) -> Any:
     return step
 
 
-def _oct_step(w: int, a_dtype: str, mask: int) -> Any:
-    """``avx2-oct``: the two quads of K oct ``q`` through ``vpmaddubsw``, added in int16 (``vpaddw``, wrapping)
-    with the oct's lane bias, then one ``vpmaddwd`` by ones into int32: exact by :func:`oct_pack`'s bounds."""
-    ones = T.broadcast(T.int16(1), 2 * w)
-
-    def step(acc: Any, panel: Any, off: Any, bp: Any, j: Any, q: Any, v: int) -> Any:
-        lanes = (_ubsw(_a_quad(panel, off, a_dtype, mask, w), bp.vload([0, j, q, 4 * v, 0], f"int8x{4 * w}"), w)
-                 + _ubsw(_a_quad(panel, off + 4, a_dtype, mask, w), bp.vload([0, j, q, 8 + 4 * v, 0],
-                                                                               f"int8x{4 * w}"), w)
-                 + T.reinterpret(bp.vload([4, j, q, 4 * v, 0], f"int8x{4 * w}"), dtype=f"int16x{2 * w}"))
-        return acc + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_MADD[w]), lanes, ones, dtype=f"int32x{w}")
-
-    return step
-
-
-def _oct_residual_step(w: int, a_dtype: str, mask: int) -> Any:
-    """``avx2-oct``'s residual quad ``e`` (stored two per 128-byte slab of plane 2): as ``avx2-pair``'s."""
-    ones = T.broadcast(T.int16(1), 2 * w)
-
-    def step(acc: Any, panel: Any, off: Any, bp: Any, j: Any, e: Any, v: int) -> Any:
-        b = bp.vload([2, j, e // 2, (e % 2) * 8 + 4 * v, 0], f"int8x{4 * w}")
-        return acc + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_MADD[w]),
-                                             _ubsw(_a_quad(panel, off, a_dtype, mask, w), b, w), ones,
-                                             dtype=f"int32x{w}")
-
-    return step
-
-
 # ---------------------------------------------------------------- avx2-pair: pair-bounded vpmaddubsw + residual
 PAIR_BOUND = 128  # |sum of the positive (negative) parts| of a K pair: 255 * 128 = 32640 fits int16
 PAIR_RESIDUAL_MAX = 0.25  # residual quads / K quads above which avx2-pair falls back to avx2 (madd16)
@@ -181,13 +147,17 @@ def _pair_excess(p: np.ndarray) -> np.ndarray:
     return np.maximum(pos - PAIR_BOUND, 0) + np.maximum(neg - PAIR_BOUND, 0)
 
 
-def _search_perm(rng: np.random.Generator, cost: Any) -> np.ndarray:
-    """A permutation of 16 K rows with a low ``cost(perm)`` (0 is done): local search over swaps of rows of
-    different pairs, deterministic."""
+def _chunk_perm(w16: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A permutation of 16 K rows (w16 [16, N]) that makes few adjacent pairs violate the bound, and puts the
+    violating pairs together in as few quads as possible (local search over pair swaps; deterministic)."""
     perm = np.arange(16)
+
+    def cost(pm: np.ndarray) -> int:
+        return int((_pair_excess(w16[pm].reshape(8, 2, -1)) > 0).any(-1).sum())
+
     best, stall = cost(perm), 0
     for _ in range(200):
-        if not best or stall >= 100:  # done, or no gain in 100 tries: stop (compile time of large weights)
+        if best == 0 or stall >= 100:  # done, or no gain in 100 tries: stop (compile time of large weights)
             break
         i, j = rng.choice(16, 2, replace=False)
         if i // 2 == j // 2:
@@ -198,13 +168,6 @@ def _search_perm(rng: np.random.Generator, cost: Any) -> np.ndarray:
         stall = 0 if c < best else stall + 1
         if c <= best:
             perm, best = cand, c
-    return perm
-
-
-def _chunk_perm(w16: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A permutation of 16 K rows (w16 [16, N]) that makes few adjacent pairs violate the bound, and puts the
-    violating pairs together in as few quads as possible."""
-    perm = _search_perm(rng, lambda pm: int((_pair_excess(w16[pm].reshape(8, 2, -1)) > 0).any(-1).sum()))
     bad = (_pair_excess(w16[perm].reshape(8, 2, -1)) > 0).any(-1)
     order = np.concatenate([np.flatnonzero(bad), np.flatnonzero(~bad)])  # violating pairs first: shared quads
     return perm.reshape(8, 2)[order].reshape(16)
@@ -236,17 +199,6 @@ def pair_pack(b: np.ndarray, max_resid: float | None = None) -> tuple[np.ndarray
             if quads.max() > limit:
                 return None, int(quads.max())
     bp = wide[perm].reshape(nq, 2, 2, n)  # quad, pair, member, column
-    main = _pair_clamp(bp)
-    out = np.zeros((4, nb, nq, LANES, 4), np.int8)
-    out[0] = main.reshape(nq, 4, nb, LANES).transpose(2, 0, 3, 1)
-    for c in range(chunks):
-        out[1, 0, c, :4] = (perm[16 * c:16 * c + 16] - 16 * c).reshape(4, 4)
-    return out, _store_residual(bp - main, out[2], out[3])
-
-
-def _pair_clamp(bp: np.ndarray) -> np.ndarray:
-    """bp [nq, 2 pairs, 2 members, N] -> main: every (pair, column) clamped to the pair bound; the excess
-    ``bp - main`` (same signs, within the bound too: at most 2 * 127 - 128) is the residual."""
     pos, neg = np.maximum(bp, 0), np.maximum(-bp, 0)
     main = bp.copy()
     for part, sign in ((pos, 1), (neg, -1)):
@@ -254,98 +206,19 @@ def _pair_clamp(bp: np.ndarray) -> np.ndarray:
         take0 = np.minimum(part[:, :, 0], excess)  # excess taken from the first member, the rest from the second
         main[:, :, 0] -= sign * take0
         main[:, :, 1] -= sign * (excess - take0)
-    assert not _pair_excess(main.reshape(-1, 2, main.shape[-1])).any()
-    assert not _pair_excess((bp - main).reshape(-1, 2, main.shape[-1])).any()
-    return main
-
-
-def _store_residual(resid: np.ndarray, weights: np.ndarray, index: np.ndarray) -> int:
-    """Residual [Kp, N] (int) -> R: its nonzero quads of each column block, written as entries ``e < R`` of
-    ``weights`` / ``index`` (the packed planes viewed as [nb, quads, 16, 4]: weights [16 columns, 4 K] and
-    the quad's int32 index); unused entries stay zero weights at quad 0."""
-    nq, n = resid.size // (4 * resid.shape[-1]), resid.shape[-1]
-    nb = n // LANES
-    weights, index = weights.reshape(nb, -1, LANES, 4), index.reshape(nb, -1, LANES, 4)
+    resid = bp - main
+    assert not _pair_excess(main.reshape(-1, 2, n)).any()
+    assert not _pair_excess(resid.reshape(-1, 2, n)).any()
+    out = np.zeros((4, nb, nq, LANES, 4), np.int8)
+    out[0] = main.reshape(nq, 4, nb, LANES).transpose(2, 0, 3, 1)
+    for c in range(chunks):
+        out[1, 0, c, :4] = (perm[16 * c:16 * c + 16] - 16 * c).reshape(4, 4)
     rq = resid.reshape(nq, 4, nb, LANES).transpose(2, 0, 3, 1)  # [nb, nq, 16, 4]
     used = [np.flatnonzero(rq[j].any(axis=(1, 2))) for j in range(nb)]
+    r = max((len(u) for u in used), default=0)
     for j, u in enumerate(used):
-        weights[j, :len(u)] = rq[j, u]
-        index[j, :len(u), 0] = np.asarray(u, "<i4").view(np.int8).reshape(-1, 4)
-    return max((len(u) for u in used), default=0)
-
-
-# ---------------------------------------------------------------- avx2-oct: two quads added in int16
-OCT_RANGE = 257  # an int16 lane sum in [-255 N, 255 P] spans <= 65536 values iff P + N <= 257 (sums of |w|)
-
-
-def _oct_bad(p: np.ndarray) -> np.ndarray:
-    """p [..., 2 quads, 2 pairs, 2 members, N] -> the octs (bool [...]) that need residual: a pair over the pair
-    bound, or a lane (pair position and column, over both quads) with sum |w| over ``OCT_RANGE``."""
-    lane = np.abs(p).sum((-4, -2))
-    return (_pair_excess(p) > 0).any((-3, -2, -1)) | (lane > OCT_RANGE).any((-2, -1))
-
-
-def oct_pack(b: np.ndarray, max_resid: float | None = None) -> tuple[np.ndarray | None, int]:
-    """B [K, nb*16] int8 -> (``[5, nb, Kp/8, 16, 8]`` int8, R) for the ``avx2-oct`` kernel, R residual quads.
-
-    Why exact: per K oct (2 quads) and column, each int16 lane of ``vpmaddubsw`` (pair position p) adds 4
-    products a * w with a in [0, 255]: its sum lies in [-255 N, 255 P] (N, P: sums of the lane's negative and
-    positive weights), 255 (P + N) + 1 <= 65536 values when P + N <= ``OCT_RANGE``.  Adding the oct's lane bias
-    ``beta`` (plane 4) maps that range into int16, so the wrapping ``vpaddw`` sum is the true sum + beta; the
-    accumulators start at ``-sum(beta)`` per column (plane 4, slab 0, bytes 64:128, int32).  Each ``vpmaddubsw``
-    is exact by the pair bound (as :func:`pair_pack`).  Main weights are clamped to both bounds (K permuted in
-    16-row chunks to need little of it); the excess goes to residual quads run as ``avx2-pair`` does (planes
-    2, 3 viewed as [nb, Kp/4, 16, 4]); plane 1 holds the chunks' byte shuffles.  ``max_resid``: as
-    :func:`pair_pack` (an estimate from the violating octs: two quads each)."""
-    k, n = b.shape
-    nb, kp = n // LANES, _padded_k(k, 8)
-    no = kp // 8
-    rng = np.random.default_rng(0)
-    perm = np.arange(kp)
-    wide = np.zeros((kp, n), np.int64)
-    wide[:k] = b
-    limit = None if max_resid is None else max_resid * kp / 4
-    bad_octs = 0
-    for c in range(k // 16):
-        w16 = wide[16 * c:16 * c + 16]
-
-        def cost(pm: np.ndarray, w16: np.ndarray = w16) -> int:  # violating octs, then the summed excess
-            p = w16[pm].reshape(2, 2, 2, 2, n)
-            bad = int(_oct_bad(p).sum())
-            return bad and bad << 40 | int(np.maximum(np.abs(p).sum((1, 3)) - OCT_RANGE, 0).sum()
-                                          + _pair_excess(p).sum())
-
-        perm[16 * c:16 * c + 16] = 16 * c + _search_perm(rng, cost)
-        bad_octs += int(_oct_bad(wide[perm[16 * c:16 * c + 16]].reshape(2, 2, 2, 2, n)).sum())
-        if limit is not None and 2 * bad_octs > limit:
-            return None, 2 * bad_octs
-    bp = wide[perm].reshape(kp // 4, 2, 2, n)
-    main = _pair_clamp(bp).reshape(no, 2, 2, 2, n)  # oct, quad, pair, member, column
-    resid = bp.reshape(no, 2, 2, 2, n) - main
-    excess = np.maximum(np.abs(main).sum((1, 3)) - OCT_RANGE, 0)  # [oct, pair position, column]
-    for h in range(2):  # move the lane excess to the residual, as far as its pair (and sign) stays in the bound
-        for mem in range(2):
-            x = main[:, h, :, mem]
-            room = np.where(x > 0, PAIR_BOUND - np.maximum(resid[:, h], 0).sum(2),
-                            PAIR_BOUND - np.maximum(-resid[:, h], 0).sum(2))
-            take = np.minimum(np.minimum(np.abs(x), excess), np.maximum(room, 0)) * np.sign(x)
-            main[:, h, :, mem] -= take
-            resid[:, h, :, mem] += take
-            excess -= np.abs(take)
-    assert not excess.any() and not _oct_bad(main).any()  # always room: see the results file (avx2c)
-    assert not _pair_excess(resid.reshape(-1, 2, n)).any()
-    pos, neg = np.maximum(main, 0).sum((1, 3)), np.maximum(-main, 0).sum((1, 3))  # [oct, pair position, column]
-    beta = (255 * (neg - pos) - 1) // 2  # 255 (P + N) <= 65535: [-255 N, 255 P] + beta lies in int16
-    out = np.zeros((5, nb, no, LANES, 8), np.int8)
-    out[0] = main.reshape(no, 2, 4, nb, LANES).transpose(3, 0, 1, 4, 2).reshape(nb, no, LANES, 8)
-    for c in range(k // 16):
-        out[1, 0, c].reshape(-1)[:16] = perm[16 * c:16 * c + 16] - 16 * c
-    r = _store_residual(resid.reshape(kp, n), out[2], out[3])
-    bias = out[4].reshape(nb, no, 128)
-    bias[:, :, :64] = beta.reshape(no, 2, nb, LANES).transpose(2, 0, 3, 1).astype("<i2").copy().view(np.int8).reshape(
-        nb, no, 64)
-    corr = -beta.sum((0, 1)).astype("<i4")  # [n]
-    bias[:, 0, 64:] = corr.reshape(nb, LANES).copy().view(np.int8)
+        out[2, j, :len(u)] = rq[j, u]
+        out[3, j, :len(u), 0] = np.asarray(u, "<i4").view(np.int8).reshape(-1, 4)
     return out, r
 
 
@@ -364,7 +237,7 @@ def panel_fill(s: Scheme, in_dtype: str, pdt: str, quant: tuple[float, int, int,
     """The skeleton's (16-wide, scalar) panel fill for ``s`` (:func:`_fill`); ``avx2-pair``'s 16-wide fill also
     applies chunk ``c16``'s byte shuffle (plane 1 of packed B), so A pairs up as B was permuted."""
     fill16, fill1 = _fill(in_dtype, pdt, quant)
-    if s.kind not in ("avx2-pair", "avx2-oct"):
+    if s.kind != "avx2-pair":
         return (lambda x, i, c, bp, c16: fill16(x, i, c)), fill1
 
     def fill(x: Any, i: Any, c: Any, bp: Any, c16: Any) -> Any:
@@ -422,22 +295,14 @@ def x86_kernel(
     pdt = s.panel_dtype or a_dtype
     in_dtype = "float32" if quant is not None else a_dtype
     b_shape = (s.planes, nb, _padded_k(k, kq) // kq, LANES, kq)
-    residual, init = None, None
-    mask = FLIP if a_dtype == "int8" else 0
-    if resid and s.kind == "avx2-oct":  # two residual quads per slab (see oct_pack)
-        residual = Residual(resid, _oct_residual_step(s.width, a_dtype, mask),
-                            lambda bp, j, e: T.Cast("int64", T.reinterpret(
-                                bp.vload([3, j, e // 2, (e % 2) * 8, 0], "int8x4"), dtype="int32")), a_step=4)
-    elif resid:  # plane 2: the residual weights, plane 3 [j, e, 0, 0:4]: the int32 index of residual quad e
-        residual = Residual(resid, _ubsw_step(s.width, a_dtype, mask, 2),
+    residual = None
+    if resid:  # plane 2: the residual weights, plane 3 [j, e, 0, 0:4]: the int32 index of residual quad e
+        residual = Residual(resid, _ubsw_step(s.width, a_dtype, FLIP if a_dtype == "int8" else 0, 2),
                             lambda bp, j, e: T.Cast("int64", T.reinterpret(bp.vload([3, j, e, 0, 0], "int8x4"),
                                                                            dtype="int32")))
-    if s.kind == "avx2-oct":  # the accumulators start at minus the summed lane biases
-        def init(bp: Any, j: Any) -> Any:
-            return T.reinterpret(bp.vload([4, j, 0, 8, 0], f"int8x{4 * LANES}"), dtype=f"int32x{LANES}")
     return gemm_kernel(s, _step(s, a_dtype), k, nb, a_dtype, b_shape, "int16" if kq == 2 else "int8",
                        fill=panel_fill(s, in_dtype, pdt, quant), in_dtype=in_dtype, epilogue=epilogue,
-                       panel_blocks=PANEL_BLOCKS, residual=residual, acc_init=init)
+                       panel_blocks=PANEL_BLOCKS, residual=residual)
 
 
 def pack_b(kind: str, bpad: relax.Expr, k: int, nb: int) -> relax.Expr:
@@ -459,45 +324,35 @@ def pack_b(kind: str, bpad: relax.Expr, k: int, nb: int) -> relax.Expr:
     return packed(op.astype(bpad, "int16") if s.kstep == 2 else bpad)
 
 
-def pair_plan(value: np.ndarray | None, kind: str = "avx2-pair") -> tuple[np.ndarray, int] | None:
+def pair_plan(value: np.ndarray | None) -> tuple[np.ndarray, int] | None:
     """:func:`pair_pack` of a constant weight [K, nb*16] when ``avx2-pair`` should run it, else None: not a
     constant, or residual quads over ``PAIR_RESIDUAL_MAX`` of the K quads (then the residual pass costs more
     than ``vpmaddubsw`` saves over ``vpmaddwd``; see ``examples/results/isa_x86_avx2.md``).  The K-permutation
     search is costly (~3 s for a 4096x256 weight) and asked twice per GEMM (fallback choice, then packing):
-    cached by the weight's bytes.  ``kind="avx2-oct"``: the same for :func:`oct_pack`."""
+    cached by the weight's bytes."""
     if value is None:
         return None
     w = np.ascontiguousarray(value, dtype=np.int8)
-    return _pair_plan_of(w.shape, w.tobytes(), PAIR_RESIDUAL_MAX, kind)
+    return _pair_plan_of(w.shape, w.tobytes(), PAIR_RESIDUAL_MAX)
 
 
 @functools.lru_cache(maxsize=8)
-def _pair_plan_of(shape: tuple[int, ...], data: bytes, limit: float, kind: str) -> tuple[np.ndarray, int] | None:
-    packed, r = (oct_pack if kind == "avx2-oct" else pair_pack)(np.frombuffer(data, np.int8).reshape(shape), limit)
-    if packed is None or r > limit * _padded_k(shape[0], 4) // 4:
+def _pair_plan_of(shape: tuple[int, ...], data: bytes, limit: float) -> tuple[np.ndarray, int] | None:
+    packed, r = pair_pack(np.frombuffer(data, np.int8).reshape(shape), limit)
+    if packed is None or r > limit * packed.shape[2]:
         return None
     packed.setflags(write=False)  # shared by every caller of the cache
     return packed, r
 
 
 def _packed(kind: str, bpad: relax.Expr, k: int, nb: int) -> tuple[str, relax.Expr, int]:
-    """(kind, packed B, residual quads): ``avx2-oct`` falls back to ``avx2-pair``, and that to ``avx2`` (madd16),
-    per :func:`pair_plan`."""
-    if kind not in ("avx2-oct", "avx2-pair"):
+    """(kind, packed B, residual quads): ``avx2-pair`` falls back to ``avx2`` (madd16) per :func:`pair_plan`."""
+    if kind != "avx2-pair":
         return kind, pack_b(kind, bpad, k, nb), 0
-    kind = _fallback(kind, _const_value(bpad))
-    if kind == "avx2":
-        return kind, pack_b(kind, bpad, k, nb), 0
-    plan = pair_plan(_const_value(bpad), kind)
-    assert plan is not None
+    plan = pair_plan(_const_value(bpad))
+    if plan is None:
+        return "avx2", pack_b("avx2", bpad, k, nb), 0
     return kind, relax.const(plan[0], "int8"), plan[1]
-
-
-def _fallback(kind: str, value: np.ndarray | None) -> str:
-    """The kernel that runs a ``kind`` GEMM of this weight: ``avx2-oct``, ``avx2-pair`` or ``avx2``."""
-    if kind == "avx2-oct" and pair_plan(value, kind) is not None:
-        return kind
-    return "avx2-pair" if pair_plan(value) is not None else "avx2"
 
 
 def _flip_correction(kind: str, a_dtype: str, bpad: relax.Expr, out: relax.Expr) -> relax.Expr:
@@ -549,8 +404,8 @@ def emit_matmul_requant(
     ``epi.dtype``; ``rq`` is :func:`.fusion.requant_epilogue_constants` padded to nb*16 columns.  None when
     the kernel would need the s8 flip correction (u8-operand kinds on s8 A), which must precede the requantize."""
     at = str(qattrs["dtype"]) if qattrs is not None else dtype_of(a)
-    if kind in ("avx2-oct", "avx2-pair") and at == "int8":
-        kind = _fallback(kind, _const_value(bpad))  # avx2 takes s8 A without a flip correction: stays fused
+    if kind == "avx2-pair" and at == "int8" and pair_plan(_const_value(bpad)) is None:
+        kind = "avx2"  # the fallback takes s8 A without a flip correction: the epilogue can stay fused
     if at not in ("uint8", "int8") or (at == "int8" and SCHEMES[kind].kstep != 2):
         return None
     params = None
