@@ -64,14 +64,18 @@ def _plan(g: Graph, kind: str = "avx2", **kw: object) -> dict[str, str]:
 
 
 def test_requantize_into_gemm_plan() -> None:
-    """Fused only for a GEMM read by the requantize alone, zero points 0, shifts in [0, 63], x86 non-VNNI."""
+    """Fused only for a GEMM read by the requantize alone, zero points 0, shifts in [0, 63], x86 (on AVX-512 VNNI
+    for a u8 A read in place with K % 4 == 0)."""
     assert _plan(gemm_requant_graph(40, 16)) == {"rq": "acc"}
     assert _plan(gemm_requant_graph(40, 7, per_column=False)) == {"rq": "acc"}
     assert _plan(gemm_requant_graph(40, 16, extra_reader=True)) == {}  # the int32 product has another reader
     assert _plan(gemm_requant_graph(40, 16, a_zero_point=3)) == {}  # zero-point terms come after the GEMM
     assert _plan(gemm_requant_graph(40, 16, shift=64)) == {}  # >> 64 is not the handler's shift
     assert _plan(gemm_requant_graph(3, 16)) == {}  # K < 4: the generic GEMM
-    assert _plan(gemm_requant_graph(40, 16), kind="vnni") == {}
+    assert _plan(gemm_requant_graph(40, 16), kind="vnni") == {"rq": "acc"}
+    assert _plan(gemm_requant_graph(40, 16, "int8"), kind="vnni") == {}  # s8 A: colsum correction first
+    assert _plan(gemm_requant_graph(42, 16), kind="vnni") == {}  # a K tail (int32 kernel argument)
+    assert _plan(gemm_requant_graph(40, 16, fp32_input=True), kind="vnni") == {"rq": "acc"}  # quantize not fused
     assert _plan(gemm_requant_graph(40, 16), kind="sdot") == {}
     assert _plan(gemm_requant_graph(40, 16), fast_matmul=False) == {}
 
@@ -159,6 +163,26 @@ def lut_offset_graph(c: int, span: int, x_dtype: str = "int32", c_dtype: str = "
     g = b.graph
     g.validate()
     return g
+
+
+@pytest.mark.parametrize("k,n,zp", [(128, 16, 0), (40, 7, 5), (16, 20, -3)])
+def test_fused_vnni_gemm_requant_bit_exact(k: int, n: int, zp: int, tmp_path: Path) -> None:
+    """The AVX-512 VNNI GEMM with a requantize epilogue (u8 A, K % 4 == 0): one kernel, bit-exact; run only on a
+    CPU with avx512vnni."""
+    from qgnn_deploy.backends.tvm.targets import resolve_target
+
+    g = gemm_requant_graph(k, n, zp=zp)
+    names = _kernel_names(g, "vnni")
+    assert [nm for nm in names if nm.startswith("qgnn_gemm")] == [f"qgnn_gemm_vnni_{k}_{-(-n // 16)}_uint8_rq_"
+                                                                   f"{str(zp).replace('-', 'm')}_m127_127_int8_{n}"]
+    if "avx512vnni" not in resolve_target("x86_64").features:
+        pytest.skip("no AVX-512 VNNI here")
+    rng = np.random.default_rng(k)
+    fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds={"a": rng.integers(0, 256, (13, k)).astype(np.uint8)})
+    lib = tmp_path / fields["library"]
+    for rows in (97, 8, 1):  # off the 8-row register block
+        f = {"a": rng.integers(0, 256, (rows, k)).astype(np.uint8)}
+        np.testing.assert_array_equal(run_library(lib, f), run(g, f)["rq32"], err_msg=f"rows={rows}")
 
 
 def test_add_into_lut_steps_plan() -> None:

@@ -147,13 +147,19 @@ def requant_epilogue_constants(graph: Graph, node: Node, n: int) -> np.ndarray |
 
 def requantize_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) -> list[str]:
     """requantize nodes whose int32 input is a matmul (zero points 0, constant int8 weight with K >= 4) read by
-    nothing else, with per-column constants: on x86 GEMM kernels below VNNI (:data:`.gemm_x86.KINDS`)."""
+    nothing else, with per-column constants: on x86 GEMM kernels below VNNI (:data:`.gemm_x86.KINDS`), and on
+    AVX-512 VNNI for a u8 A read in place with K % 4 == 0 (:func:`.gemm.vnni_fuses_requant`)."""
+    from qgnn_deploy.ir.infer import infer_dtypes
+
+    from .gemm import vnni_fuses_requant
     from .gemm_x86 import KINDS
 
-    if not options.fast_matmul or options.gemm_kind not in KINDS:
+    vnni = options.gemm_kind == "vnni"
+    if not options.fast_matmul or (options.gemm_kind not in KINDS and not vnni):
         return []
     outputs = {o.name for o in graph.outputs}
     producers = graph.producers()
+    dtypes = infer_dtypes(graph) if vnni else {}
     for node in graph.nodes:
         if node.op != "requantize" or not node.inputs or node.inputs[0] in outputs:
             continue
@@ -166,6 +172,8 @@ def requantize_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) 
         shape = _weight_shape(graph, mm.inputs[1])
         if shape is None or len(shape) != 2 or shape[0] < 4 or \
                 requant_epilogue_constants(graph, node, shape[1]) is None:
+            continue
+        if vnni and (mm.inputs[0] in plan.quantize_into_gemm or not vnni_fuses_requant(dtypes[mm.inputs[0]], shape[0])):
             continue
         plan.requantize_into_gemm[node.outputs[0]] = mm.outputs[0]
     return sorted(plan.requantize_into_gemm)

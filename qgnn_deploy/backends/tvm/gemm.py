@@ -38,6 +38,8 @@ from .relax_ops import dtype_of, op, shape_of
 VNNI_ROWS = 8  # x86: 8 independent vpdpbusd chains hide its latency (4 left the 2708x1433 GEMM ~15% slower)
 PANEL_BLOCKS = 16  # row blocks per parallel task of the fused quantize GEMM (one panel workspace per task)
 VNNI = Scheme("vnni", LANES, VNNI_ROWS, 4, panel=False, k_tail="int32")  # 16 lanes: one zmm per row
+# K % 4 == 0 (no tail to multiply in int32): the same kernel can take a requantize epilogue
+VNNI_EPILOGUE = Scheme("vnni", LANES, VNNI_ROWS, 4, panel=False)
 GENERIC = Scheme("generic", LANES, ROWS, 1, panel=False)
 
 
@@ -88,6 +90,14 @@ def vnni_quant_kernel(k: int, a_dtype: str, scale: float, zero_point: int, qmin:
     fill = gemm_x86.panel_fill(VNNI, "float32", a_dtype, (scale, zero_point, qmin, qmax))
     return gemm_kernel(VNNI, _vnni_step(a_dtype), k, 1, a_dtype, (1, k // 4, LANES, 4), fill=fill,
                        in_dtype="float32", panel_blocks=PANEL_BLOCKS)
+
+
+def vnni_requant_kernel(k: int, nb: int, epilogue: Epilogue) -> tirx.PrimFunc:
+    """``requantize(A @ B)`` for u8 A and ``K % 4 == 0``: the VNNI kernel storing int8/uint8 codes from
+    registers (:class:`.gemm_skeleton.Epilogue`), so the int32 ``[M, N]`` product never goes to memory."""
+    if k % 4:
+        raise ValueError("the VNNI requantize epilogue needs K % 4 == 0")
+    return gemm_kernel(VNNI_EPILOGUE, _vnni_step("uint8"), k, nb, "uint8", (nb, k // 4, LANES, 4), epilogue=epilogue)
 
 
 def generic_kernel(k: int, nb: int, a_dtype: str) -> tirx.PrimFunc:
@@ -167,8 +177,21 @@ def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any) -> rela
                    int(rq_node.attrs.get("qmax", info.max)), str(rq_node.attrs["dtype"]), n)
     bpad, nb = pad_columns(b, k, n)
     rq = np.concatenate([rq, np.zeros((3, nb * LANES - n), np.int64)], axis=1)
+    if ctx.options.gemm_kind == "vnni":  # u8 A read in place, K % 4 == 0 (vnni_fuses_requant)
+        if q is not None or not vnni_fuses_requant(dtype_of(a), k):
+            return None
+        _, bp, _ = split_b(bpad, k, nb, 4, 4)
+        return ctx.call_tir(("gemm_vnni", k, nb, "uint8", *epi.key()), lambda: vnni_requant_kernel(k, nb, epi),
+                            [a, bp, relax.const(np.ascontiguousarray(rq, np.int64), "int64")], [shape_of(a)[0], n],
+                            epi.dtype)
     return gemm_x86.emit_matmul_requant(ctx, ctx.options.gemm_kind, a, bpad, k, nb, rq, epi,
                                         None if q is None else q.attrs)
+
+
+def vnni_fuses_requant(a_dtype: str, k: int) -> bool:
+    """Whether the VNNI GEMM can requantize in its epilogue: u8 A (s8 A needs the ``128 * colsum`` correction
+    before the requantize) and no K tail (the tail rows are an extra kernel argument)."""
+    return a_dtype == "uint8" and k % 4 == 0
 
 
 def fusable_quant(weight_shape: tuple[int, ...] | None, attrs: dict[str, Any], gemm_kind: str) -> bool:
