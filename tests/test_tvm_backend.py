@@ -445,6 +445,14 @@ def _kernel_edge_cases(rng: np.random.Generator) -> dict[str, tuple[int, np.ndar
     cases["hub"] = (53, rng.integers(0, 53, e), dst.astype(np.int64))
     # ascending but with rows outside [0, N): not CSR, so the scan path runs and skips those edges
     cases["ascending_out_of_range"] = (10, rng.integers(0, 10, 40), np.sort(rng.integers(-2, 13, 40)))
+    # ascending but for one swap in a part's first block, and in a part's last block: edge_plan's block-wise check
+    # stops at the failed block (or after it), either way the counting sort runs
+    late = np.sort(rng.integers(0, 70, 3 * CHUNK + 9))
+    early = late.copy()
+    late[[3, 200]] = late[[200, 3]]
+    early[[-3, -300]] = early[[-300, -3]]
+    cases["unsorted_first_block"] = (70, rng.integers(0, 70, late.size), late)
+    cases["unsorted_last_block"] = (70, rng.integers(0, 70, early.size), early)
     return cases
 
 

@@ -99,13 +99,17 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
     CSR path for any edge order; the others fall back to scanning the destinations.
 
     The sorted check and row pointers are branch-free (a data-dependent branch per edge costs more than the
-    memory traffic here): the check is an AND-reduction; the row pointers are written in reverse edge order,
-    ``rowptr[dst[k]] = k``, so each row keeps its first edge (a row that began in an earlier part's range is
-    left to that part, so no two parts write one row), and a reverse min-scan gives rows without edges the next
-    row's start.  Loops are zero-based with the offset added in the body: TVM 0.27 drops a loop's start from
-    the bounds of loops nested in it when it normalises them.
+    memory traffic here): the check is an AND-reduction over blocks of ``CHUNK`` edges, and a part stops at its
+    first failed block (unsorted input: ~12 ms less CPU at 10^6 nodes, sorted unchanged); the row pointers are
+    written in reverse edge order, ``rowptr[dst[k]] = k``, so each row keeps its first edge (a row that began
+    in an earlier part's range is left to that part, so no two parts write one row), and a reverse min-scan
+    gives rows without edges the next row's start.  (Writing the row pointers in the check's pass, block by
+    block from the last, took sorted input from 18 to 40 ms at 1 thread: measured, not kept.)  Loops are
+    zero-based with the offset added in the body: TVM 0.27 drops a loop's start from the bounds of loops
+    nested in it when it normalises them.
     """
     r = int(row)
+    chunk = CHUNK
     with_col = src_row is not None
     sr = int(src_row or 0)
     bits = BUCKET_BITS if bucket_bits is None else int(bucket_bits)
@@ -186,12 +190,14 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
         @T.macro
         def body(Idx, Flag, RowPtr, Col, e, n1):  # noqa: ANN001, ANN202
             ok = T.alloc_buffer((pp,), "int32")
-            for p in loop(pp):
+            for p in loop(pp):  # by blocks of CHUNK edges: a part stops at its first failed block
                 ok[p] = 1
-                for kk in T.serial((p + 1) * e // pp - p * e // pp):
-                    k = p * e // pp + kk
-                    ok[p] = ok[p] & T.Cast("int32", Idx[r, k] >= 0) & T.Cast("int32", Idx[r, k] < n1 - 1) \
-                        & T.Cast("int32", Idx[r, T.max(k - 1, T.int64(0))] <= Idx[r, k])
+                for bb in T.serial(((p + 1) * e // pp - p * e // pp + chunk - 1) // chunk):
+                    if ok[p] != 0:
+                        for kk in T.serial(T.min(T.int64(chunk), (p + 1) * e // pp - p * e // pp - bb * chunk)):
+                            k = p * e // pp + bb * chunk + kk
+                            ok[p] = ok[p] & T.Cast("int32", Idx[r, k] >= 0) & T.Cast("int32", Idx[r, k] < n1 - 1) \
+                                & T.Cast("int32", Idx[r, T.max(k - 1, T.int64(0))] <= Idx[r, k])
             Flag[0] = 1
             for p in range(pp):
                 Flag[0] = Flag[0] & ok[p]
