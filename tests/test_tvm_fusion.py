@@ -73,7 +73,8 @@ def test_requantize_into_gemm_plan() -> None:
     assert _plan(gemm_requant_graph(40, 16, shift=64)) == {}  # >> 64 is not the handler's shift
     assert _plan(gemm_requant_graph(3, 16)) == {}  # K < 4: the generic GEMM
     assert _plan(gemm_requant_graph(40, 16), kind="vnni") == {"rq": "acc"}
-    assert _plan(gemm_requant_graph(40, 16, "int8"), kind="vnni") == {}  # s8 A: colsum correction first
+    assert _plan(gemm_requant_graph(40, 16, "int8"), kind="vnni") == {"rq": "acc"}  # s8 flip folded in
+    assert _plan(gemm_requant_graph(40, 16, a_zero_point=3), kind="vnni") == {"rq": "acc"}  # zero point folded in
     assert _plan(gemm_requant_graph(42, 16), kind="vnni") == {}  # a K tail (int32 kernel argument)
     assert _plan(gemm_requant_graph(40, 16, fp32_input=True), kind="vnni") == {"rq": "acc"}  # quantize not fused
     assert _plan(gemm_requant_graph(40, 16), kind="sdot") == {}
@@ -165,23 +166,31 @@ def lut_offset_graph(c: int, span: int, x_dtype: str = "int32", c_dtype: str = "
     return g
 
 
-@pytest.mark.parametrize("k,n,zp", [(128, 16, 0), (40, 7, 5), (16, 20, -3)])
-def test_fused_vnni_gemm_requant_bit_exact(k: int, n: int, zp: int, tmp_path: Path) -> None:
-    """The AVX-512 VNNI GEMM with a requantize epilogue (u8 A, K % 4 == 0): one kernel, bit-exact; run only on a
-    CPU with avx512vnni."""
+@pytest.mark.parametrize("k,n,a_dtype,zp,a_zp", [(128, 16, "uint8", 0, 125), (40, 7, "uint8", 5, 0),
+                                                  (16, 20, "uint8", -3, 0), (16, 8, "int8", 0, 0),
+                                                  (128, 8, "int8", 2, -7)])
+def test_fused_vnni_gemm_requant_bit_exact(k: int, n: int, a_dtype: str, zp: int, a_zp: int, tmp_path: Path) -> None:
+    """The AVX-512 VNNI GEMM with a requantize epilogue (K % 4 == 0; s8 A's flip and the A zero point folded into
+    the constants): one kernel, bit-exact; run only on a CPU with avx512vnni."""
     from qgnn_deploy.backends.tvm.targets import resolve_target
 
-    g = gemm_requant_graph(k, n, zp=zp)
+    g = gemm_requant_graph(k, n, a_dtype, zp=zp, a_zero_point=a_zp)
     names = _kernel_names(g, "vnni")
-    assert [nm for nm in names if nm.startswith("qgnn_gemm")] == [f"qgnn_gemm_vnni_{k}_{-(-n // 16)}_uint8_rq_"
+    assert [nm for nm in names if nm.startswith("qgnn_gemm")] == [f"qgnn_gemm_vnni_{k}_{-(-n // 16)}_{a_dtype}_rq_"
                                                                    f"{str(zp).replace('-', 'm')}_m127_127_int8_{n}"]
+    assert "right_shift" not in str(build_module(g, BuildOptions(gemm_kind="vnni"))["main"])
     if "avx512vnni" not in resolve_target("x86_64").features:
         pytest.skip("no AVX-512 VNNI here")
     rng = np.random.default_rng(k)
-    fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds={"a": rng.integers(0, 256, (13, k)).astype(np.uint8)})
+    info = np.iinfo(a_dtype)
+
+    def feed(rows: int) -> dict[str, np.ndarray]:
+        return {"a": rng.integers(int(info.min), int(info.max) + 1, (rows, k)).astype(a_dtype)}
+
+    fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds=feed(13))
     lib = tmp_path / fields["library"]
     for rows in (97, 8, 1):  # off the 8-row register block
-        f = {"a": rng.integers(0, 256, (rows, k)).astype(np.uint8)}
+        f = feed(rows)
         np.testing.assert_array_equal(run_library(lib, f), run(g, f)["rq32"], err_msg=f"rows={rows}")
 
 

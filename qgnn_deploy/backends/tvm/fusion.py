@@ -164,7 +164,8 @@ def requant_epilogue_constants(graph: Graph, node: Node, n: int, row_multiplier:
 def requantize_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) -> list[str]:
     """requantize nodes whose int32 input is a matmul (zero points 0, constant int8 weight with K >= 4) read by
     nothing else, with per-column constants: on x86 GEMM kernels below VNNI (:data:`.gemm_x86.KINDS`), and on
-    AVX-512 VNNI for a u8 A read in place with K % 4 == 0 (:func:`.gemm.vnni_fuses_requant`)."""
+    AVX-512 VNNI for an A read in place with K % 4 == 0 (:func:`.gemm.vnni_fuses_requant`), where an A zero
+    point (with a constant initializer weight) folds into the epilogue too."""
     from qgnn_deploy.ir.infer import infer_dtypes
 
     from .gemm import vnni_fuses_requant
@@ -183,13 +184,15 @@ def requantize_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) 
         if mm is None or mm.op != "matmul" or len(mm.inputs) < 2 or \
                 [u.name for u in graph.consumers(mm.outputs[0])] != [node.name]:
             continue
-        if int(mm.attrs.get("a_zero_point", 0)) or int(mm.attrs.get("b_zero_point", 0)):
+        za = int(mm.attrs.get("a_zero_point", 0))
+        if (za and not (vnni and mm.inputs[1] in graph.initializers)) or int(mm.attrs.get("b_zero_point", 0)):
             continue
         shape = _weight_shape(graph, mm.inputs[1])
         if shape is None or len(shape) != 2 or shape[0] < 4 or \
                 requant_epilogue_constants(graph, node, shape[1]) is None:
             continue
-        if vnni and (mm.inputs[0] in plan.quantize_into_gemm or not vnni_fuses_requant(dtypes[mm.inputs[0]], shape[0])):
+        if vnni and (mm.inputs[0] in plan.quantize_into_gemm or not vnni_fuses_requant(dtypes[mm.inputs[0]], shape[0])
+                     or (dtypes[mm.inputs[0]] == "int8" and mm.inputs[1] not in graph.initializers)):
             continue
         plan.requantize_into_gemm[node.outputs[0]] = mm.outputs[0]
     return sorted(plan.requantize_into_gemm)
