@@ -484,20 +484,28 @@ _EPILOGUE_KERNELS = [(16, "int8", 0, "uint8", True, True, "int64", (0, -127, 127
                      (5, "int32", 0, None, False, False, "int64", (0, -127, 127, "int8"))]
 
 
+def _messages(rng: np.random.Generator, rows: int, n: int, h: int, dt: str, zp: int, cdt: str | None,
+              bound: int) -> tuple[list, np.ndarray]:
+    """Random ``x [rows, h]`` (within +-bound) and a per-node coefficient ``[n, 1]`` of dtype ``cdt`` (if any) as
+    kernel arguments, and the int64 messages ``(x - zp) [* coef]``."""
+    info = np.iinfo(dt)
+    x = rng.integers(max(info.min, -bound), min(info.max, bound), size=(rows, h), endpoint=True).astype(dt)
+    msg = x.astype(np.int64) - zp
+    args = [tvm.runtime.tensor(x)]
+    if cdt is not None:
+        coef = rng.integers(0, 200, size=(n, 1)).astype(cdt)
+        msg = msg * coef
+        args.append(tvm.runtime.tensor(coef))
+    return args, msg
+
+
 def _check_epilogue_kernels(built: dict, rng: np.random.Generator, case: str, n: int, src: np.ndarray,
                             dst: np.ndarray, plan_args: list) -> None:
     """The epilogue forms of edge_reduce against NumPy: (sum [+ own message]) requantized per row or column."""
     from qgnn_deploy.ir.interpreter import requantize_int64
 
     for (h, dt, zp, cdt, csr, self_term, rmdt, (qzp, lo, hi, odt)), f in built.items():
-        info = np.iinfo(dt)
-        x = rng.integers(max(info.min, -300), min(info.max, 300), size=(n, h), endpoint=True).astype(dt)
-        msg = x.astype(np.int64) - zp
-        args = [tvm.runtime.tensor(x)]
-        if cdt is not None:
-            coef = rng.integers(0, 200, size=(n, 1)).astype(cdt)
-            msg = msg * coef
-            args.append(tvm.runtime.tensor(coef))
+        args, msg = _messages(rng, n, n, h, dt, zp, cdt, 300)
         acc = _edge_reduce_reference("add", n, dst, msg[src]) + (msg if self_term else 0)
         shift = rng.integers(20, 30, size=(1, h)) if rmdt is None else np.full((1, h), 24)
         mult = rng.integers(1 << 10, 1 << 16, size=(n, 1) if rmdt else (1, h))
@@ -560,15 +568,7 @@ def test_graph_kernels_exact_across_blocks_and_parts(parts: int, serial_work: in
         np.testing.assert_array_equal(out.numpy()[:, 0], np.bincount(dst[(dst >= 0) & (dst < n)], minlength=n),
                                       err_msg=case)
         for (kind, h, dt, zp, cdt, gathered, csr), f in built.items():
-            info = np.iinfo(dt)
-            x = rng.integers(max(info.min, -5000), min(info.max, 5000), size=(n if gathered else len(dst), h),
-                             endpoint=True).astype(dt)
-            msg = x.astype(np.int64) - zp
-            args = [tvm.runtime.tensor(x)]
-            if cdt is not None:
-                coef = rng.integers(0, 200, size=(n, 1)).astype(cdt)
-                msg = msg * coef
-                args.append(tvm.runtime.tensor(coef))
+            args, msg = _messages(rng, n if gathered else len(dst), n, h, dt, zp, cdt, 5000)
             msg = msg[src] if gathered else msg
             out = tvm.runtime.tensor(np.full((n, h), -9, np.int32))
             unread = tvm.runtime.tensor(np.zeros(1, np.int32))

@@ -57,6 +57,15 @@ def _prefetch_w(ptr):  # noqa: ANN001, ANN202
     return T.call_intrin("", "tirx.prefetch", ptr, 1, 3, 1)
 
 
+def _requantized(Rq: Any, v: Any, mult: Any, q: Any, params: tuple[int, int, int, str]) -> Any:
+    """The requantize handler's arithmetic in int64 on an int32 sum ``v``: ``(v * mult + Rq[1, q]) >> Rq[2, q]``
+    (rounding half, shift of column ``q``, :func:`.fusion.requant_epilogue_constants`), ``+ zero_point``, clipped
+    to ``[qmin, qmax]`` and cast (``params = (zero_point, qmin, qmax, dtype)``): an edge kernel's epilogue."""
+    zp, lo, hi, dtype = params
+    y = T.shift_right(T.Cast("int64", v) * mult + Rq[1, q], Rq[2, q]) + T.int64(zp)
+    return T.Cast(dtype, T.max(T.min(y, T.int64(hi)), T.int64(lo)))
+
+
 def _owned_edges(chunk: int, pf: int, visit: Any) -> Any:
     """The owned-edge fallback for unsorted edges: a macro ``owned(D, dr, e, lo, hi, *args)`` that walks the edge
     list in blocks of ``chunk``, lists (branch-free: one unsigned compare per edge) the edges whose destination
@@ -296,7 +305,7 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
         raise ValueError(f"edge_reduce: unsupported combination reduce={reduce!r}, dtype={dtype}, "
                          f"gathered={gathered}, scaled={scaled}, h={h}")
     zp = int(zero_point)
-    rq_zp, rq_lo, rq_hi, out_dtype = requant if fused else (0, 0, 0, "int32")
+    out_dtype = requant[3] if fused else "int32"
     sr, dr = int(src_row or 0), int(dst_row)
     two_x = not counting and _straddles(h, np.dtype(dtype).itemsize)
     two_o = _straddles(h, 4)
@@ -318,12 +327,10 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
     def start(X, C, i, c):  # noqa: ANN001, ANN202 - a row's initial sum
         return node_message(X, C, i, c) if self_term else T.int32(-2147483648) if is_max else T.int32(0)
 
-    def finish(Rq, RowM, v, i, c):  # noqa: ANN001, ANN202 - the requantize handler's arithmetic, in int64
+    def finish(Rq, RowM, v, i, c):  # noqa: ANN001, ANN202 - the sum of row i, column c as written
         if not fused:
             return v
-        m = T.Cast("int64", RowM[i, 0]) if row_mult is not None else Rq[0, c]
-        y = T.shift_right(T.Cast("int64", v) * m + Rq[1, c], Rq[2, c]) + T.int64(rq_zp)
-        return T.Cast(out_dtype, T.max(T.min(y, T.int64(rq_hi)), T.int64(rq_lo)))
+        return _requantized(Rq, v, T.Cast("int64", RowM[i, 0]) if row_mult is not None else Rq[0, c], c, requant)
 
     @T.macro
     def prefetch_source(X, C, S, ahead):  # noqa: ANN001, ANN202 - the message row edge `ahead` will read
@@ -609,7 +616,7 @@ def edge_attend(heads: int, c: int, dtype: str, parts: int, dst_row: int, src_ro
     with_self = self_dtype is not None
     two_x = _straddles(h, np.dtype(dtype).itemsize)
     two_o = _straddles(h, 4)
-    rq_zp, rq_lo, rq_hi, out_dtype = requant if requant is not None else (0, 0, 0, "int32")
+    out_dtype = requant[3] if requant is not None else "int32"
 
     def centered(X, row, hd, j):  # noqa: ANN001, ANN202 - TVMScript expression helpers
         v = T.Cast("int32", X[row, hd * c + j])
@@ -622,10 +629,7 @@ def edge_attend(heads: int, c: int, dtype: str, parts: int, dst_row: int, src_ro
         return centered(X, i, hd, j) * T.Cast("int32", A_self[i, hd]) if with_self else T.int32(0)
 
     def finish(Rq, v, q):  # noqa: ANN001, ANN202 - the requantize handler's arithmetic, in int64
-        if requant is None:
-            return v
-        y = T.shift_right(T.Cast("int64", v) * Rq[0, q] + Rq[1, q], Rq[2, q]) + T.int64(rq_zp)
-        return T.Cast(out_dtype, T.max(T.min(y, T.int64(rq_hi)), T.int64(rq_lo)))
+        return v if requant is None else _requantized(Rq, v, Rq[0, q], q, requant)
 
     @T.macro
     def prefetch_source(X, S, ahead):  # noqa: ANN001, ANN202
