@@ -445,6 +445,14 @@ def _kernel_edge_cases(rng: np.random.Generator) -> dict[str, tuple[int, np.ndar
     cases["hub"] = (53, rng.integers(0, 53, e), dst.astype(np.int64))
     # ascending but with rows outside [0, N): not CSR, so the scan path runs and skips those edges
     cases["ascending_out_of_range"] = (10, rng.integers(0, 10, 40), np.sort(rng.integers(-2, 13, 40)))
+    # ascending but for one swap in a part's first block, and in a part's last block: edge_plan's block-wise check
+    # stops at the failed block (or after it), either way the counting sort runs
+    late = np.sort(rng.integers(0, 70, 3 * CHUNK + 9))
+    early = late.copy()
+    late[[3, 200]] = late[[200, 3]]
+    early[[-3, -300]] = early[[-300, -3]]
+    cases["unsorted_first_block"] = (70, rng.integers(0, 70, late.size), late)
+    cases["unsorted_last_block"] = (70, rng.integers(0, 70, early.size), early)
     return cases
 
 
@@ -468,6 +476,49 @@ _EDGE_KERNELS = [("add", 16, "int32", 0, None, True, False), ("add", 7, "int32",
                  ("add", 6, "uint8", 3, None, True, True), ("add", 7, "int32", 0, None, False, False),
                  ("max", 7, "int32", 0, None, True, False), ("max", 7, "int8", 0, None, True, True),
                  ("max", 5, "int8", 0, None, False, False)]
+# gathered add with the requantize epilogue: (H, x dtype, zero point, coefficient dtype, csr_col, self term,
+# row multiplier dtype or None for per-column constants, (zero point, qmin, qmax, dtype))
+_EPILOGUE_KERNELS = [(16, "int8", 0, "uint8", True, True, "int64", (0, -127, 127, "int8")),
+                     (7, "int8", 0, "uint8", False, True, "int32", (3, -100, 120, "int8")),
+                     (6, "uint8", 3, None, True, False, None, (-2, 0, 255, "uint8")),
+                     (5, "int32", 0, None, False, False, "int64", (0, -127, 127, "int8"))]
+
+
+def _messages(rng: np.random.Generator, rows: int, n: int, h: int, dt: str, zp: int, cdt: str | None,
+              bound: int) -> tuple[list, np.ndarray]:
+    """Random ``x [rows, h]`` (within +-bound) and a per-node coefficient ``[n, 1]`` of dtype ``cdt`` (if any) as
+    kernel arguments, and the int64 messages ``(x - zp) [* coef]``."""
+    info = np.iinfo(dt)
+    x = rng.integers(max(info.min, -bound), min(info.max, bound), size=(rows, h), endpoint=True).astype(dt)
+    msg = x.astype(np.int64) - zp
+    args = [tvm.runtime.tensor(x)]
+    if cdt is not None:
+        coef = rng.integers(0, 200, size=(n, 1)).astype(cdt)
+        msg = msg * coef
+        args.append(tvm.runtime.tensor(coef))
+    return args, msg
+
+
+def _check_epilogue_kernels(built: dict, rng: np.random.Generator, case: str, n: int, src: np.ndarray,
+                            dst: np.ndarray, plan_args: list) -> None:
+    """The epilogue forms of edge_reduce against NumPy: (sum [+ own message]) requantized per row or column."""
+    from qgnn_deploy.ir.interpreter import requantize_int64
+
+    for (h, dt, zp, cdt, csr, self_term, rmdt, (qzp, lo, hi, odt)), f in built.items():
+        args, msg = _messages(rng, n, n, h, dt, zp, cdt, 300)
+        acc = _edge_reduce_reference("add", n, dst, msg[src]) + (msg if self_term else 0)
+        shift = rng.integers(20, 30, size=(1, h)) if rmdt is None else np.full((1, h), 24)
+        mult = rng.integers(1 << 10, 1 << 16, size=(n, 1) if rmdt else (1, h))
+        half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
+        rq = np.concatenate([np.ones((1, h), np.int64) if rmdt else mult, half, shift]).astype(np.int64)
+        ref = np.clip(requantize_int64(acc.astype(np.int32), mult, shift) + qzp, lo, hi).astype(odt)
+        out = tvm.runtime.tensor(np.full((n, h), 9, odt))
+        rm = mult.astype(rmdt) if rmdt else np.zeros((1, 1), np.int64)
+        ei, flag, rowptr, col = plan_args
+        f(*args, ei, ei, flag, rowptr, col if csr else tvm.runtime.tensor(np.zeros(1, np.int32)),
+          tvm.runtime.tensor(rq), tvm.runtime.tensor(rm), out)
+        np.testing.assert_array_equal(out.numpy(), ref, err_msg=f"{case} H={h} {dt} coef={cdt} csr_col={csr} "
+                                                                f"self={self_term} row_mult={rmdt}")
 
 
 @pytest.mark.parametrize(("parts", "serial_work"), [(1, 0), (2, 0), (3, 0), (2, 1 << 30)])
@@ -476,8 +527,9 @@ def test_graph_kernels_exact_across_blocks_and_parts(parts: int, serial_work: in
     equal NumPy for every part count, reading src/dst as rows of one [2, E] tensor, on the scan path and (edges
     sorted by destination) the CSR path, and (csr_col) the CSR path over the plan's counting sort for any order;
     edge_plan flags exactly the ascending, in-range cases, and its row pointers and col are a stable sort's for
-    every part count.  serial_work 0: the parts run in parallel; 2^30: the small-work branch (one part on the
-    calling thread)."""
+    every part count; the requantize epilogue forms (self term, per-row or per-column multiplier) equal the
+    handler's arithmetic on the same paths.  serial_work 0: the parts run in parallel; 2^30: the small-work
+    branch (one part on the calling thread)."""
     from qgnn_deploy.backends.tvm import kernels
 
     rng = np.random.default_rng(parts)
@@ -489,6 +541,10 @@ def test_graph_kernels_exact_across_blocks_and_parts(parts: int, serial_work: in
                                                      src_row=0 if spec[5] else None, zero_point=spec[3],
                                                      coef_dtype=spec[4], csr_col=spec[6], **sw))
              for spec in _EDGE_KERNELS}
+    epilogues = {spec: _graph_kernel(kernels.edge_reduce(spec[0], spec[1], parts, "add", dst_row=1, src_row=0,
+                                                         zero_point=spec[2], coef_dtype=spec[3], csr_col=spec[4],
+                                                         self_term=spec[5], requant=spec[7], row_mult=spec[6], **sw))
+                 for spec in _EPILOGUE_KERNELS}
     cases = _kernel_edge_cases(rng)
     for case, (n, src, dst) in list(cases.items()):  # and each again with destinations ascending
         order = np.argsort(dst, kind="stable")
@@ -512,23 +568,17 @@ def test_graph_kernels_exact_across_blocks_and_parts(parts: int, serial_work: in
         np.testing.assert_array_equal(out.numpy()[:, 0], np.bincount(dst[(dst >= 0) & (dst < n)], minlength=n),
                                       err_msg=case)
         for (kind, h, dt, zp, cdt, gathered, csr), f in built.items():
-            info = np.iinfo(dt)
-            x = rng.integers(max(info.min, -5000), min(info.max, 5000), size=(n if gathered else len(dst), h),
-                             endpoint=True).astype(dt)
-            msg = x.astype(np.int64) - zp
-            args = [tvm.runtime.tensor(x)]
-            if cdt is not None:
-                coef = rng.integers(0, 200, size=(n, 1)).astype(cdt)
-                msg = msg * coef
-                args.append(tvm.runtime.tensor(coef))
+            args, msg = _messages(rng, n if gathered else len(dst), n, h, dt, zp, cdt, 5000)
             msg = msg[src] if gathered else msg
             out = tvm.runtime.tensor(np.full((n, h), -9, np.int32))
             unread = tvm.runtime.tensor(np.zeros(1, np.int32))
-            f(*args, *([ei, ei] if gathered else [ei]), flag, rowptr, *([col if csr else unread] if gathered else []),
-              out)
+            rq_unread = [tvm.runtime.tensor(np.zeros((3, h), np.int64)), tvm.runtime.tensor(np.zeros((1, 1), np.int64))]
+            f(*args, *([ei, ei] if gathered else [ei]), flag, rowptr,
+              *([col if csr else unread, *rq_unread] if gathered else []), out)
             np.testing.assert_array_equal(out.numpy(), _edge_reduce_reference(kind, n, dst, msg).astype(np.int32),
                                           err_msg=f"{case} {kind} H={h} {dt} zp={zp} coef={cdt} gathered={gathered} "
                                                   f"csr_col={csr}")
+        _check_epilogue_kernels(epilogues, rng, case, n, src, dst, [ei, flag, rowptr, col])
 
 
 def test_factored_messages_reach_the_narrow_kernel() -> None:
@@ -542,7 +592,8 @@ def test_factored_messages_reach_the_narrow_kernel() -> None:
     # _csr: the edge plan counting-sorts src for unsorted edges, so these walk CSR runs for any edge order
     assert names == ["qgnn_gather_scatter_add_6_int32_2_0_1_csr",
                      "qgnn_gather_scatter_add_6_int8_2_0_1_0_uint8_csr",  # GCN, coefficient on either side
-                     "qgnn_gather_scatter_add_6_uint8_2_0_1_7_none_csr",  # GIN's x - zp
+                     # GIN's x - zp, its requantize applied by the edge kernel (fusion.requantize_into_scatter)
+                     "qgnn_gather_scatter_add_6_uint8_2_0_1_7_none_csr_rq_0_m127_127_int8_col",
                      "qgnn_gather_scatter_max_6_int8_2_0_1_0_uint8_csr"], names
     assert [gv.name_hint for gv in mod.functions if "edge_plan" in gv.name_hint] == ["qgnn_edge_plan_2_1_col0"]
     text = mod["main"].script()

@@ -64,14 +64,19 @@ def _plan(g: Graph, kind: str = "avx2", **kw: object) -> dict[str, str]:
 
 
 def test_requantize_into_gemm_plan() -> None:
-    """Fused only for a GEMM read by the requantize alone, zero points 0, shifts in [0, 63], x86 non-VNNI."""
+    """Fused only for a GEMM read by the requantize alone, zero points 0, shifts in [0, 63], x86 (on AVX-512 VNNI
+    for a u8 A read in place with K % 4 == 0)."""
     assert _plan(gemm_requant_graph(40, 16)) == {"rq": "acc"}
     assert _plan(gemm_requant_graph(40, 7, per_column=False)) == {"rq": "acc"}
     assert _plan(gemm_requant_graph(40, 16, extra_reader=True)) == {}  # the int32 product has another reader
     assert _plan(gemm_requant_graph(40, 16, a_zero_point=3)) == {}  # zero-point terms come after the GEMM
     assert _plan(gemm_requant_graph(40, 16, shift=64)) == {}  # >> 64 is not the handler's shift
     assert _plan(gemm_requant_graph(3, 16)) == {}  # K < 4: the generic GEMM
-    assert _plan(gemm_requant_graph(40, 16), kind="vnni") == {}
+    assert _plan(gemm_requant_graph(40, 16), kind="vnni") == {"rq": "acc"}
+    assert _plan(gemm_requant_graph(40, 16, "int8"), kind="vnni") == {"rq": "acc"}  # s8 flip folded in
+    assert _plan(gemm_requant_graph(40, 16, a_zero_point=3), kind="vnni") == {"rq": "acc"}  # zero point folded in
+    assert _plan(gemm_requant_graph(42, 16), kind="vnni") == {}  # a K tail (int32 kernel argument)
+    assert _plan(gemm_requant_graph(40, 16, fp32_input=True), kind="vnni") == {"rq": "acc"}  # quantize not fused
     assert _plan(gemm_requant_graph(40, 16), kind="sdot") == {}
     assert _plan(gemm_requant_graph(40, 16), fast_matmul=False) == {}
 
@@ -94,12 +99,12 @@ def test_gather_into_scatter_plan_and_pipeline_report() -> None:
     assert fused and all(g.producers()[v].op == "gather_rows" for v in fused)
     plan2, report = plan_fusion(g, BuildOptions(gemm_kind="avx2"))
     assert list(report) == ["gather_into_scatter", "quantize_into_gemm", "requantize_into_gemm",
-                            "add_into_lut_steps", "attention_into_scatter"]
+                            "add_into_lut_steps", "attention_into_scatter", "requantize_into_scatter"]
     assert report["gather_into_scatter"] == fused and plan2.gather_into_scatter == set(fused)
     plan3 = FusionPlan()
     assert list(fusion_pipeline(BuildOptions(), plan3, skip=("gather_into_scatter",))(g)) == [
         "quantize_into_gemm", "requantize_into_gemm", "add_into_lut_steps",
-        "attention_into_scatter"] and not plan3.gather_into_scatter
+        "attention_into_scatter", "requantize_into_scatter"] and not plan3.gather_into_scatter
 
 
 def _kernel_names(g: Graph, kind: str) -> list[str]:
@@ -159,6 +164,34 @@ def lut_offset_graph(c: int, span: int, x_dtype: str = "int32", c_dtype: str = "
     g = b.graph
     g.validate()
     return g
+
+
+@pytest.mark.parametrize("k,n,a_dtype,zp,a_zp", [(128, 16, "uint8", 0, 125), (40, 7, "uint8", 5, 0),
+                                                  (16, 20, "uint8", -3, 0), (16, 8, "int8", 0, 0),
+                                                  (128, 8, "int8", 2, -7)])
+def test_fused_vnni_gemm_requant_bit_exact(k: int, n: int, a_dtype: str, zp: int, a_zp: int, tmp_path: Path) -> None:
+    """The AVX-512 VNNI GEMM with a requantize epilogue (K % 4 == 0; s8 A's flip and the A zero point folded into
+    the constants): one kernel, bit-exact; run only on a CPU with avx512vnni."""
+    from qgnn_deploy.backends.tvm.targets import resolve_target
+
+    g = gemm_requant_graph(k, n, a_dtype, zp=zp, a_zero_point=a_zp)
+    names = _kernel_names(g, "vnni")
+    assert [nm for nm in names if nm.startswith("qgnn_gemm")] == [f"qgnn_gemm_vnni_{k}_{-(-n // 16)}_{a_dtype}_rq_"
+                                                                   f"{str(zp).replace('-', 'm')}_m127_127_int8_{n}"]
+    assert "right_shift" not in str(build_module(g, BuildOptions(gemm_kind="vnni"))["main"])
+    if "avx512vnni" not in resolve_target("x86_64").features:
+        pytest.skip("no AVX-512 VNNI here")
+    rng = np.random.default_rng(k)
+    info = np.iinfo(a_dtype)
+
+    def feed(rows: int) -> dict[str, np.ndarray]:
+        return {"a": rng.integers(int(info.min), int(info.max) + 1, (rows, k)).astype(a_dtype)}
+
+    fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds=feed(13))
+    lib = tmp_path / fields["library"]
+    for rows in (97, 8, 1):  # off the 8-row register block
+        f = feed(rows)
+        np.testing.assert_array_equal(run_library(lib, f), run(g, f)["rq32"], err_msg=f"rows={rows}")
 
 
 def test_add_into_lut_steps_plan() -> None:
@@ -345,3 +378,81 @@ def test_attention_kernel_bit_exact(heads: int, c: int, self_term: bool, column:
     for name, (x, ei) in cases.items():
         feeds = {"x": x * 20, "edge_index": ei}
         np.testing.assert_array_equal(run_library(lib, feeds), run(g, feeds)[g.outputs[0].name], err_msg=name)
+
+
+def gcn_aggregate_graph(w: int, *, self_term: bool = True, row_mult: bool = True, extra_reader: bool = False,
+                        narrow: bool = True) -> Graph:
+    """GCN's aggregation: ``requantize(scatter_add(gather(m, src), dst) [+ m], q * M, s)`` with the message
+    ``m = int8 h * q`` (``q`` a per-node degree factor from a lookup; ``narrow`` False: an int32 message) and the
+    multiplier per row (``row_mult``) or per column."""
+    b = GraphBuilder()
+    xf = b.input("x", "float32", ("N", w))
+    ei = b.input("edge_index", "int64", (2, "E"))
+    src = b.op("take_row", [ei], "src", index=0)
+    dst = b.op("take_row", [ei], "dst", index=1)
+    deg = b.op("add", [b.op("degree", [dst, xf], "deg"), b.const("one", np.array([1], np.int32))], "deg1")
+    q = b.op("lut_steps", [deg, b.const("t", np.array([2, 3, 5, 9], np.int16)),
+                           b.const("v", np.array([255, 180, 127, 90, 60], np.uint8))], "q")
+    q32 = b.op("cast", [q], "q32", dtype="int32")
+    h = b.op("quantize", [xf], "h", scale=0.05, zero_point=0, qmin=-127, qmax=127, dtype="int8")
+    m = b.op("mul", [b.op("cast", [h], "h32", dtype="int32"), q32 if narrow else b.const("k", np.array([[3]],
+                                                                                                        np.int32))],
+             "m")
+    agg = b.op("scatter_add", [b.op("gather_rows", [m, src], "m_src"), dst, xf], "agg_e")
+    if self_term:
+        agg = b.op("add", [agg, m], "agg")
+    if row_mult:
+        mult = b.op("mul", [b.op("cast", [q32], "q64", dtype="int64"), b.const("M", np.array([[1 << 22]], np.int32))],
+                    "mult")
+    else:
+        mult = b.const("M", np.arange(1, w + 1, dtype=np.int32).reshape(1, w) << 14)
+    y = b.op("requantize", [agg, mult, b.const("s", np.array([[38]], np.int8))], "y", zero_point=1, qmin=-127,
+             qmax=127, dtype="int8")
+    if extra_reader:
+        y = b.op("add", [b.op("cast", [y], "y32", dtype="int32"), agg], "y2")
+    b.output(y, "int32" if extra_reader else "int8", ("N", w))
+    g = b.graph
+    g.meta.update({"task": "node", "max_in_degree": 1 << 12})
+    g.validate()
+    return g
+
+
+def test_requantize_into_scatter_plan() -> None:
+    """Fused for the self term or none, per-row or per-column multipliers; not when the sum has another reader."""
+    from qgnn_deploy.backends.tvm.fusion import ScatterRequant, requantize_into_scatter
+
+    def planned(g: Graph, **kw: object) -> dict:
+        plan = FusionPlan()
+        gather_into_scatter(g, BuildOptions(**kw), plan)  # type: ignore[arg-type]
+        requantize_into_scatter(g, BuildOptions(**kw), plan)  # type: ignore[arg-type]
+        return plan.requantize_into_scatter
+
+    assert planned(gcn_aggregate_graph(4)) == {"y": ScatterRequant("agg_e", "agg", True)}
+    assert planned(gcn_aggregate_graph(4, self_term=False)) == {"y": ScatterRequant("agg_e", None, True)}
+    assert planned(gcn_aggregate_graph(4, row_mult=False)) == {"y": ScatterRequant("agg_e", "agg", False)}
+    assert planned(gcn_aggregate_graph(4, extra_reader=True)) == {}
+    assert planned(gcn_aggregate_graph(4), fuse_gather_scatter=False) == {}
+    assert "agg_e" in plan_fusion(gcn_aggregate_graph(4), BuildOptions())[0].skipped()
+
+
+@pytest.mark.parametrize("w,self_term,row_mult,narrow", [(16, True, True, True), (7, True, False, False),
+                                                          (5, False, True, True)])
+def test_scatter_requant_kernel_bit_exact(w: int, self_term: bool, row_mult: bool, narrow: bool,
+                                          tmp_path: Path) -> None:
+    """One edge kernel writes the int8 codes (no Relax requantize, no int32 sums), bit-exact on the awkward
+    graphs: unsorted (the plan's counting sort), CSR-ordered destinations, isolated nodes, a hub, empty graphs."""
+    g = gcn_aggregate_graph(w, self_term=self_term, row_mult=row_mult, narrow=narrow)
+    names = _kernel_names(g, "avx2")
+    assert [n for n in names if "scatter" in n and "_rq_" in n], names
+    main = str(build_module(g, BuildOptions(gemm_kind="avx2"))["main"])
+    assert "right_shift" not in main
+    cases = awkward_graphs(w, seed=3)
+    fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds={"x": cases["random"][0],
+                                                                 "edge_index": cases["random"][1]})
+    lib = tmp_path / fields["library"]
+    for name, (x, ei) in cases.items():
+        for order in ("given", "sorted"):
+            if order == "sorted":
+                ei = np.ascontiguousarray(ei[:, np.argsort(ei[1], kind="stable")])
+            feeds = {"x": x * 3, "edge_index": ei}
+            np.testing.assert_array_equal(run_library(lib, feeds), run(g, feeds)["y"], err_msg=f"{name} {order}")

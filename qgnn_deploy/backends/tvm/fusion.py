@@ -18,6 +18,9 @@ kernels.  The passes compose with :class:`qgnn_deploy.ir.passes.Sequential` like
   ``x >= t - c``: the IR's ``add`` never wraps), one elementwise kernel fewer.
 * ``attention_into_scatter``: GAT's ``scatter_add(gather(x, src) * repeat_cols(alpha, C), dst)``: one edge kernel
   reading ``alpha[e, head]`` per edge, no ``[E, H*C]`` tensor.
+* ``requantize_into_scatter``: GCN's ``requantize(scatter_add(gather(m, src), dst) [+ m], multiplier)``, the
+  multiplier per column or an ``[N, 1]`` tensor (degree factors): the edge kernel starts each row from its self
+  term and requantizes on the way out, so the int32 ``[N, H]`` sums are never written and read back.
 """
 
 from __future__ import annotations
@@ -45,6 +48,15 @@ class Attend:
     requantize: str | None = None  # the requantize node (sole reader of the sum) the kernel applies on the way out
 
 
+@dataclass(frozen=True)
+class ScatterRequant:
+    """A gathered scatter_add requantized inside its edge kernel (see :func:`requantize_into_scatter`)."""
+
+    scatter: str  # the scatter_add node's output
+    self_add: str | None = None  # add(scatter, m) output when each row also adds its own message m
+    row_multiplier: bool = False  # the requantize's multiplier is an [N, 1] tensor (else per-column constants)
+
+
 @dataclass
 class FusionPlan:
     """Values computed inside another kernel (filled by the passes of :func:`fusion_pipeline`)."""
@@ -56,11 +68,13 @@ class FusionPlan:
     # value the edge kernel computes (the scatter_add, or the add of it and the self term) -> its parts
     attention_into_scatter: dict[str, Attend] = field(default_factory=dict)
     attention_skipped: set[str] = field(default_factory=set)  # the mul / gather_rows / repeat_cols it absorbs
+    requantize_into_scatter: dict[str, ScatterRequant] = field(default_factory=dict)  # requantize output -> parts
 
     def skipped(self) -> set[str]:
         """Values whose own kernel is not emitted (their consumer's kernel computes them)."""
         return self.gather_into_scatter | self.quantize_into_gemm | set(self.requantize_into_gemm.values()) | \
-            set(self.add_into_lut_steps) | self.attention_skipped
+            set(self.add_into_lut_steps) | self.attention_skipped | \
+            {v for f in self.requantize_into_scatter.values() for v in (f.scatter, f.self_add) if v}
 
 
 def _weight_shape(graph: Graph, name: str) -> tuple[int, ...] | None:
@@ -122,13 +136,15 @@ def _requant_constant(graph: Graph, node: Node, i: int, attr: str) -> np.ndarray
     return np.asarray(node.attrs[attr]) if attr in node.attrs else None
 
 
-def requant_epilogue_constants(graph: Graph, node: Node, n: int) -> np.ndarray | None:
+def requant_epilogue_constants(graph: Graph, node: Node, n: int, row_multiplier: bool = False) -> np.ndarray | None:
     """``[3, n]`` int64 (multiplier, rounding half, shift) per output column of requantize ``node``, or None
     when its constants do not broadcast per column, its clip bounds are tensors, or a shift is outside
-    [0, 63] (the fused kernel's ``>>`` is then not the handler's)."""
+    [0, 63] (the fused kernel's ``>>`` is then not the handler's).  ``row_multiplier``: the multiplier is a
+    tensor the kernel reads per row (its row here is 1, unread)."""
     if any(i < len(node.inputs) and node.inputs[i] for i in (3, 4)):
         return None
-    mult, shift = _requant_constant(graph, node, 1, "multiplier"), _requant_constant(graph, node, 2, "shift")
+    mult = np.ones(1, np.int64) if row_multiplier else _requant_constant(graph, node, 1, "multiplier")
+    shift = _requant_constant(graph, node, 2, "shift")
     if mult is None or shift is None:
         return None
     cols = []
@@ -147,13 +163,20 @@ def requant_epilogue_constants(graph: Graph, node: Node, n: int) -> np.ndarray |
 
 def requantize_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) -> list[str]:
     """requantize nodes whose int32 input is a matmul (zero points 0, constant int8 weight with K >= 4) read by
-    nothing else, with per-column constants: on x86 GEMM kernels below VNNI (:data:`.gemm_x86.KINDS`)."""
+    nothing else, with per-column constants: on x86 GEMM kernels below VNNI (:data:`.gemm_x86.KINDS`), and on
+    AVX-512 VNNI for an A read in place with K % 4 == 0 (:func:`.gemm.vnni_fuses_requant`), where an A zero
+    point (with a constant initializer weight) folds into the epilogue too."""
+    from qgnn_deploy.ir.infer import infer_dtypes
+
+    from .gemm import vnni_fuses_requant
     from .gemm_x86 import KINDS
 
-    if not options.fast_matmul or options.gemm_kind not in KINDS:
+    vnni = options.gemm_kind == "vnni"
+    if not options.fast_matmul or (options.gemm_kind not in KINDS and not vnni):
         return []
     outputs = {o.name for o in graph.outputs}
     producers = graph.producers()
+    dtypes = infer_dtypes(graph) if vnni else {}
     for node in graph.nodes:
         if node.op != "requantize" or not node.inputs or node.inputs[0] in outputs:
             continue
@@ -161,11 +184,15 @@ def requantize_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) 
         if mm is None or mm.op != "matmul" or len(mm.inputs) < 2 or \
                 [u.name for u in graph.consumers(mm.outputs[0])] != [node.name]:
             continue
-        if int(mm.attrs.get("a_zero_point", 0)) or int(mm.attrs.get("b_zero_point", 0)):
+        za = int(mm.attrs.get("a_zero_point", 0))
+        if (za and not (vnni and mm.inputs[1] in graph.initializers)) or int(mm.attrs.get("b_zero_point", 0)):
             continue
         shape = _weight_shape(graph, mm.inputs[1])
         if shape is None or len(shape) != 2 or shape[0] < 4 or \
                 requant_epilogue_constants(graph, node, shape[1]) is None:
+            continue
+        if vnni and (mm.inputs[0] in plan.quantize_into_gemm or not vnni_fuses_requant(dtypes[mm.inputs[0]], shape[0])
+                     or (dtypes[mm.inputs[0]] == "int8" and mm.inputs[1] not in graph.initializers)):
             continue
         plan.requantize_into_gemm[node.outputs[0]] = mm.outputs[0]
     return sorted(plan.requantize_into_gemm)
@@ -296,7 +323,54 @@ def attention_into_scatter(graph: Graph, options: BuildOptions, plan: FusionPlan
     return sorted(plan.attention_into_scatter)
 
 
-PASSES = (gather_into_scatter, quantize_into_gemm, requantize_into_gemm, add_into_lut_steps, attention_into_scatter)
+def _row_multiplier(graph: Graph, node: Node, rows: Any, shapes: dict, dtypes: dict) -> bool:
+    """Whether requantize ``node``'s multiplier is a non-constant integer ``[rows, 1]`` tensor."""
+    if len(node.inputs) < 2 or not node.inputs[1] or node.inputs[1] in graph.initializers:
+        return False
+    return shapes[node.inputs[1]] == (rows, 1) and rows is not None and \
+        np.issubdtype(np.dtype(dtypes[node.inputs[1]]), np.integer)
+
+
+def requantize_into_scatter(graph: Graph, options: BuildOptions, plan: FusionPlan) -> list[str]:
+    """``requantize(scatter_add(gather_rows(m, src), dst) [+ m])`` where the gather is folded into the scatter
+    (run :func:`gather_into_scatter` first), each value read by the next alone, ``m`` at most 32 bits wide with
+    the output's rows, and the requantize's multiplier per column (constant) or an ``[N, 1]`` tensor, its shift
+    constant per column and its bounds attributes: the edge kernel (:func:`.kernels.edge_reduce`) starts each
+    row from ``m``'s own row and writes the requantized codes."""
+    if not options.fuse_gather_scatter:
+        return []
+    from qgnn_deploy.ir.infer import infer_dtypes, infer_shapes
+
+    outputs = {o.name for o in graph.outputs}
+    producers = graph.producers()
+    shapes, dtypes = infer_shapes(graph), infer_dtypes(graph)
+    for node in graph.nodes:
+        if node.op != "scatter_add" or node.inputs[0] not in plan.gather_into_scatter:
+            continue
+        m = producers[node.inputs[0]].inputs[0]
+        rows = shapes[node.outputs[0]][0]
+        if np.dtype(dtypes[m]).itemsize > 4:
+            continue
+        key, self_add = node.outputs[0], None
+        users = graph.consumers(key)
+        if len(users) == 1 and users[0].op == "add" and sorted(users[0].inputs) == sorted([key, m]) and \
+                key not in outputs and shapes[m] == shapes[key]:
+            key = self_add = users[0].outputs[0]
+        users = graph.consumers(key)
+        if key in outputs or len(users) != 1 or users[0].op != "requantize" or users[0].inputs[0] != key or \
+                key in users[0].inputs[1:]:
+            continue
+        rq, shape = users[0], shapes[key]
+        row_mult = _row_multiplier(graph, rq, rows, shapes, dtypes)
+        if len(shape) != 2 or not isinstance(shape[1], int) or \
+                requant_epilogue_constants(graph, rq, shape[1], row_mult) is None:
+            continue
+        plan.requantize_into_scatter[rq.outputs[0]] = ScatterRequant(node.outputs[0], self_add, row_mult)
+    return sorted(plan.requantize_into_scatter)
+
+
+PASSES = (gather_into_scatter, quantize_into_gemm, requantize_into_gemm, add_into_lut_steps, attention_into_scatter,
+          requantize_into_scatter)
 
 
 def fusion_pipeline(options: BuildOptions, plan: FusionPlan, skip: tuple[str, ...] = ()) -> Sequential:

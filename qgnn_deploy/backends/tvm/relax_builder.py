@@ -68,6 +68,7 @@ class BuildContext:
         self.lut_offsets: dict[str, tuple[str, int]] = {}  # add output x + c -> (x, c), read by lut_steps only
         self.shifted_tables: dict[tuple[Any, ...], relax.Expr] = {}  # (thresholds, -c[, cmp]) -> (probe of) t - c
         self.attend_fused: dict[str, Any] = {}  # value -> fusion.Attend: computed by one edge_attend kernel
+        self.scatter_requant: dict[str, Any] = {}  # requantize output -> fusion.ScatterRequant (edge_reduce epilogue)
         self.index_rows: dict[str, tuple[relax.Expr, int]] = {}  # take_row outputs: (2-D int64 source, row)
         # (index vector, rows) -> ([index tensor, flag, rowptr], row)
         self.edge_plans: dict[tuple[str, str], tuple[list[relax.Expr], int]] = {}
@@ -461,8 +462,19 @@ def _edge_plan(ctx: BuildContext, node: Node, i: int, n: Any) -> tuple[list[rela
     return ctx.edge_plans[key]
 
 
+def _requant_epilogue(ctx: BuildContext, rq: Node, width: int, row_multiplier: bool = False,
+                      ) -> tuple[tuple[int, int, int, str], relax.Expr]:
+    """A fused requantize's ``(zero_point, qmin, qmax, dtype)`` and its ``[3, width]`` int64 constants
+    (:func:`.fusion.requant_epilogue_constants`) for an edge kernel's epilogue."""
+    info = np.iinfo(rq.attrs["dtype"])
+    params = (int(rq.attrs["zero_point"]), int(rq.attrs.get("qmin", info.min)), int(rq.attrs.get("qmax", info.max)),
+              str(rq.attrs["dtype"]))
+    return params, relax.const(requant_epilogue_constants(ctx.graph, rq, width, row_multiplier), "int64")
+
+
 def _scatter(kind: str) -> Handler:
-    def h(ctx: BuildContext, node: Node) -> relax.Expr:
+    def h(ctx: BuildContext, node: Node, rq: Node | None = None) -> relax.Expr:
+        """The scatter ``node``; ``rq``: the requantize its kernel applies (``fusion.requantize_into_scatter``)."""
         ref = ctx.arg(node, 2)
         n = shape_of(ref)[0]
         dst_plan, dr = _edge_plan(ctx, node, 1, n)
@@ -490,9 +502,21 @@ def _scatter(kind: str) -> Handler:
         dt, cdt = dtype_of(x), None if coef is None else dtype_of(coef)
         key = (f"gather_scatter_{kind}", hh, dt, pp, sr, dr, sw) + (() if factored is None else (zp, cdt or "none")) \
             + (("csr",) if csr else ())
-        args = [x] + ([] if coef is None else [coef]) + [src, *dst_plan, col]
+        fused = ctx.scatter_requant[rq.outputs[0]] if rq is not None else None
+        self_term = fused is not None and fused.self_add is not None
+        requant, rq_consts = None, relax.const(np.zeros((3, hh), np.int64), "int64")
+        rm, rmdt = relax.const(np.zeros((1, 1), np.int64), "int64"), None  # the per-row multiplier (unread: none)
+        if fused is not None:
+            requant, rq_consts = _requant_epilogue(ctx, rq, hh, fused.row_multiplier)
+            if fused.row_multiplier:
+                rm = ctx.arg(rq, 1)
+                rmdt = dtype_of(rm)
+            key += ("self",) * self_term + ("rq", *(str(v).replace("-", "m") for v in requant), rmdt or "col")
+        args = [x] + ([] if coef is None else [coef]) + [src, *dst_plan, col, rq_consts, rm]
         out = ctx.call_tir(key, lambda: kernels.edge_reduce(hh, dt, pp, kind, dr, sr, zp, cdt, csr,
-                                                            serial_work=int(sw)), args, [n, hh], "int32")
+                                                            serial_work=int(sw), self_term=self_term, requant=requant,
+                                                            row_mult=rmdt), args, [n, hh],
+                           requant[3] if requant else "int32")
         return _restore(ctx, out, n, tail)
 
     return h
@@ -520,19 +544,15 @@ def _attend(ctx: BuildContext, node: Node) -> relax.Expr:
     a_self = None if fused.self_alpha is None else coefficient(fused.self_alpha)
     dt, adt, pp = dtype_of(x), dtype_of(alpha), ctx.options.parts
     sdt = None if a_self is None else dtype_of(a_self)
-    requant, rq_consts = None, np.zeros((3, width), np.int64)
+    requant, rq_consts = None, relax.const(np.zeros((3, width), np.int64), "int64")
     if fused.requantize is not None:
-        rq = producers[fused.requantize]
-        info = np.iinfo(rq.attrs["dtype"])
-        requant = (int(rq.attrs["zero_point"]), int(rq.attrs.get("qmin", info.min)),
-                   int(rq.attrs.get("qmax", info.max)), str(rq.attrs["dtype"]))
-        rq_consts = requant_epilogue_constants(ctx.graph, rq, width)
+        requant, rq_consts = _requant_epilogue(ctx, producers[fused.requantize], width)
     unused = relax.const(np.zeros((1, heads), np.int32), "int32")
     key = ("attend", heads, c, dt, adt, sdt or "noself", zp, pp, sr, dr,
            "x".join(str(v).replace("-", "m") for v in requant) if requant else "i32")
     return ctx.call_tir(key, lambda: kernels.edge_attend(heads, c, dt, pp, dr, sr, zp, adt, sdt, requant),
                         [x, alpha, unused if a_self is None else a_self, src, *dst_plan,
-                         relax.const(rq_consts, "int64")], [n, width], requant[3] if requant else "int32")
+                         rq_consts], [n, width], requant[3] if requant else "int32")
 
 
 _scatter_add = _scatter("add")
@@ -554,6 +574,8 @@ _requantize_plain = HANDLERS["requantize"]
 
 @handler("requantize")
 def _requantize_or_attend(ctx: BuildContext, node: Node) -> relax.Expr:
+    if node.outputs[0] in ctx.scatter_requant:  # the edge kernel requantizes its sums (requantize_into_scatter)
+        return _scatter_add(ctx, ctx.graph.producers()[ctx.scatter_requant[node.outputs[0]].scatter], node)
     return _attend(ctx, node) if node.outputs[0] in ctx.attend_fused else _requantize_plain(ctx, node)
 
 
@@ -716,6 +738,7 @@ def build_module(graph: Graph, options: BuildOptions | None = None) -> tvm.IRMod
                                                           plan.requantize_into_gemm)
     ctx.lut_offsets = plan.add_into_lut_steps
     ctx.attend_fused = plan.attention_into_scatter
+    ctx.scatter_requant = plan.requantize_into_scatter
     skipped = plan.skipped()
     op.bb = bb
     with bb.function("main", params):
