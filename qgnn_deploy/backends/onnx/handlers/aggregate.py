@@ -281,7 +281,7 @@ def scatter_add(ctx: EmitContext, node: Node) -> None:
     # the bytes; ORT's int32 CumSum ~2x faster than int64), exact without any overflow; above it the chunked
     # int32 prefix sums (segment.csr_chunked_sum) when the bound allows chunks, else int64
     csr32 = segment.emit_branch(ctx, f"{out}_csr32", lambda: segment.csr_gathered_sum(
-        ctx, table, padded, rowptr, rows, trailing, wide="int32", narrow=narrow))
+        ctx, table, padded, rowptr, rows, trailing, wide="int32"))
     rest = segment.emit_branch(ctx, f"{out}_csr64_or_scatter", csr_or_scatter)
     ctx.emit("If", [segment.csr32_condition(ctx, idx, cond, (2**31 - 1) // bound)], output=out,
              then_branch=csr32, else_branch=rest)
