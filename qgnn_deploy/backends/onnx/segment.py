@@ -1,23 +1,25 @@
-"""Exact neighbour sums on destination-sorted edges: gather + int64 CumSum + two lookups at row pointers.
+"""Exact neighbour sums on destination-sorted edges: gather + prefix sums + one lookup at the row pointers.
 
 ORT 1.31 runs ``ScatterElements(reduction="add")`` single-threaded at ~7-9 ns per
 updated element (a generic per-element loop), which made the aggregation the slowest
 part of our ONNX artifact.  When the destinations are ascending (CSR order) the
 neighbour sum of row ``i`` is a difference of prefix sums::
 
-    X[p] = sum(v[e] for e < p)                    (int64 CumSum over [0, v...])
-    S[i] = X[rowptr[i + 1]] - X[rowptr[i]]        (rowptr = CumSum of the in-degree)
+    X[p] = sum(v[e] for e < p)                    (CumSum over [0, v...])
+    S[i] = X[rowptr[i + 1]] - X[rowptr[i]]        (rowptr = [0, CumSum of the in-degree...])
 
-over whole rows (Gather of the table rows by ``src``, CumSum along the edges, two
-Gathers of N rows).  int64 prefix sums of int32 values cannot overflow for fewer than
-2**32 edges, so the result is exact and deterministic at any thread count.
+over whole rows (Gather of the table rows by ``src``, CumSum along the edges, one
+Gather of N + 1 rows).  Three exact forms, by what a static bound B on the table proves:
+int32 throughout when ``E * B < 2**31``; chunked int32 prefix sums (``csr_chunked_sum``:
+rows gathered narrow, e.g. int16, no chunk can overflow, carries in int64, the row sums
+formed in uint32 with defined wrap-around) for larger E; int64 when there is no usable
+bound (int64 prefix sums of int32 values cannot overflow below 2**32 edges).  Deterministic
+at any thread count.
 
 With ``export_onnx(..., aggregation="csr")`` (the default) the model decides at run time: an ``If``
 on "destinations are non-decreasing (one pass over ``dst``) and ``E * H <= CSR_MAX_ELEMENTS``" takes the CSR
 branch, otherwise the per-column ScatterElements branch, so every input stays exact and the branch's memory
-bounded.  In ORT 1.31 on Zen 5 the CSR branch is 1.3-1.5x faster than the scatter from Cora to 10^5 nodes
-(``examples/results/ort_aggregation.md``, section 7; an older AVX2 host under heavy load could not resolve a
-difference, section 3).  See ``docs/aggregation.md``.
+bounded.  Measurements: ``examples/results/ort_aggregation.md`` sections 7 and 8; see ``docs/aggregation.md``.
 """
 
 from __future__ import annotations
