@@ -115,10 +115,12 @@ def test_csr_branch_structure_and_default() -> None:
                      for a in next(n for n in branches["else_branch"].node if n.op_type == "If").attribute}
             assert "CumSum" in inner["then_branch"] and "ScatterElements" in inner["else_branch"]
             assert "Cast" not in ops["then_branch"]  # int32 all the way
-            # above the int32 bound: chunked int32 prefix sums (bounded table), the carries in int64 and uint32
+            # above the int32 bound: chunked int32 prefix sums (bounded table); int64 only for the [m, H] chunk
+            # totals and the values read at the N + 1 row pointers
             chunked = next(a.g for n in branches["else_branch"].node if n.op_type == "If" for a in n.attribute
                            if a.name == "then_branch")
-            assert [_cast_to(n) for n in chunked.node if n.op_type == "Cast"].count(TensorProto.INT64) == 1
+            casts = [_cast_to(n) for n in chunked.node if n.op_type == "Cast"]
+            assert casts.count(TensorProto.INT64) == 2 and TensorProto.UINT32 not in casts
             assert sum(n.op_type == "CumSum" for n in chunked.node) == 2
         else:
             assert "ScatterElements" in ops["else_branch"]
