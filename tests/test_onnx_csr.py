@@ -217,26 +217,42 @@ def test_chunk_length_at_its_limits() -> None:
         ["int8", "int16", "int16", "int32", "int32"]
 
 
-@pytest.mark.parametrize("edges", [257, 258, 511, 512, 513, 1300])
-def test_chunked_prefix_sums_across_chunk_boundaries(edges: int) -> None:
-    """A table bounded by B = 32768 * 255 (chunks of 256 rows, int32 CSR up to 257 edges): sorted edges beyond
-    that take the chunked int32 prefix sums, whose running sums pass 2**32 several times while every row sum
-    stays in int32 (rows of up to 250 edges at +-B, rows ending on and across chunk boundaries, empty rows first,
-    between and last); exact at 1 and 2 threads, and unsorted edges (the scatter branch) too."""
+def _subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    found = [graph]
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                found += _subgraphs(attr.g)
+    return found
+
+
+def _check_chunked_sums(x_dtype: str, cap: int, chunk: int, edges: int) -> None:
+    """``scatter_add(gather_rows(cast(x) * 255, src), dst)`` with x at its dtype's extremes, on sorted edges with
+    rows of at most 250 edges (every row sum in int32) ending on and across chunk boundaries, an empty first row
+    and empty last rows, sources all alike (running sums far beyond int32) or random; exact at 1 and 2 threads,
+    and the unsorted copy (the scatter branch) too.  ``cap``: the int32 CSR's edge bound the export must show."""
     b = GraphBuilder()
-    x = b.input("x", "int16", ("N", 2))
+    x = b.input("x", x_dtype, ("N", 2))
     ei = b.input("edge_index", "int64", (2, "E"))
     src, dst = b.op("take_row", [ei], "src", index=0), b.op("take_row", [ei], "dst", index=1)
     t = b.op("mul", [b.op("cast", [x], "x32", dtype="int32"), b.const("k", np.array(255, np.int32))], "t")
     b.output(b.op("scatter_add", [b.op("gather_rows", [t, src], "g"), dst, x], "s"), "int32", ("N", 2))
-    caps = [onnx.numpy_helper.to_array(t).tolist() for t in export_onnx(b.graph).graph.initializer
+    model = export_onnx(b.graph)
+    caps = [onnx.numpy_helper.to_array(t).tolist() for t in model.graph.initializer
             if t.name.startswith("csr32_max_edges")]
-    assert caps == [[257]]
+    assert caps == [[cap]]
+    chunk_consts = [onnx.numpy_helper.to_array(t).tolist() for t in model.graph.initializer
+                    if "by_chunk" in t.name]
+    assert chunk_consts == [[-1, chunk, 2]]
+    gathered = {_cast_to(n) for g in _subgraphs(model.graph) for n in g.node if n.op_type == "Cast"}
+    assert (TensorProto.INT16 in gathered) == (x_dtype == "int8")  # rows gathered as int16 when they fit
     names, sessions = _sessions(b.graph)
     rng = np.random.default_rng(edges)
-    n = 40
-    xv = np.array([[-32768, 32767], [32767, -32768], [-32768, -32768], [32767, 32767]] * 10, np.int16)
-    ends = np.sort(np.concatenate([[255, 256, 257, 511, 512], rng.integers(0, edges, 8)]))
+    n = edges // 200 + 40
+    lo, hi = int(np.iinfo(x_dtype).min), int(np.iinfo(x_dtype).max)
+    xv = np.array([[lo, hi], [hi, lo], [lo, lo], [hi, hi]] * (n // 4 + 1), x_dtype)[:n]
+    boundaries = [chunk - 1, chunk, chunk + 1, 2 * chunk - 1, 2 * chunk, cap]
+    ends = np.sort(np.concatenate([boundaries, rng.integers(0, edges, 8)]))
     ends = np.unique(np.clip(np.concatenate([ends, np.arange(250, edges, 250)]), 0, edges))
     ends = ends[np.diff(np.concatenate([[0], ends])) <= 250]  # rows of at most 250 edges: |row sum| < 2**31
     dst_v = np.searchsorted(ends, np.arange(edges), side="right") + 1  # row 0 empty, then consecutive rows
@@ -246,3 +262,17 @@ def test_chunked_prefix_sums_across_chunk_boundaries(edges: int) -> None:
         assert np.bincount(dst_v).max() <= 250 and dst_v[0] == 1 and dst_v[-1] < n - 2
         _assert_exact(b.graph, names, sessions, {"x": xv, "edge_index": ei_v})
         _assert_exact(b.graph, names, sessions, {"x": xv, "edge_index": ei_v[:, ::-1].copy()})  # unsorted
+
+
+@pytest.mark.parametrize("edges", [257, 258, 511, 512, 513, 1300])
+def test_chunked_prefix_sums_across_chunk_boundaries(edges: int) -> None:
+    """A table bounded by B = 32768 * 255 (int32 rows, chunks of 256, int32 CSR up to 257 edges): sorted edges
+    beyond that take the chunked int32 prefix sums, whose running sums pass 2**32 several times."""
+    _check_chunked_sums("int16", 257, 256, edges)
+
+
+@pytest.mark.parametrize("edges", [65793, 65794, 70000])
+def test_chunked_prefix_sums_over_int16_rows(edges: int) -> None:
+    """GCN's bound, int8 * 255 (|v| <= 32640): rows gathered as int16, chunks of 2**14, int32 CSR up to 65793
+    edges; above it every running sum past 2**31 stays exact."""
+    _check_chunked_sums("int8", 65793, 16384, edges)
