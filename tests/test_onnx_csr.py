@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto
 
 from qgnn_deploy.backends.onnx import export_onnx
 from qgnn_deploy.backends.onnx.segment import sort_edges_by_destination
@@ -35,6 +36,10 @@ def _assert_exact(graph: Graph, names: list[str], sessions: dict, feeds: dict[st
                 want = ref[name]
                 assert got.dtype == want.dtype and got.shape == want.shape, name
                 assert np.array_equal(got, want), f"{name} differs at {threads} threads"
+
+
+def _cast_to(node: onnx.NodeProto) -> int:
+    return next(a.i for a in node.attribute if a.name == "to")
 
 
 def _gather_sum_graph(width: int, table_dtype: str) -> Graph:
@@ -110,6 +115,13 @@ def test_csr_branch_structure_and_default() -> None:
                      for a in next(n for n in branches["else_branch"].node if n.op_type == "If").attribute}
             assert "CumSum" in inner["then_branch"] and "ScatterElements" in inner["else_branch"]
             assert "Cast" not in ops["then_branch"]  # int32 all the way
+            # above the int32 bound: chunked int32 prefix sums (bounded table); int64 only for the [m, H] chunk
+            # totals and the values read at the N + 1 row pointers
+            chunked = next(a.g for n in branches["else_branch"].node if n.op_type == "If" for a in n.attribute
+                           if a.name == "then_branch")
+            casts = [_cast_to(n) for n in chunked.node if n.op_type == "Cast"]
+            assert casts.count(TensorProto.INT64) == 2 and TensorProto.UINT32 not in casts
+            assert sum(n.op_type == "CumSum" for n in chunked.node) == 2
         else:
             assert "ScatterElements" in ops["else_branch"]
     # row pointers and the padded source index are built once, outside the branches
@@ -189,3 +201,78 @@ def test_sort_helper_and_bad_option() -> None:
         sort_edges_by_destination(np.zeros((3, 2), np.int64))
     with pytest.raises(QgnnError, match="aggregation"):
         export_onnx(op_zoo_graph(), aggregation="dense")
+
+
+def test_chunk_length_at_its_limits() -> None:
+    """``c * bound < 2**31`` for the chosen power-of-two chunk, and no chunk shorter than CHUNK_MIN."""
+    from qgnn_deploy.backends.onnx import segment
+
+    assert segment.chunk_length(32385) == segment.CHUNK_MAX  # GCN's int8 x uint8 messages
+    assert segment.chunk_length(32768 * 255) == 256 and 256 * 32768 * 255 < 2**31
+    assert segment.chunk_length(32768 * 256) is None and segment.chunk_length(None) is None
+    for bound in (1, 127, 32385, 2**17 + 1, 2**23 - 1):
+        c = segment.chunk_length(bound)
+        assert c is not None and c * bound <= 2**31 - 1 and (c == segment.CHUNK_MAX or 2 * c * bound > 2**31 - 1)
+    assert [segment.narrow_dtype(b) for b in (127, 128, 32767, 32768, None)] == \
+        ["int8", "int16", "int16", "int32", "int32"]
+
+
+def _subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    found = [graph]
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                found += _subgraphs(attr.g)
+    return found
+
+
+def _check_chunked_sums(x_dtype: str, cap: int, chunk: int, edges: int) -> None:
+    """``scatter_add(gather_rows(cast(x) * 255, src), dst)`` with x at its dtype's extremes, on sorted edges with
+    rows of at most 250 edges (every row sum in int32) ending on and across chunk boundaries, an empty first row
+    and empty last rows, sources all alike (running sums far beyond int32) or random; exact at 1 and 2 threads,
+    and the unsorted copy (the scatter branch) too.  ``cap``: the int32 CSR's edge bound the export must show."""
+    b = GraphBuilder()
+    x = b.input("x", x_dtype, ("N", 2))
+    ei = b.input("edge_index", "int64", (2, "E"))
+    src, dst = b.op("take_row", [ei], "src", index=0), b.op("take_row", [ei], "dst", index=1)
+    t = b.op("mul", [b.op("cast", [x], "x32", dtype="int32"), b.const("k", np.array(255, np.int32))], "t")
+    b.output(b.op("scatter_add", [b.op("gather_rows", [t, src], "g"), dst, x], "s"), "int32", ("N", 2))
+    model = export_onnx(b.graph)
+    caps = [onnx.numpy_helper.to_array(t).tolist() for t in model.graph.initializer
+            if t.name.startswith("csr32_max_edges")]
+    assert caps == [[cap]]
+    chunk_consts = [onnx.numpy_helper.to_array(t).tolist() for t in model.graph.initializer
+                    if "by_chunk" in t.name]
+    assert chunk_consts == [[-1, chunk, 2]]
+    gathered = {_cast_to(n) for g in _subgraphs(model.graph) for n in g.node if n.op_type == "Cast"}
+    assert (TensorProto.INT16 in gathered) == (x_dtype == "int8")  # rows gathered as int16 when they fit
+    names, sessions = _sessions(b.graph)
+    rng = np.random.default_rng(edges)
+    n = edges // 200 + 40
+    lo, hi = int(np.iinfo(x_dtype).min), int(np.iinfo(x_dtype).max)
+    xv = np.array([[lo, hi], [hi, lo], [lo, lo], [hi, hi]] * (n // 4 + 1), x_dtype)[:n]
+    boundaries = [chunk - 1, chunk, chunk + 1, 2 * chunk - 1, 2 * chunk, cap]
+    ends = np.sort(np.concatenate([boundaries, rng.integers(0, edges, 8)]))
+    ends = np.unique(np.clip(np.concatenate([ends, np.arange(250, edges, 250)]), 0, edges))
+    ends = ends[np.diff(np.concatenate([[0], ends])) <= 250]  # rows of at most 250 edges: |row sum| < 2**31
+    dst_v = np.searchsorted(ends, np.arange(edges), side="right") + 1  # row 0 empty, then consecutive rows
+    for same_sign in (True, False):
+        src_v = np.full(edges, 3) if same_sign else rng.integers(0, n, edges)
+        ei_v = np.stack([src_v, dst_v]).astype(np.int64)
+        assert np.bincount(dst_v).max() <= 250 and dst_v[0] == 1 and dst_v[-1] < n - 2
+        _assert_exact(b.graph, names, sessions, {"x": xv, "edge_index": ei_v})
+        _assert_exact(b.graph, names, sessions, {"x": xv, "edge_index": ei_v[:, ::-1].copy()})  # unsorted
+
+
+@pytest.mark.parametrize("edges", [257, 258, 511, 512, 513, 1300])
+def test_chunked_prefix_sums_across_chunk_boundaries(edges: int) -> None:
+    """A table bounded by B = 32768 * 255 (int32 rows, chunks of 256, int32 CSR up to 257 edges): sorted edges
+    beyond that take the chunked int32 prefix sums, whose running sums pass 2**32 several times."""
+    _check_chunked_sums("int16", 257, 256, edges)
+
+
+@pytest.mark.parametrize("edges", [65793, 65794, 70000])
+def test_chunked_prefix_sums_over_int16_rows(edges: int) -> None:
+    """GCN's bound, int8 * 255 (|v| <= 32640): rows gathered as int16, chunks of 2**14, int32 CSR up to 65793
+    edges; above it every running sum past 2**31 stays exact."""
+    _check_chunked_sums("int8", 65793, 16384, edges)

@@ -1,23 +1,25 @@
-"""Exact neighbour sums on destination-sorted edges: gather + int64 CumSum + two lookups at row pointers.
+"""Exact neighbour sums on destination-sorted edges: gather + prefix sums + one lookup at the row pointers.
 
 ORT 1.31 runs ``ScatterElements(reduction="add")`` single-threaded at ~7-9 ns per
 updated element (a generic per-element loop), which made the aggregation the slowest
 part of our ONNX artifact.  When the destinations are ascending (CSR order) the
 neighbour sum of row ``i`` is a difference of prefix sums::
 
-    X[p] = sum(v[e] for e < p)                    (int64 CumSum over [0, v...])
-    S[i] = X[rowptr[i + 1]] - X[rowptr[i]]        (rowptr = CumSum of the in-degree)
+    X[p] = sum(v[e] for e < p)                    (CumSum over [0, v...])
+    S[i] = X[rowptr[i + 1]] - X[rowptr[i]]        (rowptr = [0, CumSum of the in-degree...])
 
-over whole rows (Gather of the table rows by ``src``, CumSum along the edges, two
-Gathers of N rows).  int64 prefix sums of int32 values cannot overflow for fewer than
-2**32 edges, so the result is exact and deterministic at any thread count.
+over whole rows (Gather of the table rows by ``src``, CumSum along the edges, one
+Gather of N + 1 rows).  Three exact forms, by what a static bound B on the table proves:
+int32 throughout when ``E * B < 2**31``; chunked int32 prefix sums (``csr_chunked_sum``:
+rows gathered narrow, e.g. int16, no chunk can overflow, carries in int64 and added only at
+the N + 1 row pointers) for larger E; int64 when there is no usable
+bound (int64 prefix sums of int32 values cannot overflow below 2**32 edges).  Deterministic
+at any thread count.
 
 With ``export_onnx(..., aggregation="csr")`` (the default) the model decides at run time: an ``If``
 on "destinations are non-decreasing (one pass over ``dst``) and ``E * H <= CSR_MAX_ELEMENTS``" takes the CSR
 branch, otherwise the per-column ScatterElements branch, so every input stays exact and the branch's memory
-bounded.  In ORT 1.31 on Zen 5 the CSR branch is 1.3-1.5x faster than the scatter from Cora to 10^5 nodes
-(``examples/results/ort_aggregation.md``, section 7; an older AVX2 host under heavy load could not resolve a
-difference, section 3).  See ``docs/aggregation.md``.
+bounded.  Measurements: ``examples/results/ort_aggregation.md`` sections 7 and 8; see ``docs/aggregation.md``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from qgnn_deploy.backends.onnx.exporter import EmitContext
+from qgnn_deploy.backends.onnx.exporter import ONNX_DTYPE, EmitContext
 
 
 def sort_edges_by_destination(edge_index: np.ndarray) -> np.ndarray:
@@ -94,17 +96,25 @@ def csr32_condition(ctx: EmitContext, idx: str, cond: str, max_edges: int) -> st
     return _and_edges_at_most(ctx, idx, cond, max_edges, "csr32")
 
 
-def row_pointers(ctx: EmitContext, degree: str) -> tuple[str, str]:
-    """int64 ``(rowptr[1:], rowptr[:-1])`` from an int32 ``[N]`` in-degree (CumSum, then minus the degree)."""
+def row_pointers(ctx: EmitContext, degree: str) -> str:
+    """int64 ``[N + 1]`` row pointers ``[0, CumSum(degree)...]`` of an int32 ``[N]`` in-degree: row i's edges are
+    ``rowptr[i] <= e < rowptr[i + 1]``, so one Gather at N + 1 positions reads both ends of every row."""
     key = ("rowptr", degree)
     if key not in ctx.memo:
         saved, ctx.current = ctx.current, None
         d64 = ctx.emit("Cast", [degree], hint="deg64", to=TensorProto.INT64)
-        hi = ctx.emit("CumSum", [d64, ctx.const(0, "int64", "axis0")], hint="rowptr_hi")
-        lo = ctx.emit("Sub", [hi, d64], hint="rowptr_lo")
-        ctx.memo[key] = (hi, lo)  # type: ignore[assignment]
+        d64 = ctx.emit("Concat", [ctx.const([0], "int64", "zero1"), d64], hint="deg64_0", axis=0)
+        ctx.memo[key] = ctx.emit("CumSum", [d64, ctx.const(0, "int64", "axis0")], hint="rowptr")
         ctx.current = saved
-    return ctx.memo[key]  # type: ignore[return-value]
+    return ctx.memo[key]
+
+
+def _row_differences(ctx: EmitContext, at: str) -> str:
+    """``at[1:] - at[:-1]``: the sum of each row from the prefix sums read at its N + 1 row pointers."""
+    one, zero = ctx.const([1], "int64", "one1"), ctx.const([0], "int64", "zero1")
+    hi = ctx.emit("Slice", [at, one, ctx.const([2**62], "int64", "end")], hint="at_hi")
+    lo = ctx.emit("Slice", [at, zero, ctx.const([-1], "int64", "minus1")], hint="at_lo")
+    return ctx.emit("Sub", [hi, lo], hint="sums")
 
 
 def padded_source(ctx: EmitContext, table: str, src: str) -> str:
@@ -117,45 +127,132 @@ def padded_source(ctx: EmitContext, table: str, src: str) -> str:
     return ctx.memo[key]
 
 
+def narrow_dtype(bound: int | None) -> str:
+    """The narrowest signed dtype holding every value of magnitude <= ``bound`` (int32 when unknown).
+
+    ORT 1.31's row Gather costs grow with the row's bytes (random rows leave the cache): on Zen 4 gathering
+    1.1M rows of 16 int16 costs ~15 ms against ~50 ms for int64 rows (``ort_aggregation.md`` section 8)."""
+    if bound is not None and bound <= 127:
+        return "int8"
+    if bound is not None and bound <= 32767:
+        return "int16"
+    return "int32"
+
+
+CHUNK_MAX = 1 << 14
+"""Longest chunk of the chunked prefix sums: the index is padded to whole chunks (at most CHUNK_MAX - 1 extra
+rows), and the per-chunk carries (``[E / c, H]``) stay negligible."""
+
+CHUNK_MIN = 1 << 8
+"""Shortest chunk worth the carries; tables bounded too loosely for it take the int64 CSR branch."""
+
+
+def chunk_length(bound: int | None) -> int | None:
+    """Largest power of two ``c <= CHUNK_MAX`` with ``c * bound < 2**31`` (an int32 prefix sum over c values
+    bounded by ``bound`` cannot overflow), or None when that is below ``CHUNK_MIN`` or the bound is unknown."""
+    if not bound or (2**31 - 1) // bound < CHUNK_MIN:
+        return None
+    return min(1 << (((2**31 - 1) // bound).bit_length() - 1), CHUNK_MAX)
+
+
+def chunked_source(ctx: EmitContext, table: str, padded: str, chunk: int) -> str:
+    """:func:`padded_source` padded with the zero row's index R to a whole number of ``chunk``-long chunks."""
+    key = ("chunked_src", table, padded, chunk)
+    if key not in ctx.memo:
+        saved, ctx.current = ctx.current, None
+        length = ctx.shape(padded)
+        up = ctx.emit("Add", [length, ctx.const([chunk - 1], "int64", "chunk_m1")], hint="len_up")
+        chunks = ctx.emit("Div", [up, ctx.const([chunk], "int64", "chunk")], hint="chunks")
+        whole = ctx.emit("Mul", [chunks, ctx.const([chunk], "int64", "chunk")], hint="chunked_len")
+        pads = ctx.emit("Concat", [ctx.const([0], "int64", "zero1"), ctx.emit("Sub", [whole, length], hint="pad_len")],
+                        hint="pads", axis=0)
+        zero_row = ctx.emit("Reshape", [ctx.rows(table), ctx.const(np.zeros(0, np.int64), "int64", "scalar")],
+                            hint="zero_row_index")
+        ctx.memo[key] = ctx.emit("Pad", [padded, pads, zero_row], hint=f"{padded}_chunked", mode="constant")
+        ctx.current = saved
+    return ctx.memo[key]
+
+
+def chunk_pointers(ctx: EmitContext, rowptr: str, chunk: int) -> tuple[str, str]:
+    """``(rowptr, rowptr // chunk)``: the positions :func:`csr_chunked_sum` reads and the chunk of each."""
+    key = ("chunk_ptr", rowptr, chunk)
+    if key not in ctx.memo:
+        saved, ctx.current = ctx.current, None
+        ctx.memo[key] = ctx.emit("Div", [rowptr, ctx.const([chunk], "int64", "chunk")], hint="rowptr_chunk")
+        ctx.current = saved
+    return rowptr, ctx.memo[key]
+
+
+def _gathered_rows(ctx: EmitContext, table: str, index: str, width: int, dtype: str) -> str:
+    """``[table ‖ 0][index]`` as ``[len(index), width]`` rows in ``dtype`` (index R reads the appended zero row)."""
+    t = ctx.value_as(table, dtype)
+    if ctx.ranks[table] != 2:
+        t = ctx.emit("Reshape", [t, ctx.const([0, width], "int64", "as2d")], hint="t_2d")
+    zero_row = ctx.emit("ConstantOfShape", [ctx.const([1, width], "int64", "row1")], hint="zero_row",
+                        value=helper.make_tensor("zero", ONNX_DTYPE[dtype], [1], [0]))
+    t = ctx.emit("Concat", [t, zero_row], hint="t_pad", axis=0)  # row R = 0, read by padded[0]
+    return ctx.emit("Gather", [t, index], hint="msgs", axis=0)
+
+
+def _unflatten(ctx: EmitContext, out: str, rows: str, trailing: tuple[int, ...]) -> str:
+    if len(trailing) == 1:
+        return out
+    shape = ctx.emit("Concat", [rows, ctx.const(list(trailing), "int64", "trailing")], hint="out_shape", axis=0)
+    return ctx.emit("Reshape", [out, shape], hint="unflat")
+
+
 def csr_gathered_sum(
-    ctx: EmitContext, table: str, padded: str, pointers: tuple[str, str], rows: str, trailing: tuple[int, ...],
+    ctx: EmitContext, table: str, padded: str, rowptr: str, rows: str, trailing: tuple[int, ...],
     wide: str = "int64",
 ) -> str:
     """int32 ``[rows, *trailing]``: ``out[i] = sum(table[src[e]] for e with dst[e] == i)`` on ascending ``dst``.
 
-    ``padded`` is :func:`padded_source` of ``src``, ``pointers`` :func:`row_pointers` of dst's in-degree (both
+    ``padded`` is :func:`padded_source` of ``src``, ``rowptr`` :func:`row_pointers` of dst's in-degree (both
     built once outside the branch and shared by every layer).  ``X = CumSum(table64[padded])`` over ``[E + 1, H]``
-    rows, then ``S = X[rowptr[1:]] - X[rowptr[:-1]]``: Gather (multi-threaded) and CumSum over whole rows.
+    rows, then ``S = X[rowptr][1:] - X[rowptr][:-1]``: Gather (multi-threaded) and CumSum over whole rows.
     ``wide="int32"`` when the caller proved every prefix sum below 2**31 in magnitude (:func:`csr32_condition`).
+    (Gathering narrow rows here too measured slower on Cora: the table is cache-resident, the Casts cost more.)
     """
     width = int(np.prod(trailing))
-    hi, lo = pointers
-    t = ctx.value_as(table, wide)
-    if ctx.ranks[table] != 2:
-        t = ctx.emit("Reshape", [t, ctx.const([0, width], "int64", "as2d")], hint="t64_2d")
-    zero_row = ctx.emit(
-        "ConstantOfShape",
-        [ctx.const([1, width], "int64", "row1")],
-        hint="zero_row",
-        value=helper.make_tensor("zero", TensorProto.INT64 if wide == "int64" else TensorProto.INT32, [1], [0]),
-    )
-    t = ctx.emit("Concat", [t, zero_row], hint="t_pad", axis=0)  # row R = 0, read by padded[0]
-    prefix = ctx.emit(
-        "CumSum", [ctx.emit("Gather", [t, padded], hint="msgs", axis=0), ctx.const(0, "int64", "axis0")], hint="prefix"
-    )
-    sums = ctx.emit(
-        "Sub",
-        [
-            ctx.emit("Gather", [prefix, hi], hint="at_hi", axis=0),
-            ctx.emit("Gather", [prefix, lo], hint="at_lo", axis=0),
-        ],
-        hint="sums",
-    )
+    gathered = _gathered_rows(ctx, table, padded, width, wide)
+    prefix = ctx.emit("CumSum", [gathered, ctx.const(0, "int64", "axis0")], hint="prefix")
+    sums = _row_differences(ctx, ctx.emit("Gather", [prefix, rowptr], hint="at_ptr", axis=0))
     out = sums if wide == "int32" else ctx.emit("Cast", [sums], hint="sums32", to=TensorProto.INT32)  # the fold bound
-    if len(trailing) != 1:
-        shape = ctx.emit("Concat", [rows, ctx.const(list(trailing), "int64", "trailing")], hint="out_shape", axis=0)
-        out = ctx.emit("Reshape", [out, shape], hint="unflat")
-    return out
+    return _unflatten(ctx, out, rows, trailing)
+
+
+def csr_chunked_sum(
+    ctx: EmitContext, table: str, chunked: str, positions: tuple[str, str], rows: str, trailing: tuple[int, ...],
+    chunk: int, narrow: str,
+) -> str:
+    """int32 ``[rows, *trailing]``: :func:`csr_gathered_sum` for any E, with int32 prefix sums that cannot
+    overflow: the gathered ``[m * c, H]`` rows (:func:`chunked_source`; ``narrow`` bytes each) prefix-summed
+    within chunks of ``c = chunk`` rows in int32 (``c * bound < 2**31``, :func:`chunk_length`), the chunk
+    totals prefix-summed (exclusive) in int64 over ``[m, H]``, and ``X[p] = carry[p // c] + inner[p]`` formed
+    in int64 only at the N + 1 row pointers (:func:`chunk_pointers`), so ``X[1:] - X[:-1]`` is each row sum,
+    int32 by the IR's contract.  No value wraps anywhere (a uint32 assembly measured the same, but its final
+    uint32 -> int32 Cast of negative sums is an out-of-range conversion).  Halves the bytes of the ``[E, H]``
+    passes of the int64 branch.
+    """
+    width = int(np.prod(trailing))
+    gathered = _gathered_rows(ctx, table, chunked, width, narrow)
+    if narrow != "int32":
+        gathered = ctx.emit("Cast", [gathered], hint="msgs32", to=TensorProto.INT32)
+    by_chunk = ctx.emit("Reshape", [gathered, ctx.const([-1, chunk, width], "int64", "by_chunk")], hint="chunked")
+    inner = ctx.emit("CumSum", [by_chunk, ctx.const(1, "int64", "axis1")], hint="inner")
+    totals = ctx.emit("Slice", [inner, ctx.const([chunk - 1], "int64", "chunk_last"),
+                                ctx.const([chunk], "int64", "chunk"), ctx.const([1], "int64", "one1")],
+                      hint="chunk_totals")
+    carry = ctx.emit("CumSum", [ctx.emit("Cast", [totals], hint="totals64", to=TensorProto.INT64),
+                                ctx.const(0, "int64", "axis0")], hint="carry", exclusive=1)
+    carry = ctx.emit("Reshape", [carry, ctx.const([-1, width], "int64", "as_rows")], hint="carry_rows")
+    at_ptr, chunk_of = positions
+    flat = ctx.emit("Reshape", [inner, ctx.const([-1, width], "int64", "as_rows")], hint="inner_rows")
+    at = ctx.emit("Cast", [ctx.emit("Gather", [flat, at_ptr], hint="at_ptr", axis=0)], hint="at64",
+                  to=TensorProto.INT64)
+    x = ctx.emit("Add", [at, ctx.emit("Gather", [carry, chunk_of], hint="carry_at", axis=0)], hint="x64")
+    out = ctx.emit("Cast", [_row_differences(ctx, x)], hint="sums32", to=TensorProto.INT32)
+    return _unflatten(ctx, out, rows, trailing)
 
 
 def emit_branch(ctx: EmitContext, name: str, build: Callable[[], str]) -> onnx.GraphProto:

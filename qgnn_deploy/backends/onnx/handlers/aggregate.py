@@ -254,24 +254,34 @@ def scatter_add(ctx: EmitContext, node: Node) -> None:
         return
     table, src = prod.inputs  # type: ignore[union-attr]
     cond = segment.csr_condition(ctx, idx, int(np.prod(trailing)))
-    pointers = segment.row_pointers(ctx, _degree_vector(ctx, idx, ref))
+    rowptr = segment.row_pointers(ctx, _degree_vector(ctx, idx, ref))
     padded = segment.padded_source(ctx, table, src)
     out = node.outputs[0]
+    bound = abs_bound(ctx, table)
+    narrow = segment.narrow_dtype(bound)
+    chunk = segment.chunk_length(bound)
+    if chunk is not None:  # shared by every layer: built outside the branches
+        chunked = segment.chunked_source(ctx, table, padded, chunk)
+        positions = segment.chunk_pointers(ctx, rowptr, chunk)
+
+    def csr() -> str:
+        if chunk is None:
+            return segment.csr_gathered_sum(ctx, table, padded, rowptr, rows, trailing)
+        return segment.csr_chunked_sum(ctx, table, chunked, positions, rows, trailing, chunk, narrow)
 
     def csr_or_scatter(output: str | None = None) -> str:
-        csr = segment.emit_branch(ctx, f"{out}_csr",
-                                  lambda: segment.csr_gathered_sum(ctx, table, padded, pointers, rows, trailing))
+        then = segment.emit_branch(ctx, f"{out}_csr", csr)
         scatter = segment.emit_branch(ctx, f"{out}_scatter", lambda: _scatter(ctx, values, idx, rows, "add", 0))
-        return ctx.emit("If", [cond], output=output, hint="csr_or_scatter", then_branch=csr, else_branch=scatter)
+        return ctx.emit("If", [cond], output=output, hint="csr_or_scatter", then_branch=then, else_branch=scatter)
 
-    bound = abs_bound(ctx, table)
     if not bound or (2**31 - 1) // bound < 1:
         csr_or_scatter(out)
         return
     # every int32 prefix sum is at most E * bound in magnitude: below 2**31 the whole branch runs in int32 (half
-    # the bytes; ORT's int32 CumSum ~2x faster than int64), exact without any overflow
+    # the bytes; ORT's int32 CumSum ~2x faster than int64), exact without any overflow; above it the chunked
+    # int32 prefix sums (segment.csr_chunked_sum) when the bound allows chunks, else int64
     csr32 = segment.emit_branch(ctx, f"{out}_csr32", lambda: segment.csr_gathered_sum(
-        ctx, table, padded, pointers, rows, trailing, wide="int32"))
+        ctx, table, padded, rowptr, rows, trailing, wide="int32"))
     rest = segment.emit_branch(ctx, f"{out}_csr64_or_scatter", csr_or_scatter)
     ctx.emit("If", [segment.csr32_condition(ctx, idx, cond, (2**31 - 1) // bound)], output=out,
              then_branch=csr32, else_branch=rest)
