@@ -111,9 +111,17 @@ def test_csr_branch_structure_and_default() -> None:
         ops = {k: [n.op_type for n in g.node] for k, g in branches.items()}
         assert "CumSum" in ops["then_branch"] and "ScatterElements" not in ops["then_branch"]
         if "If" in ops["else_branch"]:  # a bounded table: int32 CSR first, then int64 CSR or the scatter
-            inner = {a.name: [n.op_type for n in a.g.node]
-                     for a in next(n for n in branches["else_branch"].node if n.op_type == "If").attribute}
-            assert "CumSum" in inner["then_branch"] and "ScatterElements" in inner["else_branch"]
+            inner_if = next(n for n in branches["else_branch"].node if n.op_type == "If")
+            inner = {a.name: [n.op_type for n in a.g.node] for a in inner_if.attribute}
+            assert "CumSum" in inner["then_branch"] and "ScatterElements" not in inner["then_branch"]
+            # above the whole-graph bound: sorted edges take the pieces (a Loop), others the scatter
+            last = {a.name: a.g for a in next(n for a in inner_if.attribute if a.name == "else_branch"
+                                               for n in a.g.node if n.op_type == "If").attribute}
+            assert [n.op_type for n in last["then_branch"].node].count("Loop") == 1
+            assert "ScatterElements" in [n.op_type for n in last["else_branch"].node]
+            body = next(a.g for n in last["then_branch"].node if n.op_type == "Loop" for a in n.attribute)
+            body_ops = [n.op_type for n in body.node]
+            assert body_ops.count("CumSum") == 2 and body_ops.count("Gather") == 3 and "ScatterElements" not in body_ops
             assert "Cast" not in ops["then_branch"]  # int32 all the way
             # above the int32 bound: chunked int32 prefix sums (bounded table); int64 only for the [m, H] chunk
             # totals and the values read at the N + 1 row pointers
@@ -226,18 +234,29 @@ def _subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
     return found
 
 
-def _check_chunked_sums(x_dtype: str, cap: int, chunk: int, edges: int) -> None:
-    """``scatter_add(gather_rows(cast(x) * 255, src), dst)`` with x at its dtype's extremes, on sorted edges with
-    rows of at most 250 edges (every row sum in int32) ending on and across chunk boundaries, an empty first row
-    and empty last rows, sources all alike (running sums far beyond int32) or random; exact at 1 and 2 threads,
-    and the unsorted copy (the scatter branch) too.  ``cap``: the int32 CSR's edge bound the export must show."""
+def _scaled_sum_graph(x_dtype: str) -> Graph:
+    """``scatter_add(gather_rows(cast(x) * 255, src), dst)``: a table bounded by 255 times x's dtype."""
     b = GraphBuilder()
     x = b.input("x", x_dtype, ("N", 2))
     ei = b.input("edge_index", "int64", (2, "E"))
     src, dst = b.op("take_row", [ei], "src", index=0), b.op("take_row", [ei], "dst", index=1)
     t = b.op("mul", [b.op("cast", [x], "x32", dtype="int32"), b.const("k", np.array(255, np.int32))], "t")
     b.output(b.op("scatter_add", [b.op("gather_rows", [t, src], "g"), dst, x], "s"), "int32", ("N", 2))
-    model = export_onnx(b.graph)
+    return b.graph
+
+
+def _extremes(x_dtype: str, n: int) -> np.ndarray:
+    lo, hi = int(np.iinfo(x_dtype).min), int(np.iinfo(x_dtype).max)
+    return np.array([[lo, hi], [hi, lo], [lo, lo], [hi, hi]] * (n // 4 + 1), x_dtype)[:n]
+
+
+def _check_chunked_sums(x_dtype: str, cap: int, chunk: int, edges: int) -> None:
+    """:func:`_scaled_sum_graph` with x at its dtype's extremes, on sorted edges with
+    rows of at most 250 edges (every row sum in int32) ending on and across chunk boundaries, an empty first row
+    and empty last rows, sources all alike (running sums far beyond int32) or random; exact at 1 and 2 threads,
+    and the unsorted copy (the scatter branch) too.  ``cap``: the int32 CSR's edge bound the export must show."""
+    graph = _scaled_sum_graph(x_dtype)
+    model = export_onnx(graph)
     caps = [onnx.numpy_helper.to_array(t).tolist() for t in model.graph.initializer
             if t.name.startswith("csr32_max_edges")]
     assert caps == [[cap]]
@@ -246,11 +265,10 @@ def _check_chunked_sums(x_dtype: str, cap: int, chunk: int, edges: int) -> None:
     assert chunk_consts == [[-1, chunk, 2]]
     gathered = {_cast_to(n) for g in _subgraphs(model.graph) for n in g.node if n.op_type == "Cast"}
     assert (TensorProto.INT16 in gathered) == (x_dtype == "int8")  # rows gathered as int16 when they fit
-    names, sessions = _sessions(b.graph)
+    names, sessions = _sessions(graph)
     rng = np.random.default_rng(edges)
     n = edges // 200 + 40
-    lo, hi = int(np.iinfo(x_dtype).min), int(np.iinfo(x_dtype).max)
-    xv = np.array([[lo, hi], [hi, lo], [lo, lo], [hi, hi]] * (n // 4 + 1), x_dtype)[:n]
+    xv = _extremes(x_dtype, n)
     boundaries = [chunk - 1, chunk, chunk + 1, 2 * chunk - 1, 2 * chunk, cap]
     ends = np.sort(np.concatenate([boundaries, rng.integers(0, edges, 8)]))
     ends = np.unique(np.clip(np.concatenate([ends, np.arange(250, edges, 250)]), 0, edges))
@@ -260,8 +278,8 @@ def _check_chunked_sums(x_dtype: str, cap: int, chunk: int, edges: int) -> None:
         src_v = np.full(edges, 3) if same_sign else rng.integers(0, n, edges)
         ei_v = np.stack([src_v, dst_v]).astype(np.int64)
         assert np.bincount(dst_v).max() <= 250 and dst_v[0] == 1 and dst_v[-1] < n - 2
-        _assert_exact(b.graph, names, sessions, {"x": xv, "edge_index": ei_v})
-        _assert_exact(b.graph, names, sessions, {"x": xv, "edge_index": ei_v[:, ::-1].copy()})  # unsorted
+        _assert_exact(graph, names, sessions, {"x": xv, "edge_index": ei_v})
+        _assert_exact(graph, names, sessions, {"x": xv, "edge_index": ei_v[:, ::-1].copy()})  # unsorted
 
 
 @pytest.mark.parametrize("edges", [257, 258, 511, 512, 513, 1300])
@@ -276,3 +294,67 @@ def test_chunked_prefix_sums_over_int16_rows(edges: int) -> None:
     """GCN's bound, int8 * 255 (|v| <= 32640): rows gathered as int16, chunks of 2**14, int32 CSR up to 65793
     edges; above it every running sum past 2**31 stays exact."""
     _check_chunked_sums("int8", 65793, 16384, edges)
+
+
+def _pieces_for_every_sorted_graph(monkeypatch: pytest.MonkeyPatch, piece_edges: int) -> None:
+    """Whole-graph CSR only for E = 0, so sorted edges take :func:`segment.csr_pieced_sum`, ~``piece_edges`` each."""
+    from qgnn_deploy.backends.onnx import segment
+
+    monkeypatch.setattr(segment, "CSR_MAX_ELEMENTS", 0)
+    monkeypatch.setattr(segment, "PIECE_EDGES", piece_edges)
+
+
+@pytest.mark.parametrize("piece_edges", [1, 5, 64, 1 << 20])
+def test_pieced_sums_exact_on_awkward_edges(monkeypatch: pytest.MonkeyPatch, piece_edges: int) -> None:
+    """The CSR sums piece by piece: int16-bounded and constant tables (chunked int32 pieces), the op zoo, and an
+    unbounded int32 table (int64 pieces, prefix sums beyond int32), on every awkward graph in both orders; pieces of
+    one row up to the whole graph give the interpreter's result at 1 and 2 threads."""
+    _pieces_for_every_sorted_graph(monkeypatch, piece_edges)
+    rng = np.random.default_rng(piece_edges)
+    graph = _gather_sum_graph(7, "int16")
+    names, sessions = _sessions(graph)
+    loops = [n for g in _subgraphs(export_onnx(graph, expose_all=True).graph) for n in g.node if n.op_type == "Loop"]
+    assert len(loops) == 2  # one per sum of gathered rows
+    zoo = op_zoo_graph()
+    zoo_names, zoo_sessions = _sessions(zoo)
+    for x, ei in awkward_graphs(7).values():
+        xv = rng.integers(-32768, 32768, x.shape).astype(np.int16)
+        for edges in (ei, sort_edges_by_destination(ei)):
+            _assert_exact(graph, names, sessions, {"x": xv, "edge_index": edges})
+    for x, ei in awkward_graphs(12).values():
+        _assert_exact(zoo, zoo_names, zoo_sessions, {"x": x, "edge_index": sort_edges_by_destination(ei)})
+    b = GraphBuilder()
+    x = b.input("x", "int32", ("N", 2))
+    ei = b.input("edge_index", "int64", (2, "E"))
+    src, dst = b.op("take_row", [ei], "src", index=0), b.op("take_row", [ei], "dst", index=1)
+    b.output(b.op("scatter_add", [b.op("gather_rows", [x, src], "g"), dst, x], "s"), "int32", ("N", 2))
+    names, sessions = _sessions(b.graph)
+    n = 300
+    xv = np.stack([np.full(n, 2**30 - 1), np.full(n, -(2**30))], axis=1).astype(np.int32)
+    wide = np.stack([np.arange(n), np.arange(n) // 2]).astype(np.int64)  # two edges per row: |sum| < 2**31
+    _assert_exact(b.graph, names, sessions, {"x": xv, "edge_index": wide})
+
+
+@pytest.mark.parametrize("piece_edges", [1, 3, 40, 300, 700])
+def test_pieced_sums_across_rows_chunks_and_empty_pieces(monkeypatch: pytest.MonkeyPatch, piece_edges: int) -> None:
+    """Sorted edges through the pieces with chunks of 256 (a table bounded by 32768 * 255): an empty first row,
+    single-edge rows, a 250-edge row (pieces far above ``piece_edges``), a run of isolated nodes longer than
+    a piece (pieces without edges), random rows, empty last rows; pieces crossing chunk boundaries; extreme values
+    (running sums past 2**32 with all sources alike).  Exact at 1 and 2 threads, the unsorted copy too."""
+    _pieces_for_every_sorted_graph(monkeypatch, piece_edges)
+    graph = _scaled_sum_graph("int16")
+    names, sessions = _sessions(graph)
+    rng = np.random.default_rng(piece_edges)
+    n = 120
+    deg = np.zeros(n, np.int64)
+    deg[1:6] = 1
+    deg[6] = 250
+    deg[60:110] = rng.integers(0, 30, 50)
+    deg[70] = 249
+    dst_v = np.repeat(np.arange(n), deg)
+    xv = _extremes("int16", n)
+    for same_sign in (True, False):
+        src_v = np.full(dst_v.size, 3) if same_sign else rng.integers(0, n, dst_v.size)
+        ei_v = np.stack([src_v, dst_v]).astype(np.int64)
+        _assert_exact(graph, names, sessions, {"x": xv, "edge_index": ei_v})
+        _assert_exact(graph, names, sessions, {"x": xv, "edge_index": ei_v[:, ::-1].copy()})

@@ -308,8 +308,9 @@ def export_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True, ex
     MatMulInteger: faster, but exact only on CPUs whose int8 dot product does
     not saturate (x86 with VNNI, arm64); see the matmul handler.
     ``aggregation="csr"`` (the default) adds, for every sum of gathered rows, a run-time branch that uses prefix
-    sums when the destinations ascend and ``E * H`` is at most ``segment.CSR_MAX_ELEMENTS`` (``segment.py``),
-    else the per-column ScatterElements; ``"scatter"`` keeps the ScatterElements everywhere.  CSR measured
+    sums when the destinations ascend (over the whole graph while ``E * H`` is at most
+    ``segment.CSR_MAX_ELEMENTS``, piece by piece above it; ``segment.py``), else the per-column ScatterElements;
+    ``"scatter"`` keeps the ScatterElements everywhere.  CSR measured
     1.3-1.5x faster on sorted input from Cora to 10^5 nodes (``examples/results/ort_aggregation.md``, section 7).
     ``requantize="auto"`` runs each requantize whose static bounds prove float64 exact (see the handler) in
     float64, the rest in the exact int64/uint64 shift chain; ``"int64"`` keeps the chain everywhere (A/B).

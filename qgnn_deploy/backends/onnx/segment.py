@@ -18,13 +18,16 @@ at any thread count.
 
 With ``export_onnx(..., aggregation="csr")`` (the default) the model decides at run time: an ``If``
 on "destinations are non-decreasing (one pass over ``dst``) and ``E * H <= CSR_MAX_ELEMENTS``" takes the CSR
-branch, otherwise the per-column ScatterElements branch, so every input stays exact and the branch's memory
-bounded.  Measurements: ``examples/results/ort_aggregation.md`` sections 7 and 8; see ``docs/aggregation.md``.
+branch over the whole graph; larger sorted inputs take the same sums piece by piece (``csr_pieced_sum``: an ONNX
+``Loop`` over pieces of whole rows, one piece's buffers alive at a time); unsorted input takes the per-column
+ScatterElements branch.  Every input stays exact and each branch's memory bounded.  Measurements:
+``examples/results/ort_aggregation.md`` sections 7 to 9; see ``docs/aggregation.md``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import onnx
@@ -70,7 +73,8 @@ def destinations_sorted(ctx: EmitContext, idx: str) -> str:
 
 CSR_MAX_ELEMENTS = 1 << 25
 """Largest ``E * H`` the CSR branch takes: its int64 ``[E + 1, H]`` gather and prefix sum are 256 MiB each there
-(10^5-node series graph: 1.1M x 16 = 17.6M, CSR 1.3x faster than the scatter on Zen 5); bigger sums scatter."""
+(10^5-node series graph: 1.1M x 16 = 17.6M, CSR 1.3x faster than the scatter on Zen 5); bigger sorted inputs
+run in pieces (:func:`csr_pieced_sum`)."""
 
 
 def _and_edges_at_most(ctx: EmitContext, idx: str, cond: str, max_edges: int, name: str) -> str:
@@ -183,15 +187,18 @@ def chunk_pointers(ctx: EmitContext, rowptr: str, chunk: int) -> tuple[str, str]
     return rowptr, ctx.memo[key]
 
 
-def _gathered_rows(ctx: EmitContext, table: str, index: str, width: int, dtype: str) -> str:
-    """``[table ‖ 0][index]`` as ``[len(index), width]`` rows in ``dtype`` (index R reads the appended zero row)."""
-    t = ctx.value_as(table, dtype)
-    if ctx.ranks[table] != 2:
-        t = ctx.emit("Reshape", [t, ctx.const([0, width], "int64", "as2d")], hint="t_2d")
-    zero_row = ctx.emit("ConstantOfShape", [ctx.const([1, width], "int64", "row1")], hint="zero_row",
-                        value=helper.make_tensor("zero", ONNX_DTYPE[dtype], [1], [0]))
-    t = ctx.emit("Concat", [t, zero_row], hint="t_pad", axis=0)  # row R = 0, read by padded[0]
-    return ctx.emit("Gather", [t, index], hint="msgs", axis=0)
+def _padded_table(ctx: EmitContext, table: str, width: int, dtype: str) -> str:
+    """``[table ‖ 0]`` as ``[R + 1, width]`` rows in ``dtype`` (index R reads the appended zero row), built once
+    per scope: the pieces of :func:`csr_pieced_sum` read the one their branch builds before its ``Loop``."""
+    key = ("padded_table", table, width, dtype)
+    if key not in ctx.memo:
+        t = ctx.value_as(table, dtype)
+        if ctx.ranks[table] != 2:
+            t = ctx.emit("Reshape", [t, ctx.const([0, width], "int64", "as2d")], hint="t_2d")
+        zero_row = ctx.emit("ConstantOfShape", [ctx.const([1, width], "int64", "row1")], hint="zero_row",
+                            value=helper.make_tensor("zero", ONNX_DTYPE[dtype], [1], [0]))
+        ctx.memo[key] = ctx.emit("Concat", [t, zero_row], hint="t_pad", axis=0)  # row R = 0, read by padded[0]
+    return ctx.memo[key]
 
 
 def _unflatten(ctx: EmitContext, out: str, rows: str, trailing: tuple[int, ...]) -> str:
@@ -199,6 +206,38 @@ def _unflatten(ctx: EmitContext, out: str, rows: str, trailing: tuple[int, ...])
         return out
     shape = ctx.emit("Concat", [rows, ctx.const(list(trailing), "int64", "trailing")], hint="out_shape", axis=0)
     return ctx.emit("Reshape", [out, shape], hint="unflat")
+
+
+def _prefix_row_sums(ctx: EmitContext, padded_table: str, index: str, at_ptr: str, wide: str) -> str:
+    """int32 ``[len(at_ptr) - 1, H]``: ``X = CumSum(padded_table[index])`` in ``wide``, then
+    ``X[at_ptr][1:] - X[at_ptr][:-1]``."""
+    gathered = ctx.emit("Gather", [padded_table, index], hint="msgs", axis=0)
+    prefix = ctx.emit("CumSum", [gathered, ctx.const(0, "int64", "axis0")], hint="prefix")
+    sums = _row_differences(ctx, ctx.emit("Gather", [prefix, at_ptr], hint="at_ptr", axis=0))
+    return sums if wide == "int32" else ctx.emit("Cast", [sums], hint="sums32", to=TensorProto.INT32)
+
+
+def _chunked_row_sums(ctx: EmitContext, padded_table: str, chunked: str, at_ptr: str, chunk_of: str, width: int,
+                      chunk: int, narrow: str) -> str:
+    """int32 ``[len(at_ptr) - 1, width]``: the chunked int32 prefix sums of :func:`csr_chunked_sum` over the
+    rows ``padded_table[chunked]`` (dtype ``narrow``; ``len(chunked)`` a multiple of ``chunk``), read at
+    ``at_ptr``."""
+    gathered = ctx.emit("Gather", [padded_table, chunked], hint="msgs", axis=0)
+    if narrow != "int32":
+        gathered = ctx.emit("Cast", [gathered], hint="msgs32", to=TensorProto.INT32)
+    by_chunk = ctx.emit("Reshape", [gathered, ctx.const([-1, chunk, width], "int64", "by_chunk")], hint="chunked")
+    inner = ctx.emit("CumSum", [by_chunk, ctx.const(1, "int64", "axis1")], hint="inner")
+    totals = ctx.emit("Slice", [inner, ctx.const([chunk - 1], "int64", "chunk_last"),
+                                ctx.const([chunk], "int64", "chunk"), ctx.const([1], "int64", "one1")],
+                      hint="chunk_totals")
+    carry = ctx.emit("CumSum", [ctx.emit("Cast", [totals], hint="totals64", to=TensorProto.INT64),
+                                ctx.const(0, "int64", "axis0")], hint="carry", exclusive=1)
+    carry = ctx.emit("Reshape", [carry, ctx.const([-1, width], "int64", "as_rows")], hint="carry_rows")
+    flat = ctx.emit("Reshape", [inner, ctx.const([-1, width], "int64", "as_rows")], hint="inner_rows")
+    at = ctx.emit("Cast", [ctx.emit("Gather", [flat, at_ptr], hint="at_ptr", axis=0)], hint="at64",
+                  to=TensorProto.INT64)
+    x = ctx.emit("Add", [at, ctx.emit("Gather", [carry, chunk_of], hint="carry_at", axis=0)], hint="x64")
+    return ctx.emit("Cast", [_row_differences(ctx, x)], hint="sums32", to=TensorProto.INT32)
 
 
 def csr_gathered_sum(
@@ -214,10 +253,7 @@ def csr_gathered_sum(
     (Gathering narrow rows here too measured slower on Cora: the table is cache-resident, the Casts cost more.)
     """
     width = int(np.prod(trailing))
-    gathered = _gathered_rows(ctx, table, padded, width, wide)
-    prefix = ctx.emit("CumSum", [gathered, ctx.const(0, "int64", "axis0")], hint="prefix")
-    sums = _row_differences(ctx, ctx.emit("Gather", [prefix, rowptr], hint="at_ptr", axis=0))
-    out = sums if wide == "int32" else ctx.emit("Cast", [sums], hint="sums32", to=TensorProto.INT32)  # the fold bound
+    out = _prefix_row_sums(ctx, _padded_table(ctx, table, width, wide), padded, rowptr, wide)
     return _unflatten(ctx, out, rows, trailing)
 
 
@@ -235,41 +271,103 @@ def csr_chunked_sum(
     passes of the int64 branch.
     """
     width = int(np.prod(trailing))
-    gathered = _gathered_rows(ctx, table, chunked, width, narrow)
-    if narrow != "int32":
-        gathered = ctx.emit("Cast", [gathered], hint="msgs32", to=TensorProto.INT32)
-    by_chunk = ctx.emit("Reshape", [gathered, ctx.const([-1, chunk, width], "int64", "by_chunk")], hint="chunked")
-    inner = ctx.emit("CumSum", [by_chunk, ctx.const(1, "int64", "axis1")], hint="inner")
-    totals = ctx.emit("Slice", [inner, ctx.const([chunk - 1], "int64", "chunk_last"),
-                                ctx.const([chunk], "int64", "chunk"), ctx.const([1], "int64", "one1")],
-                      hint="chunk_totals")
-    carry = ctx.emit("CumSum", [ctx.emit("Cast", [totals], hint="totals64", to=TensorProto.INT64),
-                                ctx.const(0, "int64", "axis0")], hint="carry", exclusive=1)
-    carry = ctx.emit("Reshape", [carry, ctx.const([-1, width], "int64", "as_rows")], hint="carry_rows")
-    at_ptr, chunk_of = positions
-    flat = ctx.emit("Reshape", [inner, ctx.const([-1, width], "int64", "as_rows")], hint="inner_rows")
-    at = ctx.emit("Cast", [ctx.emit("Gather", [flat, at_ptr], hint="at_ptr", axis=0)], hint="at64",
-                  to=TensorProto.INT64)
-    x = ctx.emit("Add", [at, ctx.emit("Gather", [carry, chunk_of], hint="carry_at", axis=0)], hint="x64")
-    out = ctx.emit("Cast", [_row_differences(ctx, x)], hint="sums32", to=TensorProto.INT32)
+    out = _chunked_row_sums(ctx, _padded_table(ctx, table, width, narrow), chunked, *positions, width, chunk, narrow)
     return _unflatten(ctx, out, rows, trailing)
 
 
-def emit_branch(ctx: EmitContext, name: str, build: Callable[[], str]) -> onnx.GraphProto:
-    """Run ``build`` with a fresh node list and caches; its nodes become a subgraph whose one output is the result.
+PIECE_EDGES = 1 << 20
+"""Edges per piece of :func:`csr_pieced_sum` on average (rows per piece are chosen from N and E at run time)."""
 
-    Values the branch creates stay inside it (memo and cast caches are restored), while values emitted before
-    are read from the outer scope.  Constants still go to the top-level initializers (visible to subgraphs).
+
+def csr_pieced_sum(
+    ctx: EmitContext, table: str, padded: str, rowptr: str, rows: str, trailing: tuple[int, ...],
+    chunk: int | None, narrow: str,
+) -> str:
+    """int32 ``[rows, *trailing]``: the CSR sums of :func:`csr_chunked_sum` (or, without a chunk, the int64
+    prefix sums of :func:`csr_gathered_sum`) run by an ONNX ``Loop`` over pieces of whole rows, so only one
+    piece's ``[E_k, H]`` buffers are alive at a time (bounded memory for any E).
+
+    Piece k holds the ``P`` rows ``[k P, (k + 1) P)`` (``P = clip(N * PIECE_EDGES // E, 1, N)``: ~PIECE_EDGES
+    edges each on average; a row is never split, so a hub row makes its piece larger) and their edges
+    ``[lo, hi) = [rowptr[k P], rowptr[(k + 1) P])``; the row pointers are padded with E (empty rows) to whole
+    pieces so that every piece yields ``[P, H]`` (a ``Loop`` stacks equal shapes).  The piece gathers
+    ``padded[lo : hi + 1]``: its prefix sums are the graph's minus the constant ``X[lo - 1]``, which cancels in
+    the differences at its local row pointers ``rowptr[k P : (k + 1) P + 1] - lo``.  Integer sums are exact,
+    so the result does not depend on the piece size or the thread count.
     """
+    width = int(np.prod(trailing))
+    t = _padded_table(ctx, table, width, narrow if chunk is not None else "int64")
+    one, zero = ctx.const([1], "int64", "one1"), ctx.const([0], "int64", "zero1")
+    edges = ctx.emit("Slice", [rowptr, ctx.const([-1], "int64", "minus1"), ctx.const([2**62], "int64", "end")],
+                     hint="edges")
+    per = ctx.emit("Div", [ctx.emit("Mul", [rows, ctx.const([PIECE_EDGES], "int64", "piece_edges")], hint="np"),
+                           ctx.emit("Max", [edges, one], hint="e1")], hint="piece_rows")
+    per = ctx.emit("Max", [ctx.emit("Min", [per, rows], hint="piece_rows_n"), one], hint="piece_rows_1")
+    pieces = ctx.emit("Div", [ctx.emit("Sub", [ctx.emit("Add", [rows, per], hint="n_p"), one], hint="n_p1"), per],
+                      hint="pieces")
+    extra = ctx.emit("Sub", [ctx.emit("Mul", [pieces, per], hint="rows_padded"), rows], hint="rows_extra")
+    ptr = ctx.emit("Pad", [rowptr, ctx.emit("Concat", [zero, extra], hint="ptr_pads", axis=0)], hint="rowptr_padded",
+                   mode="edge")
+    span = ctx.emit("Add", [per, one], hint="piece_ptrs")
+
+    def piece(k: str) -> str:
+        start = ctx.emit("Mul", [ctx.emit("Reshape", [k, one], hint="k1"), per], hint="piece_start")
+        at = ctx.emit("Slice", [ptr, start, ctx.emit("Add", [start, span], hint="piece_stop")], hint="piece_ptr")
+        lo = ctx.emit("Slice", [at, zero, one], hint="lo")
+        hi = ctx.emit("Slice", [at, ctx.const([-1], "int64", "minus1"), ctx.const([2**62], "int64", "end")],
+                      hint="hi")
+        local = ctx.emit("Sub", [at, lo], hint="local_ptr")
+        index = ctx.emit("Slice", [padded, lo, ctx.emit("Add", [hi, one], hint="hi1")], hint="piece_src")
+        if chunk is None:
+            return _prefix_row_sums(ctx, t, index, local, "int64")
+        chunk_of = ctx.emit("Div", [local, ctx.const([chunk], "int64", "chunk")], hint="local_chunk")
+        return _chunked_row_sums(ctx, t, chunked_source(ctx, table, index, chunk), local, chunk_of, width, chunk,
+                                 narrow)
+
+    body = emit_loop_body(ctx, "pieces", piece)
+    trips = ctx.emit("Reshape", [pieces, ctx.const(np.zeros(0, np.int64), "int64", "scalar")], hint="trips")
+    stacked = ctx.emit("Loop", [trips, ctx.const(np.array(True), "bool", "true")], hint="piece_sums", body=body)
+    flat = ctx.emit("Reshape", [stacked, ctx.const([-1, width], "int64", "as_rows")], hint="pieces_flat")
+    out = ctx.emit("Slice", [flat, zero, rows], hint="piece_rows_out")
+    return _unflatten(ctx, out, rows, trailing)
+
+
+@contextmanager
+def _scope(ctx: EmitContext) -> Iterator[None]:
+    """A fresh node list and caches for a subgraph; values it creates stay inside it (memo and cast caches are
+    restored), values emitted before are read from the outer scope, constants go to the top-level initializers."""
     saved = (ctx.nodes, dict(ctx.memo), dict(ctx._cast_cache), dict(ctx._u8_cache))
     ctx.nodes = []
     try:
-        result = build()
-        out = ctx.fresh(f"{name}_out")
-        ctx.nodes.append(helper.make_node("Identity", [result], [out], name=ctx.fresh(f"n_{name}_out")))
-        nodes = ctx.nodes
+        yield
     finally:
         ctx.nodes, ctx.memo, ctx._cast_cache, ctx._u8_cache = saved[0], saved[1], saved[2], saved[3]
+
+
+def _identity(ctx: EmitContext, value: str, name: str) -> str:
+    out = ctx.fresh(name)
+    ctx.nodes.append(helper.make_node("Identity", [value], [out], name=ctx.fresh(f"n_{name}")))
+    return out
+
+
+def emit_branch(ctx: EmitContext, name: str, build: Callable[[], str]) -> onnx.GraphProto:
+    """Run ``build`` in a :func:`_scope`; its nodes become an ``If`` branch whose one output is the int32 result."""
+    with _scope(ctx):
+        out = _identity(ctx, build(), f"{name}_out")
+        nodes = ctx.nodes
     return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(out, TensorProto.INT32, None)])
 
 
+def emit_loop_body(ctx: EmitContext, name: str, build: Callable[[str], str]) -> onnx.GraphProto:
+    """``Loop`` body (no carried values): ``build(k)`` of the int64 scalar iteration k, in a :func:`_scope`, is
+    its one int32 scan output; the condition passes through (the trip count ends the loop)."""
+    k, cond = ctx.fresh(f"{name}_k"), ctx.fresh(f"{name}_cond")
+    with _scope(ctx):
+        out = _identity(ctx, build(k), f"{name}_out")
+        cond_out = _identity(ctx, cond, f"{name}_cond_out")
+        nodes = ctx.nodes
+    inputs = [helper.make_tensor_value_info(k, TensorProto.INT64, []),
+              helper.make_tensor_value_info(cond, TensorProto.BOOL, [])]
+    outputs = [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, []),
+               helper.make_tensor_value_info(out, TensorProto.INT32, None)]
+    return helper.make_graph(nodes, name, inputs, outputs)

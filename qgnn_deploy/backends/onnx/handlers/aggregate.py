@@ -269,10 +269,18 @@ def scatter_add(ctx: EmitContext, node: Node) -> None:
             return segment.csr_gathered_sum(ctx, table, padded, rowptr, rows, trailing)
         return segment.csr_chunked_sum(ctx, table, chunked, positions, rows, trailing, chunk, narrow)
 
+    def pieces_or_scatter() -> str:
+        # sorted edges above the whole-graph bound: the CSR sums piece by piece (bounded memory), else the scatter
+        pieces = segment.emit_branch(ctx, f"{out}_pieces", lambda: segment.csr_pieced_sum(
+            ctx, table, padded, rowptr, rows, trailing, chunk, narrow))
+        scatter = segment.emit_branch(ctx, f"{out}_scatter", lambda: _scatter(ctx, values, idx, rows, "add", 0))
+        return ctx.emit("If", [segment.destinations_sorted(ctx, idx)], hint="pieces_or_scatter", then_branch=pieces,
+                        else_branch=scatter)
+
     def csr_or_scatter(output: str | None = None) -> str:
         then = segment.emit_branch(ctx, f"{out}_csr", csr)
-        scatter = segment.emit_branch(ctx, f"{out}_scatter", lambda: _scatter(ctx, values, idx, rows, "add", 0))
-        return ctx.emit("If", [cond], output=output, hint="csr_or_scatter", then_branch=then, else_branch=scatter)
+        rest = segment.emit_branch(ctx, f"{out}_pieces_or_scatter", pieces_or_scatter)
+        return ctx.emit("If", [cond], output=output, hint="csr_or_scatter", then_branch=then, else_branch=rest)
 
     if not bound or (2**31 - 1) // bound < 1:
         csr_or_scatter(out)
