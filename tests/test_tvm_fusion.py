@@ -75,7 +75,8 @@ def test_requantize_into_gemm_plan() -> None:
     assert _plan(gemm_requant_graph(40, 16), kind="vnni") == {"rq": "acc"}
     assert _plan(gemm_requant_graph(40, 16, "int8"), kind="vnni") == {"rq": "acc"}  # s8 flip folded in
     assert _plan(gemm_requant_graph(40, 16, a_zero_point=3), kind="vnni") == {"rq": "acc"}  # zero point folded in
-    assert _plan(gemm_requant_graph(42, 16), kind="vnni") == {}  # a K tail (int32 kernel argument)
+    assert _plan(gemm_requant_graph(42, 16), kind="vnni") == {"rq": "acc"}  # K tail: int32 before the epilogue
+    assert _plan(gemm_requant_graph(7, 8, "int8"), kind="vnni") == {"rq": "acc"}  # LoRAP's K = 7 score GEMM
     assert _plan(gemm_requant_graph(40, 16, fp32_input=True), kind="vnni") == {"rq": "acc"}  # quantize not fused
     assert _plan(gemm_requant_graph(40, 16), kind="sdot") == {}
     assert _plan(gemm_requant_graph(40, 16), fast_matmul=False) == {}
@@ -168,10 +169,12 @@ def lut_offset_graph(c: int, span: int, x_dtype: str = "int32", c_dtype: str = "
 
 @pytest.mark.parametrize("k,n,a_dtype,zp,a_zp", [(128, 16, "uint8", 0, 125), (40, 7, "uint8", 5, 0),
                                                   (16, 20, "uint8", -3, 0), (16, 8, "int8", 0, 0),
-                                                  (128, 8, "int8", 2, -7)])
+                                                  (128, 8, "int8", 2, -7), (7, 8, "int8", 0, 0),
+                                                  (42, 16, "uint8", 1, 3), (6, 20, "int8", -2, 5)])
 def test_fused_vnni_gemm_requant_bit_exact(k: int, n: int, a_dtype: str, zp: int, a_zp: int, tmp_path: Path) -> None:
-    """The AVX-512 VNNI GEMM with a requantize epilogue (K % 4 == 0; s8 A's flip and the A zero point folded into
-    the constants): one kernel, bit-exact; run only on a CPU with avx512vnni."""
+    """The AVX-512 VNNI GEMM with a requantize epilogue (s8 A's flip and the A zero point folded into the
+    constants; a K % 4 tail multiplied in int32 first, the flip not applying to it): one kernel, bit-exact; run
+    only on a CPU with avx512vnni."""
     from qgnn_deploy.backends.tvm.targets import resolve_target
 
     g = gemm_requant_graph(k, n, a_dtype, zp=zp, a_zero_point=a_zp)

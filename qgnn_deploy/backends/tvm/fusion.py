@@ -164,8 +164,8 @@ def requant_epilogue_constants(graph: Graph, node: Node, n: int, row_multiplier:
 def requantize_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) -> list[str]:
     """requantize nodes whose int32 input is a matmul (zero points 0, constant int8 weight with K >= 4) read by
     nothing else, with per-column constants: on x86 GEMM kernels below VNNI (:data:`.gemm_x86.KINDS`), and on
-    AVX-512 VNNI for an A read in place with K % 4 == 0 (:func:`.gemm.vnni_fuses_requant`), where an A zero
-    point (with a constant initializer weight) folds into the epilogue too."""
+    AVX-512 VNNI for an A read in place (:func:`.gemm.vnni_fuses_requant`; a K % 4 tail is multiplied in int32
+    first), where an A zero point (with a constant initializer weight) folds into the epilogue too."""
     from qgnn_deploy.ir.infer import infer_dtypes
 
     from .gemm import vnni_fuses_requant

@@ -38,8 +38,7 @@ from .relax_ops import dtype_of, op, shape_of
 VNNI_ROWS = 8  # x86: 8 independent vpdpbusd chains hide its latency (4 left the 2708x1433 GEMM ~15% slower)
 PANEL_BLOCKS = 16  # row blocks per parallel task of the fused quantize GEMM (one panel workspace per task)
 VNNI = Scheme("vnni", LANES, VNNI_ROWS, 4, panel=False, k_tail="int32")  # 16 lanes: one zmm per row
-# K % 4 == 0 (no tail to multiply in int32): the same kernel can take a requantize epilogue
-VNNI_EPILOGUE = Scheme("vnni", LANES, VNNI_ROWS, 4, panel=False)
+VNNI_NO_TAIL = Scheme("vnni", LANES, VNNI_ROWS, 4, panel=False)  # K % 4 == 0: no Bt argument
 GENERIC = Scheme("generic", LANES, ROWS, 1, panel=False)
 
 
@@ -93,12 +92,13 @@ def vnni_quant_kernel(k: int, a_dtype: str, scale: float, zero_point: int, qmin:
 
 
 def vnni_requant_kernel(k: int, nb: int, epilogue: Epilogue, a_dtype: str = "uint8") -> tirx.PrimFunc:
-    """``requantize(A @ B)`` for ``K % 4 == 0``: the VNNI kernel storing int8/uint8 codes from registers
+    """``requantize(A @ B)``: the VNNI kernel storing int8/uint8 codes from registers
     (:class:`.gemm_skeleton.Epilogue`), so the int32 ``[M, N]`` product never goes to memory.  For s8 A (and
-    an A zero point) the constants carry the column offset (:func:`_fold_column_offset`)."""
-    if k % 4:
-        raise ValueError("the VNNI requantize epilogue needs K % 4 == 0")
-    return gemm_kernel(VNNI_EPILOGUE, _vnni_step(a_dtype), k, nb, a_dtype, (nb, k // 4, LANES, 4), epilogue=epilogue)
+    an A zero point) the constants carry the column offset (:func:`_fold_column_offset`).  A K tail (K % 4,
+    e.g. LoRAP's K = 7 score GEMM) is multiplied in int32 from ``Bt`` before the epilogue: ``(A, Bp, Bt, Rq, C)``,
+    else ``(A, Bp, Rq, C)``."""
+    return gemm_kernel(VNNI if k % 4 else VNNI_NO_TAIL, _vnni_step(a_dtype), k, nb, a_dtype, (nb, k // 4, LANES, 4),
+                       epilogue=epilogue)
 
 
 def generic_kernel(k: int, nb: int, a_dtype: str) -> tirx.PrimFunc:
@@ -178,18 +178,18 @@ def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any) -> rela
                    int(rq_node.attrs.get("qmax", info.max)), str(rq_node.attrs["dtype"]), n)
     bpad, nb = pad_columns(b, k, n)
     rq = np.concatenate([rq, np.zeros((3, nb * LANES - n), np.int64)], axis=1)
-    if ctx.options.gemm_kind == "vnni":  # A read in place, K % 4 == 0 (vnni_fuses_requant)
+    if ctx.options.gemm_kind == "vnni":  # A read in place (vnni_fuses_requant)
         at = dtype_of(a)
         if q is not None or not vnni_fuses_requant(at, k) or int(mm.attrs.get("b_zero_point", 0)):
             return None
-        rq = _fold_column_offset(rq, ctx.const_value(mm, 1), int(mm.attrs.get("a_zero_point", 0)) +
-                                 (128 if at == "int8" else 0), k)
+        rq = _fold_column_offset(rq, ctx.const_value(mm, 1), _row_offsets(k, int(mm.attrs.get("a_zero_point", 0)),
+                                                                           at == "int8"))
         if rq is None:
             return None
-        _, bp, _ = split_b(bpad, k, nb, 4, 4)
+        _, bp, bt = split_b(bpad, k, nb, 4, 4)
         return ctx.call_tir(("gemm_vnni", k, nb, at, *epi.key()), lambda: vnni_requant_kernel(k, nb, epi, at),
-                            [a, bp, relax.const(np.ascontiguousarray(rq, np.int64), "int64")], [shape_of(a)[0], n],
-                            epi.dtype)
+                            [a, bp] + ([bt] if k % 4 else []) + [relax.const(np.ascontiguousarray(rq, np.int64),
+                                                                             "int64")], [shape_of(a)[0], n], epi.dtype)
     return gemm_x86.emit_matmul_requant(ctx, ctx.options.gemm_kind, a, bpad, k, nb, rq, epi,
                                         None if q is None else q.attrs)
 
@@ -198,24 +198,33 @@ VNNI_EPILOGUE_MAX_K = 16384  # |sum (a - za) b| < K * 255 * 128 * 2 stays below 
 
 
 def vnni_fuses_requant(a_dtype: str, k: int) -> bool:
-    """Whether the VNNI GEMM can requantize in its epilogue: u8 or s8 A, no K tail (the tail rows are an extra
-    kernel argument) and K small enough that the column offsets fold exactly (:func:`_fold_column_offset`)."""
-    return a_dtype in ("uint8", "int8") and k % 4 == 0 and k <= VNNI_EPILOGUE_MAX_K
+    """Whether the VNNI GEMM can requantize in its epilogue: u8 or s8 A and K small enough that the column
+    offsets fold exactly (:func:`_fold_column_offset`); a K tail (K % 4) is multiplied in int32 before it."""
+    return a_dtype in ("uint8", "int8") and k <= VNNI_EPILOGUE_MAX_K
 
 
-def _fold_column_offset(rq: np.ndarray, w: np.ndarray | None, shift: int, k: int) -> np.ndarray | None:
-    """Epilogue constants for accumulators that exceed the true ``A @ B`` by ``shift * colsum(B)`` per column (the
-    s8 flip's ``+128`` and the A zero point): ``(acc - shift*colsum) * M + half = acc * M + (half - shift*colsum*M)``
-    exactly in int64, so the rounding half absorbs the offset; the true sums never wrap int32
-    (:data:`VNNI_EPILOGUE_MAX_K`), as the unfused int32 ops would not either.  None when ``shift`` is not 0 and
-    the weight is not a constant, or the int64 terms could overflow."""
-    if shift == 0:
+def _row_offsets(k: int, a_zero_point: int, flip: bool) -> np.ndarray:
+    """How much each of the K rows of B is over-weighted in the VNNI accumulators: the A zero point on every row,
+    plus 128 on the rows ``vpdpbusd`` multiplies with s8 A flipped (``a ^ 0x80 = a + 128``: not the int32 K tail)."""
+    off = np.full(k, a_zero_point, np.int64)
+    if flip:
+        off[:k // 4 * 4] += 128
+    return off
+
+
+def _fold_column_offset(rq: np.ndarray, w: np.ndarray | None, row_offset: np.ndarray) -> np.ndarray | None:
+    """Epilogue constants for accumulators that exceed the true ``A @ B`` by ``o = sum_k row_offset[k] * B[k]``
+    per column (the s8 flip's ``+128`` and the A zero point, :func:`_row_offsets`):
+    ``(acc - o) * M + half = acc * M + (half - o*M)`` exactly in int64, so the rounding half absorbs the offset;
+    the true sums never wrap int32 (:data:`VNNI_EPILOGUE_MAX_K`), as the unfused int32 ops would not either.
+    None when an offset is not 0 and the weight is not a constant, or the int64 terms could overflow."""
+    if not row_offset.any():
         return rq
     if w is None:
         return None
     out = rq.copy()
-    n = w.shape[1]
-    off = shift * w.astype(np.int64).sum(axis=0) * rq[0, :n]
+    k, n = w.shape
+    off = (row_offset[:, None] * w.astype(np.int64)).sum(axis=0) * rq[0, :n]
     bound = float(k * 255 * 128) * float(np.abs(rq[0]).max()) + float(np.abs(off).max()) + float(rq[1].max())
     if bound >= 2.0**62:
         return None

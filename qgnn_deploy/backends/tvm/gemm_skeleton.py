@@ -134,7 +134,7 @@ def gemm_kernel(
     ``fill`` = (16-lane, scalar) panel fill expressions ``f16(X, row, col, Bp, chunk)`` (it may read packed B:
     ``avx2-pair``'s byte shuffle of 16-column chunk ``chunk``), ``f1(X, row, col)``, and ``in_dtype`` the input's dtype
     (default ``a_dtype``): a panel kernel widens or quantizes A with them.  Signature: ``(A, Bp, C)``, with
-    ``Bt`` (``k_tail == "int32"``) or the requantize constants (``epilogue``) after ``Bp``.  With an
+    ``Bt`` (``k_tail == "int32"``) and then the requantize constants (``epilogue``) after ``Bp``.  With an
     ``epilogue`` C holds ``epilogue.dtype`` codes, only the ``epilogue.columns`` real columns.
     """
     rows, w, kq = s.rows, s.width, s.kstep
@@ -154,15 +154,13 @@ def gemm_kernel(
     ncols = epilogue.columns if fused else nb * LANES
     odt = epilogue.dtype if fused else "int32"
     ezp, elo, ehi = (epilogue.zero_point, epilogue.lo, epilogue.hi) if fused else (0, 0, 0)
-    if int32_tail and fused:
-        raise ValueError("a requantize epilogue needs a padded K (no int32 K tail)")
     rcount = residual.count if residual is not None else 0
     has_residual = rcount > 0  # a Python bool: TVMScript drops the branch when False
     if rcount and (s.row_tail != "split" or s.group > 1):
         raise ValueError("residual K steps need the split row tail and one row per step")
     if s.group > 1 and (use_panel or s.row_tail != "clamp"):
         raise ValueError("steps over row groups read A in place with the clamp row tail")
-    extra = (max(k - kbase, 1), nb * LANES, "int8") if int32_tail else (3, nb * LANES, "int64") if fused else None
+    tail_shape = (max(k - kbase, 1), nb * LANES)  # Bt: the int32 K tail's unpacked rows of B
     cloop = T.vectorized if s.group == 1 else T.unroll  # over the 16 columns of one row's accumulators
 
     def idx(r, c):  # noqa: ANN001, ANN202 - accumulator element of (row r, column c) of the block
@@ -194,7 +192,7 @@ def gemm_kernel(
         return T.Cast(odt, T.min(T.max(y, T.int64(elo)), T.int64(ehi)))
 
     @T.macro
-    def finish(src, row0, r, j, acc, X, C):  # noqa: ANN001, ANN202 - K tail and store of row r
+    def finish(src, row0, r, j, acc, X, RQ, C):  # noqa: ANN001, ANN202 - K tail (X: Bt) and store of row r
         if int32_tail:
             for t in range(k - kbase):
                 for c in cloop(LANES):
@@ -202,13 +200,13 @@ def gemm_kernel(
                         "int32", X[t, j * LANES + c])
         if ncols % LANES == 0:
             for c in cloop(LANES):
-                C[row0 + r, j * LANES + c] = out_value(X, acc, j * LANES + c, idx(r, c))
+                C[row0 + r, j * LANES + c] = out_value(RQ, acc, j * LANES + c, idx(r, c))
         elif j < nb - 1:
             for c in cloop(LANES):
-                C[row0 + r, j * LANES + c] = out_value(X, acc, j * LANES + c, idx(r, c))
+                C[row0 + r, j * LANES + c] = out_value(RQ, acc, j * LANES + c, idx(r, c))
         else:  # the epilogue writes only the real columns: no slice kernel after it
             for c in cloop(ncols % LANES):
-                C[row0 + r, j * LANES + c] = out_value(X, acc, j * LANES + c, idx(r, c))
+                C[row0 + r, j * LANES + c] = out_value(RQ, acc, j * LANES + c, idx(r, c))
 
     def row_steps(fn: Step) -> Any:  # one row's accumulator vectors through ``fn`` at K step ``kidx`` (index ``q``)
         @T.macro
@@ -223,7 +221,7 @@ def gemm_kernel(
     residual_steps = row_steps(residual.step if residual is not None else step)
 
     @T.macro
-    def block(src, row0, j, acc, Bp, X, C, m):  # noqa: ANN001, ANN202 - one register block: rows x 16 columns
+    def block(src, row0, j, acc, Bp, X, RQ, C, m):  # noqa: ANN001, ANN202 - one register block: rows x 16 columns
         for r in T.unroll(rows):
             acc[T.ramp(r * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
         if s.row_tail == "clamp":
@@ -235,7 +233,7 @@ def gemm_kernel(
                             Bp, j, q, v)
             for r in T.unroll(rows):
                 if row0 + r < m:
-                    finish(src, row0, r, j, acc, X, C)
+                    finish(src, row0, r, j, acc, X, RQ, C)
         else:
             if row0 + rows <= m:
                 for q in range(nq):
@@ -255,10 +253,10 @@ def gemm_kernel(
                             qi = residual.k_step(Bp, j, e)
                             residual_steps(src, row0, r, j, acc, Bp, m, qi, e)
             for r in range(T.min(m - row0, rows)):
-                finish(src, row0, r, j, acc, X, C)
+                finish(src, row0, r, j, acc, X, RQ, C)
 
     @T.macro
-    def body(A, Bp, X, C, m):  # noqa: ANN001, ANN202 - shared by both signatures
+    def body(A, Bp, X, RQ, C, m):  # noqa: ANN001, ANN202 - shared by every signature (X: Bt, RQ: epilogue)
         if use_panel:
             for p in T.parallel((m + per_task - 1) // per_task):
                 panel = T.decl_buffer((rows * kpanel,), pdt, scope="global")
@@ -274,14 +272,30 @@ def gemm_kernel(
                             for c in range(kpanel - k):
                                 panel[r * kpanel + k + c] = T.Cast(pdt, 0)
                         for j in range(nb):
-                            block(panel, row0, j, acc, Bp, X, C, m)
+                            block(panel, row0, j, acc, Bp, X, RQ, C, m)
         else:
             for mb in T.parallel((m + rows - 1) // rows):
                 for j in range(nb):
                     acc = T.decl_buffer((rows * LANES,), "int32", scope=ACC_SCOPE)
-                    block(A, mb * rows, j, acc, Bp, X, C, m)
+                    block(A, mb * rows, j, acc, Bp, X, RQ, C, m)
 
-    if extra is not None:
+    if int32_tail and fused:
+
+        @T.prim_func(private=True, s_tir=True)
+        def kernel_xr(a_h: T.handle, bp_h: T.handle, x_h: T.handle, rq_h: T.handle, c_h: T.handle):
+            T.func_attr(_SCHEDULED)
+            m = T.int64()
+            A = T.match_buffer(a_h, (m, k), in_dtype)
+            Bp = T.match_buffer(bp_h, b_shape, b_dtype)
+            X = T.match_buffer(x_h, tail_shape, "int8")
+            RQ = T.match_buffer(rq_h, (3, nb * LANES), "int64")
+            C = T.match_buffer(c_h, (m, ncols), odt)
+            with T.sblock("root"):
+                body(A, Bp, X, RQ, C, m)
+
+        return kernel_xr
+    if int32_tail or fused:
+        extra = (*tail_shape, "int8") if int32_tail else (3, nb * LANES, "int64")
 
         @T.prim_func(private=True, s_tir=True)
         def kernel_x(a_h: T.handle, bp_h: T.handle, x_h: T.handle, c_h: T.handle):
@@ -292,7 +306,7 @@ def gemm_kernel(
             X = T.match_buffer(x_h, extra[:2], extra[2])
             C = T.match_buffer(c_h, (m, ncols), odt)
             with T.sblock("root"):
-                body(A, Bp, X, C, m)
+                body(A, Bp, X, X, C, m)
 
         return kernel_x
 
@@ -304,7 +318,7 @@ def gemm_kernel(
         Bp = T.match_buffer(bp_h, b_shape, b_dtype)
         C = T.match_buffer(c_h, (m, nb * LANES), "int32")
         with T.sblock("root"):
-            body(A, Bp, None, C, m)
+            body(A, Bp, None, None, C, m)
 
     return kernel
 
