@@ -13,6 +13,7 @@ load during the probe hits both sides alike; times of one side are pooled over i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -61,19 +62,22 @@ def run_side(spec: dict[str, Any]) -> dict[str, Any]:
         import tvm
         from tvm import relax
 
+        from qgnn_deploy.backends.tvm.threads import caller_on_own_core
+
         vm = relax.VirtualMachine(tvm.runtime.load_module(spec["library"]), tvm.cpu())
         at = tvm.runtime.tensor(a)
 
         def call() -> Any:
             return vm["main"](at)
         version = f"tvm {tvm.__version__}"
-    out = call()
-    np.save(spec["output"], out if isinstance(out, np.ndarray) else out.numpy())
-    for _ in range(3):
-        call()
-    times: list[float] = []
-    for _ in range(-(-repeats // BLOCK)):
-        times += time_calls(call, 1, BLOCK)
+    with contextlib.nullcontext() if spec["side"] == "ort" else caller_on_own_core():  # as run_library does
+        out = call()
+        np.save(spec["output"], out if isinstance(out, np.ndarray) else out.numpy())
+        for _ in range(3):
+            call()
+        times: list[float] = []
+        for _ in range(-(-repeats // BLOCK)):
+            times += time_calls(call, 1, BLOCK)
     return {"side": spec["side"], "times_s": times[:repeats], "runtime": version}
 
 
