@@ -4,7 +4,8 @@ Why separate processes: in one process both thread pools share the cores, and wh
 after its call (ORT's by default, TVM's for ``TVM_THREAD_POOL_SPIN_COUNT`` yields) steals them from the
 other's next call; measured idle on a 2-core EPYC that biased the ratio by up to 2.5x either way
 (``examples/results/isa_x86_avx2.md`` section 3).  Here each side runs alone with its runtime's default
-settings (TVM's as our runners use it: the caller on its own core, :mod:`qgnn_deploy.backends.tvm.threads`), in ``sessions`` alternating processes per side (ours, ORT, ours, ORT, ...), so a change of machine
+settings (TVM's as our runners use it: the caller on its own core, :mod:`qgnn_deploy.backends.tvm.threads`),
+in ``sessions`` alternating processes per side (ours, ORT, ours, ORT, ...), so a change of machine
 load during the probe hits both sides alike; times of one side are pooled over its sessions.
 
 ``python -m qgnn_deploy.perf.gemm_probe SPEC.json`` is one side's process (``side``: ``ours`` / ``ort``);
