@@ -544,25 +544,6 @@ def _tvm_outputs(out: Any) -> list[Any]:
     return [o.numpy() for o in out]
 
 
-def pin_caller_off_workers(tvm: Any) -> None:
-    """Pin this (the calling) thread to the core TVM's pool leaves free: the pool pins workers 1..T-1 to cores
-    1..T-1 of its frequency order and splits loops statically; a caller on a worker's core serializes every
-    call (the rule of ``qgnn_deploy.backends.tvm.threads``, re-stated here: this file imports no qgnn_deploy)."""
-    threads = int(tvm.get_global_func("runtime.NumThreads")())
-    if threads < 2 or os.environ.get("TVM_BIND_THREADS", "1").strip() != "1" or not hasattr(os, "sched_setaffinity"):
-        return
-
-    def freq(i: int) -> int:
-        try:
-            return int(Path(f"/sys/devices/system/cpu/cpu{i}/cpufreq/cpuinfo_max_freq").read_text().strip() or 0)
-        except (OSError, ValueError):
-            return 0
-
-    order = sorted(range(os.cpu_count() or 1), key=lambda i: -freq(i))
-    if threads <= len(order) and order[0] in os.sched_getaffinity(0):
-        os.sched_setaffinity(0, {order[0]})
-
-
 class TvmRunner:
     """Relax VirtualMachine over the exported library, locally or on a TVM RPC server."""
 
@@ -593,7 +574,6 @@ class TvmRunner:
             else:
                 self.dev = tvm.cpu()
                 mod = tvm.runtime.load_module(str(lib))
-                pin_caller_off_workers(tvm)
             self.vm = tvm.relax.VirtualMachine(mod, self.dev)
         except BenchError:
             raise

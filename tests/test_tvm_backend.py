@@ -615,36 +615,3 @@ def test_unfused_gathers_get_their_row_copy(tmp_path: Path) -> None:
     for ei_case in (ei, ei[:, np.argsort(ei[1], kind="stable")]):
         feeds = _feeds("messages", x, np.ascontiguousarray(ei_case))
         np.testing.assert_array_equal(run_library(lib, feeds), run(g, feeds)[g.outputs[0].name])
-
-
-def test_caller_core_follows_tvm_pinning(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The calling thread goes to the core TVM's pool leaves free only when the pool pins its workers."""
-    import os
-
-    from qgnn_deploy.backends.tvm import threads
-
-    monkeypatch.setattr(threads, "_core_order", lambda: [1, 0])  # e.g. core 1 has the highest max frequency
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
-    monkeypatch.delenv("TVM_BIND_THREADS", raising=False)
-    assert threads.caller_core(2) == 1
-    assert threads.caller_core(1) is None  # no workers: nothing to avoid
-    assert threads.caller_core(3) is None  # more threads than cores: TVM pins nothing
-    monkeypatch.setenv("TVM_BIND_THREADS", "0")
-    assert threads.caller_core(2) is None
-    monkeypatch.setenv("TVM_BIND_THREADS", "1")
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})  # that core is not ours (taskset)
-    assert threads.caller_core(2) is None
-
-
-def test_caller_on_own_core_restores_the_mask() -> None:
-    """The pin lasts for the body only (run_library must not leave the user's thread pinned)."""
-    import os
-
-    from qgnn_deploy.backends.tvm.threads import caller_core, caller_on_own_core
-
-    n = int(tvm.get_global_func("runtime.NumThreads")())  # the pool sets this thread's mask when it is created
-    before = os.sched_getaffinity(0)
-    with caller_on_own_core() as core:
-        assert core == caller_core(n)
-        assert os.sched_getaffinity(0) == (before if core is None else {core})
-    assert os.sched_getaffinity(0) == before

@@ -4,8 +4,7 @@ Why separate processes: in one process both thread pools share the cores, and wh
 after its call (ORT's by default, TVM's for ``TVM_THREAD_POOL_SPIN_COUNT`` yields) steals them from the
 other's next call; measured idle on a 2-core EPYC that biased the ratio by up to 2.5x either way
 (``examples/results/isa_x86_avx2.md`` section 3).  Here each side runs alone with its runtime's default
-settings (TVM's as our runners use it: the caller on its own core, :mod:`qgnn_deploy.backends.tvm.threads`),
-in ``sessions`` alternating processes per side (ours, ORT, ours, ORT, ...), so a change of machine
+settings, in ``sessions`` alternating processes per side (ours, ORT, ours, ORT, ...), so a change of machine
 load during the probe hits both sides alike; times of one side are pooled over its sessions.
 
 ``python -m qgnn_deploy.perf.gemm_probe SPEC.json`` is one side's process (``side``: ``ours`` / ``ort``);
@@ -14,7 +13,6 @@ load during the probe hits both sides alike; times of one side are pooled over i
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
@@ -63,22 +61,19 @@ def run_side(spec: dict[str, Any]) -> dict[str, Any]:
         import tvm
         from tvm import relax
 
-        from qgnn_deploy.backends.tvm.threads import caller_on_own_core
-
         vm = relax.VirtualMachine(tvm.runtime.load_module(spec["library"]), tvm.cpu())
         at = tvm.runtime.tensor(a)
 
         def call() -> Any:
             return vm["main"](at)
         version = f"tvm {tvm.__version__}"
-    with contextlib.nullcontext() if spec["side"] == "ort" else caller_on_own_core():  # as run_library does
-        out = call()
-        np.save(spec["output"], out if isinstance(out, np.ndarray) else out.numpy())
-        for _ in range(3):
-            call()
-        times: list[float] = []
-        for _ in range(-(-repeats // BLOCK)):
-            times += time_calls(call, 1, BLOCK)
+    out = call()
+    np.save(spec["output"], out if isinstance(out, np.ndarray) else out.numpy())
+    for _ in range(3):
+        call()
+    times: list[float] = []
+    for _ in range(-(-repeats // BLOCK)):
+        times += time_calls(call, 1, BLOCK)
     return {"side": spec["side"], "times_s": times[:repeats], "runtime": version}
 
 

@@ -358,10 +358,7 @@ def run_library(path: Path | str, feeds: Mapping[str, np.ndarray] | Sequence[np.
             names = order
     lib = tvm.runtime.load_module(str(path))
     vm = relax.VirtualMachine(lib, tvm.cpu())
-    from .threads import caller_on_own_core
-
-    with caller_on_own_core():
-        out = vm["main"](*[tvm.runtime.tensor(arrays[n]) for n in names])
+    out = vm["main"](*[tvm.runtime.tensor(arrays[n]) for n in names])
     return out.numpy()
 
 
