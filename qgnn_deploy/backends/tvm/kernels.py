@@ -38,7 +38,8 @@ from tvm.script import tirx as T
 _SCHEDULED = {"tir.noalias": True, "tirx.is_scheduled": True}
 CHUNK = 1024  # edges per ownership block (the owned-edge list lives on each thread's stack)
 # rows per bucket of edge_plan's two-pass scatter: 2^16 (a bucket's col window ~3 MB at degree 11) took 24% less
-# CPU time than one random store per edge (2 threads; 6-10% at 1 thread); 2^10 and 2^14 took more (many streams)
+# CPU time than one random store per edge (2 threads; 6-10% at 1 thread); 2^10 and 2^14 took more (many streams);
+# with the per-bucket row histogram (2026-12-03) 2^15 was no faster than 2^16
 BUCKET_BITS = 16
 PREFETCH = 48  # edges between a row's prefetch and its use (48 measured better than 16 at 10^6 nodes: DRAM latency)
 SERIAL_WORK = 4096  # work (rows x width + edges) below which a kernel runs serially (module docstring)
@@ -93,39 +94,43 @@ def _owned_edges(chunk: int, pf: int, visit: Any) -> Any:
 
 def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_work: int = SERIAL_WORK,
               bucket_bits: int | None = None) -> tirx.PrimFunc:
-    """CSR plan of row ``row`` of a [R, E] index tensor: ``flag[0] = 1`` when it is ascending with every index in
-    ``[0, n)``, and in every case ``rowptr[i]`` = first edge (in CSR order) whose index is ``>= i``
-    (``rowptr[n]`` = edges kept).  With the flag set the edge kernels walk each output row's own run of edges and
-    never read the destination vector (``qgnn_bench.py --sort-edges``, or any CSR-ordered list).
-
-    Sorted input costs one read of the destinations: each part checks its edge range block by block (``CHUNK``
-    edges, a branch-free AND-reduction) and, while every block so far passed, derives the row pointers from the
-    block while it is in L1: each edge stores its run's first edge at ``rowptr[dst]`` (the same value for every
-    edge of a run, so no branch per row change), and rows without edges are filled where ``dst`` jumps (a loop
-    that almost never runs).  A run that began in an earlier part is that part's to write (the later part sends
-    its leading edges' stores to the scratch slot ``rowptr[n]``, set last), so no two parts store one row.  A
-    part stops at its first failed block; the row pointers its passed blocks stored are rewritten below.
+    """One parallel pass over row ``row`` of a [R, E] index tensor: ``flag[0] = 1`` when it is ascending with
+    every index in ``[0, n)``, and in every case ``rowptr[i]`` = first edge (in CSR order) whose index is ``>= i``
+    (``rowptr[n]`` = edges kept): the CSR row pointers.  With the flag set the edge kernels walk each output row's
+    own run of edges and never read the destination vector (``qgnn_bench.py --sort-edges``, or any CSR-ordered
+    list).
 
     Otherwise (``flag[0] = 0``) the edges are put in CSR order by a two-pass (MSD radix) counting sort, once per
     call and shared by every kernel of the plan; edges whose index lies outside ``[0, n)`` are left out, as
-    every kernel skips them.  (1) Each part counts its edge range's edges per bucket of ``2^bucket_bits`` rows,
-    (2) appends their (source ``Idx[src_row, k]``, row within the bucket as uint16) to its slice of the bucket
-    (slices in part order, so edge order is kept; a few sequential write streams), then (3) each part takes
-    whole buckets: a row histogram of the bucket's records (an L2-sized table, the records still in cache),
-    its exclusive prefix sum (``rowptr`` and the row cursors), and the sources placed through the cursors into
-    int32 ``col`` (the random stores stay inside one bucket's window).  ``col`` holds each row's sources in edge
-    order: a stable sort's, the same array at any part count.  Without ``src_row`` only ``rowptr`` is built.
-    Kernels that can read ``col`` take the CSR path for any edge order; the others scan the destinations.
+    every kernel skips them.  (1) Each part counts its edge range's edges per bucket of ``2^bucket_bits`` rows
+    (a few counters), (2) appends their (row within the bucket, source ``Idx[src_row, k]``) int32 pairs to its
+    slice of the bucket (slices in part order, so edge order is kept; a few sequential write streams), then
+    (3) each part takes whole buckets: a row histogram of the bucket's records (a 2^16-row table stays in L2,
+    the records in L3), its exclusive prefix sum (``rowptr`` and the row cursors), and the sources placed
+    through the cursors into int32 ``col`` (the random stores stay inside one bucket's window).  No [N]-sized
+    per-part histogram is built or scanned (the previous plan's histogram pass over the destinations did random
+    increments into it).  ``col`` holds each row's sources in edge order: a stable sort's, the same array at
+    any part count.  Without ``src_row`` only ``rowptr`` is built.  Kernels that can read ``col`` take the CSR
+    path for any edge order; the others scan the destinations.  (Staging the row as uint16 beside an int32
+    source array, 6 bytes a record, was measured slower than the pairs; the staging buffer comes from TVM's
+    workspace pool, reused across calls: no page faults after the first.)
 
-    Loops are zero-based with the offset added in the body: TVM 0.27 drops a loop's start from the bounds of
-    loops nested in it when it normalises them.
+    The sorted check and row pointers are branch-free (a data-dependent branch per edge costs more than the
+    memory traffic here): the check is an AND-reduction over blocks of ``CHUNK`` edges, and a part stops at its
+    first failed block (unsorted input: ~12 ms less CPU at 10^6 nodes, sorted unchanged); the row pointers are
+    written in reverse edge order, ``rowptr[dst[k]] = k``, so each row keeps its first edge (a row that began
+    in an earlier part's range is left to that part, so no two parts write one row), and a reverse min-scan
+    gives rows without edges the next row's start.  (Writing the row pointers in the check's pass was measured
+    twice and dropped: block by block from the last, sorted 18 -> 40 ms; forward with each edge storing its
+    run's first edge and a gap-fill loop, 20 -> 62 ms at 1 thread, the check alone 26 ms.)  Loops are
+    zero-based with the offset added in the body: TVM 0.27 drops a loop's start from the bounds of loops
+    nested in it when it normalises them.
     """
     r = int(row)
     chunk = CHUNK
     with_col = src_row is not None
     sr = int(src_row or 0)
     bits = BUCKET_BITS if bucket_bits is None else int(bucket_bits)
-    assert 0 < bits <= 16, "rows within a bucket are staged as uint16"
 
     def buckets(n):  # noqa: ANN001, ANN202 - buckets of 2^bits rows covering rows [0, n)
         return (n + (1 << bits) - 1) >> bits
@@ -151,17 +156,15 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
                     off[p, b] = acc[0]
                     acc[0] = acc[0] + c
             start[buckets(n)] = acc[0]
-            src = T.alloc_buffer((e if with_col else 1,), "int32")
-            low = T.alloc_buffer((e,), "uint16")
+            tmp = T.alloc_buffer((e, 2), "int32")
             for p in loop(pp):  # (2) stage (source, row within bucket) in bucket order, edge order within
                 for kk in T.serial((p + 1) * e // pp - p * e // pp):
                     k = p * e // pp + kk
                     d = Idx[r, k]
                     if T.Cast("uint64", d) < T.Cast("uint64", n):
                         at = off[p, d >> bits]
-                        if with_col:
-                            src[at] = T.Cast("int32", Idx[sr, k])
-                        low[at] = T.Cast("uint16", d & ((1 << bits) - 1))
+                        tmp[at, 1] = T.Cast("int32", Idx[sr, k])
+                        tmp[at, 0] = T.Cast("int32", d & ((1 << bits) - 1))
                         off[p, d >> bits] = at + 1
             cur = T.alloc_buffer((pp, 1 << bits), "int32")  # per part: one bucket's row counts, then cursors
             for q in loop(pp):  # (3) whole buckets per part: histogram, prefix sum (rowptr), place
@@ -171,7 +174,7 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
                     for ii in T.serial(rows):
                         cur[q, ii] = 0
                     for jj in T.serial(start[b + 1] - start[b]):
-                        cur[q, low[start[b] + jj]] = cur[q, low[start[b] + jj]] + 1
+                        cur[q, tmp[start[b] + jj, 0]] = cur[q, tmp[start[b] + jj, 0]] + 1
                     run = T.decl_buffer((1,), "int32", scope="local")
                     run[0] = start[b]
                     for ii in T.serial(rows):
@@ -182,50 +185,41 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
                     if with_col:
                         for jj in T.serial(start[b + 1] - start[b]):
                             j = start[b] + jj
-                            Col[cur[q, low[j]]] = src[j]
-                            cur[q, low[j]] = cur[q, low[j]] + 1
+                            Col[cur[q, tmp[j, 0]]] = tmp[j, 1]
+                            cur[q, tmp[j, 0]] = cur[q, tmp[j, 0]] + 1
             RowPtr[n] = T.Cast("int64", start[buckets(n)])
 
         @T.macro
         def body(Idx, Flag, RowPtr, Col, e, n1):  # noqa: ANN001, ANN202
-            n = n1 - 1
             ok = T.alloc_buffer((pp,), "int32")
-            for p in loop(pp):  # check by blocks of CHUNK edges; row pointers of each passed block
-                lo, size = p * e // pp, (p + 1) * e // pp - p * e // pp
+            for p in loop(pp):  # by blocks of CHUNK edges: a part stops at its first failed block
                 ok[p] = 1
-                # the row a run from the previous part continues (-1: none): its pointer is that part's
-                lead = T.if_then_else(T.And(lo > 0, size > 0), Idx[r, T.max(lo - 1, T.int64(0))], T.int64(-1))
-                first = T.decl_buffer((1,), "int64", scope="local")  # first edge of the current run
-                first[0] = lo
-                for bb in T.serial((size + chunk - 1) // chunk):
+                for bb in T.serial(((p + 1) * e // pp - p * e // pp + chunk - 1) // chunk):
                     if ok[p] != 0:
-                        m = T.min(T.int64(chunk), size - bb * chunk)
-                        good = T.decl_buffer((1,), "int32", scope="local")
-                        good[0] = 1
-                        for kk in T.serial(m):
-                            k = lo + bb * chunk + kk
-                            good[0] = good[0] & T.Cast("int32", T.Cast("uint64", Idx[r, k]) < T.Cast("uint64", n)) \
+                        for kk in T.serial(T.min(T.int64(chunk), (p + 1) * e // pp - p * e // pp - bb * chunk)):
+                            k = p * e // pp + bb * chunk + kk
+                            ok[p] = ok[p] & T.Cast("int32", Idx[r, k] >= 0) & T.Cast("int32", Idx[r, k] < n1 - 1) \
                                 & T.Cast("int32", Idx[r, T.max(k - 1, T.int64(0))] <= Idx[r, k])
-                        ok[p] = good[0]
-                        if good[0] != 0:
-                            for kk in T.serial(m):
-                                k = lo + bb * chunk + kk
-                                d = Idx[r, k]
-                                prev = T.if_then_else(k == 0, T.int64(-1), T.max(Idx[r, T.max(k - 1, T.int64(0))],
-                                                                                  T.int64(-1)))
-                                first[0] = T.if_then_else(prev < d, k, first[0])
-                                for gg in T.serial(T.max(d - prev - 1, T.int64(0))):  # rows without edges
-                                    RowPtr[prev + 1 + gg] = k
-                                RowPtr[T.if_then_else(d == lead, n, d)] = first[0]
             Flag[0] = 1
             for p in range(pp):
                 Flag[0] = Flag[0] & ok[p]
             if Flag[0] != 0:
-                last = T.if_then_else(e > 0, Idx[r, T.max(e - 1, T.int64(0))], T.int64(-1))
-                for ii in T.serial(n - last):  # rows after the last edge's, and rowptr[n]
-                    RowPtr[last + 1 + ii] = e
+                for p in loop(pp):
+                    for ii in T.serial((p + 1) * n1 // pp - p * n1 // pp):
+                        RowPtr[p * n1 // pp + ii] = e
+                for p in loop(pp):
+                    for kk in T.serial((p + 1) * e // pp - p * e // pp):
+                        k = (p + 1) * e // pp - 1 - kk
+                        # rows that began before this part's range belong to an earlier part: write a scratch slot
+                        # (rowptr[n], reset below) instead of branching
+                        RowPtr[T.if_then_else(
+                            T.Or(p * e // pp == 0, Idx[r, k] > Idx[r, T.max(p * e // pp - 1, T.int64(0))]),
+                            Idx[r, k], n1 - 1)] = k
+                RowPtr[n1 - 1] = e
+                for ii in T.serial(n1 - 1):
+                    RowPtr[n1 - 2 - ii] = T.min(RowPtr[n1 - 2 - ii], RowPtr[n1 - 1 - ii])
             else:
-                counting_sort(Idx, RowPtr, Col, e, n1 - 1)  # (not n: a Let var cannot size a buffer)
+                counting_sort(Idx, RowPtr, Col, e, n1 - 1)
 
         return body
 
