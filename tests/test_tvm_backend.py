@@ -581,6 +581,69 @@ def test_graph_kernels_exact_across_blocks_and_parts(parts: int, serial_work: in
         _check_epilogue_kernels(epilogues, rng, case, n, src, dst, [ei, flag, rowptr, col])
 
 
+def _plan_cases(rng: np.random.Generator) -> dict[str, tuple[int, np.ndarray, np.ndarray]]:
+    """(N, src, dst) for edge_plan beyond the edge-kernel cases: sorted runs with rows without edges at the
+    start, in the middle and at the end, one row's run filling whole parts, more rows than one default bucket
+    (2^16), no rows at all, every edge out of range."""
+    from qgnn_deploy.backends.tvm.kernels import CHUNK
+
+    n = 3000
+    dst = np.sort(rng.integers(0, n, 5 * CHUNK))
+    dst = dst[((dst < 100) | (dst > 200)) & (dst >= 7) & (dst < n - 5)]
+    hub = np.sort(np.concatenate([np.full(4 * CHUNK, 11), rng.integers(0, 40, 300)]))
+    big = rng.integers(0, 200_000, 300_000)
+    cases = {"gaps": (n, rng.integers(0, n, dst.size), dst),
+             "hub_over_parts": (40, rng.integers(0, 40, hub.size), hub),
+             "many_buckets": (200_000, rng.integers(0, 200_000, big.size), big),
+             "no_rows": (0, np.zeros(5, np.int64), np.arange(5)),
+             "all_out_of_range": (4, np.arange(3), np.array([-1, 4, 7]))}
+    cases.update(_kernel_edge_cases(rng))
+    for case, (n, src, dst) in list(cases.items()):  # and each again the other way round
+        if np.all(np.diff(dst) >= 0):
+            perm = rng.permutation(dst.size)
+            cases[f"{case}_shuffled"] = (n, src[perm], dst[perm])
+        else:
+            order = np.argsort(dst, kind="stable")
+            cases[f"{case}_sorted"] = (n, src[order], dst[order])
+    return cases
+
+
+@pytest.mark.parametrize(("parts", "bucket_bits", "with_col", "serial_work"),
+                         [(1, None, True, 0), (2, 1, True, 0), (3, 3, False, 0), (4, None, True, 0),
+                          (2, 16, False, 0), (3, 2, True, 1 << 30)])
+def test_edge_plan_is_a_stable_sort(parts: int, bucket_bits: int | None, with_col: bool, serial_work: int) -> None:
+    """edge_plan flags exactly the ascending, in-range destinations, and its row pointers (and col) are NumPy's
+    stable sort's with out-of-range edges left out, for any part count and bucket size, with 1 and 2 threads
+    (the kernel is called once more with the thread pool at one thread)."""
+    from qgnn_deploy.backends.tvm import kernels
+
+    plan = _graph_kernel(kernels.edge_plan(parts, row=1, src_row=0 if with_col else None, serial_work=serial_work,
+                                           bucket_bits=bucket_bits))
+    config = tvm.get_global_func("runtime.config_threadpool")  # (affinity mode 0: default, threads; 0 = all)
+    rng = np.random.default_rng(10 * parts + (bucket_bits or 0))
+    try:
+        for threads in (2, 1):
+            config(0, threads)
+            assert threads == 2 or tvm.get_global_func("runtime.NumThreads")() == 1
+            for case, (n, src, dst) in _plan_cases(rng).items():
+                ei = tvm.runtime.tensor(np.ascontiguousarray(np.stack([src, dst]).astype(np.int64)))
+                flag = tvm.runtime.tensor(np.full(1, -9, np.int32))
+                rowptr = tvm.runtime.tensor(np.full(n + 1, -9, np.int64))
+                col = tvm.runtime.tensor(np.full(len(dst), -9, np.int32))
+                plan(ei, flag, rowptr, *([col] if with_col else []))
+                keep = (dst >= 0) & (dst < n)
+                ascending = bool(np.all(np.diff(dst) >= 0)) and bool(np.all(keep))
+                msg = f"{case}, {threads} threads"
+                assert flag.numpy()[0] == int(ascending), msg
+                order = np.argsort(dst[keep], kind="stable")
+                np.testing.assert_array_equal(rowptr.numpy(), np.searchsorted(dst[keep][order], np.arange(n + 1)),
+                                              err_msg=msg)
+                if with_col and not ascending:
+                    np.testing.assert_array_equal(col.numpy()[:keep.sum()], src[keep][order], err_msg=msg)
+    finally:
+        config(0, 0)
+
+
 def test_factored_messages_reach_the_narrow_kernel() -> None:
     """Factored messages get the narrow kernel, look-alikes the int32 one; src/dst are read in place from
     edge_index, so no strided-slice copy of it is left after the build."""

@@ -38,7 +38,8 @@ from tvm.script import tirx as T
 _SCHEDULED = {"tir.noalias": True, "tirx.is_scheduled": True}
 CHUNK = 1024  # edges per ownership block (the owned-edge list lives on each thread's stack)
 # rows per bucket of edge_plan's two-pass scatter: 2^16 (a bucket's col window ~3 MB at degree 11) took 24% less
-# CPU time than one random store per edge (2 threads; 6-10% at 1 thread); 2^10 and 2^14 took more (many streams)
+# CPU time than one random store per edge (2 threads; 6-10% at 1 thread); 2^10 and 2^14 took more (many streams);
+# with the per-bucket row histogram (2026-12-03) 2^15 was no faster than 2^16
 BUCKET_BITS = 16
 PREFETCH = 48  # edges between a row's prefetch and its use (48 measured better than 16 at 10^6 nodes: DRAM latency)
 SERIAL_WORK = 4096  # work (rows x width + edges) below which a kernel runs serially (module docstring)
@@ -94,26 +95,34 @@ def _owned_edges(chunk: int, pf: int, visit: Any) -> Any:
 def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_work: int = SERIAL_WORK,
               bucket_bits: int | None = None) -> tirx.PrimFunc:
     """One parallel pass over row ``row`` of a [R, E] index tensor: ``flag[0] = 1`` when it is ascending with
-    every index in ``[0, n)``, and then ``rowptr[i]`` = first edge whose index is ``>= i`` (``rowptr[n] = E``):
-    the CSR row pointers of an edge list sorted by destination (``qgnn_bench.py --sort-edges``, or any
-    CSR-ordered list).  With the flag set, the edge kernels walk each output row's own run of edges and
-    never read the destination vector.
+    every index in ``[0, n)``, and in every case ``rowptr[i]`` = first edge (in CSR order) whose index is ``>= i``
+    (``rowptr[n]`` = edges kept): the CSR row pointers.  With the flag set the edge kernels walk each output row's
+    own run of edges and never read the destination vector (``qgnn_bench.py --sort-edges``, or any CSR-ordered
+    list).
 
-    Otherwise (``flag[0] = 0``) the edges are put in CSR order by a counting sort, once per call and shared by
-    every kernel of the plan: ``parts`` histograms of contiguous edge ranges, an exclusive prefix sum over rows
-    (``rowptr``; edges whose index lies outside ``[0, n)`` are left out, as every kernel skips them), then
-    (``src_row`` given: ``kernel(Idx, Flag, RowPtr, Col)``) a stable scatter of ``Idx[src_row, k]`` into int32
-    ``col`` in two passes through an [E, 2] staging buffer (by bucket of ``2^bucket_bits`` rows, then by row):
-    each row's sources in edge order, the same array at any part count.  Kernels that can read ``col`` take the
-    CSR path for any edge order; the others fall back to scanning the destinations.
+    Otherwise (``flag[0] = 0``) the edges are put in CSR order by a two-pass (MSD radix) counting sort, once per
+    call and shared by every kernel of the plan; edges whose index lies outside ``[0, n)`` are left out, as
+    every kernel skips them.  (1) Each part counts its edge range's edges per bucket of ``2^bucket_bits`` rows
+    (a few counters), (2) appends their (row within the bucket, source ``Idx[src_row, k]``) int32 pairs to its
+    slice of the bucket (slices in part order, so edge order is kept; a few sequential write streams), then
+    (3) each part takes whole buckets: a row histogram of the bucket's records (a 2^16-row table stays in L2,
+    the records in L3), its exclusive prefix sum (``rowptr`` and the row cursors), and the sources placed
+    through the cursors into int32 ``col`` (the random stores stay inside one bucket's window).  No [N]-sized
+    per-part histogram is built or scanned (the previous plan's histogram pass over the destinations did random
+    increments into it).  ``col`` holds each row's sources in edge order: a stable sort's, the same array at
+    any part count.  Without ``src_row`` only ``rowptr`` is built.  Kernels that can read ``col`` take the CSR
+    path for any edge order; the others scan the destinations.  (Staging the row as uint16 beside an int32
+    source array, 6 bytes a record, was measured slower than the pairs; the staging buffer comes from TVM's
+    workspace pool, reused across calls: no page faults after the first.)
 
     The sorted check and row pointers are branch-free (a data-dependent branch per edge costs more than the
     memory traffic here): the check is an AND-reduction over blocks of ``CHUNK`` edges, and a part stops at its
     first failed block (unsorted input: ~12 ms less CPU at 10^6 nodes, sorted unchanged); the row pointers are
     written in reverse edge order, ``rowptr[dst[k]] = k``, so each row keeps its first edge (a row that began
     in an earlier part's range is left to that part, so no two parts write one row), and a reverse min-scan
-    gives rows without edges the next row's start.  (Writing the row pointers in the check's pass, block by
-    block from the last, took sorted input from 18 to 40 ms at 1 thread: measured, not kept.)  Loops are
+    gives rows without edges the next row's start.  (Writing the row pointers in the check's pass was measured
+    twice and dropped: block by block from the last, sorted 18 -> 40 ms; forward with each edge storing its
+    run's first edge and a gap-fill loop, 20 -> 62 ms at 1 thread, the check alone 26 ms.)  Loops are
     zero-based with the offset added in the body: TVM 0.27 drops a loop's start from the bounds of loops
     nested in it when it normalises them.
     """
@@ -123,78 +132,62 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
     sr = int(src_row or 0)
     bits = BUCKET_BITS if bucket_bits is None else int(bucket_bits)
 
-    def buckets(n1):  # noqa: ANN001, ANN202 - buckets of 2^bits rows covering rows [0, n1 - 1)
-        return (n1 + (1 << bits) - 2) >> bits
-
-    def first_row(q, pp, n1):  # noqa: ANN001, ANN202 - first row of part q's buckets (clipped to n1 - 1)
-        return T.min((q * buckets(n1) // pp) << bits, n1 - 1)
-
-    def slot(Idx, k, n):  # noqa: ANN001, ANN202 - edge k's histogram slot: its row, or n when out of range
-        return T.if_then_else(T.Cast("uint64", Idx[r, k]) < T.Cast("uint64", n), Idx[r, k], n)
+    def buckets(n):  # noqa: ANN001, ANN202 - buckets of 2^bits rows covering rows [0, n)
+        return (n + (1 << bits) - 1) >> bits
 
     def plan(pp: int, loop: Any) -> Any:  # the body split into ``pp`` parts, run by ``loop`` (parallel or serial)
         @T.macro
-        def counting_sort(Idx, RowPtr, Col, e, n1):  # noqa: ANN001, ANN202 - unsorted: rowptr (and col) by counts
-            n = n1 - 1
-            cur = T.alloc_buffer((pp, n1), "int32")  # per part: its edge count per row; then row 0: the cursors
-            total = T.alloc_buffer((pp + 1,), "int32")  # edges into each block of rows, then the blocks' starts
+        def counting_sort(Idx, RowPtr, Col, e, n):  # noqa: ANN001, ANN202 - unsorted: rowptr (and col) by counts
+            off = T.alloc_buffer((pp, buckets(n) + 1), "int32")  # per part: edges per bucket (last: out of range)
+            start = T.alloc_buffer((buckets(n) + 1,), "int32")  # first record of each bucket
             for p in loop(pp):
-                for ii in T.serial(n1):
-                    cur[p, ii] = 0
+                for b in T.serial(buckets(n) + 1):
+                    off[p, b] = 0
+                for kk in T.serial((p + 1) * e // pp - p * e // pp):
+                    d = Idx[r, p * e // pp + kk]
+                    b = T.if_then_else(T.Cast("uint64", d) < T.Cast("uint64", n), d >> bits, buckets(n))
+                    off[p, b] = off[p, b] + 1
+            acc = T.decl_buffer((1,), "int32", scope="local")
+            acc[0] = 0
+            for b in T.serial(buckets(n)):  # exclusive prefix over (bucket, part): each part's slice of each bucket
+                start[b] = acc[0]
+                for p in range(pp):
+                    c = off[p, b]
+                    off[p, b] = acc[0]
+                    acc[0] = acc[0] + c
+            start[buckets(n)] = acc[0]
+            tmp = T.alloc_buffer((e, 2), "int32")
+            for p in loop(pp):  # (2) stage (source, row within bucket) in bucket order, edge order within
                 for kk in T.serial((p + 1) * e // pp - p * e // pp):
                     k = p * e // pp + kk
-                    cur[p, slot(Idx, k, n)] = cur[p, slot(Idx, k, n)] + 1
-            if with_col:  # each part's offset inside each bucket of 2^bits rows (earlier parts' edges first)
-                bcur = T.alloc_buffer((pp, buckets(n1)), "int32")
-                for q in loop(pp):
-                    for bb in T.serial((q + 1) * buckets(n1) // pp - q * buckets(n1) // pp):
-                        b = q * buckets(n1) // pp + bb
-                        acc = T.decl_buffer((1,), "int32", scope="local")
-                        acc[0] = 0
-                        for p in range(pp):
-                            bcur[p, b] = acc[0]
-                            for ii in T.serial(T.min((b + 1) << bits, n) - (b << bits)):
-                                acc[0] = acc[0] + cur[p, (b << bits) + ii]
-            for q in loop(pp):  # rows in pp contiguous blocks: each block's edge count
-                total[q + 1] = 0
-                for ii in T.serial((q + 1) * n // pp - q * n // pp):
-                    for p in range(pp):
-                        total[q + 1] = total[q + 1] + cur[p, q * n // pp + ii]
-            total[0] = 0
-            for q in range(pp):
-                total[q + 1] = total[q + 1] + total[q]
-            for q in loop(pp):  # exclusive prefix sum inside each block, from the block's start
-                run = T.decl_buffer((1,), "int32", scope="local")
-                run[0] = total[q]
-                for ii in T.serial((q + 1) * n // pp - q * n // pp):
-                    i = q * n // pp + ii
-                    RowPtr[i] = T.Cast("int64", run[0])
-                    c0 = cur[0, i]
-                    cur[0, i] = run[0]  # row i's cursor
-                    run[0] = run[0] + c0
-                    for p in range(1, pp):
-                        run[0] = run[0] + cur[p, i]
-            RowPtr[n] = T.Cast("int64", total[pp])
-            if with_col:
-                # (1) each part appends its edges' (dst, src) to its slice of their bucket (edge order kept), a
-                # few sequential write streams; (2) each part places its buckets' sources through the row cursors:
-                # the col stores stay inside one bucket's window instead of landing anywhere in col
-                tmp = T.alloc_buffer((e, 2), "int32")
-                for p in loop(pp):
-                    for kk in T.serial((p + 1) * e // pp - p * e // pp):
-                        k = p * e // pp + kk
-                        d = Idx[r, k]
-                        if T.Cast("uint64", d) < T.Cast("uint64", n):
-                            at = RowPtr[(d >> bits) << bits] + T.Cast("int64", bcur[p, d >> bits])
-                            tmp[at, 0] = T.Cast("int32", d)
-                            tmp[at, 1] = T.Cast("int32", Idx[sr, k])
-                            bcur[p, d >> bits] = bcur[p, d >> bits] + 1
-                for q in loop(pp):
-                    lo = RowPtr[first_row(q, pp, n1)]
-                    for jj in T.serial(RowPtr[first_row(q + 1, pp, n1)] - lo):
-                        dd = tmp[lo + jj, 0]
-                        Col[cur[0, dd]] = tmp[lo + jj, 1]
-                        cur[0, dd] = cur[0, dd] + 1
+                    d = Idx[r, k]
+                    if T.Cast("uint64", d) < T.Cast("uint64", n):
+                        at = off[p, d >> bits]
+                        tmp[at, 1] = T.Cast("int32", Idx[sr, k])
+                        tmp[at, 0] = T.Cast("int32", d & ((1 << bits) - 1))
+                        off[p, d >> bits] = at + 1
+            cur = T.alloc_buffer((pp, 1 << bits), "int32")  # per part: one bucket's row counts, then cursors
+            for q in loop(pp):  # (3) whole buckets per part: histogram, prefix sum (rowptr), place
+                for bb in T.serial((q + 1) * buckets(n) // pp - q * buckets(n) // pp):
+                    b = q * buckets(n) // pp + bb
+                    rows = T.min(n - (b << bits), 1 << bits)
+                    for ii in T.serial(rows):
+                        cur[q, ii] = 0
+                    for jj in T.serial(start[b + 1] - start[b]):
+                        cur[q, tmp[start[b] + jj, 0]] = cur[q, tmp[start[b] + jj, 0]] + 1
+                    run = T.decl_buffer((1,), "int32", scope="local")
+                    run[0] = start[b]
+                    for ii in T.serial(rows):
+                        RowPtr[(b << bits) + ii] = T.Cast("int64", run[0])
+                        c = cur[q, ii]
+                        cur[q, ii] = run[0]
+                        run[0] = run[0] + c
+                    if with_col:
+                        for jj in T.serial(start[b + 1] - start[b]):
+                            j = start[b] + jj
+                            Col[cur[q, tmp[j, 0]]] = tmp[j, 1]
+                            cur[q, tmp[j, 0]] = cur[q, tmp[j, 0]] + 1
+            RowPtr[n] = T.Cast("int64", start[buckets(n)])
 
         @T.macro
         def body(Idx, Flag, RowPtr, Col, e, n1):  # noqa: ANN001, ANN202
@@ -226,7 +219,7 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
                 for ii in T.serial(n1 - 1):
                     RowPtr[n1 - 2 - ii] = T.min(RowPtr[n1 - 2 - ii], RowPtr[n1 - 1 - ii])
             else:
-                counting_sort(Idx, RowPtr, Col, e, n1)
+                counting_sort(Idx, RowPtr, Col, e, n1 - 1)
 
         return body
 
