@@ -221,24 +221,34 @@ def _padded_columns(ctx: EmitContext, table: str, width: int, dtype: str) -> lis
 def _chunked_column_sums(ctx: EmitContext, columns: list[str], chunked: str, at_ptr: str, chunk_of: str,
                          chunk: int, narrow: str) -> str:
     """int32 ``[len(at_ptr) - 1, H]``: :func:`_chunked_row_sums` column-major.  Each 1-D column (``R + 1``
-    values in ``narrow``) is gathered by ``chunked`` (a 1-D GatherElements: a typed loop over a column that stays
-    in cache, where the row Gather misses DRAM on every random row of a big table), the ``[H * m, c]`` chunks
-    prefix-summed in int32, the ``[H, m]`` totals in int64, and ``X`` read at ``at_ptr`` by GatherElements along
-    the edges, then transposed back to rows (``[P, H]``: only the P + 1 row-pointer values)."""
+    values in ``narrow``) is gathered by the index (a 1-D GatherElements: a typed loop over a column that stays
+    in cache, where the row Gather misses DRAM on every random row of a big table).  The index is read in
+    strided order, position ``p = i c + j`` of chunk i at ``[j, i]`` of ``[c, m]``, so the chunked int32 prefix
+    sums run along axis 1 of ``[H, c, m]`` over contiguous m-long vectors (a CumSum along the last axis is a
+    scalar chain, ~4x slower) and the chunk totals are its last slice.  ``X[p]`` is read at ``j m + i`` by
+    GatherElements, the carries at i, and the ``[H, P]`` differences transposed back to rows."""
     width = len(columns)
-    gathered = [ctx.emit("GatherElements", [c, chunked], hint=f"msgs_col{k}", axis=0) for k, c in enumerate(columns)]
+    as_rows = ctx.const([-1, chunk], "int64", "col_chunks")
+    strided = ctx.emit("Transpose", [ctx.emit("Reshape", [chunked, as_rows], hint="idx_chunks")], hint="idx_strided",
+                       perm=[1, 0])
+    strided = ctx.emit("Reshape", [strided, ctx.const([-1], "int64", "flat")], hint="idx_strided_flat")
+    gathered = [ctx.emit("GatherElements", [c, strided], hint=f"msgs_col{k}", axis=0) for k, c in enumerate(columns)]
     flat = ctx.emit("Concat", gathered, hint="msgs_cols", axis=0) if width > 1 else gathered[0]
     if narrow != "int32":
         flat = ctx.emit("Cast", [flat], hint="msgs32", to=TensorProto.INT32)
-    by_chunk = ctx.emit("Reshape", [flat, ctx.const([-1, chunk], "int64", "col_chunks")], hint="col_chunked")
+    by_chunk = ctx.emit("Reshape", [flat, ctx.const([width, chunk, -1], "int64", "cols_strided")], hint="strided")
     inner = ctx.emit("CumSum", [by_chunk, ctx.const(1, "int64", "axis1")], hint="inner")
     totals = ctx.emit("Slice", [inner, ctx.const([chunk - 1], "int64", "chunk_last"),
-                                ctx.const([chunk], "int64", "chunk"), ctx.const([1], "int64", "one1")],
+                                ctx.const([chunk], "int64", "chunk"), ctx.const([1], "int64", "axis1_1")],
                       hint="chunk_totals")
     by_col = ctx.const([width, -1], "int64", "by_col")
     totals = ctx.emit("Reshape", [ctx.emit("Cast", [totals], hint="totals64", to=TensorProto.INT64), by_col],
                       hint="totals_cols")
     carry = ctx.emit("CumSum", [totals, ctx.const(1, "int64", "axis1")], hint="carry", exclusive=1)
+    chunks = ctx.emit("Div", [ctx.shape(chunked), ctx.const([chunk], "int64", "chunk")], hint="piece_chunks")
+    within = ctx.emit("Sub", [at_ptr, ctx.emit("Mul", [chunk_of, ctx.const([chunk], "int64", "chunk")],
+                                               hint="chunk_start")], hint="in_chunk")
+    at_strided = ctx.emit("Add", [ctx.emit("Mul", [within, chunks], hint="in_chunk_m"), chunk_of], hint="at_strided")
     grid = ctx.const([width, 1], "int64", "cols_grid")
     row = ctx.const([1, -1], "int64", "as_row")
 
@@ -247,7 +257,7 @@ def _chunked_column_sums(ctx: EmitContext, columns: list[str], chunked: str, at_
         return ctx.emit("GatherElements", [data, index], hint=hint, axis=1)
 
     inner_cols = ctx.emit("Reshape", [inner, by_col], hint="inner_cols")
-    at = ctx.emit("Cast", [along(inner_cols, at_ptr, "at_ptr")], hint="at64", to=TensorProto.INT64)
+    at = ctx.emit("Cast", [along(inner_cols, at_strided, "at_ptr")], hint="at64", to=TensorProto.INT64)
     x = ctx.emit("Add", [at, along(carry, chunk_of, "carry_at")], hint="x64")
     sums = ctx.emit("Cast", [_row_differences(ctx, x, axis=1)], hint="sums32", to=TensorProto.INT32)
     return ctx.emit("Transpose", [sums], hint="sums_rows", perm=[1, 0])
