@@ -113,13 +113,11 @@ def row_pointers(ctx: EmitContext, degree: str) -> str:
     return ctx.memo[key]
 
 
-def _row_differences(ctx: EmitContext, at: str, axis: int = 0) -> str:
-    """``at[1:] - at[:-1]`` along ``axis``: the sum of each row from the prefix sums read at its N + 1 row
-    pointers."""
+def _row_differences(ctx: EmitContext, at: str) -> str:
+    """``at[1:] - at[:-1]``: the sum of each row from the prefix sums read at its N + 1 row pointers."""
     one, zero = ctx.const([1], "int64", "one1"), ctx.const([0], "int64", "zero1")
-    axes = [] if axis == 0 else [ctx.const([axis], "int64", f"axis{axis}_1")]
-    hi = ctx.emit("Slice", [at, one, ctx.const([2**62], "int64", "end"), *axes], hint="at_hi")
-    lo = ctx.emit("Slice", [at, zero, ctx.const([-1], "int64", "minus1"), *axes], hint="at_lo")
+    hi = ctx.emit("Slice", [at, one, ctx.const([2**62], "int64", "end")], hint="at_hi")
+    lo = ctx.emit("Slice", [at, zero, ctx.const([-1], "int64", "minus1")], hint="at_lo")
     return ctx.emit("Sub", [hi, lo], hint="sums")
 
 
@@ -218,66 +216,6 @@ def _padded_table(ctx: EmitContext, table: str, width: int, dtype: str) -> str:
     return ctx.memo[key]
 
 
-def _padded_columns(ctx: EmitContext, table: str, width: int, dtype: str) -> list[str]:
-    """The ``width`` columns of :func:`_padded_table` as contiguous 1-D ``[R + 1]`` tensors (a transpose and a
-    split, once per scope): the column-major pieces of :func:`csr_pieced_sum` gather from them."""
-    key = ("padded_columns", table, width, dtype)
-    if key not in ctx.memo:
-        t = ctx.emit("Transpose", [_padded_table(ctx, table, width, dtype)], hint="t_cols", perm=[1, 0])
-        flat = ctx.emit("Reshape", [t, ctx.const([-1], "int64", "flat")], hint="t_cols_flat")
-        if width == 1:
-            ctx.memo[key] = [flat]
-        else:
-            ctx.emit("Split", [flat], hint="t_col", n_outputs=width, axis=0, num_outputs=width)
-            ctx.memo[key] = list(ctx.nodes[-1].output)
-    return ctx.memo[key]  # type: ignore[no-any-return]
-
-
-def _chunked_column_sums(ctx: EmitContext, columns: list[str], chunked: str, at_ptr: str, chunk_of: str,
-                         chunk: int, narrow: str) -> str:
-    """int32 ``[len(at_ptr) - 1, H]``: :func:`_chunked_row_sums` column-major.  Each 1-D column (``R + 1``
-    values in ``narrow``) is gathered by the index (a 1-D GatherElements: a typed loop over a column that stays
-    in cache, where the row Gather misses DRAM on every random row of a big table).  The index is read in
-    strided order, position ``p = i c + j`` of chunk i at ``[j, i]`` of ``[c, m]``, so the chunked int32 prefix
-    sums run along axis 1 of ``[H, c, m]`` over contiguous m-long vectors (a CumSum along the last axis is a
-    scalar chain, ~4x slower) and the chunk totals are its last slice.  ``X[p]`` is read at ``j m + i`` by
-    GatherElements, the carries at i, and the ``[H, P]`` differences transposed back to rows."""
-    width = len(columns)
-    as_rows = ctx.const([-1, chunk], "int64", "col_chunks")
-    strided = ctx.emit("Transpose", [ctx.emit("Reshape", [chunked, as_rows], hint="idx_chunks")], hint="idx_strided",
-                       perm=[1, 0])
-    strided = ctx.emit("Reshape", [strided, ctx.const([-1], "int64", "flat")], hint="idx_strided_flat")
-    gathered = [ctx.emit("GatherElements", [c, strided], hint=f"msgs_col{k}", axis=0) for k, c in enumerate(columns)]
-    flat = ctx.emit("Concat", gathered, hint="msgs_cols", axis=0) if width > 1 else gathered[0]
-    if narrow != "int32":
-        flat = ctx.emit("Cast", [flat], hint="msgs32", to=TensorProto.INT32)
-    by_chunk = ctx.emit("Reshape", [flat, ctx.const([width, chunk, -1], "int64", "cols_strided")], hint="strided")
-    inner = ctx.emit("CumSum", [by_chunk, ctx.const(1, "int64", "axis1")], hint="inner")
-    totals = ctx.emit("Slice", [inner, ctx.const([chunk - 1], "int64", "chunk_last"),
-                                ctx.const([chunk], "int64", "chunk"), ctx.const([1], "int64", "axis1_1")],
-                      hint="chunk_totals")
-    by_col = ctx.const([width, -1], "int64", "by_col")
-    totals = ctx.emit("Reshape", [ctx.emit("Cast", [totals], hint="totals64", to=TensorProto.INT64), by_col],
-                      hint="totals_cols")
-    carry = ctx.emit("CumSum", [totals, ctx.const(1, "int64", "axis1")], hint="carry", exclusive=1)
-    chunks = ctx.emit("Div", [ctx.shape(chunked), ctx.const([chunk], "int64", "chunk")], hint="piece_chunks")
-    within = ctx.emit("Sub", [at_ptr, ctx.emit("Mul", [chunk_of, ctx.const([chunk], "int64", "chunk")],
-                                               hint="chunk_start")], hint="in_chunk")
-    at_strided = ctx.emit("Add", [ctx.emit("Mul", [within, chunks], hint="in_chunk_m"), chunk_of], hint="at_strided")
-    grid = ctx.const([width, 1], "int64", "cols_grid")
-    row = ctx.const([1, -1], "int64", "as_row")
-
-    def along(data: str, at: str, hint: str) -> str:
-        index = ctx.emit("Expand", [ctx.emit("Reshape", [at, row], hint=f"{hint}_row"), grid], hint=f"{hint}_idx")
-        return ctx.emit("GatherElements", [data, index], hint=hint, axis=1)
-
-    inner_cols = ctx.emit("Reshape", [inner, by_col], hint="inner_cols")
-    at = ctx.emit("Cast", [along(inner_cols, at_strided, "at_ptr")], hint="at64", to=TensorProto.INT64)
-    x = ctx.emit("Add", [at, along(carry, chunk_of, "carry_at")], hint="x64")
-    sums = ctx.emit("Cast", [_row_differences(ctx, x, axis=1)], hint="sums32", to=TensorProto.INT32)
-    return ctx.emit("Transpose", [sums], hint="sums_rows", perm=[1, 0])
-
-
 def _unflatten(ctx: EmitContext, out: str, rows: str, trailing: tuple[int, ...]) -> str:
     if len(trailing) == 1:
         return out
@@ -373,10 +311,7 @@ def csr_pieced_sum(
     so the result does not depend on the piece size or the thread count.
     """
     width = int(np.prod(trailing))
-    if chunk is None:
-        t = _padded_table(ctx, table, width, "int64")
-    else:
-        columns = _padded_columns(ctx, table, width, narrow)
+    t = _padded_table(ctx, table, width, narrow if chunk is not None else "int64")
     one, zero = ctx.const([1], "int64", "one1"), ctx.const([0], "int64", "zero1")
     edges = ctx.emit("Slice", [rowptr, ctx.const([-1], "int64", "minus1"), ctx.const([2**62], "int64", "end")],
                      hint="edges")
@@ -401,8 +336,8 @@ def csr_pieced_sum(
         if chunk is None:
             return _prefix_row_sums(ctx, t, index, local, "int64")
         chunk_of = ctx.emit("Div", [local, ctx.const([chunk], "int64", "chunk")], hint="local_chunk")
-        return _chunked_column_sums(ctx, columns, chunked_source(ctx, table, index, chunk), local, chunk_of, chunk,
-                                    narrow)
+        return _chunked_row_sums(ctx, t, chunked_source(ctx, table, index, chunk), local, chunk_of, width, chunk,
+                                 narrow)
 
     body = emit_loop_body(ctx, "pieces", piece)
     trips = ctx.emit("Reshape", [pieces, ctx.const(np.zeros(0, np.int64), "int64", "scalar")], hint="trips")
