@@ -101,10 +101,17 @@ def test_csr_branch_structure_and_default() -> None:
     graph = _gather_sum_graph(16, "int8")
     scatter = export_onnx(graph, aggregation="scatter")
     assert not any(n.op_type == "If" for n in scatter.graph.node)
-    assert sum(n.op_type == "If" for n in export_onnx(graph).graph.node) == 1  # the default is "csr" (y only)
+    default_ifs = [n for n in export_onnx(graph).graph.node if n.op_type == "If"]
+    assert len(default_ifs) == 2 and default_ifs[0].output[0].endswith("_chunked_if")  # "csr" (y only)
     model = export_onnx(graph, aggregation="csr", expose_all=True)
     onnx.checker.check_model(model, full_check=True)
-    ifs = [n for n in model.graph.node if n.op_type == "If"]
+    # the whole-graph chunked index (one per table: its zero row) is padded only if the whole-graph branch runs
+    index_ifs = [n for n in model.graph.node if n.op_type == "If" and n.output[0].endswith("_chunked_if")]
+    assert len(index_ifs) == 2 and "Pad" not in [n.op_type for n in model.graph.node]
+    for node in index_ifs:
+        index_branches = {a.name: [n.op_type for n in a.g.node] for a in node.attribute}
+        assert "Pad" in index_branches["then_branch"] and "Pad" not in index_branches["else_branch"]
+    ifs = [n for n in model.graph.node if n.op_type == "If" and n not in index_ifs]
     assert len(ifs) == 2  # the two sums of gathered rows; scatter_max and degree stay top-level
     for node in ifs:
         branches = {a.name: a.g for a in node.attribute}
@@ -234,14 +241,14 @@ def _subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
     return found
 
 
-def _scaled_sum_graph(x_dtype: str) -> Graph:
+def _scaled_sum_graph(x_dtype: str, width: int = 2) -> Graph:
     """``scatter_add(gather_rows(cast(x) * 255, src), dst)``: a table bounded by 255 times x's dtype."""
     b = GraphBuilder()
-    x = b.input("x", x_dtype, ("N", 2))
+    x = b.input("x", x_dtype, ("N", width))
     ei = b.input("edge_index", "int64", (2, "E"))
     src, dst = b.op("take_row", [ei], "src", index=0), b.op("take_row", [ei], "dst", index=1)
     t = b.op("mul", [b.op("cast", [x], "x32", dtype="int32"), b.const("k", np.array(255, np.int32))], "t")
-    b.output(b.op("scatter_add", [b.op("gather_rows", [t, src], "g"), dst, x], "s"), "int32", ("N", 2))
+    b.output(b.op("scatter_add", [b.op("gather_rows", [t, src], "g"), dst, x], "s"), "int32", ("N", width))
     return b.graph
 
 
@@ -358,3 +365,29 @@ def test_pieced_sums_across_rows_chunks_and_empty_pieces(monkeypatch: pytest.Mon
         ei_v = np.stack([src_v, dst_v]).astype(np.int64)
         _assert_exact(graph, names, sessions, {"x": xv, "edge_index": ei_v})
         _assert_exact(graph, names, sessions, {"x": xv, "edge_index": ei_v[:, ::-1].copy()})
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_pieces_one_and_odd_widths(monkeypatch: pytest.MonkeyPatch, width: int) -> None:
+    """The pieces with one column and an odd width, int16 rows (GCN's bound) and int32 rows (chunks of 256, one
+    to several chunks per piece): hub rows, rows of exactly one chunk, isolated runs, at 1 and 2 threads, against
+    the interpreter."""
+    from qgnn_deploy.backends.onnx import segment
+
+    for x_dtype, hub in (("int8", 300), ("int16", 250)):
+        for piece_edges in (7, 256, 900):
+            _pieces_for_every_sorted_graph(monkeypatch, piece_edges)
+            graph = _scaled_sum_graph(x_dtype, width)
+            assert segment.chunk_length(255 * (128 if x_dtype == "int8" else 32768)) in (16384, 256)
+            names, sessions = _sessions(graph)
+            rng = np.random.default_rng(piece_edges + width)
+            n = 90
+            deg = rng.integers(0, 9, n)
+            deg[[0, n - 1]] = 0
+            deg[5], deg[40:55] = hub, 0
+            deg[60] = 256
+            dst_v = np.repeat(np.arange(n), deg)
+            xv = np.resize(_extremes(x_dtype, n * width).ravel(), (n, width))
+            src_v = rng.integers(0, n, dst_v.size)
+            ei_v = np.stack([src_v, dst_v]).astype(np.int64)
+            _assert_exact(graph, names, sessions, {"x": xv, "edge_index": ei_v})

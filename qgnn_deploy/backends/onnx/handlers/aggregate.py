@@ -260,8 +260,8 @@ def scatter_add(ctx: EmitContext, node: Node) -> None:
     bound = abs_bound(ctx, table)
     narrow = segment.narrow_dtype(bound)
     chunk = segment.chunk_length(bound)
-    if chunk is not None:  # shared by every layer: built outside the branches
-        chunked = segment.chunked_source(ctx, table, padded, chunk)
+    if chunk is not None:  # shared by every layer: built outside the branches (the index only if the branch runs)
+        chunked = segment.chunked_source_if(ctx, cond, table, padded, chunk)
         positions = segment.chunk_pointers(ctx, rowptr, chunk)
 
     def csr() -> str:
