@@ -87,6 +87,9 @@ def test_round_robin_order_and_a_failing_row_stops() -> None:
     assert calls == [("a", 0), ("b", 0), ("c", 0), ("a", 1), ("b", 1), ("c", 1), ("a", 2), ("c", 2)]
     assert [r.get("i") for r in runs["b"]] == [0, None] and len(runs["a"]) == 3
     assert logged[0] == "measuring a (process 1/3)" and len(logged) == len(calls)
+    calls.clear()
+    runs = round_robin({"a": job("a"), "b": job("b", fail_at=1), "c": job("c")}, 3, stop_on_error=True)
+    assert calls == [("a", 0), ("b", 0), ("c", 0), ("a", 1), ("b", 1)] and len(runs["c"]) == 1
     single: list[str] = []
     round_robin({"a": job("a")}, 1, single.append)
     assert single == ["measuring a"]  # one process: the log line of a single run

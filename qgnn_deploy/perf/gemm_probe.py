@@ -111,7 +111,7 @@ def gemm_vs_ort(library: Path, operands: Path, work: Path, threads: int, repeats
                 "operands": str(operands), "output": str(work / f"gemm_{side}.npy")}
         return lambda s: _run_process(spec, work, f"gemm_{side}_{s}", timeout)
 
-    runs = round_robin({side: side_job(side) for side in ("ours", "ort")}, sessions)
+    runs = round_robin({side: side_job(side) for side in ("ours", "ort")}, sessions, stop_on_error=True)
     failed = next((r for rs in runs.values() for r in rs if "error" in r), None)
     if failed is not None:
         return {"kind": "gemm_probe", "error": failed["error"]}

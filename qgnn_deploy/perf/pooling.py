@@ -34,11 +34,12 @@ def process_name(key: str, index: int) -> str:
     return key if index == 0 else f"{key}.p{index + 1}"
 
 
-def round_robin(jobs: Mapping[str, Job], processes: int,
-                log: Callable[[str], None] | None = None) -> dict[str, list[dict[str, Any]]]:
+def round_robin(jobs: Mapping[str, Job], processes: int, log: Callable[[str], None] | None = None,
+                stop_on_error: bool = False) -> dict[str, list[dict[str, Any]]]:
     """Process 1 of every row, then process 2 of every row, ...; each row's results in process order.
 
-    A row whose process failed (``error`` in its result) runs no further processes.
+    A row whose process failed (``error`` in its result) runs no further processes; with ``stop_on_error``
+    no row does (the caller reports the first error and discards the rest).
     """
     out: dict[str, list[dict[str, Any]]] = {key: [] for key in jobs}
     for i in range(processes):
@@ -48,6 +49,8 @@ def round_robin(jobs: Mapping[str, Job], processes: int,
             if log is not None:
                 log(f"measuring {key}" + (f" (process {i + 1}/{processes})" if processes > 1 else ""))
             out[key].append(job(i))
+            if stop_on_error and "error" in out[key][-1]:
+                return out
     return out
 
 
