@@ -17,6 +17,7 @@ from qgnn_deploy.perf.pooling import (
     median_text,
     method_text,
     pool,
+    process_checks,
     process_name,
     round_robin,
     strip_samples,
@@ -71,6 +72,20 @@ def test_pool_compares_saved_outputs_across_processes(tmp_path: Path) -> None:
     row = pool([_proc([1.0], 1, 0, output=str(o)) for o in outs])
     assert row["max_abs_diff_across_processes"] == pytest.approx(0.5) and "output" not in row
     assert "max_abs_diff_across_processes" not in pool([_proc([1.0], 1, 0, output=str(outs[0]))])
+
+
+def test_process_checks_note() -> None:
+    """The report says whether every process of our rows matched the interpreter, and how FP32 outputs agree."""
+    ours = pool([_proc([1.0], 1, 0, reference_match=True) for _ in range(2)])
+    fp32 = {**pool([_proc([2.0], 1, 0) for _ in range(2)]), "max_abs_diff_across_processes": 0.0}
+    labels = {"pyg": "PyG FP32 eager"}
+    assert process_checks({"ours": ours, "pyg": fp32}, ("ours",), labels) == [
+        "", "Checked in every process: our rows all equal to the reference interpreter bit for bit; FP32 outputs "
+        "identical across processes."]
+    bad = pool([_proc([1.0], 1, 0, reference_match=m) for m in (True, False)])
+    note = process_checks({"ours": bad, "pyg": {**fp32, "max_abs_diff_across_processes": 2e-7}}, ("ours",), labels)
+    assert "our rows NOT all equal" in note[1] and "at most 2e-07 (PyG FP32 eager)" in note[1]
+    assert process_checks({"ours": pool([_proc([1.0], 1, 0, reference_match=True)])}, ("ours",), labels) == []
 
 
 def test_round_robin_order_and_a_failing_row_stops() -> None:

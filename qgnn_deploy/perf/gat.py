@@ -18,7 +18,7 @@ import numpy as np
 
 from qgnn_deploy.perf.config import SuiteConfig
 from qgnn_deploy.perf.graphs import save_graph
-from qgnn_deploy.perf.pooling import Job, calls_per_process, measure_rows, median_text
+from qgnn_deploy.perf.pooling import Job, calls_per_process, measure_rows, median_text, process_checks
 from qgnn_deploy.perf.runs import accuracy, export, log, ours_job, worker_job
 
 GAT_PYG = (("pyg_gat_eager", "eager", "PyG GATConv FP32 eager"),
@@ -173,6 +173,7 @@ def gat_markdown(gat: dict[str, Any]) -> list[str]:
                      f"{'—' if k not in sp else f'{sp[k]:.2f}×'} | {'—' if not rss else f'{rss / 2**20:.1f}'} | "
                      f"{'—' if not mb else f'{mb / 1024:.1f}'} | "
                      f"{_pct(r.get('test_acc'))} |")
+    lines += process_checks(gat["rows"], GAT_OURS, GAT_LABELS)
     rt = gat["ratios"]
     if rt.get("best_vs_fastest_pyg"):
         lines += ["", f"Our best GAT row ({GAT_LABELS[rt['best_ours']]}, {rt['best_ours_ms']:.3f} ms) against the "

@@ -10,7 +10,7 @@ their spread, peak RSS the maximum over processes, the reference match only if e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,22 @@ def median_text(row: dict[str, Any]) -> str:
     if not spread or len(row.get("processes") or ()) < 2:
         return median
     return f"{median} ({spread[0]:.3f}–{spread[1]:.3f})"
+
+
+def process_checks(rows: Mapping[str, dict[str, Any]], ours: Collection[str], labels: Mapping[str, str]) -> list[str]:
+    """Report note for pooled rows: our rows' bit-exact reference match and the FP32 rows' outputs, per process."""
+    pooled = {k: r for k, r in rows.items() if len(r.get("processes") or ()) > 1}
+    if not pooled:
+        return []
+    matches = [p.get("reference_match") for k, r in pooled.items() if k in ours for p in r["processes"]]
+    text = (f"Checked in every process: our rows {'all' if all(v is True for v in matches) else 'NOT all'} equal "
+            "to the reference interpreter bit for bit")
+    diffs = {k: r["max_abs_diff_across_processes"] for k, r in pooled.items() if "max_abs_diff_across_processes" in r}
+    if diffs:
+        k = max(diffs, key=diffs.get)  # type: ignore[arg-type]
+        text += ("; FP32 outputs identical across processes" if diffs[k] == 0 else
+                 f"; FP32 outputs differ between processes by at most {diffs[k]:.3g} ({labels.get(k, k)})")
+    return ["", text + "."]
 
 
 def method_text(processes: int, warmup: int, repeats: int) -> str:

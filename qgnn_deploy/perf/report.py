@@ -7,7 +7,7 @@ from typing import Any
 
 from qgnn_deploy.perf.config import LABELS, OURS, SERIES_KEYS
 from qgnn_deploy.perf.gat import gat_markdown
-from qgnn_deploy.perf.pooling import median_text, method_text
+from qgnn_deploy.perf.pooling import median_text, method_text, process_checks
 from qgnn_deploy.targets import markdown_table
 
 
@@ -28,21 +28,6 @@ def _above(r: dict[str, Any]) -> int | None:
     if r.get("peak_rss_bytes") and r.get("rss_before_load_bytes"):
         return int(r["peak_rss_bytes"] - r["rss_before_load_bytes"])
     return None
-
-
-def _process_checks(rows: dict[str, dict[str, Any]]) -> list[str]:
-    """Pooled rows: every process's correctness (ours: bit-exact reference; FP32: outputs across processes)."""
-    pooled = {k: r for k, r in rows.items() if len(r.get("processes") or ()) > 1}
-    if not pooled:
-        return []
-    ours = [p.get("reference_match") for k, r in pooled.items() if k in OURS for p in r["processes"]]
-    text = (f"Checked in every process: our rows {'all' if all(v is True for v in ours) else 'NOT all'} equal to the "
-            "reference interpreter bit for bit")
-    diffs = {k: r["max_abs_diff_across_processes"] for k, r in pooled.items() if "max_abs_diff_across_processes" in r}
-    if diffs:
-        k = max(diffs, key=diffs.get)  # type: ignore[arg-type]
-        text += f"; FP32 outputs differ between processes by at most {diffs[k]:.3g} ({LABELS.get(k, k)})"
-    return ["", text + "."]
 
 
 def _gcn_section(res: dict[str, Any]) -> list[str]:
@@ -71,7 +56,7 @@ def _gcn_section(res: dict[str, Any]) -> list[str]:
               "Peak RSS: VmHWM of the backend's own process (includes the runtime's import: "
               "torch for PyG, libtvm for TVM); 'above import' subtracts the RSS measured after the imports and the "
               "input graph load, before the model load."]
-    lines += _process_checks(res["rows"])
+    lines += process_checks(res["rows"], OURS, LABELS)
     ir = m.get("buffer_detail", {}).get("ours_ir", {})
     if ir:
         lines += ["", "Input contracts: the FP32-input rows take `x` as the user has it and quantize it inside every "
