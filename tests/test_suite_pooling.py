@@ -86,6 +86,8 @@ def test_process_checks_note() -> None:
     note = process_checks({"ours": bad, "pyg": {**fp32, "max_abs_diff_across_processes": 2e-7}}, ("ours",), labels)
     assert "our rows NOT all equal" in note[1] and "at most 2e-07 (PyG FP32 eager)" in note[1]
     assert process_checks({"ours": pool([_proc([1.0], 1, 0, reference_match=True)])}, ("ours",), labels) == []
+    assert process_checks({"pyg": fp32}, ("ours",), labels) == [
+        "", "Checked in every process: FP32 outputs identical across processes."]  # no pooled row of ours
 
 
 def test_round_robin_order_and_a_failing_row_stops() -> None:

@@ -123,14 +123,14 @@ def process_checks(rows: Mapping[str, dict[str, Any]], ours: Collection[str], la
     if not pooled:
         return []
     matches = [p.get("reference_match") for k, r in pooled.items() if k in ours for p in r["processes"]]
-    text = (f"Checked in every process: our rows {'all' if all(v is True for v in matches) else 'NOT all'} equal "
-            "to the reference interpreter bit for bit")
+    parts = [f"our rows {'all' if all(v is True for v in matches) else 'NOT all'} equal to the reference "
+             "interpreter bit for bit"] if matches else []
     diffs = {k: r["max_abs_diff_across_processes"] for k, r in pooled.items() if "max_abs_diff_across_processes" in r}
     if diffs:
         k = max(diffs, key=diffs.get)  # type: ignore[arg-type]
-        text += ("; FP32 outputs identical across processes" if diffs[k] == 0 else
-                 f"; FP32 outputs differ between processes by at most {diffs[k]:.3g} ({labels.get(k, k)})")
-    return ["", text + "."]
+        parts.append("FP32 outputs identical across processes" if diffs[k] == 0 else
+                     f"FP32 outputs differ between processes by at most {diffs[k]:.3g} ({labels.get(k, k)})")
+    return ["", "Checked in every process: " + "; ".join(parts) + "."] if parts else []
 
 
 def method_text(processes: int, warmup: int, repeats: int) -> str:
