@@ -963,6 +963,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
                   **({"quantized_once": prequantized} if prequantized else {}),
                   **({"edges_sorted_once": edges_sorted} if edges_sorted else {})},
         "latency_ms": latency_stats(seconds),
+        "latency_samples_ms": [1e3 * t for t in seconds],  # per timed call, in order (pooled by bench-suite)
         "startup_s": {"runtime_import": round(IMPORT_SECONDS.get("tvm" if backend == "tvm" else "onnxruntime", 0), 3),
                       "model_load": round(t_ready - t_load, 3), "script_start_to_ready": round(t_ready - T_START, 3)},
         "memory": {"peak_rss_bytes": peak, "source": source, "rss_before_runtime_import_bytes": rss_before_import,

@@ -63,6 +63,8 @@ def test_every_backend_measured_with_the_same_threads(quick_run: tuple[Path, dic
         lat = r["latency_ms"]
         assert lat["median"] > 0 and lat["p90"] >= lat["median"] and lat["p99"] >= lat["p90"]
         assert r["threads"] == 2
+        assert len(r["processes"]) == 1 and "latency_samples_ms" not in r  # --quick: one process per row
+        assert r["process_median_spread_ms"] == [lat["median"]] * 2
         assert r["peak_rss_bytes"] > 0 and r["buffer_bytes"] > 0 and r["model_bytes"] > 0
         assert 0.0 <= r["test_acc"] <= 1.0
     for key in ("ours_ort", "ours_tvm", "ours_ort_u8", "ours_tvm_u8"):

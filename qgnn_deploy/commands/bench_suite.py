@@ -33,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=2, help="threads for every backend")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs (default: 10; --quick 2)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs (default: 50; --quick 5)")
+    p.add_argument("--processes", type=int, default=None, metavar="K",
+                   help="measure every GCN / GAT latency row in K processes, round-robin across the rows, each "
+                   "with its warm-up and repeats/K timed runs (at least 5), statistics over the pooled runs "
+                   "(default: 3; --quick 1)")
     add_list_argument(p, "--sizes", item=_node_count, metavar="N", help="node counts of the synthetic series "
                       "(default: 10000,100000,1000000; --quick 200,2000; an empty string skips the series)")
     p.add_argument("--degree", type=float, default=10.0, help="average degree of the synthetic graphs")
@@ -114,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads < 1:
         raise QgnnError("--threads must be >= 1")
+    if args.processes is not None and args.processes < 1:
+        raise QgnnError(f"--processes must be >= 1 (got {args.processes})")
     for m in (args.model, args.int4_model, args.gat_model):
         if m is not None and not Path(m).is_file():
             raise QgnnError(f"checkpoint {m} not found")
@@ -130,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out_dir, work_dir=work, model=args.model, int4_model=args.int4_model, quick=args.quick,
         threads=args.threads, warmup=args.warmup if args.warmup is not None else (2 if args.quick else 10),
         repeats=args.repeats if args.repeats is not None else (5 if args.quick else 50),
+        processes=args.processes if args.processes is not None else (1 if args.quick else 3),
         sizes=parse_sizes(args.sizes, args.quick), degree=args.degree, tune=args.tune,
         torch_compile=args.torch_compile, tvm=args.tvm, int4=args.int4,
         det_runs=args.det_runs if args.det_runs is not None else (2 if args.quick else 5), epochs=args.epochs,

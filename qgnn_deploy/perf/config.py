@@ -41,6 +41,7 @@ class SuiteConfig:
     threads: int = 2
     warmup: int = 10
     repeats: int = 50
+    processes: int = 3  # each Cora / GAT latency row in this many processes, round-robin, pooled (perf.pooling)
     sizes: list[int] = field(default_factory=lambda: [10_000, 100_000, 1_000_000])
     series_features: int = 128
     degree: float = 10.0

@@ -12,7 +12,8 @@ from qgnn_deploy.perf.config import ARTIFACT_OF, FP32_ROWS, LABELS, OURS, PYG_VA
 from qgnn_deploy.perf.determinism import determinism
 from qgnn_deploy.perf.gemm_probe import gemm_stage
 from qgnn_deploy.perf.graphs import save_graph
-from qgnn_deploy.perf.runs import accuracy, export, log, run_ours, run_worker, train_model
+from qgnn_deploy.perf.pooling import Job, calls_per_process, measure_rows
+from qgnn_deploy.perf.runs import accuracy, export, log, ours_job, train_model, worker_job
 
 
 def cora_stage(cfg: SuiteConfig, res: dict[str, Any]) -> dict[str, Any]:
@@ -72,26 +73,22 @@ def cora_stage(cfg: SuiteConfig, res: dict[str, Any]) -> dict[str, Any]:
     torch.save({k: torch.from_numpy(v) for k, v in weights.items()}, work / "pyg_state_dict.pt")
 
     # --------------------------------------------------------------- latency / memory per backend
-    rows: dict[str, dict[str, Any]] = {}
-    base = {"graph": str(graph_npz), "threads": cfg.threads, "warmup": cfg.warmup, "repeats": cfg.repeats}
+    # every row in cfg.processes processes, round-robin across rows, pooled (perf.pooling)
+    per = calls_per_process(cfg.repeats, cfg.processes)
+    base = {"graph": str(graph_npz), "threads": cfg.threads, "warmup": cfg.warmup, "repeats": per}
+    jobs: dict[str, Job | dict[str, Any]] = {}
     for key, variant, _ in PYG_VARIANTS:
-        if variant == "compile" and not cfg.torch_compile:
-            rows[key] = {"error": "skipped (--no-compile)"}
-            continue
-        log(f"measuring {key}")
-        rows[key] = run_worker({**base, "kind": "pyg", "variant": variant, "weights": str(work / "twin_weights.npz"),
-                                "output": str(work / f"{key}.out.npy")}, work / "runs", key, cfg.timeout)
+        jobs[key] = ({"error": "skipped (--no-compile)"} if variant == "compile" and not cfg.torch_compile else
+                     worker_job({**base, "kind": "pyg", "variant": variant, "weights": str(work / "twin_weights.npz")},
+                                work, key, cfg.timeout))
     for key, path in (("ort_fp32", fp32_onnx), ("ort_qdq", qdq_onnx)):
-        log(f"measuring {key}")
-        rows[key] = ({"error": qdq_error} if path is None else
-                     run_worker({**base, "kind": "ort", "model": str(path), "output": str(work / f"{key}.out.npy")},
-                                work / "runs", key, cfg.timeout))
+        jobs[key] = ({"error": qdq_error} if path is None else
+                     worker_job({**base, "kind": "ort", "model": str(path)}, work, key, cfg.timeout))
     for key in OURS:
         backend = "onnx" if "_ort" in key else "tvm"
-        if ARTIFACT_OF[key] not in arts or (backend == "tvm" and not cfg.tvm):
-            continue
-        log(f"measuring {key}")
-        rows[key] = run_ours(arts[ARTIFACT_OF[key]], backend, cfg, None, cfg.repeats, cfg.warmup)
+        if ARTIFACT_OF[key] in arts and (backend == "onnx" or cfg.tvm):
+            jobs[key] = ours_job(arts[ARTIFACT_OF[key]], backend, cfg, per)
+    rows = measure_rows(jobs, cfg.processes, log)
 
     # --------------------------------------------------------------- accuracy, sizes, buffers
     ref = np.load(art / "reference_output.npz")

@@ -18,7 +18,8 @@ import numpy as np
 
 from qgnn_deploy.perf.config import SuiteConfig
 from qgnn_deploy.perf.graphs import save_graph
-from qgnn_deploy.perf.runs import accuracy, export, log, run_ours, run_worker
+from qgnn_deploy.perf.pooling import Job, calls_per_process, measure_rows, median_text, process_checks
+from qgnn_deploy.perf.runs import accuracy, export, log, ours_job, worker_job
 
 GAT_PYG = (("pyg_gat_eager", "eager", "PyG GATConv FP32 eager"),
            ("pyg_gat_csr", "csr", "PyG GATConv FP32 on CSR adj_t (ToSparseTensor)"),
@@ -106,21 +107,17 @@ def gat_stage(cfg: SuiteConfig, res: dict[str, Any]) -> None:
     np.savez(work / "gat_twin_weights.npz", **weights)
     fp32_params = int(sum(v.size for k, v in weights.items() if k[0] in "wab") * 4)  # w, att, b: 4 B each
 
-    rows: dict[str, dict[str, Any]] = {}
-    base = {"graph": str(graph_npz), "threads": cfg.threads, "warmup": cfg.warmup, "repeats": cfg.repeats,
+    per = calls_per_process(cfg.repeats, cfg.processes)  # each row in cfg.processes processes (perf.pooling)
+    base = {"graph": str(graph_npz), "threads": cfg.threads, "warmup": cfg.warmup, "repeats": per,
             "kind": "pyg_gat", "weights": str(work / "gat_twin_weights.npz")}
+    jobs: dict[str, Job | dict[str, Any]] = {}
     for key, variant, _ in GAT_PYG:
-        if variant == "compile" and not cfg.torch_compile:
-            rows[key] = {"error": "skipped (--no-compile)"}
-            continue
-        log(f"measuring {key}")
-        rows[key] = run_worker({**base, "variant": variant, "output": str(work / f"{key}.out.npy")},
-                               work / "runs", key, cfg.timeout)
+        jobs[key] = ({"error": "skipped (--no-compile)"} if variant == "compile" and not cfg.torch_compile else
+                     worker_job({**base, "variant": variant}, work, key, cfg.timeout))
     for key, (backend, kind, _) in GAT_OURS.items():
-        if backend == "tvm" and not cfg.tvm:
-            continue
-        log(f"measuring {key}")
-        rows[key] = run_ours(arts[kind], backend, cfg, None, cfg.repeats, cfg.warmup)
+        if backend == "onnx" or cfg.tvm:
+            jobs[key] = ours_job(arts[kind], backend, cfg, per)
+    rows = measure_rows(jobs, cfg.processes, log)
 
     ref = np.load(arts["fp32_input"] / "reference_output.npz")
     ref_logits = ref[ref.files[0]]
@@ -172,10 +169,11 @@ def gat_markdown(gat: dict[str, Any]) -> list[str]:
             continue
         lat = r["latency_ms"]
         rss, mb = r.get("peak_rss_bytes"), r.get("model_bytes")
-        lines.append(f"| {r['label']} | {lat['median']:.3f} | {lat['p90']:.3f} | "
+        lines.append(f"| {r['label']} | {median_text(r)} | {lat['p90']:.3f} | "
                      f"{'—' if k not in sp else f'{sp[k]:.2f}×'} | {'—' if not rss else f'{rss / 2**20:.1f}'} | "
                      f"{'—' if not mb else f'{mb / 1024:.1f}'} | "
                      f"{_pct(r.get('test_acc'))} |")
+    lines += process_checks(gat["rows"], GAT_OURS, GAT_LABELS)
     rt = gat["ratios"]
     if rt.get("best_vs_fastest_pyg"):
         lines += ["", f"Our best GAT row ({GAT_LABELS[rt['best_ours']]}, {rt['best_ours_ms']:.3f} ms) against the "

@@ -23,6 +23,7 @@ import numpy as np
 
 from qgnn_deploy.perf.config import SuiteConfig
 from qgnn_deploy.perf.measure import THREAD_VARS, latency_stats, load_average, pin_threads, time_calls
+from qgnn_deploy.perf.pooling import Job, round_robin
 from qgnn_deploy.perf.runs import log
 
 BLOCK = 5  # timed calls per block; one untimed call before each block (as the interleaved probe did)
@@ -103,18 +104,19 @@ def gemm_vs_ort(library: Path, operands: Path, work: Path, threads: int, repeats
     outputs checked against int64 NumPy (MLAS's AVX2 u8 x s8 path saturates int16 sums, ours must not)."""
     work.mkdir(parents=True, exist_ok=True)
     per = -(-repeats // sessions)
-    times: dict[str, list[float]] = {"ours": [], "ort": []}
-    runtimes: dict[str, str] = {}
     load = load_average()
-    for s in range(sessions):
-        for side in ("ours", "ort"):
-            spec = {"side": side, "threads": threads, "repeats": per, "library": str(library),
-                    "operands": str(operands), "output": str(work / f"gemm_{side}.npy")}
-            r = _run_process(spec, work, f"gemm_{side}_{s}", timeout)
-            if "error" in r:
-                return {"kind": "gemm_probe", "error": r["error"]}
-            times[side] += r["times_s"]
-            runtimes[side] = r["runtime"]
+
+    def side_job(side: str) -> Job:
+        spec = {"side": side, "threads": threads, "repeats": per, "library": str(library),
+                "operands": str(operands), "output": str(work / f"gemm_{side}.npy")}
+        return lambda s: _run_process(spec, work, f"gemm_{side}_{s}", timeout)
+
+    runs = round_robin({side: side_job(side) for side in ("ours", "ort")}, sessions, stop_on_error=True)
+    failed = next((r for rs in runs.values() for r in rs if "error" in r), None)
+    if failed is not None:
+        return {"kind": "gemm_probe", "error": failed["error"]}
+    times = {side: [t for r in rs for t in r["times_s"]] for side, rs in runs.items()}
+    runtimes = {side: rs[-1]["runtime"] for side, rs in runs.items()}
     with np.load(operands, allow_pickle=False) as z:
         a, b = z["a"], z["b"]
     ours, ref = np.load(work / "gemm_ours.npy"), np.load(work / "gemm_ort.npy")

@@ -10,10 +10,11 @@ from typing import Any
 
 from qgnn_deploy.validation import latency_stats, percentile, status_bytes
 
-__all__ = ["THREAD_VARS", "pin_threads", "status_bytes", "peak_rss_bytes", "percentile", "latency_stats", "time_calls",
-           "load_average"]
+__all__ = ["THREAD_VARS", "SAMPLES", "pin_threads", "status_bytes", "peak_rss_bytes", "percentile", "latency_stats",
+           "timing", "time_calls", "load_average"]
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TVM_NUM_THREADS")
+SAMPLES = "latency_samples_ms"  # per-call times in a result (ms, timed calls only; qgnn_bench.py uses the same key)
 
 
 def pin_threads(threads: int) -> None:
@@ -40,6 +41,11 @@ def time_calls(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]:
         fn()
         out.append(time.perf_counter() - t0)
     return out
+
+
+def timing(seconds: list[float]) -> dict[str, Any]:
+    """A result's latency fields: the statistics and the per-call samples (so processes can be pooled)."""
+    return {"latency_ms": latency_stats(seconds), SAMPLES: [1e3 * t for t in seconds]}
 
 
 def load_average() -> list[float]:

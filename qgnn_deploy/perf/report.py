@@ -7,6 +7,7 @@ from typing import Any
 
 from qgnn_deploy.perf.config import LABELS, OURS, SERIES_KEYS
 from qgnn_deploy.perf.gat import gat_markdown
+from qgnn_deploy.perf.pooling import median_text, method_text, process_checks
 from qgnn_deploy.targets import markdown_table
 
 
@@ -43,7 +44,7 @@ def _gcn_section(res: dict[str, Any]) -> list[str]:
             continue
         lat = r["latency_ms"]
         acc = "—" if r.get("test_acc") is None else f"{100 * r['test_acc']:.1f}"
-        lines.append(f"| {r['label']} | {lat['median']:.3f} | {lat['p90']:.3f} | {lat['p99']:.3f} | "
+        lines.append(f"| {r['label']} | {median_text(r)} | {lat['p90']:.3f} | {lat['p99']:.3f} | "
                      f"{_x(rr.get('speedup_vs_pyg_eager'))} | {_mb(r.get('peak_rss_bytes'))} "
                      f"({_x(rr.get('peak_rss_bytes_ratio'))}) | {_mb(_above(r))} | {_kb(r.get('buffer_bytes'))} "
                      f"({_x(rr.get('buffer_bytes_ratio'))}) | {_kb(r.get('model_bytes'))} "
@@ -55,6 +56,7 @@ def _gcn_section(res: dict[str, Any]) -> list[str]:
               "Peak RSS: VmHWM of the backend's own process (includes the runtime's import: "
               "torch for PyG, libtvm for TVM); 'above import' subtracts the RSS measured after the imports and the "
               "input graph load, before the model load."]
+    lines += process_checks(res["rows"], OURS, LABELS)
     ir = m.get("buffer_detail", {}).get("ours_ir", {})
     if ir:
         lines += ["", "Input contracts: the FP32-input rows take `x` as the user has it and quantize it inside every "
@@ -134,8 +136,9 @@ def render_markdown(res: dict[str, Any]) -> str:
              f"Command: `{res['command']}`", "",
              f"Machine: {res['machine']['cpu']}, {res['machine']['cpus']} CPUs; threads fixed at "
              f"**{res['config']['threads']}** for every backend; load average at start {res['load_average']['start']}"
-             f", end {res['load_average']['end']}. {res['config']['warmup']} warm-up + {res['config']['repeats']} "
-             "timed runs, each backend in its own process.", "", isa_line(res["machine"]), ""]
+             f", end {res['load_average']['end']}. " + method_text(res["config"].get("processes", 1),
+                                                                   res["config"]["warmup"], res["config"]["repeats"]),
+             "", isa_line(res["machine"]), ""]
     if max(res["load_average"]["start"][0], res["load_average"]["end"][0]) > 2.5:
         lines += ["**Warning: the load average was above 2.5 during this run; the timings are not reliable.**", ""]
     if res.get("main"):

@@ -14,7 +14,8 @@ import numpy as np
 
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.perf.config import SuiteConfig
-from qgnn_deploy.perf.measure import THREAD_VARS, load_average
+from qgnn_deploy.perf.measure import SAMPLES, THREAD_VARS, load_average
+from qgnn_deploy.perf.pooling import Job, process_name
 
 
 def _env(threads: int) -> dict[str, str]:
@@ -25,7 +26,8 @@ def _env(threads: int) -> dict[str, str]:
 
 
 def run_worker(spec: dict[str, Any], work: Path, name: str, timeout: float) -> dict[str, Any]:
-    """Run one :mod:`.worker` spec in a fresh process; its result dict (``error`` on failure)."""
+    """Run one :mod:`.worker` spec in a fresh process; its result dict (``error`` on failure; ``output``: the
+    spec's output path, so :func:`.pooling.pool` can compare processes)."""
     work.mkdir(parents=True, exist_ok=True)
     spec = dict(spec, result=str(work / f"{name}.result.json"))
     spec_path = work / f"{name}.spec.json"
@@ -41,7 +43,8 @@ def run_worker(spec: dict[str, Any], work: Path, name: str, timeout: float) -> d
     if not res_path.is_file():
         tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
         return {"error": f"worker died: {tail[:300]}"}
-    return {**json.loads(res_path.read_text()), "load_average_before": load}
+    out = {**json.loads(res_path.read_text()), "load_average_before": load}
+    return {**out, "output": spec["output"]} if spec.get("output") and "error" not in out else out
 
 
 def run_ours(artifact: Path, backend: str, cfg: SuiteConfig, graph: Path | None, repeats: int,
@@ -56,11 +59,23 @@ def run_ours(artifact: Path, backend: str, cfg: SuiteConfig, graph: Path | None,
                         extra_args=extra, timeout=cfg.timeout)
     except QgnnError as exc:
         return {"error": str(exc)}
-    return {"latency_ms": rep["latency_ms"], "peak_rss_bytes": rep["memory"]["peak_rss_bytes"],
+    return {"latency_ms": rep["latency_ms"], SAMPLES: rep[SAMPLES], "peak_rss_bytes": rep["memory"]["peak_rss_bytes"],
             "rss_before_load_bytes": rep["memory"].get("rss_before_load_bytes"), "threads": rep["threads"],
             "reference_match": rep["reference"].get("match"), "runtime": rep.get("runtime_version"),
             "timing_label": rep.get("timing_label"), "buffer_bytes_manifest": rep.get("buffer_bytes"),
             "load_average_before": load}
+
+
+def worker_job(spec: dict[str, Any], work: Path, key: str, timeout: float) -> Job:
+    """Row ``key`` as a :mod:`.worker` spec per process (:mod:`.pooling`): output ``work/<name>.out.npy``,
+    spec and result under ``work/runs``; ``<name>`` is the row's name for process 1 (as a single run)."""
+    return lambda i: run_worker({**spec, "output": str(work / f"{process_name(key, i)}.out.npy")}, work / "runs",
+                                process_name(key, i), timeout)
+
+
+def ours_job(artifact: Path, backend: str, cfg: SuiteConfig, repeats: int) -> Job:
+    """Our artifact's row on its bundled sample, one :func:`run_ours` per process (:mod:`.pooling`)."""
+    return lambda i: run_ours(artifact, backend, cfg, None, repeats, cfg.warmup)
 
 
 # ------------------------------------------------------------------------------------------ models

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from qgnn_deploy.perf.measure import latency_stats, peak_rss_bytes, pin_threads, status_bytes, time_calls
+from qgnn_deploy.perf.measure import peak_rss_bytes, pin_threads, status_bytes, time_calls, timing
 
 
 def load_feeds(path: str) -> dict[str, np.ndarray]:
@@ -89,7 +89,7 @@ def run_pyg(spec: dict[str, Any]) -> None:
             return fn(x, ei)
 
     first = call().numpy()
-    result["latency_ms"] = latency_stats(time_calls(call, int(spec["warmup"]), int(spec["repeats"])))
+    result.update(timing(time_calls(call, int(spec["warmup"]), int(spec["repeats"]))))
     _finish(spec, result, first)
 
 
@@ -115,7 +115,7 @@ def run_ort(spec: dict[str, Any]) -> None:
     first = sess.run(None, f)[0]
     times = time_calls(lambda: sess.run(None, f), int(spec["warmup"]), int(spec["repeats"]))
     result = {"kind": "ort", "threads": int(spec["threads"]), "rss_before_load_bytes": rss_before,
-              "onnxruntime": ort.__version__, "latency_ms": latency_stats(times)}
+              "onnxruntime": ort.__version__, **timing(times)}
     _finish(spec, result, first)
 
 

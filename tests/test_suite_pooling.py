@@ -1,0 +1,188 @@
+"""bench-suite latency rows pooled over several processes (``perf.pooling``): arithmetic, order, CLI (seconds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from qgnn_deploy.cli import main
+from qgnn_deploy.errors import QgnnError
+from qgnn_deploy.perf.measure import SAMPLES, latency_stats, timing
+from qgnn_deploy.perf.pooling import (
+    calls_per_process,
+    measure_rows,
+    median_text,
+    method_text,
+    pool,
+    process_checks,
+    process_name,
+    round_robin,
+    strip_samples,
+)
+
+
+def _proc(samples_ms: list[float], rss: int, before: int, **extra: Any) -> dict[str, Any]:
+    return {**timing([s / 1e3 for s in samples_ms]), "peak_rss_bytes": rss, "rss_before_load_bytes": before,
+            "threads": 2, "load_average_before": [0.5, 0.5, 0.5], **extra}
+
+
+def test_pool_statistics_over_the_pooled_samples() -> None:
+    procs = [_proc([1.0, 2.0, 3.0], 100, 10, reference_match=True),
+             _proc([10.0, 11.0, 12.0, 13.0], 300, 30, reference_match=True),
+             _proc([4.0, 5.0, 6.0], 200, 20, reference_match=True)]
+    row = pool(procs)
+    every = [1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 13.0, 4.0, 5.0, 6.0]
+    want = latency_stats([s / 1e3 for s in every])
+    assert row["latency_ms"] == pytest.approx(want) and row["latency_ms"]["n"] == 10
+    assert row["latency_ms"]["median"] == pytest.approx(5.5) and row["latency_ms"]["p90"] == pytest.approx(12.1)
+    assert [p["median_ms"] for p in row["processes"]] == pytest.approx([2.0, 11.5, 5.0])
+    assert [p["n"] for p in row["processes"]] == [3, 4, 3]
+    assert row["process_median_spread_ms"] == pytest.approx([2.0, 11.5])
+    # peak RSS: the largest process, with that process's RSS before the model load ("above import" stays one process)
+    assert row["peak_rss_bytes"] == 300 and row["rss_before_load_bytes"] == 30
+    assert row["reference_match"] is True and row["threads"] == 2
+    assert SAMPLES not in row and "output" not in row  # statistics only in the JSON
+    assert median_text(row) == "5.500 (2.000–11.500)"
+
+
+@pytest.mark.parametrize(("matches", "want"), [((True, False, True), False), ((True, None, True), None),
+                                               ((True, True, True), True)])
+def test_pool_reference_match_must_hold_in_every_process(matches: tuple, want: bool | None) -> None:
+    row = pool([_proc([1.0], 1, 0, reference_match=m) for m in matches])
+    assert row["reference_match"] is want
+    assert [p["reference_match"] for p in row["processes"]] == list(matches)
+
+
+def test_pool_single_process_and_errors() -> None:
+    one = pool([_proc([3.0, 1.0, 2.0], 5, 1)])
+    assert one["latency_ms"]["median"] == pytest.approx(2.0) and median_text(one) == "2.000"
+    assert len(one["processes"]) == 1 and "reference_match" not in one
+    assert pool([{"error": "worker died: boom"}]) == {"error": "worker died: boom"}  # K=1: unchanged text
+    row = pool([_proc([1.0], 1, 0), {"error": "timed out after 9 s"}])
+    assert row == {"error": "process 2 of 2: timed out after 9 s"}
+
+
+def test_pool_compares_saved_outputs_across_processes(tmp_path: Path) -> None:
+    outs = [tmp_path / f"o{i}.npy" for i in range(3)]
+    for i, o in enumerate(outs):
+        np.save(o, np.array([1.0, 2.0 + 0.25 * i], np.float32))
+    row = pool([_proc([1.0], 1, 0, output=str(o)) for o in outs])
+    assert row["max_abs_diff_across_processes"] == pytest.approx(0.5) and "output" not in row
+    assert "max_abs_diff_across_processes" not in pool([_proc([1.0], 1, 0, output=str(outs[0]))])
+
+
+def test_process_checks_note() -> None:
+    """The report says whether every process of our rows matched the interpreter, and how FP32 outputs agree."""
+    ours = pool([_proc([1.0], 1, 0, reference_match=True) for _ in range(2)])
+    fp32 = {**pool([_proc([2.0], 1, 0) for _ in range(2)]), "max_abs_diff_across_processes": 0.0}
+    labels = {"pyg": "PyG FP32 eager"}
+    assert process_checks({"ours": ours, "pyg": fp32}, ("ours",), labels) == [
+        "", "Checked in every process: our rows all equal to the reference interpreter bit for bit; FP32 outputs "
+        "identical across processes."]
+    bad = pool([_proc([1.0], 1, 0, reference_match=m) for m in (True, False)])
+    note = process_checks({"ours": bad, "pyg": {**fp32, "max_abs_diff_across_processes": 2e-7}}, ("ours",), labels)
+    assert "our rows NOT all equal" in note[1] and "at most 2e-07 (PyG FP32 eager)" in note[1]
+    assert process_checks({"ours": pool([_proc([1.0], 1, 0, reference_match=True)])}, ("ours",), labels) == []
+    assert process_checks({"pyg": fp32}, ("ours",), labels) == [
+        "", "Checked in every process: FP32 outputs identical across processes."]  # no pooled row of ours
+
+
+def test_round_robin_order_and_a_failing_row_stops() -> None:
+    calls: list[tuple[str, int]] = []
+
+    def job(key: str, fail_at: int | None = None) -> Any:
+        def run(i: int) -> dict[str, Any]:
+            calls.append((key, i))
+            return {"error": "x"} if i == fail_at else {"i": i}
+        return run
+
+    logged: list[str] = []
+    runs = round_robin({"a": job("a"), "b": job("b", fail_at=1), "c": job("c")}, 3, logged.append)
+    assert calls == [("a", 0), ("b", 0), ("c", 0), ("a", 1), ("b", 1), ("c", 1), ("a", 2), ("c", 2)]
+    assert [r.get("i") for r in runs["b"]] == [0, None] and len(runs["a"]) == 3
+    assert logged[0] == "measuring a (process 1/3)" and len(logged) == len(calls)
+    calls.clear()
+    runs = round_robin({"a": job("a"), "b": job("b", fail_at=1), "c": job("c")}, 3, stop_on_error=True)
+    assert calls == [("a", 0), ("b", 0), ("c", 0), ("a", 1), ("b", 1)] and len(runs["c"]) == 1
+    single: list[str] = []
+    round_robin({"a": job("a")}, 1, single.append)
+    assert single == ["measuring a"]  # one process: the log line of a single run
+
+
+def test_measure_rows_keeps_fixed_rows_in_place() -> None:
+    rows = measure_rows({"a": lambda i: _proc([1.0 + i], 1, 0), "skip": {"error": "skipped (--no-compile)"},
+                         "b": lambda i: _proc([5.0], 1, 0)}, 2)
+    assert list(rows) == ["a", "skip", "b"] and rows["skip"] == {"error": "skipped (--no-compile)"}
+    assert rows["a"]["process_median_spread_ms"] == pytest.approx([1.0, 2.0])
+
+
+def test_calls_per_process_names_and_method_text() -> None:
+    assert calls_per_process(50, 1) == 50 and calls_per_process(5, 1) == 5
+    assert calls_per_process(50, 3) == 17 and calls_per_process(10, 3) == 5  # at least 5 each
+    assert [process_name("ours_ort", i) for i in range(3)] == ["ours_ort", "ours_ort.p2", "ours_ort.p3"]
+    assert method_text(1, 2, 5) == "2 warm-up + 5 timed runs, each backend in its own process."
+    text = method_text(3, 10, 50)
+    assert "pooled over 3 processes, round-robin" in text and "10 warm-up + 17 timed runs" in text
+    assert "51 pooled runs" in text
+    assert strip_samples({"latency_ms": {}, SAMPLES: [1.0], "output": "o.npy"}) == {"latency_ms": {}}
+
+
+def test_worker_rows_pooled_end_to_end(tmp_path: Path) -> None:
+    """Two real ORT worker processes per row: per-process output files, identical outputs, pooled samples."""
+    from onnx import TensorProto, helper
+
+    from qgnn_deploy.perf.runs import worker_job
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (tmp_path / "relu.onnx").write_bytes(model.SerializeToString())
+    np.savez(tmp_path / "g.npz", x=np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4),
+             edge_index=np.zeros((2, 1), np.int64))
+    spec = {"kind": "ort", "model": str(tmp_path / "relu.onnx"), "graph": str(tmp_path / "g.npz"), "threads": 1,
+            "warmup": 1, "repeats": calls_per_process(6, 2)}
+    rows = measure_rows({"ort_relu": worker_job(spec, tmp_path, "ort_relu", 120.0)}, 2)
+    r = rows["ort_relu"]
+    assert "error" not in r, r
+    assert r["latency_ms"]["n"] == 10 and len(r["processes"]) == 2 and r["max_abs_diff_across_processes"] == 0.0
+    assert (tmp_path / "ort_relu.out.npy").is_file() and (tmp_path / "ort_relu.p2.out.npy").is_file()
+    assert sorted(p.name for p in (tmp_path / "runs").glob("*.result.json")) == [
+        "ort_relu.p2.result.json", "ort_relu.result.json"]
+
+
+@pytest.mark.parametrize("bad", ["0", "-2"])
+def test_processes_below_one_is_one_line_exit_2(bad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench-suite", "--quick", "--no-tvm", "--processes", bad, "--out-dir", str(tmp_path / "out"),
+                 "--work-dir", str(tmp_path / "work")])
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"qgnn: error: --processes must be >= 1 (got {int(bad)})\n"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+
+
+def test_processes_not_a_number_is_an_argparse_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["bench-suite", "--processes", "three"])
+    assert exc.value.code == 2 and "argument --processes: invalid int value: 'three'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "want"), [(["--quick"], 1), ([], 3), (["--quick", "--processes", "2"], 2),
+                                            (["--processes", "1"], 1)])
+def test_processes_default_and_flag(argv: list[str], want: int, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import qgnn_deploy.perf.suite as suite
+
+    seen = {}
+
+    def fake_run_suite(cfg: Any, name: str) -> dict[str, Any]:
+        seen["cfg"] = cfg
+        raise QgnnError("stop before any work")
+
+    monkeypatch.setattr(suite, "run_suite", fake_run_suite)
+    code = main(["bench-suite", "--no-tvm", *argv, "--out-dir", str(tmp_path / "o"), "--work-dir", str(tmp_path)])
+    assert code == 2 and seen["cfg"].processes == want
+    assert ("--processes" in seen["cfg"].command) == ("--processes" in argv)
