@@ -217,6 +217,15 @@ def requantize_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) 
     return sorted(plan.requantize_into_gemm)
 
 
+def _int_scalar(graph: Graph, node: Node, x: str) -> int | None:
+    """The constant integer scalar that binary ``node`` combines with ``x``, else None."""
+    other = [v for v in node.inputs if v != x]
+    if len(node.inputs) != 2 or len(other) != 1 or other[0] not in graph.initializers:
+        return None
+    c = np.asarray(graph.initializers[other[0]])
+    return int(c.reshape(())) if c.size == 1 and c.ndim <= 1 and np.issubdtype(c.dtype, np.integer) else None
+
+
 def add_into_lut_steps(graph: Graph, options: BuildOptions, plan: FusionPlan) -> list[str]:
     """add nodes ``x + c`` (``c`` a constant integer of one element, ``x`` not constant) whose every reader is a
     ``lut_steps`` reading it as the index only (with constant thresholds): the lookups shift their thresholds."""
@@ -226,15 +235,13 @@ def add_into_lut_steps(graph: Graph, options: BuildOptions, plan: FusionPlan) ->
         if node.op != "add" or name in outputs or len(node.inputs) != 2:
             continue
         consts = [i for i, v in enumerate(node.inputs) if v in graph.initializers]
-        if len(consts) != 1:
-            continue
-        c = np.asarray(graph.initializers[node.inputs[consts[0]]])
-        if c.size != 1 or c.ndim > 1 or not np.issubdtype(c.dtype, np.integer):
+        c = _int_scalar(graph, node, node.inputs[1 - consts[0]]) if len(consts) == 1 else None
+        if c is None:
             continue
         users = graph.consumers(name)
         if users and all(u.op == "lut_steps" and u.inputs[0] == name and name not in u.inputs[1:] and
                          all(v in graph.initializers for v in u.inputs[1:3]) for u in users):
-            plan.add_into_lut_steps[name] = (node.inputs[1 - consts[0]], int(c.reshape(())))
+            plan.add_into_lut_steps[name] = (node.inputs[1 - consts[0]], c)
     return sorted(plan.add_into_lut_steps)
 
 
@@ -386,15 +393,6 @@ def requantize_into_scatter(graph: Graph, options: BuildOptions, plan: FusionPla
             continue
         plan.requantize_into_scatter[rq.outputs[0]] = ScatterRequant(node.outputs[0], self_add, row_mult)
     return sorted(plan.requantize_into_scatter)
-
-
-def _int_scalar(graph: Graph, node: Node, x: str) -> int | None:
-    """The constant integer scalar that binary ``node`` combines with ``x``, else None."""
-    other = [v for v in node.inputs if v != x]
-    if len(node.inputs) != 2 or len(other) != 1 or other[0] not in graph.initializers:
-        return None
-    c = np.asarray(graph.initializers[other[0]])
-    return int(c.reshape(())) if c.size == 1 and c.ndim <= 1 and np.issubdtype(c.dtype, np.integer) else None
 
 
 def _prompt_tail(graph: Graph, mm: Node, dtypes: dict, shapes: dict) -> tuple[Node, PromptTail] | None:
