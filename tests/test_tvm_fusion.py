@@ -100,12 +100,13 @@ def test_gather_into_scatter_plan_and_pipeline_report() -> None:
     assert fused and all(g.producers()[v].op == "gather_rows" for v in fused)
     plan2, report = plan_fusion(g, BuildOptions(gemm_kind="avx2"))
     assert list(report) == ["gather_into_scatter", "quantize_into_gemm", "requantize_into_gemm",
-                            "add_into_lut_steps", "attention_into_scatter", "requantize_into_scatter"]
+                            "add_into_lut_steps", "attention_into_scatter", "requantize_into_scatter",
+                            "prompt_into_gemm"]
     assert report["gather_into_scatter"] == fused and plan2.gather_into_scatter == set(fused)
     plan3 = FusionPlan()
     assert list(fusion_pipeline(BuildOptions(), plan3, skip=("gather_into_scatter",))(g)) == [
         "quantize_into_gemm", "requantize_into_gemm", "add_into_lut_steps",
-        "attention_into_scatter", "requantize_into_scatter"] and not plan3.gather_into_scatter
+        "attention_into_scatter", "requantize_into_scatter", "prompt_into_gemm"] and not plan3.gather_into_scatter
 
 
 def _kernel_names(g: Graph, kind: str) -> list[str]:
@@ -459,3 +460,95 @@ def test_scatter_requant_kernel_bit_exact(w: int, self_term: bool, row_mult: boo
                 ei = np.ascontiguousarray(ei[:, np.argsort(ei[1], kind="stable")])
             feeds = {"x": x * 3, "edge_index": ei}
             np.testing.assert_array_equal(run_library(lib, feeds), run(g, feeds)["y"], err_msg=f"{name} {order}")
+
+
+def lorap_tail_graph(h: int, *, k: int = 8, alpha_dtype: str = "uint8", alpha_zp: int = 0, agg_dtype: str = "int8",
+                     agg_zp: int = 0, bias: bool = True, den: int = 4080, per_column: bool = False,
+                     extra_reader: bool = False) -> Graph:
+    """LoRAP's tail as ``fold.prompts.emit_lorap`` emits it: ``requantize((int32(a) [- za]) * den + alpha @ P
+    [+ bias])`` with ``alpha [N, k]``, ``a [N, h]`` 8-bit inputs and a constant int8 ``P``."""
+    rng = np.random.default_rng(h * 7 + k)
+    b = GraphBuilder()
+    alpha = b.input("alpha", alpha_dtype, ("N", k))
+    a = b.input("a", agg_dtype, ("N", h))
+    v = b.op("cast", [a], "a32", dtype="int32")
+    if agg_zp:
+        v = b.op("sub", [v, b.const("za", np.array([agg_zp], np.int32))], "a_centered")
+    base = b.op("mul", [v, b.const("den", np.array([den], np.int32))], "a_x_den")
+    prompt = b.op("matmul", [alpha, b.const("P", rng.integers(-128, 128, (k, h)).astype(np.int8))], "prompt",
+                  a_zero_point=alpha_zp)
+    acc = b.op("add", [base, prompt], "prompted")
+    if bias:
+        acc = b.op("add", [acc, b.const("bias", rng.integers(-2**20, 2**20, (1, h)).astype(np.int32))], "biased")
+    if per_column:
+        mult = b.const("m", rng.integers(1 << 28, 1 << 30, size=(1, h)).astype(np.int32))
+        sh = b.const("sh", rng.integers(36, 42, size=(1, h)).astype(np.int8))
+        y = b.op("requantize", [acc, mult, sh], "y", zero_point=-3, qmin=-127, qmax=127, dtype="int8")
+    else:
+        y = b.op("requantize", [acc], "y", multiplier=1087746266, shift=40, zero_point=111, qmin=0, qmax=255,
+                 dtype="uint8")
+    if extra_reader:
+        y = b.op("add", [b.op("cast", [y], "y32", dtype="int32"), prompt], "y2")
+    b.output(y, "int32" if extra_reader else ("int8" if per_column else "uint8"), ("N", h))
+    g = b.graph
+    g.validate()
+    return g
+
+
+def test_prompt_into_gemm_plan() -> None:
+    """LoRAP's tail fused on AVX-512 VNNI only, with or without bias and zero points; not when a value in the chain
+    has another reader, K < 4, or the sums could wrap int32 (then the constants do not fold exactly)."""
+    from qgnn_deploy.backends.tvm.fusion import PromptTail, prompt_into_gemm
+
+    def planned(g: Graph, kind: str = "vnni") -> dict:
+        plan = FusionPlan()
+        prompt_into_gemm(g, BuildOptions(gemm_kind=kind), plan)  # type: ignore[arg-type]
+        return plan.prompt_into_gemm
+
+    assert planned(lorap_tail_graph(16)) == {"y": PromptTail("alpha", 0, "P", "a", 0, 4080, "bias", (
+        "prompt", "a32", "a_x_den", "prompted", "biased"))}
+    assert planned(lorap_tail_graph(7, bias=False, agg_zp=5, alpha_zp=3, agg_dtype="uint8")) == {
+        "y": PromptTail("alpha", 3, "P", "a", 5, 4080, None, ("prompt", "a_centered", "a_x_den", "prompted", "a32"))}
+    assert planned(lorap_tail_graph(16), "avx2") == {}
+    assert planned(lorap_tail_graph(16, extra_reader=True)) == {}
+    assert planned(lorap_tail_graph(16, k=3)) == {}
+    assert planned(lorap_tail_graph(16, den=1 << 24)) == {}  # den * a can wrap int32
+    plan, _ = plan_fusion(lorap_tail_graph(7), BuildOptions(gemm_kind="vnni"))
+    assert {"prompt", "a32", "a_x_den", "prompted", "biased"} <= plan.skipped()
+
+
+@pytest.mark.parametrize("h,k,alpha_dtype,alpha_zp,agg_dtype,agg_zp,bias,per_col", [
+    (16, 8, "uint8", 0, "int8", 0, True, False),  # layer 0 of the series model
+    (7, 8, "uint8", 0, "int8", 0, True, False),  # layer 1: 7 real columns, no slice
+    (16, 8, "uint8", 0, "uint8", 128, False, True),  # a's zero point folded, per-column constants
+    (7, 6, "int8", -7, "int8", 3, True, True),  # s8 alpha (flip) with a zero point, a K % 4 tail
+    (20, 12, "uint8", 2, "uint8", 0, False, False),  # two column blocks
+])
+def test_prompt_gemm_kernel_bit_exact(h: int, k: int, alpha_dtype: str, alpha_zp: int, agg_dtype: str, agg_zp: int,
+                                      bias: bool, per_col: bool, tmp_path: Path) -> None:
+    """One VNNI GEMM kernel with the ``den * a`` addend epilogue replaces the prompt GEMM and the elementwise
+    requantize (no Relax right_shift, no slice); bit-exact at 1, 8 and 97 rows (run only with avx512vnni)."""
+    from qgnn_deploy.backends.tvm.targets import resolve_target
+
+    g = lorap_tail_graph(h, k=k, alpha_dtype=alpha_dtype, alpha_zp=alpha_zp, agg_dtype=agg_dtype, agg_zp=agg_zp,
+                         bias=bias, per_column=per_col)
+    names = [nm for nm in _kernel_names(g, "vnni") if nm.startswith("qgnn_")]
+    assert len(names) == 1 and names[0].startswith(f"qgnn_gemm_vnni_{k}_{-(-h // 16)}_{alpha_dtype}_rq_") and \
+        names[0].endswith(f"_{h}_add_4080_{agg_dtype}"), names
+    main = str(build_module(g, BuildOptions(gemm_kind="vnni"))["main"])
+    assert "right_shift" not in main and main.count("R.call_tir(") == 1
+    assert "strided_slice" not in main.split("R.call_tir(")[1]  # only B's packing slices (constant-folded)
+    if "avx512vnni" not in resolve_target("x86_64").features:
+        pytest.skip("no AVX-512 VNNI here")
+    rng = np.random.default_rng(h + k)
+
+    def feed(rows: int) -> dict[str, np.ndarray]:
+        ai, di = np.iinfo(alpha_dtype), np.iinfo(agg_dtype)
+        return {"alpha": rng.integers(int(ai.min), int(ai.max) + 1, (rows, k)).astype(alpha_dtype),
+                "a": rng.integers(int(di.min), int(di.max) + 1, (rows, h)).astype(agg_dtype)}
+
+    fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds=feed(13))
+    lib = tmp_path / fields["library"]
+    for rows in (97, 8, 1):
+        f = feed(rows)
+        np.testing.assert_array_equal(run_library(lib, f), run(g, f)["y"], err_msg=f"rows={rows}")

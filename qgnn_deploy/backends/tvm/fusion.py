@@ -21,6 +21,9 @@ kernels.  The passes compose with :class:`qgnn_deploy.ir.passes.Sequential` like
 * ``requantize_into_scatter``: GCN's ``requantize(scatter_add(gather(m, src), dst) [+ m], multiplier)``, the
   multiplier per column or an ``[N, 1]`` tensor (degree factors): the edge kernel starts each row from its self
   term and requantizes on the way out, so the int32 ``[N, H]`` sums are never written and read back.
+* ``prompt_into_gemm``: LoRAP's tail ``requantize((a - za) * den + alpha @ P [+ bias])`` (``fold.prompts.emit_lorap``)
+  on AVX-512 VNNI: the prompt GEMM adds ``den * a`` in its requantize epilogue (:func:`.gemm.emit_prompt_requant`),
+  so its int32 ``[N, H]`` product and the elementwise add/requantize kernel reading it back are gone.
 """
 
 from __future__ import annotations
@@ -57,6 +60,20 @@ class ScatterRequant:
     row_multiplier: bool = False  # the requantize's multiplier is an [N, 1] tensor (else per-column constants)
 
 
+@dataclass(frozen=True)
+class PromptTail:
+    """LoRAP's ``requantize((a - agg_zero_point) * den + alpha @ basis [+ bias])`` (see :func:`prompt_into_gemm`)."""
+
+    alpha: str  # alpha [N, k], 8-bit codes (the prompt GEMM's A)
+    alpha_zero_point: int  # the GEMM's a_zero_point
+    basis: str  # P [k, H], a constant int8 initializer
+    agg: str  # a [N, H], 8-bit codes
+    agg_zero_point: int  # subtracted from a's int32 cast (0: no sub node)
+    den: int  # a's constant integer factor
+    bias: str | None  # a constant int32 [H] or [1, H] added last
+    inner: tuple[str, ...]  # the GEMM, a's cast (and sub), the product, the add(s): computed by the GEMM kernel
+
+
 @dataclass
 class FusionPlan:
     """Values computed inside another kernel (filled by the passes of :func:`fusion_pipeline`)."""
@@ -69,12 +86,14 @@ class FusionPlan:
     attention_into_scatter: dict[str, Attend] = field(default_factory=dict)
     attention_skipped: set[str] = field(default_factory=set)  # the mul / gather_rows / repeat_cols it absorbs
     requantize_into_scatter: dict[str, ScatterRequant] = field(default_factory=dict)  # requantize output -> parts
+    prompt_into_gemm: dict[str, PromptTail] = field(default_factory=dict)  # requantize output -> LoRAP's tail
 
     def skipped(self) -> set[str]:
         """Values whose own kernel is not emitted (their consumer's kernel computes them)."""
         return self.gather_into_scatter | self.quantize_into_gemm | set(self.requantize_into_gemm.values()) | \
             set(self.add_into_lut_steps) | self.attention_skipped | \
-            {v for f in self.requantize_into_scatter.values() for v in (f.scatter, f.self_add) if v}
+            {v for f in self.requantize_into_scatter.values() for v in (f.scatter, f.self_add) if v} | \
+            {v for t in self.prompt_into_gemm.values() for v in t.inner}
 
 
 def _weight_shape(graph: Graph, name: str) -> tuple[int, ...] | None:
@@ -198,6 +217,15 @@ def requantize_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) 
     return sorted(plan.requantize_into_gemm)
 
 
+def _int_scalar(graph: Graph, node: Node, x: str) -> int | None:
+    """The constant integer scalar that binary ``node`` combines with ``x``, else None."""
+    other = [v for v in node.inputs if v != x]
+    if len(node.inputs) != 2 or len(other) != 1 or other[0] not in graph.initializers:
+        return None
+    c = np.asarray(graph.initializers[other[0]])
+    return int(c.reshape(())) if c.size == 1 and c.ndim <= 1 and np.issubdtype(c.dtype, np.integer) else None
+
+
 def add_into_lut_steps(graph: Graph, options: BuildOptions, plan: FusionPlan) -> list[str]:
     """add nodes ``x + c`` (``c`` a constant integer of one element, ``x`` not constant) whose every reader is a
     ``lut_steps`` reading it as the index only (with constant thresholds): the lookups shift their thresholds."""
@@ -207,15 +235,13 @@ def add_into_lut_steps(graph: Graph, options: BuildOptions, plan: FusionPlan) ->
         if node.op != "add" or name in outputs or len(node.inputs) != 2:
             continue
         consts = [i for i, v in enumerate(node.inputs) if v in graph.initializers]
-        if len(consts) != 1:
-            continue
-        c = np.asarray(graph.initializers[node.inputs[consts[0]]])
-        if c.size != 1 or c.ndim > 1 or not np.issubdtype(c.dtype, np.integer):
+        c = _int_scalar(graph, node, node.inputs[1 - consts[0]]) if len(consts) == 1 else None
+        if c is None:
             continue
         users = graph.consumers(name)
         if users and all(u.op == "lut_steps" and u.inputs[0] == name and name not in u.inputs[1:] and
                          all(v in graph.initializers for v in u.inputs[1:3]) for u in users):
-            plan.add_into_lut_steps[name] = (node.inputs[1 - consts[0]], int(c.reshape(())))
+            plan.add_into_lut_steps[name] = (node.inputs[1 - consts[0]], c)
     return sorted(plan.add_into_lut_steps)
 
 
@@ -369,8 +395,79 @@ def requantize_into_scatter(graph: Graph, options: BuildOptions, plan: FusionPla
     return sorted(plan.requantize_into_scatter)
 
 
+def _prompt_tail(graph: Graph, mm: Node, dtypes: dict, shapes: dict) -> tuple[Node, PromptTail] | None:
+    """``(requantize node, tail)`` when matmul ``mm`` is LoRAP's prompt GEMM ``alpha @ P`` followed by
+    ``requantize(cast(a) [- za]) * den + mm [+ bias])``, every value int32 and read by the next alone."""
+    prod = graph.producers()
+    outputs = {o.name for o in graph.outputs}
+
+    def sole(name: str, op: str) -> Node | None:  # the only reader of ``name``, when it is an ``op`` node
+        users = graph.consumers(name)
+        ok = name not in outputs and len(users) == 1 and users[0].op == op and dtypes[name] == "int32"
+        return users[0] if ok else None
+
+    p = graph.initializers.get(mm.inputs[1]) if len(mm.inputs) == 2 else None
+    if p is None or p.dtype != np.int8 or p.ndim != 2 or p.shape[0] < 4 or int(mm.attrs.get("b_zero_point", 0)):
+        return None
+    add = sole(mm.outputs[0], "add")
+    other = [v for v in add.inputs if v != mm.outputs[0]] if add is not None else []
+    mul = prod.get(other[0]) if len(other) == 1 and len(add.inputs) == 2 else None  # type: ignore[union-attr]
+    if mul is None or mul.op != "mul" or sole(mul.outputs[0], "add") is not add:
+        return None
+    centered = next((prod[v] for v in mul.inputs if v in prod and prod[v].op in ("cast", "sub")), None)
+    den = _int_scalar(graph, mul, centered.outputs[0]) if centered is not None else None
+    if den is None or sole(centered.outputs[0], "mul") is not mul:
+        return None
+    inner, zp, cast = [mm.outputs[0], centered.outputs[0], mul.outputs[0], add.outputs[0]], 0, centered
+    if centered.op == "sub":
+        cast = prod.get(centered.inputs[0])
+        zp = _int_scalar(graph, centered, centered.inputs[0])  # type: ignore[assignment]
+        if cast is None or cast.op != "cast" or zp is None or sole(cast.outputs[0], "sub") is not centered:
+            return None
+        inner.append(cast.outputs[0])
+    agg = cast.inputs[0]
+    if dtypes[agg] not in ("int8", "uint8") or shapes[agg] != shapes[mm.outputs[0]]:
+        return None
+    last, bias = add, None
+    nxt = sole(add.outputs[0], "add")
+    if nxt is not None and len(nxt.inputs) == 2 and len(set(nxt.inputs)) == 2:
+        bias = [v for v in nxt.inputs if v != add.outputs[0]][0]
+        b = graph.initializers.get(bias)
+        if b is None or b.dtype != np.int32 or b.size != p.shape[1] or b.ndim > 2 or (b.ndim == 2 and b.shape[0] != 1):
+            return None
+        last = nxt
+        inner.append(nxt.outputs[0])
+    rq = sole(last.outputs[0], "requantize")
+    if rq is None or rq.inputs[0] != last.outputs[0] or last.outputs[0] in rq.inputs[1:]:
+        return None
+    return rq, PromptTail(mm.inputs[0], int(mm.attrs.get("a_zero_point", 0)), mm.inputs[1], agg, zp, den, bias,
+                          tuple(inner))
+
+
+def prompt_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) -> list[str]:
+    """LoRAP's ``requantize((a - za) * den + alpha @ P [+ bias])`` (``alpha [N, k]``, ``a [N, H]`` 8-bit codes,
+    ``P`` a constant int8 ``[k, H]`` with ``k >= 4``, ``den`` and ``za`` constant integers, ``bias`` a constant
+    int32 row, every intermediate int32 and read by the next alone) on AVX-512 VNNI, when its constants fold
+    exactly (:func:`.gemm.prompt_epilogue_constants`): one GEMM kernel with an ``addend`` epilogue."""
+    if not options.fast_matmul or options.gemm_kind != "vnni":
+        return []
+    from qgnn_deploy.ir.infer import infer_dtypes, infer_shapes
+
+    from .gemm import prompt_epilogue_constants
+
+    dtypes, shapes = infer_dtypes(graph), infer_shapes(graph)
+    for node in graph.nodes:
+        if node.op != "matmul" or node.inputs[0] in plan.quantize_into_gemm:
+            continue
+        found = _prompt_tail(graph, node, dtypes, shapes)
+        if found is not None and prompt_epilogue_constants(graph, found[1], found[0], dtypes[found[1].alpha],
+                                                           dtypes[found[1].agg]) is not None:
+            plan.prompt_into_gemm[found[0].outputs[0]] = found[1]
+    return sorted(plan.prompt_into_gemm)
+
+
 PASSES = (gather_into_scatter, quantize_into_gemm, requantize_into_gemm, add_into_lut_steps, attention_into_scatter,
-          requantize_into_scatter)
+          requantize_into_scatter, prompt_into_gemm)
 
 
 def fusion_pipeline(options: BuildOptions, plan: FusionPlan, skip: tuple[str, ...] = ()) -> Sequential:

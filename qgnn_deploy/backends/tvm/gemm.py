@@ -5,7 +5,8 @@ contract and schedule); each family is a :class:`.gemm_skeleton.Scheme` and a st
 
 * x86 with AVX-512 VNNI: ``vpdpbusd`` (:func:`_vnni_step`), 8-row blocks, A read in place
   (:func:`vnni_kernel`), or quantized from FP32 into a per-task panel when a ``quantize`` is fused
-  (:func:`vnni_quant_kernel`);
+  (:func:`vnni_quant_kernel`); with a requantize epilogue (:func:`vnni_requant_kernel`), which also takes
+  LoRAP's prompt tail (:func:`emit_prompt_requant`);
 * x86 below AVX-512 VNNI: :mod:`.gemm_x86`; AArch64: :mod:`.gemm_arm`;
 * otherwise, and for K < 4: the portable kernel (:func:`_generic_step`), 4-row blocks vectorised by LLVM.
 """
@@ -96,9 +97,9 @@ def vnni_requant_kernel(k: int, nb: int, epilogue: Epilogue, a_dtype: str = "uin
     (:class:`.gemm_skeleton.Epilogue`), so the int32 ``[M, N]`` product never goes to memory.  For s8 A (and
     an A zero point) the constants carry the column offset (:func:`_fold_column_offset`).  A K tail (K % 4,
     e.g. LoRAP's K = 7 score GEMM) is multiplied in int32 from ``Bt`` before the epilogue: ``(A, Bp, Bt, Rq, C)``,
-    else ``(A, Bp, Rq, C)``."""
-    return gemm_kernel(VNNI if k % 4 else VNNI_NO_TAIL, _vnni_step(a_dtype), k, nb, a_dtype, (nb, k // 4, LANES, 4),
-                       epilogue=epilogue)
+    else ``(A, Bp, Rq, C)``; with an addend always ``(A, Bp, Bt, Rq, D, C)`` (Bt one zero row when K % 4 == 0)."""
+    return gemm_kernel(VNNI if k % 4 or epilogue.addend else VNNI_NO_TAIL, _vnni_step(a_dtype), k, nb, a_dtype,
+                       (nb, k // 4, LANES, 4), epilogue=epilogue)
 
 
 def generic_kernel(k: int, nb: int, a_dtype: str) -> tirx.PrimFunc:
@@ -173,9 +174,7 @@ def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any) -> rela
     rq = constants(n)
     if rq is None:
         return None
-    info = np.iinfo(rq_node.attrs["dtype"])
-    epi = Epilogue(int(rq_node.attrs["zero_point"]), int(rq_node.attrs.get("qmin", info.min)),
-                   int(rq_node.attrs.get("qmax", info.max)), str(rq_node.attrs["dtype"]), n)
+    epi = _node_epilogue(rq_node, n)
     bpad, nb = pad_columns(b, k, n)
     rq = np.concatenate([rq, np.zeros((3, nb * LANES - n), np.int64)], axis=1)
     if ctx.options.gemm_kind == "vnni":  # A read in place (vnni_fuses_requant)
@@ -192,6 +191,71 @@ def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any) -> rela
                                                                              "int64")], [shape_of(a)[0], n], epi.dtype)
     return gemm_x86.emit_matmul_requant(ctx, ctx.options.gemm_kind, a, bpad, k, nb, rq, epi,
                                         None if q is None else q.attrs)
+
+
+def _node_epilogue(rq_node: Any, n: int, addend: int = 0, addend_dtype: str = "int8") -> Epilogue:
+    """The :class:`.gemm_skeleton.Epilogue` of requantize node ``rq_node`` over ``n`` output columns."""
+    info = np.iinfo(rq_node.attrs["dtype"])
+    return Epilogue(int(rq_node.attrs["zero_point"]), int(rq_node.attrs.get("qmin", info.min)),
+                    int(rq_node.attrs.get("qmax", info.max)), str(rq_node.attrs["dtype"]), n, addend, addend_dtype)
+
+
+def emit_prompt_requant(ctx: Any, tail: Any, rq_node: Any) -> relax.Expr:
+    """LoRAP's ``requantize((a - za) * den + alpha @ P [+ bias])`` (``fusion.prompt_into_gemm`` planned it, with
+    :func:`prompt_epilogue_constants` not None): the VNNI GEMM ``alpha @ P`` adding ``den * a`` in its epilogue
+    (:class:`.gemm_skeleton.Epilogue` ``addend``), the bias and ``za`` folded into the rounding constants, so the
+    int32 ``[N, H]`` product and the elementwise requantize kernel (with its column slice) are gone."""
+    alpha, agg = ctx.value(tail.alpha, rq_node), ctx.value(tail.agg, rq_node)
+    p = ctx.graph.initializers[tail.basis]
+    k, n = (int(d) for d in p.shape)
+    at, dt = dtype_of(alpha), dtype_of(agg)
+    rq = prompt_epilogue_constants(ctx.graph, tail, rq_node, at, dt)
+    if rq is None:
+        raise ValueError(f"prompt tail {rq_node.outputs[0]!r} was planned but its constants do not fold")
+    epi = _node_epilogue(rq_node, n, tail.den, dt)
+    bpad, nb = pad_columns(ctx.value(tail.basis, rq_node), k, n)
+    _, bp, bt = split_b(bpad, k, nb, 4, 4)
+    return ctx.call_tir(("gemm_vnni", k, nb, at, *epi.key()), lambda: vnni_requant_kernel(k, nb, epi, at),
+                        [alpha, bp, bt, relax.const(np.ascontiguousarray(rq, np.int64), "int64"), agg],
+                        [shape_of(alpha)[0], n], epi.dtype)
+
+
+def prompt_epilogue_constants(graph: Any, tail: Any, rq_node: Any, alpha_dtype: str, agg_dtype: str,
+                              ) -> np.ndarray | None:
+    """``[3, nb*16]`` int64 epilogue constants of a LoRAP prompt tail (``fusion.PromptTail``), or None.
+
+    The kernel requantizes ``v = acc + den * a`` (``acc`` the VNNI accumulators, over-weighted as
+    :func:`_fold_column_offset` says) where the IR requantizes ``acc_true + den * (a - za) + bias``: the
+    difference is a per-column constant, folded into the rounding half like the GEMM's own offset
+    (``(v + o) * M + half = v * M + (half + o * M)``).  Exact when neither int32 sum can wrap (the IR's then do
+    not either) and the int64 terms stay below 2**62; None otherwise (the tail stays two kernels)."""
+    from .fusion import requant_epilogue_constants
+
+    p = graph.initializers[tail.basis].astype(np.int64)
+    k, n = p.shape
+    base = requant_epilogue_constants(graph, rq_node, n)
+    if base is None or alpha_dtype not in ("uint8", "int8") or agg_dtype not in ("uint8", "int8") or \
+            not vnni_fuses_requant(alpha_dtype, k) or k < 4:
+        return None
+    nb = -(-n // LANES)
+    rq = _fold_column_offset(np.concatenate([base, np.zeros((3, nb * LANES - n), np.int64)], axis=1), p,
+                             _row_offsets(k, tail.alpha_zero_point, alpha_dtype == "int8"))
+    if rq is None:
+        return None
+    ai, di = np.iinfo(alpha_dtype), np.iinfo(agg_dtype)
+    bias = np.zeros(n, np.int64) if tail.bias is None else graph.initializers[tail.bias].astype(np.int64).reshape(n)
+    colsum = float(np.abs(p).sum(axis=0).max(initial=0))
+    amax = max(abs(int(ai.min) - tail.alpha_zero_point), abs(int(ai.max) - tail.alpha_zero_point))
+    dmax = max(abs(int(di.min) - tail.agg_zero_point), abs(int(di.max) - tail.agg_zero_point))
+    kernel_sum = 255.0 * colsum + abs(tail.den) * max(abs(int(di.min)), abs(int(di.max)))
+    true_sum = amax * colsum + abs(tail.den) * dmax + float(np.abs(bias).max(initial=0))
+    col = bias - tail.den * tail.agg_zero_point  # |col| < 2**31 + 2**20: its product with M fits int64
+    mmax = float(np.abs(rq[0]).max())
+    if max(kernel_sum, true_sum) >= 2.0**31 or \
+            (kernel_sum + float(np.abs(col).max(initial=0))) * mmax + float(np.abs(rq[1]).max()) >= 2.0**62:
+        return None
+    rq[1, :n] += col * rq[0, :n]
+    return rq
 
 
 VNNI_EPILOGUE_MAX_K = 16384  # |sum (a - za) b| < K * 255 * 128 * 2 stays below 2^31: no int32 wrap to reproduce

@@ -25,7 +25,8 @@ The schedule is the same on every ISA; what differs is described by a :class:`Sc
 * **K tail** (K % kstep): ``"pad"``: the caller pads B with zero rows (and the panel with zero columns) to a
   multiple of kstep, so there is none; ``"int32"``: the last K % kstep columns are multiplied exactly in int32
   with the unpacked rows ``Bt`` (an extra kernel argument).
-* **Epilogue**: the accumulators are stored as int32, or requantized in registers (:class:`Epilogue`).
+* **Epilogue**: the accumulators are stored as int32, or requantized in registers (:class:`Epilogue`), optionally
+  after adding ``addend * D[i, c]`` from an 8-bit ``[M, columns]`` tensor ``D`` (LoRAP's prompt tail).
 
 B's packing is Relax ops on the constant weight, folded at compile time: :func:`pad_columns` (N to a
 multiple of 16), :func:`split_b` (``[nb, K/depth, 16, depth]`` plus the int32 K tail rows) and, for kernels
@@ -92,10 +93,15 @@ class Epilogue:
     hi: int
     dtype: str
     columns: int  # real output columns (<= nb*16): padding columns are never written
+    # ``acc + addend * D[i, c]`` (int32, D an ``addend_dtype`` [M, columns] tensor) is requantized instead of
+    # ``acc``; 0: no D.  The caller guarantees the sum never wraps int32 (``gemm.prompt_epilogue_constants``).
+    addend: int = 0
+    addend_dtype: str = "int8"
 
     def key(self) -> tuple[Any, ...]:
+        extra = ("add", str(self.addend).replace("-", "m"), self.addend_dtype) if self.addend else ()
         return ("rq", str(self.zero_point).replace("-", "m"), str(self.lo).replace("-", "m"), self.hi, self.dtype,
-                self.columns)
+                self.columns, *extra)
 
 
 @dataclass(frozen=True)
@@ -134,7 +140,8 @@ def gemm_kernel(
     ``fill`` = (16-lane, scalar) panel fill expressions ``f16(X, row, col, Bp, chunk)`` (it may read packed B:
     ``avx2-pair``'s byte shuffle of 16-column chunk ``chunk``), ``f1(X, row, col)``, and ``in_dtype`` the input's dtype
     (default ``a_dtype``): a panel kernel widens or quantizes A with them.  Signature: ``(A, Bp, C)``, with
-    ``Bt`` (``k_tail == "int32"``) and then the requantize constants (``epilogue``) after ``Bp``.  With an
+    ``Bt`` (``k_tail == "int32"``) and then the requantize constants (``epilogue``) after ``Bp``, then ``D``
+    (an epilogue with an ``addend``: ``(A, Bp, Bt, Rq, D, C)``, so only with the int32 K tail).  With an
     ``epilogue`` C holds ``epilogue.dtype`` codes, only the ``epilogue.columns`` real columns.
     """
     rows, w, kq = s.rows, s.width, s.kstep
@@ -154,6 +161,9 @@ def gemm_kernel(
     ncols = epilogue.columns if fused else nb * LANES
     odt = epilogue.dtype if fused else "int32"
     ezp, elo, ehi = (epilogue.zero_point, epilogue.lo, epilogue.hi) if fused else (0, 0, 0)
+    addend = epilogue.addend if fused else 0
+    if addend and not int32_tail:
+        raise ValueError("an epilogue addend needs the int32 K-tail signature (A, Bp, Bt, Rq, D, C)")
     rcount = residual.count if residual is not None else 0
     has_residual = rcount > 0  # a Python bool: TVMScript drops the branch when False
     if rcount and (s.row_tail != "split" or s.group > 1):
@@ -185,14 +195,15 @@ def gemm_kernel(
     def a_at(src, row0, r, col):  # noqa: ANN001, ANN202 - one A code for the int32 K tail
         return src[r * kpanel + col] if use_panel else src[row0 + r, col]
 
-    def out_value(RQ, acc, col, i):  # noqa: ANN001, ANN202 - TVMScript expression helper
+    def out_value(RQ, D, acc, row, col, i):  # noqa: ANN001, ANN202 - TVMScript expression helper
         if not fused:
             return acc[i]
-        y = T.shift_right(T.Cast("int64", acc[i]) * RQ[0, col] + RQ[1, col], RQ[2, col]) + T.int64(ezp)
+        v = acc[i] + T.Cast("int32", D[row, col]) * T.int32(addend) if addend else acc[i]
+        y = T.shift_right(T.Cast("int64", v) * RQ[0, col] + RQ[1, col], RQ[2, col]) + T.int64(ezp)
         return T.Cast(odt, T.min(T.max(y, T.int64(elo)), T.int64(ehi)))
 
     @T.macro
-    def finish(src, row0, r, j, acc, X, RQ, C):  # noqa: ANN001, ANN202 - K tail (X: Bt) and store of row r
+    def finish(src, row0, r, j, acc, X, RQ, D, C):  # noqa: ANN001, ANN202 - K tail (X: Bt) and store of row r
         if int32_tail:
             for t in range(k - kbase):
                 for c in cloop(LANES):
@@ -200,13 +211,13 @@ def gemm_kernel(
                         "int32", X[t, j * LANES + c])
         if ncols % LANES == 0:
             for c in cloop(LANES):
-                C[row0 + r, j * LANES + c] = out_value(RQ, acc, j * LANES + c, idx(r, c))
+                C[row0 + r, j * LANES + c] = out_value(RQ, D, acc, row0 + r, j * LANES + c, idx(r, c))
         elif j < nb - 1:
             for c in cloop(LANES):
-                C[row0 + r, j * LANES + c] = out_value(RQ, acc, j * LANES + c, idx(r, c))
+                C[row0 + r, j * LANES + c] = out_value(RQ, D, acc, row0 + r, j * LANES + c, idx(r, c))
         else:  # the epilogue writes only the real columns: no slice kernel after it
             for c in cloop(ncols % LANES):
-                C[row0 + r, j * LANES + c] = out_value(RQ, acc, j * LANES + c, idx(r, c))
+                C[row0 + r, j * LANES + c] = out_value(RQ, D, acc, row0 + r, j * LANES + c, idx(r, c))
 
     def row_steps(fn: Step) -> Any:  # one row's accumulator vectors through ``fn`` at K step ``kidx`` (index ``q``)
         @T.macro
@@ -221,7 +232,7 @@ def gemm_kernel(
     residual_steps = row_steps(residual.step if residual is not None else step)
 
     @T.macro
-    def block(src, row0, j, acc, Bp, X, RQ, C, m):  # noqa: ANN001, ANN202 - one register block: rows x 16 columns
+    def block(src, row0, j, acc, Bp, X, RQ, D, C, m):  # noqa: ANN001, ANN202 - one register block: rows x 16 columns
         for r in T.unroll(rows):
             acc[T.ramp(r * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
         if s.row_tail == "clamp":
@@ -233,7 +244,7 @@ def gemm_kernel(
                             Bp, j, q, v)
             for r in T.unroll(rows):
                 if row0 + r < m:
-                    finish(src, row0, r, j, acc, X, RQ, C)
+                    finish(src, row0, r, j, acc, X, RQ, D, C)
         else:
             if row0 + rows <= m:
                 for q in range(nq):
@@ -253,10 +264,10 @@ def gemm_kernel(
                             qi = residual.k_step(Bp, j, e)
                             residual_steps(src, row0, r, j, acc, Bp, m, qi, e)
             for r in range(T.min(m - row0, rows)):
-                finish(src, row0, r, j, acc, X, RQ, C)
+                finish(src, row0, r, j, acc, X, RQ, D, C)
 
     @T.macro
-    def body(A, Bp, X, RQ, C, m):  # noqa: ANN001, ANN202 - shared by every signature (X: Bt, RQ: epilogue)
+    def body(A, Bp, X, RQ, D, C, m):  # noqa: ANN001, ANN202 - shared by every signature (X: Bt, RQ: epilogue)
         if use_panel:
             for p in T.parallel((m + per_task - 1) // per_task):
                 panel = T.decl_buffer((rows * kpanel,), pdt, scope="global")
@@ -272,13 +283,29 @@ def gemm_kernel(
                             for c in range(kpanel - k):
                                 panel[r * kpanel + k + c] = T.Cast(pdt, 0)
                         for j in range(nb):
-                            block(panel, row0, j, acc, Bp, X, RQ, C, m)
+                            block(panel, row0, j, acc, Bp, X, RQ, D, C, m)
         else:
             for mb in T.parallel((m + rows - 1) // rows):
                 for j in range(nb):
                     acc = T.decl_buffer((rows * LANES,), "int32", scope=ACC_SCOPE)
-                    block(A, mb * rows, j, acc, Bp, X, RQ, C, m)
+                    block(A, mb * rows, j, acc, Bp, X, RQ, D, C, m)
 
+    if addend:
+
+        @T.prim_func(private=True, s_tir=True)
+        def kernel_xrd(a_h: T.handle, bp_h: T.handle, x_h: T.handle, rq_h: T.handle, d_h: T.handle, c_h: T.handle):
+            T.func_attr(_SCHEDULED)
+            m = T.int64()
+            A = T.match_buffer(a_h, (m, k), in_dtype)
+            Bp = T.match_buffer(bp_h, b_shape, b_dtype)
+            X = T.match_buffer(x_h, tail_shape, "int8")
+            RQ = T.match_buffer(rq_h, (3, nb * LANES), "int64")
+            D = T.match_buffer(d_h, (m, ncols), epilogue.addend_dtype)
+            C = T.match_buffer(c_h, (m, ncols), odt)
+            with T.sblock("root"):
+                body(A, Bp, X, RQ, D, C, m)
+
+        return kernel_xrd
     if int32_tail and fused:
 
         @T.prim_func(private=True, s_tir=True)
@@ -291,7 +318,7 @@ def gemm_kernel(
             RQ = T.match_buffer(rq_h, (3, nb * LANES), "int64")
             C = T.match_buffer(c_h, (m, ncols), odt)
             with T.sblock("root"):
-                body(A, Bp, X, RQ, C, m)
+                body(A, Bp, X, RQ, None, C, m)
 
         return kernel_xr
     if int32_tail or fused:
@@ -306,7 +333,7 @@ def gemm_kernel(
             X = T.match_buffer(x_h, extra[:2], extra[2])
             C = T.match_buffer(c_h, (m, ncols), odt)
             with T.sblock("root"):
-                body(A, Bp, X, X, C, m)
+                body(A, Bp, X, X, None, C, m)
 
         return kernel_x
 
@@ -318,7 +345,7 @@ def gemm_kernel(
         Bp = T.match_buffer(bp_h, b_shape, b_dtype)
         C = T.match_buffer(c_h, (m, nb * LANES), "int32")
         with T.sblock("root"):
-            body(A, Bp, None, None, C, m)
+            body(A, Bp, None, None, None, C, m)
 
     return kernel
 

@@ -69,6 +69,7 @@ class BuildContext:
         self.shifted_tables: dict[tuple[Any, ...], relax.Expr] = {}  # (thresholds, -c[, cmp]) -> (probe of) t - c
         self.attend_fused: dict[str, Any] = {}  # value -> fusion.Attend: computed by one edge_attend kernel
         self.scatter_requant: dict[str, Any] = {}  # requantize output -> fusion.ScatterRequant (edge_reduce epilogue)
+        self.prompt_fused: dict[str, Any] = {}  # requantize output -> fusion.PromptTail (gemm.emit_prompt_requant)
         self.index_rows: dict[str, tuple[relax.Expr, int]] = {}  # take_row outputs: (2-D int64 source, row)
         # (index vector, rows) -> ([index tensor, flag, rowptr], row)
         self.edge_plans: dict[tuple[str, str], tuple[list[relax.Expr], int]] = {}
@@ -574,6 +575,10 @@ _requantize_plain = HANDLERS["requantize"]
 
 @handler("requantize")
 def _requantize_or_attend(ctx: BuildContext, node: Node) -> relax.Expr:
+    if node.outputs[0] in ctx.prompt_fused:  # LoRAP's prompt GEMM adds den * a in its epilogue (prompt_into_gemm)
+        from . import gemm
+
+        return gemm.emit_prompt_requant(ctx, ctx.prompt_fused[node.outputs[0]], node)
     if node.outputs[0] in ctx.scatter_requant:  # the edge kernel requantizes its sums (requantize_into_scatter)
         return _scatter_add(ctx, ctx.graph.producers()[ctx.scatter_requant[node.outputs[0]].scatter], node)
     return _attend(ctx, node) if node.outputs[0] in ctx.attend_fused else _requantize_plain(ctx, node)
@@ -739,6 +744,7 @@ def build_module(graph: Graph, options: BuildOptions | None = None) -> tvm.IRMod
     ctx.lut_offsets = plan.add_into_lut_steps
     ctx.attend_fused = plan.attention_into_scatter
     ctx.scatter_requant = plan.requantize_into_scatter
+    ctx.prompt_fused = plan.prompt_into_gemm
     skipped = plan.skipped()
     op.bb = bb
     with bb.function("main", params):
