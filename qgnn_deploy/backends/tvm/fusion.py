@@ -460,8 +460,10 @@ def prompt_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) -> l
         if node.op != "matmul" or node.inputs[0] in plan.quantize_into_gemm:
             continue
         found = _prompt_tail(graph, node, dtypes, shapes)
-        if found is not None and prompt_epilogue_constants(graph, found[1], found[0], dtypes[found[1].alpha],
-                                                           dtypes[found[1].agg]) is not None:
+        if found is None:
+            continue
+        base = requant_epilogue_constants(graph, found[0], int(graph.initializers[found[1].basis].shape[1]))
+        if prompt_epilogue_constants(graph, found[1], base, dtypes[found[1].alpha], dtypes[found[1].agg]) is not None:
             plan.prompt_into_gemm[found[0].outputs[0]] = found[1]
     return sorted(plan.prompt_into_gemm)
 
