@@ -525,7 +525,7 @@ def _check_epilogue_kernels(built: dict, rng: np.random.Generator, case: str, n:
 def test_graph_kernels_exact_across_blocks_and_parts(parts: int, serial_work: int) -> None:
     """Every edge-kernel form (gathered or per-edge, scaled by a per-node coefficient, add or max) and degree
     equal NumPy for every part count, reading src/dst as rows of one [2, E] tensor, on the scan path and (edges
-    sorted by destination) the CSR path, and (csr_col) the CSR path over the plan's counting sort for any order;
+    sorted by destination) the CSR path, and (csr_col) the CSR path over the plan's col for any order;
     edge_plan flags exactly the ascending, in-range cases, and its row pointers and col are a stable sort's for
     every part count; the requantize epilogue forms (self term, per-row or per-column multiplier) equal the
     handler's arithmetic on the same paths.  serial_work 0: the parts run in parallel; 2^30: the small-work
@@ -561,8 +561,7 @@ def test_graph_kernels_exact_across_blocks_and_parts(parts: int, serial_work: in
         order = np.argsort(dst[keep], kind="stable")  # CSR row pointers: sorted input's, else the counting sort's
         np.testing.assert_array_equal(rowptr.numpy(), np.searchsorted(dst[keep][order], np.arange(n + 1)),
                                       err_msg=case)
-        if not ascending:
-            np.testing.assert_array_equal(col.numpy()[:keep.sum()], src[keep][order], err_msg=case)
+        np.testing.assert_array_equal(col.numpy()[:keep.sum()], src[keep][order], err_msg=case)  # sorted too
         out = tvm.runtime.tensor(np.full((n, 1), -9, np.int32))
         deg(ei, flag, rowptr, out)
         np.testing.assert_array_equal(out.numpy()[:, 0], np.bincount(dst[(dst >= 0) & (dst < n)], minlength=n),
@@ -638,7 +637,7 @@ def test_edge_plan_is_a_stable_sort(parts: int, bucket_bits: int | None, with_co
                 order = np.argsort(dst[keep], kind="stable")
                 np.testing.assert_array_equal(rowptr.numpy(), np.searchsorted(dst[keep][order], np.arange(n + 1)),
                                               err_msg=msg)
-                if with_col and not ascending:
+                if with_col:  # sorted input too: its sources narrowed to int32
                     np.testing.assert_array_equal(col.numpy()[:keep.sum()], src[keep][order], err_msg=msg)
     finally:
         config(0, 0)

@@ -1,8 +1,10 @@
 """Interleaved whole-graph A/B of compiled series libraries at N nodes: CPU and wall time, sorted and unsorted.
 
 Each library is one ``profile_1e6.py`` build (``WORK/lib``) of the same checkpoint; they are loaded into one process
-and called in turn on the same inputs (bit-exact against the interpreter once each), so load from other processes
-hits them alike.  Usage: ``TVM_NUM_THREADS=1 PYTHONPATH=$PWD python ab_libraries.py CKPT N REPEATS NAME=LIB ...``
+and called in turn on the same inputs (bit-exact against the interpreter once each; the order reversed every other
+repeat), so load from other processes hits them alike; the first two libraries' per-repeat ratios are printed
+too (a paired comparison: less noisy than comparing medians under load).
+Usage: ``TVM_NUM_THREADS=1 PYTHONPATH=$PWD python ab_libraries.py CKPT N REPEATS NAME=LIB ...``
 """
 
 import os
@@ -34,8 +36,8 @@ for order, e in orders.items():
     wall: dict[str, list[float]] = {k: [] for k in mains}
     for k, m in mains.items():
         assert np.array_equal(m(*args).numpy(), ref), (k, order)
-    for _ in range(repeats):
-        for k, m in mains.items():
+    for r in range(repeats):
+        for k, m in list(mains.items()) if r % 2 == 0 else list(mains.items())[::-1]:
             c, t = time.process_time(), time.perf_counter()
             m(*args)
             cpu[k].append(time.process_time() - c)
@@ -45,3 +47,10 @@ for order, e in orders.items():
     for k, v in cpu.items():
         print(f"  {k:12s} CPU median {1e3 * statistics.median(v):7.1f} ms  min {1e3 * min(v):7.1f} ms; wall median "
               f"{1e3 * statistics.median(wall[k]):7.1f} ms  min {1e3 * min(wall[k]):7.1f} ms")
+    if len(mains) > 1:
+        a, b = list(mains)[:2]
+        for what, ts in (("CPU", cpu), ("wall", wall)):
+            q = sorted(y / x for x, y in zip(ts[a], ts[b]))
+            print(f"  {b}/{a} per repeat, {what}: median {statistics.median(q):.3f}, quartiles {q[len(q) // 4]:.3f}"
+                  f" {q[3 * len(q) // 4]:.3f}")
+    print(f"  load at the end {os.getloadavg()[0]:.2f}", flush=True)

@@ -73,7 +73,7 @@ class BuildContext:
         self.index_rows: dict[str, tuple[relax.Expr, int]] = {}  # take_row outputs: (2-D int64 source, row)
         # (index vector, rows) -> ([index tensor, flag, rowptr], row)
         self.edge_plans: dict[tuple[str, str], tuple[list[relax.Expr], int]] = {}
-        # (index vector, rows) -> (col, source row): the plan's counting-sorted sources (kernels.edge_plan)
+        # (index vector, rows) -> (col, source row): the plan's int32 sources in CSR order (kernels.edge_plan)
         self.edge_cols: dict[tuple[str, str], tuple[relax.Expr, int]] = {}
         self.deferred: dict[str, Callable[[], relax.Expr]] = {}  # emitted on first use (a row copy few need)
         self._kernels: dict[tuple[Any, ...], relax.GlobalVar] = {}
@@ -424,8 +424,8 @@ def _index_row(ctx: BuildContext, node: Node, i: int) -> tuple[relax.Expr, int]:
 
 def _plan_source_row(ctx: BuildContext, dst: str) -> int | None:
     """The row of the index tensor ``dst`` is a row of that a gathered scatter into ``dst`` reads its sources
-    from (``x[src]`` with ``src``, ``dst`` rows of one ``edge_index``), if any: the plan then counting-sorts
-    those sources into CSR order for unsorted edges (``kernels.edge_plan``)."""
+    from (``x[src]`` with ``src``, ``dst`` rows of one ``edge_index``), if any: the plan then writes those sources
+    in CSR order as int32 ``col`` (counting-sorted for unsorted edges, narrowed for sorted: ``kernels.edge_plan``)."""
     producers = ctx.graph.producers()
     take = producers.get(dst)
     if take is None or take.op != "take_row" or dst not in ctx.index_rows:
@@ -443,8 +443,8 @@ def _plan_source_row(ctx: BuildContext, dst: str) -> int | None:
 
 def _edge_plan(ctx: BuildContext, node: Node, i: int, n: Any) -> tuple[list[relax.Expr], int]:
     """([index tensor, ascending flag, CSR row pointers], row) for index input ``i`` scattering into ``n`` rows
-    (``kernels.edge_plan``: one pass per index vector and row count per call, shared by every kernel; for
-    unsorted edges it also counting-sorts the gathered sources, kept in ``ctx.edge_cols``)."""
+    (``kernels.edge_plan``: one pass per index vector and row count per call, shared by every kernel; it writes
+    the gathered sources in CSR order as int32 ``col`` too, kept in ``ctx.edge_cols``)."""
     key = (node.inputs[i], str(n))
     if key not in ctx.edge_plans:
         tensor, row = _index_row(ctx, node, i)
