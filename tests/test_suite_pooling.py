@@ -186,3 +186,17 @@ def test_processes_default_and_flag(argv: list[str], want: int, tmp_path: Path,
     code = main(["bench-suite", "--no-tvm", *argv, "--out-dir", str(tmp_path / "o"), "--work-dir", str(tmp_path)])
     assert code == 2 and seen["cfg"].processes == want
     assert ("--processes" in seen["cfg"].command) == ("--processes" in argv)
+
+
+def test_series_rows_get_calls_from_their_previous_latency() -> None:
+    """A row fast at the previous size gets more calls (a time budget), a slow one at least 5; no previous: base."""
+    from qgnn_deploy.perf.series import ROW_BUDGET_S, row_repeats
+
+    prev = {"num_edges": 1000, "fast": {"latency_ms": {"median": 10.0}}, "slow": {"latency_ms": {"median": 1e4}},
+            "failed": {"error": "x"}}
+    # 10 ms at 1000 edges -> 100 ms at 10^4 edges: ROW_BUDGET_S / 0.1 s calls, capped by ``most``
+    assert row_repeats(prev, "fast", 10_000, 5, 500) == int(ROW_BUDGET_S / 0.1)
+    assert row_repeats(prev, "fast", 10_000, 5, 20) == 20
+    assert row_repeats(prev, "slow", 10_000, 18, 50) == 5
+    assert row_repeats(prev, "failed", 10_000, 18, 50) == 18
+    assert row_repeats(None, "fast", 10_000, 18, 50) == 18

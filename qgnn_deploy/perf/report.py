@@ -86,15 +86,16 @@ def _gcn_section(res: dict[str, Any]) -> list[str]:
     s = res.get("series")
     if s:
         lines += ["", f"## Size series (F={s['features']}, average degree {s['degree']})", "",
-                  "| N | E | backend | median ms | ns per edge | peak RSS MiB |", "|---|---|---|---|---|---|"]
+                  "| N | E | backend | median ms | calls | ns per edge | peak RSS MiB |",
+                  "|---|---|---|---|---|---|---|"]
         for p in s["points"]:
             for k in SERIES_KEYS:
                 r = p.get(k)
                 if r is None:
                     continue
-                val = (f"{r['latency_ms']['median']:.2f} | {1e6 * r['latency_ms']['median'] / p['num_edges']:.1f} | "
-                       f"{_mb(r.get('peak_rss_bytes'))}" if "latency_ms" in r
-                       else f"failed: {r.get('error', '')[:80]} | | ")
+                val = (f"{r['latency_ms']['median']:.2f} | {r['latency_ms'].get('n', '')} | "
+                       f"{1e6 * r['latency_ms']['median'] / p['num_edges']:.1f} | {_mb(r.get('peak_rss_bytes'))}"
+                       if "latency_ms" in r else f"failed: {r.get('error', '')[:80]} | | | ")
                 lines.append(f"| {p['num_nodes']} | {p['num_edges']} | {LABELS.get(k, k)} | {val} |")
         so = (res.get("metrics") or {}).get("series_ours_ort_vs_ort_fp32_and_pyg_cached") or {}
         if so.get("per_row"):
