@@ -462,9 +462,10 @@ def prompt_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) -> l
         found = _prompt_tail(graph, node, dtypes, shapes)
         if found is None:
             continue
-        base = requant_epilogue_constants(graph, found[0], int(graph.initializers[found[1].basis].shape[1]))
-        if prompt_epilogue_constants(graph, found[1], base, dtypes[found[1].alpha], dtypes[found[1].agg]) is not None:
-            plan.prompt_into_gemm[found[0].outputs[0]] = found[1]
+        rq, tail = found
+        if prompt_epilogue_constants(graph, tail, lambda n, rq=rq: requant_epilogue_constants(graph, rq, n),
+                                     dtypes[tail.alpha], dtypes[tail.agg]) is not None:
+            plan.prompt_into_gemm[rq.outputs[0]] = tail
     return sorted(plan.prompt_into_gemm)
 
 

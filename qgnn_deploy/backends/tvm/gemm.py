@@ -200,17 +200,17 @@ def _node_epilogue(rq_node: Any, n: int, addend: int = 0, addend_dtype: str = "i
                     int(rq_node.attrs.get("qmax", info.max)), str(rq_node.attrs["dtype"]), n, addend, addend_dtype)
 
 
-def emit_prompt_requant(ctx: Any, tail: Any, rq_node: Any, base: np.ndarray | None) -> relax.Expr:
+def emit_prompt_requant(ctx: Any, tail: Any, rq_node: Any, constants: Any) -> relax.Expr:
     """LoRAP's ``requantize((a - za) * den + alpha @ P [+ bias])`` (``fusion.prompt_into_gemm`` planned it, with
     :func:`prompt_epilogue_constants` not None): the VNNI GEMM ``alpha @ P`` adding ``den * a`` in its epilogue
     (:class:`.gemm_skeleton.Epilogue` ``addend``), the bias and ``za`` folded into the rounding constants, so the
-    int32 ``[N, H]`` product and the elementwise requantize kernel (with its column slice) are gone.  ``base``: the
-    requantize's own ``[3, H]`` constants (:func:`.fusion.requant_epilogue_constants`, passed in by the caller)."""
+    int32 ``[N, H]`` product and the elementwise requantize kernel (with its column slice) are gone.  ``constants(n)``:
+    the requantize's own ``requant_epilogue_constants`` for n columns (as for :func:`emit_matmul_requant`)."""
     alpha, agg = ctx.value(tail.alpha, rq_node), ctx.value(tail.agg, rq_node)
     p = ctx.graph.initializers[tail.basis]
     k, n = (int(d) for d in p.shape)
     at, dt = dtype_of(alpha), dtype_of(agg)
-    rq = prompt_epilogue_constants(ctx.graph, tail, base, at, dt)
+    rq = prompt_epilogue_constants(ctx.graph, tail, constants, at, dt)
     if rq is None:
         raise ValueError(f"prompt tail {rq_node.outputs[0]!r} was planned but its constants do not fold")
     epi = _node_epilogue(rq_node, n, tail.den, dt)
@@ -221,10 +221,10 @@ def emit_prompt_requant(ctx: Any, tail: Any, rq_node: Any, base: np.ndarray | No
                         [shape_of(alpha)[0], n], epi.dtype)
 
 
-def prompt_epilogue_constants(graph: Any, tail: Any, base: np.ndarray | None, alpha_dtype: str, agg_dtype: str,
+def prompt_epilogue_constants(graph: Any, tail: Any, constants: Any, alpha_dtype: str, agg_dtype: str,
                               ) -> np.ndarray | None:
-    """``[3, nb*16]`` int64 epilogue constants of a LoRAP prompt tail (``fusion.PromptTail``), or None; ``base``:
-    the tail's requantize's ``[3, H]`` constants (:func:`.fusion.requant_epilogue_constants`, None if it has none).
+    """``[3, nb*16]`` int64 epilogue constants of a LoRAP prompt tail (``fusion.PromptTail``), or None;
+    ``constants(n)``: the tail's requantize's ``requant_epilogue_constants`` for n columns (None if it has none).
 
     The kernel requantizes ``v = acc + den * a`` (``acc`` the VNNI accumulators, over-weighted as
     :func:`_fold_column_offset` says) where the IR requantizes ``acc_true + den * (a - za) + bias``: the
@@ -233,6 +233,7 @@ def prompt_epilogue_constants(graph: Any, tail: Any, base: np.ndarray | None, al
     not either) and the int64 terms stay below 2**62; None otherwise (the tail stays two kernels)."""
     p = graph.initializers[tail.basis].astype(np.int64)
     k, n = p.shape
+    base = constants(n)
     if base is None or alpha_dtype not in ("uint8", "int8") or agg_dtype not in ("uint8", "int8") or \
             not vnni_fuses_requant(alpha_dtype, k) or k < 4:
         return None

@@ -578,9 +578,8 @@ def _requantize_or_attend(ctx: BuildContext, node: Node) -> relax.Expr:
     if node.outputs[0] in ctx.prompt_fused:  # LoRAP's prompt GEMM adds den * a in its epilogue (prompt_into_gemm)
         from . import gemm
 
-        tail = ctx.prompt_fused[node.outputs[0]]
-        width = int(ctx.graph.initializers[tail.basis].shape[1])
-        return gemm.emit_prompt_requant(ctx, tail, node, requant_epilogue_constants(ctx.graph, node, width))
+        return gemm.emit_prompt_requant(ctx, ctx.prompt_fused[node.outputs[0]], node,
+                                        lambda n: requant_epilogue_constants(ctx.graph, node, n))
     if node.outputs[0] in ctx.scatter_requant:  # the edge kernel requantizes its sums (requantize_into_scatter)
         return _scatter_add(ctx, ctx.graph.producers()[ctx.scatter_requant[node.outputs[0]].scatter], node)
     return _attend(ctx, node) if node.outputs[0] in ctx.attend_fused else _requantize_plain(ctx, node)
