@@ -61,32 +61,27 @@ def series_stage(cfg: SuiteConfig, res: dict[str, Any], main_art: dict[str, Any]
         reps = max(5, min(cfg.repeats, int(2e7 // max(e, 1))))  # >= 5: a median of 3 is one sample
         warm = max(1, min(cfg.warmup, 3 if e > 1e6 else cfg.warmup))
         point: dict[str, Any] = {"num_nodes": n, "num_edges": e, "repeats": reps, "warmup": warm}
-        prev = points[-1] if points else None
-
-        def reps_of(key: str, reps: int = reps, e: int = e, prev: dict[str, Any] | None = prev) -> int:
-            return row_repeats(prev, key, e, reps, cfg.repeats)
-
+        calls = {k: row_repeats(points[-1] if points else None, k, e, reps, cfg.repeats) for k in SERIES_KEYS}
         log(f"series N={n} E={e} ({reps} repeats; rows faster at the previous size get more)")
         for key, graph_file in ((("pyg_eager", path),) if cfg.quick else
                                 (("pyg_eager", path), ("pyg_cached", path), ("pyg_cached_sorted", sorted_path))):
             point[key] = run_worker({"kind": "pyg", "variant": key.split("_")[1], "graph": str(graph_file),
                                      "weights": str(weights_npz), "threads": cfg.threads, "warmup": warm,
-                                     "repeats": reps_of(key)}, work / "runs", f"{key}_{n}", cfg.timeout)
+                                     "repeats": calls[key]}, work / "runs", f"{key}_{n}", cfg.timeout)
         if sorted_path is not None:
             sorted_path.unlink(missing_ok=True)
         point["ort_fp32"] = run_worker({"kind": "ort", "model": str(fp32_onnx), "graph": str(path),
-                                        "threads": cfg.threads, "warmup": warm, "repeats": reps_of("ort_fp32")},
-                                       work / "runs",
-                                       f"ort_fp32_{n}", cfg.timeout)
-        point["ours_ort"] = run_ours(art, "onnx", cfg, path, reps_of("ours_ort"), warm)
+                                        "threads": cfg.threads, "warmup": warm, "repeats": calls["ort_fp32"]},
+                                       work / "runs", f"ort_fp32_{n}", cfg.timeout)
+        point["ours_ort"] = run_ours(art, "onnx", cfg, path, calls["ours_ort"], warm)
         # the documented input contract of the CSR branch: destinations ascending (checked inside the model)
-        point["ours_ort_sorted"] = run_ours(art, "onnx", cfg, path, reps_of("ours_ort_sorted"), warm, sort_edges=True)
+        point["ours_ort_sorted"] = run_ours(art, "onnx", cfg, path, calls["ours_ort_sorted"], warm, sort_edges=True)
         if cfg.tvm:
-            point["ours_tvm"] = run_ours(art, "tvm", cfg, path, reps_of("ours_tvm"), warm)
+            point["ours_tvm"] = run_ours(art, "tvm", cfg, path, calls["ours_tvm"], warm)
             # float x in the file: the bench script quantizes it once, outside the timed calls (reported)
-            point["ours_tvm_u8"] = run_ours(art_u8, "tvm", cfg, path, reps_of("ours_tvm_u8"), warm)
+            point["ours_tvm_u8"] = run_ours(art_u8, "tvm", cfg, path, calls["ours_tvm_u8"], warm)
             # and with edge_index sorted by destination once (exact; sequential scatter on big graphs)
-            point["ours_tvm_u8_sorted"] = run_ours(art_u8, "tvm", cfg, path, reps_of("ours_tvm_u8_sorted"), warm,
+            point["ours_tvm_u8_sorted"] = run_ours(art_u8, "tvm", cfg, path, calls["ours_tvm_u8_sorted"], warm,
                                                    sort_edges=True)
         for row in point.values():  # one process per row here (a 10^6-node call takes seconds): statistics only
             if isinstance(row, dict):
@@ -109,11 +104,12 @@ def row_repeats(prev: dict[str, Any] | None, key: str, edges: int, base: int, mo
     row was measured at the previous size ``prev``, as many calls as fit :data:`ROW_BUDGET_S` at that latency
     scaled linearly to ``edges``, between 5 and ``most``.  Why: one count per size gives a 0.1 s TVM call the
     5 calls a 10 s ORT FP32 call gets, and a median of 5 calls from one process moves with the machine's noise."""
-    row = (prev or {}).get(key) or {}
-    ms = (row.get("latency_ms") or {}).get("median")
-    if not ms or not prev.get("num_edges"):  # type: ignore[union-attr]
+    if not prev:
         return base
-    est_s = ms / 1e3 * edges / prev["num_edges"]  # type: ignore[index]
+    ms = ((prev.get(key) or {}).get("latency_ms") or {}).get("median")
+    if not ms:
+        return base
+    est_s = ms / 1e3 * edges / prev["num_edges"]
     return max(5, min(most, int(ROW_BUDGET_S / max(est_s, 1e-9))))
 
 
