@@ -13,6 +13,7 @@ from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.perf.measure import SAMPLES, latency_stats, timing
 from qgnn_deploy.perf.pooling import (
     calls_per_process,
+    load_text,
     measure_rows,
     median_text,
     method_text,
@@ -46,6 +47,21 @@ def test_pool_statistics_over_the_pooled_samples() -> None:
     assert row["reference_match"] is True and row["threads"] == 2
     assert SAMPLES not in row and "output" not in row  # statistics only in the JSON
     assert median_text(row) == "5.500 (2.000–11.500)"
+
+
+def test_load_before_is_the_range_over_the_processes() -> None:
+    """The report's "load before" shows every process's 1-minute load (min–max), not only the first one's."""
+    from qgnn_deploy.perf.report import _gcn_section
+
+    loads = ([0.4, 1.0, 1.0], [1.87, 1.0, 1.0], [0.9, 1.0, 1.0])
+    row = pool([{**_proc([1.0], 1, 0), "load_average_before": la} for la in loads])
+    assert row["load_average_before"] == [0.4, 1.0, 1.0]  # the first process's (pool keeps its fields)
+    assert load_text(row) == "0.4–1.87"
+    assert load_text(pool([_proc([1.0], 1, 0) for _ in range(2)])) == "0.5"  # all alike: one value
+    assert load_text(pool([_proc([1.0], 1, 0)])) == "0.5" and load_text({"latency_ms": {}}) == "—"
+    res = {"main": {}, "rows": {"ours_ort": {**row, "label": "ours"}}, "ratios": {"per_backend": {}},
+           "config": {"threads": 2}}
+    assert [ln for ln in _gcn_section(res) if ln.startswith("| ours |")][0].endswith("| 0.4–1.87 |")
 
 
 @pytest.mark.parametrize(("matches", "want"), [((True, False, True), False), ((True, None, True), None),
