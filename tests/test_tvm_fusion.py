@@ -517,6 +517,25 @@ def test_prompt_into_gemm_plan() -> None:
     assert {"prompt", "a32", "a_x_den", "prompted", "biased"} <= plan.skipped()
 
 
+def test_prompt_constants_are_computed_once_per_tail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan carries the tail's epilogue constants; the builder emits from them without folding again."""
+    from qgnn_deploy.backends.tvm import gemm
+    from qgnn_deploy.backends.tvm.fusion import requant_epilogue_constants
+
+    g = lorap_tail_graph(7, agg_zp=5, alpha_zp=3, agg_dtype="uint8")
+    plan, _ = plan_fusion(g, BuildOptions(gemm_kind="vnni"))
+    tail = plan.prompt_into_gemm["y"]
+    rq = next(n for n in g.nodes if n.outputs[0] == "y")
+    want = gemm.prompt_epilogue_constants(g, tail, lambda n: requant_epilogue_constants(g, rq, n), "uint8", "uint8")
+    assert tail.epilogue is not None and want is not None and tail.epilogue.shape == (3, 16)
+    np.testing.assert_array_equal(tail.epilogue, want)
+    calls: list[str] = []
+    fold = gemm.prompt_epilogue_constants
+    monkeypatch.setattr(gemm, "prompt_epilogue_constants", lambda *a, **kw: calls.append("fold") or fold(*a, **kw))
+    main = str(build_module(g, BuildOptions(gemm_kind="vnni"))["main"])
+    assert calls == ["fold"] and main.count("R.call_tir(") == 1  # planning only; the tail still fused
+
+
 @pytest.mark.parametrize("h,k,alpha_dtype,alpha_zp,agg_dtype,agg_zp,bias,per_col", [
     (16, 8, "uint8", 0, "int8", 0, True, False),  # layer 0 of the series model
     (7, 8, "uint8", 0, "int8", 0, True, False),  # layer 1: 7 real columns, no slice
