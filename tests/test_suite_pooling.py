@@ -216,3 +216,33 @@ def test_series_rows_get_calls_from_their_previous_latency() -> None:
     assert row_repeats(prev, "slow", 10_000, 18, 50) == 5
     assert row_repeats(prev, "failed", 10_000, 18, 50) == 18
     assert row_repeats(None, "fast", 10_000, 18, 50) == 18
+
+
+def test_series_rows_run_the_calls_row_repeats_gives_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The series stage with real workers on two tiny graphs and a small budget: at the first size every row runs
+    the size's count, at the second each row runs what :func:`row_repeats` gives it from its own recorded latency,
+    so the rows' calls differ (the quick suite's ``--repeats 5`` clamps them all to 5 and cannot show it)."""
+    from qgnn_deploy.fold import fold_model
+    from qgnn_deploy.perf import series
+    from qgnn_deploy.perf.baselines import twin_weights
+    from qgnn_deploy.perf.config import SuiteConfig
+    from qgnn_deploy.perf.graphs import random_graph
+    from qgnn_deploy.perf.runs import export, train_model
+    from qgnn_deploy.train.checkpoint import load_checkpoint
+
+    cfg = SuiteConfig(out_dir=tmp_path / "out", work_dir=tmp_path, quick=True, tvm=False, sizes=[300, 3000],
+                      repeats=40, warmup=1, threads=1)
+    model, _ = load_checkpoint(train_model(cfg, "synthetic", 8, tmp_path / "m.pt", 2, features=16))
+    graph, feeds = fold_model(model), random_graph(64, 16, 4.0)
+    np.savez(tmp_path / "twin_weights.npz", **twin_weights(model))
+    export(graph, "onnx", tmp_path / "art", feeds)
+    monkeypatch.setattr(series, "ROW_BUDGET_S", 0.1)  # rows of ~3-12 ms at the second size: ~8-33 calls each
+    res: dict[str, Any] = {"main": {"model": str(tmp_path / "m.pt")}}
+    series.series_stage(cfg, res, {"graph": graph, "artifact": tmp_path / "art", "feeds": feeds})
+    first, second = res["series"]["points"]
+    rows = ("pyg_eager", "ort_fp32", "ours_ort", "ours_ort_sorted")
+    assert all("error" not in first[k] and "error" not in second[k] for k in rows), (first, second)
+    assert [first[k]["latency_ms"]["n"] for k in rows] == [first["repeats"]] * 4 == [40] * 4
+    want = [series.row_repeats(first, k, second["num_edges"], second["repeats"], cfg.repeats) for k in rows]
+    assert [second[k]["latency_ms"]["n"] for k in rows] == want
+    assert len(set(want)) > 1, want  # each row its own count, not one per size
