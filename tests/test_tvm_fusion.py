@@ -611,7 +611,8 @@ def test_gpf_plus_tail_plan() -> None:
 
 def test_gpf_plus_model_bit_exact_through_tvm(tmp_path: Path) -> None:
     """A whole GPF-plus model built for the host: its prompt tail is one VNNI GEMM kernel (with avx512vnni) and
-    the library equals the interpreter bit for bit on the training graph and the awkward graphs."""
+    the library equals the interpreter bit for bit on the training graph and the awkward graphs, at 1 and 2
+    threads."""
     from qgnn_deploy.backends.tvm.targets import resolve_target
     from qgnn_deploy.data.datasets import make_synthetic_nodes
 
@@ -627,4 +628,7 @@ def test_gpf_plus_model_bit_exact_through_tvm(tmp_path: Path) -> None:
     cases = {"train": (ds.data.x.numpy(), ds.data.edge_index.numpy()), **awkward_graphs(16, seed=3)}
     for name, (x, ei) in cases.items():
         feeds = {"x": x, "edge_index": ei}
-        np.testing.assert_array_equal(run_library(lib, feeds), run(g, feeds)[g.outputs[0].name], err_msg=name)
+        ref = run(g, feeds)[g.outputs[0].name]
+        for threads in (1, 2):
+            got = run_library(lib, feeds, num_threads=threads)
+            np.testing.assert_array_equal(got, ref, err_msg=f"{name}, {threads} threads")
