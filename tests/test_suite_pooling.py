@@ -13,6 +13,7 @@ from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.perf.measure import SAMPLES, latency_stats, timing
 from qgnn_deploy.perf.pooling import (
     calls_per_process,
+    load_text,
     measure_rows,
     median_text,
     method_text,
@@ -46,6 +47,21 @@ def test_pool_statistics_over_the_pooled_samples() -> None:
     assert row["reference_match"] is True and row["threads"] == 2
     assert SAMPLES not in row and "output" not in row  # statistics only in the JSON
     assert median_text(row) == "5.500 (2.000–11.500)"
+
+
+def test_load_before_is_the_range_over_the_processes() -> None:
+    """The report's "load before" shows every process's 1-minute load (min–max), not only the first one's."""
+    from qgnn_deploy.perf.report import _gcn_section
+
+    loads = ([0.4, 1.0, 1.0], [1.87, 1.0, 1.0], [0.9, 1.0, 1.0])
+    row = pool([{**_proc([1.0], 1, 0), "load_average_before": la} for la in loads])
+    assert row["load_average_before"] == [0.4, 1.0, 1.0]  # the first process's (pool keeps its fields)
+    assert load_text(row) == "0.4–1.87"
+    assert load_text(pool([_proc([1.0], 1, 0) for _ in range(2)])) == "0.5"  # all alike: one value
+    assert load_text(pool([_proc([1.0], 1, 0)])) == "0.5" and load_text({"latency_ms": {}}) == "—"
+    res = {"main": {}, "rows": {"ours_ort": {**row, "label": "ours"}}, "ratios": {"per_backend": {}},
+           "config": {"threads": 2}}
+    assert [ln for ln in _gcn_section(res) if ln.startswith("| ours |")][0].endswith("| 0.4–1.87 |")
 
 
 @pytest.mark.parametrize(("matches", "want"), [((True, False, True), False), ((True, None, True), None),
@@ -200,3 +216,33 @@ def test_series_rows_get_calls_from_their_previous_latency() -> None:
     assert row_repeats(prev, "slow", 10_000, 18, 50) == 5
     assert row_repeats(prev, "failed", 10_000, 18, 50) == 18
     assert row_repeats(None, "fast", 10_000, 18, 50) == 18
+
+
+def test_series_rows_run_the_calls_row_repeats_gives_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The series stage with real workers on two tiny graphs and a small budget: at the first size every row runs
+    the size's count, at the second each row runs what :func:`row_repeats` gives it from its own recorded latency,
+    so the rows' calls differ (the quick suite's ``--repeats 5`` clamps them all to 5 and cannot show it)."""
+    from qgnn_deploy.fold import fold_model
+    from qgnn_deploy.perf import series
+    from qgnn_deploy.perf.baselines import twin_weights
+    from qgnn_deploy.perf.config import SuiteConfig
+    from qgnn_deploy.perf.graphs import random_graph
+    from qgnn_deploy.perf.runs import export, train_model
+    from qgnn_deploy.train.checkpoint import load_checkpoint
+
+    cfg = SuiteConfig(out_dir=tmp_path / "out", work_dir=tmp_path, quick=True, tvm=False, sizes=[300, 3000],
+                      repeats=40, warmup=1, threads=1)
+    model, _ = load_checkpoint(train_model(cfg, "synthetic", 8, tmp_path / "m.pt", 2, features=16))
+    graph, feeds = fold_model(model), random_graph(64, 16, 4.0)
+    np.savez(tmp_path / "twin_weights.npz", **twin_weights(model))
+    export(graph, "onnx", tmp_path / "art", feeds)
+    monkeypatch.setattr(series, "ROW_BUDGET_S", 0.1)  # rows of ~3-12 ms at the second size: ~8-33 calls each
+    res: dict[str, Any] = {"main": {"model": str(tmp_path / "m.pt")}}
+    series.series_stage(cfg, res, {"graph": graph, "artifact": tmp_path / "art", "feeds": feeds})
+    first, second = res["series"]["points"]
+    rows = ("pyg_eager", "ort_fp32", "ours_ort", "ours_ort_sorted")
+    assert all("error" not in first[k] and "error" not in second[k] for k in rows), (first, second)
+    assert [first[k]["latency_ms"]["n"] for k in rows] == [first["repeats"]] * 4 == [40] * 4
+    want = [series.row_repeats(first, k, second["num_edges"], second["repeats"], cfg.repeats) for k in rows]
+    assert [second[k]["latency_ms"]["n"] for k in rows] == want
+    assert len(set(want)) > 1, want  # each row its own count, not one per size

@@ -517,6 +517,25 @@ def test_prompt_into_gemm_plan() -> None:
     assert {"prompt", "a32", "a_x_den", "prompted", "biased"} <= plan.skipped()
 
 
+def test_prompt_constants_are_computed_once_per_tail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan carries the tail's epilogue constants; the builder emits from them without folding again."""
+    from qgnn_deploy.backends.tvm import gemm
+    from qgnn_deploy.backends.tvm.fusion import requant_epilogue_constants
+
+    g = lorap_tail_graph(7, agg_zp=5, alpha_zp=3, agg_dtype="uint8")
+    plan, _ = plan_fusion(g, BuildOptions(gemm_kind="vnni"))
+    tail = plan.prompt_into_gemm["y"]
+    rq = next(n for n in g.nodes if n.outputs[0] == "y")
+    want = gemm.prompt_epilogue_constants(g, tail, lambda n: requant_epilogue_constants(g, rq, n), "uint8", "uint8")
+    assert tail.epilogue is not None and want is not None and tail.epilogue.shape == (3, 16)
+    np.testing.assert_array_equal(tail.epilogue, want)
+    calls: list[str] = []
+    fold = gemm.prompt_epilogue_constants
+    monkeypatch.setattr(gemm, "prompt_epilogue_constants", lambda *a, **kw: calls.append("fold") or fold(*a, **kw))
+    main = str(build_module(g, BuildOptions(gemm_kind="vnni"))["main"])
+    assert calls == ["fold"] and main.count("R.call_tir(") == 1  # planning only; the tail still fused
+
+
 @pytest.mark.parametrize("h,k,alpha_dtype,alpha_zp,agg_dtype,agg_zp,bias,per_col", [
     (16, 8, "uint8", 0, "int8", 0, True, False),  # layer 0 of the series model
     (7, 8, "uint8", 0, "int8", 0, True, False),  # layer 1: 7 real columns, no slice
@@ -552,3 +571,64 @@ def test_prompt_gemm_kernel_bit_exact(h: int, k: int, alpha_dtype: str, alpha_zp
     for rows in (97, 8, 1):
         f = feed(rows)
         np.testing.assert_array_equal(run_library(lib, f), run(g, f)["y"], err_msg=f"rows={rows}")
+
+
+def _gpf_plus_model(k: int, bits: int = 8) -> Graph:
+    """A tiny GCN with a GPF-plus prompt of ``k`` basis vectors, trained and folded as ``test_fold.py`` does."""
+    import torch
+
+    from qgnn_deploy.data.datasets import make_synthetic_nodes
+    from qgnn_deploy.fold import fold_model
+    from qgnn_deploy.models.net import ModelConfig, default_bits
+    from qgnn_deploy.train.trainer import TrainSettings, train
+
+    torch.manual_seed(0)
+    ds = make_synthetic_nodes(num_nodes=240, num_features=16)
+    cfg = ModelConfig(arch="gcn", in_dim=ds.num_features, hidden=16, out_dim=ds.num_classes, framework="qat",
+                      bits=default_bits(bits), task=ds.task, gpf={"mode": "gpf-plus", "k": k})
+    return fold_model(train(cfg, ds, TrainSettings(epochs=2, progress=False)).model, max_in_degree=255)
+
+
+def test_gpf_plus_tail_plan() -> None:
+    """GPF-plus's ``requantize((x_q - zp) * 255 + alpha @ P)`` on the input features is LoRAP's tail shape (no bias):
+    it fuses with K >= 4 basis vectors, for 8- and 4-bit inputs and the uint8-input contract; with K = 3 (the value
+    ``test_fold.py`` trains with) it stays two kernels, since the VNNI epilogue needs K >= 4."""
+    from qgnn_deploy.backends.tvm.fusion import PromptTail
+    from qgnn_deploy.ir.passes import prequantized_copy
+
+    def planned(g: Graph) -> dict[str, PromptTail]:
+        return plan_fusion(g, BuildOptions(gemm_kind="vnni"))[0].prompt_into_gemm
+
+    g = _gpf_plus_model(4)
+    tail = planned(g)["gpf_out"]
+    assert (tail.alpha, tail.basis, tail.agg, tail.den, tail.bias) == ("gpf_alpha", "gpf_basis", "x_q", 255, None)
+    assert set(tail.inner) == {"gpf_prompt", "gpf_x_i32", "gpf_x_x255", "gpf_prompted"} | (
+        {"gpf_x_centered"} if tail.agg_zero_point else set())
+    assert planned(prequantized_copy(g)) == {"gpf_out": tail}
+    assert list(planned(_gpf_plus_model(4, bits=4))) == ["gpf_out"]
+    assert planned(_gpf_plus_model(3)) == {}
+
+
+def test_gpf_plus_model_bit_exact_through_tvm(tmp_path: Path) -> None:
+    """A whole GPF-plus model built for the host: its prompt tail is one VNNI GEMM kernel (with avx512vnni) and
+    the library equals the interpreter bit for bit on the training graph and the awkward graphs, at 1 and 2
+    threads."""
+    from qgnn_deploy.backends.tvm.targets import resolve_target
+    from qgnn_deploy.data.datasets import make_synthetic_nodes
+
+    g = _gpf_plus_model(4)
+    names = _kernel_names(g, "vnni")
+    assert [nm for nm in names if nm.startswith("qgnn_gemm_vnni_4_1_uint8_rq_") and nm.endswith("_add_255_uint8")]
+    ds = make_synthetic_nodes(num_nodes=240, num_features=16)
+    fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds={"x": ds.data.x.numpy(),
+                                                                 "edge_index": ds.data.edge_index.numpy()})
+    if "avx512vnni" in resolve_target("x86_64").features:
+        assert fields["kernels"]["gemm_used"] == ["vnni"]
+    lib = tmp_path / fields["library"]
+    cases = {"train": (ds.data.x.numpy(), ds.data.edge_index.numpy()), **awkward_graphs(16, seed=3)}
+    for name, (x, ei) in cases.items():
+        feeds = {"x": x, "edge_index": ei}
+        ref = run(g, feeds)[g.outputs[0].name]
+        for threads in (1, 2):
+            got = run_library(lib, feeds, num_threads=threads)
+            np.testing.assert_array_equal(got, ref, err_msg=f"{name}, {threads} threads")

@@ -117,6 +117,17 @@ def median_text(row: dict[str, Any]) -> str:
     return f"{median} ({spread[0]:.3f}–{spread[1]:.3f})"
 
 
+def load_text(row: dict[str, Any]) -> str:
+    """A row's 1-minute load average before its run, for a report table: the min–max over its processes when
+    pooled (the first process alone would hide a busy window in a later one), else the one value ("—": none)."""
+    loads = [p["load_average_before"][0] for p in row.get("processes") or () if p.get("load_average_before")]
+    if len(loads) < 2:
+        first = row.get("load_average_before")
+        return f"{first[0]}" if first else "—"
+    lo, hi = min(loads), max(loads)
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
 def process_checks(rows: Mapping[str, dict[str, Any]], ours: Collection[str], labels: Mapping[str, str]) -> list[str]:
     """Report note for pooled rows: our rows' bit-exact reference match and the FP32 rows' outputs, per process."""
     pooled = {k: r for k, r in rows.items() if len(r.get("processes") or ()) > 1}
@@ -141,7 +152,7 @@ def method_text(processes: int, warmup: int, repeats: int) -> str:
     return (f"Each GCN / GAT latency row pooled over {processes} processes, round-robin (process 1 of every row, "
             f"then process 2 of every row, ...): each process {warmup} warm-up + {per} timed runs, statistics over "
             f"the {processes * per} pooled runs; in parentheses the min–max of the per-process medians. "
-            "Peak RSS: the largest process.")
+            "Peak RSS: the largest process; load before: the min–max of the processes' 1-minute load averages.")
 
 
 def strip_samples(row: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from qgnn_deploy.perf.config import LABELS, OURS, SERIES_KEYS
 from qgnn_deploy.perf.gat import gat_markdown
-from qgnn_deploy.perf.pooling import median_text, method_text, process_checks
+from qgnn_deploy.perf.pooling import load_text, median_text, method_text, process_checks
 from qgnn_deploy.targets import markdown_table
 
 
@@ -49,7 +49,7 @@ def _gcn_section(res: dict[str, Any]) -> list[str]:
                      f"({_x(rr.get('peak_rss_bytes_ratio'))}) | {_mb(_above(r))} | {_kb(r.get('buffer_bytes'))} "
                      f"({_x(rr.get('buffer_bytes_ratio'))}) | {_kb(r.get('model_bytes'))} "
                      f"({_x(rr.get('model_bytes_ratio'))}) | {_kb(r.get('model_file_bytes'))} | {acc} | "
-                     f"{(r.get('load_average_before') or ['—'])[0]} |")
+                     f"{load_text(r)} |")
     lines += ["", "Model KiB: parameters as stored (FP32: 4 B each; ours: `ir.analysis.model_bytes`, int4 packed; "
               "QDQ: its ONNX file). Buffer: peak live activation bytes with inputs counted (ours: "
               "`ir.analysis.buffer_report`; ORT/PyG: ONNX liveness on the sample, see `liveness.py`). "

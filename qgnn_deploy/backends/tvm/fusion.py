@@ -28,7 +28,7 @@ kernels.  The passes compose with :class:`qgnn_deploy.ir.passes.Sequential` like
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -72,6 +72,9 @@ class PromptTail:
     den: int  # a's constant integer factor
     bias: str | None  # a constant int32 [H] or [1, H] added last
     inner: tuple[str, ...]  # the GEMM, a's cast (and sub), the product, the add(s): computed by the GEMM kernel
+    # the kernel's [3, nb*16] int64 constants (gemm.prompt_epilogue_constants), computed once when planning and
+    # read by gemm.emit_prompt_requant; not part of the tail's identity
+    epilogue: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -448,7 +451,8 @@ def prompt_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) -> l
     """LoRAP's ``requantize((a - za) * den + alpha @ P [+ bias])`` (``alpha [N, k]``, ``a [N, H]`` 8-bit codes,
     ``P`` a constant int8 ``[k, H]`` with ``k >= 4``, ``den`` and ``za`` constant integers, ``bias`` a constant
     int32 row, every intermediate int32 and read by the next alone) on AVX-512 VNNI, when its constants fold
-    exactly (:func:`.gemm.prompt_epilogue_constants`): one GEMM kernel with an ``addend`` epilogue."""
+    exactly (:func:`.gemm.prompt_epilogue_constants`, kept in :attr:`PromptTail.epilogue`): one GEMM kernel with an
+    ``addend`` epilogue."""
     if not options.fast_matmul or options.gemm_kind != "vnni":
         return []
     from qgnn_deploy.ir.infer import infer_dtypes, infer_shapes
@@ -463,9 +467,10 @@ def prompt_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) -> l
         if found is None:
             continue
         rq, tail = found
-        if prompt_epilogue_constants(graph, tail, lambda n, rq=rq: requant_epilogue_constants(graph, rq, n),
-                                     dtypes[tail.alpha], dtypes[tail.agg]) is not None:
-            plan.prompt_into_gemm[rq.outputs[0]] = tail
+        consts = prompt_epilogue_constants(graph, tail, lambda n, rq=rq: requant_epilogue_constants(graph, rq, n),
+                                           dtypes[tail.alpha], dtypes[tail.agg])
+        if consts is not None:
+            plan.prompt_into_gemm[rq.outputs[0]] = replace(tail, epilogue=consts)
     return sorted(plan.prompt_into_gemm)
 
 

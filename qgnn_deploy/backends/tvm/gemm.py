@@ -200,19 +200,20 @@ def _node_epilogue(rq_node: Any, n: int, addend: int = 0, addend_dtype: str = "i
                     int(rq_node.attrs.get("qmax", info.max)), str(rq_node.attrs["dtype"]), n, addend, addend_dtype)
 
 
-def emit_prompt_requant(ctx: Any, tail: Any, rq_node: Any, constants: Any) -> relax.Expr:
-    """LoRAP's ``requantize((a - za) * den + alpha @ P [+ bias])`` (``fusion.prompt_into_gemm`` planned it, with
-    :func:`prompt_epilogue_constants` not None): the VNNI GEMM ``alpha @ P`` adding ``den * a`` in its epilogue
-    (:class:`.gemm_skeleton.Epilogue` ``addend``), the bias and ``za`` folded into the rounding constants, so the
-    int32 ``[N, H]`` product and the elementwise requantize kernel (with its column slice) are gone.  ``constants(n)``:
-    the requantize's own ``requant_epilogue_constants`` for n columns (as for :func:`emit_matmul_requant`)."""
+def emit_prompt_requant(ctx: Any, tail: Any, rq_node: Any) -> relax.Expr:
+    """LoRAP's ``requantize((a - za) * den + alpha @ P [+ bias])`` (``fusion.prompt_into_gemm`` planned it and
+    kept its :func:`prompt_epilogue_constants` in ``tail.epilogue``): the VNNI GEMM ``alpha @ P`` adding ``den * a``
+    in its epilogue (:class:`.gemm_skeleton.Epilogue` ``addend``), the bias and ``za`` folded into the rounding
+    constants, so the int32 ``[N, H]`` product and the elementwise requantize kernel (with its column slice) are
+    gone."""
     alpha, agg = ctx.value(tail.alpha, rq_node), ctx.value(tail.agg, rq_node)
     p = ctx.graph.initializers[tail.basis]
     k, n = (int(d) for d in p.shape)
     at, dt = dtype_of(alpha), dtype_of(agg)
-    rq = prompt_epilogue_constants(ctx.graph, tail, constants, at, dt)
+    rq = tail.epilogue
     if rq is None:
-        raise ValueError(f"prompt tail {rq_node.outputs[0]!r} was planned but its constants do not fold")
+        raise ValueError(f"prompt tail {rq_node.outputs[0]!r} has no epilogue constants (not planned by "
+                         "fusion.prompt_into_gemm)")
     epi = _node_epilogue(rq_node, n, tail.den, dt)
     bpad, nb = pad_columns(ctx.value(tail.basis, rq_node), k, n)
     _, bp, bt = split_b(bpad, k, nb, 4, 4)

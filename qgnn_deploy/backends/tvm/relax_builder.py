@@ -578,8 +578,7 @@ def _requantize_or_attend(ctx: BuildContext, node: Node) -> relax.Expr:
     if node.outputs[0] in ctx.prompt_fused:  # LoRAP's prompt GEMM adds den * a in its epilogue (prompt_into_gemm)
         from . import gemm
 
-        return gemm.emit_prompt_requant(ctx, ctx.prompt_fused[node.outputs[0]], node,
-                                        lambda n: requant_epilogue_constants(ctx.graph, node, n))
+        return gemm.emit_prompt_requant(ctx, ctx.prompt_fused[node.outputs[0]], node)
     if node.outputs[0] in ctx.scatter_requant:  # the edge kernel requantizes its sums (requantize_into_scatter)
         return _scatter_add(ctx, ctx.graph.producers()[ctx.scatter_requant[node.outputs[0]].scatter], node)
     return _attend(ctx, node) if node.outputs[0] in ctx.attend_fused else _requantize_plain(ctx, node)
