@@ -637,3 +637,26 @@ def test_dequantize_gemm_epilogue_bit_exact(case: str, target: str, tmp_path: Pa
             got = run_library(lib, f, num_threads=threads)
             assert got.dtype == np.float32
             np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32), err_msg=f"rows={rows} t={threads}")
+
+
+def test_dequantize_after_unfusable_gemm_requant_falls_back() -> None:
+    """When the planned GEMM cannot take the requantize after all (AVX2 ``ubsw`` with s8 A needs its flip correction
+    first), the GEMM, the requantize and the dequantize run as before, bit-exact."""
+    import dataclasses
+
+    from tvm import relax
+
+    from qgnn_deploy.backends.tvm.compile import build_options, pipeline
+    from qgnn_deploy.backends.tvm.targets import resolve_target
+
+    g = gemm_requant_graph(16, 7, "int8", zp=-2, dequantize=True)
+    plan, _ = plan_fusion(g, BuildOptions(gemm_kind="avx2-ubsw"))
+    assert plan.dequantize_into_gemm == {"logits": "rq"}
+    preset = resolve_target("x86_64")
+    mod = build_module(g, dataclasses.replace(build_options(preset), gemm_kind="avx2-ubsw"))
+    names = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert not [nm for nm in names if "_rq_" in nm or "_dq_" in nm] and "R.multiply" in str(mod["main"])
+    vm = relax.VirtualMachine(tvm.compile(mod, target=preset.tvm(), relax_pipeline=pipeline(preset)), tvm.cpu())
+    a = np.random.default_rng(0).integers(-128, 128, (37, 16)).astype(np.int8)
+    got = vm["main"](tvm.runtime.tensor(a)).numpy()
+    np.testing.assert_array_equal(got.view(np.uint32), run(g, {"a": a})["logits"].view(np.uint32))

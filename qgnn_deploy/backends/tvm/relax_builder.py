@@ -166,7 +166,10 @@ def _gemm_dequantize(ctx: BuildContext, node: Node) -> relax.Expr | None:
     from . import gemm
 
     rq = ctx.graph.producers()[node.inputs[0]]
-    constants = lambda n: requant_epilogue_constants(ctx.graph, rq, n)  # noqa: E731
+
+    def constants(n: int) -> np.ndarray | None:
+        return requant_epilogue_constants(ctx.graph, rq, n)
+
     if rq.outputs[0] in ctx.prompt_fused:
         return gemm.emit_prompt_requant(ctx, ctx.prompt_fused[rq.outputs[0]], rq, constants, node)
     return gemm.emit_matmul_requant(ctx, ctx.graph.producers()[rq.inputs[0]], rq, constants, node)
