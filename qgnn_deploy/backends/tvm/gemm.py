@@ -6,7 +6,7 @@ contract and schedule); each family is a :class:`.gemm_skeleton.Scheme` and a st
 * x86 with AVX-512 VNNI: ``vpdpbusd`` (:func:`_vnni_step`), 8-row blocks, A read in place
   (:func:`vnni_kernel`), or quantized from FP32 into a per-task panel when a ``quantize`` is fused
   (:func:`vnni_quant_kernel`); with a requantize epilogue (:func:`vnni_requant_kernel`), which also takes
-  LoRAP's prompt tail (:func:`emit_prompt_requant`);
+  LoRAP's prompt tail (:func:`emit_prompt_requant`) and a final ``dequantize`` (float32 output);
 * x86 below AVX-512 VNNI: :mod:`.gemm_x86`; AArch64: :mod:`.gemm_arm`;
 * otherwise, and for K < 4: the portable kernel (:func:`_generic_step`), 4-row blocks vectorised by LLVM.
 """
