@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qgnn_deploy.ir.graph import Graph, GraphBuilder
+from qgnn_deploy.ir.graph import Graph, GraphBuilder, ValueInfo
 from qgnn_deploy.ir.interpreter import run
 from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph
 
@@ -30,8 +30,9 @@ from qgnn_deploy.backends.tvm.relax_builder import BuildOptions, build_module  #
 
 def gemm_requant_graph(k: int, n: int, a_dtype: str = "uint8", *, fp32_input: bool = False, zp: int = 0,
                        per_column: bool = True, extra_reader: bool = False, shift: int | None = None,
-                       a_zero_point: int = 0) -> Graph:
-    """A [N, k] @ W [k, n] (int8) -> requantize with per-column (or scalar) multiplier and shift."""
+                       a_zero_point: int = 0, dequantize: bool = False) -> Graph:
+    """A [N, k] @ W [k, n] (int8) -> requantize with per-column (or scalar) multiplier and shift (then a
+    dequantize to float32 logits with ``dequantize``)."""
     rng = np.random.default_rng(k * 31 + n)
     b = GraphBuilder()
     if fp32_input:
@@ -48,6 +49,11 @@ def gemm_requant_graph(k: int, n: int, a_dtype: str = "uint8", *, fp32_input: bo
     sh = b.const("sh", (np.full((1, cols), shift, np.int64) if shift is not None else
                         rng.integers(30, 40, size=(1, cols))).astype(np.int8))
     rq = b.op("requantize", [acc, m, sh], "rq", zero_point=zp, qmin=-127, qmax=127, dtype="int8")
+    if dequantize:
+        b.output(b.op("dequantize", [rq], "logits", scale=0.0371, zero_point=zp), "float32", ("N", n))
+        g = b.graph
+        g.validate()
+        return g
     out = b.op("cast", [rq], "rq32", dtype="int32")
     if extra_reader:
         out = b.op("add", [out, acc], "sum")
@@ -101,12 +107,13 @@ def test_gather_into_scatter_plan_and_pipeline_report() -> None:
     plan2, report = plan_fusion(g, BuildOptions(gemm_kind="avx2"))
     assert list(report) == ["gather_into_scatter", "quantize_into_gemm", "requantize_into_gemm",
                             "add_into_lut_steps", "attention_into_scatter", "requantize_into_scatter",
-                            "prompt_into_gemm"]
+                            "prompt_into_gemm", "dequantize_into_gemm"]
     assert report["gather_into_scatter"] == fused and plan2.gather_into_scatter == set(fused)
     plan3 = FusionPlan()
     assert list(fusion_pipeline(BuildOptions(), plan3, skip=("gather_into_scatter",))(g)) == [
         "quantize_into_gemm", "requantize_into_gemm", "add_into_lut_steps",
-        "attention_into_scatter", "requantize_into_scatter", "prompt_into_gemm"] and not plan3.gather_into_scatter
+        "attention_into_scatter", "requantize_into_scatter", "prompt_into_gemm", "dequantize_into_gemm"] and \
+        not plan3.gather_into_scatter
 
 
 def _kernel_names(g: Graph, kind: str) -> list[str]:
@@ -464,9 +471,10 @@ def test_scatter_requant_kernel_bit_exact(w: int, self_term: bool, row_mult: boo
 
 def lorap_tail_graph(h: int, *, k: int = 8, alpha_dtype: str = "uint8", alpha_zp: int = 0, agg_dtype: str = "int8",
                      agg_zp: int = 0, bias: bool = True, den: int = 4080, per_column: bool = False,
-                     extra_reader: bool = False) -> Graph:
+                     extra_reader: bool = False, dequantize: tuple[float, int] | None = None) -> Graph:
     """LoRAP's tail as ``fold.prompts.emit_lorap`` emits it: ``requantize((int32(a) [- za]) * den + alpha @ P
-    [+ bias])`` with ``alpha [N, k]``, ``a [N, h]`` 8-bit inputs and a constant int8 ``P``."""
+    [+ bias])`` with ``alpha [N, k]``, ``a [N, h]`` 8-bit inputs and a constant int8 ``P``; ``dequantize`` =
+    (scale, zero point): then the model's final ``dequantize`` to float32 logits."""
     rng = np.random.default_rng(h * 7 + k)
     b = GraphBuilder()
     alpha = b.input("alpha", alpha_dtype, ("N", k))
@@ -489,7 +497,10 @@ def lorap_tail_graph(h: int, *, k: int = 8, alpha_dtype: str = "uint8", alpha_zp
                  dtype="uint8")
     if extra_reader:
         y = b.op("add", [b.op("cast", [y], "y32", dtype="int32"), prompt], "y2")
-    b.output(y, "int32" if extra_reader else ("int8" if per_column else "uint8"), ("N", h))
+    if dequantize is not None:
+        b.output(b.op("dequantize", [y], "logits", scale=dequantize[0], zero_point=dequantize[1]), "float32", ("N", h))
+    else:
+        b.output(y, "int32" if extra_reader else ("int8" if per_column else "uint8"), ("N", h))
     g = b.graph
     g.validate()
     return g
@@ -632,3 +643,100 @@ def test_gpf_plus_model_bit_exact_through_tvm(tmp_path: Path) -> None:
         for threads in (1, 2):
             got = run_library(lib, feeds, num_threads=threads)
             np.testing.assert_array_equal(got, ref, err_msg=f"{name}, {threads} threads")
+
+
+SERIES_LOGITS = (0.025452157482504845, 118)  # the series model's final dequantize (scale, zero point)
+
+
+def test_dequantize_into_gemm_plan() -> None:
+    """The final dequantize joins a GEMM epilogue that computes its requantize (prompt tail or plain GEMM), not
+    when nothing fused the requantize, the codes have another reader, or the zero point could wrap int32."""
+    from qgnn_deploy.backends.tvm.fusion import dequantize_into_gemm, prompt_into_gemm
+
+    def planned(g: Graph, kind: str) -> dict[str, str]:
+        plan = FusionPlan()
+        for fn in (requantize_into_gemm, prompt_into_gemm, dequantize_into_gemm):
+            fn(g, BuildOptions(gemm_kind=kind), plan)  # type: ignore[arg-type]
+        return plan.dequantize_into_gemm
+
+    tail = lorap_tail_graph(7, dequantize=SERIES_LOGITS)
+    assert planned(tail, "vnni") == {"logits": "y"} and planned(tail, "avx2") == {}
+    assert planned(gemm_requant_graph(40, 7, dequantize=True), "avx2") == {"logits": "rq"}
+    assert planned(gemm_requant_graph(40, 7, dequantize=True), "vnni") == {"logits": "rq"}
+    assert planned(gemm_requant_graph(40, 7, dequantize=True), "generic") == {}
+    assert planned(lorap_tail_graph(7, dequantize=(0.5, 1 << 30)), "vnni") == {}
+    both = lorap_tail_graph(7, dequantize=SERIES_LOGITS)
+    both.outputs.append(ValueInfo("y", "uint8", ("N", 7)))  # the codes are an output too
+    assert planned(both, "vnni") == {}
+    plan, _ = plan_fusion(tail, BuildOptions(gemm_kind="vnni"))
+    assert "y" in plan.skipped() and "logits" not in plan.skipped()
+
+
+@pytest.mark.parametrize("case,target", [
+    ("prompt7", "x86_64"),  # the series model's layer 1 + logits: 7 real columns, u8 codes
+    ("prompt16_int8", "x86_64"),  # s8 codes, per-column constants, a negative zero point
+    ("gemm7", "x86_64"),  # requantize_into_gemm on VNNI, padded columns
+    ("gemm7", "x86-64-v3"),  # requantize_into_gemm on AVX2 (the shared skeleton epilogue)
+])
+def test_dequantize_gemm_epilogue_bit_exact(case: str, target: str, tmp_path: Path) -> None:
+    """The GEMM kernel writes the float32 logits itself (no Relax multiply, no separate kernel), bit for bit
+    the interpreter's at 97, 8 and 1 rows and at 1 and 2 threads."""
+    from qgnn_deploy.backends.tvm.targets import resolve_target
+
+    if case.startswith("prompt"):
+        h, int8 = int(case[6:8]), case.endswith("int8")
+        g = lorap_tail_graph(h, per_column=int8, dequantize=(0.0371, -3) if int8 else SERIES_LOGITS)
+        kind = "vnni"
+    else:
+        h = 7
+        g = gemm_requant_graph(40, h, zp=5, dequantize=True)
+        kind = "vnni" if target == "x86_64" else "avx2-pair"
+    names = [nm for nm in _kernel_names(g, kind) if nm.startswith("qgnn_")]
+    assert len(names) == 1 and "_dq_" in names[0], names
+    main = str(build_module(g, BuildOptions(gemm_kind=kind))["main"])
+    assert "R.multiply" not in main and main.count("R.call_tir(") == 1, main
+    if not set(resolve_target(target).features) <= set(resolve_target("x86_64").features) or \
+            (kind == "vnni" and "avx512vnni" not in resolve_target("x86_64").features):
+        pytest.skip(f"{target} does not run here")
+    rng = np.random.default_rng(h)
+
+    def feed(rows: int) -> dict[str, np.ndarray]:
+        out = {}
+        for vi in g.inputs:
+            info = np.iinfo(vi.dtype)
+            out[vi.name] = rng.integers(int(info.min), int(info.max) + 1, (rows, int(vi.shape[1]))).astype(vi.dtype)
+        return out
+
+    fields = compile_to_dir(g, target, tmp_path, sample_feeds=feed(13))
+    lib = tmp_path / fields["library"]
+    for rows in (97, 8, 1):
+        f = feed(rows)
+        ref = run(g, f)["logits"]
+        assert ref.dtype == np.float32
+        for threads in (1, 2):
+            got = run_library(lib, f, num_threads=threads)
+            assert got.dtype == np.float32
+            np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32), err_msg=f"rows={rows} t={threads}")
+
+
+def test_dequantize_after_unfusable_gemm_requant_falls_back() -> None:
+    """When the planned GEMM cannot take the requantize after all (AVX2 ``ubsw`` with s8 A needs its flip correction
+    first), the GEMM, the requantize and the dequantize run as before, bit-exact."""
+    import dataclasses
+
+    from tvm import relax
+
+    from qgnn_deploy.backends.tvm.compile import build_options, pipeline
+    from qgnn_deploy.backends.tvm.targets import resolve_target
+
+    g = gemm_requant_graph(16, 7, "int8", zp=-2, dequantize=True)
+    plan, _ = plan_fusion(g, BuildOptions(gemm_kind="avx2-ubsw"))
+    assert plan.dequantize_into_gemm == {"logits": "rq"}
+    preset = resolve_target("x86_64")
+    mod = build_module(g, dataclasses.replace(build_options(preset), gemm_kind="avx2-ubsw"))
+    names = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert not [nm for nm in names if "_rq_" in nm or "_dq_" in nm] and "R.multiply" in str(mod["main"])
+    vm = relax.VirtualMachine(tvm.compile(mod, target=preset.tvm(), relax_pipeline=pipeline(preset)), tvm.cpu())
+    a = np.random.default_rng(0).integers(-128, 128, (37, 16)).astype(np.int8)
+    got = vm["main"](tvm.runtime.tensor(a)).numpy()
+    np.testing.assert_array_equal(got.view(np.uint32), run(g, {"a": a})["logits"].view(np.uint32))

@@ -24,6 +24,9 @@ kernels.  The passes compose with :class:`qgnn_deploy.ir.passes.Sequential` like
 * ``prompt_into_gemm``: LoRAP's tail ``requantize((a - za) * den + alpha @ P [+ bias])`` (``fold.prompts.emit_lorap``)
   on AVX-512 VNNI: the prompt GEMM adds ``den * a`` in its requantize epilogue (:func:`.gemm.emit_prompt_requant`),
   so its int32 ``[N, H]`` product and the elementwise add/requantize kernel reading it back are gone.
+* ``dequantize_into_gemm``: a ``dequantize`` (the model's float logits) read from a requantize that a GEMM epilogue
+  computes (``prompt_into_gemm`` or ``requantize_into_gemm``) and nothing else reads: the epilogue writes the float32
+  values itself, so the 8-bit codes are never stored and read back by an elementwise kernel.
 """
 
 from __future__ import annotations
@@ -90,13 +93,14 @@ class FusionPlan:
     attention_skipped: set[str] = field(default_factory=set)  # the mul / gather_rows / repeat_cols it absorbs
     requantize_into_scatter: dict[str, ScatterRequant] = field(default_factory=dict)  # requantize output -> parts
     prompt_into_gemm: dict[str, PromptTail] = field(default_factory=dict)  # requantize output -> LoRAP's tail
+    dequantize_into_gemm: dict[str, str] = field(default_factory=dict)  # dequantize output -> its requantize output
 
     def skipped(self) -> set[str]:
         """Values whose own kernel is not emitted (their consumer's kernel computes them)."""
         return self.gather_into_scatter | self.quantize_into_gemm | set(self.requantize_into_gemm.values()) | \
             set(self.add_into_lut_steps) | self.attention_skipped | \
             {v for f in self.requantize_into_scatter.values() for v in (f.scatter, f.self_add) if v} | \
-            {v for t in self.prompt_into_gemm.values() for v in t.inner}
+            {v for t in self.prompt_into_gemm.values() for v in t.inner} | set(self.dequantize_into_gemm.values())
 
 
 def _weight_shape(graph: Graph, name: str) -> tuple[int, ...] | None:
@@ -474,8 +478,28 @@ def prompt_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) -> l
     return sorted(plan.prompt_into_gemm)
 
 
+DEQUANTIZE_MAX_ZERO_POINT = 1 << 30  # the epilogue subtracts the zero point from the codes in int32: no wrap
+
+
+def dequantize_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) -> list[str]:
+    """``dequantize`` nodes whose input is a requantize computed in a GEMM epilogue (planned by
+    :func:`requantize_into_gemm` or :func:`prompt_into_gemm`, so run them first), read by the dequantize alone
+    and not a graph output: the epilogue converts its codes to float32 (:class:`.gemm_skeleton.Epilogue`
+    ``dequantize``) and writes those."""
+    outputs = {o.name for o in graph.outputs}
+    for node in graph.nodes:
+        if node.op != "dequantize" or len(node.inputs) != 1:
+            continue
+        src = node.inputs[0]
+        if (src in plan.prompt_into_gemm or src in plan.requantize_into_gemm) and \
+                _sole_user(graph, src, node, outputs) and \
+                abs(int(node.attrs.get("zero_point", 0))) < DEQUANTIZE_MAX_ZERO_POINT:
+            plan.dequantize_into_gemm[node.outputs[0]] = src
+    return sorted(plan.dequantize_into_gemm)
+
+
 PASSES = (gather_into_scatter, quantize_into_gemm, requantize_into_gemm, add_into_lut_steps, attention_into_scatter,
-          requantize_into_scatter, prompt_into_gemm)
+          requantize_into_scatter, prompt_into_gemm, dequantize_into_gemm)
 
 
 def fusion_pipeline(options: BuildOptions, plan: FusionPlan, skip: tuple[str, ...] = ()) -> Sequential:

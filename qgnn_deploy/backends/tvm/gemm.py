@@ -6,7 +6,7 @@ contract and schedule); each family is a :class:`.gemm_skeleton.Scheme` and a st
 * x86 with AVX-512 VNNI: ``vpdpbusd`` (:func:`_vnni_step`), 8-row blocks, A read in place
   (:func:`vnni_kernel`), or quantized from FP32 into a per-task panel when a ``quantize`` is fused
   (:func:`vnni_quant_kernel`); with a requantize epilogue (:func:`vnni_requant_kernel`), which also takes
-  LoRAP's prompt tail (:func:`emit_prompt_requant`);
+  LoRAP's prompt tail (:func:`emit_prompt_requant`) and a final ``dequantize`` (float32 output);
 * x86 below AVX-512 VNNI: :mod:`.gemm_x86`; AArch64: :mod:`.gemm_arm`;
 * otherwise, and for K < 4: the portable kernel (:func:`_generic_step`), 4-row blocks vectorised by LLVM.
 """
@@ -158,10 +158,11 @@ def emit_quant_matmul(ctx: Any, x: relax.Expr, b: relax.Expr, qattrs: dict[str, 
     return drop_padding(out, n)
 
 
-def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any) -> relax.Expr | None:
+def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any, dq_node: Any = None) -> relax.Expr | None:
     """``requantize(matmul)`` as one x86 GEMM kernel with a requantize epilogue (``fusion.requantize_into_gemm``
-    planned it; ``constants(n)`` is its ``requant_epilogue_constants`` for n columns); None when the operands
-    do not allow it (the caller then emits both nodes)."""
+    planned it; ``constants(n)`` is its ``requant_epilogue_constants`` for n columns), writing float32 when
+    ``dq_node`` (a ``dequantize`` of it, ``fusion.dequantize_into_gemm``) is given; None when the operands do not
+    allow it (the caller then emits both nodes)."""
     q = ctx.graph.producers().get(mm.inputs[0]) if mm.inputs[0] in ctx.quant_fused else None
     a = ctx.arg(q, 0) if q is not None else ctx.arg(mm, 0)
     b = ctx.arg(mm, 1)
@@ -174,7 +175,7 @@ def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any) -> rela
     rq = constants(n)
     if rq is None:
         return None
-    epi = _node_epilogue(rq_node, n)
+    epi = _node_epilogue(rq_node, n, dq_node=dq_node)
     bpad, nb = pad_columns(b, k, n)
     rq = np.concatenate([rq, np.zeros((3, nb * LANES - n), np.int64)], axis=1)
     if ctx.options.gemm_kind == "vnni":  # A read in place (vnni_fuses_requant)
@@ -188,24 +189,30 @@ def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any) -> rela
         _, bp, bt = split_b(bpad, k, nb, 4, 4)
         return ctx.call_tir(("gemm_vnni", k, nb, at, *epi.key()), lambda: vnni_requant_kernel(k, nb, epi, at),
                             [a, bp] + ([bt] if k % 4 else []) + [relax.const(np.ascontiguousarray(rq, np.int64),
-                                                                             "int64")], [shape_of(a)[0], n], epi.dtype)
+                                                                             "int64")], [shape_of(a)[0], n],
+                            epi.out_dtype)
     return gemm_x86.emit_matmul_requant(ctx, ctx.options.gemm_kind, a, bpad, k, nb, rq, epi,
                                         None if q is None else q.attrs)
 
 
-def _node_epilogue(rq_node: Any, n: int, addend: int = 0, addend_dtype: str = "int8") -> Epilogue:
-    """The :class:`.gemm_skeleton.Epilogue` of requantize node ``rq_node`` over ``n`` output columns."""
+def _node_epilogue(rq_node: Any, n: int, addend: int = 0, addend_dtype: str = "int8", dq_node: Any = None,
+                   ) -> Epilogue:
+    """The :class:`.gemm_skeleton.Epilogue` of requantize node ``rq_node`` over ``n`` output columns (then
+    dequantize node ``dq_node``'s, when given)."""
     info = np.iinfo(rq_node.attrs["dtype"])
+    dq = None if dq_node is None else (int(dq_node.attrs["zero_point"]), float(np.float32(dq_node.attrs["scale"])))
     return Epilogue(int(rq_node.attrs["zero_point"]), int(rq_node.attrs.get("qmin", info.min)),
-                    int(rq_node.attrs.get("qmax", info.max)), str(rq_node.attrs["dtype"]), n, addend, addend_dtype)
+                    int(rq_node.attrs.get("qmax", info.max)), str(rq_node.attrs["dtype"]), n, addend, addend_dtype,
+                    dq)
 
 
-def emit_prompt_requant(ctx: Any, tail: Any, rq_node: Any) -> relax.Expr:
+def emit_prompt_requant(ctx: Any, tail: Any, rq_node: Any, dq_node: Any = None) -> relax.Expr:
     """LoRAP's ``requantize((a - za) * den + alpha @ P [+ bias])`` (``fusion.prompt_into_gemm`` planned it and
     kept its :func:`prompt_epilogue_constants` in ``tail.epilogue``): the VNNI GEMM ``alpha @ P`` adding ``den * a``
     in its epilogue (:class:`.gemm_skeleton.Epilogue` ``addend``), the bias and ``za`` folded into the rounding
     constants, so the int32 ``[N, H]`` product and the elementwise requantize kernel (with its column slice) are
-    gone."""
+    gone.  With ``dq_node`` (the model's final ``dequantize`` of it, ``fusion.dequantize_into_gemm``) the kernel
+    writes its float32 values instead of the codes."""
     alpha, agg = ctx.value(tail.alpha, rq_node), ctx.value(tail.agg, rq_node)
     p = ctx.graph.initializers[tail.basis]
     k, n = (int(d) for d in p.shape)
@@ -214,12 +221,12 @@ def emit_prompt_requant(ctx: Any, tail: Any, rq_node: Any) -> relax.Expr:
     if rq is None:
         raise ValueError(f"prompt tail {rq_node.outputs[0]!r} has no epilogue constants (not planned by "
                          "fusion.prompt_into_gemm)")
-    epi = _node_epilogue(rq_node, n, tail.den, dt)
+    epi = _node_epilogue(rq_node, n, tail.den, dt, dq_node)
     bpad, nb = pad_columns(ctx.value(tail.basis, rq_node), k, n)
     _, bp, bt = split_b(bpad, k, nb, 4, 4)
     return ctx.call_tir(("gemm_vnni", k, nb, at, *epi.key()), lambda: vnni_requant_kernel(k, nb, epi, at),
                         [alpha, bp, bt, relax.const(np.ascontiguousarray(rq, np.int64), "int64"), agg],
-                        [shape_of(alpha)[0], n], epi.dtype)
+                        [shape_of(alpha)[0], n], epi.out_dtype)
 
 
 def prompt_epilogue_constants(graph: Any, tail: Any, constants: Any, alpha_dtype: str, agg_dtype: str,

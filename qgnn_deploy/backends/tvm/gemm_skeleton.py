@@ -26,7 +26,8 @@ The schedule is the same on every ISA; what differs is described by a :class:`Sc
   multiple of kstep, so there is none; ``"int32"``: the last K % kstep columns are multiplied exactly in int32
   with the unpacked rows ``Bt`` (an extra kernel argument).
 * **Epilogue**: the accumulators are stored as int32, or requantized in registers (:class:`Epilogue`), optionally
-  after adding ``addend * D[i, c]`` from an 8-bit ``[M, columns]`` tensor ``D`` (LoRAP's prompt tail).
+  after adding ``addend * D[i, c]`` from an 8-bit ``[M, columns]`` tensor ``D`` (LoRAP's prompt tail), and
+  optionally dequantized to float32 (a model's final ``dequantize``: the codes are never stored).
 
 B's packing is Relax ops on the constant weight, folded at compile time: :func:`pad_columns` (N to a
 multiple of 16), :func:`split_b` (``[nb, K/depth, 16, depth]`` plus the int32 K tail rows) and, for kernels
@@ -97,9 +98,20 @@ class Epilogue:
     # ``acc``; 0: no D.  The caller guarantees the sum never wraps int32 (``gemm.prompt_epilogue_constants``).
     addend: int = 0
     addend_dtype: str = "int8"
+    # ``(zero_point, scale)`` of a ``dequantize`` reading the codes: C holds ``float32(code - zero_point) * scale``
+    # (the handler's float32 ops; ``scale`` a float32 value, ``|zero_point| < 2**24``: exact in int32); None: codes.
+    dequantize: tuple[int, float] | None = None
+
+    @property
+    def out_dtype(self) -> str:
+        """C's dtype: the codes', or float32 with a ``dequantize``."""
+        return self.dtype if self.dequantize is None else "float32"
 
     def key(self) -> tuple[Any, ...]:
         extra = ("add", str(self.addend).replace("-", "m"), self.addend_dtype) if self.addend else ()
+        if self.dequantize is not None:
+            zp, scale = self.dequantize
+            extra += ("dq", str(zp).replace("-", "m"), f"{int(np.float32(scale).view(np.uint32)):08x}")
         return ("rq", str(self.zero_point).replace("-", "m"), str(self.lo).replace("-", "m"), self.hi, self.dtype,
                 self.columns, *extra)
 
@@ -142,7 +154,7 @@ def gemm_kernel(
     (default ``a_dtype``): a panel kernel widens or quantizes A with them.  Signature: ``(A, Bp, C)``, with
     ``Bt`` (``k_tail == "int32"``) and then the requantize constants (``epilogue``) after ``Bp``, then ``D``
     (an epilogue with an ``addend``: ``(A, Bp, Bt, Rq, D, C)``, so only with the int32 K tail).  With an
-    ``epilogue`` C holds ``epilogue.dtype`` codes, only the ``epilogue.columns`` real columns.
+    ``epilogue`` C holds ``epilogue.out_dtype`` values, only the ``epilogue.columns`` real columns.
     """
     rows, w, kq = s.rows, s.width, s.kstep
     nv = LANES * s.group // w  # accumulator vectors per row group
@@ -159,7 +171,7 @@ def gemm_kernel(
     per_task = rows * panel_blocks
     fused = epilogue is not None
     ncols = epilogue.columns if fused else nb * LANES
-    odt = epilogue.dtype if fused else "int32"
+    odt = epilogue.out_dtype if fused else "int32"
     ezp, elo, ehi = (epilogue.zero_point, epilogue.lo, epilogue.hi) if fused else (0, 0, 0)
     addend = epilogue.addend if fused else 0
     if addend and not int32_tail:
@@ -200,7 +212,11 @@ def gemm_kernel(
             return acc[i]
         v = acc[i] + T.Cast("int32", D[row, col]) * T.int32(addend) if addend else acc[i]
         y = T.shift_right(T.Cast("int64", v) * RQ[0, col] + RQ[1, col], RQ[2, col]) + T.int64(ezp)
-        return T.Cast(odt, T.min(T.max(y, T.int64(elo)), T.int64(ehi)))
+        code = T.Cast(epilogue.dtype, T.min(T.max(y, T.int64(elo)), T.int64(ehi)))
+        if epilogue.dequantize is None:
+            return code
+        dzp, dscale = epilogue.dequantize
+        return T.Cast("float32", T.Cast("int32", code) - T.int32(dzp)) * T.float32(dscale)
 
     @T.macro
     def finish(src, row0, r, j, acc, X, RQ, D, C):  # noqa: ANN001, ANN202 - K tail (X: Bt) and store of row r

@@ -294,7 +294,7 @@ def x86_kernel(
 ) -> tirx.PrimFunc:
     """The ``kind`` GEMM for A of ``a_dtype`` (or FP32 X quantized to ``a_dtype`` codes when ``quant`` =
     (scale, zero_point, qmin, qmax)); B is pre-packed as ``[planes, nb, Kp/kstep, 16, kstep]``.  With an
-    ``epilogue`` the kernel takes the requantize constants after B and writes ``epilogue.dtype`` codes, only the
+    ``epilogue`` the kernel takes the requantize constants after B and writes ``epilogue.out_dtype``, only the
     ``epilogue.columns`` real columns.  ``resid``: residual quads per column block (``avx2-pair``, see
     :func:`pair_pack`), applied per row block after the main K loop while the panel is in L1."""
     s = SCHEMES[kind]
@@ -408,7 +408,7 @@ def emit_matmul_requant(
     qattrs: dict[str, Any] | None = None,
 ) -> relax.Expr | None:
     """``requantize(a @ bpad)`` (or of ``quantize(a) @ bpad`` with ``qattrs``) in one kernel: [M, epi.columns] of
-    ``epi.dtype``; ``rq`` is :func:`.fusion.requant_epilogue_constants` padded to nb*16 columns.  None when
+    ``epi.out_dtype``; ``rq`` is :func:`.fusion.requant_epilogue_constants` padded to nb*16 columns.  None when
     the kernel would need the s8 flip correction (u8-operand kinds on s8 A), which must precede the requantize."""
     at = str(qattrs["dtype"]) if qattrs is not None else dtype_of(a)
     if kind == "avx2-pair" and at == "int8":
@@ -432,7 +432,7 @@ def emit_matmul_requant(
         lambda: x86_kernel(kind, k, nb, at, params, epi, resid=r),
         [a, bp, relax.const(np.ascontiguousarray(rq, np.int64), "int64")],
         [shape_of(a)[0], epi.columns],
-        epi.dtype,
+        epi.out_dtype,
     )
 
 

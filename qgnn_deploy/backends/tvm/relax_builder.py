@@ -70,6 +70,7 @@ class BuildContext:
         self.attend_fused: dict[str, Any] = {}  # value -> fusion.Attend: computed by one edge_attend kernel
         self.scatter_requant: dict[str, Any] = {}  # requantize output -> fusion.ScatterRequant (edge_reduce epilogue)
         self.prompt_fused: dict[str, Any] = {}  # requantize output -> fusion.PromptTail (gemm.emit_prompt_requant)
+        self.dequant_fused: dict[str, str] = {}  # dequantize output -> requantize output its GEMM epilogue computes
         self.index_rows: dict[str, tuple[relax.Expr, int]] = {}  # take_row outputs: (2-D int64 source, row)
         # (index vector, rows) -> ([index tensor, flag, rowptr], row)
         self.edge_plans: dict[tuple[str, str], tuple[list[relax.Expr], int]] = {}
@@ -159,8 +160,27 @@ def _quantize_rows(ctx: BuildContext, node: Node) -> relax.Expr:
     return op.astype(r, node.attrs["dtype"])
 
 
+def _gemm_dequantize(ctx: BuildContext, node: Node) -> relax.Expr | None:
+    """``dequantize(requantize(...))`` as the requantize's GEMM kernel writing float32 (``fusion.dequantize_into_gemm``
+    planned it); None when that GEMM's operands do not allow the epilogue (``gemm.emit_matmul_requant``)."""
+    from . import gemm
+
+    rq = ctx.graph.producers()[node.inputs[0]]
+    if rq.outputs[0] in ctx.prompt_fused:
+        return gemm.emit_prompt_requant(ctx, ctx.prompt_fused[rq.outputs[0]], rq, node)
+    return gemm.emit_matmul_requant(ctx, ctx.graph.producers()[rq.inputs[0]], rq,
+                                    lambda n: requant_epilogue_constants(ctx.graph, rq, n), node)
+
+
 @handler("dequantize")
 def _dequantize(ctx: BuildContext, node: Node) -> relax.Expr:
+    if node.outputs[0] in ctx.dequant_fused:  # the requantize's GEMM epilogue dequantizes (dequantize_into_gemm)
+        fused = _gemm_dequantize(ctx, node)
+        if fused is not None:
+            return fused
+        rq = ctx.graph.producers()[node.inputs[0]]  # the codes after all (the GEMM kernels fall back themselves)
+        expr = HANDLERS["requantize"](ctx, rq)
+        ctx.env[rq.outputs[0]] = expr if isinstance(expr, relax.Var) else ctx.emit(expr)
     q = cast(ctx.arg(node, 0), "int64")
     zp = int(node.attrs["zero_point"])
     if zp:
@@ -745,6 +765,7 @@ def build_module(graph: Graph, options: BuildOptions | None = None) -> tvm.IRMod
     ctx.attend_fused = plan.attention_into_scatter
     ctx.scatter_requant = plan.requantize_into_scatter
     ctx.prompt_fused = plan.prompt_into_gemm
+    ctx.dequant_fused = plan.dequantize_into_gemm
     skipped = plan.skipped()
     op.bb = bb
     with bb.function("main", params):
