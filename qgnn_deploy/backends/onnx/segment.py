@@ -177,21 +177,6 @@ def chunked_source(ctx: EmitContext, table: str, padded: str, chunk: int) -> str
     return ctx.memo[key]
 
 
-def chunked_source_if(ctx: EmitContext, cond: str, table: str, padded: str, chunk: int) -> str:
-    """:func:`chunked_source` built only ``If`` ``cond`` (the whole-graph CSR condition, the one branch that reads
-    it), else an empty index: at 10^6 edges above the bound its ``[E + c]`` int64 Pad (88 MB, ~46 ms) is not
-    needed.  One ``If`` per graph, shared by every layer."""
-    key = ("chunked_src_if", cond, table, padded, chunk)
-    if key not in ctx.memo:
-        saved, ctx.current = ctx.current, None
-        then = emit_branch(ctx, "chunked_src", lambda: chunked_source(ctx, table, padded, chunk), TensorProto.INT64)
-        empty = emit_branch(ctx, "no_chunked_src", lambda: ctx.const(np.zeros(0, np.int64), "int64", "empty_index"),
-                            TensorProto.INT64)
-        ctx.memo[key] = ctx.emit("If", [cond], hint=f"{padded}_chunked_if", then_branch=then, else_branch=empty)
-        ctx.current = saved
-    return ctx.memo[key]
-
-
 def chunk_pointers(ctx: EmitContext, rowptr: str, chunk: int) -> tuple[str, str]:
     """``(rowptr, rowptr // chunk)``: the positions :func:`csr_chunked_sum` reads and the chunk of each."""
     key = ("chunk_ptr", rowptr, chunk)
