@@ -151,7 +151,7 @@ def test_split_gemm_halves_are_7bit_and_exact() -> None:
     w[::2] = w[::2, ::-1]
     b.output(b.op("matmul", [xq, b.const("w", w)], "y"), "int32", ("N", 6))
     model = export_onnx(b.graph, int8_gemm="split")
-    mmi = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
+    mmi = [n for n in _if_branch(model, "else_branch").node if n.op_type == "MatMulInteger"]  # activations > 127
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     assert len(mmi) == 1 and inits[mmi[0].input[1]].dtype == np.int8
     halves = inits[mmi[0].input[1]].astype(np.int16)
@@ -168,6 +168,44 @@ def test_split_gemm_halves_are_7bit_and_exact() -> None:
     zoo_feeds = _feeds(zoo, "hub")
     assert np.array_equal(OnnxRunner(export_onnx(zoo, int8_gemm="split"), zoo).run(zoo_feeds)["y"],
                           run(zoo, zoo_feeds)["y"])
+
+
+def _if_branch(model: onnx.ModelProto, branch: str) -> onnx.GraphProto:
+    """The ``branch`` subgraph of the model's one top-level ``If``."""
+    ifs = [n for n in model.graph.node if n.op_type == "If"]
+    assert len(ifs) == 1
+    return next(a.g for a in ifs[0].attribute if a.name == branch)
+
+
+@pytest.mark.parametrize("form", ["split", "u8u8"])
+def test_gemm_takes_u8s8_when_activations_fit_7bit(form: str) -> None:
+    """Full-range constant weights against u8 activations that may exceed 127: one ReduceMax decides at run time;
+    activations <= 127 run the plain u8 x s8 MatMulInteger over W (pairs within 2 * 127 * 128 = 32512: exact on
+    every CPU), larger ones the saturation-safe form.  Exact either way, at 1 and 2 threads, also for N = 0."""
+    b = GraphBuilder()
+    x = b.input("x", "float32", ("N", 65))
+    xq = b.op("quantize", [x], "xq", scale=1.0, zero_point=0, qmin=0, qmax=255, dtype="uint8")
+    w = np.tile(np.array([[-128, 127, -128, -128, 0, -1]], np.int8), (65, 1))
+    b.output(b.op("matmul", [xq, b.const("w", w)], "y"), "int32", ("N", 6))
+    model = export_onnx(b.graph, int8_gemm=form)
+    top = [n.op_type for n in model.graph.node]
+    assert top.count("ReduceMax") == 1 and top.count("If") == 1 and "MatMulInteger" not in top
+    fast = [n for n in _if_branch(model, "then_branch").node if n.op_type == "MatMulInteger"]
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert len(fast) == 1 and np.array_equal(inits[fast[0].input[1]], w)
+    safe = [n for n in _if_branch(model, "else_branch").node if n.op_type == "MatMulInteger"]
+    assert len(safe) == 1 and inits[safe[0].input[1]].dtype == (np.int8 if form == "split" else np.uint8)
+    rng = np.random.default_rng(3)
+    cases = {"max127": np.full((3, 65), 127.0, np.float32), "one128": np.full((3, 65), 127.0, np.float32),
+             "random": rng.integers(0, 128, (40, 65)).astype(np.float32), "empty": np.zeros((0, 65), np.float32),
+             "full": rng.integers(0, 256, (40, 65)).astype(np.float32)}
+    cases["one128"][1, 7] = 128.0
+    for name, xv in cases.items():
+        want = run(b.graph, {"x": xv})["y"]
+        if name == "max127":
+            assert want.min() == -128 * 127 * 65  # every pair at -32512, the int16 edge the proof needs
+        for threads in THREADS:
+            assert np.array_equal(OnnxRunner(model, b.graph, threads=threads).run({"x": xv})["y"], want), name
 
 
 def test_host_int8_gemm_reads_cpu_flags(tmp_path) -> None:
