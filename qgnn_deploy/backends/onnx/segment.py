@@ -122,8 +122,10 @@ def _row_differences(ctx: EmitContext, at: str) -> str:
 
 
 def padded_source(ctx: EmitContext, table: str, src: str) -> str:
-    """int64 ``[E + 1]`` index ``[R, src...]`` where R (the table's row count) addresses an appended zero row."""
-    key = ("padded_src", table, src)
+    """int64 ``[E + 1]`` index ``[R, src...]`` where R (the table's row count) addresses an appended zero row.
+
+    Keyed by the table's row dimension (:meth:`EmitContext.rows_key`): every layer's table of N rows shares one."""
+    key = ("padded_src", ctx.rows_key(table), src)
     if key not in ctx.memo:
         saved, ctx.current = ctx.current, None
         ctx.memo[key] = ctx.emit("Concat", [ctx.rows(table), ctx.value_as(src, "int64")], hint=f"{src}_padded", axis=0)

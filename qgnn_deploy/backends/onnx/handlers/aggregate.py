@@ -180,12 +180,9 @@ def _filled(ctx: EmitContext, shape: str, fill: int, dtype: str) -> str:
 def _degree_vector(ctx: EmitContext, idx: str, ref: str) -> str:
     """int32 ``[N]`` count of each index (shared by degree, the scatter_max fix-up and the CSR row pointers).
 
-    Keyed by ``ref``'s first dimension when that is a number or a graph input's named dimension (equal names are
-    equal sizes by the input contract), so ``degree(dst, x)`` and ``scatter_add(..., dst, in_degree)`` share one
-    ScatterElements."""
-    first = ctx.shapes[ref][0]
-    named = {d for v in ctx.graph.inputs for d in v.shape if isinstance(d, str)}
-    key = ("degree", idx, first if isinstance(first, int) or first in named else ref)
+    Keyed by ``ref``'s first dimension (:meth:`EmitContext.rows_key`), so ``degree(dst, x)`` and
+    ``scatter_add(..., dst, in_degree)`` share one ScatterElements."""
+    key = ("degree", idx, ctx.rows_key(ref))
     if key not in ctx.memo:
         zeros = _filled(ctx, ctx.rows(ref), 0, "int32")
         ones = _filled(ctx, ctx.shape(idx), 1, "int32")
