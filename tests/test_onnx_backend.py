@@ -863,6 +863,46 @@ def test_requantize_f64_runtime_multiplier_bound_from_lut() -> None:
     AllValues(b.graph).assert_exact({"acc": acc_v, "deg": rng.integers(0, 12, (300, 1)).astype(np.int32)})
 
 
+def _bias_requantize_graph(dtype: str, qmin: int, qmax: int, bias: np.ndarray, x_dtype: str = "int8") -> Graph:
+    """``requantize(cast(x) * 4080 + alpha @ basis + bias)``: LoRAP's ``prompted + bias`` before the next layer."""
+    b = GraphBuilder()
+    x = b.input("x", x_dtype, ("N", 4))
+    alpha = b.input("alpha", "uint8", ("N", 8))
+    scaled = b.op("mul", [b.op("cast", [x], "x32", dtype="int32"), b.const("k", np.array(4080, np.int32))], "xs")
+    basis = np.array([[-128, 127, 5, -7]] * 8, np.int8)
+    p = b.op("add", [scaled, b.op("matmul", [alpha, b.const("basis", basis)], "prompt")], "p")
+    acc = b.op("add", [p, b.const("bias", bias)], "acc")
+    b.output(b.op("requantize", [acc, b.const("M", np.array([[3, 1087746266, 5, 1]], np.int32)),
+                                 b.const("n", np.array([[10, 42, 12, 0]], np.int8))], "y", zero_point=3, qmin=qmin,
+                  qmax=qmax, dtype=dtype), dtype, ("N", 4))
+    return b.graph
+
+
+@pytest.mark.parametrize(("dtype", "qmin", "qmax"), [("uint8", 0, 255), ("int8", -127, 127)])
+def test_requantize_folds_a_constant_bias_into_one_gemm(dtype: str, qmin: int, qmax: int) -> None:
+    """``requantize(p + bias)`` with static bounds on p runs as ``Gemm(Cast(p), diag(scale), bias * scale + c)``
+    (no int32 ``[N, H] + [1, H]`` Add); exact at ties (column 0: ``3 * (p + 512) = 512 mod 1024``), both clip
+    bounds, the shift-0 column and the bounds' extremes, at 1 and 2 threads.  An unbounded p keeps the Add."""
+    bias = np.array([[512, -700000, 2**20, -5]], np.int32)
+    graph = _bias_requantize_graph(dtype, qmin, qmax, bias)
+    model = export_onnx(graph)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Gemm") == 1 and "acc" not in {o for n in model.graph.node for o in n.output}
+    rng = np.random.default_rng(11)
+    x = rng.integers(-128, 128, (400, 4)).astype(np.int8)
+    alpha = rng.integers(0, 256, (400, 8)).astype(np.uint8)
+    x[:4], alpha[:4] = 0, 0  # p = 0: column 0 sits on a tie, 3 * 512 = 1536 = 512 mod 1024
+    x[4:8], alpha[4:8] = [[-128] * 4, [127] * 4, [-128] * 4, [127] * 4], [[0] * 8, [255] * 8, [255] * 8, [0] * 8]
+    x[8:40, 0] = (np.arange(32) * 1024 // 4080).astype(np.int8)  # more residues of 3 * p mod 1024 near ties
+    feeds = {"x": x, "alpha": alpha}
+    want = run(graph, feeds)["y"]
+    assert {qmin, qmax} <= set(want[:, 1].tolist()) | set(want[:, 2].tolist())  # both clip bounds reached
+    for threads in THREADS:
+        assert np.array_equal(OnnxRunner(model, graph, threads=threads).run(feeds)["y"], want)
+    wide = _bias_requantize_graph(dtype, qmin, qmax, bias, x_dtype="int32")  # |x * 4080| unbounded in int32
+    assert "Gemm" not in [n.op_type for n in export_onnx(wide).graph.node]
+
+
 def test_div_floor_drops_mod_only_for_nonnegative_numerators() -> None:
     """floor == trunc for a numerator proven >= 0 (the divisor is positive by contract): plain Div; a numerator
     that can be negative keeps the exact Mod/Sub/Div form.  Both match the interpreter."""
