@@ -151,7 +151,7 @@ def test_split_gemm_halves_are_7bit_and_exact() -> None:
     w[::2] = w[::2, ::-1]
     b.output(b.op("matmul", [xq, b.const("w", w)], "y"), "int32", ("N", 6))
     model = export_onnx(b.graph, int8_gemm="split")
-    mmi = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
+    mmi = [n for n in _if_branch(model, "else_branch").node if n.op_type == "MatMulInteger"]  # activations > 127
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     assert len(mmi) == 1 and inits[mmi[0].input[1]].dtype == np.int8
     halves = inits[mmi[0].input[1]].astype(np.int16)
@@ -168,6 +168,44 @@ def test_split_gemm_halves_are_7bit_and_exact() -> None:
     zoo_feeds = _feeds(zoo, "hub")
     assert np.array_equal(OnnxRunner(export_onnx(zoo, int8_gemm="split"), zoo).run(zoo_feeds)["y"],
                           run(zoo, zoo_feeds)["y"])
+
+
+def _if_branch(model: onnx.ModelProto, branch: str) -> onnx.GraphProto:
+    """The ``branch`` subgraph of the model's one top-level ``If``."""
+    ifs = [n for n in model.graph.node if n.op_type == "If"]
+    assert len(ifs) == 1
+    return next(a.g for a in ifs[0].attribute if a.name == branch)
+
+
+@pytest.mark.parametrize("form", ["split", "u8u8"])
+def test_gemm_takes_u8s8_when_activations_fit_7bit(form: str) -> None:
+    """Full-range constant weights against u8 activations that may exceed 127: one ReduceMax decides at run time;
+    activations <= 127 run the plain u8 x s8 MatMulInteger over W (pairs within 2 * 127 * 128 = 32512: exact on
+    every CPU), larger ones the saturation-safe form.  Exact either way, at 1 and 2 threads, also for N = 0."""
+    b = GraphBuilder()
+    x = b.input("x", "float32", ("N", 65))
+    xq = b.op("quantize", [x], "xq", scale=1.0, zero_point=0, qmin=0, qmax=255, dtype="uint8")
+    w = np.tile(np.array([[-128, 127, -128, -128, 0, -1]], np.int8), (65, 1))
+    b.output(b.op("matmul", [xq, b.const("w", w)], "y"), "int32", ("N", 6))
+    model = export_onnx(b.graph, int8_gemm=form)
+    top = [n.op_type for n in model.graph.node]
+    assert top.count("ReduceMax") == 1 and top.count("If") == 1 and "MatMulInteger" not in top
+    fast = [n for n in _if_branch(model, "then_branch").node if n.op_type == "MatMulInteger"]
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert len(fast) == 1 and np.array_equal(inits[fast[0].input[1]], w)
+    safe = [n for n in _if_branch(model, "else_branch").node if n.op_type == "MatMulInteger"]
+    assert len(safe) == 1 and inits[safe[0].input[1]].dtype == (np.int8 if form == "split" else np.uint8)
+    rng = np.random.default_rng(3)
+    cases = {"max127": np.full((3, 65), 127.0, np.float32), "one128": np.full((3, 65), 127.0, np.float32),
+             "random": rng.integers(0, 128, (40, 65)).astype(np.float32), "empty": np.zeros((0, 65), np.float32),
+             "full": rng.integers(0, 256, (40, 65)).astype(np.float32)}
+    cases["one128"][1, 7] = 128.0
+    for name, xv in cases.items():
+        want = run(b.graph, {"x": xv})["y"]
+        if name == "max127":
+            assert want.min() == -128 * 127 * 65  # every pair at -32512, the int16 edge the proof needs
+        for threads in THREADS:
+            assert np.array_equal(OnnxRunner(model, b.graph, threads=threads).run({"x": xv})["y"], want), name
 
 
 def test_host_int8_gemm_reads_cpu_flags(tmp_path) -> None:
@@ -823,6 +861,46 @@ def test_requantize_f64_runtime_multiplier_bound_from_lut() -> None:
     acc_v[:100] = rng.integers(-2**17, 2**17, (100, 3))
     acc_v[100] = [2**26 - 1, -(2**26) + 1, 0]
     AllValues(b.graph).assert_exact({"acc": acc_v, "deg": rng.integers(0, 12, (300, 1)).astype(np.int32)})
+
+
+def _bias_requantize_graph(dtype: str, qmin: int, qmax: int, bias: np.ndarray, x_dtype: str = "int8") -> Graph:
+    """``requantize(cast(x) * 4080 + alpha @ basis + bias)``: LoRAP's ``prompted + bias`` before the next layer."""
+    b = GraphBuilder()
+    x = b.input("x", x_dtype, ("N", 4))
+    alpha = b.input("alpha", "uint8", ("N", 8))
+    scaled = b.op("mul", [b.op("cast", [x], "x32", dtype="int32"), b.const("k", np.array(4080, np.int32))], "xs")
+    basis = np.array([[-128, 127, 5, -7]] * 8, np.int8)
+    p = b.op("add", [scaled, b.op("matmul", [alpha, b.const("basis", basis)], "prompt")], "p")
+    acc = b.op("add", [p, b.const("bias", bias)], "acc")
+    b.output(b.op("requantize", [acc, b.const("M", np.array([[3, 1087746266, 5, 1]], np.int32)),
+                                 b.const("n", np.array([[10, 42, 12, 0]], np.int8))], "y", zero_point=3, qmin=qmin,
+                  qmax=qmax, dtype=dtype), dtype, ("N", 4))
+    return b.graph
+
+
+@pytest.mark.parametrize(("dtype", "qmin", "qmax"), [("uint8", 0, 255), ("int8", -127, 127)])
+def test_requantize_folds_a_constant_bias_into_one_gemm(dtype: str, qmin: int, qmax: int) -> None:
+    """``requantize(p + bias)`` with static bounds on p runs as ``Gemm(Cast(p), diag(scale), bias * scale + c)``
+    (no int32 ``[N, H] + [1, H]`` Add); exact at ties (column 0: ``3 * (p + 512) = 512 mod 1024``), both clip
+    bounds, the shift-0 column and the bounds' extremes, at 1 and 2 threads.  An unbounded p keeps the Add."""
+    bias = np.array([[512, -700000, 2**20, -5]], np.int32)
+    graph = _bias_requantize_graph(dtype, qmin, qmax, bias)
+    model = export_onnx(graph)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Gemm") == 1 and "acc" not in {o for n in model.graph.node for o in n.output}
+    rng = np.random.default_rng(11)
+    x = rng.integers(-128, 128, (400, 4)).astype(np.int8)
+    alpha = rng.integers(0, 256, (400, 8)).astype(np.uint8)
+    x[:4], alpha[:4] = 0, 0  # p = 0: column 0 sits on a tie, 3 * 512 = 1536 = 512 mod 1024
+    x[4:8], alpha[4:8] = [[-128] * 4, [127] * 4, [-128] * 4, [127] * 4], [[0] * 8, [255] * 8, [255] * 8, [0] * 8]
+    x[8:40, 0] = (np.arange(32) * 1024 // 4080).astype(np.int8)  # more residues of 3 * p mod 1024 near ties
+    feeds = {"x": x, "alpha": alpha}
+    want = run(graph, feeds)["y"]
+    assert {qmin, qmax} <= set(want[:, 1].tolist()) | set(want[:, 2].tolist())  # both clip bounds reached
+    for threads in THREADS:
+        assert np.array_equal(OnnxRunner(model, graph, threads=threads).run(feeds)["y"], want)
+    wide = _bias_requantize_graph(dtype, qmin, qmax, bias, x_dtype="int32")  # |x * 4080| unbounded in int32
+    assert "Gemm" not in [n.op_type for n in export_onnx(wide).graph.node]
 
 
 def test_div_floor_drops_mod_only_for_nonnegative_numerators() -> None:

@@ -184,6 +184,13 @@ class EmitContext:
             attrs["end"] = end
         return self.emit("Shape", [self.value(value)], hint="shape", **attrs)
 
+    def rows_key(self, ref: str) -> Any:
+        """A memo key for ``ref``'s first dimension: the dimension itself when it is a number or a graph input's
+        named dimension (equal names are equal sizes by the input contract), else ``ref`` (unknown size)."""
+        first = self.shapes[ref][0]
+        named = {d for v in self.graph.inputs for d in v.shape if isinstance(d, str)}
+        return first if isinstance(first, int) or first in named else ref
+
     def rows(self, ref: str) -> str:
         """1-D int64 tensor ``[N]`` with N = first dimension of ``ref``."""
         return self.shape(ref, 0, 1)

@@ -122,8 +122,10 @@ def _row_differences(ctx: EmitContext, at: str) -> str:
 
 
 def padded_source(ctx: EmitContext, table: str, src: str) -> str:
-    """int64 ``[E + 1]`` index ``[R, src...]`` where R (the table's row count) addresses an appended zero row."""
-    key = ("padded_src", table, src)
+    """int64 ``[E + 1]`` index ``[R, src...]`` where R (the table's row count) addresses an appended zero row.
+
+    Keyed by the table's row dimension (:meth:`EmitContext.rows_key`): every layer's table of N rows shares one."""
+    key = ("padded_src", ctx.rows_key(table), src)
     if key not in ctx.memo:
         saved, ctx.current = ctx.current, None
         ctx.memo[key] = ctx.emit("Concat", [ctx.rows(table), ctx.value_as(src, "int64")], hint=f"{src}_padded", axis=0)
@@ -173,21 +175,6 @@ def chunked_source(ctx: EmitContext, table: str, padded: str, chunk: int) -> str
         zero_row = ctx.emit("Reshape", [ctx.rows(table), ctx.const(np.zeros(0, np.int64), "int64", "scalar")],
                             hint="zero_row_index")
         ctx.memo[key] = ctx.emit("Pad", [padded, pads, zero_row], hint=f"{padded}_chunked", mode="constant")
-        ctx.current = saved
-    return ctx.memo[key]
-
-
-def chunked_source_if(ctx: EmitContext, cond: str, table: str, padded: str, chunk: int) -> str:
-    """:func:`chunked_source` built only ``If`` ``cond`` (the whole-graph CSR condition, the one branch that reads
-    it), else an empty index: at 10^6 edges above the bound its ``[E + c]`` int64 Pad (88 MB, ~46 ms) is not
-    needed.  One ``If`` per graph, shared by every layer."""
-    key = ("chunked_src_if", cond, table, padded, chunk)
-    if key not in ctx.memo:
-        saved, ctx.current = ctx.current, None
-        then = emit_branch(ctx, "chunked_src", lambda: chunked_source(ctx, table, padded, chunk), TensorProto.INT64)
-        empty = emit_branch(ctx, "no_chunked_src", lambda: ctx.const(np.zeros(0, np.int64), "int64", "empty_index"),
-                            TensorProto.INT64)
-        ctx.memo[key] = ctx.emit("If", [cond], hint=f"{padded}_chunked_if", then_branch=then, else_branch=empty)
         ctx.current = saved
     return ctx.memo[key]
 

@@ -71,6 +71,47 @@ def _runtime_scale_f64(ctx: EmitContext, m: str, pow2: np.ndarray) -> str:
     return ctx.emit("Mul", [mult, ctx.const(pow2, "float64", "pow2")], hint="m_scaled")
 
 
+def _bias_folded(ctx: EmitContext, node: Node, m: np.ndarray, pow2: np.ndarray, c: float,
+                 q: np.ndarray) -> str | None:
+    """float64 ``p * scale + (bias * scale + c)`` as one ``Gemm(Cast(p), diag(scale), C)`` when the requantized
+    ``acc = add(p, bias)`` has a constant per-column bias, the requantize is its only reader, and static bounds
+    make every step exact; None (nothing emitted) otherwise.  ``scale = m * pow2`` (``M * 2**-n``), ``q = max(n, 1)``
+    (per column when the shift is).
+
+    Why: ORT 1.31 adds a ``[1, H]`` bias to ``[N, H]`` with one inner call per row (~35 us on Cora, serial), and
+    the Gemm replaces that Add plus the scale and the ``+ c``.  Exact: with ``Bp = |p|`` and ``Bb = |bias|``
+    bounds, ``Bp + Bb < 2**31`` (the int32 add cannot wrap), ``(Bp or Bb) * max|M| < 2**53`` (both products exact)
+    and ``(Bp + Bb) * scale + |c| < 2**(53 - q)`` per column (every partial sum a multiple of ``2**-q`` below that, so
+    exact in any order, FMA or not; the zeros of diag add exactly), the Gemm yields exactly ``(p + bias) * scale
+    + c``, the value the unfused chain's proof starts from.
+    """
+    acc = node.inputs[0]
+    prod = producer_of(ctx, acc)
+    trailing = static_trailing(ctx, acc)
+    if not ctx.allow_fusion or prod is None or prod.op != "add" or ctx.ranks[acc] != 2 or trailing is None \
+            or len(ctx.graph.consumers(acc)) != 1 or any(o.name == acc for o in ctx.graph.outputs):
+        return None
+    consts = [i for i in prod.inputs if ctx.is_const(i)]
+    if len(consts) != 1 or prod.inputs[0] == prod.inputs[1]:
+        return None
+    bias = np.asarray(ctx.const_array(consts[0])).astype(np.int64)
+    p = next(i for i in prod.inputs if i != consts[0])
+    width = trailing[0]
+    scale = m.astype(np.float64) * pow2
+    if bias.size not in (1, width) or bias.ndim > 2 or (bias.ndim == 2 and bias.shape[0] != 1) \
+            or ctx.shapes[p] != ctx.shapes[acc] or ctx.dtypes[p] not in INT32_SAFE or scale.size not in (1, width):
+        return None
+    bp, bb = abs_bound(ctx, p), int(np.abs(bias).max())
+    if bp is None or bp + bb >= 2**31 or max(bp, bb) * int(np.abs(m).max(initial=0)) >= F64_EXACT \
+            or np.any((bp + bb) * np.abs(scale) + abs(c) >= np.ldexp(1.0, 53 - q)):
+        return None
+    row = np.broadcast_to(scale.reshape(-1), (width,)).astype(np.float64)
+    cols = np.broadcast_to(bias.reshape(-1), (width,)).astype(np.float64) * row + c  # exact by the bounds
+    pf = ctx.emit("Cast", [ctx.value(p)], hint="acc_f64", to=TensorProto.DOUBLE)
+    return ctx.emit("Gemm", [pf, ctx.const(np.diag(row), "float64", "m_diag"),
+                             ctx.const(cols.reshape(1, width), "float64", "bias_c")], hint="scaled_biased")
+
+
 def _requantize_f64(ctx: EmitContext, node: Node, ins: list[str]) -> bool:
     """Requantize in float64 when static bounds prove it exact; False (nothing emitted) otherwise.
 
@@ -110,15 +151,20 @@ def _requantize_f64(ctx: EmitContext, node: Node, ins: list[str]) -> bool:
         if m.size and int(np.abs(m).max()) >= F64_EXACT:
             return False
     pow2 = np.ldexp(1.0, -n).astype(np.float64)  # 2**-n, exact
-    acc = ctx.emit("Cast", [ctx.value(ins[0])], hint="acc_f64", to=TensorProto.DOUBLE)
-    if runtime_m:
-        y = ctx.emit("Mul", [acc, _row_widened(ctx, _runtime_scale_f64(ctx, ins[1], pow2), ins[1], ins[0])],
-                     hint="scaled")
-    else:
-        y = _scale_f64(ctx, acc, ins[0], m.astype(np.float64) * pow2)
     out = node.outputs[0]
     lift = 0 if qmin >= 0 else (128 if dtype == "int8" else -qmin)
-    if 2 ** (53 - max(int(n.max()), 1)) > qmax + 2 * lift + abs(zp) + 1 and qmax + lift < 2**31:
+    lift_form = 2 ** (53 - max(int(n.max()), 1)) > qmax + 2 * lift + abs(zp) + 1 and qmax + lift < 2**31
+    u = None
+    if lift_form and not runtime_m:
+        u = _bias_folded(ctx, node, m, pow2, zp + 0.5 + lift, np.maximum(n, 1))
+    if u is None:
+        acc = ctx.emit("Cast", [ctx.value(ins[0])], hint="acc_f64", to=TensorProto.DOUBLE)
+        if runtime_m:
+            y = ctx.emit("Mul", [acc, _row_widened(ctx, _runtime_scale_f64(ctx, ins[1], pow2), ins[1], ins[0])],
+                         hint="scaled")
+        else:
+            y = _scale_f64(ctx, acc, ins[0], m.astype(np.float64) * pow2)
+    if lift_form:
         # no Floor (ORT's float64 Floor is a scalar loop, ~0.5 ns per element): clip u = y + c, c = zp + 0.5 + lift,
         # to [lo, hi] = [qmin + lift, qmax + lift] >= 0, where Cast's truncation is the floor (floor(clip(u)) =
         # clip(floor(u)) for integer bounds); the lift comes off in int32, and an int8 result lifted by 128 is its
@@ -126,9 +172,9 @@ def _requantize_f64(ctx: EmitContext, node: Node, ins: list[str]) -> bool:
         # while |acc * M| < 2**53 and |u| < 2**e; otherwise (rounding is monotonic and +-2**e is a float64) the
         # computed and the true value are both >= 2**e - |c| > hi or both <= -2**e + |c| < lo, i.e. clip to the
         # same bound, by the condition 2**e > hi + |c|
-        t = ctx.emit("Clip", [ctx.emit("Add", [y, ctx.const(zp + 0.5 + lift, "float64", "zp_half")],
-                                       hint="plus_half"),
-                              ctx.const(qmin + lift, "float64", "lo"), ctx.const(qmax + lift, "float64", "hi")],
+        if u is None:
+            u = ctx.emit("Add", [y, ctx.const(zp + 0.5 + lift, "float64", "zp_half")], hint="plus_half")
+        t = ctx.emit("Clip", [u, ctx.const(qmin + lift, "float64", "lo"), ctx.const(qmax + lift, "float64", "hi")],
                      hint="clip")
         if not lift:
             ctx.emit("Cast", [t], output=out, to=ONNX_DTYPE[dtype])

@@ -3,6 +3,8 @@ clamps, lookup tables and reductions."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from onnx import TensorProto, helper
 
@@ -20,6 +22,7 @@ from qgnn_deploy.backends.onnx.handlers.values import (
     static_trailing,
     weight_range,
 )
+from qgnn_deploy.backends.onnx.segment import emit_branch
 from qgnn_deploy.errors import QgnnError
 from qgnn_deploy.ir.graph import Node
 from qgnn_deploy.ir.ops import steps_search_plan
@@ -159,7 +162,7 @@ def unpack_int4(ctx: EmitContext, node: Node) -> None:
 _SPLIT_MIN_K = 64  # shorter GEMMs cost less than the halves' combine (~15 us on Cora's 2708 rows)
 
 
-def _split_gemm(ctx: EmitContext, a_val: str, azp: str, b_name: str, out: str) -> None:
+def _split_gemm(ctx: EmitContext, a_val: str, azp: str, b_name: str, out: str | None = None) -> str:
     """``A @ W`` as one u8 x s8 MatMulInteger over ``[Wa | Wb]`` (``Wa = clip(W, -64, 64)``, ``Wb = W - Wa``), then
     ``Ya + Yb``.
 
@@ -175,7 +178,35 @@ def _split_gemm(ctx: EmitContext, a_val: str, azp: str, b_name: str, out: str) -
     y = ctx.emit("MatMulInteger", [a_val, both, azp], hint="halves_acc")
     sizes = ctx.const([w.shape[1], w.shape[1]], "int64", "halves")
     ya = ctx.emit("Split", [y, sizes], hint="half", n_outputs=2, axis=-1)
-    ctx.emit("Add", [ya, ctx.nodes[-1].output[1]], output=out)
+    return ctx.emit("Add", [ya, ctx.nodes[-1].output[1]], output=out, hint="halves_sum")
+
+
+def _u8u8_gemm(ctx: EmitContext, a_val: str, azp: str, b_name: str, b_zp: int, out: str | None = None) -> str:
+    """``A @ W`` with W + 128 as uint8 (zero point ``b_zp + 128``): MLAS's u8 x u8 kernel widens to int16 before
+    its multiply-add, so it cannot saturate.  One GEMM; measured 1.4x (Cora 2708x1433x16) to 2.3x (10^5x128x16)
+    faster here than the former split W = 128*A + B into two u8 x s8 GEMMs (``ort_aggregation.md``, section 5)."""
+    w_u8 = (ctx.const_array(b_name).astype(np.int16) + 128).astype(np.uint8)
+    inputs = [a_val, ctx.const(w_u8, "uint8", f"{b_name}_u8"), azp, ctx.const(b_zp + 128, "uint8", "b_zp")]
+    return ctx.emit("MatMulInteger", inputs, output=out, hint="u8u8")
+
+
+def _gemm_if_activations_fit(ctx: EmitContext, a_val: str, azp: str, b_name: str, out: str,
+                             safe: Callable[[], str]) -> None:
+    """``If`` every raw activation is at most 127 (one ReduceMax over ``a_val``), the plain u8 x s8 MatMulInteger
+    over W itself, else the saturation-safe form ``safe`` builds.
+
+    Why: with activations <= 127, two adjacent u8 x s8 products stay within int16 for any int8 weights
+    (2 * 127 * 128 = 32512), so vpmaddubsw cannot saturate: exact on every CPU, and H GEMM columns instead of the
+    split form's 2H plus its Split/Add (or the slower u8 x u8 kernel).  Quantized inputs often stay there (Cora's
+    row-normalised features quantize to at most 127); other inputs pay the ReduceMax (~80 us on Cora's 3.9 MB).
+    The result does not depend on the branch taken.
+    """
+    fits = ctx.emit("LessOrEqual", [ctx.emit("ReduceMax", [a_val], hint="a_max", keepdims=0),
+                                    ctx.const(127, "uint8", "u8_half")], hint="a_fits_s8")
+    fast = emit_branch(ctx, f"{out}_u8s8", lambda: ctx.emit("MatMulInteger", [a_val, ctx.value(b_name), azp],
+                                                            hint="u8s8"))
+    slow = emit_branch(ctx, f"{out}_safe", safe)
+    ctx.emit("If", [fits], output=out, then_branch=fast, else_branch=slow)
 
 
 @handler("matmul")
@@ -186,7 +217,8 @@ def matmul(ctx: EmitContext, node: Node) -> None:
     two adjacent u8*s8 products add up beyond int16, i.e. for weights outside
     [-64, 63] against activations that can exceed 127.  With ``ctx.saturation_safe``
     (the default) such weights (constant or runtime) go to the u8 x u8 kernel
-    (weights shifted by +128), exact on every CPU.
+    (weights shifted by +128) or the 7-bit split, exact on every CPU; constant ones with K >= 64 first check the
+    activations at run time and keep the plain u8 x s8 GEMM when none exceeds 127 (``_gemm_if_activations_fit``).
     """
     a_name, b_name = node.inputs
     out = node.outputs[0]
@@ -209,19 +241,18 @@ def matmul(ctx: EmitContext, node: Node) -> None:
         if rng is not None:
             risky = 2 * activation_max(ctx, a_name, adt == "int8") * max(-rng[0], rng[1]) > 32767
         unsafe = bdt == "int8" and ctx.saturation_safe and rng is not None and risky and (rng[0] < -64 or rng[1] > 63)
-        if unsafe and ctx.int8_gemm == "split" and not b_zp and ctx.ranks[b_name] == 2 \
-                and _SPLIT_MIN_K <= ctx.const_array(b_name).shape[0] < 2**31 // (255 * 64):
-            _split_gemm(ctx, a_val, azp, b_name, out)
-            return
+        split = unsafe and ctx.int8_gemm == "split" and not b_zp and ctx.ranks[b_name] == 2 \
+            and _SPLIT_MIN_K <= ctx.const_array(b_name).shape[0] < 2**31 // (255 * 64)
         if unsafe:
-            # W + 128 as uint8 with zero point b_zp + 128: MLAS's u8 x u8 kernel widens to int16 before its
-            # multiply-add, so it cannot saturate.  One GEMM; measured 1.4x (Cora 2708x1433x16) to 2.3x
-            # (10^5x128x16) faster here than the former split W = 128*A + B into two u8 x s8 GEMMs
-            # (examples/results/ort_aggregation.md, section 5).
-            w_u8 = (ctx.const_array(b_name).astype(np.int16) + 128).astype(np.uint8)
-            inputs = [a_val, ctx.const(w_u8, "uint8", f"{b_name}_u8"), azp,
-                      ctx.const(b_zp + 128, "uint8", "b_zp")]
-            ctx.emit("MatMulInteger", inputs, output=out)
+            def safe(output: str | None = None) -> str:
+                if split:
+                    return _split_gemm(ctx, a_val, azp, b_name, output)
+                return _u8u8_gemm(ctx, a_val, azp, b_name, b_zp, output)
+
+            if ctx.ranks[b_name] == 2 and ctx.const_array(b_name).shape[0] >= _SPLIT_MIN_K and not b_zp:
+                _gemm_if_activations_fit(ctx, a_val, azp, b_name, out, safe)
+            else:
+                safe(out)
             return
         inputs = [a_val, ctx.value(b_name), azp]
         if b_zp:

@@ -93,7 +93,8 @@ def nonnegative(ctx: EmitContext, name: str, depth: int = 0) -> bool:
 def abs_bound(ctx: EmitContext, name: str, depth: int = 0) -> int | None:
     """A static bound on ``|value|`` of integer IR value ``name`` (None if unknown).
 
-    From constants, lookup tables, casts and products of bounded values, else the dtype's range
+    From constants, lookup tables, casts, sums, differences, products and int8 GEMMs of bounded values, else the
+    dtype's range
     (int64/uint64/float values have none): enough to prove a runtime requantize multiplier such as
     ``edge_factor * M`` below 2**53.
     """
@@ -108,9 +109,11 @@ def abs_bound(ctx: EmitContext, name: str, depth: int = 0) -> int | None:
     if prod is not None and depth < 32:
         if prod.op in ("cast", "repeat_cols"):
             b = abs_bound(ctx, prod.inputs[0], depth + 1)
-        elif prod.op == "mul":
+        elif prod.op in ("mul", "add") or (prod.op == "sub" and dt.startswith("int")):  # unsigned sub wraps
             ba, bb = (abs_bound(ctx, i, depth + 1) for i in prod.inputs)
-            b = None if ba is None or bb is None else ba * bb
+            b = None if ba is None or bb is None else (ba * bb if prod.op == "mul" else ba + bb)
+        elif prod.op == "matmul":
+            b = _matmul_bound(ctx, prod, depth)
         elif prod.op == "lut":
             b = abs_bound(ctx, prod.inputs[1], depth + 1)
         elif prod.op == "lut_steps":
@@ -120,6 +123,16 @@ def abs_bound(ctx: EmitContext, name: str, depth: int = 0) -> int | None:
         if b is not None:
             bounds.append(b)
     return min(bounds) if bounds else None
+
+
+def _matmul_bound(ctx: EmitContext, node: Node, depth: int) -> int | None:
+    """``K * max|a - a_zp| * max|b - b_zp|`` for an IR ``matmul`` with a static K (a sum of K such products)."""
+    a, w = node.inputs
+    k = ctx.shapes[w][0] if ctx.ranks[w] == 2 else None
+    ba, bw = abs_bound(ctx, a, depth + 1), abs_bound(ctx, w, depth + 1)
+    if not isinstance(k, int) or ba is None or bw is None:
+        return None
+    return k * (ba + abs(int(node.attrs.get("a_zero_point", 0)))) * (bw + abs(int(node.attrs.get("b_zero_point", 0))))
 
 
 def weight_range(ctx: EmitContext, name: str) -> tuple[int, int] | None:
