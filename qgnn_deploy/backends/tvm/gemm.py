@@ -20,6 +20,7 @@ from tvm import relax, tirx
 from tvm.script import tirx as T
 
 from . import gemm_x86
+from .fusion import int8_constant
 from .gemm_arm import ARM_KINDS, emit_arm_matmul
 from .gemm_skeleton import (
     FLIP,
@@ -182,8 +183,8 @@ def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any, dq_node
         at = dtype_of(a)
         if q is not None or not vnni_fuses_requant(at, k) or int(mm.attrs.get("b_zero_point", 0)):
             return None
-        rq = _fold_column_offset(rq, ctx.const_value(mm, 1), _row_offsets(k, int(mm.attrs.get("a_zero_point", 0)),
-                                                                           at == "int8"))
+        rq = _fold_column_offset(rq, int8_constant(ctx.graph, mm.inputs[1]),
+                                 _row_offsets(k, int(mm.attrs.get("a_zero_point", 0)), at == "int8"))
         if rq is None:
             return None
         _, bp, bt = split_b(bpad, k, nb, 4, 4)
@@ -214,8 +215,7 @@ def emit_prompt_requant(ctx: Any, tail: Any, rq_node: Any, dq_node: Any = None) 
     gone.  With ``dq_node`` (the model's final ``dequantize`` of it, ``fusion.dequantize_into_gemm``) the kernel
     writes its float32 values instead of the codes."""
     alpha, agg = ctx.value(tail.alpha, rq_node), ctx.value(tail.agg, rq_node)
-    p = ctx.graph.initializers[tail.basis]
-    k, n = (int(d) for d in p.shape)
+    k, n = (int(d) for d in shape_of(ctx.value(tail.basis, rq_node)))
     at, dt = dtype_of(alpha), dtype_of(agg)
     rq = tail.epilogue
     if rq is None:
@@ -239,7 +239,10 @@ def prompt_epilogue_constants(graph: Any, tail: Any, constants: Any, alpha_dtype
     difference is a per-column constant, folded into the rounding half like the GEMM's own offset
     (``(v + o) * M + half = v * M + (half + o * M)``).  Exact when neither int32 sum can wrap (the IR's then do
     not either) and the int64 terms stay below 2**62; None otherwise (the tail stays two kernels)."""
-    p = graph.initializers[tail.basis].astype(np.int64)
+    basis = int8_constant(graph, tail.basis)
+    if basis is None or basis.ndim != 2:
+        return None
+    p = basis.astype(np.int64)
     k, n = p.shape
     base = constants(n)
     if base is None or alpha_dtype not in ("uint8", "int8") or agg_dtype not in ("uint8", "int8") or \
