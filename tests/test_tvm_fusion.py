@@ -796,23 +796,30 @@ def test_4bit_constants_fuse_like_8bit() -> None:
     assert int8_constant(loose, "P") is None and planned(loose).prompt_into_gemm == {}
 
 
-@pytest.mark.parametrize("case", ["prompt_dq", "gemm_s8_zp"])
-def test_4bit_gemm_epilogues_bit_exact(case: str, tmp_path: Path) -> None:
-    """With 4-bit constants: LoRAP's tail writing the float32 logits, and a VNNI requantize GEMM with s8 A and an A
-    zero point (folded from the unpacked weight), are one kernel each, bit-exact (run only with avx512vnni)."""
+@pytest.mark.parametrize("case,target,kind", [
+    ("prompt_dq", "x86_64", "vnni"),  # LoRAP's tail writing the float32 logits
+    ("gemm_s8_zp", "x86_64", "vnni"),  # s8 A and an A zero point: offsets folded from the unpacked weight
+    ("gemm", "x86-64-v3", "avx2-pair"),  # the pair plan reads the (now constant) weight's values
+])
+def test_4bit_gemm_epilogues_bit_exact(case: str, target: str, kind: str, tmp_path: Path) -> None:
+    """With 4-bit constants each GEMM and its requantize and dequantize are one kernel (the same kernel family as
+    for 8-bit codes), bit-exact at 97, 8 and 1 rows, 1 and 2 threads (where the target runs here)."""
     from qgnn_deploy.backends.tvm.targets import resolve_target
 
     if case == "prompt_dq":
         g = lorap_tail_graph(7, int4=True, dequantize=SERIES_LOGITS)
     else:
-        g = gemm_requant_graph(40, 7, "int8", zp=5, a_zero_point=-3, dequantize=True, int4=True)
-    names = [nm for nm in _kernel_names(g, "vnni") if nm.startswith("qgnn_")]
-    assert len(names) == 1 and "_dq_" in names[0], names
-    main = str(build_module(g, BuildOptions(gemm_kind="vnni"))["main"])
+        g = gemm_requant_graph(40, 7, "int8" if case.endswith("zp") else "uint8", zp=5,
+                               a_zero_point=-3 if case.endswith("zp") else 0, dequantize=True, int4=True)
+    names = [nm for nm in _kernel_names(g, kind) if nm.startswith("qgnn_")]
+    assert len(names) == 1 and names[0].startswith(f"qgnn_gemm_{kind.replace('-', '_')}_") and "_dq_" in names[0], \
+        names
+    main = str(build_module(g, BuildOptions(gemm_kind=kind))["main"])
     assert main.count("R.call_tir(") == 1 and "R.right_shift" not in main, main
-    if "avx512vnni" not in resolve_target("x86_64").features:
-        pytest.skip("no AVX-512 VNNI here")
-    assert_rows_bit_exact(g, "x86_64", tmp_path, np.random.default_rng(7), np.float32)
+    if not set(resolve_target(target).features) <= set(resolve_target("x86_64").features) or \
+            (kind == "vnni" and "avx512vnni" not in resolve_target("x86_64").features):
+        pytest.skip(f"{target} does not run here")
+    assert_rows_bit_exact(g, target, tmp_path, np.random.default_rng(7), np.float32)
 
 
 def test_4bit_prompt_model_fuses_like_8bit_and_is_bit_exact(tmp_path: Path) -> None:
