@@ -27,6 +27,9 @@ kernels.  The passes compose with :class:`qgnn_deploy.ir.passes.Sequential` like
 * ``dequantize_into_gemm``: a ``dequantize`` (the model's float logits) read from a requantize that a GEMM epilogue
   computes (``prompt_into_gemm`` or ``requantize_into_gemm``) and nothing else reads: the epilogue writes the float32
   values itself, so the 8-bit codes are never stored and read back by an elementwise kernel.
+
+A "constant int8" weight or basis is an int8 initializer or a 4-bit one stored packed (``unpack_int4`` of a
+constant): :func:`int8_constant` gives both passes and emitters its values, so 4-bit models fuse like 8-bit ones.
 """
 
 from __future__ import annotations
@@ -461,10 +464,10 @@ def _prompt_tail(graph: Graph, mm: Node, dtypes: dict, shapes: dict) -> tuple[No
 
 def prompt_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) -> list[str]:
     """LoRAP's ``requantize((a - za) * den + alpha @ P [+ bias])`` (``alpha [N, k]``, ``a [N, H]`` 8-bit codes,
-    ``P`` a constant int8 ``[k, H]`` with ``k >= 4``, ``den`` and ``za`` constant integers, ``bias`` a constant
-    int32 row, every intermediate int32 and read by the next alone) on AVX-512 VNNI, when its constants fold
-    exactly (:func:`.gemm.prompt_epilogue_constants`, kept in :attr:`PromptTail.epilogue`): one GEMM kernel with an
-    ``addend`` epilogue."""
+    ``P`` a constant int8 ``[k, H]`` (8-bit or 4-bit: :func:`int8_constant`) with ``k >= 4``, ``den`` and ``za``
+    constant integers, ``bias`` a constant int32 row, every intermediate int32 and read by the next alone) on
+    AVX-512 VNNI, when its constants fold exactly (:func:`.gemm.prompt_epilogue_constants`, kept in
+    :attr:`PromptTail.epilogue`): one GEMM kernel with an ``addend`` epilogue."""
     if not options.fast_matmul or options.gemm_kind != "vnni":
         return []
     from qgnn_deploy.ir.infer import infer_dtypes, infer_shapes
