@@ -769,9 +769,10 @@ def test_dequantize_after_unfusable_gemm_requant_falls_back() -> None:
 
 def test_4bit_constants_fuse_like_8bit() -> None:
     """A 4-bit weight or LoRAP basis (``unpack_int4`` of a packed constant) is a constant int8 matrix to every
-    matcher (``fusion.int8_constant``): the prompt tail, its final dequantize and the VNNI requantize epilogues with
+    matcher (``gemm.int8_constant``): the prompt tail, its final dequantize and the VNNI requantize epilogues with
     s8 A or an A zero point fuse as for 8-bit codes; not when the packed bytes are not a constant."""
-    from qgnn_deploy.backends.tvm.fusion import dequantize_into_gemm, int8_constant, prompt_into_gemm
+    from qgnn_deploy.backends.tvm.fusion import dequantize_into_gemm, prompt_into_gemm
+    from qgnn_deploy.backends.tvm.gemm import int8_constant
 
     def planned(g: Graph) -> FusionPlan:
         plan = FusionPlan()

@@ -29,7 +29,7 @@ kernels.  The passes compose with :class:`qgnn_deploy.ir.passes.Sequential` like
   values itself, so the 8-bit codes are never stored and read back by an elementwise kernel.
 
 A "constant int8" weight or basis is an int8 initializer or a 4-bit one stored packed (``unpack_int4`` of a
-constant): :func:`int8_constant` gives both passes and emitters its values, so 4-bit models fuse like 8-bit ones.
+constant): :func:`.gemm.int8_constant` gives both passes and emitters its values, so 4-bit models fuse like 8-bit ones.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 
 from qgnn_deploy.ir.graph import Graph, Node
-from qgnn_deploy.ir.interpreter import KERNELS
 from qgnn_deploy.ir.passes import GraphPass, Sequential
 
 BuildOptions = Any  # relax_builder.BuildOptions (not imported: relax_builder imports this module)
@@ -73,7 +72,7 @@ class PromptTail:
 
     alpha: str  # alpha [N, k], 8-bit codes (the prompt GEMM's A)
     alpha_zero_point: int  # the GEMM's a_zero_point
-    basis: str  # P [k, H], a constant int8 matrix (:func:`int8_constant`: 8-bit, or 4-bit unpacked)
+    basis: str  # P [k, H], a constant int8 matrix (:func:`.gemm.int8_constant`: 8-bit, or 4-bit unpacked)
     agg: str  # a [N, H], 8-bit codes
     agg_zero_point: int  # subtracted from a's int32 cast (0: no sub node)
     den: int  # a's constant integer factor
@@ -107,22 +106,10 @@ class FusionPlan:
             {v for t in self.prompt_into_gemm.values() for v in t.inner} | set(self.dequantize_into_gemm.values())
 
 
-def int8_constant(graph: Graph, name: str) -> np.ndarray | None:
-    """The values of ``name`` when it is a constant int8 matrix, else None: an int8 initializer, or the
-    ``unpack_int4`` of a constant (4-bit weights and LoRAP bases are stored packed), unpacked here by the
-    interpreter's own kernel, so every matcher and emitter treats a 4-bit constant like an 8-bit one and reads
-    exactly the values the graph computes."""
-    if name in graph.initializers:
-        arr = graph.initializers[name]
-        return arr if arr.dtype == np.int8 else None
-    node = graph.producers().get(name)
-    if node is None or node.op != "unpack_int4" or node.inputs[0] not in graph.initializers:
-        return None
-    return KERNELS["unpack_int4"]([graph.initializers[node.inputs[0]]], node.attrs)
-
-
 def _weight_shape(graph: Graph, name: str) -> tuple[int, ...] | None:
-    """Shape of a constant int8 weight (:func:`int8_constant`), else None."""
+    """Shape of a constant int8 weight (:func:`.gemm.int8_constant`), else None."""
+    from .gemm import int8_constant
+
     w = int8_constant(graph, name)
     return None if w is None else tuple(w.shape)
 
@@ -202,7 +189,7 @@ def requant_epilogue_constants(graph: Graph, node: Node, n: int, row_multiplier:
 
 def requantize_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) -> list[str]:
     """requantize nodes whose int32 input is a matmul (zero points 0, constant int8 weight with K >= 4, 8-bit or
-    4-bit: :func:`int8_constant`) read by nothing else, with per-column constants: on x86 GEMM kernels below VNNI
+    4-bit: :func:`.gemm.int8_constant`) read by nothing else, with per-column constants: on x86 GEMM kernels below VNNI
     (:data:`.gemm_x86.KINDS`), and on AVX-512 VNNI for an A read in place (:func:`.gemm.vnni_fuses_requant`; a
     K % 4 tail is multiplied in int32 first), where an A zero point folds into the epilogue too."""
     from qgnn_deploy.ir.infer import infer_dtypes
@@ -424,6 +411,8 @@ def _prompt_tail(graph: Graph, mm: Node, dtypes: dict, shapes: dict) -> tuple[No
         ok = name not in outputs and len(users) == 1 and users[0].op == op and dtypes[name] == "int32"
         return users[0] if ok else None
 
+    from .gemm import int8_constant
+
     p = int8_constant(graph, mm.inputs[1]) if len(mm.inputs) == 2 else None
     if p is None or p.ndim != 2 or p.shape[0] < 4 or int(mm.attrs.get("b_zero_point", 0)):
         return None
@@ -464,7 +453,7 @@ def _prompt_tail(graph: Graph, mm: Node, dtypes: dict, shapes: dict) -> tuple[No
 
 def prompt_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) -> list[str]:
     """LoRAP's ``requantize((a - za) * den + alpha @ P [+ bias])`` (``alpha [N, k]``, ``a [N, H]`` 8-bit codes,
-    ``P`` a constant int8 ``[k, H]`` (8-bit or 4-bit: :func:`int8_constant`) with ``k >= 4``, ``den`` and ``za``
+    ``P`` a constant int8 ``[k, H]`` (8-bit or 4-bit: :func:`.gemm.int8_constant`) with ``k >= 4``, ``den`` and ``za``
     constant integers, ``bias`` a constant int32 row, every intermediate int32 and read by the next alone) on
     AVX-512 VNNI, when its constants fold exactly (:func:`.gemm.prompt_epilogue_constants`, kept in
     :attr:`PromptTail.epilogue`): one GEMM kernel with an ``addend`` epilogue."""

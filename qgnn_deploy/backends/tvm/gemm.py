@@ -19,8 +19,10 @@ import numpy as np
 from tvm import relax, tirx
 from tvm.script import tirx as T
 
+from qgnn_deploy.ir.graph import Graph
+from qgnn_deploy.ir.interpreter import KERNELS
+
 from . import gemm_x86
-from .fusion import int8_constant
 from .gemm_arm import ARM_KINDS, emit_arm_matmul
 from .gemm_skeleton import (
     FLIP,
@@ -110,6 +112,20 @@ def generic_kernel(k: int, nb: int, a_dtype: str) -> tirx.PrimFunc:
 
 def _static(v: Any) -> int | None:
     return int(v.value) if isinstance(v, tirx.IntImm) else (v if isinstance(v, int) else None)
+
+
+def int8_constant(graph: Graph, name: str) -> np.ndarray | None:
+    """The values of ``name`` when it is a constant int8 matrix, else None: an int8 initializer, or the
+    ``unpack_int4`` of a constant (4-bit weights and LoRAP bases are stored packed), unpacked here by the
+    interpreter's own kernel, so every matcher and emitter treats a 4-bit constant like an 8-bit one and reads
+    exactly the values the graph computes."""
+    if name in graph.initializers:
+        arr = graph.initializers[name]
+        return arr if arr.dtype == np.int8 else None
+    node = graph.producers().get(name)
+    if node is None or node.op != "unpack_int4" or node.inputs[0] not in graph.initializers:
+        return None
+    return KERNELS["unpack_int4"]([graph.initializers[node.inputs[0]]], node.attrs)
 
 
 def emit_matmul(ctx: Any, a: relax.Expr, b: relax.Expr) -> relax.Expr | None:

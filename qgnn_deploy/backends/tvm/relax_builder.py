@@ -30,7 +30,7 @@ from qgnn_deploy.ir.interpreter import wider
 from qgnn_deploy.ir.ops import OPS, HandlerTable, steps_search_plan
 
 from . import kernels
-from .fusion import int8_constant, plan_fusion, requant_epilogue_constants
+from .fusion import plan_fusion, requant_epilogue_constants
 from .relax_ops import dtype_of, op, scalar, shape_of
 
 Handler = Callable[["BuildContext", Node], relax.Expr]
@@ -191,8 +191,10 @@ def _dequantize(ctx: BuildContext, node: Node) -> relax.Expr:
 # ---------------------------------------------------------------------- integer ops
 @handler("unpack_int4")
 def _unpack_int4(ctx: BuildContext, node: Node) -> relax.Expr:
-    """A packed constant (4-bit weights, LoRAP bases) is unpacked at build time (:func:`.fusion.int8_constant`, the
+    """A packed constant (4-bit weights, LoRAP bases) is unpacked at build time (:func:`.gemm.int8_constant`, the
     values the fused GEMM epilogues fold), so every GEMM gets an int8 constant as for an 8-bit model."""
+    from .gemm import int8_constant
+
     values = int8_constant(ctx.graph, node.outputs[0])
     if values is not None:
         return relax.const(np.ascontiguousarray(values), "int8")
