@@ -9,7 +9,7 @@ import pytest
 
 from qgnn_deploy.ir.graph import Graph, GraphBuilder, ValueInfo
 from qgnn_deploy.ir.interpreter import run
-from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph
+from qgnn_deploy.ir.testing import awkward_graphs, op_zoo_graph, pack_int4
 
 tvm = pytest.importorskip("tvm")
 
@@ -28,11 +28,20 @@ from qgnn_deploy.backends.tvm.fusion import (  # noqa: E402
 from qgnn_deploy.backends.tvm.relax_builder import BuildOptions, build_module  # noqa: E402
 
 
+def int8_matrix(b: GraphBuilder, name: str, rows: int, cols: int, rng: np.random.Generator, int4: bool = False) -> str:
+    """A random constant int8 ``[rows, cols]`` matrix named ``name``: 8-bit codes, or with ``int4`` 4-bit ones
+    stored packed and unpacked by an ``unpack_int4`` node (as ``fold`` emits 4-bit weights and LoRAP bases)."""
+    if not int4:
+        return b.const(name, rng.integers(-128, 128, (rows, cols)).astype(np.int8))
+    return b.op("unpack_int4", [b.const(f"{name}_packed", pack_int4(rng.integers(-8, 8, (rows, cols))))], name,
+                shape=[rows, cols])
+
+
 def gemm_requant_graph(k: int, n: int, a_dtype: str = "uint8", *, fp32_input: bool = False, zp: int = 0,
                        per_column: bool = True, extra_reader: bool = False, shift: int | None = None,
-                       a_zero_point: int = 0, dequantize: bool = False) -> Graph:
-    """A [N, k] @ W [k, n] (int8) -> requantize with per-column (or scalar) multiplier and shift (then a
-    dequantize to float32 logits with ``dequantize``)."""
+                       a_zero_point: int = 0, dequantize: bool = False, int4: bool = False) -> Graph:
+    """A [N, k] @ W [k, n] (int8; 4-bit codes unpacked with ``int4``) -> requantize with per-column (or scalar)
+    multiplier and shift (then a dequantize to float32 logits with ``dequantize``)."""
     rng = np.random.default_rng(k * 31 + n)
     b = GraphBuilder()
     if fp32_input:
@@ -42,8 +51,7 @@ def gemm_requant_graph(k: int, n: int, a_dtype: str = "uint8", *, fp32_input: bo
                  dtype=a_dtype)
     else:
         a = b.input("a", a_dtype, ("N", k))
-    w = b.const("w", rng.integers(-128, 128, size=(k, n)).astype(np.int8))
-    acc = b.op("matmul", [a, w], "acc", a_zero_point=a_zero_point)
+    acc = b.op("matmul", [a, int8_matrix(b, "w", k, n, rng, int4)], "acc", a_zero_point=a_zero_point)
     cols = n if per_column else 1
     m = b.const("m", rng.integers(1 << 28, 1 << 30, size=(1, cols)).astype(np.int32))
     sh = b.const("sh", (np.full((1, cols), shift, np.int64) if shift is not None else
@@ -471,10 +479,11 @@ def test_scatter_requant_kernel_bit_exact(w: int, self_term: bool, row_mult: boo
 
 def lorap_tail_graph(h: int, *, k: int = 8, alpha_dtype: str = "uint8", alpha_zp: int = 0, agg_dtype: str = "int8",
                      agg_zp: int = 0, bias: bool = True, den: int = 4080, per_column: bool = False,
-                     extra_reader: bool = False, dequantize: tuple[float, int] | None = None) -> Graph:
+                     extra_reader: bool = False, dequantize: tuple[float, int] | None = None, int4: bool = False,
+                     ) -> Graph:
     """LoRAP's tail as ``fold.prompts.emit_lorap`` emits it: ``requantize((int32(a) [- za]) * den + alpha @ P
-    [+ bias])`` with ``alpha [N, k]``, ``a [N, h]`` 8-bit inputs and a constant int8 ``P``; ``dequantize`` =
-    (scale, zero point): then the model's final ``dequantize`` to float32 logits."""
+    [+ bias])`` with ``alpha [N, k]``, ``a [N, h]`` 8-bit inputs and a constant int8 ``P`` (4-bit codes unpacked
+    with ``int4``); ``dequantize`` = (scale, zero point): then the model's final ``dequantize`` to float32 logits."""
     rng = np.random.default_rng(h * 7 + k)
     b = GraphBuilder()
     alpha = b.input("alpha", alpha_dtype, ("N", k))
@@ -483,8 +492,7 @@ def lorap_tail_graph(h: int, *, k: int = 8, alpha_dtype: str = "uint8", alpha_zp
     if agg_zp:
         v = b.op("sub", [v, b.const("za", np.array([agg_zp], np.int32))], "a_centered")
     base = b.op("mul", [v, b.const("den", np.array([den], np.int32))], "a_x_den")
-    prompt = b.op("matmul", [alpha, b.const("P", rng.integers(-128, 128, (k, h)).astype(np.int8))], "prompt",
-                  a_zero_point=alpha_zp)
+    prompt = b.op("matmul", [alpha, int8_matrix(b, "P", k, h, rng, int4)], "prompt", a_zero_point=alpha_zp)
     acc = b.op("add", [base, prompt], "prompted")
     if bias:
         acc = b.op("add", [acc, b.const("bias", rng.integers(-2**20, 2**20, (1, h)).astype(np.int32))], "biased")
@@ -584,8 +592,9 @@ def test_prompt_gemm_kernel_bit_exact(h: int, k: int, alpha_dtype: str, alpha_zp
         np.testing.assert_array_equal(run_library(lib, f), run(g, f)["y"], err_msg=f"rows={rows}")
 
 
-def _gpf_plus_model(k: int, bits: int = 8) -> Graph:
-    """A tiny GCN with a GPF-plus prompt of ``k`` basis vectors, trained and folded as ``test_fold.py`` does."""
+def _prompt_model(gpf_k: int | None, bits: int = 8, lorap: dict | None = None, epochs: int = 2) -> Graph:
+    """A tiny GCN with a GPF-plus prompt of ``gpf_k`` basis vectors and/or LoRAP (``lorap``: its config), trained
+    and folded as ``test_fold.py`` does."""
     import torch
 
     from qgnn_deploy.data.datasets import make_synthetic_nodes
@@ -596,8 +605,9 @@ def _gpf_plus_model(k: int, bits: int = 8) -> Graph:
     torch.manual_seed(0)
     ds = make_synthetic_nodes(num_nodes=240, num_features=16)
     cfg = ModelConfig(arch="gcn", in_dim=ds.num_features, hidden=16, out_dim=ds.num_classes, framework="qat",
-                      bits=default_bits(bits), task=ds.task, gpf={"mode": "gpf-plus", "k": k})
-    return fold_model(train(cfg, ds, TrainSettings(epochs=2, progress=False)).model, max_in_degree=255)
+                      bits=default_bits(bits), task=ds.task, lorap=lorap,
+                      gpf=None if gpf_k is None else {"mode": "gpf-plus", "k": gpf_k})
+    return fold_model(train(cfg, ds, TrainSettings(epochs=epochs, progress=False)).model, max_in_degree=255)
 
 
 def test_gpf_plus_tail_plan() -> None:
@@ -610,39 +620,47 @@ def test_gpf_plus_tail_plan() -> None:
     def planned(g: Graph) -> dict[str, PromptTail]:
         return plan_fusion(g, BuildOptions(gemm_kind="vnni"))[0].prompt_into_gemm
 
-    g = _gpf_plus_model(4)
+    g = _prompt_model(4)
     tail = planned(g)["gpf_out"]
     assert (tail.alpha, tail.basis, tail.agg, tail.den, tail.bias) == ("gpf_alpha", "gpf_basis", "x_q", 255, None)
     assert set(tail.inner) == {"gpf_prompt", "gpf_x_i32", "gpf_x_x255", "gpf_prompted"} | (
         {"gpf_x_centered"} if tail.agg_zero_point else set())
     assert planned(prequantized_copy(g)) == {"gpf_out": tail}
-    assert list(planned(_gpf_plus_model(4, bits=4))) == ["gpf_out"]
-    assert planned(_gpf_plus_model(3)) == {}
+    assert list(planned(_prompt_model(4, bits=4))) == ["gpf_out"]
+    assert planned(_prompt_model(3)) == {}
 
 
 def test_gpf_plus_model_bit_exact_through_tvm(tmp_path: Path) -> None:
     """A whole GPF-plus model built for the host: its prompt tail is one VNNI GEMM kernel (with avx512vnni) and
     the library equals the interpreter bit for bit on the training graph and the awkward graphs, at 1 and 2
     threads."""
+    g = _prompt_model(4)
+    names = _kernel_names(g, "vnni")
+    assert [nm for nm in names if nm.startswith("qgnn_gemm_vnni_4_1_uint8_rq_") and nm.endswith("_add_255_uint8")]
+    assert_model_bit_exact(g, tmp_path, 3)
+
+
+def assert_model_bit_exact(g: Graph, tmp_path: Path, seed: int) -> None:
+    """Build a model trained on ``_prompt_model``'s data for the host and compare its library with the interpreter
+    (output bit patterns) on the training graph and the awkward graphs, at 1 and 2 threads."""
     from qgnn_deploy.backends.tvm.targets import resolve_target
     from qgnn_deploy.data.datasets import make_synthetic_nodes
 
-    g = _gpf_plus_model(4)
-    names = _kernel_names(g, "vnni")
-    assert [nm for nm in names if nm.startswith("qgnn_gemm_vnni_4_1_uint8_rq_") and nm.endswith("_add_255_uint8")]
     ds = make_synthetic_nodes(num_nodes=240, num_features=16)
     fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds={"x": ds.data.x.numpy(),
                                                                  "edge_index": ds.data.edge_index.numpy()})
     if "avx512vnni" in resolve_target("x86_64").features:
         assert fields["kernels"]["gemm_used"] == ["vnni"]
     lib = tmp_path / fields["library"]
-    cases = {"train": (ds.data.x.numpy(), ds.data.edge_index.numpy()), **awkward_graphs(16, seed=3)}
+    cases = {"train": (ds.data.x.numpy(), ds.data.edge_index.numpy()), **awkward_graphs(16, seed=seed)}
     for name, (x, ei) in cases.items():
         feeds = {"x": x, "edge_index": ei}
         ref = run(g, feeds)[g.outputs[0].name]
         for threads in (1, 2):
             got = run_library(lib, feeds, num_threads=threads)
-            np.testing.assert_array_equal(got, ref, err_msg=f"{name}, {threads} threads")
+            assert got.dtype == ref.dtype
+            bits = f"u{ref.dtype.itemsize}"
+            np.testing.assert_array_equal(got.view(bits), ref.view(bits), err_msg=f"{name}, {threads} threads")
 
 
 SERIES_LOGITS = (0.025452157482504845, 118)  # the series model's final dequantize (scale, zero point)
@@ -698,7 +716,13 @@ def test_dequantize_gemm_epilogue_bit_exact(case: str, target: str, tmp_path: Pa
     if not set(resolve_target(target).features) <= set(resolve_target("x86_64").features) or \
             (kind == "vnni" and "avx512vnni" not in resolve_target("x86_64").features):
         pytest.skip(f"{target} does not run here")
-    rng = np.random.default_rng(h)
+    assert_rows_bit_exact(g, target, tmp_path, np.random.default_rng(h), np.float32)
+
+
+def assert_rows_bit_exact(g: Graph, target: str, tmp_path: Path, rng: np.random.Generator,
+                          dtype: type | None = None) -> None:
+    """Build ``g`` (integer ``[rows, width]`` inputs) for ``target`` and compare its output (of ``dtype`` when given)
+    with the interpreter's, bit pattern for bit pattern, at 97, 8 and 1 rows, 1 and 2 threads."""
 
     def feed(rows: int) -> dict[str, np.ndarray]:
         out = {}
@@ -711,12 +735,13 @@ def test_dequantize_gemm_epilogue_bit_exact(case: str, target: str, tmp_path: Pa
     lib = tmp_path / fields["library"]
     for rows in (97, 8, 1):
         f = feed(rows)
-        ref = run(g, f)["logits"]
-        assert ref.dtype == np.float32
+        ref = run(g, f)[g.outputs[0].name]
+        assert dtype is None or ref.dtype == dtype
         for threads in (1, 2):
             got = run_library(lib, f, num_threads=threads)
-            assert got.dtype == np.float32
-            np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32), err_msg=f"rows={rows} t={threads}")
+            assert got.dtype == ref.dtype
+            bits = f"u{ref.dtype.itemsize}"
+            np.testing.assert_array_equal(got.view(bits), ref.view(bits), err_msg=f"rows={rows} t={threads}")
 
 
 def test_dequantize_after_unfusable_gemm_requant_falls_back() -> None:
@@ -740,3 +765,72 @@ def test_dequantize_after_unfusable_gemm_requant_falls_back() -> None:
     a = np.random.default_rng(0).integers(-128, 128, (37, 16)).astype(np.int8)
     got = vm["main"](tvm.runtime.tensor(a)).numpy()
     np.testing.assert_array_equal(got.view(np.uint32), run(g, {"a": a})["logits"].view(np.uint32))
+
+
+def test_4bit_constants_fuse_like_8bit() -> None:
+    """A 4-bit weight or LoRAP basis (``unpack_int4`` of a packed constant) is a constant int8 matrix to every
+    matcher (``gemm.int8_constant``): the prompt tail, its final dequantize and the VNNI requantize epilogues with
+    s8 A or an A zero point fuse as for 8-bit codes; not when the packed bytes are not a constant."""
+    from qgnn_deploy.backends.tvm.fusion import dequantize_into_gemm, prompt_into_gemm
+    from qgnn_deploy.backends.tvm.gemm import int8_constant
+
+    def planned(g: Graph) -> FusionPlan:
+        plan = FusionPlan()
+        for fn in (requantize_into_gemm, prompt_into_gemm, dequantize_into_gemm):
+            fn(g, BuildOptions(gemm_kind="vnni"), plan)  # type: ignore[arg-type]
+        return plan
+
+    g4 = lorap_tail_graph(7, int4=True, dequantize=SERIES_LOGITS)
+    plan = planned(g4)
+    assert plan.prompt_into_gemm == planned(lorap_tail_graph(7, dequantize=SERIES_LOGITS)).prompt_into_gemm and \
+        plan.dequantize_into_gemm == {"logits": "y"}
+    p = int8_constant(g4, "P")
+    assert p is not None and p.dtype == np.int8 and p.shape == (8, 7) and -8 <= p.min() and p.max() <= 7
+    zeros = {"alpha": np.zeros((1, 8), np.uint8), "a": np.zeros((1, 7), np.int8)}
+    np.testing.assert_array_equal(p, run(g4, zeros, keep_all=True)["P"])  # the values the graph computes
+    for a_dtype, a_zp in (("uint8", 0), ("int8", 0), ("uint8", 3)):  # s8 flip and A zero point fold the weight
+        assert planned(gemm_requant_graph(40, 16, a_dtype, a_zero_point=a_zp, int4=True)).requantize_into_gemm == \
+            {"rq": "acc"}
+    loose = lorap_tail_graph(7, int4=True)
+    packed = loose.initializers.pop("P_packed")
+    loose.inputs.append(ValueInfo("P_packed", "uint8", (packed.size,)))  # unpacked at run time: not a constant
+    assert int8_constant(loose, "P") is None and planned(loose).prompt_into_gemm == {}
+
+
+@pytest.mark.parametrize("case,target,kind", [
+    ("prompt_dq", "x86_64", "vnni"),  # LoRAP's tail writing the float32 logits
+    ("gemm_s8_zp", "x86_64", "vnni"),  # s8 A and an A zero point: offsets folded from the unpacked weight
+    ("gemm", "x86-64-v3", "avx2-pair"),  # the pair plan reads the (now constant) weight's values
+])
+def test_4bit_gemm_epilogues_bit_exact(case: str, target: str, kind: str, tmp_path: Path) -> None:
+    """With 4-bit constants each GEMM and its requantize and dequantize are one kernel (the same kernel family as
+    for 8-bit codes), bit-exact at 97, 8 and 1 rows, 1 and 2 threads (where the target runs here)."""
+    from qgnn_deploy.backends.tvm.targets import resolve_target
+
+    if case == "prompt_dq":
+        g = lorap_tail_graph(7, int4=True, dequantize=SERIES_LOGITS)
+    else:
+        g = gemm_requant_graph(40, 7, "int8" if case.endswith("zp") else "uint8", zp=5,
+                               a_zero_point=-3 if case.endswith("zp") else 0, dequantize=True, int4=True)
+    names = [nm for nm in _kernel_names(g, kind) if nm.startswith("qgnn_")]
+    assert len(names) == 1 and names[0].startswith(f"qgnn_gemm_{kind.replace('-', '_')}_") and "_dq_" in names[0], \
+        names
+    main = str(build_module(g, BuildOptions(gemm_kind=kind))["main"])
+    assert main.count("R.call_tir(") == 1 and "R.right_shift" not in main, main
+    if not set(resolve_target(target).features) <= set(resolve_target("x86_64").features) or \
+            (kind == "vnni" and "avx512vnni" not in resolve_target("x86_64").features):
+        pytest.skip(f"{target} does not run here")
+    assert_rows_bit_exact(g, target, tmp_path, np.random.default_rng(7), np.float32)
+
+
+def test_4bit_prompt_model_fuses_like_8bit_and_is_bit_exact(tmp_path: Path) -> None:
+    """A 4-bit GCN with GPF-plus and LoRAP (bases and weights packed) gets the fusion plan of its 8-bit twin (both
+    prompt tails and the final dequantize in GEMM epilogues), and its library equals the interpreter bit for bit on
+    the training graph and the awkward graphs at 1 and 2 threads."""
+    lorap = {"k": 4, "rank": 2}
+    g = _prompt_model(4, bits=4, lorap=lorap, epochs=6)
+    assert {n.outputs[0] for n in g.nodes if n.op == "unpack_int4"} >= {"layer0_lorap_basis", "layer1_lorap_basis"}
+    plan, report = plan_fusion(g, BuildOptions(gemm_kind="vnni"))
+    assert report == plan_fusion(_prompt_model(4, lorap=lorap, epochs=6), BuildOptions(gemm_kind="vnni"))[1]
+    assert set(plan.prompt_into_gemm) == {"gpf_out", "layer1_input", "output"} and plan.dequantize_into_gemm
+    assert_model_bit_exact(g, tmp_path, 5)

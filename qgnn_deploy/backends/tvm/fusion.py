@@ -27,6 +27,9 @@ kernels.  The passes compose with :class:`qgnn_deploy.ir.passes.Sequential` like
 * ``dequantize_into_gemm``: a ``dequantize`` (the model's float logits) read from a requantize that a GEMM epilogue
   computes (``prompt_into_gemm`` or ``requantize_into_gemm``) and nothing else reads: the epilogue writes the float32
   values itself, so the 8-bit codes are never stored and read back by an elementwise kernel.
+
+A "constant int8" weight or basis is an int8 initializer or a 4-bit one stored packed (``unpack_int4`` of a
+constant): :func:`.gemm.int8_constant` gives both passes and emitters its values, so 4-bit models fuse like 8-bit ones.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ class PromptTail:
 
     alpha: str  # alpha [N, k], 8-bit codes (the prompt GEMM's A)
     alpha_zero_point: int  # the GEMM's a_zero_point
-    basis: str  # P [k, H], a constant int8 initializer
+    basis: str  # P [k, H], a constant int8 matrix (:func:`.gemm.int8_constant`: 8-bit, or 4-bit unpacked)
     agg: str  # a [N, H], 8-bit codes
     agg_zero_point: int  # subtracted from a's int32 cast (0: no sub node)
     den: int  # a's constant integer factor
@@ -104,14 +107,11 @@ class FusionPlan:
 
 
 def _weight_shape(graph: Graph, name: str) -> tuple[int, ...] | None:
-    """Shape of a constant int8 weight (an initializer, or an ``unpack_int4`` of one), else None."""
-    if name in graph.initializers:
-        arr = graph.initializers[name]
-        return tuple(arr.shape) if arr.dtype == np.int8 else None
-    node = graph.producers().get(name)
-    if node is not None and node.op == "unpack_int4":
-        return tuple(int(s) for s in node.attrs["shape"])
-    return None
+    """Shape of a constant int8 weight (:func:`.gemm.int8_constant`), else None."""
+    from .gemm import int8_constant
+
+    w = int8_constant(graph, name)
+    return None if w is None else tuple(w.shape)
 
 
 def gather_into_scatter(graph: Graph, options: BuildOptions, plan: FusionPlan) -> list[str]:
@@ -188,10 +188,10 @@ def requant_epilogue_constants(graph: Graph, node: Node, n: int, row_multiplier:
 
 
 def requantize_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) -> list[str]:
-    """requantize nodes whose int32 input is a matmul (zero points 0, constant int8 weight with K >= 4) read by
-    nothing else, with per-column constants: on x86 GEMM kernels below VNNI (:data:`.gemm_x86.KINDS`), and on
-    AVX-512 VNNI for an A read in place (:func:`.gemm.vnni_fuses_requant`; a K % 4 tail is multiplied in int32
-    first), where an A zero point (with a constant initializer weight) folds into the epilogue too."""
+    """requantize nodes whose int32 input is a matmul (zero points 0, constant int8 weight with K >= 4, 8-bit or
+    4-bit: :func:`.gemm.int8_constant`) read by nothing else, with per-column constants: on x86 GEMM kernels below VNNI
+    (:data:`.gemm_x86.KINDS`), and on AVX-512 VNNI for an A read in place (:func:`.gemm.vnni_fuses_requant`; a
+    K % 4 tail is multiplied in int32 first), where an A zero point folds into the epilogue too."""
     from qgnn_deploy.ir.infer import infer_dtypes
 
     from .gemm import vnni_fuses_requant
@@ -210,15 +210,13 @@ def requantize_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) 
         if mm is None or mm.op != "matmul" or len(mm.inputs) < 2 or \
                 [u.name for u in graph.consumers(mm.outputs[0])] != [node.name]:
             continue
-        za = int(mm.attrs.get("a_zero_point", 0))
-        if (za and not (vnni and mm.inputs[1] in graph.initializers)) or int(mm.attrs.get("b_zero_point", 0)):
+        if (int(mm.attrs.get("a_zero_point", 0)) and not vnni) or int(mm.attrs.get("b_zero_point", 0)):
             continue
         shape = _weight_shape(graph, mm.inputs[1])
         if shape is None or len(shape) != 2 or shape[0] < 4 or \
                 requant_epilogue_constants(graph, node, shape[1]) is None:
             continue
-        if vnni and (mm.inputs[0] in plan.quantize_into_gemm or not vnni_fuses_requant(dtypes[mm.inputs[0]], shape[0])
-                     or (dtypes[mm.inputs[0]] == "int8" and mm.inputs[1] not in graph.initializers)):
+        if vnni and (mm.inputs[0] in plan.quantize_into_gemm or not vnni_fuses_requant(dtypes[mm.inputs[0]], shape[0])):
             continue
         plan.requantize_into_gemm[node.outputs[0]] = mm.outputs[0]
     return sorted(plan.requantize_into_gemm)
@@ -413,8 +411,10 @@ def _prompt_tail(graph: Graph, mm: Node, dtypes: dict, shapes: dict) -> tuple[No
         ok = name not in outputs and len(users) == 1 and users[0].op == op and dtypes[name] == "int32"
         return users[0] if ok else None
 
-    p = graph.initializers.get(mm.inputs[1]) if len(mm.inputs) == 2 else None
-    if p is None or p.dtype != np.int8 or p.ndim != 2 or p.shape[0] < 4 or int(mm.attrs.get("b_zero_point", 0)):
+    from .gemm import int8_constant
+
+    p = int8_constant(graph, mm.inputs[1]) if len(mm.inputs) == 2 else None
+    if p is None or p.ndim != 2 or p.shape[0] < 4 or int(mm.attrs.get("b_zero_point", 0)):
         return None
     add = sole(mm.outputs[0], "add")
     other = [v for v in add.inputs if v != mm.outputs[0]] if add is not None else []
@@ -453,10 +453,10 @@ def _prompt_tail(graph: Graph, mm: Node, dtypes: dict, shapes: dict) -> tuple[No
 
 def prompt_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) -> list[str]:
     """LoRAP's ``requantize((a - za) * den + alpha @ P [+ bias])`` (``alpha [N, k]``, ``a [N, H]`` 8-bit codes,
-    ``P`` a constant int8 ``[k, H]`` with ``k >= 4``, ``den`` and ``za`` constant integers, ``bias`` a constant
-    int32 row, every intermediate int32 and read by the next alone) on AVX-512 VNNI, when its constants fold
-    exactly (:func:`.gemm.prompt_epilogue_constants`, kept in :attr:`PromptTail.epilogue`): one GEMM kernel with an
-    ``addend`` epilogue."""
+    ``P`` a constant int8 ``[k, H]`` (8-bit or 4-bit: :func:`.gemm.int8_constant`) with ``k >= 4``, ``den`` and ``za``
+    constant integers, ``bias`` a constant int32 row, every intermediate int32 and read by the next alone) on
+    AVX-512 VNNI, when its constants fold exactly (:func:`.gemm.prompt_epilogue_constants`, kept in
+    :attr:`PromptTail.epilogue`): one GEMM kernel with an ``addend`` epilogue."""
     if not options.fast_matmul or options.gemm_kind != "vnni":
         return []
     from qgnn_deploy.ir.infer import infer_dtypes, infer_shapes

@@ -19,6 +19,9 @@ import numpy as np
 from tvm import relax, tirx
 from tvm.script import tirx as T
 
+from qgnn_deploy.ir.graph import Graph
+from qgnn_deploy.ir.interpreter import KERNELS
+
 from . import gemm_x86
 from .gemm_arm import ARM_KINDS, emit_arm_matmul
 from .gemm_skeleton import (
@@ -111,6 +114,20 @@ def _static(v: Any) -> int | None:
     return int(v.value) if isinstance(v, tirx.IntImm) else (v if isinstance(v, int) else None)
 
 
+def int8_constant(graph: Graph, name: str) -> np.ndarray | None:
+    """The values of ``name`` when it is a constant int8 matrix, else None: an int8 initializer, or the
+    ``unpack_int4`` of a constant (4-bit weights and LoRAP bases are stored packed), unpacked here by the
+    interpreter's own kernel, so every matcher and emitter treats a 4-bit constant like an 8-bit one and reads
+    exactly the values the graph computes."""
+    if name in graph.initializers:
+        arr = graph.initializers[name]
+        return arr if arr.dtype == np.int8 else None
+    node = graph.producers().get(name)
+    if node is None or node.op != "unpack_int4" or node.inputs[0] not in graph.initializers:
+        return None
+    return KERNELS["unpack_int4"]([graph.initializers[node.inputs[0]]], node.attrs)
+
+
 def emit_matmul(ctx: Any, a: relax.Expr, b: relax.Expr) -> relax.Expr | None:
     """``a @ b`` in int32 through a hand-written kernel, or None to use Relax's matmul."""
     sa, sb = shape_of(a), shape_of(b)
@@ -182,8 +199,8 @@ def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any, dq_node
         at = dtype_of(a)
         if q is not None or not vnni_fuses_requant(at, k) or int(mm.attrs.get("b_zero_point", 0)):
             return None
-        rq = _fold_column_offset(rq, ctx.const_value(mm, 1), _row_offsets(k, int(mm.attrs.get("a_zero_point", 0)),
-                                                                           at == "int8"))
+        rq = _fold_column_offset(rq, int8_constant(ctx.graph, mm.inputs[1]),
+                                 _row_offsets(k, int(mm.attrs.get("a_zero_point", 0)), at == "int8"))
         if rq is None:
             return None
         _, bp, bt = split_b(bpad, k, nb, 4, 4)
@@ -214,8 +231,7 @@ def emit_prompt_requant(ctx: Any, tail: Any, rq_node: Any, dq_node: Any = None) 
     gone.  With ``dq_node`` (the model's final ``dequantize`` of it, ``fusion.dequantize_into_gemm``) the kernel
     writes its float32 values instead of the codes."""
     alpha, agg = ctx.value(tail.alpha, rq_node), ctx.value(tail.agg, rq_node)
-    p = ctx.graph.initializers[tail.basis]
-    k, n = (int(d) for d in p.shape)
+    k, n = (int(d) for d in shape_of(ctx.value(tail.basis, rq_node)))
     at, dt = dtype_of(alpha), dtype_of(agg)
     rq = tail.epilogue
     if rq is None:
@@ -239,7 +255,10 @@ def prompt_epilogue_constants(graph: Any, tail: Any, constants: Any, alpha_dtype
     difference is a per-column constant, folded into the rounding half like the GEMM's own offset
     (``(v + o) * M + half = v * M + (half + o * M)``).  Exact when neither int32 sum can wrap (the IR's then do
     not either) and the int64 terms stay below 2**62; None otherwise (the tail stays two kernels)."""
-    p = graph.initializers[tail.basis].astype(np.int64)
+    basis = int8_constant(graph, tail.basis)
+    if basis is None or basis.ndim != 2:
+        return None
+    p = basis.astype(np.int64)
     k, n = p.shape
     base = constants(n)
     if base is None or alpha_dtype not in ("uint8", "int8") or agg_dtype not in ("uint8", "int8") or \

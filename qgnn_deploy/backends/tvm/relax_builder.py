@@ -191,6 +191,13 @@ def _dequantize(ctx: BuildContext, node: Node) -> relax.Expr:
 # ---------------------------------------------------------------------- integer ops
 @handler("unpack_int4")
 def _unpack_int4(ctx: BuildContext, node: Node) -> relax.Expr:
+    """A packed constant (4-bit weights, LoRAP bases) is unpacked at build time (:func:`.gemm.int8_constant`, the
+    values the fused GEMM epilogues fold), so every GEMM gets an int8 constant as for an 8-bit model."""
+    from .gemm import int8_constant
+
+    values = int8_constant(ctx.graph, node.outputs[0])
+    if values is not None:
+        return relax.const(np.ascontiguousarray(values), "int8")
     packed = cast(ctx.arg(node, 0), "uint8")
     shape = [int(s) for s in node.attrs["shape"]]
     count = int(np.prod(shape))
