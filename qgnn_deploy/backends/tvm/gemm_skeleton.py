@@ -99,7 +99,8 @@ class Epilogue:
     addend: int = 0
     addend_dtype: str = "int8"
     # ``(zero_point, scale)`` of a ``dequantize`` reading the codes: C holds ``float32(code - zero_point) * scale``
-    # (the handler's float32 ops; ``scale`` a float32 value, ``|zero_point| < 2**24``: exact in int32); None: codes.
+    # (the interpreter's float32 ops; ``scale`` a float32 value, ``|zero_point|`` below
+    # ``fusion.DEQUANTIZE_MAX_ZERO_POINT`` so the int32 difference cannot wrap); None: codes.
     dequantize: tuple[int, float] | None = None
 
     @property
