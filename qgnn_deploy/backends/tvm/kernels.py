@@ -127,7 +127,10 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
     twice and dropped: block by block from the last, sorted 18 -> 40 ms; forward with each edge storing its
     run's first edge and a gap-fill loop, 20 -> 62 ms at 1 thread, the check alone 26 ms.)  Loops are
     zero-based with the offset added in the body: TVM 0.27 drops a loop's start from the bounds of loops
-    nested in it when it normalises them.
+    nested in it when it normalises them.  Scalars are bound with ``x: T.let = ...``: in TVM 0.27 a plain
+    ``x = ...`` is a one-element local buffer, which here lowered to a ``TVMBackendAllocWorkspace`` call and a
+    store and reload per use in the hot loops (unsorted 10^6, 1 thread: ~140 -> ~89 ms CPU); the one-element
+    accumulators are ``global`` decl_buffers for the same reason (``gemm_skeleton.ACC_SCOPE``).
     """
     r = int(row)
     chunk = CHUNK
@@ -147,47 +150,47 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
                 for b in T.serial(buckets(n) + 1):
                     off[p, b] = 0
                 for kk in T.serial((p + 1) * e // pp - p * e // pp):
-                    d = Idx[r, p * e // pp + kk]
-                    b = T.if_then_else(T.Cast("uint64", d) < T.Cast("uint64", n), d >> bits, buckets(n))
+                    d: T.let = Idx[r, p * e // pp + kk]
+                    b: T.let = T.if_then_else(T.Cast("uint64", d) < T.Cast("uint64", n), d >> bits, buckets(n))
                     off[p, b] = off[p, b] + 1
-            acc = T.decl_buffer((1,), "int32", scope="local")
+            acc = T.decl_buffer((1,), "int32", scope="global")
             acc[0] = 0
             for b in T.serial(buckets(n)):  # exclusive prefix over (bucket, part): each part's slice of each bucket
                 start[b] = acc[0]
                 for p in range(pp):
-                    c = off[p, b]
+                    c: T.let = off[p, b]
                     off[p, b] = acc[0]
                     acc[0] = acc[0] + c
             start[buckets(n)] = acc[0]
             tmp = T.alloc_buffer((e, 2), "int32")
             for p in loop(pp):  # (2) stage (source, row within bucket) in bucket order, edge order within
                 for kk in T.serial((p + 1) * e // pp - p * e // pp):
-                    k = p * e // pp + kk
-                    d = Idx[r, k]
+                    k: T.let = p * e // pp + kk
+                    d: T.let = Idx[r, k]
                     if T.Cast("uint64", d) < T.Cast("uint64", n):
-                        at = off[p, d >> bits]
+                        at: T.let = off[p, d >> bits]
                         tmp[at, 1] = T.Cast("int32", Idx[sr, k])
                         tmp[at, 0] = T.Cast("int32", d & ((1 << bits) - 1))
                         off[p, d >> bits] = at + 1
             cur = T.alloc_buffer((pp, 1 << bits), "int32")  # per part: one bucket's row counts, then cursors
             for q in loop(pp):  # (3) whole buckets per part: histogram, prefix sum (rowptr), place
                 for bb in T.serial((q + 1) * buckets(n) // pp - q * buckets(n) // pp):
-                    b = q * buckets(n) // pp + bb
-                    rows = T.min(n - (b << bits), 1 << bits)
+                    b: T.let = q * buckets(n) // pp + bb
+                    rows: T.let = T.min(n - (b << bits), 1 << bits)
                     for ii in T.serial(rows):
                         cur[q, ii] = 0
                     for jj in T.serial(start[b + 1] - start[b]):
                         cur[q, tmp[start[b] + jj, 0]] = cur[q, tmp[start[b] + jj, 0]] + 1
-                    run = T.decl_buffer((1,), "int32", scope="local")
+                    run = T.decl_buffer((1,), "int32", scope="global")
                     run[0] = start[b]
                     for ii in T.serial(rows):
                         RowPtr[(b << bits) + ii] = T.Cast("int64", run[0])
-                        c = cur[q, ii]
+                        c: T.let = cur[q, ii]
                         cur[q, ii] = run[0]
                         run[0] = run[0] + c
                     if with_col:
                         for jj in T.serial(start[b + 1] - start[b]):
-                            j = start[b] + jj
+                            j: T.let = start[b] + jj
                             Col[cur[q, tmp[j, 0]]] = tmp[j, 1]
                             cur[q, tmp[j, 0]] = cur[q, tmp[j, 0]] + 1
             RowPtr[n] = T.Cast("int64", start[buckets(n)])
@@ -200,7 +203,7 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
                 for bb in T.serial(((p + 1) * e // pp - p * e // pp + chunk - 1) // chunk):
                     if ok[p] != 0:
                         for kk in T.serial(T.min(T.int64(chunk), (p + 1) * e // pp - p * e // pp - bb * chunk)):
-                            k = p * e // pp + bb * chunk + kk
+                            k: T.let = p * e // pp + bb * chunk + kk
                             ok[p] = ok[p] & T.Cast("int32", Idx[r, k] >= 0) & T.Cast("int32", Idx[r, k] < n1 - 1) \
                                 & T.Cast("int32", Idx[r, T.max(k - 1, T.int64(0))] <= Idx[r, k])
             Flag[0] = 1
@@ -212,7 +215,7 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
                         RowPtr[p * n1 // pp + ii] = e
                 for p in loop(pp):
                     for kk in T.serial((p + 1) * e // pp - p * e // pp):
-                        k = (p + 1) * e // pp - 1 - kk
+                        k: T.let = (p + 1) * e // pp - 1 - kk
                         if with_col:  # every edge is kept (all in range): col is the narrowed source row
                             Col[k] = T.Cast("int32", Idx[sr, k])
                         # rows that began before this part's range belong to an earlier part: write a scratch slot
