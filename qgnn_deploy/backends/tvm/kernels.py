@@ -41,6 +41,7 @@ CHUNK = 1024  # edges per ownership block (the owned-edge list lives on each thr
 # CPU time than one random store per edge (2 threads; 6-10% at 1 thread); 2^10 and 2^14 took more (many streams);
 # with the per-bucket row histogram (2026-12-03) 2^15 was no faster than 2^16
 BUCKET_BITS = 16
+PLAN_PREFETCH = 16  # records between edge_plan's col prefetch (for write) and its store (16 beat 8 and 32)
 PREFETCH = 48  # edges between a row's prefetch and its use (48 measured better than 16 at 10^6 nodes: DRAM latency)
 SERIAL_WORK = 4096  # work (rows x width + edges) below which a kernel runs serially (module docstring)
 LINE = 64  # cache line bytes: rows that do not tile a line get a second prefetch for their last element
@@ -110,7 +111,8 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
     slice of the bucket (slices in part order, so edge order is kept; a few sequential write streams), then
     (3) each part takes whole buckets: a row histogram of the bucket's records (a 2^16-row table stays in L2,
     the records in L3), its exclusive prefix sum (``rowptr`` and the row cursors), and the sources placed
-    through the cursors into int32 ``col`` (the random stores stay inside one bucket's window).  No [N]-sized
+    through the cursors into int32 ``col`` (the random stores stay inside one bucket's window; each store's line
+    is prefetched for write ``PLAN_PREFETCH`` records ahead: ~10% of the plan's CPU at 10^6).  No [N]-sized
     per-part histogram is built or scanned (the previous plan's histogram pass over the destinations did random
     increments into it).  ``col`` holds each row's sources in edge order: a stable sort's, the same array at
     any part count.  Without ``src_row`` only ``rowptr`` is built.  Kernels that can read ``col`` take the CSR
@@ -177,22 +179,28 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
                 for bb in T.serial((q + 1) * buckets(n) // pp - q * buckets(n) // pp):
                     b: T.let = q * buckets(n) // pp + bb
                     rows: T.let = T.min(n - (b << bits), 1 << bits)
+                    lo: T.let = start[b]
+                    cnt: T.let = start[b + 1] - lo
                     for ii in T.serial(rows):
                         cur[q, ii] = 0
-                    for jj in T.serial(start[b + 1] - start[b]):
-                        cur[q, tmp[start[b] + jj, 0]] = cur[q, tmp[start[b] + jj, 0]] + 1
+                    for jj in T.serial(cnt):
+                        rr: T.let = tmp[lo + jj, 0]
+                        cur[q, rr] = cur[q, rr] + 1
                     run = T.decl_buffer((1,), "int32", scope="global")
-                    run[0] = start[b]
+                    run[0] = lo
                     for ii in T.serial(rows):
                         RowPtr[(b << bits) + ii] = T.Cast("int64", run[0])
                         c: T.let = cur[q, ii]
                         cur[q, ii] = run[0]
                         run[0] = run[0] + c
                     if with_col:
-                        for jj in T.serial(start[b + 1] - start[b]):
-                            j: T.let = start[b] + jj
-                            Col[cur[q, tmp[j, 0]]] = tmp[j, 1]
-                            cur[q, tmp[j, 0]] = cur[q, tmp[j, 0]] + 1
+                        for jj in T.serial(cnt):
+                            rr: T.let = tmp[lo + jj, 0]
+                            at: T.let = cur[q, rr]
+                            Col[at] = tmp[lo + jj, 1]
+                            cur[q, rr] = at + 1
+                            ahead: T.let = tmp[lo + T.min(jj + PLAN_PREFETCH, cnt - 1), 0]  # a later record's row
+                            T.evaluate(_prefetch_w(T.address_of(Col[cur[q, ahead]])))
             RowPtr[n] = T.Cast("int64", start[buckets(n)])
 
         @T.macro
