@@ -580,6 +580,66 @@ def test_graph_kernels_exact_across_blocks_and_parts(parts: int, serial_work: in
         _check_epilogue_kernels(epilogues, rng, case, n, src, dst, [ei, flag, rowptr, col])
 
 
+@pytest.mark.parametrize("parts", [1, 2])
+@pytest.mark.parametrize("cdt", ["uint8", "int8"])
+def test_packed_coefficients_equal_the_gathered_ones(parts: int, cdt: str) -> None:
+    """pack_coef puts each source's 8-bit coefficient in col's top byte, and the packed edge kernels equal the
+    gathered-coefficient ones (add and max, a zero point, the requantize epilogue) on every edge case, sorted or
+    not; with fewer rows allowed than x has (``pack_limit``) the pack leaves col as it is and the kernels take
+    the plain path, so both agree with NumPy there too."""
+    from qgnn_deploy.backends.tvm import kernels
+
+    rng = np.random.default_rng(7 + parts)
+    sw = {"serial_work": 0}
+    info = np.iinfo(cdt)
+    plan = _graph_kernel(kernels.edge_plan(parts, row=1, src_row=0, bucket_bits=None if parts == 1 else 2, **sw))
+    rq = (0, -127, 127, "int8")
+    for limit in (kernels.PACK_LIMIT, 3):
+        pack = _graph_kernel(kernels.pack_coef(cdt, parts, pack_limit=limit, **sw))
+        built = {(kind, packed): _graph_kernel(kernels.edge_reduce(
+            5, "int8", parts, kind, dst_row=1, src_row=0, zero_point=2, coef_dtype=cdt, csr_col=True,
+            packed_col=packed, pack_limit=limit, **sw)) for kind in ("add", "max") for packed in (False, True)}
+        fused = {packed: _graph_kernel(kernels.edge_reduce(
+            5, "int8", parts, "add", dst_row=1, src_row=0, zero_point=2, coef_dtype=cdt, csr_col=True,
+            self_term=True, requant=rq, packed_col=packed, pack_limit=limit, **sw)) for packed in (False, True)}
+        for case, (n, src, dst) in _kernel_edge_cases(rng).items():
+            for order in ("unsorted", "sorted"):
+                if order == "sorted":
+                    o = np.argsort(dst, kind="stable")
+                    src, dst = src[o], dst[o]
+                ei = tvm.runtime.tensor(np.ascontiguousarray(np.stack([src, dst])))
+                flag = tvm.runtime.tensor(np.zeros(1, np.int32))
+                rowptr = tvm.runtime.tensor(np.zeros(n + 1, np.int64))
+                col = tvm.runtime.tensor(np.zeros(len(dst), np.int32))
+                plan(ei, flag, rowptr, col)
+                x = rng.integers(-128, 128, (n, 5)).astype(np.int8)
+                coef = rng.integers(info.min, info.max + 1, (n, 1)).astype(cdt)
+                packed_col = tvm.runtime.tensor(np.full(len(dst), -9, np.int32))
+                pack(col, tvm.runtime.tensor(coef), packed_col)
+                keep = (dst >= 0) & (dst < n)
+                msg = f"{case} {order} limit={limit}"
+                if n <= limit:
+                    top = (packed_col.numpy().view(np.uint32) >> kernels.PACK_BITS).astype(np.uint8).view(cdt)
+                    np.testing.assert_array_equal(top[:keep.sum()], coef[col.numpy()[:keep.sum()], 0], err_msg=msg)
+                else:
+                    np.testing.assert_array_equal(packed_col.numpy(), col.numpy(), err_msg=msg)
+                m = (x.astype(np.int64) - 2) * coef.astype(np.int64)
+                rq_args = [tvm.runtime.tensor(np.stack([np.ones(5), np.full(5, 1 << 9), np.full(5, 10)])
+                                              .astype(np.int64)), tvm.runtime.tensor(np.zeros((1, 1), np.int64))]
+                for (kind, packed), f in built.items():
+                    out = tvm.runtime.tensor(np.full((n, 5), -9, np.int32))
+                    f(tvm.runtime.tensor(x), tvm.runtime.tensor(coef), ei, ei, flag, rowptr,
+                      packed_col if packed else col, *rq_args, out)
+                    np.testing.assert_array_equal(out.numpy(), _edge_reduce_reference(kind, n, dst, m[src]),
+                                                  err_msg=f"{msg} {kind} packed={packed}")
+                outs = []
+                for packed, f in fused.items():
+                    out = tvm.runtime.tensor(np.full((n, 5), -9, np.int8))
+                    f(tvm.runtime.tensor(x), tvm.runtime.tensor(coef), ei, ei, flag, rowptr,
+                      packed_col if packed else col, *rq_args, out)
+                    outs.append(out.numpy())
+                np.testing.assert_array_equal(outs[1], outs[0], err_msg=f"{msg} requantized")
+
 def _plan_cases(rng: np.random.Generator) -> dict[str, tuple[int, np.ndarray, np.ndarray]]:
     """(N, src, dst) for edge_plan beyond the edge-kernel cases: sorted runs with rows without edges at the
     start, in the middle and at the end, one row's run filling whole parts, more rows than one default bucket
@@ -671,12 +731,16 @@ def test_factored_messages_reach_the_narrow_kernel() -> None:
     # he_scalar (a [1, 1] factor is not per node) and the int32 cast of an int64 product keep int32 rows
     # _csr: the edge plan counting-sorts src for unsorted edges, so these walk CSR runs for any edge order
     assert names == ["qgnn_gather_scatter_add_6_int32_2_0_1_csr",
-                     "qgnn_gather_scatter_add_6_int8_2_0_1_0_uint8_csr",  # GCN, coefficient on either side
+                     # GCN, coefficient on either side: packed into col's top byte (kernels.pack_coef)
+                     "qgnn_gather_scatter_add_6_int8_2_0_1_0_uint8_csr_packed",
                      # GIN's x - zp, its requantize applied by the edge kernel (fusion.requantize_into_scatter)
                      "qgnn_gather_scatter_add_6_uint8_2_0_1_7_none_csr_rq_0_m127_127_int8_col",
-                     "qgnn_gather_scatter_max_6_int8_2_0_1_0_uint8_csr"], names
+                     "qgnn_gather_scatter_max_6_int8_2_0_1_0_uint8_csr_packed"], names
     assert [gv.name_hint for gv in mod.functions if "edge_plan" in gv.name_hint] == ["qgnn_edge_plan_2_1_col0"]
+    # one pack for every scatter scaled by the same coefficients over the same col
+    assert [gv.name_hint for gv in mod.functions if "pack_coef" in gv.name_hint] == ["qgnn_pack_coef_uint8_2"]
     text = mod["main"].script()
+    assert text.count("qgnn_pack_coef_uint8_2") == 1, "one pack_coef call"
     assert "strided_slice" not in text
 
 

@@ -35,6 +35,8 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
+from .gemm_skeleton import ACC_SCOPE
+
 _SCHEDULED = {"tir.noalias": True, "tirx.is_scheduled": True}
 CHUNK = 1024  # edges per ownership block (the owned-edge list lives on each thread's stack)
 # rows per bucket of edge_plan's two-pass scatter: 2^16 (a bucket's col window ~3 MB at degree 11) took 24% less
@@ -45,6 +47,10 @@ PLAN_PREFETCH = 16  # records between edge_plan's col prefetch (for write) and i
 PREFETCH = 48  # edges between a row's prefetch and its use (48 measured better than 16 at 10^6 nodes: DRAM latency)
 SERIAL_WORK = 4096  # work (rows x width + edges) below which a kernel runs serially (module docstring)
 LINE = 64  # cache line bytes: rows that do not tile a line get a second prefetch for their last element
+PACK_BITS = 24  # pack_coef: sources below 2^24 leave col's top byte for an 8-bit per-node coefficient
+PACK_LIMIT = 1 << PACK_BITS  # rows of x up to which pack_coef packs (edge_reduce's pack_limit: smaller in tests)
+PACK_MASK = PACK_LIMIT - 1
+PACKABLE_COEF = ("int8", "uint8")
 
 
 def _straddles(h: int, itemsize: int) -> bool:
@@ -278,7 +284,8 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
 def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_row: int = 0,
                 src_row: int | None = None, zero_point: int = 0, coef_dtype: str | None = None,
                 csr_col: bool = False, *, serial_work: int = SERIAL_WORK, self_term: bool = False,
-                requant: tuple[int, int, int, str] | None = None, row_mult: str | None = None) -> tirx.PrimFunc:
+                requant: tuple[int, int, int, str] | None = None, row_mult: str | None = None,
+                packed_col: bool = False, pack_limit: int = PACK_LIMIT) -> tirx.PrimFunc:
     """``out[i] = reduce_{e : dst[e] = i} m(e)`` over rows of width ``h``; ``reduce`` is "add" or "max"
     (rows with no edge are 0).
 
@@ -302,6 +309,11 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
     the multiplier taken per row from ``RowM[n, 1]`` (of dtype ``row_mult``) when given.  The gathered forms
     take ``Rq`` and ``RowM`` before ``Out`` (unread when unused), so the int32 ``[N, h]`` sums never go to memory
     on the CSR paths (the owned-edge fallback accumulates into a scratch buffer first).
+
+    With ``packed_col`` (``csr_col``, an 8-bit ``coef``) the ``col`` argument is :func:`pack_coef`'s: when ``x``
+    has at most ``pack_limit`` rows each edge's coefficient is read from its source's top byte, so an edge
+    touches one random cache line (its row of ``x``) instead of two (the row and ``coef[src]``); otherwise
+    ``col`` holds the plain sources and the coefficient is gathered as above.
     """
     chunk, pf = CHUNK, PREFETCH
     counting = dtype is None
@@ -311,7 +323,8 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
     fused = requant is not None
     if reduce not in ("add", "max") or (scaled and not gathered) or (counting and (gathered or h != 1)) \
             or (csr_col and not gathered) or ((self_term or fused) and (is_max or not gathered)) \
-            or (row_mult is not None and not fused):
+            or (row_mult is not None and not fused) \
+            or (packed_col and not (csr_col and coef_dtype in PACKABLE_COEF)):
         raise ValueError(f"edge_reduce: unsupported combination reduce={reduce!r}, dtype={dtype}, "
                          f"gathered={gathered}, scaled={scaled}, h={h}")
     zp = int(zero_point)
@@ -320,9 +333,11 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
     two_x = not counting and _straddles(h, np.dtype(dtype).itemsize)
     two_o = _straddles(h, 4)
 
-    def row(S, k):  # noqa: ANN001, ANN202 - TVMScript expression helpers; S: the [R, E] tensor or ``col``
-        if not gathered:
+    def row(S, k, pk=False):  # noqa: ANN001, ANN202 - TVMScript expression helpers; S: the [R, E] tensor or
+        if not gathered:      # ``col`` (``pk``: packed by pack_coef, the source in its low bits)
             return k
+        if pk:
+            return T.bitwise_and(S[k], T.int32(PACK_MASK))
         return S[k] if len(S.shape) == 1 else S[sr, k]
 
     def node_message(X, C, r, c):  # noqa: ANN001, ANN202 - the message of node r (x's row r)
@@ -331,7 +346,13 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
             v = v - T.int32(zp)
         return v * T.Cast("int32", C[r, 0]) if scaled else v
 
-    def message(X, C, S, k, c):  # noqa: ANN001, ANN202
+    def message(X, C, S, k, c, pk=False):  # noqa: ANN001, ANN202
+        if pk:  # the coefficient from the source's top byte (sign-extended for int8, masked for uint8)
+            v = T.Cast("int32", X[row(S, k, pk), c])
+            if zp:
+                v = v - T.int32(zp)
+            top = T.shift_right(S[k], T.int32(PACK_BITS))
+            return v * (top if coef_dtype == "int8" else T.bitwise_and(top, T.int32(255)))
         return T.int32(1) if counting else node_message(X, C, row(S, k), c)
 
     def start(X, C, i, c):  # noqa: ANN001, ANN202 - a row's initial sum
@@ -343,26 +364,26 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
         return _requantized(Rq, v, T.Cast("int64", RowM[i, 0]) if row_mult is not None else Rq[0, c], c, requant)
 
     @T.macro
-    def prefetch_source(X, C, S, ahead):  # noqa: ANN001, ANN202 - the message row edge `ahead` will read
+    def prefetch_source(X, C, S, ahead, pk=False):  # noqa: ANN001, ANN202 - the message row edge `ahead` will read
         if not counting:
-            T.evaluate(_prefetch(T.address_of(X[row(S, ahead), 0])))
+            T.evaluate(_prefetch(T.address_of(X[row(S, ahead, pk), 0])))
         if two_x:
-            T.evaluate(_prefetch(T.address_of(X[row(S, ahead), h - 1])))
-        if scaled:
+            T.evaluate(_prefetch(T.address_of(X[row(S, ahead, pk), h - 1])))
+        if scaled and not pk:
             T.evaluate(_prefetch(T.address_of(C[row(S, ahead), 0])))
 
     @T.macro
-    def csr_row(X, C, S, Out, Rq, RowM, RowPtr, acc, i, e):  # noqa: ANN001, ANN202 - row i from its run of edges
+    def csr_row(X, C, S, Out, Rq, RowM, RowPtr, acc, i, e, pk=False):  # noqa: ANN001, ANN202 - row i's run of edges
         if counting:  # a row's edge count is its run length
             Out[i, 0] = T.Cast("int32", RowPtr[i + 1] - RowPtr[i])
         else:
             for c in T.vectorized(h):
                 acc[c] = start(X, C, i, c)
             for k in T.serial(RowPtr[i], RowPtr[i + 1]):
-                prefetch_source(X, C, S, T.min(k + pf, e - 1))
+                prefetch_source(X, C, S, T.min(k + pf, e - 1), pk)
                 for c in T.vectorized(h):
-                    acc[c] = T.max(acc[c], message(X, C, S, k, c)) if is_max else \
-                        acc[c] + message(X, C, S, k, c)
+                    acc[c] = T.max(acc[c], message(X, C, S, k, c, pk)) if is_max else \
+                        acc[c] + message(X, C, S, k, c, pk)
             for c in T.vectorized(h):
                 Out[i, c] = T.if_then_else(RowPtr[i + 1] > RowPtr[i], acc[c], 0) if is_max else \
                     finish(Rq, RowM, acc[c], i, c)
@@ -395,10 +416,17 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
                 seen = T.alloc_buffer((n,), "int8")
             for p in loop(parts):
                 # CSR order: each output row sums its own run of edges in registers and is written once
-                acc = T.decl_buffer((h,), "int32", scope="local")
+                acc = T.decl_buffer((h,), "int32", scope=ACC_SCOPE)  # registers
                 if counting:
                     for ii in T.serial((p + 1) * n // parts - p * n // parts):  # zero-based: see edge_plan
                         csr_row(X, C, S, Out, Rq, RowM, RowPtr, acc, p * n // parts + ii, e)
+                elif packed_col:  # col from pack_coef: coefficients in its top byte while x has few rows
+                    if X.shape[0] <= pack_limit:
+                        for ii in T.serial((p + 1) * n // parts - p * n // parts):
+                            csr_row(X, C, Col, Out, Rq, RowM, RowPtr, acc, p * n // parts + ii, e, True)
+                    else:
+                        for ii in T.serial((p + 1) * n // parts - p * n // parts):
+                            csr_row(X, C, Col, Out, Rq, RowM, RowPtr, acc, p * n // parts + ii, e)
                 elif csr_col:  # sorted or not, the plan's CSR runs with their int32 sources from col
                     for ii in T.serial((p + 1) * n // parts - p * n // parts):
                         csr_row(X, C, Col, Out, Rq, RowM, RowPtr, acc, p * n // parts + ii, e)
@@ -506,6 +534,42 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
 def degree(parts: int, row: int = 0, *, serial_work: int = SERIAL_WORK) -> tirx.PrimFunc:
     """Occurrences of each index in row ``row`` of a [R, E] tensor: ``out[i, 0] = #{e : idx[row, e] == i}``."""
     return edge_reduce(1, None, parts, "add", dst_row=row, serial_work=serial_work)
+
+
+def pack_coef(coef_dtype: str, parts: int, *, pack_limit: int = PACK_LIMIT,
+              serial_work: int = SERIAL_WORK) -> tirx.PrimFunc:
+    """``out[k] = col[k] | coef[col[k]] << 24`` (the 8-bit coefficient's bits in the top byte) when ``coef`` has
+    at most ``pack_limit`` rows (every source then fits the low 24 bits), else ``col`` unchanged.
+
+    Why: a GCN's aggregation reads ``x[src] * coef[src]`` per edge, two random cache lines (a row of the
+    ``[N, H]`` table and a byte of the ``[N, 1]`` coefficients); with the coefficient streamed in ``col`` it reads
+    one.  One pass per plan, shared by both layers' kernels (``edge_reduce(..., packed_col=True)``)."""
+    if coef_dtype not in PACKABLE_COEF:
+        raise ValueError(f"pack_coef: coefficients of dtype {coef_dtype} do not fit a byte")
+
+    @T.macro
+    def rows(Col, C, Out, lo, hi):  # noqa: ANN001, ANN202 - edges [lo, hi)
+        if C.shape[0] <= pack_limit:
+            for k in T.serial(lo, hi):
+                top = T.shift_left(T.Cast("uint32", T.Cast("uint8", C[Col[k], 0])), T.uint32(PACK_BITS))
+                Out[k] = T.reinterpret("int32", T.bitwise_or(T.Cast("uint32", Col[k]), top))
+        else:
+            for k in T.serial(lo, hi):
+                Out[k] = Col[k]
+
+    run = _over_rows(rows, parts, lambda e: e < serial_work)
+
+    @T.prim_func(private=True, s_tir=True)
+    def kernel(col_h: T.handle, c_h: T.handle, out_h: T.handle):
+        T.func_attr(_SCHEDULED)
+        e, n_c = T.int64(), T.int64()
+        Col = T.match_buffer(col_h, (e,), "int32")
+        C = T.match_buffer(c_h, (n_c, 1), coef_dtype)
+        Out = T.match_buffer(out_h, (e,), "int32")
+        with T.sblock("root"):
+            run(e, Col, C, Out)
+
+    return kernel
 
 
 def _over_rows(rows: Any, parts: int, small: Any) -> Any:
@@ -664,7 +728,7 @@ def edge_attend(heads: int, c: int, dtype: str, parts: int, dst_row: int, src_ro
         # Sums: where the owned-edge fallback accumulates (Out itself unless requantized on the way out)
         for p in T.parallel(parts):
             if Flag[0] != 0:
-                acc = T.decl_buffer((h,), "int32", scope="local")
+                acc = T.decl_buffer((h,), "int32", scope=ACC_SCOPE)  # registers
                 for ii in T.serial((p + 1) * n // parts - p * n // parts):  # zero-based: see edge_plan
                     i = p * n // parts + ii
                     for hd in T.unroll(heads):

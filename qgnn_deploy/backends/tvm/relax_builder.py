@@ -76,6 +76,8 @@ class BuildContext:
         self.edge_plans: dict[tuple[str, str], tuple[list[relax.Expr], int]] = {}
         # (index vector, rows) -> (col, source row): the plan's int32 sources in CSR order (kernels.edge_plan)
         self.edge_cols: dict[tuple[str, str], tuple[relax.Expr, int]] = {}
+        # [(col, coef, packed col)]: kernels.pack_coef's col with the 8-bit coefficients in its top byte
+        self.packed_cols: list[tuple[relax.Expr, relax.Expr, relax.Expr]] = []
         self.deferred: dict[str, Callable[[], relax.Expr]] = {}  # emitted on first use (a row copy few need)
         self._kernels: dict[tuple[Any, ...], relax.GlobalVar] = {}
         self._counter = 0
@@ -490,6 +492,19 @@ def _edge_plan(ctx: BuildContext, node: Node, i: int, n: Any) -> tuple[list[rela
     return ctx.edge_plans[key]
 
 
+def _packed_col(ctx: BuildContext, col: relax.Expr, coef: relax.Expr) -> relax.Expr:
+    """``col`` with ``coef``'s 8-bit values in its top byte (``kernels.pack_coef``), one pass per (col, coef)
+    pair: both layers of a GCN scale by the same degree coefficients, so they share it."""
+    for c, k, packed in ctx.packed_cols:
+        if c.same_as(col) and k.same_as(coef):
+            return packed
+    pp, sw, cdt = ctx.options.parts, _SerialWork(ctx.options.serial_work), dtype_of(coef)
+    packed = ctx.call_tir(("pack_coef", cdt, pp, sw), lambda: kernels.pack_coef(cdt, pp, serial_work=int(sw)),
+                          [col, coef], shape_of(col), "int32")
+    ctx.packed_cols.append((col, coef, packed))
+    return packed
+
+
 def _requant_epilogue(ctx: BuildContext, rq: Node, width: int, row_multiplier: bool = False,
                       ) -> tuple[tuple[int, int, int, str], relax.Expr]:
     """A fused requantize's ``(zero_point, qmin, qmax, dtype)`` and its ``[3, width]`` int64 constants
@@ -528,8 +543,11 @@ def _scatter(kind: str) -> Handler:
             (x, zp, coef), hh = factored, static_int(shape_of(factored[0])[1])
             tail = [hh]
         dt, cdt = dtype_of(x), None if coef is None else dtype_of(coef)
+        packed = csr and cdt in kernels.PACKABLE_COEF
+        if packed:
+            col = _packed_col(ctx, col, coef)
         key = (f"gather_scatter_{kind}", hh, dt, pp, sr, dr, sw) + (() if factored is None else (zp, cdt or "none")) \
-            + (("csr",) if csr else ())
+            + (("csr",) if csr else ()) + (("packed",) if packed else ())
         fused = ctx.scatter_requant[rq.outputs[0]] if rq is not None else None
         self_term = fused is not None and fused.self_add is not None
         requant, rq_consts = None, relax.const(np.zeros((3, hh), np.int64), "int64")
@@ -543,7 +561,7 @@ def _scatter(kind: str) -> Handler:
         args = [x] + ([] if coef is None else [coef]) + [src, *dst_plan, col, rq_consts, rm]
         out = ctx.call_tir(key, lambda: kernels.edge_reduce(hh, dt, pp, kind, dr, sr, zp, cdt, csr,
                                                             serial_work=int(sw), self_term=self_term, requant=requant,
-                                                            row_mult=rmdt), args, [n, hh],
+                                                            row_mult=rmdt, packed_col=packed), args, [n, hh],
                            requant[3] if requant else "int32")
         return _restore(ctx, out, n, tail)
 
