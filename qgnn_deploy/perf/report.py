@@ -99,11 +99,11 @@ def _gcn_section(res: dict[str, Any]) -> list[str]:
                        f"{load_text(r)}" if "latency_ms" in r else f"failed: {r.get('error', '')[:80]} | | | | ")
                 lines.append(f"| {p['num_nodes']} | {p['num_edges']} | {LABELS.get(k, k)} | {val} |")
         if any(len((p.get(k) or {}).get("processes") or ()) > 1 for p in s["points"] for k in SERIES_KEYS):
-            lines += ["", "Each series row pooled over its processes, round-robin per size, as the GCN rows: median "
-                      "over every process's calls, in parentheses the min–max of the per-process medians; peak RSS: "
-                      f"the largest process. Rows estimated above {SLOW_CALL_S:g} s a call get 1 warm-up and "
-                      f"{SLOW_CALLS_PER_PROCESS} calls per process, and run in one process unless the series target "
-                      "compares them."]
+            lines += ["", "Rows a target reads (ours; from 10^5 nodes ORT FP32 and PyG cached) pooled over processes, "
+                      "round-robin per size, as the GCN rows: median over every process's calls, in parentheses the "
+                      "min–max of the per-process medians; peak RSS: the largest process. Rows estimated above "
+                      f"{SLOW_CALL_S:g} s a call get 1 warm-up, and {SLOW_CALLS_PER_PROCESS} calls per process when "
+                      "pooled."]
         so = (res.get("metrics") or {}).get("series_ours_ort_vs_ort_fp32_and_pyg_cached") or {}
         if so.get("per_row"):
             lines += ["", "Our ONNX in ORT against the fastest of ORT FP32 and PyG cached (either edge order), "

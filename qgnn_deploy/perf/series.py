@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from qgnn_deploy.perf.config import SERIES_KEYS, SERIES_ORT_BASELINES, SERIES_ORT_ROWS, SuiteConfig
+from qgnn_deploy.perf.config import SERIES_KEYS, SERIES_ORT_BASELINES, SERIES_TARGET_FROM, SuiteConfig
 from qgnn_deploy.perf.graphs import random_graph, save_graph
 from qgnn_deploy.perf.pooling import Job, calls_per_process, pool, round_robin
 from qgnn_deploy.perf.runs import export, log, ours_job, train_model, worker_job
@@ -62,9 +62,10 @@ def series_stage(cfg: SuiteConfig, res: dict[str, Any], main_art: dict[str, Any]
         warm = max(1, min(cfg.warmup, 3 if e > 1e6 else cfg.warmup))
         point: dict[str, Any] = {"num_nodes": n, "num_edges": e, "repeats": reps, "warmup": warm}
         prev = points[-1] if points else None
-        plans = {k: row_plan(prev, k, e, reps, cfg.repeats, cfg.processes, warm) for k in SERIES_KEYS}
+        plans = {k: row_plan(prev, k, e, reps, cfg.repeats, cfg.processes if pooled(k, n) else 1, warm)
+                 for k in SERIES_KEYS}
         log(f"series N={n} E={e} ({reps} repeats; rows faster at the previous size get more; "
-            f"up to {cfg.processes} processes per row, round-robin)")
+            f"rows a target reads in {cfg.processes} processes, round-robin)")
         jobs: dict[str, Job] = {}
         for key, graph_file in ((("pyg_eager", path),) if cfg.quick else
                                 (("pyg_eager", path), ("pyg_cached", path), ("pyg_cached_sorted", sorted_path))):
@@ -105,7 +106,14 @@ def series_stage(cfg: SuiteConfig, res: dict[str, Any], main_art: dict[str, Any]
 ROW_BUDGET_S = 3.0  # timed seconds per series row, estimated from the row's previous size
 SLOW_CALL_S = 1.0  # a row whose call is estimated above this (10^6 nodes but TVM): 1 warm-up, few calls a process
 SLOW_CALLS_PER_PROCESS = 3  # pooled over the processes: 3 processes give a median of 9 calls
-SERIES_COMPARED = (*SERIES_ORT_ROWS, *SERIES_ORT_BASELINES)  # the rows the series target compares
+
+
+def pooled(key: str, num_nodes: int) -> bool:
+    """Whether series row ``key`` at ``num_nodes`` is measured in several processes: the rows a suite target reads,
+    i.e. ours (the growth exponent fits our fastest row over every size) and, from :data:`SERIES_TARGET_FROM`
+    nodes, the rows the series target compares ours with (:data:`SERIES_ORT_BASELINES`).  Why not all: each
+    process costs seconds of start-up and graph load (PyG eager, or ORT FP32 at 10^4 nodes, only inform)."""
+    return key.startswith("ours") or (key in SERIES_ORT_BASELINES and num_nodes >= SERIES_TARGET_FROM)
 
 
 def call_estimate_s(prev: dict[str, Any] | None, key: str, edges: int) -> float | None:
@@ -128,20 +136,19 @@ def row_repeats(prev: dict[str, Any] | None, key: str, edges: int, base: int, mo
 
 def row_plan(prev: dict[str, Any] | None, key: str, edges: int, base: int, most: int, processes: int,
              warmup: int) -> dict[str, int]:
-    """Processes, timed calls per process and warm-up of series row ``key`` at ``edges``.
+    """Processes, timed calls per process and warm-up of series row ``key`` at ``edges``, in ``processes``
+    processes (1: not pooled, see :func:`pooled`).
 
-    Every row runs in ``processes`` processes (pooled as the Cora rows: a process's median moves ~30-50% with
-    the machine's windows, and one slow window flipped the series target), its :func:`row_repeats` calls split
-    between them (:func:`.pooling.calls_per_process`).  A row estimated above :data:`SLOW_CALL_S` a call (ORT
-    FP32 takes ~9 s at 10^6 nodes) gets one warm-up and :data:`SLOW_CALLS_PER_PROCESS` calls per process, and
-    only the rows the series target compares (:data:`SERIES_COMPARED`) are pooled then: the others run once.
+    Pooled as the Cora rows (a process's median moves ~30-50% with the machine's windows, and one slow window
+    flipped the series target), the row's :func:`row_repeats` calls split between its processes
+    (:func:`.pooling.calls_per_process`).  A pooled row estimated above :data:`SLOW_CALL_S` a call (ORT FP32 takes
+    ~9 s at 10^6 nodes) gets :data:`SLOW_CALLS_PER_PROCESS` calls per process instead, and any such row one warm-up.
     """
     est_s = call_estimate_s(prev, key, edges)
     calls = row_repeats(prev, key, edges, base, most)
-    if est_s is None or est_s <= SLOW_CALL_S:
-        return {"processes": processes, "calls_per_process": calls_per_process(calls, processes), "warmup": warmup}
-    k = processes if key in SERIES_COMPARED else 1
-    return {"processes": k, "calls_per_process": calls if k == 1 else SLOW_CALLS_PER_PROCESS, "warmup": 1}
+    slow = est_s is not None and est_s > SLOW_CALL_S
+    per = SLOW_CALLS_PER_PROCESS if slow and processes > 1 else calls_per_process(calls, processes)
+    return {"processes": processes, "calls_per_process": per, "warmup": 1 if slow else warmup}
 
 
 def _sorted_copy(feeds: dict[str, np.ndarray], path: Path) -> Path:
