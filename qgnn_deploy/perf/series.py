@@ -104,7 +104,7 @@ def series_stage(cfg: SuiteConfig, res: dict[str, Any], main_art: dict[str, Any]
 
 
 ROW_BUDGET_S = 3.0  # timed seconds per series row, estimated from the row's previous size
-SLOW_CALL_S = 1.0  # a row whose call is estimated above this (10^6 nodes but TVM): 1 warm-up, few calls a process
+SLOW_CALL_S = 0.5  # a row whose call is estimated above this (10^6 nodes but TVM): 1 warm-up, few calls a process
 SLOW_CALLS_PER_PROCESS = 3  # pooled over the processes: 3 processes give a median of 9 calls
 
 
