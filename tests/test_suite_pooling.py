@@ -218,10 +218,10 @@ def test_series_rows_get_calls_from_their_previous_latency() -> None:
     assert row_repeats(None, "fast", 10_000, 18, 50) == 18
 
 
-def test_series_rows_run_the_calls_row_repeats_gives_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The series stage with real workers on two tiny graphs and a small budget: at the first size every row runs
-    the size's count, at the second each row runs what :func:`row_repeats` gives it from its own recorded latency,
-    so the rows' calls differ (the quick suite's ``--repeats 5`` clamps them all to 5 and cannot show it)."""
+def _tiny_series(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: int, **attrs: Any) -> dict[str, Any]:
+    """The series stage (quick rows: PyG eager, ORT FP32, our ORT as given and sorted) with real workers on graphs
+    of 300 and 3000 nodes, a 2-epoch 16-feature model, ``processes`` processes per row and ``attrs`` of
+    :mod:`.series` patched; ``res["series"]``."""
     from qgnn_deploy.fold import fold_model
     from qgnn_deploy.perf import series
     from qgnn_deploy.perf.baselines import twin_weights
@@ -231,18 +231,86 @@ def test_series_rows_run_the_calls_row_repeats_gives_them(tmp_path: Path, monkey
     from qgnn_deploy.train.checkpoint import load_checkpoint
 
     cfg = SuiteConfig(out_dir=tmp_path / "out", work_dir=tmp_path, quick=True, tvm=False, sizes=[300, 3000],
-                      repeats=40, warmup=1, threads=1)
+                      repeats=40, warmup=1, threads=1, processes=processes)
     model, _ = load_checkpoint(train_model(cfg, "synthetic", 8, tmp_path / "m.pt", 2, features=16))
     graph, feeds = fold_model(model), random_graph(64, 16, 4.0)
     np.savez(tmp_path / "twin_weights.npz", **twin_weights(model))
     export(graph, "onnx", tmp_path / "art", feeds)
-    monkeypatch.setattr(series, "ROW_BUDGET_S", 0.1)  # rows of ~3-12 ms at the second size: ~8-33 calls each
+    for name, value in attrs.items():
+        monkeypatch.setattr(series, name, value)
     res: dict[str, Any] = {"main": {"model": str(tmp_path / "m.pt")}}
     series.series_stage(cfg, res, {"graph": graph, "artifact": tmp_path / "art", "feeds": feeds})
-    first, second = res["series"]["points"]
-    rows = ("pyg_eager", "ort_fp32", "ours_ort", "ours_ort_sorted")
+    return res["series"]
+
+
+SERIES_QUICK_ROWS = ("pyg_eager", "ort_fp32", "ours_ort", "ours_ort_sorted")
+
+
+def test_series_rows_run_the_calls_row_repeats_gives_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The series stage with real workers on two tiny graphs and a small budget: at the first size every row runs
+    the size's count, at the second each row runs what :func:`row_repeats` gives it from its own recorded latency,
+    so the rows' calls differ (the quick suite's ``--repeats 5`` clamps them all to 5 and cannot show it)."""
+    from qgnn_deploy.perf import series
+
+    # rows of ~3-12 ms at the second size: ~8-33 calls each
+    first, second = _tiny_series(tmp_path, monkeypatch, 1, ROW_BUDGET_S=0.1)["points"]
+    rows = SERIES_QUICK_ROWS
     assert all("error" not in first[k] and "error" not in second[k] for k in rows), (first, second)
     assert [first[k]["latency_ms"]["n"] for k in rows] == [first["repeats"]] * 4 == [40] * 4
-    want = [series.row_repeats(first, k, second["num_edges"], second["repeats"], cfg.repeats) for k in rows]
+    want = [series.row_repeats(first, k, second["num_edges"], second["repeats"], 40) for k in rows]
     assert [second[k]["latency_ms"]["n"] for k in rows] == want
     assert len(set(want)) > 1, want  # each row its own count, not one per size
+
+
+def test_series_row_plan() -> None:
+    """Pooled: ours at every size, ORT FP32 and PyG cached from 10^5 nodes; fast rows split their calls between
+    the processes, a slow one (10^6 nodes) gets 1 warm-up and, when pooled, 3 calls a process."""
+    from qgnn_deploy.perf.series import SLOW_CALLS_PER_PROCESS, pooled, row_plan
+
+    assert pooled("ours_tvm", 10_000) and pooled("ours_ort_sorted", 10_000) and not pooled("ort_fp32", 10_000)
+    assert pooled("ort_fp32", 100_000) and pooled("pyg_cached_sorted", 10**6) and not pooled("pyg_eager", 10**6)
+    prev = {"num_edges": 1000, "pyg_cached": {"latency_ms": {"median": 500.0}},
+            "ours_tvm": {"latency_ms": {"median": 10.0}}}
+    assert row_plan(None, "ort_fp32", 1000, 50, 50, 3, 10) == {"processes": 3, "calls_per_process": 17, "warmup": 10}
+    # 10 ms at 1000 edges -> 100 ms at 10^4: ~30 calls over 3 processes
+    assert row_plan(prev, "ours_tvm", 10_000, 5, 50, 3, 3) == {"processes": 3, "calls_per_process": 10, "warmup": 3}
+    # 0.5 s at 1000 edges -> 5 s at 10^4 edges
+    assert row_plan(prev, "pyg_cached", 10_000, 5, 50, 3, 3) == {
+        "processes": 3, "calls_per_process": SLOW_CALLS_PER_PROCESS, "warmup": 1}
+    assert row_plan(prev, "pyg_cached", 10_000, 5, 50, 1, 3) == {"processes": 1, "calls_per_process": 5, "warmup": 1}
+
+
+def test_series_rows_pooled_over_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real workers, 2 processes per pooled row (the target's comparison from 3000 nodes here): each keeps every
+    process's median and peak RSS, its latency is over the pooled calls and its peak RSS the largest process.  At
+    the second size every row counts as slow: PyG eager (no target reads it) runs once after 1 warm-up, the others
+    2 x 3 calls."""
+    from qgnn_deploy.perf.report import _gcn_section
+    from qgnn_deploy.perf.series import SLOW_CALLS_PER_PROCESS
+
+    s = _tiny_series(tmp_path, monkeypatch, 2, SLOW_CALL_S=1e-9, SERIES_TARGET_FROM=3000)
+    first, second = s["points"]
+    for p in (first, second):
+        for k in SERIES_QUICK_ROWS:
+            r, plan = p[k], p["plans"][k]
+            assert "error" not in r, r
+            procs = r["processes"]
+            assert len(procs) == plan["processes"] and all(q["median_ms"] > 0 for q in procs)
+            assert r["latency_ms"]["n"] == sum(q["n"] for q in procs) == plan["processes"] * plan["calls_per_process"]
+            assert r["peak_rss_bytes"] == max(q["peak_rss_bytes"] for q in procs) > 0
+            assert r["process_median_spread_ms"] == [min(q["median_ms"] for q in procs),
+                                                     max(q["median_ms"] for q in procs)]
+            assert SAMPLES not in r
+    # 300 nodes: ours pooled (40 calls split), PyG eager and ORT FP32 once (no target compares them there)
+    assert [len(first[k]["processes"]) for k in SERIES_QUICK_ROWS] == [1, 1, 2, 2]
+    assert [first["plans"][k]["calls_per_process"] for k in SERIES_QUICK_ROWS] == [40, 40, 20, 20]
+    assert [len(second[k]["processes"]) for k in SERIES_QUICK_ROWS] == [1, 2, 2, 2]
+    assert [second[k]["latency_ms"]["n"] for k in SERIES_QUICK_ROWS[1:]] == [2 * SLOW_CALLS_PER_PROCESS] * 3
+    assert {second["plans"][k]["warmup"] for k in SERIES_QUICK_ROWS} == {1}
+    assert (tmp_path / "series" / "runs" / "ort_fp32_3000.p2.result.json").is_file()
+    res = {"main": {}, "rows": {}, "ratios": {"per_backend": {}}, "config": {"threads": 1}, "series": s}
+    section = _gcn_section(res)
+    ort = next(ln for ln in section if ln.startswith("| 3000 |") and "| ORT FP32" in ln)
+    lo, hi = second["ort_fp32"]["process_median_spread_ms"]
+    assert f"({lo:.3f}–{hi:.3f}) | 6 (2) |" in ort
+    assert any(ln.startswith("Rows a target reads") for ln in section)

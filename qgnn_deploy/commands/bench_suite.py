@@ -34,9 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=None, help="untimed runs (default: 10; --quick 2)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs (default: 50; --quick 5)")
     p.add_argument("--processes", type=int, default=None, metavar="K",
-                   help="measure every GCN / GAT latency row in K processes, round-robin across the rows, each "
-                   "with its warm-up and repeats/K timed runs (at least 5), statistics over the pooled runs "
-                   "(default: 3; --quick 1)")
+                   help="measure every GCN / GAT latency row (and the size series' rows a target reads) in K "
+                   "processes, round-robin across the rows, each with its warm-up and repeats/K timed runs (at "
+                   "least 5), statistics over the pooled runs (default: 3; --quick 1)")
     add_list_argument(p, "--sizes", item=_node_count, metavar="N", help="node counts of the synthetic series "
                       "(default: 10000,100000,1000000; --quick 200,2000; an empty string skips the series)")
     p.add_argument("--degree", type=float, default=10.0, help="average degree of the synthetic graphs")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qgnn_deploy.perf.config import OURS, SERIES_KEYS, SERIES_ORT_BASELINES, SERIES_ORT_ROWS
+from qgnn_deploy.perf.config import OURS, SERIES_KEYS, SERIES_ORT_BASELINES, SERIES_ORT_ROWS, SERIES_TARGET_FROM
 
 
 def suite_metrics(res: dict[str, Any]) -> dict[str, Any]:
@@ -88,7 +88,7 @@ def series_ort_metric(points: list[dict[str, Any]]) -> dict[str, Any]:
     for p in points:
         base = [m for k in SERIES_ORT_BASELINES if (m := med(p, k))]
         ours = {k: m for k in SERIES_ORT_ROWS if (m := med(p, k))}
-        if p["num_nodes"] < 100_000 or not ours or not base:
+        if p["num_nodes"] < SERIES_TARGET_FROM or not ours or not base:
             continue
         for k, m in ours.items():
             per_row[k][str(p["num_nodes"])] = min(base) / m

@@ -35,19 +35,22 @@ def process_name(key: str, index: int) -> str:
 
 
 def round_robin(jobs: Mapping[str, Job], processes: int, log: Callable[[str], None] | None = None,
-                stop_on_error: bool = False) -> dict[str, list[dict[str, Any]]]:
+                stop_on_error: bool = False,
+                counts: Mapping[str, int] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Process 1 of every row, then process 2 of every row, ...; each row's results in process order.
 
-    A row whose process failed (``error`` in its result) runs no further processes; with ``stop_on_error``
-    no row does (the caller reports the first error and discards the rest).
+    ``counts`` gives a row fewer processes than ``processes`` (the size series runs a 10^6-node row that no
+    target compares once).  A row whose process failed (``error`` in its result) runs no further processes;
+    with ``stop_on_error`` no row does (the caller reports the first error and discards the rest).
     """
+    want = {key: min(processes, (counts or {}).get(key, processes)) for key in jobs}
     out: dict[str, list[dict[str, Any]]] = {key: [] for key in jobs}
     for i in range(processes):
         for key, job in jobs.items():
-            if out[key] and "error" in out[key][-1]:
+            if i >= want[key] or (out[key] and "error" in out[key][-1]):
                 continue
             if log is not None:
-                log(f"measuring {key}" + (f" (process {i + 1}/{processes})" if processes > 1 else ""))
+                log(f"measuring {key}" + (f" (process {i + 1}/{want[key]})" if want[key] > 1 else ""))
             out[key].append(job(i))
             if stop_on_error and "error" in out[key][-1]:
                 return out

@@ -8,6 +8,7 @@ from typing import Any
 from qgnn_deploy.perf.config import LABELS, OURS, SERIES_KEYS
 from qgnn_deploy.perf.gat import gat_markdown
 from qgnn_deploy.perf.pooling import load_text, median_text, method_text, process_checks
+from qgnn_deploy.perf.series import SLOW_CALL_S, SLOW_CALLS_PER_PROCESS
 from qgnn_deploy.targets import markdown_table
 
 
@@ -86,17 +87,23 @@ def _gcn_section(res: dict[str, Any]) -> list[str]:
     s = res.get("series")
     if s:
         lines += ["", f"## Size series (F={s['features']}, average degree {s['degree']})", "",
-                  "| N | E | backend | median ms | calls | ns per edge | peak RSS MiB |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| N | E | backend | median ms | calls (processes) | ns per edge | peak RSS MiB | load before |",
+                  "|---|---|---|---|---|---|---|---|"]
         for p in s["points"]:
             for k in SERIES_KEYS:
                 r = p.get(k)
                 if r is None:
                     continue
-                val = (f"{r['latency_ms']['median']:.2f} | {r['latency_ms'].get('n', '')} | "
-                       f"{1e6 * r['latency_ms']['median'] / p['num_edges']:.1f} | {_mb(r.get('peak_rss_bytes'))}"
-                       if "latency_ms" in r else f"failed: {r.get('error', '')[:80]} | | | ")
+                val = (f"{median_text(r)} | {r['latency_ms'].get('n', '')} ({len(r.get('processes') or [0])}) | "
+                       f"{1e6 * r['latency_ms']['median'] / p['num_edges']:.1f} | {_mb(r.get('peak_rss_bytes'))} | "
+                       f"{load_text(r)}" if "latency_ms" in r else f"failed: {r.get('error', '')[:80]} | | | | ")
                 lines.append(f"| {p['num_nodes']} | {p['num_edges']} | {LABELS.get(k, k)} | {val} |")
+        if any(len((p.get(k) or {}).get("processes") or ()) > 1 for p in s["points"] for k in SERIES_KEYS):
+            lines += ["", "Rows a target reads (ours; from 10^5 nodes ORT FP32 and PyG cached) pooled over processes, "
+                      "round-robin per size, as the GCN rows: median over every process's calls, in parentheses the "
+                      "min–max of the per-process medians; peak RSS: the largest process. Rows estimated above "
+                      f"{SLOW_CALL_S:g} s a call get 1 warm-up, and {SLOW_CALLS_PER_PROCESS} calls per process when "
+                      "pooled."]
         so = (res.get("metrics") or {}).get("series_ours_ort_vs_ort_fp32_and_pyg_cached") or {}
         if so.get("per_row"):
             lines += ["", "Our ONNX in ORT against the fastest of ORT FP32 and PyG cached (either edge order), "

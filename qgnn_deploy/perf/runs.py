@@ -66,16 +66,22 @@ def run_ours(artifact: Path, backend: str, cfg: SuiteConfig, graph: Path | None,
             "load_average_before": load}
 
 
-def worker_job(spec: dict[str, Any], work: Path, key: str, timeout: float) -> Job:
-    """Row ``key`` as a :mod:`.worker` spec per process (:mod:`.pooling`): output ``work/<name>.out.npy``,
-    spec and result under ``work/runs``; ``<name>`` is the row's name for process 1 (as a single run)."""
-    return lambda i: run_worker({**spec, "output": str(work / f"{process_name(key, i)}.out.npy")}, work / "runs",
-                                process_name(key, i), timeout)
+def worker_job(spec: dict[str, Any], work: Path, key: str, timeout: float, save_output: bool = True) -> Job:
+    """Row ``key`` as a :mod:`.worker` spec per process (:mod:`.pooling`): output ``work/<name>.out.npy`` (unless
+    not ``save_output``), spec and result under ``work/runs``; ``<name>`` is the row's name for process 1 (as a
+    single run)."""
+    def job(i: int) -> dict[str, Any]:
+        out = {"output": str(work / f"{process_name(key, i)}.out.npy")} if save_output else {}
+        return run_worker({**spec, **out}, work / "runs", process_name(key, i), timeout)
+    return job
 
 
-def ours_job(artifact: Path, backend: str, cfg: SuiteConfig, repeats: int) -> Job:
-    """Our artifact's row on its bundled sample, one :func:`run_ours` per process (:mod:`.pooling`)."""
-    return lambda i: run_ours(artifact, backend, cfg, None, repeats, cfg.warmup)
+def ours_job(artifact: Path, backend: str, cfg: SuiteConfig, repeats: int, graph: Path | None = None,
+             warmup: int | None = None, sort_edges: bool = False) -> Job:
+    """Our artifact's row, one :func:`run_ours` per process (:mod:`.pooling`): on its bundled sample, or on
+    ``graph`` (edges sorted by destination first with ``sort_edges``); ``warmup`` defaults to ``cfg.warmup``."""
+    warm = cfg.warmup if warmup is None else warmup
+    return lambda i: run_ours(artifact, backend, cfg, graph, repeats, warm, sort_edges)
 
 
 # ------------------------------------------------------------------------------------------ models

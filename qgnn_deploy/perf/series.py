@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from qgnn_deploy.perf.config import SERIES_KEYS, SuiteConfig
+from qgnn_deploy.perf.config import SERIES_KEYS, SERIES_ORT_BASELINES, SERIES_TARGET_FROM, SuiteConfig
 from qgnn_deploy.perf.graphs import random_graph, save_graph
-from qgnn_deploy.perf.pooling import strip_samples
-from qgnn_deploy.perf.runs import export, log, run_ours, run_worker, train_model
+from qgnn_deploy.perf.pooling import Job, calls_per_process, pool, round_robin
+from qgnn_deploy.perf.runs import export, log, ours_job, train_model, worker_job
 
 
 def series_stage(cfg: SuiteConfig, res: dict[str, Any], main_art: dict[str, Any]) -> None:
@@ -61,33 +61,40 @@ def series_stage(cfg: SuiteConfig, res: dict[str, Any], main_art: dict[str, Any]
         reps = max(5, min(cfg.repeats, int(2e7 // max(e, 1))))  # >= 5: a median of 3 is one sample
         warm = max(1, min(cfg.warmup, 3 if e > 1e6 else cfg.warmup))
         point: dict[str, Any] = {"num_nodes": n, "num_edges": e, "repeats": reps, "warmup": warm}
-        calls = {k: row_repeats(points[-1] if points else None, k, e, reps, cfg.repeats) for k in SERIES_KEYS}
-        log(f"series N={n} E={e} ({reps} repeats; rows faster at the previous size get more)")
+        prev = points[-1] if points else None
+        plans = {k: row_plan(prev, k, e, reps, cfg.repeats, cfg.processes if pooled(k, n) else 1, warm)
+                 for k in SERIES_KEYS}
+        log(f"series N={n} E={e} ({reps} repeats; rows faster at the previous size get more; "
+            f"rows a target reads in {cfg.processes} processes, round-robin)")
+        jobs: dict[str, Job] = {}
         for key, graph_file in ((("pyg_eager", path),) if cfg.quick else
                                 (("pyg_eager", path), ("pyg_cached", path), ("pyg_cached_sorted", sorted_path))):
-            point[key] = run_worker({"kind": "pyg", "variant": key.split("_")[1], "graph": str(graph_file),
-                                     "weights": str(weights_npz), "threads": cfg.threads, "warmup": warm,
-                                     "repeats": calls[key]}, work / "runs", f"{key}_{n}", cfg.timeout)
-        if sorted_path is not None:
-            sorted_path.unlink(missing_ok=True)
-        point["ort_fp32"] = run_worker({"kind": "ort", "model": str(fp32_onnx), "graph": str(path),
-                                        "threads": cfg.threads, "warmup": warm, "repeats": calls["ort_fp32"]},
-                                       work / "runs", f"ort_fp32_{n}", cfg.timeout)
-        point["ours_ort"] = run_ours(art, "onnx", cfg, path, calls["ours_ort"], warm)
-        # the documented input contract of the CSR branch: destinations ascending (checked inside the model)
-        point["ours_ort_sorted"] = run_ours(art, "onnx", cfg, path, calls["ours_ort_sorted"], warm, sort_edges=True)
+            jobs[key] = worker_job({"kind": "pyg", "variant": key.split("_")[1], "graph": str(graph_file),
+                                    "weights": str(weights_npz), "threads": cfg.threads,
+                                    "warmup": plans[key]["warmup"], "repeats": plans[key]["calls_per_process"]},
+                                   work, f"{key}_{n}", cfg.timeout, save_output=False)
+        jobs["ort_fp32"] = worker_job({"kind": "ort", "model": str(fp32_onnx), "graph": str(path),
+                                       "threads": cfg.threads, "warmup": plans["ort_fp32"]["warmup"],
+                                       "repeats": plans["ort_fp32"]["calls_per_process"]},
+                                      work, f"ort_fp32_{n}", cfg.timeout, save_output=False)
+        ours = [("ours_ort", art, "onnx", False),
+                # the documented input contract of the CSR branch: destinations ascending (checked inside the model)
+                ("ours_ort_sorted", art, "onnx", True)]
         if cfg.tvm:
-            point["ours_tvm"] = run_ours(art, "tvm", cfg, path, calls["ours_tvm"], warm)
-            # float x in the file: the bench script quantizes it once, outside the timed calls (reported)
-            point["ours_tvm_u8"] = run_ours(art_u8, "tvm", cfg, path, calls["ours_tvm_u8"], warm)
-            # and with edge_index sorted by destination once (exact; sequential scatter on big graphs)
-            point["ours_tvm_u8_sorted"] = run_ours(art_u8, "tvm", cfg, path, calls["ours_tvm_u8_sorted"], warm,
-                                                   sort_edges=True)
-        for row in point.values():  # one process per row here (a 10^6-node call takes seconds): statistics only
-            if isinstance(row, dict):
-                strip_samples(row)
+            # float x in the file: the bench script quantizes it once, outside the timed calls (reported); and
+            # with edge_index sorted by destination once (exact; sequential scatter on big graphs)
+            ours += [("ours_tvm", art, "tvm", False), ("ours_tvm_u8", art_u8, "tvm", False),
+                     ("ours_tvm_u8_sorted", art_u8, "tvm", True)]
+        for key, artifact, backend, sort in ours:
+            jobs[key] = ours_job(artifact, backend, cfg, plans[key]["calls_per_process"], graph=path,
+                                 warmup=plans[key]["warmup"], sort_edges=sort)
+        runs = round_robin(jobs, cfg.processes, log, counts={k: plans[k]["processes"] for k in jobs})
+        point.update({k: pool(r) for k, r in runs.items()})  # statistics only; peak RSS: the largest process
+        point["plans"] = {k: plans[k] for k in jobs}  # processes, calls per process and warm-up of each row
         points.append(point)
         path.unlink(missing_ok=True)
+        if sorted_path is not None:
+            sorted_path.unlink(missing_ok=True)
     res["series"] = {"features": features, "degree": cfg.degree, "model": str(model_path), "points": points,
                      "growth_exponent_vs_edges": growth_exponents(points),
                      "segment_exponents_vs_edges": segment_exponents(points)}
@@ -97,6 +104,23 @@ def series_stage(cfg: SuiteConfig, res: dict[str, Any], main_art: dict[str, Any]
 
 
 ROW_BUDGET_S = 3.0  # timed seconds per series row, estimated from the row's previous size
+SLOW_CALL_S = 0.5  # a row whose call is estimated above this (10^6 nodes but TVM): 1 warm-up, few calls a process
+SLOW_CALLS_PER_PROCESS = 3  # pooled over the processes: 3 processes give a median of 9 calls
+
+
+def pooled(key: str, num_nodes: int) -> bool:
+    """Whether series row ``key`` at ``num_nodes`` is measured in several processes: the rows a suite target reads,
+    i.e. ours (the growth exponent fits our fastest row over every size) and, from :data:`SERIES_TARGET_FROM`
+    nodes, the rows the series target compares ours with (:data:`SERIES_ORT_BASELINES`).  Why not all: each
+    process costs seconds of start-up and graph load (PyG eager, or ORT FP32 at 10^4 nodes, only inform)."""
+    return key.startswith("ours") or (key in SERIES_ORT_BASELINES and num_nodes >= SERIES_TARGET_FROM)
+
+
+def call_estimate_s(prev: dict[str, Any] | None, key: str, edges: int) -> float | None:
+    """Seconds per call of series row ``key`` at ``edges``: its median at the previous size ``prev``, scaled
+    linearly in edges (None: not measured there)."""
+    ms = ((prev or {}).get(key) or {}).get("latency_ms", {}).get("median")
+    return ms / 1e3 * edges / prev["num_edges"] if ms and prev else None
 
 
 def row_repeats(prev: dict[str, Any] | None, key: str, edges: int, base: int, most: int) -> int:
@@ -104,13 +128,27 @@ def row_repeats(prev: dict[str, Any] | None, key: str, edges: int, base: int, mo
     row was measured at the previous size ``prev``, as many calls as fit :data:`ROW_BUDGET_S` at that latency
     scaled linearly to ``edges``, between 5 and ``most``.  Why: one count per size gives a 0.1 s TVM call the
     5 calls a 10 s ORT FP32 call gets, and a median of 5 calls from one process moves with the machine's noise."""
-    if not prev:
+    est_s = call_estimate_s(prev, key, edges)
+    if est_s is None:
         return base
-    ms = ((prev.get(key) or {}).get("latency_ms") or {}).get("median")
-    if not ms:
-        return base
-    est_s = ms / 1e3 * edges / prev["num_edges"]
     return max(5, min(most, int(ROW_BUDGET_S / max(est_s, 1e-9))))
+
+
+def row_plan(prev: dict[str, Any] | None, key: str, edges: int, base: int, most: int, processes: int,
+             warmup: int) -> dict[str, int]:
+    """Processes, timed calls per process and warm-up of series row ``key`` at ``edges``, in ``processes``
+    processes (1: not pooled, see :func:`pooled`).
+
+    Pooled as the Cora rows (a process's median moves ~30-50% with the machine's windows, and one slow window
+    flipped the series target), the row's :func:`row_repeats` calls split between its processes
+    (:func:`.pooling.calls_per_process`).  A pooled row estimated above :data:`SLOW_CALL_S` a call (ORT FP32 takes
+    ~9 s at 10^6 nodes) gets :data:`SLOW_CALLS_PER_PROCESS` calls per process instead, and any such row one warm-up.
+    """
+    est_s = call_estimate_s(prev, key, edges)
+    calls = row_repeats(prev, key, edges, base, most)
+    slow = est_s is not None and est_s > SLOW_CALL_S
+    per = SLOW_CALLS_PER_PROCESS if slow and processes > 1 else calls_per_process(calls, processes)
+    return {"processes": processes, "calls_per_process": per, "warmup": 1 if slow else warmup}
 
 
 def _sorted_copy(feeds: dict[str, np.ndarray], path: Path) -> Path:
