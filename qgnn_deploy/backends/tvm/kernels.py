@@ -333,26 +333,26 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
     two_x = not counting and _straddles(h, np.dtype(dtype).itemsize)
     two_o = _straddles(h, 4)
 
-    def row(S, k, pk=False):  # noqa: ANN001, ANN202 - TVMScript expression helpers; S: the [R, E] tensor or
-        if not gathered:      # ``col`` (``pk``: packed by pack_coef, the source in its low bits)
+    # TVMScript expression helpers.  S: the [R, E] tensor or ``col``; ``pk``: ``col`` packed by pack_coef (the
+    # source in its low bits, the coefficient in its top byte)
+    def row(S, k, pk=False):  # noqa: ANN001, ANN202
+        if not gathered:
             return k
         if pk:
             return T.bitwise_and(S[k], T.int32(PACK_MASK))
         return S[k] if len(S.shape) == 1 else S[sr, k]
 
-    def node_message(X, C, r, c):  # noqa: ANN001, ANN202 - the message of node r (x's row r)
+    def centered(X, r, c):  # noqa: ANN001, ANN202 - x's row r, column c, as int32 minus the zero point
         v = T.Cast("int32", X[r, c])
-        if zp:
-            v = v - T.int32(zp)
-        return v * T.Cast("int32", C[r, 0]) if scaled else v
+        return v - T.int32(zp) if zp else v
+
+    def node_message(X, C, r, c):  # noqa: ANN001, ANN202 - the message of node r (x's row r)
+        return centered(X, r, c) * T.Cast("int32", C[r, 0]) if scaled else centered(X, r, c)
 
     def message(X, C, S, k, c, pk=False):  # noqa: ANN001, ANN202
         if pk:  # the coefficient from the source's top byte (sign-extended for int8, masked for uint8)
-            v = T.Cast("int32", X[row(S, k, pk), c])
-            if zp:
-                v = v - T.int32(zp)
             top = T.shift_right(S[k], T.int32(PACK_BITS))
-            return v * (top if coef_dtype == "int8" else T.bitwise_and(top, T.int32(255)))
+            return centered(X, row(S, k, pk), c) * (top if coef_dtype == "int8" else T.bitwise_and(top, T.int32(255)))
         return T.int32(1) if counting else node_message(X, C, row(S, k), c)
 
     def start(X, C, i, c):  # noqa: ANN001, ANN202 - a row's initial sum
