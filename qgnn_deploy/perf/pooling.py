@@ -157,9 +157,3 @@ def method_text(processes: int, warmup: int, repeats: int) -> str:
             f"the {processes * per} pooled runs; in parentheses the min–max of the per-process medians. "
             "Peak RSS: the largest process; load before: the min–max of the processes' 1-minute load averages.")
 
-
-def strip_samples(row: dict[str, Any]) -> dict[str, Any]:
-    """A single-process row without its per-call samples (rows that are not pooled keep only the statistics)."""
-    row.pop(SAMPLES, None)
-    row.pop("output", None)
-    return row
