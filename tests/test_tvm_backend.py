@@ -667,17 +667,20 @@ def _plan_cases(rng: np.random.Generator) -> dict[str, tuple[int, np.ndarray, np
     return cases
 
 
-@pytest.mark.parametrize(("parts", "bucket_bits", "with_col", "serial_work"),
-                         [(1, None, True, 0), (2, 1, True, 0), (3, 3, False, 0), (4, None, True, 0),
-                          (2, 16, False, 0), (3, 2, True, 1 << 30)])
-def test_edge_plan_is_a_stable_sort(parts: int, bucket_bits: int | None, with_col: bool, serial_work: int) -> None:
+@pytest.mark.parametrize(("parts", "bucket_bits", "with_col", "serial_work", "packed_bits"),
+                         [(1, None, True, 0, (12, 20)), (2, 1, True, 0, (2, 8)), (3, 3, False, 0, (12, 20)),
+                          (4, None, True, 0, (3, 12)), (2, 16, False, 0, (12, 20)), (3, 2, True, 1 << 30, (2, 18))])
+def test_edge_plan_is_a_stable_sort(parts: int, bucket_bits: int | None, with_col: bool, serial_work: int,
+                                    packed_bits: tuple[int, int]) -> None:
     """edge_plan flags exactly the ascending, in-range destinations, and its row pointers (and col) are NumPy's
     stable sort's with out-of-range edges left out, for any part count and bucket size, with 1 and 2 threads
-    (the kernel is called once more with the thread pool at one thread)."""
+    (the kernel is called once more with the thread pool at one thread), in both record layouts: 4-byte
+    ``row | source`` records where every source fits ``packed_bits[1]`` bits (here the cases up to 256, 4096 or
+    2^18 nodes, with 4- or 8-row buckets), the 8-byte pairs above that."""
     from qgnn_deploy.backends.tvm import kernels
 
     plan = _graph_kernel(kernels.edge_plan(parts, row=1, src_row=0 if with_col else None, serial_work=serial_work,
-                                           bucket_bits=bucket_bits))
+                                           bucket_bits=bucket_bits, packed_bits=packed_bits))
     config = tvm.get_global_func("runtime.config_threadpool")  # (affinity mode 0: default, threads; 0 = all)
     rng = np.random.default_rng(10 * parts + (bucket_bits or 0))
     try:

@@ -43,6 +43,9 @@ CHUNK = 1024  # edges per ownership block (the owned-edge list lives on each thr
 # CPU time than one random store per edge (2 threads; 6-10% at 1 thread); 2^10 and 2^14 took more (many streams);
 # with the per-bucket row histogram (2026-12-03) 2^15 was no faster than 2^16
 BUCKET_BITS = 16
+# edge_plan's 4-byte sort records ``row << 20 | source`` in buckets of 2^11 rows (graphs up to 2^20 nodes; larger
+# ones take the 8-byte pairs): half the staging traffic of the pairs; 2^11 rows beat 2^10 and 2^12 (Zen 2, 1 thread)
+PACKED_BITS = (11, 20)
 PLAN_PREFETCH = 16  # records between edge_plan's col prefetch (for write) and its store (16 beat 8 and 32)
 PREFETCH = 48  # edges between a row's prefetch and its use (48 measured better than 16 at 10^6 nodes: DRAM latency)
 SERIAL_WORK = 4096  # work (rows x width + edges) below which a kernel runs serially (module docstring)
@@ -100,7 +103,7 @@ def _owned_edges(chunk: int, pf: int, visit: Any) -> Any:
 
 
 def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_work: int = SERIAL_WORK,
-              bucket_bits: int | None = None) -> tirx.PrimFunc:
+              bucket_bits: int | None = None, packed_bits: tuple[int, int] = PACKED_BITS) -> tirx.PrimFunc:
     """One parallel pass over row ``row`` of a [R, E] index tensor: ``flag[0] = 1`` when it is ascending with
     every index in ``[0, n)``, and in every case ``rowptr[i]`` = first edge (in CSR order) whose index is ``>= i``
     (``rowptr[n]`` = edges kept): the CSR row pointers.  With the flag set the edge kernels walk each output row's
@@ -112,17 +115,23 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
 
     Otherwise (``flag[0] = 0``) the edges are put in CSR order by a two-pass (MSD radix) counting sort, once per
     call and shared by every kernel of the plan; edges whose index lies outside ``[0, n)`` are left out, as
-    every kernel skips them.  (1) Each part counts its edge range's edges per bucket of ``2^bucket_bits`` rows
-    (a few counters), (2) appends their (row within the bucket, source ``Idx[src_row, k]``) int32 pairs to its
-    slice of the bucket (slices in part order, so edge order is kept; a few sequential write streams), then
-    (3) each part takes whole buckets: a row histogram of the bucket's records (a 2^16-row table stays in L2,
-    the records in L3), its exclusive prefix sum (``rowptr`` and the row cursors), and the sources placed
+    every kernel skips them.  (1) Each part counts its edge range's edges per bucket of rows (a few counters),
+    (2) appends one record per edge to its slice of the bucket (slices in part order, so edge order is kept; a
+    few sequential write streams), then (3) each part takes whole buckets: a row histogram of the bucket's
+    records (the row table stays in L2, the records in L3), its exclusive prefix sum (``rowptr`` and the row
+    cursors), and the sources placed
     through the cursors into int32 ``col`` (the random stores stay inside one bucket's window; each store's line
     is prefetched for write ``PLAN_PREFETCH`` records ahead: ~10% of the plan's CPU at 10^6).  No [N]-sized
     per-part histogram is built or scanned (the previous plan's histogram pass over the destinations did random
     increments into it).  ``col`` holds each row's sources in edge order: a stable sort's, the same array at
-    any part count.  Without ``src_row`` only ``rowptr`` is built.  Kernels that can read ``col`` take the CSR
-    path for any edge order; the others scan the destinations.  (Staging the row as uint16 beside an int32
+    any part count.  Records: with ``src_row`` and at most ``2^packed_bits[1]`` rows, one uint32 ``row within
+    the bucket << packed_bits[1] | source`` in buckets of ``2^packed_bits[0]`` rows (the source masked to its
+    bits, so an invalid source cannot move a record out of its row); above that (or ``packed_bits`` (1, 1)),
+    (row, source) int32 pairs in buckets of ``2^bucket_bits`` rows; without ``src_row`` the row alone, one int32.
+    Half the staging bytes of the pairs: 10^6 nodes, AMD Zen 2 AVX2, 1 thread, the plan alone 124 -> 101-105 ms
+    (2 threads: 71-92 -> 60-63 ms wall, noisy; ``examples/results/tvm_1e6_scripts/plan_layouts.py``).  Without
+    ``src_row`` only ``rowptr`` is built.  Kernels that can read ``col`` take the CSR path for any edge order; the
+    others scan the destinations.  (Staging the row as uint16 beside an int32
     source array, 6 bytes a record, was measured slower than the pairs; the staging buffer comes from TVM's
     workspace pool, reused across calls: no page faults after the first.)
 
@@ -145,69 +154,94 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
     with_col = src_row is not None
     sr = int(src_row or 0)
     bits = BUCKET_BITS if bucket_bits is None else int(bucket_bits)
-
-    def buckets(n):  # noqa: ANN001, ANN202 - buckets of 2^bits rows covering rows [0, n)
-        return (n + (1 << bits) - 1) >> bits
+    row_bits, src_bits = (int(b) for b in packed_bits)
+    if row_bits + src_bits > 32 or min(row_bits, src_bits) < 1:
+        raise ValueError(f"edge_plan: packed_bits {packed_bits} must be two positive counts summing to <= 32")
 
     def plan(pp: int, loop: Any) -> Any:  # the body split into ``pp`` parts, run by ``loop`` (parallel or serial)
-        @T.macro
-        def counting_sort(Idx, RowPtr, Col, e, n):  # noqa: ANN001, ANN202 - unsorted: rowptr (and col) by counts
-            off = T.alloc_buffer((pp, buckets(n) + 1), "int32")  # per part: edges per bucket (last: out of range)
-            start = T.alloc_buffer((buckets(n) + 1,), "int32")  # first record of each bucket
-            for p in loop(pp):
-                for b in T.serial(buckets(n) + 1):
-                    off[p, b] = 0
-                for kk in T.serial((p + 1) * e // pp - p * e // pp):
-                    d: T.let = Idx[r, p * e // pp + kk]
-                    b: T.let = T.if_then_else(T.Cast("uint64", d) < T.Cast("uint64", n), d >> bits, buckets(n))
-                    off[p, b] = off[p, b] + 1
-            acc = T.decl_buffer((1,), "int32", scope="global")
-            acc[0] = 0
-            for b in T.serial(buckets(n)):  # exclusive prefix over (bucket, part): each part's slice of each bucket
-                start[b] = acc[0]
-                for p in range(pp):
-                    c: T.let = off[p, b]
-                    off[p, b] = acc[0]
-                    acc[0] = acc[0] + c
-            start[buckets(n)] = acc[0]
-            tmp = T.alloc_buffer((e, 2), "int32")
-            for p in loop(pp):  # (2) stage (source, row within bucket) in bucket order, edge order within
-                for kk in T.serial((p + 1) * e // pp - p * e // pp):
-                    k: T.let = p * e // pp + kk
-                    d: T.let = Idx[r, k]
-                    if T.Cast("uint64", d) < T.Cast("uint64", n):
-                        at: T.let = off[p, d >> bits]
-                        tmp[at, 1] = T.Cast("int32", Idx[sr, k])
-                        tmp[at, 0] = T.Cast("int32", d & ((1 << bits) - 1))
-                        off[p, d >> bits] = at + 1
-            cur = T.alloc_buffer((pp, 1 << bits), "int32")  # per part: one bucket's row counts, then cursors
-            for q in loop(pp):  # (3) whole buckets per part: histogram, prefix sum (rowptr), place
-                for bb in T.serial((q + 1) * buckets(n) // pp - q * buckets(n) // pp):
-                    b: T.let = q * buckets(n) // pp + bb
-                    rows: T.let = T.min(n - (b << bits), 1 << bits)
-                    lo: T.let = start[b]
-                    cnt: T.let = start[b + 1] - lo
-                    for ii in T.serial(rows):
-                        cur[q, ii] = 0
-                    for jj in T.serial(cnt):
-                        rr: T.let = tmp[lo + jj, 0]
-                        cur[q, rr] = cur[q, rr] + 1
-                    run = T.decl_buffer((1,), "int32", scope="global")
-                    run[0] = lo
-                    for ii in T.serial(rows):
-                        RowPtr[(b << bits) + ii] = T.Cast("int64", run[0])
-                        c: T.let = cur[q, ii]
-                        cur[q, ii] = run[0]
-                        run[0] = run[0] + c
-                    if with_col:
+        def counting_sort(bits: int, src_bits: int | None) -> Any:  # unsorted: rowptr (and col) by counts
+            """The sort with buckets of 2^bits rows; records are 4-byte ``row << src_bits | src`` (``src_bits``
+            0: the row alone, no col) or, with ``src_bits`` None, (row, source) int32 pairs."""
+            packed = src_bits is not None
+            sb = int(src_bits or 0)
+            with_src = sb > 0
+
+            def buckets(n):  # noqa: ANN001, ANN202 - buckets of 2^bits rows covering rows [0, n)
+                return (n + (1 << bits) - 1) >> bits
+
+            def record_row(tmp, j):  # noqa: ANN001, ANN202 - the row within its bucket of record j
+                return T.Cast("int32", T.shift_right(tmp[j, 0], T.uint32(sb))) if packed else tmp[j, 0]
+
+            @T.macro
+            def sort(Idx, RowPtr, Col, e, n):  # noqa: ANN001, ANN202
+                off = T.alloc_buffer((pp, buckets(n) + 1), "int32")  # per part: edges per bucket (last: out of range)
+                start = T.alloc_buffer((buckets(n) + 1,), "int32")  # first record of each bucket
+                for p in loop(pp):
+                    for b in T.serial(buckets(n) + 1):
+                        off[p, b] = 0
+                    for kk in T.serial((p + 1) * e // pp - p * e // pp):
+                        d: T.let = Idx[r, p * e // pp + kk]
+                        b: T.let = T.if_then_else(T.Cast("uint64", d) < T.Cast("uint64", n), d >> bits, buckets(n))
+                        off[p, b] = off[p, b] + 1
+                acc = T.decl_buffer((1,), "int32", scope="global")
+                acc[0] = 0
+                for b in T.serial(buckets(n)):  # exclusive prefix over (bucket, part): each part's slice of each bucket
+                    start[b] = acc[0]
+                    for p in range(pp):
+                        c: T.let = off[p, b]
+                        off[p, b] = acc[0]
+                        acc[0] = acc[0] + c
+                start[buckets(n)] = acc[0]
+                tmp = T.alloc_buffer((e, 1 if packed else 2), "uint32" if packed else "int32")
+                for p in loop(pp):  # (2) stage the records in bucket order, edge order within
+                    for kk in T.serial((p + 1) * e // pp - p * e // pp):
+                        k: T.let = p * e // pp + kk
+                        d: T.let = Idx[r, k]
+                        if T.Cast("uint64", d) < T.Cast("uint64", n):
+                            at: T.let = off[p, d >> bits]
+                            if with_src:  # the source masked to its bits: a bad source cannot move a record's row
+                                tmp[at, 0] = T.shift_left(T.Cast("uint32", d & ((1 << bits) - 1)), T.uint32(sb)) \
+                                    | T.Cast("uint32", Idx[sr, k] & ((1 << sb) - 1))
+                            elif packed:
+                                tmp[at, 0] = T.Cast("uint32", d & ((1 << bits) - 1))
+                            else:
+                                tmp[at, 1] = T.Cast("int32", Idx[sr, k])
+                                tmp[at, 0] = T.Cast("int32", d & ((1 << bits) - 1))
+                            off[p, d >> bits] = at + 1
+                cur = T.alloc_buffer((pp, 1 << bits), "int32")  # per part: one bucket's row counts, then cursors
+                for q in loop(pp):  # (3) whole buckets per part: histogram, prefix sum (rowptr), place
+                    for bb in T.serial((q + 1) * buckets(n) // pp - q * buckets(n) // pp):
+                        b: T.let = q * buckets(n) // pp + bb
+                        rows: T.let = T.min(n - (b << bits), 1 << bits)
+                        lo: T.let = start[b]
+                        cnt: T.let = start[b + 1] - lo
+                        for ii in T.serial(rows):
+                            cur[q, ii] = 0
                         for jj in T.serial(cnt):
-                            rr: T.let = tmp[lo + jj, 0]
-                            at: T.let = cur[q, rr]
-                            Col[at] = tmp[lo + jj, 1]
-                            cur[q, rr] = at + 1
-                            ahead: T.let = tmp[lo + T.min(jj + PLAN_PREFETCH, cnt - 1), 0]  # a later record's row
-                            T.evaluate(_prefetch_w(T.address_of(Col[cur[q, ahead]])))
-            RowPtr[n] = T.Cast("int64", start[buckets(n)])
+                            rr: T.let = record_row(tmp, lo + jj)
+                            cur[q, rr] = cur[q, rr] + 1
+                        run = T.decl_buffer((1,), "int32", scope="global")
+                        run[0] = lo
+                        for ii in T.serial(rows):
+                            RowPtr[(b << bits) + ii] = T.Cast("int64", run[0])
+                            c: T.let = cur[q, ii]
+                            cur[q, ii] = run[0]
+                            run[0] = run[0] + c
+                        if with_col:
+                            for jj in T.serial(cnt):
+                                rr: T.let = record_row(tmp, lo + jj)
+                                at: T.let = cur[q, rr]
+                                Col[at] = T.Cast("int32", tmp[lo + jj, 0] & T.uint32((1 << sb) - 1)) if packed \
+                                    else tmp[lo + jj, 1]
+                                cur[q, rr] = at + 1
+                                ahead: T.let = record_row(tmp, lo + T.min(jj + PLAN_PREFETCH, cnt - 1))  # a later row
+                                T.evaluate(_prefetch_w(T.address_of(Col[cur[q, ahead]])))
+                RowPtr[n] = T.Cast("int64", start[buckets(n)])
+
+            return sort
+
+        wide_sort, packed_sort = counting_sort(bits, None), counting_sort(row_bits, src_bits)
+        rows_only_sort = counting_sort(bits, 0)
 
         @T.macro
         def body(Idx, Flag, RowPtr, Col, e, n1):  # noqa: ANN001, ANN202
@@ -240,8 +274,13 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
                 RowPtr[n1 - 1] = e
                 for ii in T.serial(n1 - 1):
                     RowPtr[n1 - 2 - ii] = T.min(RowPtr[n1 - 2 - ii], RowPtr[n1 - 1 - ii])
+            elif with_col:
+                if n1 - 1 <= (1 << src_bits):  # every valid source fits a record's low bits
+                    packed_sort(Idx, RowPtr, Col, e, n1 - 1)
+                else:
+                    wide_sort(Idx, RowPtr, Col, e, n1 - 1)
             else:
-                counting_sort(Idx, RowPtr, Col, e, n1 - 1)
+                rows_only_sort(Idx, RowPtr, Col, e, n1 - 1)
 
         return body
 
