@@ -78,12 +78,12 @@ def _plan(g: Graph, kind: str = "avx2", **kw: object) -> dict[str, str]:
 
 
 def test_requantize_into_gemm_plan() -> None:
-    """Fused only for a GEMM read by the requantize alone, zero points 0, shifts in [0, 63], x86 (on AVX-512 VNNI
-    for a u8 A read in place with K % 4 == 0)."""
+    """Fused only for a GEMM read by the requantize alone, B zero point 0, shifts in [0, 63], x86 (on AVX-512 VNNI
+    for a u8 A read in place with K % 4 == 0); an A zero point folds into the constants."""
     assert _plan(gemm_requant_graph(40, 16)) == {"rq": "acc"}
     assert _plan(gemm_requant_graph(40, 7, per_column=False)) == {"rq": "acc"}
     assert _plan(gemm_requant_graph(40, 16, extra_reader=True)) == {}  # the int32 product has another reader
-    assert _plan(gemm_requant_graph(40, 16, a_zero_point=3)) == {}  # zero-point terms come after the GEMM
+    assert _plan(gemm_requant_graph(40, 16, a_zero_point=3)) == {"rq": "acc"}  # zero point folded in
     assert _plan(gemm_requant_graph(40, 16, shift=64)) == {}  # >> 64 is not the handler's shift
     assert _plan(gemm_requant_graph(3, 16)) == {}  # K < 4: the generic GEMM
     assert _plan(gemm_requant_graph(40, 16), kind="vnni") == {"rq": "acc"}
@@ -137,15 +137,16 @@ def test_fused_build_has_one_gemm_kernel_and_no_int32_product() -> None:
     assert "right_shift" in unfused and "right_shift" not in fused  # the Relax requantize is gone
 
 
-@pytest.mark.parametrize("k,n,a_dtype,fp32,per_col,zp", [
-    (1433, 16, "uint8", False, True, 0),  # Cora's first layer
-    (40, 7, "uint8", False, True, 5),  # padded columns, zero point
-    (16, 20, "int8", False, False, -3),  # two column blocks, s8 A (int16-widened: no flip), scalar constants
-    (37, 16, "uint8", True, True, 0),  # quantize fused into the same kernel's panel fill
+@pytest.mark.parametrize("k,n,a_dtype,fp32,per_col,zp,a_zp", [
+    (1433, 16, "uint8", False, True, 0, 0),  # Cora's first layer
+    (40, 7, "uint8", False, True, 5, 0),  # padded columns, zero point
+    (16, 20, "int8", False, False, -3, 0),  # two column blocks, s8 A (int16-widened: no flip), scalar constants
+    (37, 16, "uint8", True, True, 0, 0),  # quantize fused into the same kernel's panel fill
+    (37, 16, "uint8", True, True, 2, 9),  # ... with the GEMM's A zero point folded into the constants
 ])
-def test_fused_gemm_requant_bit_exact(k: int, n: int, a_dtype: str, fp32: bool, per_col: bool, zp: int,
+def test_fused_gemm_requant_bit_exact(k: int, n: int, a_dtype: str, fp32: bool, per_col: bool, zp: int, a_zp: int,
                                       tmp_path: Path) -> None:
-    g = gemm_requant_graph(k, n, a_dtype, fp32_input=fp32, per_column=per_col, zp=zp)
+    g = gemm_requant_graph(k, n, a_dtype, fp32_input=fp32, per_column=per_col, zp=zp, a_zero_point=a_zp)
     assert _plan(g) == {"rq": "acc"}
     rng = np.random.default_rng(k)
     name = g.inputs[0].name
@@ -211,6 +212,26 @@ def test_fused_vnni_gemm_requant_bit_exact(k: int, n: int, a_dtype: str, zp: int
     for rows in (97, 8, 1):  # off the 8-row register block
         f = feed(rows)
         np.testing.assert_array_equal(run_library(lib, f), run(g, f)["rq32"], err_msg=f"rows={rows}")
+
+
+@pytest.mark.parametrize("k,n,a_dtype,a_zp", [
+    (128, 16, "uint8", 125),  # the uint8-input series model's first GEMM (x_q's zero point)
+    (40, 7, "uint8", 3),  # padded columns
+    (16, 20, "int8", -7),  # s8 A on the int16-widened kernel (avx2-pair's choice for s8): no flip to fold
+])
+def test_x86_gemm_folds_the_a_zero_point(k: int, n: int, a_dtype: str, a_zp: int, tmp_path: Path) -> None:
+    """Below VNNI too an A zero point folds into the requantize epilogue's rounding constants: one GEMM kernel, no
+    Relax subtract or requantize after it, bit-exact at 97, 8 and 1 rows, 1 and 2 threads (AVX2 tier)."""
+    from qgnn_deploy.backends.tvm.targets import resolve_target
+
+    g = gemm_requant_graph(k, n, a_dtype, zp=1, a_zero_point=a_zp)
+    names = [nm for nm in _kernel_names(g, "avx2-pair") if nm.startswith("qgnn_")]
+    assert len(names) == 1 and names[0].startswith("qgnn_gemm_avx2") and "_rq_" in names[0], names
+    main = str(build_module(g, BuildOptions(gemm_kind="avx2-pair"))["main"])
+    assert main.count("R.call_tir(") == 1 and "R.right_shift" not in main and "R.subtract" not in main, main
+    if not set(resolve_target("x86-64-v3").features) <= set(resolve_target("x86_64").features):
+        pytest.skip("x86-64-v3 does not run here")
+    assert_rows_bit_exact(g, "x86-64-v3", tmp_path, np.random.default_rng(k))
 
 
 def test_add_into_lut_steps_plan() -> None:

@@ -188,13 +188,15 @@ def requant_epilogue_constants(graph: Graph, node: Node, n: int, row_multiplier:
 
 
 def requantize_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) -> list[str]:
-    """requantize nodes whose int32 input is a matmul (zero points 0, constant int8 weight with K >= 4, 8-bit or
+    """requantize nodes whose int32 input is a matmul (B zero point 0, constant int8 weight with K >= 4, 8-bit or
     4-bit: :func:`.gemm.int8_constant`) read by nothing else, with per-column constants: on x86 GEMM kernels below VNNI
     (:data:`.gemm_x86.KINDS`), and on AVX-512 VNNI for an A read in place (:func:`.gemm.vnni_fuses_requant`; a
-    K % 4 tail is multiplied in int32 first), where an A zero point folds into the epilogue too."""
+    K % 4 tail is multiplied in int32 first).  An A zero point (the uint8-input model's first GEMM) folds into the
+    rounding constants on both (:func:`.gemm._fold_column_offset`; 10^6-node series model on AVX2: the separate
+    subtract-and-requantize kernel over the int32 ``[N, 16]`` product, ~7.7 ms, is gone)."""
     from qgnn_deploy.ir.infer import infer_dtypes
 
-    from .gemm import vnni_fuses_requant
+    from .gemm import VNNI_EPILOGUE_MAX_K, int8_constant, vnni_fuses_requant
     from .gemm_x86 import KINDS
 
     vnni = options.gemm_kind == "vnni"
@@ -210,12 +212,15 @@ def requantize_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) 
         if mm is None or mm.op != "matmul" or len(mm.inputs) < 2 or \
                 [u.name for u in graph.consumers(mm.outputs[0])] != [node.name]:
             continue
-        if (int(mm.attrs.get("a_zero_point", 0)) and not vnni) or int(mm.attrs.get("b_zero_point", 0)):
+        if int(mm.attrs.get("b_zero_point", 0)):
             continue
         shape = _weight_shape(graph, mm.inputs[1])
         if shape is None or len(shape) != 2 or shape[0] < 4 or \
                 requant_epilogue_constants(graph, node, shape[1]) is None:
             continue
+        if int(mm.attrs.get("a_zero_point", 0)) and not vnni and \
+                (shape[0] > VNNI_EPILOGUE_MAX_K or int8_constant(graph, mm.inputs[1]) is None):
+            continue  # the zero point folds into the rounding constants: needs the weight's values
         if vnni and (mm.inputs[0] in plan.quantize_into_gemm or not vnni_fuses_requant(dtypes[mm.inputs[0]], shape[0])):
             continue
         plan.requantize_into_gemm[node.outputs[0]] = mm.outputs[0]

@@ -208,6 +208,11 @@ def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any, dq_node
                             [a, bp] + ([bt] if k % 4 else []) + [relax.const(np.ascontiguousarray(rq, np.int64),
                                                                              "int64")], [shape_of(a)[0], n],
                             epi.out_dtype)
+    za = int(mm.attrs.get("a_zero_point", 0))
+    if za:  # the x86 kernels sum a * b exactly (or decline below): fold -za * colsum(B) into the rounding half
+        rq = _fold_column_offset(rq, int8_constant(ctx.graph, mm.inputs[1]), _row_offsets(k, za, False))
+        if rq is None or k > VNNI_EPILOGUE_MAX_K or int(mm.attrs.get("b_zero_point", 0)):
+            return None
     return gemm_x86.emit_matmul_requant(ctx, ctx.options.gemm_kind, a, bpad, k, nb, rq, epi,
                                         None if q is None else q.attrs)
 
