@@ -234,6 +234,20 @@ def test_x86_gemm_folds_the_a_zero_point(k: int, n: int, a_dtype: str, a_zp: int
     assert_rows_bit_exact(g, "x86-64-v3", tmp_path, np.random.default_rng(k))
 
 
+def test_gemm_epilogue_keeps_wide_multipliers_exact(tmp_path: Path) -> None:
+    """Multipliers outside int32 get the kernel that multiplies in full int64 (name suffix ``m64``; the default
+    kernel multiplies sign-extended int32 values), bit-exact on this host at 97, 8 and 1 rows, 1 and 2 threads."""
+    g = gemm_requant_graph(40, 16, zp=2)
+    g.initializers["m"] = np.random.default_rng(3).integers(1 << 33, 1 << 34, size=(1, 16)).astype(np.int64)
+    g.initializers["sh"] = np.full((1, 16), 50, np.int8)
+    g.validate()
+    for kind in ("avx2-pair", "vnni"):
+        narrow = [nm for nm in _kernel_names(gemm_requant_graph(40, 16, zp=2), kind) if nm.startswith("qgnn_gemm")]
+        names = [nm for nm in _kernel_names(g, kind) if nm.startswith("qgnn_gemm")]
+        assert len(names) == 1 and names[0] == narrow[0] + "_m64", (kind, names, narrow)
+    assert_rows_bit_exact(g, "x86_64", tmp_path, np.random.default_rng(4))
+
+
 def test_add_into_lut_steps_plan() -> None:
     """Fused when every reader of ``x + c`` is a lut_steps index (c a one-element integer constant)."""
     def plan(g: Graph) -> dict[str, tuple[str, int]]:

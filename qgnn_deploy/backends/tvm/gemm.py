@@ -192,7 +192,7 @@ def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any, dq_node
     rq = constants(n)
     if rq is None:
         return None
-    epi = _node_epilogue(rq_node, n, dq_node=dq_node)
+    epi = _node_epilogue(rq_node, n, rq, dq_node=dq_node)
     bpad, nb = pad_columns(b, k, n)
     rq = np.concatenate([rq, np.zeros((3, nb * LANES - n), np.int64)], axis=1)
     if ctx.options.gemm_kind == "vnni":  # A read in place (vnni_fuses_requant)
@@ -217,15 +217,17 @@ def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any, dq_node
                                         None if q is None else q.attrs)
 
 
-def _node_epilogue(rq_node: Any, n: int, addend: int = 0, addend_dtype: str = "int8", dq_node: Any = None,
-                   ) -> Epilogue:
+def _node_epilogue(rq_node: Any, n: int, rq: np.ndarray, addend: int = 0, addend_dtype: str = "int8",
+                   dq_node: Any = None) -> Epilogue:
     """The :class:`.gemm_skeleton.Epilogue` of requantize node ``rq_node`` over ``n`` output columns (then
-    dequantize node ``dq_node``'s, when given)."""
+    dequantize node ``dq_node``'s, when given); ``rq``: its ``[3, *]`` constants (the multipliers' range)."""
     info = np.iinfo(rq_node.attrs["dtype"])
     dq = None if dq_node is None else (int(dq_node.attrs["zero_point"]), float(np.float32(dq_node.attrs["scale"])))
+    i32 = np.iinfo(np.int32)
+    wide = not bool(np.all((rq[0] >= i32.min) & (rq[0] <= i32.max)))
     return Epilogue(int(rq_node.attrs["zero_point"]), int(rq_node.attrs.get("qmin", info.min)),
                     int(rq_node.attrs.get("qmax", info.max)), str(rq_node.attrs["dtype"]), n, addend, addend_dtype,
-                    dq)
+                    dq, wide)
 
 
 def emit_prompt_requant(ctx: Any, tail: Any, rq_node: Any, dq_node: Any = None) -> relax.Expr:
@@ -242,7 +244,7 @@ def emit_prompt_requant(ctx: Any, tail: Any, rq_node: Any, dq_node: Any = None) 
     if rq is None:
         raise ValueError(f"prompt tail {rq_node.outputs[0]!r} has no epilogue constants (not planned by "
                          "fusion.prompt_into_gemm)")
-    epi = _node_epilogue(rq_node, n, tail.den, dt, dq_node)
+    epi = _node_epilogue(rq_node, n, rq, tail.den, dt, dq_node)
     bpad, nb = pad_columns(ctx.value(tail.basis, rq_node), k, n)
     _, bp, bt = split_b(bpad, k, nb, 4, 4)
     return ctx.call_tir(("gemm_vnni", k, nb, at, *epi.key()), lambda: vnni_requant_kernel(k, nb, epi, at),
