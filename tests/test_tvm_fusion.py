@@ -550,8 +550,9 @@ def lorap_tail_graph(h: int, *, k: int = 8, alpha_dtype: str = "uint8", alpha_zp
 
 
 def test_prompt_into_gemm_plan() -> None:
-    """LoRAP's tail fused on AVX-512 VNNI only, with or without bias and zero points; not when a value in the chain
-    has another reader, K < 4, or the sums could wrap int32 (then the constants do not fold exactly)."""
+    """LoRAP's tail fused on x86 (below AVX-512 VNNI for u8 alpha), with or without bias and zero points; not when a
+    value in the chain has another reader, K < 4, or the sums could wrap int32 (then the constants do not fold
+    exactly)."""
     from qgnn_deploy.backends.tvm.fusion import PromptTail, prompt_into_gemm
 
     def planned(g: Graph, kind: str = "vnni") -> dict:
@@ -563,7 +564,9 @@ def test_prompt_into_gemm_plan() -> None:
         "prompt", "a32", "a_x_den", "prompted", "biased"))}
     assert planned(lorap_tail_graph(7, bias=False, agg_zp=5, alpha_zp=3, agg_dtype="uint8")) == {
         "y": PromptTail("alpha", 3, "P", "a", 5, 4080, None, ("prompt", "a_centered", "a_x_den", "prompted", "a32"))}
-    assert planned(lorap_tail_graph(16), "avx2") == {}
+    assert planned(lorap_tail_graph(16), "avx2-pair") == planned(lorap_tail_graph(16))  # u8 alpha below VNNI
+    assert planned(lorap_tail_graph(7, k=6, alpha_dtype="int8", alpha_zp=-7), "avx2") == {}  # s8 alpha: VNNI only
+    assert planned(lorap_tail_graph(16), "sdot") == {}
     assert planned(lorap_tail_graph(16, extra_reader=True)) == {}
     assert planned(lorap_tail_graph(16, k=3)) == {}
     assert planned(lorap_tail_graph(16, den=1 << 24)) == {}  # den * a can wrap int32
@@ -625,6 +628,29 @@ def test_prompt_gemm_kernel_bit_exact(h: int, k: int, alpha_dtype: str, alpha_zp
     for rows in (97, 8, 1):
         f = feed(rows)
         np.testing.assert_array_equal(run_library(lib, f), run(g, f)["y"], err_msg=f"rows={rows}")
+
+
+@pytest.mark.parametrize("h,k,alpha_zp,agg_dtype,agg_zp,bias,per_col", [
+    (16, 8, 0, "int8", 0, True, False),  # layer 0 of the series model
+    (7, 8, 0, "int8", 0, True, False),  # layer 1: 7 real columns, no slice
+    (16, 8, 0, "uint8", 128, False, True),  # a's zero point folded, per-column constants
+    (20, 6, 2, "uint8", 0, False, False),  # two column blocks, an alpha zero point, K padded to the step
+])
+def test_x86_prompt_gemm_kernel_bit_exact(h: int, k: int, alpha_zp: int, agg_dtype: str, agg_zp: int, bias: bool,
+                                          per_col: bool, tmp_path: Path) -> None:
+    """Below VNNI (the AVX2 tier) LoRAP's tail is one GEMM kernel too, the ``den * a`` addend in its epilogue: no
+    Relax right_shift; bit-exact at 97, 8 and 1 rows, 1 and 2 threads."""
+    from qgnn_deploy.backends.tvm.targets import resolve_target
+
+    g = lorap_tail_graph(h, k=k, alpha_zp=alpha_zp, agg_dtype=agg_dtype, agg_zp=agg_zp, bias=bias, per_column=per_col)
+    names = [nm for nm in _kernel_names(g, "avx2-pair") if nm.startswith("qgnn_")]
+    assert len(names) == 1 and names[0].startswith("qgnn_gemm_avx2") and \
+        names[0].endswith(f"_{h}_add_4080_{agg_dtype}"), names
+    main = str(build_module(g, BuildOptions(gemm_kind="avx2-pair"))["main"])
+    assert "right_shift" not in main and main.count("R.call_tir(") == 1, main
+    if not set(resolve_target("x86-64-v3").features) <= set(resolve_target("x86_64").features):
+        pytest.skip("x86-64-v3 does not run here")
+    assert_rows_bit_exact(g, "x86-64-v3", tmp_path, np.random.default_rng(h + k))
 
 
 def _prompt_model(gpf_k: int | None, bits: int = 8, lorap: dict | None = None, epochs: int = 2) -> Graph:
@@ -713,7 +739,7 @@ def test_dequantize_into_gemm_plan() -> None:
         return plan.dequantize_into_gemm
 
     tail = lorap_tail_graph(7, dequantize=SERIES_LOGITS)
-    assert planned(tail, "vnni") == {"logits": "y"} and planned(tail, "avx2") == {}
+    assert planned(tail, "vnni") == planned(tail, "avx2") == {"logits": "y"} and planned(tail, "generic") == {}
     assert planned(gemm_requant_graph(40, 7, dequantize=True), "avx2") == {"logits": "rq"}
     assert planned(gemm_requant_graph(40, 7, dequantize=True), "vnni") == {"logits": "rq"}
     assert planned(gemm_requant_graph(40, 7, dequantize=True), "generic") == {}
@@ -730,6 +756,7 @@ def test_dequantize_into_gemm_plan() -> None:
     ("prompt16_int8", "x86_64"),  # s8 codes, per-column constants, a negative zero point
     ("gemm7", "x86_64"),  # requantize_into_gemm on VNNI, padded columns
     ("gemm7", "x86-64-v3"),  # requantize_into_gemm on AVX2 (the shared skeleton epilogue)
+    ("prompt7", "x86-64-v3"),  # prompt_into_gemm on AVX2: addend and float32 logits in one epilogue
 ])
 def test_dequantize_gemm_epilogue_bit_exact(case: str, target: str, tmp_path: Path) -> None:
     """The GEMM kernel writes the float32 logits itself (no Relax multiply, no separate kernel), bit for bit
@@ -739,11 +766,10 @@ def test_dequantize_gemm_epilogue_bit_exact(case: str, target: str, tmp_path: Pa
     if case.startswith("prompt"):
         h, int8 = int(case[6:8]), case.endswith("int8")
         g = lorap_tail_graph(h, per_column=int8, dequantize=(0.0371, -3) if int8 else SERIES_LOGITS)
-        kind = "vnni"
     else:
         h = 7
         g = gemm_requant_graph(40, h, zp=5, dequantize=True)
-        kind = "vnni" if target == "x86_64" else "avx2-pair"
+    kind = "vnni" if target == "x86_64" else "avx2-pair"
     names = [nm for nm in _kernel_names(g, kind) if nm.startswith("qgnn_")]
     assert len(names) == 1 and "_dq_" in names[0], names
     main = str(build_module(g, BuildOptions(gemm_kind=kind))["main"])

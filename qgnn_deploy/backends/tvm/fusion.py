@@ -22,8 +22,9 @@ kernels.  The passes compose with :class:`qgnn_deploy.ir.passes.Sequential` like
   multiplier per column or an ``[N, 1]`` tensor (degree factors): the edge kernel starts each row from its self
   term and requantizes on the way out, so the int32 ``[N, H]`` sums are never written and read back.
 * ``prompt_into_gemm``: LoRAP's tail ``requantize((a - za) * den + alpha @ P [+ bias])`` (``fold.prompts.emit_lorap``)
-  on AVX-512 VNNI: the prompt GEMM adds ``den * a`` in its requantize epilogue (:func:`.gemm.emit_prompt_requant`),
-  so its int32 ``[N, H]`` product and the elementwise add/requantize kernel reading it back are gone.
+  on x86 (AVX-512 VNNI; below it for u8 alpha): the prompt GEMM adds ``den * a`` in its requantize epilogue
+  (:func:`.gemm.emit_prompt_requant`), so its int32 ``[N, H]`` product and the elementwise add/requantize kernel
+  reading it back are gone.
 * ``dequantize_into_gemm``: a ``dequantize`` (the model's float logits) read from a requantize that a GEMM epilogue
   computes (``prompt_into_gemm`` or ``requantize_into_gemm``) and nothing else reads: the epilogue writes the float32
   values itself, so the 8-bit codes are never stored and read back by an elementwise kernel.
@@ -460,9 +461,13 @@ def prompt_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) -> l
     """LoRAP's ``requantize((a - za) * den + alpha @ P [+ bias])`` (``alpha [N, k]``, ``a [N, H]`` 8-bit codes,
     ``P`` a constant int8 ``[k, H]`` (8-bit or 4-bit: :func:`.gemm.int8_constant`) with ``k >= 4``, ``den`` and ``za``
     constant integers, ``bias`` a constant int32 row, every intermediate int32 and read by the next alone) on
-    AVX-512 VNNI, when its constants fold exactly (:func:`.gemm.prompt_epilogue_constants`, kept in
-    :attr:`PromptTail.epilogue`): one GEMM kernel with an ``addend`` epilogue."""
-    if not options.fast_matmul or options.gemm_kind != "vnni":
+    x86 (AVX-512 VNNI; below it for u8 alpha), when its constants fold exactly
+    (:func:`.gemm.prompt_epilogue_constants`, kept in :attr:`PromptTail.epilogue`): one GEMM kernel with an
+    ``addend`` epilogue."""
+    from .gemm_x86 import KINDS
+
+    vnni = options.gemm_kind == "vnni"
+    if not options.fast_matmul or (options.gemm_kind not in KINDS and not vnni):
         return []
     from qgnn_deploy.ir.infer import infer_dtypes, infer_shapes
 
@@ -476,8 +481,10 @@ def prompt_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) -> l
         if found is None:
             continue
         rq, tail = found
+        if not vnni and dtypes[tail.alpha] != "uint8":
+            continue  # below VNNI the GEMMs that take s8 A as it is are not every kind's: u8 alpha (LoRAP's) only
         consts = prompt_epilogue_constants(graph, tail, lambda n, rq=rq: requant_epilogue_constants(graph, rq, n),
-                                           dtypes[tail.alpha], dtypes[tail.agg])
+                                           dtypes[tail.alpha], dtypes[tail.agg], flip=vnni)
         if consts is not None:
             plan.prompt_into_gemm[rq.outputs[0]] = replace(tail, epilogue=consts)
     return sorted(plan.prompt_into_gemm)

@@ -246,6 +246,12 @@ def emit_prompt_requant(ctx: Any, tail: Any, rq_node: Any, dq_node: Any = None) 
                          "fusion.prompt_into_gemm)")
     epi = _node_epilogue(rq_node, n, rq, tail.den, dt, dq_node)
     bpad, nb = pad_columns(ctx.value(tail.basis, rq_node), k, n)
+    if ctx.options.gemm_kind != "vnni":  # x86 below VNNI: u8 alpha, exact sums (prompt_into_gemm's conditions)
+        out = gemm_x86.emit_matmul_requant(ctx, ctx.options.gemm_kind, alpha, bpad, k, nb, rq, epi, addend=agg)
+        if out is None:
+            raise ValueError(f"prompt tail {rq_node.outputs[0]!r}: the {ctx.options.gemm_kind} GEMM cannot take "
+                             f"{at} alpha (fusion.prompt_into_gemm plans u8 alpha only)")
+        return out
     _, bp, bt = split_b(bpad, k, nb, 4, 4)
     return ctx.call_tir(("gemm_vnni", k, nb, at, *epi.key()), lambda: vnni_requant_kernel(k, nb, epi, at),
                         [alpha, bp, bt, relax.const(np.ascontiguousarray(rq, np.int64), "int64"), agg],
@@ -253,7 +259,7 @@ def emit_prompt_requant(ctx: Any, tail: Any, rq_node: Any, dq_node: Any = None) 
 
 
 def prompt_epilogue_constants(graph: Any, tail: Any, constants: Any, alpha_dtype: str, agg_dtype: str,
-                              ) -> np.ndarray | None:
+                              flip: bool = True) -> np.ndarray | None:
     """``[3, nb*16]`` int64 epilogue constants of a LoRAP prompt tail (``fusion.PromptTail``), or None;
     ``constants(n)``: the tail's requantize's ``requant_epilogue_constants`` for n columns (None if it has none).
 
@@ -273,7 +279,7 @@ def prompt_epilogue_constants(graph: Any, tail: Any, constants: Any, alpha_dtype
         return None
     nb = -(-n // LANES)
     rq = _fold_column_offset(np.concatenate([base, np.zeros((3, nb * LANES - n), np.int64)], axis=1), p,
-                             _row_offsets(k, tail.alpha_zero_point, alpha_dtype == "int8"))
+                             _row_offsets(k, tail.alpha_zero_point, flip and alpha_dtype == "int8"))
     if rq is None:
         return None
     ai, di = np.iinfo(alpha_dtype), np.iinfo(agg_dtype)

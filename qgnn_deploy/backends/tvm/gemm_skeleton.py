@@ -160,8 +160,8 @@ def gemm_kernel(
     ``avx2-pair``'s byte shuffle of 16-column chunk ``chunk``), ``f1(X, row, col)``, and ``in_dtype`` the input's dtype
     (default ``a_dtype``): a panel kernel widens or quantizes A with them.  Signature: ``(A, Bp, C)``, with
     ``Bt`` (``k_tail == "int32"``) and then the requantize constants (``epilogue``) after ``Bp``, then ``D``
-    (an epilogue with an ``addend``: ``(A, Bp, Bt, Rq, D, C)``, so only with the int32 K tail).  With an
-    ``epilogue`` C holds ``epilogue.out_dtype`` values, only the ``epilogue.columns`` real columns.
+    (an epilogue with an ``addend``: ``(A, Bp, Bt, Rq, D, C)``, or ``(A, Bp, Rq, D, C)`` with the padded K
+    tail).  With an ``epilogue`` C holds ``epilogue.out_dtype`` values, only the ``epilogue.columns`` real columns.
     """
     rows, w, kq = s.rows, s.width, s.kstep
     nv = LANES * s.group // w  # accumulator vectors per row group
@@ -181,8 +181,6 @@ def gemm_kernel(
     odt = epilogue.out_dtype if fused else "int32"
     ezp, elo, ehi = (epilogue.zero_point, epilogue.lo, epilogue.hi) if fused else (0, 0, 0)
     addend = epilogue.addend if fused else 0
-    if addend and not int32_tail:
-        raise ValueError("an epilogue addend needs the int32 K-tail signature (A, Bp, Bt, Rq, D, C)")
     rcount = residual.count if residual is not None else 0
     has_residual = rcount > 0  # a Python bool: TVMScript drops the branch when False
     if rcount and (s.row_tail != "split" or s.group > 1):
@@ -314,6 +312,21 @@ def gemm_kernel(
                     acc = T.decl_buffer((rows * LANES,), "int32", scope=ACC_SCOPE)
                     block(A, mb * rows, j, acc, Bp, X, RQ, D, C, m)
 
+    if addend and not int32_tail:
+
+        @T.prim_func(private=True, s_tir=True)
+        def kernel_rd(a_h: T.handle, bp_h: T.handle, rq_h: T.handle, d_h: T.handle, c_h: T.handle):
+            T.func_attr(_SCHEDULED)
+            m = T.int64()
+            A = T.match_buffer(a_h, (m, k), in_dtype)
+            Bp = T.match_buffer(bp_h, b_shape, b_dtype)
+            RQ = T.match_buffer(rq_h, (3, nb * LANES), "int64")
+            D = T.match_buffer(d_h, (m, ncols), epilogue.addend_dtype)
+            C = T.match_buffer(c_h, (m, ncols), odt)
+            with T.sblock("root"):
+                body(A, Bp, RQ, RQ, D, C, m)
+
+        return kernel_rd
     if addend:
 
         @T.prim_func(private=True, s_tir=True)

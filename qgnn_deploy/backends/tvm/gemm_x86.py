@@ -405,11 +405,12 @@ def emit_quant_matmul(
 
 def emit_matmul_requant(
     ctx: Any, kind: str, a: relax.Expr, bpad: relax.Expr, k: int, nb: int, rq: np.ndarray, epi: Epilogue,
-    qattrs: dict[str, Any] | None = None,
+    qattrs: dict[str, Any] | None = None, addend: relax.Expr | None = None,
 ) -> relax.Expr | None:
     """``requantize(a @ bpad)`` (or of ``quantize(a) @ bpad`` with ``qattrs``) in one kernel: [M, epi.columns] of
-    ``epi.out_dtype``; ``rq`` is :func:`.fusion.requant_epilogue_constants` padded to nb*16 columns.  None when
-    the kernel would need the s8 flip correction (u8-operand kinds on s8 A), which must precede the requantize."""
+    ``epi.out_dtype``; ``rq`` is :func:`.fusion.requant_epilogue_constants` padded to nb*16 columns; ``addend``: the
+    ``D`` tensor of an epilogue with an addend (LoRAP's prompt tail).  None when the kernel would need the s8 flip
+    correction (u8-operand kinds on s8 A), which must precede the requantize."""
     at = str(qattrs["dtype"]) if qattrs is not None else dtype_of(a)
     if kind == "avx2-pair" and at == "int8":
         # the pair kernel needs s8 A's flip correction before a requantize; madd16 takes s8 A as it is, so the
@@ -430,7 +431,7 @@ def emit_matmul_requant(
     return ctx.call_tir(
         key,
         lambda: x86_kernel(kind, k, nb, at, params, epi, resid=r),
-        [a, bp, relax.const(np.ascontiguousarray(rq, np.int64), "int64")],
+        [a, bp, relax.const(np.ascontiguousarray(rq, np.int64), "int64"), *([] if addend is None else [addend])],
         [shape_of(a)[0], epi.columns],
         epi.out_dtype,
     )
