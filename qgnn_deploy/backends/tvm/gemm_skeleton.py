@@ -312,22 +312,7 @@ def gemm_kernel(
                     acc = T.decl_buffer((rows * LANES,), "int32", scope=ACC_SCOPE)
                     block(A, mb * rows, j, acc, Bp, X, RQ, D, C, m)
 
-    if addend and not int32_tail:
-
-        @T.prim_func(private=True, s_tir=True)
-        def kernel_rd(a_h: T.handle, bp_h: T.handle, rq_h: T.handle, d_h: T.handle, c_h: T.handle):
-            T.func_attr(_SCHEDULED)
-            m = T.int64()
-            A = T.match_buffer(a_h, (m, k), in_dtype)
-            Bp = T.match_buffer(bp_h, b_shape, b_dtype)
-            RQ = T.match_buffer(rq_h, (3, nb * LANES), "int64")
-            D = T.match_buffer(d_h, (m, ncols), epilogue.addend_dtype)
-            C = T.match_buffer(c_h, (m, ncols), odt)
-            with T.sblock("root"):
-                body(A, Bp, RQ, RQ, D, C, m)
-
-        return kernel_rd
-    if addend:
+    if addend and int32_tail:
 
         @T.prim_func(private=True, s_tir=True)
         def kernel_xrd(a_h: T.handle, bp_h: T.handle, x_h: T.handle, rq_h: T.handle, d_h: T.handle, c_h: T.handle):
@@ -343,21 +328,31 @@ def gemm_kernel(
                 body(A, Bp, X, RQ, D, C, m)
 
         return kernel_xrd
-    if int32_tail and fused:
+    if addend or (int32_tail and fused):  # (A, Bp, Rq, D, C) with the padded K tail, else (A, Bp, Bt, Rq, C)
+        rq_first = bool(addend)
+        u_shape, u_dtype = ((3, nb * LANES), "int64") if rq_first else (tail_shape, "int8")
+
+        def v_shape(m):  # noqa: ANN001, ANN202 - D's shape, or Rq's
+            return (m, ncols) if rq_first else (3, nb * LANES)
+
+        v_dtype = epilogue.addend_dtype if rq_first else "int64"
 
         @T.prim_func(private=True, s_tir=True)
-        def kernel_xr(a_h: T.handle, bp_h: T.handle, x_h: T.handle, rq_h: T.handle, c_h: T.handle):
+        def kernel_uv(a_h: T.handle, bp_h: T.handle, u_h: T.handle, v_h: T.handle, c_h: T.handle):
             T.func_attr(_SCHEDULED)
             m = T.int64()
             A = T.match_buffer(a_h, (m, k), in_dtype)
             Bp = T.match_buffer(bp_h, b_shape, b_dtype)
-            X = T.match_buffer(x_h, tail_shape, "int8")
-            RQ = T.match_buffer(rq_h, (3, nb * LANES), "int64")
+            U = T.match_buffer(u_h, u_shape, u_dtype)
+            V = T.match_buffer(v_h, v_shape(m), v_dtype)
             C = T.match_buffer(c_h, (m, ncols), odt)
             with T.sblock("root"):
-                body(A, Bp, X, RQ, None, C, m)
+                if rq_first:
+                    body(A, Bp, U, U, V, C, m)
+                else:
+                    body(A, Bp, U, V, None, C, m)
 
-        return kernel_xr
+        return kernel_uv
     if int32_tail or fused:
         extra = (*tail_shape, "int8") if int32_tail else (3, nb * LANES, "int64")
 
