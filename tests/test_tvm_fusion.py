@@ -55,7 +55,7 @@ def gemm_requant_graph(k: int, n: int, a_dtype: str = "uint8", *, fp32_input: bo
     cols = n if per_column else 1
     m = b.const("m", rng.integers(1 << 28, 1 << 30, size=(1, cols)).astype(np.int32))
     sh = b.const("sh", (np.full((1, cols), shift, np.int64) if shift is not None else
-                        rng.integers(30, 40, size=(1, cols))).astype(np.int8))
+                        rng.integers(32, 42, size=(1, cols))).astype(np.int8))
     rq = b.op("requantize", [acc, m, sh], "rq", zero_point=zp, qmin=-127, qmax=127, dtype="int8")
     if dequantize:
         b.output(b.op("dequantize", [rq], "logits", scale=0.0371, zero_point=zp), "float32", ("N", n))
@@ -234,17 +234,28 @@ def test_x86_gemm_folds_the_a_zero_point(k: int, n: int, a_dtype: str, a_zp: int
     assert_rows_bit_exact(g, "x86-64-v3", tmp_path, np.random.default_rng(k))
 
 
-def test_gemm_epilogue_keeps_wide_multipliers_exact(tmp_path: Path) -> None:
-    """Multipliers outside int32 get the kernel that multiplies in full int64 (name suffix ``m64``; the default
-    kernel multiplies sign-extended int32 values), bit-exact on this host at 97, 8 and 1 rows, 1 and 2 threads."""
+@pytest.mark.parametrize("case,suffix", [("wide_multipliers", "_m64"), ("low_shifts", "_s64"),
+                                         ("shift_32", ""), ("shift_63", "")])
+def test_gemm_epilogue_arithmetic_variants_exact(case: str, suffix: str, tmp_path: Path) -> None:
+    """The epilogue multiplies int32-range multipliers as int32 and, when every shift is in [32, 63], adds the zero
+    point and clips in int32; a multiplier outside int32 (``_m64``) or a shift below 32 (``_s64``) keeps the int64
+    op.  Each variant bit-exact on this host at 97, 8 and 1 rows, 1 and 2 threads."""
     g = gemm_requant_graph(40, 16, zp=2)
-    g.initializers["m"] = np.random.default_rng(3).integers(1 << 33, 1 << 34, size=(1, 16)).astype(np.int64)
-    g.initializers["sh"] = np.full((1, 16), 50, np.int8)
+    rng = np.random.default_rng(3)
+    if case == "wide_multipliers":
+        g.initializers["m"] = rng.integers(1 << 33, 1 << 34, size=(1, 16)).astype(np.int64)
+        g.initializers["sh"] = np.full((1, 16), 50, np.int8)
+    elif case == "low_shifts":
+        g.initializers["m"] = rng.integers(1 << 10, 1 << 14, size=(1, 16)).astype(np.int32)
+        g.initializers["sh"] = rng.integers(20, 34, size=(1, 16)).astype(np.int8)
+    else:  # the int32 path at its ends: >> 32 alone, and >> 63 (every code the zero point)
+        g.initializers["m"] = rng.integers(-(1 << 31), 1 << 31, size=(1, 16)).astype(np.int32)
+        g.initializers["sh"] = np.full((1, 16), int(case[-2:]), np.int8)
     g.validate()
     for kind in ("avx2-pair", "vnni"):
-        narrow = [nm for nm in _kernel_names(gemm_requant_graph(40, 16, zp=2), kind) if nm.startswith("qgnn_gemm")]
+        plain = [nm for nm in _kernel_names(gemm_requant_graph(40, 16, zp=2), kind) if nm.startswith("qgnn_gemm")]
         names = [nm for nm in _kernel_names(g, kind) if nm.startswith("qgnn_gemm")]
-        assert len(names) == 1 and names[0] == narrow[0] + "_m64", (kind, names, narrow)
+        assert len(names) == 1 and names[0] == plain[0] + suffix, (kind, names, plain)
     assert_rows_bit_exact(g, "x86_64", tmp_path, np.random.default_rng(4))
 
 

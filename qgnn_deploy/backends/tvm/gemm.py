@@ -225,9 +225,10 @@ def _node_epilogue(rq_node: Any, n: int, rq: np.ndarray, addend: int = 0, addend
     dq = None if dq_node is None else (int(dq_node.attrs["zero_point"]), float(np.float32(dq_node.attrs["scale"])))
     i32 = np.iinfo(np.int32)
     wide = not bool(np.all((rq[0] >= i32.min) & (rq[0] <= i32.max)))
+    low = bool(np.any(rq[2, :n] < 32)) or abs(int(rq_node.attrs["zero_point"])) >= 1 << 30  # int32 path's bounds
     return Epilogue(int(rq_node.attrs["zero_point"]), int(rq_node.attrs.get("qmin", info.min)),
                     int(rq_node.attrs.get("qmax", info.max)), str(rq_node.attrs["dtype"]), n, addend, addend_dtype,
-                    dq, wide)
+                    dq, wide, low)
 
 
 def emit_prompt_requant(ctx: Any, tail: Any, rq_node: Any, dq_node: Any = None) -> relax.Expr:

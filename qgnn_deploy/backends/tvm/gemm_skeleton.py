@@ -106,6 +106,11 @@ class Epilogue:
     # values, which LLVM lowers to one ``vpmuldq`` on AVX2 instead of a 64 x 64-bit multiply sequence (fused GEMMs of
     # the 10^6-node series model, AMD Zen 2, 1 thread: 7-12% less time each)
     wide_multipliers: bool = False
+    # a shift below 32 (or a zero point beyond 2^30): the kernel adds the zero point and clips in int64.  Otherwise
+    # (every shift in [32, 63], |sum| < 2^63) the shifted sum fits int32 with room for the zero point, so those two
+    # run in int32: AVX2 has no 64-bit min or max, which LLVM emulates per element.  (Splitting the shift as
+    # ``(x >> 32) >> (s - 32)`` to shift in int32 too was wrong after TVM 0.27's lowering: not used.)
+    low_shifts: bool = False
 
     @property
     def out_dtype(self) -> str:
@@ -119,6 +124,8 @@ class Epilogue:
             extra += ("dq", str(zp).replace("-", "m"), f"{int(np.float32(scale).view(np.uint32)):08x}")
         if self.wide_multipliers:
             extra += ("m64",)
+        if self.low_shifts:
+            extra += ("s64",)
         return ("rq", str(self.zero_point).replace("-", "m"), str(self.lo).replace("-", "m"), self.hi, self.dtype,
                 self.columns, *extra)
 
@@ -217,8 +224,13 @@ def gemm_kernel(
             return acc[i]
         v = acc[i] + T.Cast("int32", D[row, col]) * T.int32(addend) if addend else acc[i]
         mult = RQ[0, col] if epilogue.wide_multipliers else T.Cast("int64", T.Cast("int32", RQ[0, col]))
-        y = T.shift_right(T.Cast("int64", v) * mult + RQ[1, col], RQ[2, col]) + T.int64(ezp)
-        code = T.Cast(epilogue.dtype, T.min(T.max(y, T.int64(elo)), T.int64(ehi)))
+        t = T.Cast("int64", v) * mult + RQ[1, col]
+        if epilogue.low_shifts:
+            y = T.shift_right(t, RQ[2, col]) + T.int64(ezp)
+            code = T.Cast(epilogue.dtype, T.min(T.max(y, T.int64(elo)), T.int64(ehi)))
+        else:  # s >= 32: |t >> s| < 2^31, and |zero point| < 2^30 (low_shifts otherwise) cannot wrap int32
+            y32 = T.Cast("int32", T.shift_right(t, RQ[2, col]))
+            code = T.Cast(epilogue.dtype, T.min(T.max(y32 + T.int32(ezp), T.int32(elo)), T.int32(ehi)))
         if epilogue.dequantize is None:
             return code
         dzp, dscale = epilogue.dequantize
