@@ -109,7 +109,8 @@ class Epilogue:
     # a shift below 32 (or a zero point beyond 2^30): the kernel adds the zero point and clips in int64.  Otherwise
     # (every shift in [32, 63], |sum| < 2^63) the shifted sum fits int32 with room for the zero point, so those two
     # run in int32: AVX2 has no 64-bit min or max, which LLVM emulates per element.  (Splitting the shift as
-    # ``(x >> 32) >> (s - 32)`` to shift in int32 too was wrong after TVM 0.27's lowering: not used.)
+    # ``(x >> 32) >> (s - 32)`` to shift in int32 too gave wrong codes for large sums in a first try, with TVM 0.27
+    # and its LLVM here; not diagnosed, not used.)
     low_shifts: bool = False
 
     @property
