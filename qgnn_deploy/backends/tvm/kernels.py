@@ -119,8 +119,8 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
     (2) appends one record per edge to its slice of the bucket (slices in part order, so edge order is kept; a
     few sequential write streams), then (3) each part takes whole buckets: a row histogram of the bucket's
     records (the row table stays in L2, the records in L3), its exclusive prefix sum (``rowptr`` and the row
-    cursors), and the sources placed
-    through the cursors into int32 ``col`` (the random stores stay inside one bucket's window; each store's line
+    cursors), and the sources placed through the cursors into int32 ``col`` (the random stores stay inside one
+    bucket's window; each store's line
     is prefetched for write ``PLAN_PREFETCH`` records ahead: ~10% of the plan's CPU at 10^6).  No [N]-sized
     per-part histogram is built or scanned (the previous plan's histogram pass over the destinations did random
     increments into it).  ``col`` holds each row's sources in edge order: a stable sort's, the same array at
@@ -128,12 +128,12 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
     the bucket << packed_bits[1] | source`` in buckets of ``2^packed_bits[0]`` rows (the source masked to its
     bits, so an invalid source cannot move a record out of its row); above that (or ``packed_bits`` (1, 1)),
     (row, source) int32 pairs in buckets of ``2^bucket_bits`` rows; without ``src_row`` the row alone, one int32.
-    Half the staging bytes of the pairs: 10^6 nodes, AMD Zen 2 AVX2, 1 thread, the plan alone 124 -> 101-105 ms
-    (2 threads: 71-92 -> 60-63 ms wall, noisy; ``examples/results/tvm_1e6_scripts/plan_layouts.py``).  Without
-    ``src_row`` only ``rowptr`` is built.  Kernels that can read ``col`` take the CSR path for any edge order; the
-    others scan the destinations.  (Staging the row as uint16 beside an int32
-    source array, 6 bytes a record, was measured slower than the pairs; the staging buffer comes from TVM's
-    workspace pool, reused across calls: no page faults after the first.)
+    Half the staging bytes of the pairs: the plan alone at 10^6 nodes, AMD Zen 2 AVX2, 1 thread, 122.4 -> 95.5 ms
+    (``examples/results/tvm_1e6_scripts/plan_layouts.py``).  Without ``src_row`` only ``rowptr`` is built.
+    Kernels that can read ``col`` take the CSR path for any edge order; the others scan the destinations.
+    (Staging the row as uint16 beside an int32 source array, 6 bytes a record, was measured slower than the
+    pairs; the staging buffer comes from TVM's workspace pool, reused across calls: no page faults after the
+    first.)
 
     The sorted check and row pointers are branch-free (a data-dependent branch per edge costs more than the
     memory traffic here): the check is an AND-reduction over blocks of ``CHUNK`` edges, and a part stops at its
