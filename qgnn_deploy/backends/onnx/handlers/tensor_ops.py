@@ -196,16 +196,21 @@ def _u8u8_gemm(ctx: EmitContext, a_val: str, azp: str, b_name: str, b_zp: int, o
 
 def _gemm_if_activations_fit(ctx: EmitContext, a_val: str, azp: str, b_name: str, out: str,
                              safe: Callable[[], str]) -> None:
-    """``If`` every raw activation is at most 127 (one ReduceMax over ``a_val``), the plain u8 x s8 MatMulInteger
+    """``If`` every raw activation is at most 127 (the maximum of ``a_val``), the plain u8 x s8 MatMulInteger
     over W itself, else the saturation-safe form ``safe`` builds.
 
     Why: with activations <= 127, two adjacent u8 x s8 products stay within int16 for any int8 weights
     (2 * 127 * 128 = 32512), so vpmaddubsw cannot saturate: exact on every CPU, and H GEMM columns instead of the
     split form's 2H plus its Split/Add (or the slower u8 x u8 kernel).  Quantized inputs often stay there (Cora's
-    row-normalised features quantize to at most 127); other inputs pay the ReduceMax (~80 us on Cora's 3.9 MB).
-    The result does not depend on the branch taken.
+    row-normalised features quantize to at most 127).  The result does not depend on the branch taken.
+
+    The maximum is two ReduceMax: per row (last axis), then over the row maxima.  ORT 1.31 runs a reduction over
+    every axis on one thread, a last-axis one in parallel over rows: after the FP32-input model's QuantizeLinear
+    of Cora's 2708 x 1433 features, 2 threads, QuantizeLinear + max measured 1.24 ms with one ReduceMax and
+    0.75 ms with two (AMD Zen 2, ``examples/results/ort_aggregation.md`` section 14).
     """
-    fits = ctx.emit("LessOrEqual", [ctx.emit("ReduceMax", [a_val], hint="a_max", keepdims=0),
+    rows_max = ctx.emit("ReduceMax", [a_val, ctx.const([-1], "int64", "last_axis")], hint="a_row_max", keepdims=0)
+    fits = ctx.emit("LessOrEqual", [ctx.emit("ReduceMax", [rows_max], hint="a_max", keepdims=0),
                                     ctx.const(127, "uint8", "u8_half")], hint="a_fits_s8")
     fast = emit_branch(ctx, f"{out}_u8s8", lambda: ctx.emit("MatMulInteger", [a_val, ctx.value(b_name), azp],
                                                             hint="u8s8"))
