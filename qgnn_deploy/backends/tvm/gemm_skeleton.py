@@ -229,8 +229,9 @@ def gemm_kernel(
         if epilogue.low_shifts:
             y = T.shift_right(t, RQ[2, col]) + T.int64(ezp)
             code = T.Cast(epilogue.dtype, T.min(T.max(y, T.int64(elo)), T.int64(ehi)))
-        else:  # s >= 32: |t >> s| < 2^31, and |zero point| < 2^30 (low_shifts otherwise) cannot wrap int32
-            y32 = T.Cast("int32", T.shift_right(t, RQ[2, col]))
+        else:  # s in [32, 63]: floor(t / 2^s) = floor(floor(t / 2^32) / 2^(s - 32)), both in int32 (see Epilogue)
+            hi = T.Cast("int32", T.shift_right(t, T.int64(32)))
+            y32 = T.shift_right(hi, T.max(T.Cast("int32", RQ[2, col]) - T.int32(32), T.int32(0)))
             code = T.Cast(epilogue.dtype, T.min(T.max(y32 + T.int32(ezp), T.int32(elo)), T.int32(ehi)))
         if epilogue.dequantize is None:
             return code
