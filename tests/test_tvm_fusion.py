@@ -237,9 +237,10 @@ def test_x86_gemm_folds_the_a_zero_point(k: int, n: int, a_dtype: str, a_zp: int
 @pytest.mark.parametrize("case,suffix", [("wide_multipliers", "_m64"), ("low_shifts", "_s64"),
                                          ("shift_32", ""), ("shift_63", "")])
 def test_gemm_epilogue_arithmetic_variants_exact(case: str, suffix: str, tmp_path: Path) -> None:
-    """The epilogue multiplies int32-range multipliers as int32 and, when every shift is in [32, 63], adds the zero
-    point and clips in int32; a multiplier outside int32 (``_m64``) or a shift below 32 (``_s64``) keeps the int64
-    op.  Each variant bit-exact on this host at 97, 8 and 1 rows, 1 and 2 threads."""
+    """The epilogue multiplies int32-range multipliers as int32 and, when every shift is in [32, 63], shifts the
+    sum's high half by ``s - 32``, adds the zero point and clips in int32; a multiplier outside int32 (``_m64``) or a
+    shift below 32 (``_s64``) keeps the int64 op.  Each variant bit-exact on this host at 97, 8 and 1 rows, 1 and 2
+    threads (sums far beyond the clip bounds: ``test_x86_gemm_folds_the_a_zero_point``)."""
     g = gemm_requant_graph(40, 16, zp=2)
     rng = np.random.default_rng(3)
     if case == "wide_multipliers":
