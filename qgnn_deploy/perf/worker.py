@@ -93,7 +93,8 @@ def run_pyg(spec: dict[str, Any]) -> None:
     _finish(spec, result, first)
 
 
-def _ort_session(model: str, threads: int) -> Any:
+def ort_session(model: str | bytes, threads: int) -> Any:
+    """An ORT CPU session as every suite row uses it: ``threads`` intra-op threads, sequential, one inter-op thread."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -109,7 +110,7 @@ def run_ort(spec: dict[str, Any]) -> None:
 
     feeds = load_feeds(spec["graph"])
     rss_before = status_bytes("VmRSS")
-    sess = _ort_session(spec["model"], int(spec["threads"]))
+    sess = ort_session(spec["model"], int(spec["threads"]))
     names = [i.name for i in sess.get_inputs()]
     f = {n: feeds[n] for n in names}
     first = sess.run(None, f)[0]
@@ -127,7 +128,7 @@ def run_det(spec: dict[str, Any]) -> None:
     feeds = load_feeds(spec["graph"])
     threads, runs = int(spec["threads"]), int(spec["runs"])
     if spec["kind"] == "det_ort":
-        sess = _ort_session(spec["model"], threads)
+        sess = ort_session(spec["model"], threads)
         f = {i.name: feeds[i.name] for i in sess.get_inputs()}
 
         def call() -> np.ndarray:
@@ -162,7 +163,7 @@ def run_probe(spec: dict[str, Any]) -> None:
                           [helper.make_tensor_value_info("y", TensorProto.INT32, [size, size])])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
     m.ir_version = 10  # onnx 1.23 writes IR 14 by default; ORT 1.31 reads up to 13
-    sess = _ort_session(m.SerializeToString(), threads)  # type: ignore[arg-type]
+    sess = ort_session(m.SerializeToString(), threads)
     times = time_calls(lambda: sess.run(None, {"a": a, "b": b}), 2, int(spec.get("repeats", 10)))
     gemm_s = min(times)
     mb = int(spec.get("copy_mib", 512))

@@ -17,16 +17,8 @@ import sys
 import time
 
 import numpy as np
-import onnxruntime as ort
 
-
-def _session(path: str, threads: int) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+from qgnn_deploy.perf.worker import ort_session as _session  # the suite's session options
 
 
 def main() -> None:
