@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from qgnn_deploy.cli import main
+from qgnn_deploy.perf.gather_probe import probe_width
 from qgnn_deploy.perf.graphs import random_graph
 from qgnn_deploy.perf.measure import latency_stats, percentile
 from qgnn_deploy.perf.metrics import suite_metrics
@@ -193,6 +194,12 @@ def test_series_and_roofline(quick_run: tuple[Path, dict]) -> None:
     rf = res["roofline"]
     assert rf["probe"]["int8_gemm"]["ops_per_s"] > 0 and rf["probe"]["memory_bandwidth"]["bytes_per_s"] > 0
     assert rf["achieved"]["int_ops_per_s"] > 0 and rf["workload"]["int_ops"] > 0
+    # the GCN's two aggregations, each charged the gather probe's time for its row width (16 and 7 -> 8 bytes)
+    g = rf["gather"]
+    assert rf["workload"]["gather_columns"] == g["aggregation_columns"] and len(g["aggregation_columns"]) == 2
+    assert sorted(g["probe"]["widths"]) == sorted(str(probe_width(c)) for c in set(g["aggregation_columns"]))
+    assert g["reference_ms"] == pytest.approx(rf["achieved"]["time_at_roofline_ms"] + sum(g["aggregation_ms"]))
+    assert all(t > 0 for t in g["aggregation_ms"])
 
 
 def test_helpers() -> None:

@@ -134,6 +134,14 @@ def _gcn_section(res: dict[str, Any]) -> list[str]:
                   f"- Arithmetic intensity {a['arithmetic_intensity_ops_per_byte']:.2f} op/B: {a['bound_by']}-bound; "
                   f"the roofline time is {a['time_at_roofline_ms']:.1f} ms "
                   f"({a['median_ms'] / a['time_at_roofline_ms']:.1f}× away)."]
+        g = rf.get("gather") or {}
+        if "reference_ms" in g:
+            aggs = ", ".join(f"{c} columns {t:.1f} ms" for c, t in zip(g["aggregation_columns"], g["aggregation_ms"]))
+            lines += [f"- Gather-aware reference {g['reference_ms']:.1f} ms ({a['median_ms'] / g['reference_ms']:.1f}× "
+                      f"away): the roofline time plus each aggregation's random row reads alone ({aggs}; gather "
+                      f"probe: {g['probe']['method']})."]
+        elif g:
+            lines += [f"- Gather probe failed: {g['probe'].get('error')}."]
     return lines
 
 

@@ -1,4 +1,9 @@
-"""Achieved integer ops/s and bytes/s on the largest graph against a GEMM and a copy-bandwidth probe."""
+"""Achieved integer ops/s and bytes/s on the largest graph against a GEMM and a copy-bandwidth probe.
+
+The roofline time charges only compulsory traffic, streamed.  Beside it the report gives a gather-aware
+reference: the roofline time plus, per neighbour aggregation of the model, the time the machine needs for its
+random row reads alone (:mod:`.gather_probe`), which no kernel avoids on a graph without locality.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from qgnn_deploy.perf.config import SuiteConfig
+from qgnn_deploy.perf.gather_probe import probe_width
 from qgnn_deploy.perf.graphs import random_graph
 from qgnn_deploy.perf.runs import run_worker
 
@@ -17,7 +23,8 @@ def workload_counts(graph: Any, num_nodes: int, num_edges: int, features: int) -
     Shapes are observed on a small random graph; every value whose leading dimension is
     N (E) scales with N (E).  ``int_ops``: 2*M*K*N per matmul plus one op per output element
     of every other integer node; ``bytes_unfused``: every node reads its inputs and writes its
-    output once (upper estimate); ``bytes_compulsory``: graph inputs + output + parameters.
+    output once (upper estimate); ``bytes_compulsory``: graph inputs + output + parameters;
+    ``gather_columns``: the feature count of every per-edge row gather (one per aggregation).
     """
     from qgnn_deploy.ir.interpreter import run
     from qgnn_deploy.ir.passes import quantize_input_feeds
@@ -43,8 +50,11 @@ def workload_counts(graph: Any, num_nodes: int, num_edges: int, features: int) -
         return v.nbytes * scale(v.shape)
 
     ops = bytes_unfused = 0.0
+    gather_columns = []
     for node in graph.nodes:
         out = np.asarray(env[node.outputs[0]])
+        if node.op == "gather_rows" and out.ndim == 2 and out.shape[0] == e0:
+            gather_columns.append(int(out.shape[1]))
         if node.op == "matmul":
             a, b = np.asarray(env[node.inputs[0]]), np.asarray(env[node.inputs[1]])
             ops += 2.0 * a.shape[0] * a.shape[1] * b.shape[1] * scale(a.shape)
@@ -53,8 +63,9 @@ def workload_counts(graph: Any, num_nodes: int, num_edges: int, features: int) -
         bytes_unfused += sum(nbytes(i) for i in node.inputs if i) + nbytes(node.outputs[0])
     compulsory = sum(nbytes(v.name) for v in graph.inputs) + sum(nbytes(v.name) for v in graph.outputs)
     compulsory += graph.parameter_bytes()
+    method = workload_counts.__doc__.split("\n\n")[1].strip().replace("\n   ", "")
     return {"int_ops": ops, "bytes_unfused": bytes_unfused, "bytes_compulsory": compulsory,
-            "method": workload_counts.__doc__.split("\n\n")[1].strip().replace("\n   ", "")}
+            "gather_columns": gather_columns, "method": method}
 
 
 def roofline_stage(cfg: SuiteConfig, res: dict[str, Any]) -> None:
@@ -90,5 +101,23 @@ def roofline_stage(cfg: SuiteConfig, res: dict[str, Any]) -> None:
     achieved["bound_by"] = "memory" if intensity * peak_bw < peak_ops else "compute"
     achieved["time_at_roofline_ms"] = 1e3 * w["int_ops"] / achieved["roofline_bound_ops_per_s"]
     res["roofline"] = {**note, "workload": w, "achieved": achieved}
+    if cfg.tvm and w["gather_columns"]:
+        res["roofline"]["gather"] = gather_reference(cfg, p, series["degree"], w["gather_columns"],
+                                                     achieved["time_at_roofline_ms"])
+
+
+def gather_reference(cfg: SuiteConfig, point: dict[str, Any], degree: float, columns: list[int],
+                     roofline_ms: float) -> dict[str, Any]:
+    """The gather probe on ``point``'s graph, and the reference time: ``roofline_ms`` plus the probe's best time
+    for each aggregation's row width (``columns``: one entry per aggregation)."""
+    spec = {"kind": "gather_probe", "threads": cfg.threads, "num_nodes": point["num_nodes"], "degree": degree,
+            "seed": 1, "target": cfg.tvm_target, "widths": sorted({probe_width(c) for c in columns}),
+            "repeats": 3 if cfg.quick else 7}
+    probe = run_worker(spec, cfg.work_dir / "runs", "gather_probe", cfg.timeout)
+    if "error" in probe:
+        return {"probe": probe}
+    per_agg = [1e3 * probe["widths"][str(probe_width(c))]["best_s"] for c in columns]
+    return {"probe": probe, "aggregation_columns": columns, "aggregation_ms": per_agg,
+            "reference_ms": roofline_ms + sum(per_agg)}
 
 

@@ -12,6 +12,7 @@ Kinds:
 * ``ort`` - any ONNX model (``model``) in ONNX Runtime, default session options, fixed threads.
 * ``det_ort`` / ``det_tvm`` - run ``model`` / ``library`` ``runs`` times; sha256 of every output.
 * ``probe`` - peak int8 GEMM (ORT MatMulInteger u8 x s8) and memory bandwidth (NumPy copy).
+* ``gather_probe`` - random row reads per second on the series' largest graph (:mod:`.gather_probe`).
 (Our GEMM against ORT ``MatMulInteger``: :mod:`.gemm_probe`, one process per runtime.)
 """
 
@@ -179,8 +180,14 @@ def run_probe(spec: dict[str, Any]) -> None:
     _finish(spec, result, None)
 
 
+def run_gather(spec: dict[str, Any]) -> None:
+    from qgnn_deploy.perf.gather_probe import run_gather_probe
+
+    _finish(spec, {"kind": "gather_probe", "threads": int(spec["threads"]), **run_gather_probe(spec)}, None)
+
+
 KINDS = {"pyg": run_pyg, "pyg_gat": run_pyg, "ort": run_ort, "det_ort": run_det, "det_tvm": run_det,
-         "probe": run_probe}
+         "probe": run_probe, "gather_probe": run_gather}
 
 
 def main(argv: list[str] | None = None) -> int:
