@@ -216,6 +216,7 @@ def test_helpers() -> None:
     pts[2]["ours_ort"] = {"latency_ms": {"median": 0.5 * 1000 * 10 ** 0.2}}  # the last decade costs 1.2
     assert segment_exponents(pts)["ours_ort"] == pytest.approx([1.0, 1.2])
     assert segment_exponents(pts)["pyg_eager"] == []
+    assert [probe_width(c) for c in (1, 2, 3, 7, 8, 16, 17)] == [1, 2, 4, 8, 8, 16, 32]  # the gather probe's rows
 
 
 def test_growth_target_reads_our_fastest_backend_at_the_largest_graph() -> None:
