@@ -762,3 +762,36 @@ def test_unfused_gathers_get_their_row_copy(tmp_path: Path) -> None:
     for ei_case in (ei, ei[:, np.argsort(ei[1], kind="stable")]):
         feeds = _feeds("messages", x, np.ascontiguousarray(ei_case))
         np.testing.assert_array_equal(run_library(lib, feeds), run(g, feeds)[g.outputs[0].name])
+
+
+def test_div_floor_in_float32_is_exact_up_to_its_bound(tmp_path: Path) -> None:
+    """A div_floor whose operands' static ranges keep |a| + b below 2^24 runs in float32 (``relax_builder._div_floor``)
+    and equals NumPy's floor division on quotients next to an integer from either side, at the bound's largest
+    numerators and divisors, negative numerators included; an unbounded one (float64 path) alongside."""
+    from qgnn_deploy.backends.tvm.relax_builder import F32_EXACT_DIVISION
+    from qgnn_deploy.ir.bounds import value_ranges
+
+    half = F32_EXACT_DIVISION // 2
+    b = GraphBuilder()
+    a, d = b.input("a", "int32", ("N", 4)), b.input("d", "int32", ("N", 4))
+    num = b.op("clamp", [a], "num", lo=-half + 1, hi=half - 1)
+    den = b.op("clamp", [d], "den", lo=1, hi=half)
+    q32 = b.op("div_floor", [num, den], "q32")
+    q64 = b.op("div_floor", [a, b.op("clamp", [d], "den_any", lo=1, hi=2**31 - 1)], "q64")
+    b.output(b.op("concat", [q32, q64], "q", axis=1), "int32", ("N", 8))
+    g = b.graph
+    ranges = value_ranges(g)
+    assert max(-ranges["num"][0], ranges["num"][1]) + ranges["den"][1] < F32_EXACT_DIVISION  # the float32 path
+    assert ranges["a"][1] + ranges["den_any"][1] >= F32_EXACT_DIVISION  # the float64 path
+    rng = np.random.default_rng(24)
+    n = 50_000
+    den_v = np.concatenate([rng.integers(1, half + 1, n // 2), rng.integers(half - 1000, half + 1, n - n // 2)])
+    quot = rng.integers(-(half - 1) // den_v, (half - 1) // den_v + 1)
+    off = rng.choice(np.array([-1, 0, 1]), n)
+    num_v = np.clip(quot * den_v + off, -half + 1, half - 1)  # a multiple of the divisor, or one away from one
+    num_v[: n // 10] = rng.integers(-half + 1, half, n // 10)
+    feeds = {"a": num_v.astype(np.int32).reshape(-1, 4), "d": den_v.astype(np.int32).reshape(-1, 4)}
+    ref = run(g, feeds)["q"]
+    np.testing.assert_array_equal(ref[:, :4], np.floor_divide(feeds["a"], feeds["d"]))
+    fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds={k: v[:8] for k, v in feeds.items()})
+    np.testing.assert_array_equal(run_library(tmp_path / fields["library"], feeds), ref)

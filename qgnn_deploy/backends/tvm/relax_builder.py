@@ -25,6 +25,7 @@ from tvm import relax, tirx
 from tvm.sym import Analyzer
 
 from qgnn_deploy.errors import QgnnError
+from qgnn_deploy.ir.bounds import value_ranges
 from qgnn_deploy.ir.graph import Graph, Node
 from qgnn_deploy.ir.interpreter import wider
 from qgnn_deploy.ir.ops import OPS, HandlerTable, steps_search_plan
@@ -81,6 +82,14 @@ class BuildContext:
         self.deferred: dict[str, Callable[[], relax.Expr]] = {}  # emitted on first use (a row copy few need)
         self._kernels: dict[tuple[Any, ...], relax.GlobalVar] = {}
         self._counter = 0
+        self._ranges: dict[str, tuple[int, int]] | None = None
+
+    @property
+    def ranges(self) -> dict[str, tuple[int, int]]:
+        """Static integer ranges of the graph's values (:func:`qgnn_deploy.ir.bounds.value_ranges`), computed once."""
+        if self._ranges is None:
+            self._ranges = value_ranges(self.graph)
+        return self._ranges
 
     # ------------------------------------------------------------------ helpers
     def arg(self, node: Node, i: int) -> relax.Expr | None:
@@ -266,16 +275,27 @@ HANDLERS["sub"] = _binary(op.subtract)
 HANDLERS["mul"] = _binary(op.multiply)
 
 
+F32_EXACT_DIVISION = 1 << 24  # div_floor in float32 is exact while |a| + b stays below this (see _div_floor)
+
+
 @handler("div_floor")
 def _div_floor(ctx: BuildContext, node: Node) -> relax.Expr:
     """floor(a / b) for b > 0.  Operands of at most 32 bits go through float64: exact, since the quotient's
     rounding error (|a / b| * 2**-53) is below its distance to the next integer (1 / |b|) whenever
-    |a| < 2**53; it vectorises (vdivpd), where an integer division is one scalar idiv per element."""
+    |a| < 2**53; it vectorises (vdivpd), where an integer division is one scalar idiv per element.
+
+    When the static ranges (``ctx.ranges``) bound ``|a| + b`` below 2**24 the division runs in float32 (twice the
+    lanes, and a cheaper divide): ``a`` and ``b`` are then exact float32 values, and a non-integer quotient ``a / b``
+    lies at least ``1 / b`` from the integers around it, more than half an ulp of a number below ``(|a| + b) / b``,
+    so rounding cannot carry it across one (LoRAP's softmax weights: ``|a| + b`` about 2**17)."""
     a, b = ctx.arg(node, 0), ctx.arg(node, 1)
     res = wider(np.dtype(dtype_of(a)), np.dtype(dtype_of(b)))
     if np.dtype(res).itemsize > 4:
         return op.floor_divide(cast(a, res), cast(b, res))
-    q = op.floor(op.divide(cast(a, "float64"), cast(b, "float64")))
+    ra, rb = ctx.ranges.get(node.inputs[0]), ctx.ranges.get(node.inputs[1])
+    small = ra is not None and rb is not None and max(-ra[0], ra[1]) + max(rb[1], 1) < F32_EXACT_DIVISION
+    ft = "float32" if small else "float64"
+    q = op.floor(op.divide(cast(a, ft), cast(b, ft)))
     return op.astype(q, str(res))
 
 
