@@ -65,8 +65,6 @@ def _rule(node: Node, ins: list[Range | None], shapes: dict, table: Callable[[st
         return -8, 7
     if op in ("lut", "lut_steps"):
         return table(node.inputs[1 if op == "lut" else 2])
-    if op == "degree":
-        return None
     if op in ("cast", "reduce_max", "repeat_cols", "gather_rows", "take_row"):
         return ins[0]  # the values of input 0, moved or selected
     if not ins or any(r is None for r in ins):
@@ -76,9 +74,9 @@ def _rule(node: Node, ins: list[Range | None], shapes: dict, table: Callable[[st
     if op in ("add", "sub", "mul", "div_floor"):
         return _binary(node, ins)  # type: ignore[arg-type]
     if op == "reduce_sum":
-        axis = int(at.get("axis", -1))
+        axis = at.get("axis", -1)  # the interpreter's default
         shape = shapes.get(node.inputs[0]) or ()
-        extent = shape[axis] if shape and -len(shape) <= axis < len(shape) else None
+        extent = shape[axis] if isinstance(axis, int) and shape and -len(shape) <= axis < len(shape) else None
         if not isinstance(extent, int):
             return None
         r = ins[0]
