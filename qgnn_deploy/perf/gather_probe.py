@@ -35,12 +35,12 @@ def run_gather_probe(spec: dict[str, Any]) -> dict[str, Any]:
     ``threads``, ``target`` (a TVM target preset), ``repeats``.  Returns per width the best and median seconds."""
     import tvm
 
+    from qgnn_deploy.backends.onnx.segment import sort_edges_by_destination
     from qgnn_deploy.backends.tvm import kernels
     from qgnn_deploy.backends.tvm.targets import resolve_target
 
     n, threads = int(spec["num_nodes"]), int(spec["threads"])
-    ei = random_graph(n, 1, float(spec["degree"]), int(spec.get("seed", 1)))["edge_index"]
-    ei = np.ascontiguousarray(ei[:, np.argsort(ei[1], kind="stable")])
+    ei = sort_edges_by_destination(random_graph(n, 1, float(spec["degree"]), int(spec.get("seed", 1)))["edge_index"])
     e = int(ei.shape[1])
     target = resolve_target(str(spec["target"])).tvm()
 
