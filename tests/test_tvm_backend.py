@@ -89,6 +89,28 @@ def message_graph() -> Graph:
     return g
 
 
+def gcn_message_graph() -> Graph:
+    """Two GCN-style aggregations of ``int8 h * cast(u8 coefficient)`` (add and max) and nothing else reading the
+    edge plan's col: every gathered scatter packs its coefficient (``kernels.pack_coef``)."""
+    rng = np.random.default_rng(8)
+    b = GraphBuilder()
+    x = b.input("x", "float32", ("N", 6))
+    ei = b.input("edge_index", "int64", (2, "E"))
+    src = b.op("take_row", [ei], "src", index=0)
+    dst = b.op("take_row", [ei], "dst", index=1)
+    h = b.op("quantize", [x], "h", scale=0.02, zero_point=0, qmin=-127, qmax=127, dtype="int8")
+    deg = b.op("add", [b.op("degree", [dst, x], "deg"), b.const("one", np.ones((1, 1), np.int32))], "deg1")
+    coef8 = b.op("lut", [deg, b.const("table", rng.integers(0, 256, 40).astype(np.uint8))], "coef8", offset=-1)
+    he = b.op("mul", [b.op("cast", [h], "h32", dtype="int32"), b.op("cast", [coef8], "coef", dtype="int32")], "he")
+    agg = b.op("scatter_add", [b.op("gather_rows", [he, src], "g_add"), dst, x], "agg_add")
+    top = b.op("scatter_max", [b.op("gather_rows", [he, src], "g_max"), dst, x], "agg_max")
+    y = b.op("dequantize", [b.op("concat", [agg, top], "cat", axis=1)], "y", scale=0.5, zero_point=0)
+    b.output(y, "float32", ("N", 12))
+    g = b.graph
+    g.validate()
+    return g
+
+
 GRAPHS = {"zoo": op_zoo_graph, "pooled": pooled_zoo_graph, "misc": misc_graph, "messages": message_graph}
 
 
@@ -586,16 +608,19 @@ def test_packed_coefficients_equal_the_gathered_ones(parts: int, cdt: str) -> No
     """pack_coef puts each source's 8-bit coefficient in col's top byte, and the packed edge kernels equal the
     gathered-coefficient ones (add and max, a zero point, the requantize epilogue) on every edge case, sorted or
     not; with fewer rows allowed than x has (``pack_limit``) the pack leaves col as it is and the kernels take
-    the plain path, so both agree with NumPy there too."""
+    the plain path, so both agree with NumPy there too.  The plan that leaves col unwritten for sorted edges
+    (``sorted_col=False``) with the pack reading those sources from the index tensor (``src_row``) packs the same."""
     from qgnn_deploy.backends.tvm import kernels
 
     rng = np.random.default_rng(7 + parts)
     sw = {"serial_work": 0}
     info = np.iinfo(cdt)
     plan = _graph_kernel(kernels.edge_plan(parts, row=1, src_row=0, bucket_bits=None if parts == 1 else 2, **sw))
+    plan_nc = _graph_kernel(kernels.edge_plan(parts, row=1, src_row=0, bucket_bits=None if parts == 1 else 2,
+                                              sorted_col=False, **sw))
     rq = (0, -127, 127, "int8")
     for limit in (kernels.PACK_LIMIT, 3):
-        pack = _graph_kernel(kernels.pack_coef(cdt, parts, pack_limit=limit, **sw))
+        pack = _graph_kernel(kernels.pack_coef(cdt, parts, 0, pack_limit=limit, **sw))
         built = {(kind, packed): _graph_kernel(kernels.edge_reduce(
             5, "int8", parts, kind, dst_row=1, src_row=0, zero_point=2, coef_dtype=cdt, csr_col=True,
             packed_col=packed, pack_limit=limit, **sw)) for kind in ("add", "max") for packed in (False, True)}
@@ -615,14 +640,27 @@ def test_packed_coefficients_equal_the_gathered_ones(parts: int, cdt: str) -> No
                 x = rng.integers(-128, 128, (n, 5)).astype(np.int8)
                 coef = rng.integers(info.min, info.max + 1, (n, 1)).astype(cdt)
                 packed_col = tvm.runtime.tensor(np.full(len(dst), -9, np.int32))
-                pack(col, tvm.runtime.tensor(coef), packed_col)
+                pack(ei, flag, rowptr, col, tvm.runtime.tensor(coef), packed_col)
+                kept = int(rowptr.numpy()[-1])
+                assert (packed_col.numpy()[kept:] == -9).all(), "edges the plan dropped are not written"
+                # the plan without sorted col (col's sentinel left as it is) packs the same: sources from the index
+                flag_i = tvm.runtime.tensor(np.zeros(1, np.int32))
+                rowptr_i = tvm.runtime.tensor(np.zeros(n + 1, np.int64))
+                col_i = tvm.runtime.tensor(np.full(len(dst), -7, np.int32))
+                plan_nc(ei, flag_i, rowptr_i, col_i)
+                from_index = tvm.runtime.tensor(np.full(len(dst), -9, np.int32))
+                pack(ei, flag_i, rowptr_i, col_i, tvm.runtime.tensor(coef), from_index)
+                np.testing.assert_array_equal(rowptr_i.numpy(), rowptr.numpy())
+                np.testing.assert_array_equal(from_index.numpy(), packed_col.numpy(), err_msg=f"{case} {order}")
+                if flag.numpy()[0]:
+                    assert (col_i.numpy() == -7).all(), "sorted_col=False leaves col unwritten for sorted edges"
                 keep = (dst >= 0) & (dst < n)
                 msg = f"{case} {order} limit={limit}"
                 if n <= limit:
                     top = (packed_col.numpy().view(np.uint32) >> kernels.PACK_BITS).astype(np.uint8).view(cdt)
                     np.testing.assert_array_equal(top[:keep.sum()], coef[col.numpy()[:keep.sum()], 0], err_msg=msg)
                 else:
-                    np.testing.assert_array_equal(packed_col.numpy(), col.numpy(), err_msg=msg)
+                    np.testing.assert_array_equal(packed_col.numpy()[:kept], col.numpy()[:kept], err_msg=msg)
                 m = (x.astype(np.int64) - 2) * coef.astype(np.int64)
                 rq_args = [tvm.runtime.tensor(np.stack([np.ones(5), np.full(5, 1 << 9), np.full(5, 10)])
                                               .astype(np.int64)), tvm.runtime.tensor(np.zeros((1, 1), np.int64))]
@@ -741,10 +779,34 @@ def test_factored_messages_reach_the_narrow_kernel() -> None:
                      "qgnn_gather_scatter_max_6_int8_2_0_1_0_uint8_csr_packed"], names
     assert [gv.name_hint for gv in mod.functions if "edge_plan" in gv.name_hint] == ["qgnn_edge_plan_2_1_col0"]
     # one pack for every scatter scaled by the same coefficients over the same col
-    assert [gv.name_hint for gv in mod.functions if "pack_coef" in gv.name_hint] == ["qgnn_pack_coef_uint8_2"]
+    assert [gv.name_hint for gv in mod.functions if "pack_coef" in gv.name_hint] == ["qgnn_pack_coef_uint8_2_src0"]
     text = mod["main"].script()
-    assert text.count("qgnn_pack_coef_uint8_2") == 1, "one pack_coef call"
+    assert text.count("qgnn_pack_coef_uint8_2_src0") == 1, "one pack_coef call"
     assert "strided_slice" not in text
+
+
+def test_plan_skips_sorted_col_when_only_the_pack_reads_it(tmp_path: Path) -> None:
+    """A graph whose every gathered scatter packs its coefficient into col (GCN) gets the plan that leaves col
+    unwritten for sorted edges (``relax_builder.finish_edge_plans``); the message graph, whose GIN scatter reads
+    col itself, keeps the full plan.  Both libraries are bit-exact on sorted and unsorted edges."""
+    from qgnn_deploy.backends.tvm import kernels
+    from qgnn_deploy.backends.tvm.relax_builder import BuildOptions, build_module
+    from qgnn_deploy.backends.tvm.targets import resolve_target
+
+    def plan_func(mod: tvm.IRModule) -> tvm.tirx.PrimFunc:
+        (gv,) = [gv for gv in mod.functions if "edge_plan" in gv.name_hint]
+        return mod[gv]
+
+    for g, sorted_col in ((message_graph(), True), (gcn_message_graph(), False)):
+        mod = build_module(g, BuildOptions(parts=2))
+        expected = kernels.edge_plan(2, 1, 0, sorted_col=sorted_col)
+        tvm.ir.assert_structural_equal(plan_func(mod), expected)
+        lib = tmp_path / f"plan_{sorted_col}.so"
+        tvm.compile(mod, target=resolve_target("x86_64").tvm()).export_library(str(lib))
+        x, ei = awkward_graphs(g.inputs[0].shape[1])["random"]
+        for ei_case in (ei, ei[:, np.argsort(ei[1], kind="stable")]):
+            feeds = _feeds("messages", x, np.ascontiguousarray(ei_case))
+            np.testing.assert_array_equal(run_library(lib, feeds), run(g, feeds)[g.outputs[0].name])
 
 
 def test_unfused_gathers_get_their_row_copy(tmp_path: Path) -> None:

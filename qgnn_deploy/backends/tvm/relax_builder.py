@@ -79,6 +79,11 @@ class BuildContext:
         self.edge_cols: dict[tuple[str, str], tuple[relax.Expr, int]] = {}
         # [(col, coef, packed col)]: kernels.pack_coef's col with the 8-bit coefficients in its top byte
         self.packed_cols: list[tuple[relax.Expr, relax.Expr, relax.Expr]] = []
+        # edge_plan kernels writing col: kernel -> whether some kernel reads that col as it is (not through
+        # pack_coef, which reads sorted sources from the index tensor itself); see finish_edge_plans
+        self.plan_col_read: dict[relax.GlobalVar, bool] = {}
+        # (index vector, rows) -> (its plan kernel, a maker of the kernel without sorted col)
+        self.plan_kernels: dict[tuple[str, str], tuple[relax.GlobalVar, Callable[[], tirx.PrimFunc]]] = {}
         self.deferred: dict[str, Callable[[], relax.Expr]] = {}  # emitted on first use (a row copy few need)
         self._kernels: dict[tuple[Any, ...], relax.GlobalVar] = {}
         self._counter = 0
@@ -493,7 +498,8 @@ def _plan_source_row(ctx: BuildContext, dst: str) -> int | None:
 def _edge_plan(ctx: BuildContext, node: Node, i: int, n: Any) -> tuple[list[relax.Expr], int]:
     """([index tensor, ascending flag, CSR row pointers], row) for index input ``i`` scattering into ``n`` rows
     (``kernels.edge_plan``: one pass per index vector and row count per call, shared by every kernel; it writes
-    the gathered sources in CSR order as int32 ``col`` too, kept in ``ctx.edge_cols``)."""
+    the gathered sources in CSR order as int32 ``col`` too, kept in ``ctx.edge_cols``; for sorted edges only when
+    a kernel reads ``col`` other than through ``pack_coef``: :func:`finish_edge_plans`)."""
     key = (node.inputs[i], str(n))
     if key not in ctx.edge_plans:
         tensor, row = _index_row(ctx, node, i)
@@ -509,18 +515,33 @@ def _edge_plan(ctx: BuildContext, node: Node, i: int, n: Any) -> tuple[list[rela
                                 ctx.emit(relax.TupleGetItem(plan, 1))], row)
         if sr is not None:
             ctx.edge_cols[key] = (ctx.emit(relax.TupleGetItem(plan, 2)), sr)
+            ctx.plan_col_read.setdefault(gv, False)
+            ctx.plan_kernels[key] = (gv, lambda: kernels.edge_plan(ctx.options.parts, row, sr, serial_work=int(sw),
+                                                                     sorted_col=False))
     return ctx.edge_plans[key]
 
 
-def _packed_col(ctx: BuildContext, col: relax.Expr, coef: relax.Expr) -> relax.Expr:
+def finish_edge_plans(ctx: BuildContext) -> None:
+    """Rebuild as ``kernels.edge_plan(sorted_col=False)`` every plan whose ``col`` only ``pack_coef`` reads: it
+    takes sorted sources from the index tensor itself, so the sorted pass need not write them.  Called once every
+    kernel is emitted, when all readers of each plan are known."""
+    for gv, make in ctx.plan_kernels.values():
+        if not ctx.plan_col_read[gv]:
+            ctx.bb.update_func(gv, make())
+
+
+def _packed_col(ctx: BuildContext, col: relax.Expr, coef: relax.Expr, plan: list[relax.Expr], sr: int,
+                ) -> relax.Expr:
     """``col`` with ``coef``'s 8-bit values in its top byte (``kernels.pack_coef``), one pass per (col, coef)
-    pair: both layers of a GCN scale by the same degree coefficients, so they share it."""
+    pair: both layers of a GCN scale by the same degree coefficients, so they share it.  The pack reads sorted
+    sources from row ``sr`` of the plan's index tensor (``plan`` = [index tensor, flag, row pointers])."""
     for c, k, packed in ctx.packed_cols:
         if c.same_as(col) and k.same_as(coef):
             return packed
     pp, sw, cdt = ctx.options.parts, _SerialWork(ctx.options.serial_work), dtype_of(coef)
-    packed = ctx.call_tir(("pack_coef", cdt, pp, sw), lambda: kernels.pack_coef(cdt, pp, serial_work=int(sw)),
-                          [col, coef], shape_of(col), "int32")
+    packed = ctx.call_tir(("pack_coef", cdt, pp, sw, f"src{sr}"),
+                          lambda: kernels.pack_coef(cdt, pp, sr, serial_work=int(sw)),
+                          [*plan, col, coef], shape_of(col), "int32")
     ctx.packed_cols.append((col, coef, packed))
     return packed
 
@@ -565,7 +586,9 @@ def _scatter(kind: str) -> Handler:
         dt, cdt = dtype_of(x), None if coef is None else dtype_of(coef)
         packed = csr and cdt in kernels.PACKABLE_COEF
         if packed:
-            col = _packed_col(ctx, col, coef)
+            col = _packed_col(ctx, col, coef, dst_plan, sr)
+        elif csr:  # this kernel reads col itself: the plan must write it for sorted edges too
+            ctx.plan_col_read[ctx.plan_kernels[(node.inputs[1], str(n))][0]] = True
         key = (f"gather_scatter_{kind}", hh, dt, pp, sr, dr, sw) + (() if factored is None else (zp, cdt or "none")) \
             + (("csr",) if csr else ()) + (("packed",) if packed else ())
         fused = ctx.scatter_requant[rq.outputs[0]] if rq is not None else None
@@ -825,4 +848,5 @@ def build_module(graph: Graph, options: BuildOptions | None = None) -> tvm.IRMod
                     ctx.env[node.outputs[0]] = expr if isinstance(expr, relax.Var) else bb.emit(expr)
             out = bb.emit_output(ctx.value(graph.outputs[0].name))
         bb.emit_func_output(out)
+    finish_edge_plans(ctx)
     return bb.get()
