@@ -678,6 +678,47 @@ def test_packed_coefficients_equal_the_gathered_ones(parts: int, cdt: str) -> No
                     outs.append(out.numpy())
                 np.testing.assert_array_equal(outs[1], outs[0], err_msg=f"{msg} requantized")
 
+@pytest.mark.parametrize("parts", [1, 2])
+def test_wide_rows_sum_like_narrow_ones(parts: int) -> None:
+    """edge_reduce over 8-byte rows of which 7 are real (``x_width``, a GEMM that wrote a padding column) equals the
+    7-column kernel on the same rows, whatever the padding holds: add and max, packed or gathered coefficients, the
+    self term and requantize epilogue, on every edge case, sorted or not."""
+    from qgnn_deploy.backends.tvm import kernels
+
+    rng = np.random.default_rng(21 + parts)
+    sw = {"serial_work": 0}
+    plan = _graph_kernel(kernels.edge_plan(parts, row=1, src_row=0, bucket_bits=None if parts == 1 else 2, **sw))
+    pack = _graph_kernel(kernels.pack_coef("uint8", parts, 0, **sw))
+    variants = [dict(reduce=kind, packed_col=packed) for kind in ("add", "max") for packed in (False, True)]
+    variants.append(dict(reduce="add", packed_col=True, self_term=True, requant=(0, -127, 127, "int8")))
+    built = [(v, *(_graph_kernel(kernels.edge_reduce(7, "int8", parts, dst_row=1, src_row=0, zero_point=1,
+                                                     coef_dtype="uint8", csr_col=True, x_width=w, **v, **sw))
+                   for w in (None, 8))) for v in variants]
+    rq = tvm.runtime.tensor(np.stack([np.ones(7), np.full(7, 1 << 9), np.full(7, 10)]).astype(np.int64))
+    rm = tvm.runtime.tensor(np.zeros((1, 1), np.int64))
+    for case, (n, src, dst) in _kernel_edge_cases(rng).items():
+        for order in ("unsorted", "sorted"):
+            if order == "sorted":
+                o = np.argsort(dst, kind="stable")
+                src, dst = src[o], dst[o]
+            ei = tvm.runtime.tensor(np.ascontiguousarray(np.stack([src, dst])))
+            flag, rowptr = tvm.runtime.tensor(np.zeros(1, np.int32)), tvm.runtime.tensor(np.zeros(n + 1, np.int64))
+            col, packed_col = (tvm.runtime.tensor(np.zeros(len(dst), np.int32)) for _ in range(2))
+            plan(ei, flag, rowptr, col)
+            coef = tvm.runtime.tensor(rng.integers(0, 256, (n, 1)).astype(np.uint8))
+            pack(ei, flag, rowptr, col, coef, packed_col)
+            x8 = rng.integers(-128, 128, (n, 8)).astype(np.int8)
+            for v, narrow, wide in built:
+                dt = "int8" if v.get("requant") else "int32"
+                outs = []
+                for f, x in ((narrow, x8[:, :7]), (wide, x8)):
+                    out = tvm.runtime.tensor(np.full((n, 7), -9, dt))
+                    f(tvm.runtime.tensor(np.ascontiguousarray(x)), coef, ei, ei, flag, rowptr,
+                      packed_col if v["packed_col"] else col, rq, rm, out)
+                    outs.append(out.numpy())
+                np.testing.assert_array_equal(outs[1], outs[0], err_msg=f"{case} {order} {v}")
+
+
 def _plan_cases(rng: np.random.Generator) -> dict[str, tuple[int, np.ndarray, np.ndarray]]:
     """(N, src, dst) for edge_plan beyond the edge-kernel cases: sorted runs with rows without edges at the
     start, in the middle and at the end, one row's run filling whole parts, more rows than one default bucket

@@ -665,7 +665,8 @@ def test_x86_prompt_gemm_kernel_bit_exact(h: int, k: int, alpha_zp: int, agg_dty
     assert_rows_bit_exact(g, "x86-64-v3", tmp_path, np.random.default_rng(h + k))
 
 
-def _prompt_model(gpf_k: int | None, bits: int = 8, lorap: dict | None = None, epochs: int = 2) -> Graph:
+def _prompt_model(gpf_k: int | None, bits: int = 8, lorap: dict | None = None, epochs: int = 2,
+                  classes: int = 4) -> Graph:
     """A tiny GCN with a GPF-plus prompt of ``gpf_k`` basis vectors and/or LoRAP (``lorap``: its config), trained
     and folded as ``test_fold.py`` does."""
     import torch
@@ -676,7 +677,7 @@ def _prompt_model(gpf_k: int | None, bits: int = 8, lorap: dict | None = None, e
     from qgnn_deploy.train.trainer import TrainSettings, train
 
     torch.manual_seed(0)
-    ds = make_synthetic_nodes(num_nodes=240, num_features=16)
+    ds = make_synthetic_nodes(num_nodes=240, num_features=16, num_classes=classes)
     cfg = ModelConfig(arch="gcn", in_dim=ds.num_features, hidden=16, out_dim=ds.num_classes, framework="qat",
                       bits=default_bits(bits), task=ds.task, lorap=lorap,
                       gpf=None if gpf_k is None else {"mode": "gpf-plus", "k": gpf_k})
@@ -713,16 +714,37 @@ def test_gpf_plus_model_bit_exact_through_tvm(tmp_path: Path) -> None:
     assert_model_bit_exact(g, tmp_path, 3)
 
 
-def assert_model_bit_exact(g: Graph, tmp_path: Path, seed: int) -> None:
-    """Build a model trained on ``_prompt_model``'s data for the host and compare its library with the interpreter
-    (output bit patterns) on the training graph and the awkward graphs, at 1 and 2 threads."""
+def test_widen_gathered_rows_plan_and_model_bit_exact(tmp_path: Path) -> None:
+    """A GCN+LoRAP with 7 classes: its layer-1 message (GEMM-requantized, gathered by the fused edge kernel) is
+    written 8 columns wide and gathered as 8-byte rows (``kernels.edge_reduce(x_width=8)``); with 4 classes nothing
+    is widened, nor without the GEMM epilogue (portable kernels).  The widened library equals the interpreter bit
+    for bit on the training graph and the awkward graphs (sorted and unsorted edges) at 1 and 2 threads."""
+    lorap = {"k": 8, "rank": 2}
+    g = _prompt_model(None, lorap=lorap, classes=7)
+    assert plan_fusion(g, BuildOptions(gemm_kind="vnni"))[0].widen_gathered_rows == {"layer1_message": (7, 8)}
+    assert plan_fusion(g, BuildOptions(gemm_kind="avx2"))[0].widen_gathered_rows == {"layer1_message": (7, 8)}
+    assert plan_fusion(g, BuildOptions(fast_matmul=False))[0].widen_gathered_rows == {}
+    assert plan_fusion(_prompt_model(None, lorap=lorap), BuildOptions(gemm_kind="vnni"))[0].widen_gathered_rows == {}
+    names = _kernel_names(g, "vnni")
+    assert [nm for nm in names if nm.startswith("qgnn_gather_scatter_add_7_") and "_x8_" in nm], names
+    assert_model_bit_exact(g, tmp_path / "host", 5)
+    from qgnn_deploy.backends.tvm.targets import resolve_target
+
+    if set(resolve_target("x86-64-v3").features) <= set(resolve_target("x86_64").features):
+        assert_model_bit_exact(g, tmp_path / "avx2", 5, "x86-64-v3")  # the AVX2 GEMM writes the padding column
+
+
+def assert_model_bit_exact(g: Graph, tmp_path: Path, seed: int, target: str = "x86_64") -> None:
+    """Build a model trained on ``_prompt_model``'s data for ``target`` (the host by default) and compare its
+    library with the interpreter (output bit patterns) on the training graph and the awkward graphs, at 1 and 2
+    threads."""
     from qgnn_deploy.backends.tvm.targets import resolve_target
     from qgnn_deploy.data.datasets import make_synthetic_nodes
 
     ds = make_synthetic_nodes(num_nodes=240, num_features=16)
-    fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds={"x": ds.data.x.numpy(),
-                                                                 "edge_index": ds.data.edge_index.numpy()})
-    if "avx512vnni" in resolve_target("x86_64").features:
+    fields = compile_to_dir(g, target, tmp_path, sample_feeds={"x": ds.data.x.numpy(),
+                                                               "edge_index": ds.data.edge_index.numpy()})
+    if target == "x86_64" and "avx512vnni" in resolve_target("x86_64").features:
         assert fields["kernels"]["gemm_used"] == ["vnni"]
     lib = tmp_path / fields["library"]
     cases = {"train": (ds.data.x.numpy(), ds.data.edge_index.numpy()), **awkward_graphs(16, seed=seed)}

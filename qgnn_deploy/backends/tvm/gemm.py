@@ -13,6 +13,7 @@ contract and schedule); each family is a :class:`.gemm_skeleton.Scheme` and a st
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -175,11 +176,13 @@ def emit_quant_matmul(ctx: Any, x: relax.Expr, b: relax.Expr, qattrs: dict[str, 
     return drop_padding(out, n)
 
 
-def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any, dq_node: Any = None) -> relax.Expr | None:
+def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any, dq_node: Any = None,
+                        columns: int | None = None) -> relax.Expr | None:
     """``requantize(matmul)`` as one x86 GEMM kernel with a requantize epilogue (``fusion.requantize_into_gemm``
     planned it; ``constants(n)`` is its ``requant_epilogue_constants`` for n columns), writing float32 when
     ``dq_node`` (a ``dequantize`` of it, ``fusion.dequantize_into_gemm``) is given; None when the operands do not
-    allow it (the caller then emits both nodes)."""
+    allow it (the caller then emits both nodes).  ``columns`` (> n, at most one block of 16): the kernel writes
+    that many columns, the padding ones from B's zero columns (``fusion.widen_gathered_rows``)."""
     q = ctx.graph.producers().get(mm.inputs[0]) if mm.inputs[0] in ctx.quant_fused else None
     a = ctx.arg(q, 0) if q is not None else ctx.arg(mm, 0)
     b = ctx.arg(mm, 1)
@@ -194,6 +197,10 @@ def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any, dq_node
         return None
     epi = _node_epilogue(rq_node, n, rq, dq_node=dq_node)
     bpad, nb = pad_columns(b, k, n)
+    if columns is not None:
+        if not n < columns <= nb * LANES:
+            raise ValueError(f"emit_matmul_requant: {columns} columns for a {n}-column product in {nb} blocks")
+        epi = replace(epi, columns=columns)  # the padding columns' constants stay 0: their codes are never read
     rq = np.concatenate([rq, np.zeros((3, nb * LANES - n), np.int64)], axis=1)
     if ctx.options.gemm_kind == "vnni":  # A read in place (vnni_fuses_requant)
         at = dtype_of(a)
@@ -206,7 +213,7 @@ def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any, dq_node
         _, bp, bt = split_b(bpad, k, nb, 4, 4)
         return ctx.call_tir(("gemm_vnni", k, nb, at, *epi.key()), lambda: vnni_requant_kernel(k, nb, epi, at),
                             [a, bp] + ([bt] if k % 4 else []) + [relax.const(np.ascontiguousarray(rq, np.int64),
-                                                                             "int64")], [shape_of(a)[0], n],
+                                                                             "int64")], [shape_of(a)[0], epi.columns],
                             epi.out_dtype)
     za = int(mm.attrs.get("a_zero_point", 0))
     if za:  # the x86 kernels sum a * b exactly (or decline below): fold -za * colsum(B) into the rounding half

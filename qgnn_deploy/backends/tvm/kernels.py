@@ -330,7 +330,8 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
                 src_row: int | None = None, zero_point: int = 0, coef_dtype: str | None = None,
                 csr_col: bool = False, *, serial_work: int = SERIAL_WORK, self_term: bool = False,
                 requant: tuple[int, int, int, str] | None = None, row_mult: str | None = None,
-                packed_col: bool = False, pack_limit: int = PACK_LIMIT) -> tirx.PrimFunc:
+                packed_col: bool = False, pack_limit: int = PACK_LIMIT, x_width: int | None = None,
+                ) -> tirx.PrimFunc:
     """``out[i] = reduce_{e : dst[e] = i} m(e)`` over rows of width ``h``; ``reduce`` is "add" or "max"
     (rows with no edge are 0).
 
@@ -359,8 +360,15 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
     has at most ``pack_limit`` rows each edge's coefficient is read from its source's top byte, so an edge
     touches one random cache line (its row of ``x``) instead of two (the row and ``coef[src]``); otherwise
     ``col`` holds the plain sources and the coefficient is gathered as above.
+
+    ``x_width`` (gathered forms, ``>= h``): the row stride of ``x``, whose columns past ``h`` are padding
+    (:func:`.fusion.widen_gathered_rows`: a GEMM wrote 8 columns for 7).  The CSR paths sum all ``x_width`` lanes
+    and store the first ``h``: a row of 8 bytes never straddles a cache line, one of 7 does for 7 rows in 64.
     """
     chunk, pf = CHUNK, PREFETCH
+    hx = h if x_width is None else int(x_width)
+    if hx < h or (hx != h and src_row is None):
+        raise ValueError(f"edge_reduce: x_width {x_width} needs a gathered form and at least h = {h} columns")
     counting = dtype is None
     gathered = src_row is not None
     scaled = coef_dtype is not None
@@ -375,7 +383,7 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
     zp = int(zero_point)
     out_dtype = requant[3] if fused else "int32"
     sr, dr = int(src_row or 0), int(dst_row)
-    two_x = not counting and _straddles(h, np.dtype(dtype).itemsize)
+    two_x = not counting and _straddles(hx, np.dtype(dtype).itemsize)
     two_o = _straddles(h, 4)
 
     # TVMScript expression helpers.  S: the [R, E] tensor or ``col``; ``pk``: ``col`` packed by pack_coef (the
@@ -413,7 +421,7 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
         if not counting:
             T.evaluate(_prefetch(T.address_of(X[row(S, ahead, pk), 0])))
         if two_x:
-            T.evaluate(_prefetch(T.address_of(X[row(S, ahead, pk), h - 1])))
+            T.evaluate(_prefetch(T.address_of(X[row(S, ahead, pk), hx - 1])))
         if scaled and not pk:
             T.evaluate(_prefetch(T.address_of(C[row(S, ahead), 0])))
 
@@ -422,11 +430,11 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
         if counting:  # a row's edge count is its run length
             Out[i, 0] = T.Cast("int32", RowPtr[i + 1] - RowPtr[i])
         else:
-            for c in T.vectorized(h):
+            for c in T.vectorized(hx):
                 acc[c] = start(X, C, i, c)
             for k in T.serial(RowPtr[i], RowPtr[i + 1]):
                 prefetch_source(X, C, S, T.min(k + pf, e - 1), pk)
-                for c in T.vectorized(h):
+                for c in T.vectorized(hx):
                     acc[c] = T.max(acc[c], message(X, C, S, k, c, pk)) if is_max else \
                         acc[c] + message(X, C, S, k, c, pk)
             for c in T.vectorized(h):
@@ -461,7 +469,7 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
                 seen = T.alloc_buffer((n,), "int8")
             for p in loop(parts):
                 # CSR order: each output row sums its own run of edges in registers and is written once
-                acc = T.decl_buffer((h,), "int32", scope=ACC_SCOPE)  # registers
+                acc = T.decl_buffer((hx,), "int32", scope=ACC_SCOPE)  # registers
                 if counting:
                     for ii in T.serial((p + 1) * n // parts - p * n // parts):  # zero-based: see edge_plan
                         csr_row(X, C, S, Out, Rq, RowM, RowPtr, acc, p * n // parts + ii, e)
@@ -519,7 +527,7 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
             T.func_attr(_SCHEDULED)
             n_in, e, n, rs, rd, ncol = T.int64(), T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
             n_m = T.int64()
-            X = T.match_buffer(x_h, (n_in, h), dtype)
+            X = T.match_buffer(x_h, (n_in, hx), dtype)
             C = T.match_buffer(c_h, (n_in, 1), coef_dtype)
             S = T.match_buffer(src_h, (rs, e), "int64")
             D = T.match_buffer(dst_h, (rd, e), "int64")
@@ -538,7 +546,7 @@ def edge_reduce(h: int, dtype: str | None, parts: int, reduce: str = "add", dst_
             T.func_attr(_SCHEDULED)
             n_in, e, n, rs, rd, ncol = T.int64(), T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
             n_m = T.int64()
-            X = T.match_buffer(x_h, (n_in, h), dtype)
+            X = T.match_buffer(x_h, (n_in, hx), dtype)
             S = T.match_buffer(src_h, (rs, e), "int64")
             D = T.match_buffer(dst_h, (rd, e), "int64")
             Out = T.match_buffer(out_h, (n, h), out_dtype)

@@ -72,6 +72,8 @@ class BuildContext:
         self.scatter_requant: dict[str, Any] = {}  # requantize output -> fusion.ScatterRequant (edge_reduce epilogue)
         self.prompt_fused: dict[str, Any] = {}  # requantize output -> fusion.PromptTail (gemm.emit_prompt_requant)
         self.dequant_fused: dict[str, str] = {}  # dequantize output -> requantize output its GEMM epilogue computes
+        # GEMM-requantized value -> (its columns, the columns its GEMM writes): fusion.widen_gathered_rows
+        self.widened: dict[str, tuple[int, int]] = {}
         self.index_rows: dict[str, tuple[relax.Expr, int]] = {}  # take_row outputs: (2-D int64 source, row)
         # (index vector, rows) -> ([index tensor, flag, rowptr], row)
         self.edge_plans: dict[tuple[str, str], tuple[list[relax.Expr], int]] = {}
@@ -327,7 +329,8 @@ def _requantize(ctx: BuildContext, node: Node) -> relax.Expr:
         from . import gemm
 
         mm = ctx.graph.producers()[node.inputs[0]]
-        fused = gemm.emit_matmul_requant(ctx, mm, node, lambda n: requant_epilogue_constants(ctx.graph, node, n))
+        fused = gemm.emit_matmul_requant(ctx, mm, node, lambda n: requant_epilogue_constants(ctx.graph, node, n),
+                                         columns=ctx.widened.get(node.outputs[0], (0, None))[1])
         if fused is not None:
             return fused
         expr = HANDLERS["matmul"](ctx, mm)  # operands the epilogue cannot take: both kernels after all
@@ -467,6 +470,15 @@ def _factored_message(ctx: BuildContext, name: str) -> tuple[relax.Expr, int, re
     return None
 
 
+def _real_width(ctx: BuildContext, x: relax.Expr, width: int | None) -> int | None:
+    """The IR width of ``x``'s rows: ``width`` unless ``x`` is a value its GEMM writes wider
+    (``fusion.widen_gathered_rows``)."""
+    for name, (h, _w) in ctx.widened.items():
+        if name in ctx.env and ctx.env[name].same_as(x):
+            return h
+    return width
+
+
 def _index_row(ctx: BuildContext, node: Node, i: int) -> tuple[relax.Expr, int]:
     """Input ``i`` (an int64 index vector) as (a [R, E] tensor, row): ``edge_index`` itself for its rows."""
     name = node.inputs[i]
@@ -582,15 +594,19 @@ def _scatter(kind: str) -> Handler:
             zp, coef = 0, None
         else:
             (x, zp, coef), hh = factored, static_int(shape_of(factored[0])[1])
+            hh = _real_width(ctx, x, hh)
             tail = [hh]
         dt, cdt = dtype_of(x), None if coef is None else dtype_of(coef)
+        hx = static_int(shape_of(x)[1])
+        if hx != hh and not csr:
+            raise QgnnError(f"scatter {node.name!r}: rows widened to {hx} columns need the CSR edge kernel")
         packed = csr and cdt in kernels.PACKABLE_COEF
         if packed:
             col = _packed_col(ctx, col, coef, dst_plan, sr)
         elif csr:  # this kernel reads col itself: the plan must write it for sorted edges too
             ctx.plan_col_read[ctx.plan_kernels[(node.inputs[1], str(n))][0]] = True
         key = (f"gather_scatter_{kind}", hh, dt, pp, sr, dr, sw) + (() if factored is None else (zp, cdt or "none")) \
-            + (("csr",) if csr else ()) + (("packed",) if packed else ())
+            + (("csr",) if csr else ()) + (("packed",) if packed else ()) + ((f"x{hx}",) if hx != hh else ())
         fused = ctx.scatter_requant[rq.outputs[0]] if rq is not None else None
         self_term = fused is not None and fused.self_add is not None
         requant, rq_consts = None, relax.const(np.zeros((3, hh), np.int64), "int64")
@@ -604,7 +620,8 @@ def _scatter(kind: str) -> Handler:
         args = [x] + ([] if coef is None else [coef]) + [src, *dst_plan, col, rq_consts, rm]
         out = ctx.call_tir(key, lambda: kernels.edge_reduce(hh, dt, pp, kind, dr, sr, zp, cdt, csr,
                                                             serial_work=int(sw), self_term=self_term, requant=requant,
-                                                            row_mult=rmdt, packed_col=packed), args, [n, hh],
+                                                            row_mult=rmdt, packed_col=packed,
+                                                            x_width=hx), args, [n, hh],
                            requant[3] if requant else "int32")
         return _restore(ctx, out, n, tail)
 
@@ -834,6 +851,7 @@ def build_module(graph: Graph, options: BuildOptions | None = None) -> tvm.IRMod
     ctx.scatter_requant = plan.requantize_into_scatter
     ctx.prompt_fused = plan.prompt_into_gemm
     ctx.dequant_fused = plan.dequantize_into_gemm
+    ctx.widened = plan.widen_gathered_rows
     skipped = plan.skipped()
     op.bb = bb
     with bb.function("main", params):
