@@ -54,16 +54,20 @@ def misc_graph() -> Graph:
     return g
 
 
+def _edge_graph_inputs() -> tuple[GraphBuilder, str, str, str]:
+    """A builder with inputs ``x`` [N, 6] float32 and ``edge_index``, and its src and dst rows."""
+    b = GraphBuilder()
+    x = b.input("x", "float32", ("N", 6))
+    ei = b.input("edge_index", "int64", (2, "E"))
+    return b, x, b.op("take_row", [ei], "src", index=0), b.op("take_row", [ei], "dst", index=1)
+
+
 def message_graph() -> Graph:
     """Messages the TVM backend gathers narrow (see ``relax_builder._factored_message``): GIN's ``u8 x - zp``,
     a GCN's ``int8 h * cast(u8 coefficient)`` with the coefficient on either side of the product, and
     look-alikes it must not factor (an int64 product, a [1, 1] scalar coefficient)."""
     rng = np.random.default_rng(7)
-    b = GraphBuilder()
-    x = b.input("x", "float32", ("N", 6))
-    ei = b.input("edge_index", "int64", (2, "E"))
-    src = b.op("take_row", [ei], "src", index=0)
-    dst = b.op("take_row", [ei], "dst", index=1)
+    b, x, src, dst = _edge_graph_inputs()
     xq = b.op("quantize", [x], "xq", scale=0.02, zero_point=7, qmin=0, qmax=255, dtype="uint8")
     xc = b.op("sub", [b.op("cast", [xq], "x32", dtype="int32"), b.const("zp", np.array(7, np.int32))], "xc")
     gin = b.op("scatter_add", [b.op("gather_rows", [xc, src], "g_gin"), dst, x], "agg_gin")
@@ -93,11 +97,7 @@ def gcn_message_graph() -> Graph:
     """Two GCN-style aggregations of ``int8 h * cast(u8 coefficient)`` (add and max) and nothing else reading the
     edge plan's col: every gathered scatter packs its coefficient (``kernels.pack_coef``)."""
     rng = np.random.default_rng(8)
-    b = GraphBuilder()
-    x = b.input("x", "float32", ("N", 6))
-    ei = b.input("edge_index", "int64", (2, "E"))
-    src = b.op("take_row", [ei], "src", index=0)
-    dst = b.op("take_row", [ei], "dst", index=1)
+    b, x, src, dst = _edge_graph_inputs()
     h = b.op("quantize", [x], "h", scale=0.02, zero_point=0, qmin=-127, qmax=127, dtype="int8")
     deg = b.op("add", [b.op("degree", [dst, x], "deg"), b.const("one", np.ones((1, 1), np.int32))], "deg1")
     coef8 = b.op("lut", [deg, b.const("table", rng.integers(0, 256, 40).astype(np.uint8))], "coef8", offset=-1)
@@ -602,6 +602,21 @@ def test_graph_kernels_exact_across_blocks_and_parts(parts: int, serial_work: in
         _check_epilogue_kernels(epilogues, rng, case, n, src, dst, [ei, flag, rowptr, col])
 
 
+def _planned_edge_cases(rng: np.random.Generator, plan):  # noqa: ANN001, ANN202
+    """Each edge case of ``_kernel_edge_cases`` as given and sorted by destination: (case, order, n, src, dst,
+    [edge_index, flag, rowptr, col] after ``plan`` ran on them)."""
+    for case, (n, src, dst) in _kernel_edge_cases(rng).items():
+        for order in ("unsorted", "sorted"):
+            if order == "sorted":
+                o = np.argsort(dst, kind="stable")
+                src, dst = src[o], dst[o]
+            bufs = [tvm.runtime.tensor(np.ascontiguousarray(np.stack([src, dst]))),
+                    tvm.runtime.tensor(np.zeros(1, np.int32)), tvm.runtime.tensor(np.zeros(n + 1, np.int64)),
+                    tvm.runtime.tensor(np.zeros(len(dst), np.int32))]
+            plan(*bufs)
+            yield case, order, n, src, dst, bufs
+
+
 @pytest.mark.parametrize("parts", [1, 2])
 @pytest.mark.parametrize("cdt", ["uint8", "int8"])
 def test_packed_coefficients_equal_the_gathered_ones(parts: int, cdt: str) -> None:
@@ -627,56 +642,47 @@ def test_packed_coefficients_equal_the_gathered_ones(parts: int, cdt: str) -> No
         fused = {packed: _graph_kernel(kernels.edge_reduce(
             5, "int8", parts, "add", dst_row=1, src_row=0, zero_point=2, coef_dtype=cdt, csr_col=True,
             self_term=True, requant=rq, packed_col=packed, pack_limit=limit, **sw)) for packed in (False, True)}
-        for case, (n, src, dst) in _kernel_edge_cases(rng).items():
-            for order in ("unsorted", "sorted"):
-                if order == "sorted":
-                    o = np.argsort(dst, kind="stable")
-                    src, dst = src[o], dst[o]
-                ei = tvm.runtime.tensor(np.ascontiguousarray(np.stack([src, dst])))
-                flag = tvm.runtime.tensor(np.zeros(1, np.int32))
-                rowptr = tvm.runtime.tensor(np.zeros(n + 1, np.int64))
-                col = tvm.runtime.tensor(np.zeros(len(dst), np.int32))
-                plan(ei, flag, rowptr, col)
-                x = rng.integers(-128, 128, (n, 5)).astype(np.int8)
-                coef = rng.integers(info.min, info.max + 1, (n, 1)).astype(cdt)
-                packed_col = tvm.runtime.tensor(np.full(len(dst), -9, np.int32))
-                pack(ei, flag, rowptr, col, tvm.runtime.tensor(coef), packed_col)
-                kept = int(rowptr.numpy()[-1])
-                assert (packed_col.numpy()[kept:] == -9).all(), "edges the plan dropped are not written"
-                # the plan without sorted col (col's sentinel left as it is) packs the same: sources from the index
-                flag_i = tvm.runtime.tensor(np.zeros(1, np.int32))
-                rowptr_i = tvm.runtime.tensor(np.zeros(n + 1, np.int64))
-                col_i = tvm.runtime.tensor(np.full(len(dst), -7, np.int32))
-                plan_nc(ei, flag_i, rowptr_i, col_i)
-                from_index = tvm.runtime.tensor(np.full(len(dst), -9, np.int32))
-                pack(ei, flag_i, rowptr_i, col_i, tvm.runtime.tensor(coef), from_index)
-                np.testing.assert_array_equal(rowptr_i.numpy(), rowptr.numpy())
-                np.testing.assert_array_equal(from_index.numpy(), packed_col.numpy(), err_msg=f"{case} {order}")
-                if flag.numpy()[0]:
-                    assert (col_i.numpy() == -7).all(), "sorted_col=False leaves col unwritten for sorted edges"
-                keep = (dst >= 0) & (dst < n)
-                msg = f"{case} {order} limit={limit}"
-                if n <= limit:
-                    top = (packed_col.numpy().view(np.uint32) >> kernels.PACK_BITS).astype(np.uint8).view(cdt)
-                    np.testing.assert_array_equal(top[:keep.sum()], coef[col.numpy()[:keep.sum()], 0], err_msg=msg)
-                else:
-                    np.testing.assert_array_equal(packed_col.numpy()[:kept], col.numpy()[:kept], err_msg=msg)
-                m = (x.astype(np.int64) - 2) * coef.astype(np.int64)
-                rq_args = [tvm.runtime.tensor(np.stack([np.ones(5), np.full(5, 1 << 9), np.full(5, 10)])
-                                              .astype(np.int64)), tvm.runtime.tensor(np.zeros((1, 1), np.int64))]
-                for (kind, packed), f in built.items():
-                    out = tvm.runtime.tensor(np.full((n, 5), -9, np.int32))
-                    f(tvm.runtime.tensor(x), tvm.runtime.tensor(coef), ei, ei, flag, rowptr,
-                      packed_col if packed else col, *rq_args, out)
-                    np.testing.assert_array_equal(out.numpy(), _edge_reduce_reference(kind, n, dst, m[src]),
-                                                  err_msg=f"{msg} {kind} packed={packed}")
-                outs = []
-                for packed, f in fused.items():
-                    out = tvm.runtime.tensor(np.full((n, 5), -9, np.int8))
-                    f(tvm.runtime.tensor(x), tvm.runtime.tensor(coef), ei, ei, flag, rowptr,
-                      packed_col if packed else col, *rq_args, out)
-                    outs.append(out.numpy())
-                np.testing.assert_array_equal(outs[1], outs[0], err_msg=f"{msg} requantized")
+        for case, order, n, src, dst, (ei, flag, rowptr, col) in _planned_edge_cases(rng, plan):
+            x = rng.integers(-128, 128, (n, 5)).astype(np.int8)
+            coef = rng.integers(info.min, info.max + 1, (n, 1)).astype(cdt)
+            packed_col = tvm.runtime.tensor(np.full(len(dst), -9, np.int32))
+            pack(ei, flag, rowptr, col, tvm.runtime.tensor(coef), packed_col)
+            kept = int(rowptr.numpy()[-1])
+            assert (packed_col.numpy()[kept:] == -9).all(), "edges the plan dropped are not written"
+            # the plan without sorted col (col's sentinel left as it is) packs the same: sources from the index
+            flag_i = tvm.runtime.tensor(np.zeros(1, np.int32))
+            rowptr_i = tvm.runtime.tensor(np.zeros(n + 1, np.int64))
+            col_i = tvm.runtime.tensor(np.full(len(dst), -7, np.int32))
+            plan_nc(ei, flag_i, rowptr_i, col_i)
+            from_index = tvm.runtime.tensor(np.full(len(dst), -9, np.int32))
+            pack(ei, flag_i, rowptr_i, col_i, tvm.runtime.tensor(coef), from_index)
+            np.testing.assert_array_equal(rowptr_i.numpy(), rowptr.numpy())
+            np.testing.assert_array_equal(from_index.numpy(), packed_col.numpy(), err_msg=f"{case} {order}")
+            if flag.numpy()[0]:
+                assert (col_i.numpy() == -7).all(), "sorted_col=False leaves col unwritten for sorted edges"
+            keep = (dst >= 0) & (dst < n)
+            msg = f"{case} {order} limit={limit}"
+            if n <= limit:
+                top = (packed_col.numpy().view(np.uint32) >> kernels.PACK_BITS).astype(np.uint8).view(cdt)
+                np.testing.assert_array_equal(top[:keep.sum()], coef[col.numpy()[:keep.sum()], 0], err_msg=msg)
+            else:
+                np.testing.assert_array_equal(packed_col.numpy()[:kept], col.numpy()[:kept], err_msg=msg)
+            m = (x.astype(np.int64) - 2) * coef.astype(np.int64)
+            rq_args = [tvm.runtime.tensor(np.stack([np.ones(5), np.full(5, 1 << 9), np.full(5, 10)])
+                                          .astype(np.int64)), tvm.runtime.tensor(np.zeros((1, 1), np.int64))]
+            for (kind, packed), f in built.items():
+                out = tvm.runtime.tensor(np.full((n, 5), -9, np.int32))
+                f(tvm.runtime.tensor(x), tvm.runtime.tensor(coef), ei, ei, flag, rowptr,
+                  packed_col if packed else col, *rq_args, out)
+                np.testing.assert_array_equal(out.numpy(), _edge_reduce_reference(kind, n, dst, m[src]),
+                                              err_msg=f"{msg} {kind} packed={packed}")
+            outs = []
+            for packed, f in fused.items():
+                out = tvm.runtime.tensor(np.full((n, 5), -9, np.int8))
+                f(tvm.runtime.tensor(x), tvm.runtime.tensor(coef), ei, ei, flag, rowptr,
+                  packed_col if packed else col, *rq_args, out)
+                outs.append(out.numpy())
+            np.testing.assert_array_equal(outs[1], outs[0], err_msg=f"{msg} requantized")
 
 @pytest.mark.parametrize("parts", [1, 2])
 def test_wide_rows_sum_like_narrow_ones(parts: int) -> None:
@@ -696,27 +702,20 @@ def test_wide_rows_sum_like_narrow_ones(parts: int) -> None:
                    for w in (None, 8))) for v in variants]
     rq = tvm.runtime.tensor(np.stack([np.ones(7), np.full(7, 1 << 9), np.full(7, 10)]).astype(np.int64))
     rm = tvm.runtime.tensor(np.zeros((1, 1), np.int64))
-    for case, (n, src, dst) in _kernel_edge_cases(rng).items():
-        for order in ("unsorted", "sorted"):
-            if order == "sorted":
-                o = np.argsort(dst, kind="stable")
-                src, dst = src[o], dst[o]
-            ei = tvm.runtime.tensor(np.ascontiguousarray(np.stack([src, dst])))
-            flag, rowptr = tvm.runtime.tensor(np.zeros(1, np.int32)), tvm.runtime.tensor(np.zeros(n + 1, np.int64))
-            col, packed_col = (tvm.runtime.tensor(np.zeros(len(dst), np.int32)) for _ in range(2))
-            plan(ei, flag, rowptr, col)
-            coef = tvm.runtime.tensor(rng.integers(0, 256, (n, 1)).astype(np.uint8))
-            pack(ei, flag, rowptr, col, coef, packed_col)
-            x8 = rng.integers(-128, 128, (n, 8)).astype(np.int8)
-            for v, narrow, wide in built:
-                dt = "int8" if v.get("requant") else "int32"
-                outs = []
-                for f, x in ((narrow, x8[:, :7]), (wide, x8)):
-                    out = tvm.runtime.tensor(np.full((n, 7), -9, dt))
-                    f(tvm.runtime.tensor(np.ascontiguousarray(x)), coef, ei, ei, flag, rowptr,
-                      packed_col if v["packed_col"] else col, rq, rm, out)
-                    outs.append(out.numpy())
-                np.testing.assert_array_equal(outs[1], outs[0], err_msg=f"{case} {order} {v}")
+    for case, order, n, _src, dst, (ei, flag, rowptr, col) in _planned_edge_cases(rng, plan):
+        packed_col = tvm.runtime.tensor(np.zeros(len(dst), np.int32))
+        coef = tvm.runtime.tensor(rng.integers(0, 256, (n, 1)).astype(np.uint8))
+        pack(ei, flag, rowptr, col, coef, packed_col)
+        x8 = rng.integers(-128, 128, (n, 8)).astype(np.int8)
+        for v, narrow, wide in built:
+            dt = "int8" if v.get("requant") else "int32"
+            outs = []
+            for f, x in ((narrow, x8[:, :7]), (wide, x8)):
+                out = tvm.runtime.tensor(np.full((n, 7), -9, dt))
+                f(tvm.runtime.tensor(np.ascontiguousarray(x)), coef, ei, ei, flag, rowptr,
+                  packed_col if v["packed_col"] else col, rq, rm, out)
+                outs.append(out.numpy())
+            np.testing.assert_array_equal(outs[1], outs[0], err_msg=f"{case} {order} {v}")
 
 
 def _plan_cases(rng: np.random.Generator) -> dict[str, tuple[int, np.ndarray, np.ndarray]]:
