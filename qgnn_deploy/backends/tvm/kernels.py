@@ -151,7 +151,7 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
     accumulators are ``global`` decl_buffers for the same reason (``gemm_skeleton.ACC_SCOPE``).
 
     ``sorted_col=False``: with the flag set ``col`` is left unwritten, for a caller whose every reader of ``col``
-    takes the sources from the index tensor itself when the flag is set (:func:`pack_coef` with ``src_row``): the
+    takes the sources from the index tensor itself when the flag is set (:func:`pack_coef`): the
     sorted pass then reads the destinations alone.  Sorted 10^6-node series graph, AMD Zen 4, 2 threads, this plan
     and the pack: 19.3 -> 15.8 ms (``/tmp/s32/plan_pack.py``, scratch: plan 12.9 -> 9.2, pack 6.9 -> 6.2).
     """
