@@ -81,9 +81,9 @@ class BuildContext:
         self.edge_cols: dict[tuple[str, str], tuple[relax.Expr, int]] = {}
         # [(col, coef, packed col)]: kernels.pack_coef's col with the 8-bit coefficients in its top byte
         self.packed_cols: list[tuple[relax.Expr, relax.Expr, relax.Expr]] = []
-        # edge_plan kernels writing col: kernel -> whether some kernel reads that col as it is (not through
-        # pack_coef, which reads sorted sources from the index tensor itself); see finish_edge_plans
-        self.plan_col_read: dict[relax.GlobalVar, bool] = {}
+        # edge_plan kernels whose col some kernel reads as it is (not through pack_coef, which reads sorted sources
+        # from the index tensor itself): they write col for sorted edges too (finish_edge_plans)
+        self.plan_col_read: set[relax.GlobalVar] = set()
         # (index vector, rows) -> (its plan kernel, a maker of the kernel without sorted col)
         self.plan_kernels: dict[tuple[str, str], tuple[relax.GlobalVar, Callable[[], tirx.PrimFunc]]] = {}
         self.deferred: dict[str, Callable[[], relax.Expr]] = {}  # emitted on first use (a row copy few need)
@@ -527,7 +527,6 @@ def _edge_plan(ctx: BuildContext, node: Node, i: int, n: Any) -> tuple[list[rela
                                 ctx.emit(relax.TupleGetItem(plan, 1))], row)
         if sr is not None:
             ctx.edge_cols[key] = (ctx.emit(relax.TupleGetItem(plan, 2)), sr)
-            ctx.plan_col_read.setdefault(gv, False)
             ctx.plan_kernels[key] = (gv, lambda: kernels.edge_plan(ctx.options.parts, row, sr, serial_work=int(sw),
                                                                      sorted_col=False))
     return ctx.edge_plans[key]
@@ -538,7 +537,7 @@ def finish_edge_plans(ctx: BuildContext) -> None:
     takes sorted sources from the index tensor itself, so the sorted pass need not write them.  Called once every
     kernel is emitted, when all readers of each plan are known."""
     for gv, make in ctx.plan_kernels.values():
-        if not ctx.plan_col_read[gv]:
+        if gv not in ctx.plan_col_read:
             ctx.bb.update_func(gv, make())
 
 
@@ -604,7 +603,7 @@ def _scatter(kind: str) -> Handler:
         if packed:
             col = _packed_col(ctx, col, coef, dst_plan, sr)
         elif csr:  # this kernel reads col itself: the plan must write it for sorted edges too
-            ctx.plan_col_read[ctx.plan_kernels[(node.inputs[1], str(n))][0]] = True
+            ctx.plan_col_read.add(ctx.plan_kernels[(node.inputs[1], str(n))][0])
         key = (f"gather_scatter_{kind}", hh, dt, pp, sr, dr, sw) + (() if factored is None else (zp, cdt or "none")) \
             + (("csr",) if csr else ()) + (("packed",) if packed else ()) + ((f"x{hx}",) if hx != hh else ())
         fused = ctx.scatter_requant[rq.outputs[0]] if rq is not None else None
