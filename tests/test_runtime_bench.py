@@ -345,6 +345,22 @@ def _bench_module():
     return mod
 
 
+def test_local_tvm_outputs_are_views_that_outlive_the_next_call() -> None:
+    """The timed TVM calls hand back zero-copy views (no per-call output copy in the latency); each view keeps
+    its tensor alive, so a later call cannot overwrite the output checked against the reference."""
+    import tvm
+
+    q = _bench_module()
+    values = np.arange(12, dtype=np.float32).reshape(3, 4)
+    t = tvm.runtime.tensor(values)
+    (view,) = q._tvm_outputs(t)
+    assert not view.flags["OWNDATA"] and np.array_equal(view, values)
+    del t
+    assert np.array_equal(view, values)
+    (copy,) = q._tvm_outputs(tvm.runtime.tensor(values), local=False)  # a remote tensor is copied
+    assert copy.flags["OWNDATA"] and np.array_equal(copy, values)
+
+
 def test_cpu_and_emulation_parsing() -> None:
     q = _bench_module()
     pi = "processor\t: 0\nCPU part\t: 0xd08\n\nprocessor\t: 1\nCPU part\t: 0xd03\nHardware\t: BCM2835\n" \
