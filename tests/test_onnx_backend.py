@@ -904,6 +904,27 @@ def test_requantize_folds_a_constant_bias_into_one_gemm(dtype: str, qmin: int, q
     assert "Gemm" not in [n.op_type for n in export_onnx(wide).graph.node]
 
 
+def test_emitter_bounds_are_the_ir_value_ranges() -> None:
+    """The handlers' ``abs_bound`` / ``nonnegative`` read :func:`qgnn_deploy.ir.bounds.value_ranges`: a clamp's
+    interval, not its dtype's; sums and products of bounded values; None only for floats."""
+    from qgnn_deploy.backends.onnx.exporter import EmitContext
+    from qgnn_deploy.backends.onnx.handlers.values import abs_bound, nonnegative
+
+    b = GraphBuilder()
+    x = b.input("x", "int8", ("N", 4))
+    w = b.input("w", "int64", ("N", 4))
+    f = b.input("f", "float32", ("N", 4))
+    c = b.op("clamp", [x], "c", lo=-100, hi=50)
+    z = b.op("clamp", [x], "z", lo=0, hi=9)
+    s = b.op("mul", [b.op("cast", [c], "c32", dtype="int32"), b.const("k", np.array(3, np.int32))], "s")
+    for name, dtype in ((c, "int8"), (z, "int8"), (s, "int32")):
+        b.output(name, dtype, ("N", 4))
+    ctx = EmitContext(b.graph)
+    assert (abs_bound(ctx, "x"), abs_bound(ctx, c), abs_bound(ctx, z), abs_bound(ctx, s)) == (128, 100, 9, 300)
+    assert abs_bound(ctx, w) == 2**63 and abs_bound(ctx, f) is None
+    assert nonnegative(ctx, z) and not nonnegative(ctx, c) and not nonnegative(ctx, f)
+
+
 def test_div_floor_drops_mod_only_for_nonnegative_numerators() -> None:
     """floor == trunc for a numerator proven >= 0 (the divisor is positive by contract): plain Div; a numerator
     that can be negative keeps the exact Mod/Sub/Div form.  Both match the interpreter."""

@@ -187,11 +187,12 @@ def lut_offset_graph(c: int, span: int, x_dtype: str = "int32", c_dtype: str = "
 @pytest.mark.parametrize("k,n,a_dtype,zp,a_zp", [(128, 16, "uint8", 0, 125), (40, 7, "uint8", 5, 0),
                                                   (16, 20, "uint8", -3, 0), (16, 8, "int8", 0, 0),
                                                   (128, 8, "int8", 2, -7), (7, 8, "int8", 0, 0),
-                                                  (42, 16, "uint8", 1, 3), (6, 20, "int8", -2, 5)])
+                                                  (42, 16, "uint8", 1, 3), (6, 20, "int8", -2, 5),
+                                                  (5, 8, "int8", 0, -3), (9, 16, "int8", 1, 0)])
 def test_fused_vnni_gemm_requant_bit_exact(k: int, n: int, a_dtype: str, zp: int, a_zp: int, tmp_path: Path) -> None:
     """The AVX-512 VNNI GEMM with a requantize epilogue (s8 A's flip and the A zero point folded into the
-    constants; a K % 4 tail multiplied in int32 first, the flip not applying to it): one kernel, bit-exact; run
-    only on a CPU with avx512vnni."""
+    constants; a K % 4 tail as one more step over A's last 4 columns, flipped like the rest, against B rows the
+    main steps did not cover): one kernel, bit-exact; run only on a CPU with avx512vnni."""
     from qgnn_deploy.backends.tvm.targets import resolve_target
 
     g = gemm_requant_graph(k, n, a_dtype, zp=zp, a_zero_point=a_zp)
@@ -212,6 +213,34 @@ def test_fused_vnni_gemm_requant_bit_exact(k: int, n: int, a_dtype: str, zp: int
     for rows in (97, 8, 1):  # off the 8-row register block
         f = feed(rows)
         np.testing.assert_array_equal(run_library(lib, f), run(g, f)["rq32"], err_msg=f"rows={rows}")
+
+
+@pytest.mark.parametrize("k,a_dtype,fp32", [(5, "int8", False), (7, "uint8", False), (9, "int8", False),
+                                             (23, "int8", False), (21, "int8", True)])
+def test_vnni_gemm_shifted_k_tail_bit_exact(k: int, a_dtype: str, fp32: bool, tmp_path: Path) -> None:
+    """The unfused VNNI GEMM (int32 out: the product has a second reader) and the quantize-fused one with K % 4
+    != 0: the tail step reads A's last 4 columns (never past a row, so 1-row inputs are safe) against a packed B
+    step whose rows the main steps already covered are zero; s8 A's +128 is undone over all K rows.  Bit-exact
+    with the interpreter at row counts off the 8-row block; run only on a CPU with avx512vnni."""
+    from qgnn_deploy.backends.tvm.targets import resolve_target
+
+    g = gemm_requant_graph(k, 16, a_dtype, fp32_input=fp32, extra_reader=not fp32)
+    if "avx512vnni" not in resolve_target("x86_64").features:
+        pytest.skip("no AVX-512 VNNI here")
+    rng = np.random.default_rng(k + 100)
+    name, out = g.inputs[0].name, g.outputs[0].name
+
+    def feed(rows: int) -> dict[str, np.ndarray]:
+        if fp32:
+            return {name: rng.normal(0.0, 4.0, (rows, k)).astype(np.float32)}
+        info = np.iinfo(a_dtype)
+        return {name: rng.integers(int(info.min), int(info.max) + 1, (rows, k)).astype(a_dtype)}
+
+    fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds=feed(13))
+    lib = tmp_path / fields["library"]
+    for rows in (97, 8, 1):
+        f = feed(rows)
+        np.testing.assert_array_equal(run_library(lib, f), run(g, f)[out], err_msg=f"rows={rows}")
 
 
 @pytest.mark.parametrize("k,n,a_dtype,a_zp", [

@@ -42,7 +42,9 @@ from .relax_ops import dtype_of, op, shape_of
 
 VNNI_ROWS = 8  # x86: 8 independent vpdpbusd chains hide its latency (4 left the 2708x1433 GEMM ~15% slower)
 PANEL_BLOCKS = 16  # row blocks per parallel task of the fused quantize GEMM (one panel workspace per task)
-VNNI = Scheme("vnni", LANES, VNNI_ROWS, 4, panel=False, k_tail="int32")  # 16 lanes: one zmm per row
+# 16 lanes: one zmm per row.  The K tail (K % 4) as one more vpdpbusd over A's last 4 columns: the series model's
+# K = 7 LoRAP score GEMM at 10^6 nodes, 2 threads, Zen 4: see examples/results/tvm_1e6_breakdown.md (stop 33)
+VNNI = Scheme("vnni", LANES, VNNI_ROWS, 4, panel=False, k_tail="shifted")
 VNNI_NO_TAIL = Scheme("vnni", LANES, VNNI_ROWS, 4, panel=False)  # K % 4 == 0: no Bt argument
 GENERIC = Scheme("generic", LANES, ROWS, 1, panel=False)
 
@@ -50,8 +52,10 @@ GENERIC = Scheme("generic", LANES, ROWS, 1, panel=False)
 def _vnni_step(a_dtype: str) -> Step:
     """AVX-512 VNNI ``vpdpbusd`` (u8 x s8 4-term dot products into 16 int32 lanes): A's 4 bytes of the K step are
     broadcast to the 64-byte operand (s8 A flipped to a + 128 with ``a ^ 0x80``; the caller subtracts
-    ``128 * colsum(B)``), B is packed ``[nb, K/4, 16, 4]``.  LLVM >= 21 types the operands as <64 x i8>, so TVM's
-    bundled ``dot_16x4_vnni`` intrinsic no longer verifies: the LLVM intrinsic is called directly."""
+    ``128 * colsum(B)`` over all K rows: the shifted K-tail step flips the tail too), B is packed
+    ``[nb, ceil(K/4), 16, 4]`` (:func:`.gemm_skeleton.split_b` ``shifted``).  LLVM >= 21 types the operands as
+    <64 x i8>, so TVM's bundled ``dot_16x4_vnni`` intrinsic no longer verifies: the LLVM intrinsic is called
+    directly."""
     mask = FLIP if a_dtype == "int8" else 0
 
     def step(acc: Any, a: Any, off: Any, bp: Any, j: Any, q: Any, v: int) -> Any:
@@ -79,7 +83,7 @@ def _generic_step(a_dtype: str) -> Step:
 
 def vnni_kernel(k: int, nb: int, a_dtype: str = "uint8") -> tirx.PrimFunc:
     """x86 ``vpdpbusd`` GEMM, 8-row blocks read from A in place; C is [M, nb*16]; the K % 4 tail is exact."""
-    return gemm_kernel(VNNI, _vnni_step(a_dtype), k, nb, a_dtype, (nb, k // 4, LANES, 4))
+    return gemm_kernel(VNNI, _vnni_step(a_dtype), k, nb, a_dtype, (nb, -(-k // 4), LANES, 4))
 
 
 def vnni_quant_kernel(k: int, a_dtype: str, scale: float, zero_point: int, qmin: int, qmax: int) -> tirx.PrimFunc:
@@ -92,7 +96,7 @@ def vnni_quant_kernel(k: int, a_dtype: str, scale: float, zero_point: int, qmin:
     before each ``vpdpbusd`` instead makes LLVM split the divide into 4-lane pieces: 10x slower.)
     """
     fill = gemm_x86.panel_fill(VNNI, "float32", a_dtype, (scale, zero_point, qmin, qmax))
-    return gemm_kernel(VNNI, _vnni_step(a_dtype), k, 1, a_dtype, (1, k // 4, LANES, 4), fill=fill,
+    return gemm_kernel(VNNI, _vnni_step(a_dtype), k, 1, a_dtype, (1, -(-k // 4), LANES, 4), fill=fill,
                        in_dtype="float32", panel_blocks=PANEL_BLOCKS)
 
 
@@ -100,10 +104,11 @@ def vnni_requant_kernel(k: int, nb: int, epilogue: Epilogue, a_dtype: str = "uin
     """``requantize(A @ B)``: the VNNI kernel storing int8/uint8 codes from registers
     (:class:`.gemm_skeleton.Epilogue`), so the int32 ``[M, N]`` product never goes to memory.  For s8 A (and
     an A zero point) the constants carry the column offset (:func:`_fold_column_offset`).  A K tail (K % 4,
-    e.g. LoRAP's K = 7 score GEMM) is multiplied in int32 from ``Bt`` before the epilogue: ``(A, Bp, Bt, Rq, C)``,
-    else ``(A, Bp, Rq, C)``; with an addend always ``(A, Bp, Bt, Rq, D, C)`` (Bt one zero row when K % 4 == 0)."""
+    e.g. LoRAP's K = 7 score GEMM) is one more step over A's last 4 columns before the epilogue (``Bt`` unread):
+    ``(A, Bp, Bt, Rq, C)``, else ``(A, Bp, Rq, C)``; with an addend always ``(A, Bp, Bt, Rq, D, C)`` (Bt one zero
+    row when K % 4 == 0)."""
     return gemm_kernel(VNNI if k % 4 or epilogue.addend else VNNI_NO_TAIL, _vnni_step(a_dtype), k, nb, a_dtype,
-                       (nb, k // 4, LANES, 4), epilogue=epilogue)
+                       (nb, -(-k // 4), LANES, 4), epilogue=epilogue)
 
 
 def generic_kernel(k: int, nb: int, a_dtype: str) -> tirx.PrimFunc:
@@ -146,11 +151,11 @@ def emit_matmul(ctx: Any, a: relax.Expr, b: relax.Expr) -> relax.Expr | None:
     if kind in gemm_x86.KINDS:  # x86 below AVX-512 VNNI (K padded inside, no K // 4 restriction)
         out = gemm_x86.emit_matmul(ctx, kind, a, bpad, k, nb)
     elif kind == "vnni":
-        bmain, bp, bt = split_b(bpad, k, nb, 4, 4)
+        _, bp, bt = split_b(bpad, k, nb, 4, 4, shifted=True)
         out = ctx.call_tir(("gemm_vnni", k, nb, at), lambda: vnni_kernel(k, nb, at), [a, bp, bt], [m, nb * LANES],
                            "int32")
-        if at == "int8":  # the kernel computed sum (a + 128) b on [0, kbase)
-            out = add_colsum(out, bmain, -128)
+        if at == "int8":  # the kernel computed sum (a + 128) b over all K rows
+            out = add_colsum(out, bpad, -128)
     else:
         out = ctx.call_tir(("gemm_generic", k, nb, at), lambda: generic_kernel(k, nb, at), [a, bpad],
                            [m, nb * LANES], "int32")
@@ -164,15 +169,15 @@ def emit_quant_matmul(ctx: Any, x: relax.Expr, b: relax.Expr, qattrs: dict[str, 
     bpad, _ = pad_columns(b, k, n)
     if ctx.options.gemm_kind in gemm_x86.QUANT_KINDS:
         return drop_padding(gemm_x86.emit_quant_matmul(ctx, ctx.options.gemm_kind, x, bpad, k, qattrs), n)
-    bmain, bp, bt = split_b(bpad, k, 1, 4, 4)
+    _, bp, bt = split_b(bpad, k, 1, 4, 4, shifted=True)
     if dtype_of(x) != "float32":
         x = op.astype(x, "float32")
     params = (float(qattrs["scale"]), int(qattrs["zero_point"]), int(qattrs["qmin"]), int(qattrs["qmax"]))
     key = ("gemm_vnni_quant", k, at, *params)
     out = ctx.call_tir(key, lambda: vnni_quant_kernel(k, at, *params), [x, bp, bt], [shape_of(x)[0], LANES],
                        "int32")
-    if at == "int8":  # the kernel computed sum (a + 128) b on [0, kbase)
-        out = add_colsum(out, bmain, -128)
+    if at == "int8":  # the kernel computed sum (a + 128) b over all K rows
+        out = add_colsum(out, bpad, -128)
     return drop_padding(out, n)
 
 
@@ -210,7 +215,7 @@ def emit_matmul_requant(ctx: Any, mm: Any, rq_node: Any, constants: Any, dq_node
                                  _row_offsets(k, int(mm.attrs.get("a_zero_point", 0)), at == "int8"))
         if rq is None:
             return None
-        _, bp, bt = split_b(bpad, k, nb, 4, 4)
+        _, bp, bt = split_b(bpad, k, nb, 4, 4, shifted=True)
         return ctx.call_tir(("gemm_vnni", k, nb, at, *epi.key()), lambda: vnni_requant_kernel(k, nb, epi, at),
                             [a, bp] + ([bt] if k % 4 else []) + [relax.const(np.ascontiguousarray(rq, np.int64),
                                                                              "int64")], [shape_of(a)[0], epi.columns],
@@ -260,7 +265,7 @@ def emit_prompt_requant(ctx: Any, tail: Any, rq_node: Any, dq_node: Any = None) 
             raise ValueError(f"prompt tail {rq_node.outputs[0]!r}: the {ctx.options.gemm_kind} GEMM cannot take "
                              f"{at} alpha (fusion.prompt_into_gemm plans u8 alpha only)")
         return out
-    _, bp, bt = split_b(bpad, k, nb, 4, 4)
+    _, bp, bt = split_b(bpad, k, nb, 4, 4, shifted=True)
     return ctx.call_tir(("gemm_vnni", k, nb, at, *epi.key()), lambda: vnni_requant_kernel(k, nb, epi, at),
                         [alpha, bp, bt, relax.const(np.ascontiguousarray(rq, np.int64), "int64"), agg],
                         [shape_of(alpha)[0], n], epi.out_dtype)
@@ -311,16 +316,17 @@ VNNI_EPILOGUE_MAX_K = 16384  # |sum (a - za) b| < K * 255 * 128 * 2 stays below 
 
 def vnni_fuses_requant(a_dtype: str, k: int) -> bool:
     """Whether the VNNI GEMM can requantize in its epilogue: u8 or s8 A and K small enough that the column
-    offsets fold exactly (:func:`_fold_column_offset`); a K tail (K % 4) is multiplied in int32 before it."""
+    offsets fold exactly (:func:`_fold_column_offset`); a K tail (K % 4) is one more step before it."""
     return a_dtype in ("uint8", "int8") and k <= VNNI_EPILOGUE_MAX_K
 
 
 def _row_offsets(k: int, a_zero_point: int, flip: bool) -> np.ndarray:
     """How much each of the K rows of B is over-weighted in the VNNI accumulators: the A zero point on every row,
-    plus 128 on the rows ``vpdpbusd`` multiplies with s8 A flipped (``a ^ 0x80 = a + 128``: not the int32 K tail)."""
+    plus 128 on every row with ``flip`` (``vpdpbusd`` multiplies s8 A flipped, ``a ^ 0x80 = a + 128``, the shifted
+    K-tail step included)."""
     off = np.full(k, a_zero_point, np.int64)
     if flip:
-        off[:k // 4 * 4] += 128
+        off += 128
     return off
 
 

@@ -24,7 +24,10 @@ The schedule is the same on every ISA; what differs is described by a :class:`Sc
   stores them, so there is one loop.
 * **K tail** (K % kstep): ``"pad"``: the caller pads B with zero rows (and the panel with zero columns) to a
   multiple of kstep, so there is none; ``"int32"``: the last K % kstep columns are multiplied exactly in int32
-  with the unpacked rows ``Bt`` (an extra kernel argument).
+  with the unpacked rows ``Bt`` (an extra kernel argument); ``"shifted"`` (K >= kstep): one more step reads A's
+  last kstep columns (in bounds: they end at the row's end) against an extra packed step of B whose rows the
+  main steps already covered are zero (:func:`split_b` ``shifted``), so the tail costs one instruction per row
+  vector instead of K % kstep int32 multiply-adds; ``Bt`` stays in the signature, unread.
 * **Epilogue**: the accumulators are stored as int32, or requantized in registers (:class:`Epilogue`), optionally
   after adding ``addend * D[i, c]`` from an 8-bit ``[M, columns]`` tensor ``D`` (LoRAP's prompt tail), and
   optionally dequantized to float32 (a model's final ``dequantize``: the codes are never stored).
@@ -73,7 +76,7 @@ class Scheme:
     kstep: int
     planes: int = 1  # packed copies of B (ubsw: low and high halves)
     panel: bool = True  # A always goes through a per-task panel (else only when a quantize is fused)
-    k_tail: str = "pad"  # "pad" or "int32"
+    k_tail: str = "pad"  # "pad", "int32" or "shifted"
     row_tail: str = "split"  # "split" or "clamp"
     group: int = 1  # rows one step covers (its accumulator vector holds group x width/group outputs)
 
@@ -179,7 +182,8 @@ def gemm_kernel(
     glanes = s.group * LANES  # accumulators per row group
     in_dtype = in_dtype or a_dtype
     use_panel = s.panel or in_dtype != a_dtype
-    int32_tail = s.k_tail == "int32"
+    int32_tail = s.k_tail in ("int32", "shifted")  # K // kstep main steps, Bt in the signature
+    exact_tail = s.k_tail == "int32"  # the K % kstep columns in int32 from Bt
     kbase = k // kq * kq if int32_tail else k
     kpanel = k if int32_tail else -(-k // kq) * kq  # the panel's row stride (K padded to the step)
     nq = kbase // kq if int32_tail else kpanel // kq
@@ -192,6 +196,9 @@ def gemm_kernel(
     odt = epilogue.out_dtype if fused else "int32"
     ezp, elo, ehi = (epilogue.zero_point, epilogue.lo, epilogue.hi) if fused else (0, 0, 0)
     addend = epilogue.addend if fused else 0
+    has_shift = s.k_tail == "shifted" and k > kbase  # one step over A's last kstep columns (Bp's step nq)
+    if s.k_tail == "shifted" and k < kq:
+        raise ValueError(f"the shifted K tail needs K >= {kq}, got {k}")
     rcount = residual.count if residual is not None else 0
     has_residual = rcount > 0  # a Python bool: TVMScript drops the branch when False
     if rcount and (s.row_tail != "split" or s.group > 1):
@@ -220,6 +227,9 @@ def gemm_kernel(
     def offset(g, q):  # noqa: ANN001, ANN202 - index of K step q in the step's A
         return g * kpanel + q * kq if use_panel else q * kq
 
+    def shifted_offset(g, q):  # noqa: ANN001, ANN202 - index of A's last kstep columns (the shifted tail step)
+        return g * kpanel + k - kq if use_panel else k - kq
+
     def a_at(src, row0, r, col):  # noqa: ANN001, ANN202 - one A code for the int32 K tail
         return src[r * kpanel + col] if use_panel else src[row0 + r, col]
 
@@ -243,7 +253,7 @@ def gemm_kernel(
 
     @T.macro
     def finish(src, row0, r, j, acc, X, RQ, D, C):  # noqa: ANN001, ANN202 - K tail (X: Bt) and store of row r
-        if int32_tail:
+        if exact_tail:
             for t in range(k - kbase):
                 for c in cloop(LANES):
                     acc[idx(r, c)] = acc[idx(r, c)] + T.Cast("int32", a_at(src, row0, r, kbase + t)) * T.Cast(
@@ -258,17 +268,19 @@ def gemm_kernel(
             for c in cloop(ncols % LANES):
                 C[row0 + r, j * LANES + c] = out_value(RQ, D, acc, row0 + r, j * LANES + c, idx(r, c))
 
-    def row_steps(fn: Step) -> Any:  # one row's accumulator vectors through ``fn`` at K step ``kidx`` (index ``q``)
+    def row_steps(fn: Step, at: Callable[[Any, Any], Any] = offset) -> Any:
+        """One row's accumulator vectors through ``fn`` at K step ``kidx`` (A's index ``at(r, kidx)``; B's ``q``)."""
         @T.macro
         def steps(src, row0, r, j, acc, Bp, m, kidx, q):  # noqa: ANN001, ANN202
             for v in T.unroll(nv):
                 acc[T.ramp(r * LANES + v * w, 1, w)] = fn(
-                    acc[T.ramp(r * LANES + v * w, 1, w)], operand(src, row0, r, m), offset(r, kidx), Bp, j, q, v)
+                    acc[T.ramp(r * LANES + v * w, 1, w)], operand(src, row0, r, m), at(r, kidx), Bp, j, q, v)
 
         return steps
 
     main_steps = row_steps(step)
     residual_steps = row_steps(residual.step if residual is not None else step)
+    shifted_steps = row_steps(step, shifted_offset)
 
     @T.macro
     def block(src, row0, j, acc, Bp, X, RQ, D, C, m):  # noqa: ANN001, ANN202 - one register block: rows x 16 columns
@@ -281,6 +293,12 @@ def gemm_kernel(
                         acc[T.ramp(g * glanes + v * w, 1, w)] = step(
                             acc[T.ramp(g * glanes + v * w, 1, w)], operand(src, row0, g, m), offset(g, q),
                             Bp, j, q, v)
+            if has_shift:
+                for g in T.unroll(rows // s.group):
+                    for v in T.unroll(nv):
+                        acc[T.ramp(g * glanes + v * w, 1, w)] = step(
+                            acc[T.ramp(g * glanes + v * w, 1, w)], operand(src, row0, g, m), shifted_offset(g, 0),
+                            Bp, j, nq, v)
             for r in T.unroll(rows):
                 if row0 + r < m:
                     finish(src, row0, r, j, acc, X, RQ, D, C)
@@ -289,6 +307,9 @@ def gemm_kernel(
                 for q in range(nq):
                     for r in T.unroll(rows):
                         main_steps(src, row0, r, j, acc, Bp, m, q, q)
+                if has_shift:
+                    for r in T.unroll(rows):
+                        shifted_steps(src, row0, r, j, acc, Bp, m, 0, nq)
                 if has_residual:
                     for e in range(rcount):
                         qi = residual.k_step(Bp, j, e)
@@ -298,6 +319,8 @@ def gemm_kernel(
                 for r in range(m - row0):
                     for q in range(nq):
                         main_steps(src, row0, r, j, acc, Bp, m, q, q)
+                    if has_shift:
+                        shifted_steps(src, row0, r, j, acc, Bp, m, 0, nq)
                     if has_residual:
                         for e in range(rcount):
                             qi = residual.k_step(Bp, j, e)
@@ -412,13 +435,24 @@ def drop_padding(out: relax.Expr, n: int) -> relax.Expr:
     return out if npad == n else op.strided_slice(out, axes=[1], begin=[0], end=[n])
 
 
-def split_b(bpad: relax.Expr, k: int, nb: int, kstep: int, depth: int) -> tuple[relax.Expr, relax.Expr, relax.Expr]:
+def split_b(bpad: relax.Expr, k: int, nb: int, kstep: int, depth: int,
+            shifted: bool = False) -> tuple[relax.Expr, relax.Expr, relax.Expr]:
     """(Bmain, Bp, Bt) of an ``"int32"`` K-tail kernel: Bmain = B's first ``K // kstep * kstep`` rows, Bp = Bmain
     packed ``[nb, rows/depth, 16, depth]`` (``depth`` consecutive k of one column are adjacent), Bt = the K tail
-    rows (one zero row when there is no tail)."""
+    rows (one zero row when there is no tail).  ``shifted`` (a ``"shifted"`` K-tail kernel, K >= kstep): Bp also
+    packs, after Bmain, B's last ``kstep`` rows with those Bmain holds zeroed (the step over A's last ``kstep``
+    columns)."""
     kbase = k // kstep * kstep
     bmain = op.strided_slice(bpad, axes=[0], begin=[0], end=[kbase])
-    bp = op.permute_dims(op.reshape(bmain, [kbase // depth, depth, nb, LANES]), [2, 0, 3, 1])
+    packed, rows = bmain, kbase
+    if shifted and kbase < k:
+        if k < kstep:
+            raise ValueError(f"split_b: a shifted K tail needs K >= {kstep}, got {k}")
+        npad = nb * LANES
+        zeros = relax.const(np.zeros((kstep - (k - kbase), npad), np.int8), "int8")
+        packed = op.concat([bmain, zeros, op.strided_slice(bpad, axes=[0], begin=[kbase], end=[k])], axis=0)
+        rows = kbase + kstep
+    bp = op.permute_dims(op.reshape(packed, [rows // depth, depth, nb, LANES]), [2, 0, 3, 1])
     if kbase < k:
         bt = op.strided_slice(bpad, axes=[0], begin=[kbase], end=[k])
     else:

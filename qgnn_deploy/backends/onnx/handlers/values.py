@@ -1,8 +1,9 @@
 """What the emitters know about IR values without running the graph, shared by every handler family.
 
-Static bounds (``abs_bound``, ``nonnegative``, ``weight_range``, ``activation_max``) decide which exact ONNX
-formulation a handler may take; ``clip64`` bounds int64 tensors the way ORT 1.31 gets right (see the package
-docstring); ``producer_of`` finds the IR node that writes a value.
+Static bounds (``abs_bound`` and ``nonnegative``, from the IR's own :mod:`qgnn_deploy.ir.bounds`;
+``weight_range``, ``activation_max``) decide which exact ONNX formulation a handler may take; ``clip64``
+bounds int64 tensors the way ORT 1.31 gets right (see the package docstring); ``producer_of`` finds the IR
+node that writes a value.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from qgnn_deploy.backends.onnx.exporter import EmitContext
+from qgnn_deploy.ir.bounds import value_ranges
 from qgnn_deploy.ir.graph import Node
 
 FLOAT_SAFE = 2.0**40  # clip bound before float -> int64 casts; far outside every integer dtype we narrow to
@@ -69,70 +71,27 @@ def producer_of(ctx: EmitContext, name: str) -> Node | None:
     return ctx.memo[key]  # type: ignore[return-value]
 
 
-def nonnegative(ctx: EmitContext, name: str, depth: int = 0) -> bool:
-    """True if integer IR value ``name`` is statically >= 0 (unsigned, a non-negative constant or table, or a
-    sum/product/cast/reduce_sum of such values)."""
-    dt = ctx.dtypes[name]
-    if dt.startswith("uint"):
-        return True
-    if ctx.is_const(name):
-        arr = np.asarray(ctx.const_array(name))
-        return not arr.size or bool(arr.min() >= 0)
-    prod = producer_of(ctx, name)
-    if prod is None or depth >= 32:
-        return False
-    if prod.op in ("cast", "reduce_sum", "repeat_cols"):
-        return nonnegative(ctx, prod.inputs[0], depth + 1)
-    if prod.op in ("add", "mul"):
-        return all(nonnegative(ctx, i, depth + 1) for i in prod.inputs)
-    if prod.op in ("lut", "lut_steps"):
-        return nonnegative(ctx, prod.inputs[1 if prod.op == "lut" else 2], depth + 1)
-    return False
+def value_range(ctx: EmitContext, name: str) -> tuple[int, int] | None:
+    """The static interval of integer IR value ``name`` (:func:`qgnn_deploy.ir.bounds.value_ranges`, computed once
+    per export); None for a value without one (floats)."""
+    key = ("value_ranges",)
+    if key not in ctx.memo:
+        ctx.memo[key] = value_ranges(ctx.graph)  # type: ignore[assignment]
+    return ctx.memo[key].get(name)  # type: ignore[attr-defined]
 
 
-def abs_bound(ctx: EmitContext, name: str, depth: int = 0) -> int | None:
-    """A static bound on ``|value|`` of integer IR value ``name`` (None if unknown).
-
-    From constants, lookup tables, casts, sums, differences, products and int8 GEMMs of bounded values, else the
-    dtype's range
-    (int64/uint64/float values have none): enough to prove a runtime requantize multiplier such as
-    ``edge_factor * M`` below 2**53.
-    """
-    dt = ctx.dtypes[name]
-    if ctx.is_const(name):
-        arr = np.asarray(ctx.const_array(name))
-        return int(np.abs(arr.astype(np.int64)).max()) if arr.size else 0
-    bounds: list[int] = []
-    if dt in INT32_SAFE or dt == "uint32":
-        bounds.append(max(-int(int_info(dt).min), int(int_info(dt).max)))
-    prod = producer_of(ctx, name)
-    if prod is not None and depth < 32:
-        if prod.op in ("cast", "repeat_cols"):
-            b = abs_bound(ctx, prod.inputs[0], depth + 1)
-        elif prod.op in ("mul", "add") or (prod.op == "sub" and dt.startswith("int")):  # unsigned sub wraps
-            ba, bb = (abs_bound(ctx, i, depth + 1) for i in prod.inputs)
-            b = None if ba is None or bb is None else (ba * bb if prod.op == "mul" else ba + bb)
-        elif prod.op == "matmul":
-            b = _matmul_bound(ctx, prod, depth)
-        elif prod.op == "lut":
-            b = abs_bound(ctx, prod.inputs[1], depth + 1)
-        elif prod.op == "lut_steps":
-            b = abs_bound(ctx, prod.inputs[2], depth + 1)
-        else:
-            b = None
-        if b is not None:
-            bounds.append(b)
-    return min(bounds) if bounds else None
+def nonnegative(ctx: EmitContext, name: str) -> bool:
+    """True if integer IR value ``name`` is statically >= 0."""
+    r = value_range(ctx, name)
+    return r is not None and r[0] >= 0
 
 
-def _matmul_bound(ctx: EmitContext, node: Node, depth: int) -> int | None:
-    """``K * max|a - a_zp| * max|b - b_zp|`` for an IR ``matmul`` with a static K (a sum of K such products)."""
-    a, w = node.inputs
-    k = ctx.shapes[w][0] if ctx.ranks[w] == 2 else None
-    ba, bw = abs_bound(ctx, a, depth + 1), abs_bound(ctx, w, depth + 1)
-    if not isinstance(k, int) or ba is None or bw is None:
-        return None
-    return k * (ba + abs(int(node.attrs.get("a_zero_point", 0)))) * (bw + abs(int(node.attrs.get("b_zero_point", 0))))
+def abs_bound(ctx: EmitContext, name: str) -> int | None:
+    """A static bound on ``|value|`` of integer IR value ``name`` (None for a float value): enough, e.g., to prove
+    a runtime requantize multiplier such as ``edge_factor * M`` below 2**53.  int64 values without a tighter rule
+    get their dtype's bound, which every caller treats like an unknown one."""
+    r = value_range(ctx, name)
+    return None if r is None else max(-r[0], r[1])
 
 
 def weight_range(ctx: EmitContext, name: str) -> tuple[int, int] | None:
