@@ -148,8 +148,15 @@ def test_fused_gemm_requant_bit_exact(k: int, n: int, a_dtype: str, fp32: bool, 
                                       tmp_path: Path) -> None:
     g = gemm_requant_graph(k, n, a_dtype, fp32_input=fp32, per_column=per_col, zp=zp, a_zero_point=a_zp)
     assert _plan(g) == {"rq": "acc"}
-    rng = np.random.default_rng(k)
-    name = g.inputs[0].name
+    assert_gemm_library_exact(g, a_dtype, fp32, k, tmp_path, (97, 6, 1))  # off the 6-row block and the 96-row task
+
+
+def assert_gemm_library_exact(g: Graph, a_dtype: str, fp32: bool, seed: int, tmp_path: Path,
+                              row_counts: tuple[int, ...]) -> None:
+    """``g`` (one [N, K] input: ``a_dtype`` codes over their whole range, or FP32 with ``fp32``) compiled for the
+    host equals the interpreter on its first output, at each of ``row_counts``."""
+    rng = np.random.default_rng(seed)
+    name, out, k = g.inputs[0].name, g.outputs[0].name, int(g.inputs[0].shape[1])
 
     def feed(rows: int) -> dict[str, np.ndarray]:
         if fp32:
@@ -159,9 +166,9 @@ def test_fused_gemm_requant_bit_exact(k: int, n: int, a_dtype: str, fp32: bool, 
 
     fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds=feed(13))
     lib = tmp_path / fields["library"]
-    for rows in (97, 6, 1):  # off the 6-row register block and the 96-row task
+    for rows in row_counts:
         f = feed(rows)
-        np.testing.assert_array_equal(run_library(lib, f), run(g, f)["rq32"], err_msg=f"rows={rows}")
+        np.testing.assert_array_equal(run_library(lib, f), run(g, f)[out], err_msg=f"rows={rows}")
 
 
 def lut_offset_graph(c: int, span: int, x_dtype: str = "int32", c_dtype: str = "int32", *,
@@ -227,20 +234,7 @@ def test_vnni_gemm_shifted_k_tail_bit_exact(k: int, a_dtype: str, fp32: bool, tm
     g = gemm_requant_graph(k, 16, a_dtype, fp32_input=fp32, extra_reader=not fp32)
     if "avx512vnni" not in resolve_target("x86_64").features:
         pytest.skip("no AVX-512 VNNI here")
-    rng = np.random.default_rng(k + 100)
-    name, out = g.inputs[0].name, g.outputs[0].name
-
-    def feed(rows: int) -> dict[str, np.ndarray]:
-        if fp32:
-            return {name: rng.normal(0.0, 4.0, (rows, k)).astype(np.float32)}
-        info = np.iinfo(a_dtype)
-        return {name: rng.integers(int(info.min), int(info.max) + 1, (rows, k)).astype(a_dtype)}
-
-    fields = compile_to_dir(g, "x86_64", tmp_path, sample_feeds=feed(13))
-    lib = tmp_path / fields["library"]
-    for rows in (97, 8, 1):
-        f = feed(rows)
-        np.testing.assert_array_equal(run_library(lib, f), run(g, f)[out], err_msg=f"rows={rows}")
+    assert_gemm_library_exact(g, a_dtype, fp32, k + 100, tmp_path, (97, 8, 1))
 
 
 @pytest.mark.parametrize("k,n,a_dtype,a_zp", [
