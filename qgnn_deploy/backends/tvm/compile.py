@@ -162,6 +162,7 @@ def build_options(preset: TargetPreset, static_dims: dict[str, int] | None = Non
     from .relax_builder import BuildOptions
 
     return BuildOptions(fast_matmul=fast, fuse_gather_scatter=fast, gemm_kind=gemm_kind(preset),
+                        vbmi=not preset.is_aarch64 and "avx512vbmi" in preset.features,
                         parts=graph_parts(preset), static_dims=dict(static_dims or {}))
 
 
@@ -283,6 +284,8 @@ def compile_to_dir(graph: Graph, target_spec: str, out_dir: Path, *, sample_feed
         "kernels": {"gemm": gemm_kind(preset), "gemm_used": gemm_kinds_used(kernel_names),
                     "aggregation": "fused gather+scatter, edge order (deterministic)"},
     }
+    if any(name.startswith("qgnn_softmax_vbmi") for name in kernel_names):
+        fields["kernels"]["softmax"] = "LoRAP's softmax weights in one AVX-512 VBMI kernel per layer"
     if tuning_info:
         fields["tuning"] = tuning_info
     return fields

@@ -29,6 +29,9 @@ kernels.  The passes compose with :class:`qgnn_deploy.ir.passes.Sequential` like
   product as the gathered messages of fused scatters (and their self terms), ``h`` not a power of two: the GEMM
   writes ``w`` = the next power of two (<= 16) columns and the edge kernels read rows of ``w`` bytes, which never
   straddle a cache line (``kernels.edge_reduce(x_width=w)``).
+* ``softmax_into_vbmi``: LoRAP's softmax weights (``fold.prompts.emit_softmax_alpha``: the row max, the exp
+  lookup, the row sum, the division; five stock kernels over ``[N, K]`` tensors) as one AVX-512 VBMI kernel that
+  reads the scores once and writes the uint8 weights once (:mod:`.softmax`).
 * ``dequantize_into_gemm``: a ``dequantize`` (the model's float logits) read from a requantize that a GEMM epilogue
   computes (``prompt_into_gemm`` or ``requantize_into_gemm``) and nothing else reads: the epilogue writes the float32
   values itself, so the 8-bit codes are never stored and read back by an elementwise kernel.
@@ -88,6 +91,19 @@ class PromptTail:
     epilogue: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
+@dataclass(frozen=True)
+class SoftmaxAlpha:
+    """LoRAP's uint8 softmax weights computed by :func:`.softmax.alpha_kernel` (see :func:`softmax_into_vbmi`)."""
+
+    scores: str  # z [N, k], int8
+    k: int
+    c1: int  # alpha = floor((c1 * e + tot) / (c2 * tot))
+    c2: int
+    inner: tuple[str, ...]  # the max, casts, difference, lookup, sum, numerator, denominator, quotient
+    # the exp table reversed for the kernel (softmax.reversed_table): 256 int8 bit patterns
+    table: np.ndarray = field(compare=False, repr=False, default_factory=lambda: np.zeros(256, np.int8))
+
+
 @dataclass
 class FusionPlan:
     """Values computed inside another kernel (filled by the passes of :func:`fusion_pipeline`)."""
@@ -104,13 +120,15 @@ class FusionPlan:
     dequantize_into_gemm: dict[str, str] = field(default_factory=dict)  # dequantize output -> its requantize output
     # GEMM-requantized value -> (its columns, the columns its GEMM writes)
     widen_gathered_rows: dict[str, tuple[int, int]] = field(default_factory=dict)
+    softmax_into_vbmi: dict[str, SoftmaxAlpha] = field(default_factory=dict)  # uint8 alpha output -> its chain
 
     def skipped(self) -> set[str]:
         """Values whose own kernel is not emitted (their consumer's kernel computes them)."""
         return self.gather_into_scatter | self.quantize_into_gemm | set(self.requantize_into_gemm.values()) | \
             set(self.add_into_lut_steps) | self.attention_skipped | \
             {v for f in self.requantize_into_scatter.values() for v in (f.scatter, f.self_add) if v} | \
-            {v for t in self.prompt_into_gemm.values() for v in t.inner} | set(self.dequantize_into_gemm.values())
+            {v for t in self.prompt_into_gemm.values() for v in t.inner} | set(self.dequantize_into_gemm.values()) | \
+            {v for a in self.softmax_into_vbmi.values() for v in a.inner}
 
 
 def _weight_shape(graph: Graph, name: str) -> tuple[int, ...] | None:
@@ -496,6 +514,77 @@ def prompt_into_gemm(graph: Graph, options: BuildOptions, plan: FusionPlan) -> l
     return sorted(plan.prompt_into_gemm)
 
 
+def _softmax_chain(graph: Graph, div: Node, dtypes: dict, shapes: dict) -> tuple[str, SoftmaxAlpha] | None:
+    """``(alpha output, chain)`` when ``div`` is the ``div_floor`` of ``emit_softmax_alpha``'s chain over int8
+    scores of a static width in :data:`.softmax.KS`, its values read by the next ones alone, the table uint8 with a
+    positive entry at the row maximum (so ``tot > 0``), and the float32 division exact for its constants."""
+    from . import softmax
+
+    prod, outputs = graph.producers(), {o.name for o in graph.outputs}
+
+    def node_of(name: str, op: str, readers: int = 1) -> Node | None:  # producer of ``name``, read ``readers`` times
+        n = prod.get(name)
+        ok = n is not None and n.op == op and name not in outputs and len(graph.consumers(name)) == readers
+        return n if ok else None
+
+    def one_input(node: Node | None, exclude: str) -> str | None:  # the input of binary ``node`` other than exclude
+        other = [v for v in node.inputs if v != exclude] if node is not None and len(node.inputs) == 2 else []
+        return other[0] if len(other) == 1 else None
+
+    users = graph.consumers(div.outputs[0])
+    if len(users) != 1 or users[0].op != "cast" or users[0].attrs.get("dtype") != "uint8" or \
+            div.outputs[0] in outputs:
+        return None
+    num, den = (node_of(v, op) for v, op in zip(div.inputs, ("add", "mul")))
+    if num is None or den is None or len(div.inputs) != 2:
+        return None
+    tot_name = next((v for v in den.inputs if v not in graph.initializers), None)
+    c2 = _int_scalar(graph, den, tot_name) if tot_name is not None else None
+    tot = node_of(tot_name, "reduce_sum", 2) if tot_name is not None else None
+    es = node_of(one_input(num, tot_name) or "", "mul")
+    if tot is None or c2 is None or es is None or tot_name not in num.inputs:
+        return None
+    e_name = tot.inputs[0]
+    c1 = _int_scalar(graph, es, e_name)
+    e = node_of(e_name, "cast", 2)
+    lut = node_of(e.inputs[0], "lut") if e is not None else None
+    d = node_of(lut.inputs[0], "sub") if lut is not None else None
+    z32, m32 = (node_of(v, "cast") for v in d.inputs) if d is not None and len(d.inputs) == 2 else (None, None)
+    zmax = node_of(m32.inputs[0], "reduce_max") if m32 is not None else None
+    if c1 is None or es.inputs.count(e_name) != 1 or zmax is None or z32 is None or \
+            {u.name for u in graph.consumers(e_name)} != {tot.name, es.name}:
+        return None
+    z = z32.inputs[0]
+    table = graph.initializers.get(lut.inputs[1]) if len(lut.inputs) == 2 else None
+    shape = shapes.get(z, ())
+    k = shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
+    axes_ok = all(int(n.attrs.get("axis", -1)) in (1, -1) and bool(n.attrs.get("keepdims", True)) for n in (tot, zmax))
+    if zmax.inputs[0] != z or dtypes[z] != "int8" or k not in softmax.KS or not axes_ok or table is None or \
+            table.dtype != np.uint8 or table.ndim != 1 or dtypes[e_name] != "int32" or dtypes[d.outputs[0]] != "int32":
+        return None
+    rtab = softmax.reversed_table(table, int(lut.attrs.get("offset", 0)))
+    if rtab.view(np.uint8)[0] == 0 or not softmax.exact_in_float32(k, c1, c2, int(table.max())):
+        return None
+    inner = tuple(n.outputs[0] for n in (zmax, z32, m32, d, lut, e, tot, es, num, den, div))
+    return users[0].outputs[0], SoftmaxAlpha(z, k, c1, c2, inner, rtab)
+
+
+def softmax_into_vbmi(graph: Graph, options: BuildOptions, plan: FusionPlan) -> list[str]:
+    """LoRAP's softmax weights ``uint8(floor((c1 * e + tot) / (c2 * tot)))`` (``e`` the exp lookup of each score
+    minus its row maximum, ``tot`` the row sum of ``e``: :func:`qgnn_deploy.fold.prompts.emit_softmax_alpha`) as one
+    :func:`.softmax.alpha_kernel` on x86 with AVX-512 VBMI (:func:`_softmax_chain` gives the conditions)."""
+    if not (options.fast_matmul and options.vbmi):
+        return []
+    from qgnn_deploy.ir.infer import infer_dtypes, infer_shapes
+
+    dtypes, shapes = infer_dtypes(graph), infer_shapes(graph)
+    for node in graph.nodes:
+        found = _softmax_chain(graph, node, dtypes, shapes) if node.op == "div_floor" else None
+        if found is not None:
+            plan.softmax_into_vbmi[found[0]] = found[1]
+    return sorted(plan.softmax_into_vbmi)
+
+
 DEQUANTIZE_MAX_ZERO_POINT = 1 << 30  # the epilogue subtracts the zero point from the codes in int32: no wrap
 
 
@@ -560,7 +649,7 @@ def widen_gathered_rows(graph: Graph, options: BuildOptions, plan: FusionPlan) -
 
 
 PASSES = (gather_into_scatter, quantize_into_gemm, requantize_into_gemm, add_into_lut_steps, attention_into_scatter,
-          requantize_into_scatter, prompt_into_gemm, dequantize_into_gemm, widen_gathered_rows)
+          requantize_into_scatter, prompt_into_gemm, dequantize_into_gemm, widen_gathered_rows, softmax_into_vbmi)
 
 
 def fusion_pipeline(options: BuildOptions, plan: FusionPlan, skip: tuple[str, ...] = ()) -> Sequential:

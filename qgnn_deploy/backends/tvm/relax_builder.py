@@ -30,7 +30,7 @@ from qgnn_deploy.ir.graph import Graph, Node
 from qgnn_deploy.ir.interpreter import wider
 from qgnn_deploy.ir.ops import OPS, HandlerTable, steps_search_plan
 
-from . import kernels
+from . import kernels, softmax
 from .fusion import plan_fusion, requant_epilogue_constants
 from .relax_ops import dtype_of, op, scalar, shape_of
 
@@ -51,6 +51,7 @@ class BuildOptions:
     fast_matmul: bool = True  # hand-scheduled GEMM kernels (VNNI on x86 when available)
     parts: int = 1  # row ranges the graph kernels split their output into (= target cores)
     gemm_kind: str = "generic"  # "vnni" (AVX-512 VNNI), gemm_x86.KINDS, "sdot" (AArch64 dotprod) or "generic"
+    vbmi: bool = False  # x86 with AVX-512 VBMI: LoRAP's softmax weights as one kernel (fusion.softmax_into_vbmi)
     static_dims: dict[str, int] = field(default_factory=dict)  # e.g. {"N": 2708, "E": 13264} for tuned builds
     serial_work: int = kernels.SERIAL_WORK  # kernels with less work than this run on the calling thread (0: never)
 
@@ -74,6 +75,7 @@ class BuildContext:
         self.dequant_fused: dict[str, str] = {}  # dequantize output -> requantize output its GEMM epilogue computes
         # GEMM-requantized value -> (its columns, the columns its GEMM writes): fusion.widen_gathered_rows
         self.widened: dict[str, tuple[int, int]] = {}
+        self.softmax_fused: dict[str, Any] = {}  # uint8 alpha output -> fusion.SoftmaxAlpha (softmax.alpha_kernel)
         self.index_rows: dict[str, tuple[relax.Expr, int]] = {}  # take_row outputs: (2-D int64 source, row)
         # (index vector, rows) -> ([index tensor, flag, rowptr], row)
         self.edge_plans: dict[tuple[str, str], tuple[list[relax.Expr], int]] = {}
@@ -308,7 +310,19 @@ def _div_floor(ctx: BuildContext, node: Node) -> relax.Expr:
 
 @handler("cast")
 def _cast(ctx: BuildContext, node: Node) -> relax.Expr:
+    if node.outputs[0] in ctx.softmax_fused:  # the cast of LoRAP's softmax weights: the whole chain, one kernel
+        return _softmax_alpha(ctx, ctx.softmax_fused[node.outputs[0]])
     return cast(ctx.arg(node, 0), node.attrs["dtype"])
+
+
+def _softmax_alpha(ctx: BuildContext, chain: Any) -> relax.Expr:
+    """:func:`.softmax.alpha_kernel` over the ``[N, K]`` scores."""
+    z = ctx.value(chain.scores)
+    k, pp, sw = chain.k, ctx.options.parts, _SerialWork(ctx.options.serial_work)
+    return ctx.call_tir(("softmax_vbmi", k, chain.c1, chain.c2, pp, sw),
+                        lambda: softmax.alpha_kernel(k, chain.c1, chain.c2, pp, serial_work=int(sw)),
+                        [z, relax.const(chain.table, "int8"), relax.const(softmax.patterns(k), "int8")],
+                        [shape_of(z)[0], k], "uint8")
 
 
 @handler("clamp")
@@ -851,6 +865,7 @@ def build_module(graph: Graph, options: BuildOptions | None = None) -> tvm.IRMod
     ctx.prompt_fused = plan.prompt_into_gemm
     ctx.dequant_fused = plan.dequantize_into_gemm
     ctx.widened = plan.widen_gathered_rows
+    ctx.softmax_fused = plan.softmax_into_vbmi
     skipped = plan.skipped()
     op.bb = bb
     with bb.function("main", params):

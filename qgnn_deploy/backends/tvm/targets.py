@@ -141,8 +141,10 @@ _STATIC: dict[str, TargetPreset] = {
     "neoverse-v1": _arm("neoverse-v1", "neoverse-v1", True, "Neoverse V1 (AWS Graviton3), I8MM (smmla)", i8mm=True),
 }
 
-# LLVM feature names probed on the host and on JSON targets; they pick the GEMM (gemm_x86.x86_gemm_kind).
-_HOST_FEATURES = ("sse4.2", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512vnni", "avxvnni")
+# LLVM feature names probed on the host and on JSON targets; they pick the GEMM (gemm_x86.x86_gemm_kind) and,
+# with avx512vbmi, LoRAP's one-kernel softmax (fusion.softmax_into_vbmi).
+_HOST_FEATURES = ("sse4.2", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512vnni", "avxvnni",
+                  "avx512vbmi")
 
 
 def host_preset() -> TargetPreset:
