@@ -115,13 +115,13 @@ def test_gather_into_scatter_plan_and_pipeline_report() -> None:
     plan2, report = plan_fusion(g, BuildOptions(gemm_kind="avx2"))
     assert list(report) == ["gather_into_scatter", "quantize_into_gemm", "requantize_into_gemm",
                             "add_into_lut_steps", "attention_into_scatter", "requantize_into_scatter",
-                            "prompt_into_gemm", "dequantize_into_gemm", "widen_gathered_rows"]
+                            "prompt_into_gemm", "dequantize_into_gemm", "widen_gathered_rows", "softmax_into_vbmi"]
     assert report["gather_into_scatter"] == fused and plan2.gather_into_scatter == set(fused)
     plan3 = FusionPlan()
     assert list(fusion_pipeline(BuildOptions(), plan3, skip=("gather_into_scatter",))(g)) == [
         "quantize_into_gemm", "requantize_into_gemm", "add_into_lut_steps",
         "attention_into_scatter", "requantize_into_scatter", "prompt_into_gemm", "dequantize_into_gemm",
-        "widen_gathered_rows"] and not plan3.gather_into_scatter
+        "widen_gathered_rows", "softmax_into_vbmi"] and not plan3.gather_into_scatter
 
 
 def _kernel_names(g: Graph, kind: str) -> list[str]:
