@@ -124,3 +124,15 @@ def test_patterns_rotate_inside_groups() -> None:
         assert all(i // 8 == b // 8 and i % 8 == (b + step) % 8 for b, i in enumerate(idx))
     np.testing.assert_array_equal(p[3].view(np.int32), [d ^ 1 for d in range(16)])
     np.testing.assert_array_equal(p[5].view(np.int32), [4 + lane // 4 for lane in range(16)])
+
+
+def test_build_options_take_vbmi_from_the_target() -> None:
+    """Only an x86 target whose features include avx512vbmi plans the kernel: a JSON target with ``+avx512vbmi``
+    does, the ``x86-64-v4-vnni`` preset (VNNI without VBMI, as Cascade Lake) and AArch64 presets do not."""
+    from qgnn_deploy.backends.tvm.compile import build_options
+    from qgnn_deploy.backends.tvm.targets import resolve_target
+
+    json_vbmi = '{"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v4", "mattr": ["+avx512vbmi"]}'
+    assert build_options(resolve_target(json_vbmi)).vbmi
+    assert not build_options(resolve_target("x86-64-v4-vnni")).vbmi
+    assert not build_options(resolve_target("cortex-a76")).vbmi

@@ -30,7 +30,7 @@ kernels.  The passes compose with :class:`qgnn_deploy.ir.passes.Sequential` like
   writes ``w`` = the next power of two (<= 16) columns and the edge kernels read rows of ``w`` bytes, which never
   straddle a cache line (``kernels.edge_reduce(x_width=w)``).
 * ``softmax_into_vbmi``: LoRAP's softmax weights (``fold.prompts.emit_softmax_alpha``: the row max, the exp
-  lookup, the row sum, the division; five stock kernels over ``[N, K]`` tensors) as one AVX-512 VBMI kernel that
+  lookup, the row sum, the division; four stock kernels over ``[N, K]`` tensors) as one AVX-512 VBMI kernel that
   reads the scores once and writes the uint8 weights once (:mod:`.softmax`).
 * ``dequantize_into_gemm``: a ``dequantize`` (the model's float logits) read from a requantize that a GEMM epilogue
   computes (``prompt_into_gemm`` or ``requantize_into_gemm``) and nothing else reads: the epilogue writes the float32

@@ -6,7 +6,7 @@ fold (:func:`qgnn_deploy.fold.prompts.emit_softmax_alpha`) emits, for each row o
     tot   = sum_j e
     alpha = uint8(floor((c1 * e + tot) / (c2 * tot)))
 
-The stock lowering runs that as five kernels that write and read ``[N, K]`` tensors (the max, the lookup, the sum,
+The stock lowering runs that as four kernels that write and read ``[N, K]`` tensors (the max, the lookup, the sum,
 the division); at 10^6 rows, K = 8 they took ~2.3 ms per layer (AMD Zen 4, 2 threads), the lookup alone 1.4.
 This kernel reads ``z`` once and writes ``alpha`` once, 64 codes (``64 / K`` rows) per step:
 
@@ -30,10 +30,10 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from .gemm_skeleton import ACC_SCOPE
+from .kernels import _SCHEDULED, _over_rows
 
 KS = (4, 8, 16, 32, 64)  # row widths the kernel takes: K divides the 64-byte step and holds whole dwords
 F32_EXACT = 1 << 24  # num + den below this: float32 division then truncation is floor division
-_SCHEDULED = {"tir.noalias": True, "tirx.is_scheduled": True}
 _PERMB = "llvm.x86.avx512.permvar.qi.512"
 _PERMI2B = "llvm.x86.avx512.vpermi2var.qi.512"
 _UBSW = "llvm.x86.avx512.pmaddubs.w.512"
@@ -144,19 +144,7 @@ def alpha_kernel(k: int, c1: int, c2: int, parts: int, *, serial_work: int) -> t
             for j in range(k):
                 Out[base + j] = T.Cast("uint8", T.floordiv(code(Tab, mx[0], Z[base + j]) * c1 + tot[0], tot[0] * c2))
 
-    @T.macro
-    def dispatch(Z, Tab, Pat, Out, blocks, m):  # noqa: ANN001, ANN202 - serial when the work is small
-        if m < serial_work:
-            steps(Z, Tab, Pat, Out, 0, blocks)
-        else:
-            for p in T.parallel(parts):
-                steps(Z, Tab, Pat, Out, p * blocks // parts, (p + 1) * blocks // parts)
-
-    @T.macro
-    def serial(Z, Tab, Pat, Out, blocks, m):  # noqa: ANN001, ANN202
-        steps(Z, Tab, Pat, Out, 0, blocks)
-
-    run = serial if parts == 1 else dispatch
+    run = _over_rows(steps, parts, lambda blocks: blocks * 64 < serial_work)
 
     @T.prim_func(private=True, s_tir=True)
     def kernel(z_h: T.handle, t_h: T.handle, p_h: T.handle, o_h: T.handle):
@@ -171,7 +159,7 @@ def alpha_kernel(k: int, c1: int, c2: int, parts: int, *, serial_work: int) -> t
             Z = T.decl_buffer((m,), "int8", data=Z2.data)  # flat views: a step spans 64 / k rows
             Out = T.decl_buffer((m,), "uint8", data=Out2.data)
             blocks: T.let = m // 64
-            run(Z, Tab, Pat, Out, blocks, m)
+            run(blocks, Z, Tab, Pat, Out)
             tail_rows(Z, Tab, Out, blocks * 64, (m - blocks * 64) // k)
 
     return kernel
