@@ -46,6 +46,7 @@ BUCKET_BITS = 16
 # edge_plan's 4-byte sort records ``row << 20 | source`` in buckets of 2^11 rows (graphs up to 2^20 nodes; larger
 # ones take the 8-byte pairs): half the staging traffic of the pairs; 2^11 rows beat 2^10 and 2^12 (Zen 2, 1 thread)
 PACKED_BITS = (11, 20)
+CHECK_LANES = 8  # edges per vector step of edge_plan's sorted check (8 int64: one zmm, two ymm)
 PLAN_PREFETCH = 16  # records between edge_plan's col prefetch (for write) and its store (16 beat 8 and 32)
 # buckets of at most 2^12 rows prefetch their whole col window (~90 KB at degree 11: it stays in L2) line by line
 # after the bucket's histogram instead of each store's line PLAN_PREFETCH records ahead: the per-record prefetch
@@ -141,17 +142,19 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
     pairs; the staging buffer comes from TVM's workspace pool, reused across calls: no page faults after the
     first.)
 
-    The sorted check and row pointers are branch-free (a data-dependent branch per edge costs more than the
-    memory traffic here): the check is an AND-reduction over blocks of ``CHUNK`` edges, and a part stops at its
-    first failed block (unsorted input: ~12 ms less CPU at 10^6 nodes, sorted unchanged); it compares the pairs
-    (k, k + 1) with affine loads only (one unsigned range compare, the first edge checked alone) and keeps each
-    block's AND in a register, which LLVM vectorises (sorted 10^6, Zen 4, 2 threads: check 5.3 -> 3.1 ms, the
-    plan 9.0 -> 6.7 ms; a ``max(k - 1, 0)`` load and an AND into the per-part buffer kept it scalar); the row
-    pointers are written in reverse edge order, ``rowptr[dst[k]] = k``, so each row keeps its first edge (a row
-    that began in an earlier part's range is left to that part, so no two parts write one row), and a reverse min-scan
-    gives rows without edges the next row's start.  (Writing the row pointers in the check's pass was measured
-    twice and dropped: block by block from the last, sorted 18 -> 40 ms; forward with each edge storing its
-    run's first edge and a gap-fill loop, 20 -> 62 ms at 1 thread, the check alone 26 ms.)  Loops are
+    The sorted check and row pointers take one pass over the destinations, branch-free (a data-dependent branch
+    per edge costs more than the memory traffic here): per block of ``CHUNK`` edges the check ANDs, in
+    ``CHECK_LANES`` vector lanes, the pairs (k, k + 1) (ascending; the second in range by one unsigned compare;
+    edge 0 checked alone), and a part stops at its first failed block (unsorted input: ~12 ms less CPU at 10^6
+    nodes); a passing block, still in L1, then stores ``rowptr[dst[k]] = k`` for each edge that starts a row
+    (``dst[k - 1] < dst[k]``; the others store to a scratch slot, ``rowptr[n]``, reset after), so every row
+    keeps its first edge whichever part holds it, and a reverse min-scan over rowptr (set to ``e`` first) gives
+    rows without edges the next row's start.  A failed check leaves rowptr to the sort, which rewrites all of
+    it.  Sorted 10^6 series graph, AMD Zen 4, 2 threads (1 thread): 9.0 ms for the scalar check (5.3 ms) and a
+    second, reverse pass, 6.8 ms with the check's pairs (scalar ``cmov`` chains), 4.3 (7.6) ms in one pass with
+    the vector lanes.  (Earlier tries at one pass, measured slower: block by block from the last, sorted
+    18 -> 40 ms; forward with each edge storing its run's first edge and a gap-fill loop, 20 -> 62 ms at 1
+    thread.)  Loops are
     zero-based with the offset added in the body: TVM 0.27 drops a loop's start from the bounds of loops
     nested in it when it normalises them.  Scalars are bound with ``x: T.let = ...``: in TVM 0.27 a plain
     ``x = ...`` is a one-element local buffer, which here lowered to a ``TVMBackendAllocWorkspace`` call and a
@@ -265,39 +268,52 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
         @T.macro
         def body(Idx, Flag, RowPtr, Col, e, n1):  # noqa: ANN001, ANN202
             ok = T.alloc_buffer((pp,), "int32")
+            for p in loop(pp):  # rows without edges keep e through the min-scan below
+                for ii in T.serial((p + 1) * n1 // pp - p * n1 // pp):
+                    RowPtr[p * n1 // pp + ii] = e
             for p in loop(pp):  # pairs (k, k + 1), k in [lo, hi), by blocks of CHUNK; a part stops at its first
-                # failed block
+                # failed block.  Each passing block, still in L1, then writes the row pointers of its edges that
+                # start a row (the others write a scratch slot, rowptr[n], reset below, instead of branching)
                 lo: T.let = p * e // pp
                 hi: T.let = T.min((p + 1) * e // pp, e - 1)
                 ok[p] = 1
                 if e > 0:  # edge 0 alone: every other edge is the second of a pair
                     ok[p] = T.Cast("int32", T.Cast("uint64", Idx[r, 0]) < T.Cast("uint64", n1 - 1))
+                    if p == 0 and ok[p] != 0:
+                        RowPtr[Idx[r, 0]] = T.int64(0)
+                        if with_col and sorted_col:
+                            Col[0] = T.Cast("int32", Idx[sr, 0])
                 for bb in T.serial((T.max(hi - lo, T.int64(0)) + chunk - 1) // chunk):
                     if ok[p] != 0:
-                        blk = T.decl_buffer((1,), "int32", scope="global")  # the block's AND in a register
+                        m: T.let = T.min(T.int64(chunk), hi - lo - bb * chunk)
+                        lanes = T.decl_buffer((CHECK_LANES,), "int32", scope="global")  # per-lane ANDs: a vector
+                        for v in T.vectorized(CHECK_LANES):
+                            lanes[v] = 1
+                        for kv in T.serial(m // CHECK_LANES):
+                            for v in T.vectorized(CHECK_LANES):
+                                k: T.let = lo + bb * chunk + kv * CHECK_LANES + v
+                                lanes[v] = lanes[v] & T.Cast("int32", Idx[r, k] <= Idx[r, k + 1]) \
+                                    & T.Cast("int32", T.Cast("uint64", Idx[r, k + 1]) < T.Cast("uint64", n1 - 1))
+                        blk = T.decl_buffer((1,), "int32", scope="global")  # the block's AND
                         blk[0] = 1
-                        for kk in T.serial(T.min(T.int64(chunk), hi - lo - bb * chunk)):
-                            k: T.let = lo + bb * chunk + kk
+                        for v in range(CHECK_LANES):
+                            blk[0] = blk[0] & lanes[v]
+                        for kk in T.serial(m % CHECK_LANES):
+                            k: T.let = lo + bb * chunk + m // CHECK_LANES * CHECK_LANES + kk
                             blk[0] = blk[0] & T.Cast("int32", Idx[r, k] <= Idx[r, k + 1]) \
                                 & T.Cast("int32", T.Cast("uint64", Idx[r, k + 1]) < T.Cast("uint64", n1 - 1))
                         ok[p] = blk[0]
+                        if blk[0] != 0:  # every index of the block in range: the stores stay in bounds
+                            if with_col and sorted_col:  # every edge is kept: col is the narrowed source row
+                                for kk in T.serial(m):
+                                    Col[lo + bb * chunk + kk + 1] = T.Cast("int32", Idx[sr, lo + bb * chunk + kk + 1])
+                            for kk in T.serial(m):
+                                k: T.let = lo + bb * chunk + kk + 1
+                                RowPtr[T.if_then_else(Idx[r, k - 1] < Idx[r, k], Idx[r, k], n1 - 1)] = k
             Flag[0] = 1
             for p in range(pp):
                 Flag[0] = Flag[0] & ok[p]
             if Flag[0] != 0:
-                for p in loop(pp):
-                    for ii in T.serial((p + 1) * n1 // pp - p * n1 // pp):
-                        RowPtr[p * n1 // pp + ii] = e
-                for p in loop(pp):
-                    for kk in T.serial((p + 1) * e // pp - p * e // pp):
-                        k: T.let = (p + 1) * e // pp - 1 - kk
-                        if with_col and sorted_col:  # every edge is kept (all in range): col is the narrowed
-                            Col[k] = T.Cast("int32", Idx[sr, k])  # source row
-                        # rows that began before this part's range belong to an earlier part: write a scratch slot
-                        # (rowptr[n], reset below) instead of branching
-                        RowPtr[T.if_then_else(
-                            T.Or(p * e // pp == 0, Idx[r, k] > Idx[r, T.max(p * e // pp - 1, T.int64(0))]),
-                            Idx[r, k], n1 - 1)] = k
                 RowPtr[n1 - 1] = e
                 for ii in T.serial(n1 - 1):
                     RowPtr[n1 - 2 - ii] = T.min(RowPtr[n1 - 2 - ii], RowPtr[n1 - 1 - ii])
