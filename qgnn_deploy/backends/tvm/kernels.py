@@ -265,6 +265,12 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
         wide_sort, packed_sort = counting_sort(bits, None), counting_sort(row_bits, src_bits)
         rows_only_sort = counting_sort(bits, 0)
 
+        def in_range(Idx, k, n1):  # noqa: ANN001, ANN202 - index k in [0, n): one unsigned compare, as int32
+            return T.Cast("int32", T.Cast("uint64", Idx[r, k]) < T.Cast("uint64", n1 - 1))
+
+        def pair_ok(Idx, k, n1):  # noqa: ANN001, ANN202 - the pair (k, k + 1) ascending, k + 1 in range
+            return T.Cast("int32", Idx[r, k] <= Idx[r, k + 1]) & in_range(Idx, k + 1, n1)
+
         @T.macro
         def body(Idx, Flag, RowPtr, Col, e, n1):  # noqa: ANN001, ANN202
             ok = T.alloc_buffer((pp,), "int32")
@@ -278,37 +284,34 @@ def edge_plan(parts: int, row: int = 0, src_row: int | None = None, *, serial_wo
                 hi: T.let = T.min((p + 1) * e // pp, e - 1)
                 ok[p] = 1
                 if e > 0:  # edge 0 alone: every other edge is the second of a pair
-                    ok[p] = T.Cast("int32", T.Cast("uint64", Idx[r, 0]) < T.Cast("uint64", n1 - 1))
+                    ok[p] = in_range(Idx, 0, n1)
                     if p == 0 and ok[p] != 0:
                         RowPtr[Idx[r, 0]] = T.int64(0)
                         if with_col and sorted_col:
                             Col[0] = T.Cast("int32", Idx[sr, 0])
                 for bb in T.serial((T.max(hi - lo, T.int64(0)) + chunk - 1) // chunk):
                     if ok[p] != 0:
-                        m: T.let = T.min(T.int64(chunk), hi - lo - bb * chunk)
+                        first: T.let = lo + bb * chunk
+                        m: T.let = T.min(T.int64(chunk), hi - first)
                         lanes = T.decl_buffer((CHECK_LANES,), "int32", scope="global")  # per-lane ANDs: a vector
                         for v in T.vectorized(CHECK_LANES):
                             lanes[v] = 1
                         for kv in T.serial(m // CHECK_LANES):
                             for v in T.vectorized(CHECK_LANES):
-                                k: T.let = lo + bb * chunk + kv * CHECK_LANES + v
-                                lanes[v] = lanes[v] & T.Cast("int32", Idx[r, k] <= Idx[r, k + 1]) \
-                                    & T.Cast("int32", T.Cast("uint64", Idx[r, k + 1]) < T.Cast("uint64", n1 - 1))
+                                lanes[v] = lanes[v] & pair_ok(Idx, first + kv * CHECK_LANES + v, n1)
                         blk = T.decl_buffer((1,), "int32", scope="global")  # the block's AND
                         blk[0] = 1
                         for v in range(CHECK_LANES):
                             blk[0] = blk[0] & lanes[v]
                         for kk in T.serial(m % CHECK_LANES):
-                            k: T.let = lo + bb * chunk + m // CHECK_LANES * CHECK_LANES + kk
-                            blk[0] = blk[0] & T.Cast("int32", Idx[r, k] <= Idx[r, k + 1]) \
-                                & T.Cast("int32", T.Cast("uint64", Idx[r, k + 1]) < T.Cast("uint64", n1 - 1))
+                            blk[0] = blk[0] & pair_ok(Idx, first + m // CHECK_LANES * CHECK_LANES + kk, n1)
                         ok[p] = blk[0]
                         if blk[0] != 0:  # every index of the block in range: the stores stay in bounds
                             if with_col and sorted_col:  # every edge is kept: col is the narrowed source row
                                 for kk in T.serial(m):
-                                    Col[lo + bb * chunk + kk + 1] = T.Cast("int32", Idx[sr, lo + bb * chunk + kk + 1])
+                                    Col[first + kk + 1] = T.Cast("int32", Idx[sr, first + kk + 1])
                             for kk in T.serial(m):
-                                k: T.let = lo + bb * chunk + kk + 1
+                                k: T.let = first + kk + 1
                                 RowPtr[T.if_then_else(Idx[r, k - 1] < Idx[r, k], Idx[r, k], n1 - 1)] = k
             Flag[0] = 1
             for p in range(pp):
