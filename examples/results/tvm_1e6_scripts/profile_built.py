@@ -1,4 +1,4 @@
-"""Per-kernel profile of already built series libraries (``profile_1e6.py`` without training or compiling), sorted edges.
+"""Per-kernel profile of built series libraries (``profile_1e6.py`` without training or compiling), sorted edges.
 
 Usage: ``TVM_NUM_THREADS=2 PYTHONPATH=$PWD python profile_built.py CKPT LIB [LIB ...]`` with ``CKPT`` the series
 checkpoint and each ``LIB`` a ``build_lib.py`` output of it; every library is profiled in turn in this one process

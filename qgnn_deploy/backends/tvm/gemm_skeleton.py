@@ -30,7 +30,8 @@ The schedule is the same on every ISA; what differs is described by a :class:`Sc
   vector instead of K % kstep int32 multiply-adds; ``Bt`` stays in the signature, unread.
 * **Epilogue**: the accumulators are stored as int32, or requantized in registers (:class:`Epilogue`), optionally
   after adding ``addend * D[i, c]`` from an 8-bit ``[M, columns]`` tensor ``D`` (LoRAP's prompt tail), and
-  optionally dequantized to float32 (a model's final ``dequantize``: the codes are never stored).
+  optionally dequantized to float32 (a model's final ``dequantize``: the codes are never stored).  Its per-column
+  constants are read and converted once per register block into stack buffers, which LLVM keeps in registers.
 
 B's packing is Relax ops on the constant weight, folded at compile time: :func:`pad_columns` (N to a
 multiple of 16), :func:`split_b` (``[nb, K/depth, 16, depth]`` plus the int32 K tail rows) and, for kernels
@@ -233,26 +234,41 @@ def gemm_kernel(
     def a_at(src, row0, r, col):  # noqa: ANN001, ANN202 - one A code for the int32 K tail
         return src[r * kpanel + col] if use_panel else src[row0 + r, col]
 
-    def out_value(RQ, D, acc, row, col, i):  # noqa: ANN001, ANN202 - TVMScript expression helper
+    shift_dtype = "int64" if fused and epilogue.low_shifts else "int32"
+    mult_dtype = "int64" if fused and epilogue.wide_multipliers else "int32"
+
+    def out_value(QM, QH, QS, D, acc, row, col, i, c):  # noqa: ANN001, ANN202 - TVMScript expression helper
         if not fused:
             return acc[i]
         v = acc[i] + T.Cast("int32", D[row, col]) * T.int32(addend) if addend else acc[i]
-        mult = RQ[0, col] if epilogue.wide_multipliers else T.Cast("int64", T.Cast("int32", RQ[0, col]))
-        t = T.Cast("int64", v) * mult + RQ[1, col]
+        t = T.Cast("int64", v) * T.Cast("int64", QM[c]) + QH[c]  # int32 x int32 (vpmuldq) unless wide
         if epilogue.low_shifts:
-            y = T.shift_right(t, RQ[2, col]) + T.int64(ezp)
+            y = T.shift_right(t, QS[c]) + T.int64(ezp)
             code = T.Cast(epilogue.dtype, T.min(T.max(y, T.int64(elo)), T.int64(ehi)))
         else:  # s in [32, 63]: floor(t / 2^s) = floor(floor(t / 2^32) / 2^(s - 32)), both in int32 (see Epilogue)
             hi = T.Cast("int32", T.shift_right(t, T.int64(32)))
-            y32 = T.shift_right(hi, T.max(T.Cast("int32", RQ[2, col]) - T.int32(32), T.int32(0)))
-            code = T.Cast(epilogue.dtype, T.min(T.max(y32 + T.int32(ezp), T.int32(elo)), T.int32(ehi)))
+            code = T.Cast(epilogue.dtype, T.min(T.max(T.shift_right(hi, QS[c]) + T.int32(ezp), T.int32(elo)),
+                                                T.int32(ehi)))
         if epilogue.dequantize is None:
             return code
         dzp, dscale = epilogue.dequantize
         return T.Cast("float32", T.Cast("int32", code) - T.int32(dzp)) * T.float32(dscale)
 
+    def column_constants(RQ, col):  # noqa: ANN001, ANN202 - (multiplier, half, shift) as out_value reads them
+        mult = RQ[0, col] if epilogue.wide_multipliers else T.Cast("int32", RQ[0, col])
+        shift = RQ[2, col] if epilogue.low_shifts else T.max(T.Cast("int32", RQ[2, col]) - T.int32(32), T.int32(0))
+        return mult, RQ[1, col], shift
+
     @T.macro
-    def finish(src, row0, r, j, acc, X, RQ, D, C):  # noqa: ANN001, ANN202 - K tail (X: Bt) and store of row r
+    def load_constants(RQ, j, QM, QH, QS):  # noqa: ANN001, ANN202 - column block j's epilogue constants
+        if fused:
+            for c in T.vectorized(LANES):
+                QM[c] = column_constants(RQ, j * LANES + c)[0]
+                QH[c] = column_constants(RQ, j * LANES + c)[1]
+                QS[c] = column_constants(RQ, j * LANES + c)[2]
+
+    @T.macro
+    def finish(src, row0, r, j, acc, X, QM, QH, QS, D, C):  # noqa: ANN001, ANN202 - K tail (X: Bt) and store of row r
         if exact_tail:
             for t in range(k - kbase):
                 for c in cloop(LANES):
@@ -260,13 +276,13 @@ def gemm_kernel(
                         "int32", X[t, j * LANES + c])
         if ncols % LANES == 0:
             for c in cloop(LANES):
-                C[row0 + r, j * LANES + c] = out_value(RQ, D, acc, row0 + r, j * LANES + c, idx(r, c))
+                C[row0 + r, j * LANES + c] = out_value(QM, QH, QS, D, acc, row0 + r, j * LANES + c, idx(r, c), c)
         elif j < nb - 1:
             for c in cloop(LANES):
-                C[row0 + r, j * LANES + c] = out_value(RQ, D, acc, row0 + r, j * LANES + c, idx(r, c))
+                C[row0 + r, j * LANES + c] = out_value(QM, QH, QS, D, acc, row0 + r, j * LANES + c, idx(r, c), c)
         else:  # the epilogue writes only the real columns: no slice kernel after it
             for c in cloop(ncols % LANES):
-                C[row0 + r, j * LANES + c] = out_value(RQ, D, acc, row0 + r, j * LANES + c, idx(r, c))
+                C[row0 + r, j * LANES + c] = out_value(QM, QH, QS, D, acc, row0 + r, j * LANES + c, idx(r, c), c)
 
     def row_steps(fn: Step, at: Callable[[Any, Any], Any] = offset) -> Any:
         """One row's accumulator vectors through ``fn`` at K step ``kidx`` (A's index ``at(r, kidx)``; B's ``q``)."""
@@ -284,6 +300,12 @@ def gemm_kernel(
 
     @T.macro
     def block(src, row0, j, acc, Bp, X, RQ, D, C, m):  # noqa: ANN001, ANN202 - one register block: rows x 16 columns
+        # the epilogue's per-column constants, converted once per block: read from RQ by every row, LLVM reloaded and
+        # reconverted them per row (RQ and C may alias as far as the parallel body knows; a stack buffer cannot)
+        QM = T.decl_buffer((LANES,), mult_dtype, scope=ACC_SCOPE)
+        QH = T.decl_buffer((LANES,), "int64", scope=ACC_SCOPE)
+        QS = T.decl_buffer((LANES,), shift_dtype, scope=ACC_SCOPE)
+        load_constants(RQ, j, QM, QH, QS)
         for r in T.unroll(rows):
             acc[T.ramp(r * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
         if s.row_tail == "clamp":
@@ -301,7 +323,7 @@ def gemm_kernel(
                             Bp, j, nq, v)
             for r in T.unroll(rows):
                 if row0 + r < m:
-                    finish(src, row0, r, j, acc, X, RQ, D, C)
+                    finish(src, row0, r, j, acc, X, QM, QH, QS, D, C)
         else:
             if row0 + rows <= m:
                 for q in range(nq):
@@ -326,7 +348,7 @@ def gemm_kernel(
                             qi = residual.k_step(Bp, j, e)
                             residual_steps(src, row0, r, j, acc, Bp, m, qi, e)
             for r in range(T.min(m - row0, rows)):
-                finish(src, row0, r, j, acc, X, RQ, D, C)
+                finish(src, row0, r, j, acc, X, QM, QH, QS, D, C)
 
     @T.macro
     def body(A, Bp, X, RQ, D, C, m):  # noqa: ANN001, ANN202 - shared by every signature (X: Bt, RQ: epilogue)
