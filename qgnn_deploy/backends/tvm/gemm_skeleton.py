@@ -305,7 +305,6 @@ def gemm_kernel(
         QM = T.decl_buffer((LANES,), mult_dtype, scope=ACC_SCOPE)
         QH = T.decl_buffer((LANES,), "int64", scope=ACC_SCOPE)
         QS = T.decl_buffer((LANES,), shift_dtype, scope=ACC_SCOPE)
-        load_constants(RQ, j, QM, QH, QS)
         for r in T.unroll(rows):
             acc[T.ramp(r * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
         if s.row_tail == "clamp":
@@ -321,6 +320,7 @@ def gemm_kernel(
                         acc[T.ramp(g * glanes + v * w, 1, w)] = step(
                             acc[T.ramp(g * glanes + v * w, 1, w)], operand(src, row0, g, m), shifted_offset(g, 0),
                             Bp, j, nq, v)
+            load_constants(RQ, j, QM, QH, QS)  # after the K loop: not live across it (AVX2 has 16 registers)
             for r in T.unroll(rows):
                 if row0 + r < m:
                     finish(src, row0, r, j, acc, X, QM, QH, QS, D, C)
@@ -347,6 +347,7 @@ def gemm_kernel(
                         for e in range(rcount):
                             qi = residual.k_step(Bp, j, e)
                             residual_steps(src, row0, r, j, acc, Bp, m, qi, e)
+            load_constants(RQ, j, QM, QH, QS)
             for r in range(T.min(m - row0, rows)):
                 finish(src, row0, r, j, acc, X, QM, QH, QS, D, C)
 
