@@ -247,3 +247,23 @@ def test_host_detection_prefers_avx_vnni() -> None:
     assert x86_gemm_kind(("avx2", "avx512f", "avx512bw")) == "avx512bw"
     assert x86_gemm_kind(("avx2",)) == "avx2-pair"
     assert x86_gemm_kind(()) == "sse2"
+
+
+def test_epilogue_reads_its_constants_once_per_block() -> None:
+    """The requantize epilogue's per-column constants (multiplier, rounding half, shift) are read once per register
+    block, not per row: between two rows' output stores of the VNNI prompt GEMM (16 columns, ``den * a`` addend)
+    the only memory reads are that row's two halves of ``a`` (the accumulators come from the stack).  Reading the
+    constants for every row (LLVM cannot tell them from the output inside the parallel body) added six."""
+    from qgnn_deploy.backends.tvm.gemm import vnni_requant_kernel
+    from qgnn_deploy.backends.tvm.gemm_skeleton import Epilogue
+
+    kernel = vnni_requant_kernel(8, 1, Epilogue(0, 0, 255, "uint8", 16, 4080, "int8"), "uint8")
+    mod = tvm.IRModule({"main": kernel.with_attr("global_symbol", "main")})
+    asm = tvm.tirx.build(mod, target=TARGETS["x86-64-v4-vnni"].tvm()).inspect_source("asm")
+    body = [ln.strip() for ln in asm.split(".L__tvm_parallel_lambda,@function", 1)[1].splitlines()
+            if re.match(r"\s+v\w+\s", ln)]
+    stores = [i for i, t in enumerate(body) if t.startswith("vpmovusdb") and "(" in t]
+    assert len(stores) >= 8, stores  # the 8 rows of a full register block
+    for a, b in zip(stores, stores[1:8]):
+        reads = [t for t in body[a + 1:b] if "(" in t and "%rsp" not in t]
+        assert len(reads) <= 2, reads
