@@ -254,18 +254,19 @@ def gemm_kernel(
         dzp, dscale = epilogue.dequantize
         return T.Cast("float32", T.Cast("int32", code) - T.int32(dzp)) * T.float32(dscale)
 
-    def column_constants(RQ, col):  # noqa: ANN001, ANN202 - (multiplier, half, shift) as out_value reads them
-        mult = RQ[0, col] if epilogue.wide_multipliers else T.Cast("int32", RQ[0, col])
-        shift = RQ[2, col] if epilogue.low_shifts else T.max(T.Cast("int32", RQ[2, col]) - T.int32(32), T.int32(0))
-        return mult, RQ[1, col], shift
+    def multiplier(RQ, col):  # noqa: ANN001, ANN202 - as out_value multiplies: int32 unless wide
+        return RQ[0, col] if epilogue.wide_multipliers else T.Cast("int32", RQ[0, col])
+
+    def shift_amount(RQ, col):  # noqa: ANN001, ANN202 - the int64 shift, or the int32 one after taking t >> 32
+        return RQ[2, col] if epilogue.low_shifts else T.max(T.Cast("int32", RQ[2, col]) - T.int32(32), T.int32(0))
 
     @T.macro
     def load_constants(RQ, j, QM, QH, QS):  # noqa: ANN001, ANN202 - column block j's epilogue constants
         if fused:
             for c in T.vectorized(LANES):
-                QM[c] = column_constants(RQ, j * LANES + c)[0]
-                QH[c] = column_constants(RQ, j * LANES + c)[1]
-                QS[c] = column_constants(RQ, j * LANES + c)[2]
+                QM[c] = multiplier(RQ, j * LANES + c)
+                QH[c] = RQ[1, j * LANES + c]
+                QS[c] = shift_amount(RQ, j * LANES + c)
 
     @T.macro
     def finish(src, row0, r, j, acc, X, QM, QH, QS, D, C):  # noqa: ANN001, ANN202 - K tail (X: Bt) and store of row r
